@@ -1,0 +1,53 @@
+"""The LightningCLI shared by ``train.py``: data ↔ model links, default loggers and callbacks."""
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+DEFAULT_CALLBACKS = [
+    {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {
+            "monitor": "val/ndcg@10",
+            "mode": "max",
+            "save_last": True,
+            "filename": "epoch{epoch:03d}-ndcg10_{val/ndcg@10:.4f}",
+            "auto_insert_metric_name": False,
+        },
+    },
+    {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
+]
+
+
+def default_loggers(save_dir: str = "runs", name: str = "genrec") -> list[dict]:
+    # CSV first: checkpoints and config.yaml go to its folder, which exists whatever W&B does.
+    return [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": save_dir, "name": name}},
+        {"class_path": "genrec.loggers.SafeWandbLogger", "init_args": {"save_dir": save_dir, "project": name}},
+    ]
+
+
+class GenRecCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
+        parser.link_arguments("data.fingerprint", "model.init_args.dataset_fingerprint", apply_on="instantiate")
+        parser.set_defaults({"trainer.logger": default_loggers(), "trainer.callbacks": DEFAULT_CALLBACKS})
+
+    def before_instantiate_classes(self) -> None:
+        # The default rich progress bar must not clash with enable_progress_bar=false.
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        if trainer.enable_progress_bar is False and trainer.callbacks:
+            trainer.callbacks = [c for c in trainer.callbacks if "ProgressBar" not in str(getattr(c, "class_path", c))]
+
+
+def main(args: list[str] | None = None) -> GenRecCLI:
+    from genrec.data import SequenceDataModule  # noqa: F401  (registers datasets)
+    import lightning as L
+
+    return GenRecCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )

@@ -1,0 +1,276 @@
+"""LightningDataModule over per-user item sequences with a leave-one-out split.
+
+Split (per user with at least 3 interactions): the last item is the test target, the
+second-to-last the validation target, the rest is training. Training windows are the most recent
+``max_seq_len + 1`` training items (inputs are the first ``max_seq_len``, targets the next item
+at every position); validation/test inputs are the most recent ``max_seq_len`` items before the
+target. Users with fewer than 3 interactions train on what they have and are not evaluated (they
+are counted in ``counts``). Batches are right-padded with 0 to the longest sequence in the batch.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from genrec.data import preprocess
+from genrec.data.preprocess import SequenceData
+from genrec.data.raw import DataError
+from genrec.data.registry import get_source
+
+log = logging.getLogger(__name__)
+
+Exclude = Literal["history", "window", "none"]
+
+
+class TrainWindows(Dataset):
+    """One sample per (user, window): ``inputs = w[:-1]``, ``targets = w[1:]``.
+
+    ``windows="last"`` keeps each user's most recent window (as SASRec and HSTU train);
+    ``windows="all"`` tiles the whole training sequence so every training target is used once.
+    """
+
+    def __init__(self, data: SequenceData, train_end: np.ndarray, max_seq_len: int, windows: str = "last"):
+        self.data = data
+        starts, ends, users = [], [], []
+        for u in np.flatnonzero(train_end - data.offsets[:-1] >= 2):
+            lo, hi = data.offsets[u], train_end[u]
+            end = hi
+            while end - lo >= 2:
+                start = max(lo, end - max_seq_len - 1)
+                starts.append(start)
+                ends.append(end)
+                users.append(u)
+                if windows == "last":
+                    break
+                end = start + 1  # the next window's last input is this window's first
+        self.starts = np.asarray(starts, np.int64)
+        self.ends = np.asarray(ends, np.int64)
+        self.users = np.asarray(users, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[int, int, int]:
+        return int(self.users[i]), int(self.starts[i]), int(self.ends[i])
+
+
+class EvalTargets(Dataset):
+    """One sample per evaluated user: history window, target, and the ids to exclude."""
+
+    def __init__(self, data: SequenceData, users: np.ndarray, target_pos: np.ndarray):
+        self.data = data
+        self.users = users
+        self.target_pos = target_pos
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return int(self.users[i]), int(self.target_pos[i])
+
+
+class Collator:
+    """Turns index tuples into padded tensors; numpy slicing keeps it off the Python hot path."""
+
+    def __init__(self, data: SequenceData, max_seq_len: int, exclude: Exclude = "history"):
+        self.items = data.items
+        self.timestamps = data.timestamps
+        self.offsets = data.offsets
+        self.max_seq_len = max_seq_len
+        self.exclude = exclude
+
+    def _pad(self, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        width = max(1, max(e - s for s, e in spans))
+        items = np.zeros((len(spans), width), np.int64)
+        stamps = np.zeros((len(spans), width), np.int64)
+        for r, (s, e) in enumerate(spans):
+            items[r, : e - s] = self.items[s:e]
+            stamps[r, : e - s] = self.timestamps[s:e]
+        return items, stamps, np.array([e - s for s, e in spans], np.int64)
+
+    def train(self, batch: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+        items, stamps, lengths = self._pad([(s, e - 1) for _, s, e in batch])
+        targets, _, _ = self._pad([(s + 1, e) for _, s, e in batch])
+        return {
+            "user": torch.as_tensor([b[0] for b in batch]),
+            "items": torch.from_numpy(items),
+            "timestamps": torch.from_numpy(stamps),
+            "targets": torch.from_numpy(targets),
+            "lengths": torch.from_numpy(lengths),
+        }
+
+    def eval(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        users = [u for u, _ in batch]
+        spans = [(max(self.offsets[u], p - self.max_seq_len), p) for u, p in batch]
+        items, stamps, lengths = self._pad(spans)
+        out = {
+            "user": torch.as_tensor(users),
+            "items": torch.from_numpy(items),
+            "timestamps": torch.from_numpy(stamps),
+            "lengths": torch.from_numpy(lengths),
+            "target": torch.as_tensor([int(self.items[p]) for _, p in batch]),
+        }
+        if self.exclude == "history":
+            out["exclude"] = torch.from_numpy(self._pad([(self.offsets[u], p) for u, p in batch])[0])
+        elif self.exclude == "window":
+            out["exclude"] = out["items"]
+        return out
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Sequences of one dataset, split leave-one-out, batched for ID-based retrieval models.
+
+    Args:
+        dataset: registered dataset name (``synthetic``, ``ml-1m``, ``ml-100k``, ``ml-20m``,
+            ``amazon``, ``s3rec``, ``plain``).
+        root: folder that already holds the official files (nothing is downloaded then).
+        dataset_options: reader options (e.g. ``{"category": "Beauty"}``).
+        cache_dir: where downloads and the preprocessed Arrow cache live.
+        max_seq_len: most recent items a model sees.
+        min_user_interactions / min_item_interactions: k-core filtering (0 = off, as the papers do
+            for MovieLens).
+        exclude: what evaluation removes from the candidates: the user's whole ``history`` before
+            the target, only the model's input ``window``, or ``none``.
+        train_windows: ``last`` (one window per user per epoch) or ``all`` (tile long sequences).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        root: str | None = None,
+        dataset_options: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        download: bool = True,
+        use_cache: bool = True,
+        max_seq_len: int = 200,
+        min_user_interactions: int = 0,
+        min_item_interactions: int = 0,
+        exclude: Exclude = "history",
+        train_windows: Literal["last", "all"] = "last",
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if max_seq_len < 2:
+            raise DataError(f"data.max_seq_len must be at least 2 (got {max_seq_len}): a model needs a history and a target")
+        if exclude not in ("history", "window", "none"):
+            raise DataError(f"data.exclude must be 'history', 'window' or 'none' (got {exclude!r})")
+        if train_windows not in ("last", "all"):
+            raise DataError(f"data.train_windows must be 'last' or 'all' (got {train_windows!r})")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise DataError("data.batch_size and data.eval_batch_size must be positive")
+        self.save_hyperparameters()
+        self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
+        self._data: SequenceData | None = None
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @property
+    def cache_folder(self) -> Path:
+        hp = self.hparams
+        key = f"{self.source.fingerprint()}-k{hp.min_user_interactions}-{hp.min_item_interactions}-v{preprocess.PREPROCESS_VERSION}"
+        return self.source.cache_dir / "processed" / self.source.name / key
+
+    def prepare_data(self) -> None:
+        self._load()
+
+    def _load(self) -> SequenceData:
+        if self._data is not None:
+            return self._data
+        hp = self.hparams
+        data = preprocess.load(self.cache_folder) if hp.use_cache else None
+        if data is None:
+            raw = self.source.load()
+            data = preprocess.build_sequences(
+                raw, hp.min_user_interactions, hp.min_item_interactions, fingerprint=self.source.fingerprint()
+            )
+            if hp.use_cache:
+                preprocess.save(data, self.cache_folder)
+        self._data = data
+        self._split()
+        return data
+
+    @property
+    def data(self) -> SequenceData:
+        return self._load()
+
+    def _split(self) -> None:
+        data = self._data
+        lengths = data.lengths
+        evaluable = np.flatnonzero(lengths >= 3)
+        self.eval_users = evaluable
+        self.val_pos = data.offsets[evaluable] + lengths[evaluable] - 2
+        self.test_pos = data.offsets[evaluable] + lengths[evaluable] - 1
+        self.train_end = data.offsets[1:].copy()
+        self.train_end[evaluable] -= 2
+        counts = data.counts
+        counts["users_not_evaluated_lt3"] = int(len(lengths) - len(evaluable))
+        counts["users_without_training_pair"] = int((self.train_end - data.offsets[:-1] < 2).sum())
+        rank_zero_info(
+            f"genrec: {data.name}: {data.num_users:,} users, {data.num_items:,} items, "
+            f"{data.num_interactions:,} interactions; filtered: "
+            + ", ".join(f"{k}={v:,}" for k, v in counts.items() if ("removed" in k or "not" in k or "without" in k))
+        )
+        if len(evaluable) == 0:
+            raise DataError(f"dataset {data.name!r}: no user has 3 or more interactions, so there is nothing to evaluate")
+
+    # -- what models need to know ----------------------------------------------------------------
+
+    @property
+    def num_items(self) -> int:
+        return self.data.num_items
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the catalogue: a checkpoint trained on another one must not be evaluated here."""
+        import hashlib
+
+        ids = "\n".join(self.data.item_ids.astype(str)).encode()
+        return f"{self.data.name}:{self.data.num_items}:{hashlib.sha256(ids).hexdigest()[:12]}"
+
+    def train_item_counts(self) -> torch.Tensor:
+        """Interactions per item in the training part only (the popularity baseline's scores)."""
+        data = self.data
+        mask = np.zeros(len(data.items), bool)
+        starts = data.offsets[:-1]
+        for s, e in zip(starts, self.train_end):
+            mask[s:e] = True
+        return torch.from_numpy(np.bincount(data.items[mask], minlength=data.num_items + 1).astype(np.float32))
+
+    # -- loaders ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        data = self._load()
+        hp = self.hparams
+        self.collator = Collator(data, hp.max_seq_len, hp.exclude)
+        self.train_set = TrainWindows(data, self.train_end, hp.max_seq_len, hp.train_windows)
+        self.val_set = EvalTargets(data, self.eval_users, self.val_pos)
+        self.test_set = EvalTargets(data, self.eval_users, self.test_pos)
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size if train else hp.eval_batch_size,
+            shuffle=train,
+            collate_fn=self.collator.train if train else self.collator.eval,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)

@@ -1,0 +1,80 @@
+"""Fetch official dataset files into the cache: checksummed, written atomically, zips unpacked."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.request import urlopen
+
+from genrec.data.raw import DataError
+
+TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Download:
+    """One published file. ``md5`` is None where the publisher gives no checksum.
+
+    ``extract`` names the files to take out of a zip archive (matched by base name); the archive
+    itself is deleted afterwards. Empty means the file is used as downloaded.
+    """
+
+    url: str
+    md5: str | None = None
+    extract: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+def fetch(downloads: list[Download], folder: Path, timeout: float = TIMEOUT_S) -> None:
+    """Download each file into ``folder``. Network errors (a cut-off transfer included) raise ``OSError``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in downloads:
+        target = folder / item.filename
+        try:
+            with urlopen(item.url, timeout=timeout) as response:
+                _write_atomically(response, target, item.md5, item.url)
+        except http.client.HTTPException as err:
+            raise OSError(f"incomplete transfer of {item.url}: {err!r}") from err
+        if item.extract:
+            extract(target, folder, item.extract)
+            target.unlink()
+
+
+def extract(archive: Path, folder: Path, names: tuple[str, ...]) -> None:
+    """Write the members of ``archive`` whose base names are in ``names`` directly into ``folder``."""
+    with zipfile.ZipFile(archive) as zf:
+        members = {PurePosixPath(m.filename).name: m for m in zf.infolist() if not m.is_dir()}
+        missing = [name for name in names if name not in members]
+        if missing:
+            raise DataError(f"{archive} lacks {', '.join(missing)}; delete it and download it again")
+        for name in names:
+            with zf.open(members[name]) as src:
+                _write_atomically(src, folder / name)
+
+
+def _write_atomically(src: BinaryIO, target: Path, md5: str | None = None, origin: str = "") -> None:
+    """Copy ``src`` to ``target`` via a temporary file, so that ``target`` only ever holds a complete, verified copy."""
+    digest = hashlib.md5()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                digest.update(chunk)
+                dst.write(chunk)
+        if md5 is not None and digest.hexdigest() != md5:
+            raise DataError(
+                f"checksum mismatch for {target.name} from {origin}: expected md5 {md5}, got {digest.hexdigest()}; "
+                "the download was corrupted or the file changed upstream and was not kept; try again"
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,69 @@
+"""Registry of dataset sources: configs name a source, the registry builds it."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from genrec.data.raw import DataError, RawData
+
+SOURCES: dict[str, type["Source"]] = {}
+
+
+def register_source(name: str) -> Callable[[type["Source"]], type["Source"]]:
+    def wrap(cls: type[Source]) -> type[Source]:
+        if name in SOURCES:
+            raise ValueError(f"dataset source {name!r} registered twice")
+        cls.name = name
+        SOURCES[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_source(name: str, **kwargs: Any) -> "Source":
+    """Build the source registered as ``name``; unknown names list the known ones."""
+    if name not in SOURCES:
+        known = ", ".join(sorted(SOURCES))
+        raise DataError(f"unknown dataset {name!r}; known datasets: {known} (set data.dataset to one of them)")
+    return SOURCES[name](**kwargs)
+
+
+class Source:
+    """A dataset in its official file format.
+
+    ``root`` is a folder that already holds the official files; when it is None the files are
+    looked up in (and downloaded to) ``cache_dir/<name>``. ``options`` are reader-specific
+    keyword arguments (e.g. the Amazon category). ``load`` returns the raw tables; ``fingerprint``
+    identifies the exact input (file names, sizes, modification times, options) for caching.
+    """
+
+    name: str = ""
+
+    def __init__(self, root: str | None = None, cache_dir: str | None = None, download: bool = True, **options: Any):
+        self.root = Path(root).expanduser() if root is not None else None
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.download = download
+        self.options = options
+
+    def load(self) -> RawData:
+        raise NotImplementedError
+
+    def input_files(self) -> list[Path]:
+        """The files ``load`` reads; used for the cache fingerprint."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        parts: dict[str, Any] = {"name": self.name, "options": self.options}
+        parts["files"] = [
+            [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.input_files() if p.exists()
+        ]
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("GENREC_CACHE", Path.home() / ".cache" / "genrec"))

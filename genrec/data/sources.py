@@ -1,0 +1,566 @@
+"""Readers for the official dataset formats (MovieLens, Amazon reviews, S3-Rec, a plain layout).
+
+Each reader returns :class:`RawData` and turns any problem in its input into a ``DataError`` that
+names the file, the line (1-based, as an editor shows it) or column, and what to do about it.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import io
+import json
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from genrec.data.download import Download, fetch
+from genrec.data.raw import DataError, RawData
+from genrec.data.registry import Source, register_source
+
+UNKNOWN_ITEM_TEXT_POLICIES = ("error", "ignore")
+GROUPLENS = "https://files.grouplens.org/datasets/movielens"
+MOVIELENS = {
+    "ml-1m": Download(f"{GROUPLENS}/ml-1m.zip", "c4d9eecfca2ab87c1945afe126590906", ("ratings.dat", "movies.dat")),
+    "ml-100k": Download(
+        f"{GROUPLENS}/ml-100k.zip", "0e33842e24a9c977be4e0107933c0723", ("u.data", "u.item", "u.genre")
+    ),
+    "ml-20m": Download(f"{GROUPLENS}/ml-20m.zip", "cd245b17a1ae2cc31bb14903e1204af3", ("ratings.csv", "movies.csv")),
+}
+RATING_FIELDS = ["user", "item", "rating", "timestamp"]
+ML_100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+# The Amazon and S3-Rec publishers give no checksums, so those downloads are not verified.
+AMAZON_URLS = {
+    "2014": (
+        "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/reviews_{category}_5.json.gz",
+        "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/meta_{category}.json.gz",
+    ),
+    "2018": (
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/categoryFilesSmall/{category}_5.json.gz",
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/metaFiles2/meta_{category}.json.gz",
+    ),
+}
+AMAZON_TEXT = ["title", "description", "brand", "categories"]
+S3REC_URL = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/{category}.txt"
+PLAIN_INTERACTIONS = ("interactions.csv", "interactions.parquet", "interactions.jsonl")
+# pandas' C parser takes one-character separators only; the unit separator never occurs in text.
+ONE_BYTE_SEP = "\x1f"
+PANDAS_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"'\\]+)["']""")
+
+Where = Callable[[int], str]  # row position -> "line N" / "row N", for error messages
+
+
+class FileSource(Source):
+    """A dataset whose files sit in one folder: ``root`` if given, else ``cache_dir/<name>``.
+
+    Only the cache is ever downloaded into; a user's ``root`` must already hold the files.
+    ``defaults`` lists the options a reader accepts, so a misspelt option fails loudly.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, root: str | None = None, cache_dir: str | None = None, download: bool = True, **options: Any):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise DataError(f"{self.name}: unknown option(s) {unknown}; valid options: {sorted(self.defaults)}")
+        super().__init__(root, cache_dir, download, **{**self.defaults, **options})
+        self.check_options()
+
+    def check_options(self) -> None:
+        policy = self.options.get("unknown_item_text", "error")
+        if policy not in UNKNOWN_ITEM_TEXT_POLICIES:
+            raise DataError(f"{self.name}: unknown_item_text={policy!r}; use one of {UNKNOWN_ITEM_TEXT_POLICIES}")
+
+    def required_files(self) -> list[str]:
+        raise NotImplementedError
+
+    def optional_files(self) -> list[str]:
+        return []
+
+    def downloads(self) -> list[Download]:
+        return []
+
+    @property
+    def folder(self) -> Path:
+        return self.root if self.root is not None else self.cache_dir / self.name
+
+    def input_files(self) -> list[Path]:
+        return [self.folder / name for name in self.required_files() + self.optional_files()]
+
+    def resolve(self) -> Path:
+        """The folder holding every required file, downloading into the cache when needed and allowed."""
+        folder, expected = self.folder, ", ".join(self.required_files())
+        if self.root is None and self.download and self._missing(folder) and self.downloads():
+            try:
+                fetch(self.downloads(), folder)
+            except OSError as err:
+                raise DataError(
+                    f"{self.name}: download failed ({err}); put {expected} into {folder} yourself "
+                    f"({self.where_to_get()}), or pass root= a folder that holds them"
+                ) from err
+        missing = self._missing(folder)
+        if missing:
+            lacks = ", ".join(missing)
+            raise DataError(f"{self.name}: {folder} lacks {lacks} (expected: {expected}); {self.where_to_get()}")
+        return folder
+
+    def where_to_get(self) -> str:
+        urls = ", ".join(d.url for d in self.downloads())
+        unzip = " and unzip it" if any(d.extract for d in self.downloads()) else ""
+        allow = ", or pass download=True" if self.root is None and not self.download else ""
+        return f"download {urls} into it{unzip}{allow}" if urls else "put them there"
+
+    def _missing(self, folder: Path) -> list[str]:
+        return [name for name in self.required_files() if not (folder / name).is_file()]
+
+    def _items_policy(self) -> str:
+        return self.options["unknown_item_text"]
+
+
+class MovieLens(FileSource):
+    """The GroupLens releases; their catalogs also list movies nobody rated, which are dropped and counted."""
+
+    defaults = {"unknown_item_text": "ignore"}
+
+    def required_files(self) -> list[str]:
+        return [name for name in MOVIELENS[self.name].extract if name not in self.optional_files()]
+
+    def optional_files(self) -> list[str]:
+        return ["u.genre"] if self.name == "ml-100k" else []
+
+    def downloads(self) -> list[Download]:
+        return [MOVIELENS[self.name]]
+
+    def _raw(self, interactions: pd.DataFrame, movies: pd.DataFrame, movies_path: Path) -> RawData:
+        counts: dict[str, int] = {}
+        movies = keep_known_items(movies, interactions, movies_path, self._items_policy(), counts)
+        return RawData(self.name, interactions, movies, counts)
+
+
+@register_source("ml-1m")
+class MovieLens1M(MovieLens):
+    def load(self) -> RawData:
+        folder = self.resolve()
+        ratings = read_fields(folder / "ratings.dat", "::", RATING_FIELDS, numeric=("rating", "timestamp"))
+        movies = read_fields(folder / "movies.dat", "::", ["item", "title", "genres"], encoding="latin-1")
+        movies["genres"] = movies["genres"].str.replace("|", ", ", regex=False)
+        return self._raw(interaction_frame(ratings, folder / "ratings.dat"), movies, folder / "movies.dat")
+
+
+@register_source("ml-100k")
+class MovieLens100K(MovieLens):
+    def load(self) -> RawData:
+        folder = self.resolve()
+        ratings = read_fields(folder / "u.data", "\t", RATING_FIELDS, numeric=("rating", "timestamp"))
+        genres = read_genre_names(folder / "u.genre")
+        fields = ["item", "title", "release_date", "video_release_date", "url", *genres]
+        movies = read_fields(folder / "u.item", "|", fields, encoding="latin-1", may_be_empty=fields[1:5])
+        flags = movies[list(genres)].to_numpy() == "1"
+        movies["genres"] = [", ".join(np.asarray(genres)[row]) for row in flags]
+        movies = movies[["item", "title", "genres"]]
+        return self._raw(interaction_frame(ratings, folder / "u.data"), movies, folder / "u.item")
+
+
+@register_source("ml-20m")
+class MovieLens20M(MovieLens):
+    def load(self) -> RawData:
+        folder = self.resolve()
+        ratings = read_csv(folder / "ratings.csv", {"userId": "user", "movieId": "item", "timestamp": "timestamp"})
+        movies = read_csv(folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"})
+        # "(no genres listed)" is the release's placeholder for missing text
+        genres = movies["genres"].replace("(no genres listed)", "")
+        movies["genres"] = genres.str.replace("|", ", ", regex=False)
+        interactions = interaction_frame(ratings, folder / "ratings.csv", lambda i: f"line {i + 2}")
+        return self._raw(interactions, movies, folder / "movies.csv")
+
+
+@register_source("amazon")
+class Amazon(FileSource):
+    """McAuley's Amazon review dumps (``version`` 2014 or 2018): 5-core reviews plus optional metadata.
+
+    The metadata covers the whole category, not only the 5-core items, so by default the extra
+    products are dropped and counted; their lines are skipped before the (slow) full parse.
+    """
+
+    defaults = {
+        "category": None, "version": 2014, "reviews_file": None, "meta_file": None, "unknown_item_text": "ignore",
+    }  # fmt: skip
+
+    def check_options(self) -> None:
+        super().check_options()
+        self.options["version"] = str(self.options["version"])  # 2014 and "2014" are the same input
+        if self.options["version"] not in AMAZON_URLS:
+            raise DataError(f"amazon: version={self.options['version']!r}; use 2014 or 2018")
+        if self.options["category"] is None and self.options["reviews_file"] is None:
+            raise DataError("amazon: set category (e.g. 'Beauty') or reviews_file")
+
+    def downloads(self) -> list[Download]:
+        category = self.options["category"]
+        if category is None:
+            return []
+        return [Download(url.format(category=category)) for url in AMAZON_URLS[self.options["version"]]]
+
+    def _file_names(self) -> tuple[str, str | None]:
+        """Explicit ``reviews_file``/``meta_file`` first, else the published names (or their gunzipped copies)."""
+        published = [self._gunzipped_if_present(d.filename) for d in self.downloads()] or [None, None]
+        return self.options["reviews_file"] or published[0], self.options["meta_file"] or published[1]
+
+    def _gunzipped_if_present(self, name: str) -> str:
+        plain = name.removesuffix(".gz")
+        return plain if not (self.folder / name).is_file() and (self.folder / plain).is_file() else name
+
+    def required_files(self) -> list[str]:
+        reviews, meta = self._file_names()
+        return [reviews] + ([meta] if self.options["meta_file"] else [])
+
+    def optional_files(self) -> list[str]:
+        meta = self._file_names()[1]
+        return [meta] if meta and not self.options["meta_file"] else []
+
+    def load(self) -> RawData:
+        folder = self.resolve()
+        reviews, meta = self._file_names()
+        interactions = read_amazon_reviews(folder / reviews)
+        counts: dict[str, int] = {}
+        items = None
+        if meta is not None and (folder / meta).is_file():
+            known = set(interactions["item"].unique())
+            items = read_amazon_meta(folder / meta, known, self._items_policy(), counts)
+        return RawData(self.name, interactions, items, counts)
+
+
+@register_source("s3rec")
+class S3Rec(FileSource):
+    """S3-Rec's preprocessed sequences: one line per user, ``user item item ...`` in time order."""
+
+    defaults = {"category": None, "file": None}
+
+    def check_options(self) -> None:
+        if self.options["category"] is None and self.options["file"] is None:
+            raise DataError("s3rec: set category (e.g. 'Beauty', read from <category>.txt) or file")
+
+    def required_files(self) -> list[str]:
+        return [self.options["file"] or f"{self.options['category']}.txt"]
+
+    def downloads(self) -> list[Download]:
+        category = self.options["category"]
+        return [Download(S3REC_URL.format(category=category))] if category else []
+
+    def load(self) -> RawData:
+        path = self.resolve() / self.required_files()[0]
+        users: list[str] = []
+        items: list[str] = []
+        for lineno, line in enumerate(path.read_text().rstrip().splitlines(), 1):
+            user, *sequence = line.split() or [""]
+            if not sequence:
+                raise DataError(f"{path}: line {lineno} has no items; each line must read 'user item item ...'")
+            users.extend([user] * len(sequence))
+            items.extend(sequence)
+        return RawData(self.name, interaction_frame(pd.DataFrame({"user": users, "item": items}), path))
+
+
+@register_source("plain")
+class Plain(FileSource):
+    """A folder with ``interactions.{csv,parquet,jsonl}`` (``user_id,item_id[,timestamp]``), optional ``items.jsonl``.
+
+    Without a timestamp column the rows of each user are taken to be in chronological order.
+    """
+
+    defaults = {"interactions_file": None, "unknown_item_text": "error"}
+
+    def required_files(self) -> list[str]:
+        if self.options["interactions_file"]:
+            return [self.options["interactions_file"]]
+        found = [name for name in PLAIN_INTERACTIONS if (self.folder / name).is_file()]
+        if len(found) > 1:
+            raise DataError(f"plain: {self.folder} holds {', '.join(found)}; choose one with interactions_file=")
+        return found or ["interactions.csv"]
+
+    def optional_files(self) -> list[str]:
+        return ["items.jsonl"]
+
+    def where_to_get(self) -> str:
+        return f"point root= at a folder with one of {', '.join(PLAIN_INTERACTIONS)} (user_id,item_id[,timestamp])"
+
+    def load(self) -> RawData:
+        folder = self.resolve()
+        interactions = read_plain_interactions(folder / self.required_files()[0])
+        counts: dict[str, int] = {}
+        items = None
+        if (folder / "items.jsonl").is_file():
+            items = read_items_jsonl(folder / "items.jsonl")
+            items = keep_known_items(items, interactions, folder / "items.jsonl", self._items_policy(), counts)
+        return RawData(self.name, interactions, items, counts)
+
+
+# ---- delimited files -------------------------------------------------------------------------
+
+
+def read_fields(
+    path: Path,
+    sep: str,
+    names: list[str],
+    numeric: tuple[str, ...] = (),
+    encoding: str = "utf-8",
+    may_be_empty: list[str] | None = None,
+) -> pd.DataFrame:
+    """A header-less file with ``len(names)`` fields a line; quotes are ordinary characters there.
+
+    Every field must be non-empty except ``may_be_empty`` (filled with ""); ``numeric`` fields are
+    left for pandas to type, the others stay strings.
+    """
+    layout = sep.replace("\t", "<tab>").join(names)
+    data = path.read_bytes()
+    if len(sep) > 1:
+        data, sep = data.replace(sep.encode(), ONE_BYTE_SEP.encode()), ONE_BYTE_SEP
+    dtype = {name: str for name in names if name not in numeric}
+    options = {"sep": sep, "header": None, "names": names, "dtype": dtype, "encoding": encoding}
+    frame = parse_csv(path, io.BytesIO(data), quoting=csv.QUOTE_NONE, **options)
+    optional = may_be_empty or []
+    required = [name for name in names if name not in optional]
+    check_complete(frame, required, path, lambda i: f"line {i + 1}", f"each line must read {layout}")
+    frame[optional] = frame[optional].fillna("")
+    return frame
+
+
+def read_csv(path: Path, columns: dict[str, str]) -> pd.DataFrame:
+    """The ``columns`` (file name -> our name) of a CSV file with a header; all but timestamps stay strings."""
+    dtype = {name: str for name, ours in columns.items() if ours != "timestamp"}
+    frame = select_columns(parse_csv(path, path, dtype=dtype), columns, path)
+    check_complete(frame, list(columns.values()), path, lambda i: f"line {i + 2}", f"columns: {', '.join(columns)}")
+    return frame
+
+
+def parse_csv(path: Path, source: Path | IO[bytes], **kwargs: Any) -> pd.DataFrame:
+    """pandas' C parser with its errors restated as ``DataError`` naming ``path``; trailing blank lines dropped."""
+    first_line = 1 if kwargs.get("header", "infer") is None else 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(source, index_col=False, skip_blank_lines=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty; it should hold interactions or item text") from None
+    except pd.errors.ParserError as err:
+        found = PANDAS_FIELD_COUNT.search(str(err))
+        detail = f"line {found[2]} has {found[3]} fields, expected {found[1]}" if found else str(err).strip()
+        raise DataError(f"{path}: {detail}; fix or remove that line") from None
+    except pd.errors.ParserWarning:  # pandas truncates a too-long first line instead of failing
+        raise DataError(f"{path}: line {first_line} has more fields than expected; fix or remove it") from None
+    filled = frame.notna().to_numpy().any(axis=1)
+    last = len(filled) - int(np.argmax(filled[::-1])) if filled.any() else 0
+    return frame.iloc[:last]
+
+
+def select_columns(frame: pd.DataFrame, columns: dict[str, str], path: Path) -> pd.DataFrame:
+    for column in columns:
+        if column not in frame.columns:
+            raise DataError(f"{path}: no column {column!r}; columns found: {list(frame.columns)}; need {list(columns)}")
+    return frame[list(columns)].rename(columns=columns)
+
+
+def check_complete(frame: pd.DataFrame, required: list[str], path: Path, where: Where, layout: str) -> None:
+    missing = frame[required].isna().to_numpy()
+    if missing.any():
+        row, col = np.argwhere(missing)[0]
+        raise DataError(f"{path}: {where(int(row))}: no value for {required[col]!r} ({layout}); fix or remove it")
+
+
+def to_int(values: pd.Series, path: Path, where: Where) -> pd.Series:
+    """Integer timestamps; the first value that is not a number is reported with its position."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.astype("datetime64[s]").astype("int64")
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: {where(row)}: {values.name} {values.iloc[row]!r} is not a number (unix seconds)")
+    return numbers.astype("int64")
+
+
+def interaction_frame(frame: pd.DataFrame, path: Path, where: Where = lambda i: f"line {i + 1}") -> pd.DataFrame:
+    """The ``RawData.interactions`` table: string ids, int64 timestamps if present, file order."""
+    if frame.empty:
+        raise DataError(f"{path} holds no interactions; check that it is the right file")
+    frame = frame.reset_index(drop=True)
+    out = pd.DataFrame({"user": frame["user"].astype(str), "item": frame["item"].astype(str)})
+    if "timestamp" in frame.columns:
+        out["timestamp"] = to_int(frame["timestamp"], path, where)
+    return out
+
+
+def read_genre_names(path: Path) -> tuple[str, ...]:
+    """ML-100K's ``u.genre`` (``name|index``) when present, else the names the release documents."""
+    if not path.is_file():
+        return ML_100K_GENRES
+    names = tuple(line.split("|")[0] for line in path.read_text("latin-1").splitlines() if line.strip())
+    if len(names) != len(ML_100K_GENRES):
+        raise DataError(f"{path} lists {len(names)} genres, expected {len(ML_100K_GENRES)}; restore the official file")
+    return names
+
+
+# ---- JSON lines ------------------------------------------------------------------------------
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) for every non-blank line of a possibly gzipped file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    lineno = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    yield lineno, line
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable after line {lineno} ({err}); is it complete UTF-8 (gzip)?") from None
+
+
+def parse_record(line: str, path: Path, lineno: int, python_literals: bool = False) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        if not python_literals:
+            raise DataError(f"{path}: line {lineno} is not valid JSON ({err.msg}); write one object a line") from None
+        try:  # the 2014 Amazon metadata holds Python dict literals, not JSON
+            record = ast.literal_eval(line.strip())
+        except (ValueError, SyntaxError):
+            raise DataError(f"{path}: line {lineno} is neither JSON nor a Python dict literal") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: line {lineno} is a {type(record).__name__}, expected one object per line")
+    return record
+
+
+def field(record: dict[str, Any], key: str, path: Path, lineno: int) -> Any:
+    if record.get(key) is None:
+        raise DataError(f"{path}: line {lineno}: no field {key!r}; fields found: {sorted(record)}")
+    return record[key]
+
+
+def read_amazon_reviews(path: Path) -> pd.DataFrame:
+    rows: dict[str, list[Any]] = {"user": [], "item": [], "timestamp": []}
+    lines: list[int] = []
+    for lineno, line in json_lines(path):
+        record = parse_record(line, path, lineno, python_literals=True)
+        rows["user"].append(str(field(record, "reviewerID", path, lineno)))
+        rows["item"].append(str(field(record, "asin", path, lineno)))
+        rows["timestamp"].append(field(record, "unixReviewTime", path, lineno))
+        lines.append(lineno)
+    return interaction_frame(pd.DataFrame(rows, dtype=object), path, lambda i: f"line {lines[i]}")
+
+
+def read_amazon_meta(path: Path, known: set[str], policy: str, counts: dict[str, int]) -> pd.DataFrame:
+    records: list[dict[str, str]] = []
+    unknown: list[str] = []
+    for lineno, line in json_lines(path):
+        match = ASIN.search(line)
+        if match and match.group(1) not in known:
+            unknown.append(match.group(1))
+            continue
+        record = parse_record(line, path, lineno, python_literals=True)
+        asin = str(field(record, "asin", path, lineno))
+        if asin in known:
+            records.append({"item": asin, **amazon_text(record)})
+        else:
+            unknown.append(asin)
+    report_unknown_items(unknown, path, policy, counts)
+    return dedupe_items(pd.DataFrame(records, columns=["item", *AMAZON_TEXT]), counts)
+
+
+def amazon_text(record: dict[str, Any]) -> dict[str, str]:
+    """2014 metadata calls the category lists ``categories``, 2018 ``category``; 2018 descriptions are lists."""
+    return {
+        "title": text(record.get("title")),
+        "description": text(record.get("description"), " "),
+        "brand": text(record.get("brand")),
+        "categories": text(record.get("categories", record.get("category"))),
+    }
+
+
+def read_plain_interactions(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        frame = read_parquet(path)
+        where: Where = lambda i: f"row {i + 1}"  # noqa: E731
+    elif path.suffix == ".jsonl":
+        numbered = [(lineno, parse_record(line, path, lineno)) for lineno, line in json_lines(path)]
+        if not numbered:
+            raise DataError(f"{path} holds no interactions; check that it is the right file")
+        frame = pd.DataFrame.from_records([record for _, record in numbered])
+        where = lambda i: f"line {numbered[i][0]}"  # noqa: E731
+    else:
+        frame = parse_csv(path, path, dtype={"user_id": str, "item_id": str})
+        where = lambda i: f"line {i + 2}"  # noqa: E731
+    columns = {"user_id": "user", "item_id": "item"} | ({"timestamp": "timestamp"} if "timestamp" in frame else {})
+    frame = select_columns(frame, columns, path)
+    check_complete(frame, list(columns.values()), path, where, f"columns: {', '.join(columns)}")
+    return interaction_frame(frame, path, where)
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path} is not a readable parquet file ({err})") from None
+
+
+def read_items_jsonl(path: Path) -> pd.DataFrame:
+    """One object per line with ``item_id`` and text fields; lists are joined, missing text is ""."""
+    records = []
+    for lineno, line in json_lines(path):
+        record = parse_record(line, path, lineno)
+        item = str(field(record, "item_id", path, lineno))
+        records.append({"item": item, **{key: text(value) for key, value in record.items() if key != "item_id"}})
+    return pd.DataFrame(records).fillna("") if records else pd.DataFrame({"item": []})
+
+
+# ---- item text -------------------------------------------------------------------------------
+
+
+def text(value: Any, sep: str = ", ") -> str:
+    """Text of a metadata field: nested lists (Amazon categories) are flattened, de-duplicated and joined."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return sep.join(dict.fromkeys(part for part in flatten(value) if part))
+    return str(value).strip()
+
+
+def flatten(values: list[Any]) -> Iterator[str]:
+    for value in values:
+        if isinstance(value, list):
+            yield from flatten(value)
+        else:
+            yield text(value)
+
+
+def keep_known_items(
+    items: pd.DataFrame, interactions: pd.DataFrame, path: Path, policy: str, counts: dict[str, int]
+) -> pd.DataFrame:
+    known = items["item"].isin(set(interactions["item"].unique()))
+    report_unknown_items(items.loc[~known, "item"].tolist(), path, policy, counts)
+    return dedupe_items(items[known], counts)
+
+
+def report_unknown_items(unknown: list[str], path: Path, policy: str, counts: dict[str, int]) -> None:
+    """Item text for ids nobody interacted with: an error, or (``ignore``) dropped and counted."""
+    if unknown and policy == "error":
+        examples = ", ".join(repr(item) for item in unknown[:5])
+        raise DataError(
+            f"{path}: {len(unknown)} item id(s) have text but no interactions (e.g. {examples}); fix the file or "
+            "pass unknown_item_text='ignore' to drop them"
+        )
+    counts["item_text_unknown_ids"] = len(unknown)
+
+
+def dedupe_items(items: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    """Keep the first text of each item (the 2018 Amazon metadata repeats some products)."""
+    duplicated = items["item"].duplicated()
+    counts["item_text_duplicate_ids"] = int(duplicated.sum())
+    return items[~duplicated].reset_index(drop=True).astype(str)

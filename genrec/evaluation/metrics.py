@@ -1,0 +1,298 @@
+"""Full-catalogue ranking evaluation that streams over item chunks and keeps only running sums.
+
+Protocol (leave-one-out, full ranking, no sampled negatives):
+
+* each user contributes one held-out target item ``t`` in ``1..N``; id 0 is padding and never a candidate;
+* ``t`` is ranked against every catalogue item ``1..N``;
+* when the caller passes ``exclude`` (typically the user's training history), those items leave the
+  candidate set, except ``t`` itself, which is always ranked even when it also appears in ``exclude``;
+* ties are broken by id so the result is deterministic and a constant scorer gets no free hits:
+  item ``j`` is ahead of ``t`` iff ``s_j > s_t`` or (``s_j == s_t`` and ``j < t``); the 0-based rank of
+  ``t`` is the number of candidates ahead of it;
+* HR@k = 1[rank < k], NDCG@k = 1 / log2(rank + 2) if rank < k else 0 (one relevant item),
+  MRR = 1 / (rank + 1).
+
+Scores are dot products of a user vector and an item vector, computed in float32 one chunk of items at
+a time, so memory is O(B * chunk_size) and never O(B * N). A popularity baseline is the D=1 case
+(``popularity_vectors``). Models that emit ranked lists instead of vectors (generative decoding) go
+through ``ranks_from_topk`` and ``RankingMetrics(max_rank=K)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+# Rows per matmul when scoring targets alone; small enough that the (R, R) product is negligible.
+_TARGET_BLOCK = 256
+# int64 words summed per group in _count_true: each byte lane then holds at most 128 < 256 ones.
+_WORDS_PER_GROUP = 128
+_PACK = 8 * _WORDS_PER_GROUP
+
+
+def target_ranks(
+    query: Tensor,
+    items: Tensor,
+    targets: Tensor,
+    exclude: Tensor | None = None,
+    chunk_size: int = 65536,
+) -> Tensor:
+    """0-based full-catalogue rank of each target, under the protocol in the module docstring.
+
+    Args:
+        query: (B, D) user vectors.
+        items: (N+1, D) item vectors; row 0 (padding) is never scored.
+        targets: (B,) long item ids in 1..N.
+        exclude: (B, H) long item ids to drop from the candidates, 0 = pad; ids outside 1..N are ignored.
+        chunk_size: items scored per matmul; memory is about B * chunk_size * 5 bytes.
+
+    Returns:
+        (B,) long ranks.
+    """
+    n = _check_inputs(query, items, chunk_size)
+    batch = query.shape[0]
+    if targets.shape != (batch,):
+        raise ValueError(f"targets must have shape ({batch},), got {tuple(targets.shape)}")
+    targets = targets.long()
+    if batch and (targets.min() < 1 or targets.max() > n):
+        raise ValueError(f"targets must be item ids in 1..{n}")
+    q = query.float()
+    s_t = _target_scores(q, items, targets)  # (B,)
+    if torch.isnan(s_t).any() or torch.isneginf(s_t).any():
+        raise ValueError("a target scored NaN or -inf; its rank would be meaningless")
+    # The target is dropped from its own count: it cannot be ahead of itself, and rounding must not say so.
+    drop = targets[:, None] if exclude is None else torch.cat([_as_ids(exclude, batch), targets[:, None]], 1)
+    # Ahead of t in a chunk wholly below t means s_j >= s_t, i.e. s_j > the float just below s_t.
+    s_below = torch.nextafter(s_t, torch.full_like(s_t, -torch.inf))
+    ahead = torch.zeros(batch, dtype=torch.long, device=q.device)
+    for lo in range(1, n + 1, chunk_size):
+        hi = min(lo + chunk_size, n + 1)
+        # NaN compares false with everything, so dropped items are never ahead.
+        s = _chunk_scores(q, items, lo, hi, drop, torch.nan)  # (B, C)
+        threshold = torch.where(targets >= hi, s_below, s_t)  # (B,)
+        ahead += _count_greater(s, threshold)
+        # Rows whose target lies inside this chunk counted only strict wins; add ties with lower ids.
+        rows = ((targets >= lo) & (targets < hi)).nonzero().squeeze(1)  # (R,)
+        if rows.numel():
+            ids = torch.arange(lo, hi, device=q.device)  # (C,)
+            ties = (s[rows] == s_t[rows, None]) & (ids < targets[rows, None])  # (R, C)
+            ahead[rows] += ties.sum(1)
+    return ahead
+
+
+def topk_items(
+    query: Tensor,
+    items: Tensor,
+    k: int,
+    exclude: Tensor | None = None,
+    chunk_size: int = 65536,
+) -> tuple[Tensor, Tensor]:
+    """The k best items per user, merged chunk by chunk; equal scores put the lower id first.
+
+    Args as in ``target_ranks``. Id 0 and excluded ids are never returned, so k may not exceed the
+    number of candidates left to any user. Scores of -inf are raised to the lowest float32 so that real
+    items always rank above dropped ones.
+
+    Returns:
+        (B, k) float32 scores, descending, and (B, k) long item ids.
+    """
+    n = _check_inputs(query, items, chunk_size)
+    batch = query.shape[0]
+    drop = None if exclude is None else _as_ids(exclude, batch)
+    most_dropped = 0 if drop is None or not batch else int(_distinct_in_catalogue(drop, n).max())
+    if not 1 <= k <= n - most_dropped:
+        raise ValueError(f"k={k} must be in 1..{n - most_dropped} (catalogue {n}, at most {most_dropped} excluded)")
+    q = query.float()
+    best_scores = q.new_empty(batch, 0)
+    best_ids = torch.empty(batch, 0, dtype=torch.long, device=q.device)
+    lowest = torch.finfo(torch.float32).min
+    for lo in range(1, n + 1, chunk_size):
+        hi = min(lo + chunk_size, n + 1)
+        s = _chunk_scores(q, items, lo, hi, drop, -torch.inf, clamp_min=lowest)  # (B, C)
+        kk = min(k, hi - lo)
+        scores, cols = torch.topk(s, kk, dim=1)  # (B, kk)
+        # topk picks arbitrarily among items tied with its last value; a stable sort picks lower ids.
+        rows = ((s >= scores[:, -1:]).sum(1) > kk).nonzero().squeeze(1)  # (R,)
+        if rows.numel():
+            sorted_scores, sorted_cols = torch.sort(s[rows], dim=1, descending=True, stable=True)
+            scores[rows], cols[rows] = sorted_scores[:, :kk], sorted_cols[:, :kk]
+        best_scores, best_ids = _merge_topk(
+            torch.cat([best_scores, scores], 1), torch.cat([best_ids, cols + lo], 1), k
+        )
+    return best_scores, best_ids
+
+
+def ranks_from_topk(topk_ids: Tensor, targets: Tensor) -> Tensor:
+    """Rank of each target in a ranked list: its first position, or K (the list length) when absent.
+
+    Args:
+        topk_ids: (B, K) item ids, best first.
+        targets: (B,) item ids.
+
+    Returns:
+        (B,) long ranks in 0..K; feed them to ``RankingMetrics(max_rank=K)``.
+    """
+    hit = topk_ids == targets[:, None]  # (B, K)
+    first = hit.int().argmax(1)  # (B,)
+    return torch.where(hit.any(1), first, topk_ids.shape[1]).long()
+
+
+def popularity_vectors(train_counts: Tensor) -> Tensor:
+    """(N+1, 1) item vectors scoring each item by its training count; pair with a query of ones.
+
+    ``train_counts`` is (N+1,), indexed by item id. Row 0 is -inf so that a scorer that does look at
+    padding never ranks it first; equal counts fall back to the id rule, so the baseline is deterministic.
+    """
+    vectors = train_counts.float().clone()
+    vectors[0] = -torch.inf
+    return vectors[:, None]
+
+
+class RankingMetrics(Metric):
+    """HR@k, NDCG@k and MRR from 0-based target ranks, as sums that reduce across processes.
+
+    ``max_rank`` says the ranks come from top-K lists (rank K = not in the list): metrics with k > K
+    cannot be known and are refused, and MRR counts only ranks below K (a lower bound of the full MRR).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        hr_ks: tuple[int, ...] = (1, 10, 50, 200),
+        ndcg_ks: tuple[int, ...] = (10, 50, 200),
+        mrr: bool = True,
+        max_rank: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hr_ks = tuple(sorted(set(hr_ks)))
+        self.ndcg_ks = tuple(sorted(set(ndcg_ks)))
+        self.mrr = mrr
+        self.max_rank = max_rank
+        ks = self.hr_ks + self.ndcg_ks
+        if any(k < 1 for k in ks):
+            raise ValueError(f"cut-offs must be >= 1, got hr_ks={hr_ks}, ndcg_ks={ndcg_ks}")
+        if max_rank is not None and any(k > max_rank for k in ks):
+            raise ValueError(f"cut-offs {ks} exceed the list length max_rank={max_rank}: those metrics are unknown")
+        # float64 keeps sums exact far beyond any catalogue of users (integers up to 2**53).
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hr", torch.zeros(len(self.hr_ks), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("ndcg", torch.zeros(len(self.ndcg_ks), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("rr", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, ranks: Tensor) -> None:
+        """Add a batch of (B,) integer 0-based ranks."""
+        if ranks.ndim != 1 or ranks.is_floating_point() or ranks.is_complex():
+            raise ValueError(f"ranks must be a 1-D integer tensor, got {ranks.dtype} of shape {tuple(ranks.shape)}")
+        if not ranks.numel():
+            return
+        if ranks.min() < 0 or (self.max_rank is not None and ranks.max() > self.max_rank):
+            raise ValueError(f"ranks must lie in 0..{self.max_rank if self.max_rank is not None else 'N-1'}")
+        r = ranks.to(torch.float64)[:, None]  # (B, 1)
+        gain = 1.0 / torch.log2(r + 2.0)  # (B, 1)
+        hr_ks = torch.tensor(self.hr_ks, dtype=torch.float64, device=r.device)
+        ndcg_ks = torch.tensor(self.ndcg_ks, dtype=torch.float64, device=r.device)
+        self.count += ranks.numel()
+        self.hr += (r < hr_ks).sum(0)
+        self.ndcg += torch.where(r < ndcg_ks, gain, 0.0).sum(0)
+        if self.mrr:
+            found = r < (self.max_rank if self.max_rank is not None else torch.inf)
+            self.rr += torch.where(found, 1.0 / (r + 1.0), 0.0).sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {f"hr@{k}": self.hr[i] / self.count for i, k in enumerate(self.hr_ks)}
+        out |= {f"ndcg@{k}": self.ndcg[i] / self.count for i, k in enumerate(self.ndcg_ks)}
+        if self.mrr:
+            out["mrr"] = self.rr / self.count
+        return out
+
+
+def _check_inputs(query: Tensor, items: Tensor, chunk_size: int) -> int:
+    if query.ndim != 2 or items.ndim != 2 or query.shape[1] != items.shape[1]:
+        raise ValueError(f"need query (B, D) and items (N+1, D), got {tuple(query.shape)} and {tuple(items.shape)}")
+    if items.shape[0] < 2:
+        raise ValueError("items needs the padding row and at least one item")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return items.shape[0] - 1
+
+
+def _as_ids(exclude: Tensor, batch: int) -> Tensor:
+    if exclude.ndim != 2 or exclude.shape[0] != batch:
+        raise ValueError(f"exclude must have shape ({batch}, H), got {tuple(exclude.shape)}")
+    return exclude.long()
+
+
+def _distinct_in_catalogue(ids: Tensor, n: int) -> Tensor:
+    """(B,) number of distinct ids in 1..n per row of ids (B, H)."""
+    ids = ids.sort(1).values  # (B, H)
+    new = torch.ones_like(ids, dtype=torch.bool)
+    new[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    return (new & (ids >= 1) & (ids <= n)).sum(1)
+
+
+def _merge_topk(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Best k of (B, M) candidates with distinct ids, ordered by score descending, then id ascending."""
+    by_id = ids.argsort(1)  # (B, M)
+    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+    by_score = scores.argsort(dim=1, descending=True, stable=True)[:, :k]  # (B, k)
+    return scores.gather(1, by_score), ids.gather(1, by_score)
+
+
+def _target_scores(q: Tensor, items: Tensor, targets: Tensor) -> Tensor:
+    """(B,) scores of the targets, from the same matmul kernel as the chunk scores.
+
+    An elementwise dot product sums in another order and can differ in the last bit, which would break
+    ties between the target and items with identical vectors.
+    """
+    parts = []
+    for i in range(0, q.shape[0], _TARGET_BLOCK):
+        block = items[targets[i : i + _TARGET_BLOCK]].float()  # (R, D)
+        parts.append(torch.mm(q[i : i + _TARGET_BLOCK], block.T).diagonal())  # (R,)
+    return torch.cat(parts) if parts else q.new_empty(0)
+
+
+def _chunk_scores(
+    q: Tensor,
+    items: Tensor,
+    lo: int,
+    hi: int,
+    drop: Tensor | None,
+    fill: float,
+    clamp_min: float | None = None,
+) -> Tensor:
+    """(B, hi - lo) scores of items lo..hi-1 with the ids in ``drop`` set to ``fill``.
+
+    The scores live in a (B, C+1) buffer whose last column absorbs the drop ids outside the chunk,
+    so the mask is one scatter with no data-dependent shapes.
+    """
+    width = hi - lo
+    buf = q.new_empty(q.shape[0], width + 1)  # (B, C+1)
+    s = buf[:, :width]
+    torch.mm(q, items[lo:hi].float().T, out=s)
+    if clamp_min is not None:
+        s.clamp_(min=clamp_min)
+    if drop is not None:
+        local = drop - lo  # (B, H)
+        buf.scatter_(1, torch.where((local >= 0) & (local < width), local, width), fill)
+    return s
+
+
+def _count_greater(s: Tensor, threshold: Tensor) -> Tensor:
+    """(B,) number of entries of each row of s (B, C) above its threshold (B,).
+
+    On CPU, summing a bool tensor is ~4x slower than the comparison that made it, and this runs on
+    every (user, item) pair. Viewing the flags as int64 adds 8 of them per add; with at most 128 words
+    per group no byte lane overflows, so each group sum can be read back as bytes.
+    """
+    rows, width = s.shape
+    flags = torch.empty(rows, -(-width // _PACK) * _PACK, dtype=torch.bool, device=s.device)  # (B, C')
+    torch.gt(s, threshold[:, None], out=flags[:, :width])
+    flags[:, width:] = False
+    groups = flags.view(torch.int64).view(rows, -1, _WORDS_PER_GROUP).sum(2)  # (B, C'/_PACK), 8 byte lanes
+    return groups.view(torch.uint8).view(rows, -1).sum(1)

@@ -1,0 +1,92 @@
+"""Checkpoint evaluation behind ``evaluate.py``: metrics as JSON plus a Markdown report."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genrec.evaluation.metrics import RankingMetrics
+from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+
+
+def _import(path: str) -> Any:
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
+    hp = ckpt.get("datamodule_hyper_parameters")
+    if hp is None:
+        raise CheckpointMismatchError(f"{source} holds no data module settings; pass a checkpoint written by train.py")
+    cls = _import(ckpt.get("genrec", {}).get("datamodule") or "genrec.data.SequenceDataModule")
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(k for k in accepted if k != 'self')}")
+    hp = {**{k: v for k, v in dict(hp).items() if k in accepted}, **overrides}
+    return cls(**hp)
+
+
+def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
+                   out: str | None = None, baseline: bool = True) -> dict:
+    ckpt = load_checkpoint(ckpt_path)
+    module_cls = _import(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    model = module_cls.from_checkpoint(ckpt_path).eval()
+    dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
+    dm.setup("test")
+    trained_on = model.hparams.get("dataset_fingerprint", "")
+    if trained_on and trained_on != dm.fingerprint:
+        raise CheckpointMismatchError(
+            f"{ckpt_path} was trained on catalogue {trained_on!r}, but these data give {dm.fingerprint!r}: "
+            "a retrieval model can only rank the catalogue it was trained on"
+        )
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    hp = model.hparams
+    start = time.perf_counter()
+    results = {"model": evaluate_scorer(model, loader, RankingMetrics(hp.hr_ks, hp.ndcg_ks), hp.eval_chunk_size)}
+    seconds = time.perf_counter() - start
+    if baseline:
+        pop = PopularityScorer(dm.train_item_counts())
+        results["popularity"] = evaluate_scorer(pop, loader, RankingMetrics(hp.hr_ks, hp.ndcg_ks), hp.eval_chunk_size)
+    report = {
+        "checkpoint": str(ckpt_path),
+        "split": split,
+        "dataset": dm.data.name,
+        "users": len(dm.eval_users),
+        "items": dm.num_items,
+        "exclude": dm.hparams.exclude,
+        "eval_seconds": round(seconds, 2),
+        "metrics": results,
+    }
+    folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{split}_metrics.json").write_text(json.dumps(report, indent=2))
+    (folder / f"{split}_report.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {folder / f'{split}_metrics.json'} and {folder / f'{split}_report.md'}")
+    return report
+
+
+def markdown(report: dict) -> str:
+    rows = report["metrics"]
+    keys = list(next(iter(rows.values())))
+    lines = [
+        f"# {report['split']} evaluation: {report['dataset']}",
+        "",
+        f"Checkpoint `{report['checkpoint']}`; {report['users']:,} users ranked against all "
+        f"{report['items']:,} items (leave-one-out; excluded from candidates: {report['exclude']}).",
+        "",
+        "| scorer | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
+    if "popularity" in rows and rows["popularity"].get("hr@10", 0) > 0:
+        lines += ["", f"HR@10 ratio model / popularity: {rows['model']['hr@10'] / rows['popularity']['hr@10']:.2f}×"]
+    return "\n".join(lines) + "\n"

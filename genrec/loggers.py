@@ -1,0 +1,65 @@
+"""Loggers that never take training down with them."""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+class _Disabled:
+    """Stands in for a W&B run after a failure: every attribute is a no-op."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def _guard(method):
+    @functools.wraps(method)
+    def wrapper(self: "SafeWandbLogger", *args: Any, **kwargs: Any) -> Any:
+        if self._failed:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # any W&B failure (network, key, service) must not stop training
+            self._fail(err)
+            return None
+
+    return wrapper
+
+
+class SafeWandbLogger(WandbLogger):
+    """``WandbLogger`` that is offline unless asked otherwise and degrades to a warning on failure.
+
+    Offline is the default (``WANDB_MODE`` or ``offline=False`` turns it online). On any error
+    from W&B the logger warns once and goes quiet; the CSV logger beside it keeps the record.
+    """
+
+    def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any):
+        if offline is None:
+            offline = os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
+        self._failed = False
+        super().__init__(*args, offline=offline, **kwargs)
+
+    def _fail(self, err: Exception) -> None:
+        self._failed = True
+        warnings.warn(f"W&B logging failed and is switched off for this run ({type(err).__name__}: {err}); "
+                      "training goes on and the CSV logger keeps the metrics", stacklevel=3)
+
+    @property
+    def experiment(self) -> Any:
+        if self._failed:
+            return _Disabled()
+        try:
+            return super().experiment
+        except Exception as err:
+            self._fail(err)
+            return _Disabled()
+
+    log_metrics = _guard(WandbLogger.log_metrics)
+    log_hyperparams = _guard(WandbLogger.log_hyperparams)
+    after_save_checkpoint = _guard(WandbLogger.after_save_checkpoint)
+    finalize = _guard(WandbLogger.finalize)
+    watch = _guard(WandbLogger.watch)

@@ -1,0 +1,133 @@
+"""HSTU: Hierarchical Sequential Transduction Unit.
+
+Follows "Actions Speak Louder than Words" (Zhai et al., ICML 2024) as its public research code
+computes it (meta-recsys/generative-recommenders, ``research/modeling/sequential/hstu.py``):
+
+    x̂ = LayerNorm(x)
+    U, V, Q, K = split(SiLU(Linear(x̂)))
+    A = SiLU(Q Kᵀ + rab) / n ⊙ causal_mask          (no softmax; n = max_seq_len)
+    y = x + Linear(Dropout(U ⊙ LayerNorm(A V)))
+
+``rab`` is a learned relative-position bias plus a learned relative-time bias over buckets
+``clamp(floor(ln(max(|Δt|, 1)) / 0.301), 0, 128)``, where Δt is the query's time minus the key's.
+As in the public code a query's time is that of the next interaction (the one it predicts), and
+the last position of a sequence uses its own time, which is what evaluation sees.
+Inputs are scaled by √d and given an absolute position embedding; outputs are L2-normalised.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def time_buckets(dt: Tensor, num_buckets: int = 128, divisor: float = 0.301) -> Tensor:
+    """Bucket index of a time difference: ``clamp(floor(ln(max(|dt|, 1)) / divisor), 0, num_buckets)``."""
+    return (torch.log(dt.abs().clamp(min=1).to(torch.float64)) / divisor).floor().clamp(0, num_buckets).long()
+
+
+class RelativeBias(nn.Module):
+    """Learned bias indexed by relative position (i - j) and bucketed time difference."""
+
+    def __init__(self, max_seq_len: int, num_buckets: int, use_time: bool = True):
+        super().__init__()
+        self.max_seq_len = max_seq_len
+        self.pos_w = nn.Parameter(torch.empty(2 * max_seq_len - 1).normal_(0, 0.02))
+        self.time_w = nn.Parameter(torch.empty(num_buckets + 1).normal_(0, 0.02)) if use_time else None
+
+    def forward(self, rel_pos: Tensor, buckets: Tensor | None) -> Tensor:
+        bias = self.pos_w[rel_pos]  # (L, L)
+        if self.time_w is None or buckets is None:
+            return bias.unsqueeze(0)  # (1, L, L)
+        return bias + self.time_w[buckets]  # (B, L, L)
+
+
+class HSTULayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, attn_dim: int, linear_dim: int, dropout: float,
+                 max_seq_len: int, num_buckets: int, use_time: bool):
+        super().__init__()
+        self.num_heads, self.attn_dim, self.linear_dim = num_heads, attn_dim, linear_dim
+        self.norm_in = nn.LayerNorm(dim, eps=1e-6)
+        self.uvqk = nn.Linear(dim, num_heads * (2 * linear_dim + 2 * attn_dim))
+        self.norm_attn = nn.LayerNorm(num_heads * linear_dim, eps=1e-6)
+        self.out = nn.Linear(num_heads * linear_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.rab = RelativeBias(max_seq_len, num_buckets, use_time)
+        self.max_seq_len = max_seq_len
+
+    def forward(self, x: Tensor, causal: Tensor, rel_pos: Tensor, buckets: Tensor | None) -> Tensor:
+        B, L, _ = x.shape
+        H, da, dl = self.num_heads, self.attn_dim, self.linear_dim
+        uvqk = F.silu(self.uvqk(self.norm_in(x)))
+        u, v, q, k = torch.split(uvqk, [H * dl, H * dl, H * da, H * da], dim=-1)
+        q = q.view(B, L, H, da).transpose(1, 2)  # (B, H, L, da)
+        k = k.view(B, L, H, da).transpose(1, 2)
+        v = v.view(B, L, H, dl).transpose(1, 2)  # (B, H, L, dl)
+        scores = q @ k.transpose(-1, -2) + self.rab(rel_pos, buckets).unsqueeze(1)  # (B, H, L, L)
+        attn = F.silu(scores) * (causal / self.max_seq_len)
+        y = (attn @ v).transpose(1, 2).reshape(B, L, H * dl)
+        return x + self.out(self.dropout(u * self.norm_attn(y)))
+
+
+class HSTU(nn.Module):
+    """HSTU encoder.
+
+    Args:
+        dim: item embedding width d.
+        num_blocks, num_heads: depth and heads (paper ML-1M: 2/1; HSTU-large: 8/2).
+        attn_dim, linear_dim: per-head widths of Q/K and of U/V (default d / heads).
+        dropout: on inputs and on each layer's output projection.
+        max_seq_len: longest input; also the attention normaliser n.
+        use_time_bias: add the bucketed relative-time bias (needs timestamps).
+    """
+
+    def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
+                 linear_dim: int | None = None, dropout: float = 0.2, max_seq_len: int = 200,
+                 num_time_buckets: int = 128, use_time_bias: bool = True):
+        super().__init__()
+        self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        attn_dim = attn_dim or dim // num_heads
+        linear_dim = linear_dim or dim // num_heads
+        self.dim, self.max_seq_len, self.num_time_buckets = dim, max_seq_len, num_time_buckets
+        self.use_time_bias = use_time_bias
+        self.pos_emb = nn.Embedding(max_seq_len, dim)
+        nn.init.normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
+        self.input_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, num_time_buckets, use_time_bias)
+            for _ in range(num_blocks)
+        )
+        self._mask_cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
+
+    def _masks(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Causal mask and relative-position index, built once per (length, device)."""
+        key = (L, device)
+        if key not in self._mask_cache:
+            idx = torch.arange(L, device=device)
+            rel = idx[:, None] - idx[None, :] + self.max_seq_len - 1  # (L, L)
+            causal = (idx[:, None] >= idx[None, :]).float()
+            self._mask_cache[key] = (causal, rel)
+        return self._mask_cache[key]
+
+    def _time_buckets(self, timestamps: Tensor, lengths: Tensor) -> Tensor:
+        # Query time of position i is the time of item i+1; the last valid position keeps its own.
+        B, L = timestamps.shape
+        nxt = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
+        last = (torch.arange(L, device=timestamps.device)[None, :] >= (lengths - 1)[:, None])
+        query_t = torch.where(last, timestamps.gather(1, (lengths - 1).clamp(min=0)[:, None]).expand(B, L), nxt)
+        return time_buckets(query_t[:, :, None] - timestamps[:, None, :], self.num_time_buckets)  # (B, L, L)
+
+    def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor) -> Tensor:
+        B, L, D = x.shape
+        if L > self.max_seq_len:
+            raise ValueError(f"sequence length {L} exceeds HSTU max_seq_len {self.max_seq_len}")
+        valid = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, L, 1)
+        h = x * math.sqrt(D) + self.pos_emb.weight[:L]
+        h = self.input_dropout(h) * valid
+        causal, rel = self._masks(L, x.device)
+        buckets = self._time_buckets(timestamps, lengths) if self.use_time_bias else None
+        for layer in self.layers:
+            h = layer(h, causal, rel, buckets)
+        return F.normalize(h, dim=-1, eps=1e-6)

@@ -1,0 +1,75 @@
+"""SASRec (Kang & McAuley, 2018) as the HSTU paper's baseline computes it.
+
+``norm="pre"`` is the original (and HSTU-code) block: the query is layer-normed, keys/values are
+the raw stream, then LayerNorm → point-wise FFN with residual; a final LayerNorm closes the stack.
+``norm="post"`` is the classic post-norm transformer block. Attention is causal softmax attention
+through ``scaled_dot_product_attention``; sequences are right-padded, so the causal mask alone
+keeps padding out of every valid position. Outputs are L2-normalised.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SASRecBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, norm: str):
+        super().__init__()
+        self.num_heads, self.norm, self.dropout_p = num_heads, norm, dropout
+        self.norm_attn = nn.LayerNorm(dim, eps=1e-8)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm_ffn = nn.LayerNorm(dim, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(ffn_dim, dim), nn.Dropout(dropout)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def _attend(self, query_in: Tensor, kv_in: Tensor) -> Tensor:
+        B, L, D = query_in.shape
+        H = self.num_heads
+        q = self.q(query_in).view(B, L, H, D // H).transpose(1, 2)  # (B, H, L, D/H)
+        k, v = self.kv(kv_in).view(B, L, 2, H, D // H).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout_p if self.training else 0.0)
+        return self.dropout(self.proj(y.transpose(1, 2).reshape(B, L, D)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.norm == "pre":
+            q = self.norm_attn(x)
+            x = self.norm_ffn(q + self._attend(q, x))
+            return x + self.ffn(x)
+        x = self.norm_attn(x + self._attend(x, x))
+        return self.norm_ffn(x + self.ffn(x))
+
+
+class SASRec(nn.Module):
+    """SASRec encoder (paper ML-1M: d 50, 2 blocks, 1 head, FFN 50, dropout 0.2)."""
+
+    def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, ffn_dim: int | None = None,
+                 dropout: float = 0.2, max_seq_len: int = 200, norm: Literal["pre", "post"] = "pre"):
+        super().__init__()
+        self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if dim % num_heads:
+            raise ValueError(f"SASRec dim {dim} must be divisible by num_heads {num_heads}")
+        if norm not in ("pre", "post"):
+            raise ValueError(f"SASRec norm must be 'pre' or 'post', got {norm!r}")
+        self.dim, self.max_seq_len, self.norm = dim, max_seq_len, norm
+        self.pos_emb = nn.Embedding(max_seq_len, dim)
+        self.input_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(SASRecBlock(dim, num_heads, ffn_dim or dim, dropout, norm) for _ in range(num_blocks))
+        self.final_norm = nn.LayerNorm(dim, eps=1e-8) if norm == "pre" else nn.Identity()
+
+    def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor) -> Tensor:
+        B, L, D = x.shape
+        if L > self.max_seq_len:
+            raise ValueError(f"sequence length {L} exceeds SASRec max_seq_len {self.max_seq_len}")
+        valid = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+        h = self.input_dropout(x * math.sqrt(D) + self.pos_emb.weight[:L]) * valid
+        for block in self.blocks:
+            h = block(h) * valid
+        return F.normalize(self.final_norm(h), dim=-1, eps=1e-6)

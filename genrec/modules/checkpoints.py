@@ -1,0 +1,36 @@
+"""Checkpoint loading with errors a user can act on, instead of deep torch stack traces."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not fit the data or model it is loaded into."""
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist: pass the .ckpt file written by train.py (e.g. runs/<name>/version_0/checkpoints/last.ckpt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises several unrelated types for a damaged file
+        raise CheckpointMismatchError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is damaged or not a checkpoint: train again or pick another file") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointMismatchError(f"{path} is not a genrec checkpoint (no state_dict/hyper_parameters): pass a .ckpt written by train.py")
+    return ckpt
+
+
+def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
+    """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}``."""
+    try:
+        module_name, cls_name = net_config["class_path"].rsplit(".", 1)
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (KeyError, ValueError, ImportError, AttributeError) as err:
+        raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
+    return cls(**net_config.get("init_args", {}))

@@ -1,0 +1,209 @@
+"""ID-based generative retrieval: next-item prediction over the whole catalogue.
+
+The module owns the item embedding table (shared by inputs and outputs, as in SASRec and HSTU),
+the loss and the evaluation; the net only turns embedded sequences into user states.
+Training: sampled softmax with uniform random negatives (a negative equal to the positive is
+masked out) or full softmax, on cosine similarities divided by a temperature.
+Evaluation: the state at each user's last position is ranked against every catalogue item with
+streaming top-k counting (``genrec.evaluation``); metrics are logged as ``val/hr@10`` etc.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Literal, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genrec.evaluation import RankingMetrics, target_ranks, topk_items
+from genrec.modules.checkpoints import CheckpointMismatchError, build_net, load_checkpoint
+
+
+class RetrievalModule(L.LightningModule):
+    """Train and evaluate a sequence encoder for next-item retrieval.
+
+    Args:
+        net: a sequence encoder from ``genrec.models`` (its ``dim`` sets the embedding width).
+        num_items: catalogue size N (linked from the data module; ids 1..N, 0 = padding).
+        loss: ``sampled_softmax`` (paper setting) or ``full_softmax``.
+        num_negatives: uniform negatives per position for the sampled softmax.
+        negatives: ``position`` draws fresh negatives for every position (paper); ``sequence``
+            shares one draw across a sequence's positions (far cheaper; measured in benchmarks).
+        temperature: softmax temperature on cosine scores (paper: 0.05).
+        lr, weight_decay, betas: AdamW settings.
+        hr_ks, ndcg_ks: cut-offs of the logged metrics.
+        eval_chunk_size: items scored at a time during evaluation (bounds memory).
+        dataset_fingerprint: identifies the training catalogue; linked from the data module and
+            checked before evaluating on another dataset.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_items: int = 0,
+        loss: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax",
+        num_negatives: int = 128,
+        negatives: Literal["position", "sequence"] = "position",
+        temperature: float = 0.05,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: Sequence[float] = (0.9, 0.98),
+        hr_ks: Sequence[int] = (1, 10, 50, 200),
+        ndcg_ks: Sequence[int] = (10, 50, 200),
+        eval_chunk_size: int = 65536,
+        dataset_fingerprint: str = "",
+    ):
+        super().__init__()
+        if num_items < 1:
+            raise ValueError("model.num_items must be positive: it is linked from the data module (data.num_items)")
+        if loss not in ("sampled_softmax", "full_softmax"):
+            raise ValueError(f"model.loss must be 'sampled_softmax' or 'full_softmax', got {loss!r}")
+        if negatives not in ("position", "sequence"):
+            raise ValueError(f"model.negatives must be 'position' or 'sequence', got {negatives!r}")
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.item_emb = nn.Embedding(num_items + 1, net.dim, padding_idx=0)
+        nn.init.trunc_normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        self.val_metrics = RankingMetrics(hr_ks, ndcg_ks)
+        self.test_metrics = RankingMetrics(hr_ks, ndcg_ks)
+        # Per-user loss weights (e.g. from the fraudster-reweighting callback); None = all ones.
+        self.user_weights: Tensor | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> "RetrievalModule":
+        """Rebuild module and net from a checkpoint alone."""
+        ckpt = load_checkpoint(path, map_location)
+        hp = dict(ckpt["hyper_parameters"])
+        net = build_net(ckpt.get("genrec", {}).get("net", {}), path)
+        accepted = inspect.signature(cls.__init__).parameters
+        module = cls(net=net, **{k: v for k, v in hp.items() if k in accepted})
+        module.load_state_dict(ckpt["state_dict"])
+        return module
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint["genrec"] = {
+            "module": f"{type(self).__module__}.{type(self).__qualname__}",
+            "datamodule": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}" if datamodule else None,
+            # The net's class and arguments, so the checkpoint alone rebuilds the model.
+            "net": {"class_path": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
+                    "init_args": dict(getattr(self.net, "init_args", {}))},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        theirs = checkpoint.get("hyper_parameters", {}).get("dataset_fingerprint", "")
+        ours = self.hparams.dataset_fingerprint
+        if theirs and ours and theirs != ours:
+            raise CheckpointMismatchError(
+                f"the checkpoint was trained on catalogue {theirs!r} but the data module gives {ours!r}: "
+                "evaluate it on the dataset it was trained on (same data.dataset, data.root and filtering)"
+            )
+        own = self.state_dict()
+        theirs_sd = checkpoint["state_dict"]
+        problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                    for k, v in theirs_sd.items() if k in own and own[k].shape != v.shape]
+        problems += [f"{k}: missing in checkpoint" for k in own if k not in theirs_sd]
+        if problems:
+            raise CheckpointMismatchError(
+                "the checkpoint does not fit this model (" + "; ".join(problems[:5]) + "): "
+                "use the model config it was trained with (its config.yaml beside the checkpoints)"
+            )
+
+    # -- model -----------------------------------------------------------------------------------
+
+    def item_vectors(self) -> Tensor:
+        """All item vectors in the scoring space (L2-normalised), row 0 = padding. (N+1, D)"""
+        return F.normalize(self.item_emb.weight, dim=-1, eps=1e-6)
+
+    def encode(self, batch: dict[str, Tensor]) -> Tensor:
+        """Per-position user states. (B, L, D)"""
+        return self.net(self.item_emb(batch["items"]), batch["timestamps"], batch["lengths"])
+
+    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
+        """The state after each user's last history item. (B, D)"""
+        states = self.encode(batch)
+        last = (batch["lengths"] - 1).clamp(min=0)
+        return states[torch.arange(len(states), device=states.device), last]
+
+    @torch.no_grad()
+    def recommend(self, batch: dict[str, Tensor], k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Top-k item ids and scores for each user of an evaluation batch. ((B, k), (B, k))"""
+        scores, ids = topk_items(self.user_vectors(batch), self.item_vectors(), k, exclude, self.hparams.eval_chunk_size)
+        return ids, scores
+
+    # -- loss ------------------------------------------------------------------------------------
+
+    def set_user_weights(self, weights: Tensor | None) -> None:
+        """Loss weight per user index (the data module's user order); None restores equal weights."""
+        self.user_weights = weights
+
+    def _logits(self, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+        hp = self.hparams
+        items = self.item_vectors()
+        if hp.loss == "full_softmax":
+            logits = states[valid] @ items.T  # (M, N+1)
+            logits[:, 0] = float("-inf")
+            return logits / hp.temperature
+        pos = (states * items[targets]).sum(-1, keepdim=True)  # (B, L, 1)
+        B, L, _ = states.shape
+        if hp.negatives == "sequence":
+            neg_ids = torch.randint(1, hp.num_items + 1, (B, 1, hp.num_negatives), device=states.device)
+            neg = torch.einsum("bld,bkd->blk", states, items[neg_ids[:, 0]])  # (B, L, K)
+            neg_ids = neg_ids.expand(B, L, hp.num_negatives)
+        else:
+            neg_ids = torch.randint(1, hp.num_items + 1, (B, L, hp.num_negatives), device=states.device)
+            neg = torch.einsum("bld,blkd->blk", states, items[neg_ids])  # (B, L, K)
+        neg = neg.masked_fill(neg_ids == targets.unsqueeze(-1), float("-inf"))
+        return torch.cat([pos, neg], dim=-1)[valid] / hp.temperature  # (M, 1+K)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        targets = batch["targets"]
+        valid = targets > 0
+        states = self.encode(batch)
+        logits = self._logits(states, targets, valid)
+        labels = targets[valid] if self.hparams.loss == "full_softmax" else torch.zeros_like(targets[valid])
+        per_pos = F.cross_entropy(logits, labels, reduction="none")
+        if self.user_weights is not None:
+            w = self.user_weights.to(per_pos.device)[batch["user"]]  # (B,)
+            per_pos = per_pos * w[:, None].expand_as(targets)[valid]
+        loss = per_pos.sum() / valid.sum().clamp(min=1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(targets))
+        return loss
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics) -> None:
+        ranks = target_ranks(
+            self.user_vectors(batch), self._eval_items, batch["target"], batch.get("exclude"), self.hparams.eval_chunk_size
+        )
+        metrics.update(ranks)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_items = self.item_vectors()
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+
+    def _log_metrics(self, split: str, metrics: RankingMetrics) -> None:
+        values = metrics.compute()
+        self.log_dict({f"{split}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))

@@ -1,0 +1,161 @@
+import numpy as np
+import pytest
+import torch
+
+from genrec.data import DataError, SequenceDataModule
+
+
+def write_plain(folder, rows, header="user_id,item_id,timestamp"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "interactions.csv").write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    # user a: 5 items; b: 3 items with a timestamp tie (file order must win); c: 2 items (not evaluated)
+    rows = [("a", 10, 1), ("a", 11, 2), ("b", 12, 5), ("a", 12, 3), ("b", 10, 5), ("a", 13, 4),
+            ("a", 14, 5), ("b", 13, 6), ("c", 10, 1), ("c", 11, 2)]
+    return write_plain(tmp_path / "tiny", rows)
+
+
+def make(root, **kw):
+    dm = SequenceDataModule(dataset="plain", root=str(root), **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def raw(dm, ids):
+    return [dm.data.item_ids[i] for i in ids]
+
+
+def test_split_and_stable_sort(tiny):
+    dm = make(tiny, max_seq_len=10, batch_size=8)
+    assert dm.num_items == 5 and dm.data.num_users == 3
+    users = list(dm.data.user_ids)
+    b = users.index("b")
+    assert raw(dm, dm.data.sequence(b)) == ["12", "10", "13"]  # tie at t=5 keeps file order
+    vb = next(iter(dm.val_dataloader()))
+    tb = next(iter(dm.test_dataloader()))
+    a = users.index("a")
+    row = vb["user"].tolist().index(a)
+    assert raw(dm, [vb["target"][row].item()]) == ["13"]
+    assert raw(dm, vb["items"][row, : vb["lengths"][row]].tolist()) == ["10", "11", "12"]
+    row = tb["user"].tolist().index(a)
+    assert raw(dm, [tb["target"][row].item()]) == ["14"]
+    assert raw(dm, tb["items"][row, : tb["lengths"][row]].tolist()) == ["10", "11", "12", "13"]
+    assert users.index("c") not in vb["user"].tolist()  # fewer than 3 interactions: train only
+    assert dm.data.counts["users_not_evaluated_lt3"] == 1
+
+
+def test_no_leakage_of_eval_targets_into_training(tmp_path):
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 200, "num_items": 150, "seed": 3},
+                            max_seq_len=8, train_windows="all", batch_size=16)
+    dm.prepare_data()
+    dm.setup("fit")
+    data = dm.data
+    val_pos = dict(zip(dm.eval_users.tolist(), dm.val_pos.tolist()))
+    checked = 0
+    for batch in dm.train_dataloader():
+        for r, u in enumerate(batch["user"].tolist()):
+            n = batch["lengths"][r].item()
+            seen = set(batch["items"][r, :n].tolist() + batch["targets"][r, :n].tolist())
+            # Synthetic users never repeat an item, so held-out ids must not occur in training at all.
+            held_out = {int(data.items[val_pos[u]]), int(data.items[val_pos[u] + 1])}
+            assert not (seen & held_out)
+            assert seen <= set(data.items[data.offsets[u]: val_pos[u]].tolist())
+            checked += 1
+    assert checked >= 200
+
+
+def test_all_windows_cover_every_training_target_once(tmp_path):
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 100, "seed": 1},
+                            max_seq_len=7, train_windows="all", batch_size=1000)
+    dm.prepare_data()
+    dm.setup("fit")
+    data = dm.data
+    covered = {}
+    for batch in dm.train_dataloader():
+        for r, u in enumerate(batch["user"].tolist()):
+            n = batch["lengths"][r].item()
+            assert n <= 7
+            covered.setdefault(u, []).extend(batch["targets"][r, :n].tolist())
+    for u in range(data.num_users):
+        expected = data.items[data.offsets[u] + 1: dm.train_end[u]].tolist()
+        assert sorted(covered.get(u, [])) == sorted(expected)
+
+
+def test_last_window_keeps_most_recent_items_and_pads_right(tiny):
+    dm = make(tiny, max_seq_len=2, batch_size=8)
+    batch = next(iter(dm.train_dataloader()))
+    a = list(dm.data.user_ids).index("a")
+    row = batch["user"].tolist().index(a)
+    # training part of a = 10 11 12 -> window of max_seq_len + 1 = 3 items
+    assert raw(dm, batch["items"][row, :2].tolist()) == ["10", "11"]
+    assert raw(dm, batch["targets"][row, :2].tolist()) == ["11", "12"]
+    assert batch["items"].shape[1] == 2
+    assert (batch["items"][batch["targets"] == 0] == 0).all()
+
+
+def test_history_exclusion_options(tiny):
+    for exclude, expect in [("history", ["10", "11", "12", "13"]), ("window", ["12", "13"]), ("none", None)]:
+        dm = make(tiny, max_seq_len=2, exclude=exclude)
+        tb = next(iter(dm.test_dataloader()))
+        a = list(dm.data.user_ids).index("a")
+        row = tb["user"].tolist().index(a)
+        if expect is None:
+            assert "exclude" not in tb
+        else:
+            got = [i for i in tb["exclude"][row].tolist() if i]
+            assert raw(dm, got) == expect
+
+
+def test_second_run_hits_the_cache(tiny, monkeypatch):
+    make(tiny)
+    from genrec.data import sources
+
+    def boom(self):
+        raise AssertionError("source read again despite a cache")
+
+    dm = SequenceDataModule(dataset="plain", root=str(tiny))
+    monkeypatch.setattr(type(dm.source), "load", boom)
+    assert dm.num_items == 5
+
+
+def test_cache_is_invalidated_when_the_file_changes(tiny):
+    assert make(tiny).num_items == 5
+    with open(tiny / "interactions.csv", "a") as f:
+        f.write("d,99,1\nd,98,2\nd,97,3\n")
+    assert make(tiny).num_items == 8
+
+
+def test_max_seq_len_below_two_is_refused(tiny):
+    with pytest.raises(DataError, match="max_seq_len"):
+        SequenceDataModule(dataset="plain", root=str(tiny), max_seq_len=1)
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(DataError, match="unknown dataset 'nope'.*synthetic"):
+        SequenceDataModule(dataset="nope")
+
+
+def test_empty_after_kcore_names_the_options(tiny):
+    dm = SequenceDataModule(dataset="plain", root=str(tiny), min_user_interactions=50)
+    with pytest.raises(DataError, match="empty after k-core.*min_user_interactions"):
+        dm.prepare_data()
+
+
+def test_kcore_counts_what_it_removes(tiny):
+    dm = make(tiny, min_user_interactions=3)
+    c = dm.data.counts
+    assert c["users_removed_by_kcore"] == 1 and c["rows_removed_by_kcore"] == 2
+    assert c["interactions"] == 8
+
+
+def test_popularity_counts_use_training_part_only(tiny):
+    dm = make(tiny)
+    counts = dm.train_item_counts()
+    # a trains on 10 11 12, b on 12, c on 10 11
+    expected = {"10": 2, "11": 2, "12": 2, "13": 0, "14": 0}
+    assert {dm.data.item_ids[i]: int(counts[i]) for i in range(1, 6)} == expected

@@ -1,0 +1,406 @@
+"""Dataset readers: real local data where present, tiny synthetic files for every format and error."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import urllib.error
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from genrec.data import download, sources
+from genrec.data.raw import DataError, RawData
+from genrec.data.registry import get_source
+from tests.conftest import shared_data
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    data = text.encode(encoding)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def load(name: str, root: Path, **options) -> RawData:
+    return get_source(name, root=str(root), **options).load()
+
+
+def assert_size(raw: RawData, users: int, items: int, rows: int) -> None:
+    frame = raw.interactions
+    assert (frame["user"].nunique(), frame["item"].nunique(), len(frame)) == (users, items, rows)
+
+
+def assert_string_ids(raw: RawData) -> None:
+    assert pd.api.types.is_string_dtype(raw.interactions["user"])
+    assert pd.api.types.is_string_dtype(raw.interactions["item"])
+
+
+# ---- real data -------------------------------------------------------------------------------
+
+
+def test_ml_1m_real() -> None:
+    raw = load("ml-1m", shared_data("ml-1m"))
+    assert_size(raw, 6040, 3706, 1_000_209)
+    assert_string_ids(raw)
+    assert raw.interactions["timestamp"].dtype == "int64"
+    assert raw.interactions.iloc[0].tolist() == ["1", "1193", 978300760]
+    toy_story = raw.items.set_index("item").loc["1"]
+    assert (toy_story["title"], toy_story["genres"]) == ("Toy Story (1995)", "Animation, Children's, Comedy")
+    assert len(raw.items) == 3706 and raw.counts["item_text_unknown_ids"] == 3883 - 3706
+
+
+def test_ml_100k_real() -> None:
+    raw = load("ml-100k", shared_data("ml-100k"))
+    assert_size(raw, 943, 1682, 100_000)
+    assert raw.items.set_index("item").loc["2", "genres"] == "Action, Adventure, Thriller"
+
+
+def test_s3rec_real() -> None:
+    raw = load("s3rec", shared_data("amazon-ids"), category="Beauty")
+    assert_size(raw, 22_363, 12_101, 198_502)
+    assert not raw.has_timestamps
+
+
+@pytest.mark.parametrize(
+    "folder, size", [("amazon-scientific", (8317, 4344, 58_492)), ("amazon-office", (4905, 2420, 53_258))]
+)
+def test_plain_real(folder: str, size: tuple[int, int, int]) -> None:
+    raw = load("plain", shared_data(folder))
+    assert_size(raw, *size)
+    assert len(raw.items) == size[1]
+    assert list(raw.items.columns) == ["item", "title", "description", "brand", "categories"]
+
+
+# ---- formats, synthetic ----------------------------------------------------------------------
+
+
+def write_ml_1m(folder: Path, ratings: str = "1::10::5::100\n1::20::3::200\n2::10::4::150\n") -> Path:
+    folder.mkdir(exist_ok=True)
+    write(folder / "ratings.dat", ratings)
+    movies = '10::Amélie (2001)::Comedy|Romance\n20::"Quoted" Title::Drama\n30::Unrated::Drama\n'
+    write(folder / "movies.dat", movies, "latin-1")
+    return folder
+
+
+def test_ml_1m_synthetic_keeps_file_order_and_latin1_titles(tmp_path: Path) -> None:
+    raw = load("ml-1m", write_ml_1m(tmp_path))
+    assert raw.interactions.values.tolist() == [["1", "10", 100], ["1", "20", 200], ["2", "10", 150]]
+    assert raw.items.values.tolist() == [["10", "Amélie (2001)", "Comedy, Romance"], ["20", '"Quoted" Title', "Drama"]]
+    assert raw.counts == {"item_text_unknown_ids": 1, "item_text_duplicate_ids": 0}
+
+
+def test_ml_20m_csv_with_quoted_titles(tmp_path: Path) -> None:
+    write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,3.5,1112484676\n")
+    movies = 'movieId,title,genres\n2,"Jumanji, The (1995)",Adventure|Fantasy\n29,Lost,(no genres listed)\n'
+    write(tmp_path / "movies.csv", movies)
+    raw = load("ml-20m", tmp_path)
+    assert raw.interactions.values.tolist() == [["1", "2", 1112486027], ["1", "29", 1112484676]]
+    assert raw.items.values.tolist() == [["2", "Jumanji, The (1995)", "Adventure, Fantasy"], ["29", "Lost", ""]]
+
+
+def write_amazon_2014(folder: Path, suffix: str = ".gz") -> None:
+    reviews = [
+        {"reviewerID": "U1", "asin": "B1", "unixReviewTime": 1400000000, "reviewText": "good"},
+        {"reviewerID": "U1", "asin": "B2", "unixReviewTime": 1300000000},
+        {"reviewerID": "U2", "asin": "B1", "unixReviewTime": 1350000000},
+    ]
+    write(folder / f"reviews_Beauty_5.json{suffix}", "\n".join(json.dumps(r) for r in reviews) + "\n")
+    meta = [
+        {"asin": "B1", "title": "Soap", "categories": [["Beauty", "Bath"], ["Beauty", "Soap"]], "brand": "Acme"},
+        {"asin": "B2", "description": "Gentle 'cream'", "title": None},
+        {"asin": "B9", "title": "Not in the 5-core"},
+    ]
+    write(folder / f"meta_Beauty.json{suffix}", "\n".join(repr(m) for m in meta) + "\n")
+
+
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_amazon_2014_python_literal_metadata(tmp_path: Path, suffix: str) -> None:
+    write_amazon_2014(tmp_path, suffix)
+    explicit = {"reviews_file": "reviews_Beauty_5.json", "meta_file": "meta_Beauty.json"}
+    raw = load("amazon", tmp_path, version=2014, **({"category": "Beauty"} if suffix else explicit))
+    expected = [["U1", "B1", 1400000000], ["U1", "B2", 1300000000], ["U2", "B1", 1350000000]]
+    assert raw.interactions.values.tolist() == expected
+    assert raw.items.to_dict("records") == [
+        {"item": "B1", "title": "Soap", "description": "", "brand": "Acme", "categories": "Beauty, Bath, Soap"},
+        {"item": "B2", "title": "", "description": "Gentle 'cream'", "brand": "", "categories": ""},
+    ]
+    assert raw.counts == {"item_text_unknown_ids": 1, "item_text_duplicate_ids": 0}
+
+
+def test_amazon_2018_json_metadata_with_lists_and_duplicates(tmp_path: Path) -> None:
+    review = {"reviewerID": "U1", "asin": "A1", "unixReviewTime": 1500000000, "style": {"Color:": "Red"}}
+    write(tmp_path / "Arts_5.json.gz", json.dumps(review) + "\n")
+    meta = [
+        {"category": ["Arts", "Paint"], "description": ["Red.", "Oil paint."], "title": "Red", "asin": "A1"},
+        {"title": "Red again", "asin": "A1"},
+    ]
+    write(tmp_path / "meta_Arts.json", "\n".join(json.dumps(m) for m in meta) + "\n")
+    raw = load("amazon", tmp_path, category="Arts", version="2018", meta_file="meta_Arts.json")
+    assert raw.items.to_dict("records") == [
+        {"item": "A1", "title": "Red", "description": "Red. Oil paint.", "brand": "", "categories": "Arts, Paint"}
+    ]
+    assert raw.counts["item_text_duplicate_ids"] == 1
+
+
+def test_amazon_metadata_is_optional_and_published_files_may_be_gunzipped(tmp_path: Path) -> None:
+    write(tmp_path / "reviews_Toys_5.json", json.dumps({"reviewerID": "U", "asin": "T", "unixReviewTime": 1}) + "\n")
+    raw = load("amazon", tmp_path, category="Toys")
+    assert raw.items is None and len(raw.interactions) == 1
+
+
+def test_s3rec_file_option(tmp_path: Path) -> None:
+    write(tmp_path / "seq.txt", "1 5 6 7\n2 6\n")
+    raw = load("s3rec", tmp_path, file="seq.txt")
+    assert raw.interactions.values.tolist() == [["1", "5"], ["1", "6"], ["1", "7"], ["2", "6"]]
+
+
+def plain_frame() -> pd.DataFrame:
+    return pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"], "timestamp": [3, 5, 4]})
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
+def test_plain_formats(tmp_path: Path, suffix: str) -> None:
+    frame, path = plain_frame(), tmp_path / f"interactions.{suffix}"
+    if suffix == "csv":
+        frame.to_csv(path, index=False)
+    elif suffix == "parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    write(tmp_path / "items.jsonl", '{"item_id": "a", "title": "A", "tags": ["x", "y"]}\n\n{"item_id": "b"}\n')
+    raw = load("plain", tmp_path)
+    assert raw.interactions.values.tolist() == [["u1", "a", 3], ["u1", "b", 5], ["u2", "a", 4]]
+    expected = [{"item": "a", "title": "A", "tags": "x, y"}, {"item": "b", "title": "", "tags": ""}]
+    assert raw.items.to_dict("records") == expected
+
+
+def test_plain_parquet_datetimes_become_unix_seconds(tmp_path: Path) -> None:
+    frame = plain_frame().assign(timestamp=pd.to_datetime([3, 5, 4], unit="s"))
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    assert load("plain", tmp_path).interactions["timestamp"].tolist() == [3, 5, 4]
+
+
+def test_plain_numeric_ids_stay_raw_strings(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id\n007,1\n007,2\n")
+    assert load("plain", tmp_path).interactions.values.tolist() == [["007", "1"], ["007", "2"]]
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+def error(name: str, root: Path, **options) -> str:
+    with pytest.raises(DataError) as info:
+        load(name, root, **options)
+    return str(info.value)
+
+
+def test_unknown_dataset() -> None:
+    with pytest.raises(DataError, match="unknown dataset 'ml-2m'.*ml-1m"):
+        get_source("ml-2m")
+
+
+def test_unknown_option(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown option.*'categroy'"):
+        get_source("amazon", root=str(tmp_path), categroy="Beauty")
+
+
+def test_missing_file_names_folder_files_and_source(tmp_path: Path) -> None:
+    write(tmp_path / "ratings.dat", "1::1::1::1\n")
+    message = error("ml-1m", tmp_path)
+    assert str(tmp_path) in message and "lacks movies.dat" in message and "ratings.dat, movies.dat" in message
+    assert "ml-1m.zip" in message
+
+
+@pytest.mark.parametrize(
+    "ratings, where",
+    [
+        ("1::10::5::100\n1::20::3::200::9\n", "line 2 has 5 fields, expected 4"),
+        ("1::10::5::100::9\n1::20::3::200\n", "line 1 has more fields than expected"),
+        ("1::10::5::100\n1::20::3\n", "line 2: no value for 'timestamp'"),
+        ("1::10::5\n1::20::3::200\n", "line 1: no value for 'timestamp'"),
+        ("1::10::5::100\n\n2::10::4::150\n", "line 2: no value for 'user'"),  # blank line inside
+    ],
+)
+def test_malformed_line(tmp_path: Path, ratings: str, where: str) -> None:
+    message = error("ml-1m", write_ml_1m(tmp_path, ratings))
+    assert "ratings.dat" in message and where in message
+
+
+def test_trailing_blank_lines_are_not_records(tmp_path: Path) -> None:
+    assert len(load("ml-1m", write_ml_1m(tmp_path, "1::10::5::100\n\n\n")).interactions) == 1
+
+
+def test_malformed_csv_line(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,a,1\nu,b\n")
+    assert "interactions.csv: line 2 has more fields than expected" in error("plain", tmp_path)
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\nu,b,1\n")
+    assert "interactions.csv: line 3 has 3 fields, expected 2" in error("plain", tmp_path)
+
+
+def test_malformed_s3rec_line(tmp_path: Path) -> None:
+    write(tmp_path / "Beauty.txt", "1 2 3\n2\n3 4\n\n")
+    assert "Beauty.txt: line 2 has no items" in error("s3rec", tmp_path, category="Beauty")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
+def test_missing_column(tmp_path: Path, suffix: str) -> None:
+    frame, path = plain_frame().rename(columns={"item_id": "itemId"}), tmp_path / f"interactions.{suffix}"
+    {"csv": lambda: frame.to_csv(path, index=False), "parquet": lambda: frame.to_parquet(path),
+     "jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()  # fmt: skip
+    message = error("plain", tmp_path)
+    assert path.name in message and "no column 'item_id'" in message and "'itemId'" in message
+
+
+def test_missing_json_field_names_line(tmp_path: Path) -> None:
+    reviews = '{"reviewerID": "U", "asin": "A", "unixReviewTime": 1}\n{"reviewerID": "U"}\n'
+    write(tmp_path / "reviews_B_5.json.gz", reviews)
+    message = error("amazon", tmp_path, category="B")
+    assert "reviews_B_5.json.gz: line 2: no field 'asin'" in message and "['reviewerID']" in message
+
+
+U_ITEM = "10|T||||" + "|".join("0" * 19) + "\n"
+ML_20M_MOVIES = "movieId,title,genres\n2,T,G\n"
+
+
+@pytest.mark.parametrize(
+    "name, files, where",
+    [
+        ("plain", {"interactions.csv": "user_id,item_id,timestamp\nu,a,1\nu,b,soon\n"}, "line 3: timestamp 'soon'"),
+        ("ml-1m", {"ratings.dat": "1::10::5::1\n1::20::3::x7\n", "movies.dat": "10::T::G\n"}, "line 2: timestamp 'x7'"),
+        ("ml-100k", {"u.data": "1\t10\t5\t100\n1\t20\t3\t1e\n", "u.item": U_ITEM}, "line 2: timestamp '1e'"),
+        (
+            "ml-20m",
+            {"ratings.csv": "userId,movieId,rating,timestamp\n1,2,3,7\n1,2,3,abc\n", "movies.csv": ML_20M_MOVIES},
+            "line 3: timestamp 'abc'",
+        ),
+        (
+            "amazon",
+            {"reviews_B_5.json.gz": '{"reviewerID": "U", "asin": "A", "unixReviewTime": "May 1"}\n'},
+            "line 1: timestamp 'May 1'",
+        ),
+    ],
+)
+def test_non_numeric_timestamp(tmp_path: Path, name: str, files: dict[str, str], where: str) -> None:
+    for file_name, content in files.items():
+        write(tmp_path / file_name, content)
+    message = error(name, tmp_path, **({"category": "B"} if name == "amazon" else {}))
+    assert f"{next(iter(files))}: {where}" in message and "not a number" in message
+
+
+def test_gz_name_on_a_plain_file(tmp_path: Path) -> None:
+    (tmp_path / "reviews_B_5.json.gz").write_text('{"reviewerID": "U", "asin": "A", "unixReviewTime": 1}\n')
+    assert "reviews_B_5.json.gz: unreadable after line 0" in error("amazon", tmp_path, category="B")
+
+
+def test_items_jsonl_line_not_json(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\n")
+    write(tmp_path / "items.jsonl", '{"item_id": "a"}\n{"item_id": "b",\n')
+    assert "items.jsonl: line 2 is not valid JSON" in error("plain", tmp_path)
+
+
+def test_unknown_item_text_is_an_error_by_default_for_plain(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\n")
+    write(tmp_path / "items.jsonl", "".join(json.dumps({"item_id": i, "title": i}) + "\n" for i in "abcdefgh"))
+    message = error("plain", tmp_path)
+    assert "items.jsonl: 7 item id(s)" in message and "'b', 'c', 'd', 'e', 'f'" in message and "'g'" not in message
+    raw = load("plain", tmp_path, unknown_item_text="ignore")
+    assert raw.items["item"].tolist() == ["a"] and raw.counts["item_text_unknown_ids"] == 7
+
+
+def test_unknown_item_text_policy_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown_item_text='drop'"):
+        get_source("plain", root=str(tmp_path), unknown_item_text="drop")
+
+
+@pytest.mark.parametrize("content", ["", "user_id,item_id\n", "user_id,item_id\n\n"])
+def test_empty_interactions_file(tmp_path: Path, content: str) -> None:
+    write(tmp_path / "interactions.csv", content)
+    message = error("plain", tmp_path)
+    assert "interactions.csv" in message and ("empty" in message or "no interactions" in message)
+
+
+def test_several_interaction_files_are_ambiguous(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\n")
+    write(tmp_path / "interactions.jsonl", '{"user_id": "u", "item_id": "a"}\n')
+    assert "interactions_file" in error("plain", tmp_path)
+
+
+# ---- downloads -------------------------------------------------------------------------------
+
+
+def ml_1m_zip(tmp_path: Path) -> bytes:
+    folder = write_ml_1m(tmp_path / "src")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name in ("ratings.dat", "movies.dat", "README"):
+            zf.writestr(f"ml-1m/{name}", (folder / name).read_bytes() if name != "README" else b"readme")
+    return buffer.getvalue()
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> list[str]:
+    requested: list[str] = []
+
+    def urlopen(url: str, timeout: float) -> io.BytesIO:
+        assert timeout > 0
+        requested.append(url)
+        return io.BytesIO(payload)
+
+    monkeypatch.setattr(download, "urlopen", urlopen)
+    return requested
+
+
+def test_download_verifies_and_extracts_into_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = ml_1m_zip(tmp_path)
+    official = sources.MOVIELENS["ml-1m"]
+    monkeypatch.setitem(sources.MOVIELENS, "ml-1m", dataclasses.replace(official, md5=hashlib.md5(payload).hexdigest()))
+    requested = serve(monkeypatch, payload)
+    raw = get_source("ml-1m", cache_dir=str(tmp_path / "cache")).load()
+    assert requested == [official.url] and len(raw.interactions) == 3
+    assert sorted(p.name for p in (tmp_path / "cache" / "ml-1m").iterdir()) == ["movies.dat", "ratings.dat"]
+    get_source("ml-1m", cache_dir=str(tmp_path / "cache")).load()
+    assert len(requested) == 1  # the cached copy is reused
+
+
+def test_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = ml_1m_zip(tmp_path)
+    serve(monkeypatch, payload)
+    with pytest.raises(DataError) as info:
+        get_source("ml-1m", cache_dir=str(tmp_path / "cache")).load()
+    message = str(info.value)
+    assert "ml-1m.zip" in message and "c4d9eecfca2ab87c1945afe126590906" in message
+    assert hashlib.md5(payload).hexdigest() in message
+    assert list((tmp_path / "cache" / "ml-1m").iterdir()) == []
+
+
+class CutOff(io.BytesIO):
+    def read(self, size: int = -1) -> bytes:
+        raise http.client.IncompleteRead(b"1 2", 100)
+
+
+@pytest.mark.parametrize("failure", [urllib.error.URLError("no route to host"), CutOff()])
+def test_network_failure_says_where_to_put_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception | io.BytesIO
+) -> None:
+    def urlopen(url: str, timeout: float) -> io.BytesIO:
+        if isinstance(failure, Exception):
+            raise failure
+        return failure
+
+    monkeypatch.setattr(download, "urlopen", urlopen)
+    with pytest.raises(DataError) as info:
+        get_source("s3rec", cache_dir=str(tmp_path), category="Beauty").load()
+    message = str(info.value)
+    assert "download failed" in message and "Beauty.txt" in message and str(tmp_path / "s3rec") in message
+    assert "root=" in message and list((tmp_path / "s3rec").iterdir()) == []
+
+
+def test_root_and_download_false_never_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    requested = serve(monkeypatch, b"")
+    assert "lacks u.data" in error("ml-100k", tmp_path)
+    with pytest.raises(DataError, match="download=True"):
+        get_source("ml-100k", cache_dir=str(tmp_path), download=False).load()
+    assert requested == []

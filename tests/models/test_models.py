@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+
+from genrec.models import HSTU, SASRec
+from genrec.models.hstu import time_buckets
+
+
+def _inputs(B=3, L=12, D=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, L, D, generator=g)
+    ts = torch.cumsum(torch.randint(1, 100_000, (B, L), generator=g), dim=1)
+    lengths = torch.tensor([L, L - 4, 3])[:B]
+    return x, ts, lengths
+
+
+@pytest.mark.parametrize("make", [
+    lambda: HSTU(dim=16, num_blocks=2, num_heads=2, max_seq_len=12, dropout=0.0),
+    lambda: SASRec(dim=16, num_blocks=2, num_heads=2, max_seq_len=12, dropout=0.0),
+    lambda: SASRec(dim=16, num_blocks=2, num_heads=2, max_seq_len=12, dropout=0.0, norm="post"),
+])
+def test_changing_a_later_item_never_changes_an_earlier_output(make):
+    torch.manual_seed(0)
+    net = make().eval()
+    x, ts, lengths = _inputs()
+    base = net(x, ts, lengths)
+    for t in range(1, 12):
+        x2, ts2 = x.clone(), ts.clone()
+        x2[:, t:] = torch.randn_like(x2[:, t:])
+        ts2[:, t:] += 777_777  # later timestamps change too
+        out = net(x2, ts2, lengths)
+        # position t-1's query time is t's time, so only strictly earlier positions are pinned.
+        keep = t - 1 if isinstance(net, HSTU) else t
+        assert torch.allclose(out[:, :keep], base[:, :keep], atol=1e-5), t
+        assert not torch.allclose(out[:, t:], base[:, t:], atol=1e-5)
+
+
+def test_padding_does_not_change_valid_outputs():
+    torch.manual_seed(0)
+    for net in (HSTU(dim=16, max_seq_len=20, dropout=0.0).eval(), SASRec(dim=16, max_seq_len=20, dropout=0.0).eval()):
+        x, ts, _ = _inputs(B=1, L=8)
+        lengths = torch.tensor([8])
+        short = net(x, ts, lengths)
+        x_pad = torch.cat([x, torch.randn(1, 5, 16)], dim=1)
+        ts_pad = torch.cat([ts, torch.zeros(1, 5, dtype=ts.dtype)], dim=1)
+        padded = net(x_pad, ts_pad, lengths)
+        assert torch.allclose(short, padded[:, :8], atol=1e-5)
+
+
+def test_time_bucket_values():
+    dt = torch.tensor([0, 1, -1, 2, 3, 10, 100, 86_400, -86_400, 10**9])
+    # floor(ln(max(|dt|, 1)) / 0.301), written out: ln 2 / .301 = 2.30, ln 10 / .301 = 7.65, ...
+    assert time_buckets(dt).tolist() == [0, 0, 0, 2, 3, 7, 15, 37, 37, 68]
+
+
+def test_time_bucket_clamps_at_num_buckets():
+    assert time_buckets(torch.tensor([10**18]), num_buckets=10).item() == 10
+
+
+def test_hstu_matches_the_formula_for_one_layer():
+    """Recompute one HSTU layer by hand from its weights: A = SiLU(QKᵀ + rab) / n, causal, no softmax."""
+    torch.manual_seed(0)
+    net = HSTU(dim=8, num_blocks=1, num_heads=1, max_seq_len=6, dropout=0.0).eval()
+    x, ts, _ = _inputs(B=1, L=6, D=8)
+    lengths = torch.tensor([6])
+    layer = net.layers[0]
+    h = x * math.sqrt(8) + net.pos_emb.weight[:6]
+    u, v, q, k = torch.split(torch.nn.functional.silu(layer.uvqk(layer.norm_in(h))), 8, dim=-1)
+    query_t = torch.cat([ts[:, 1:], ts[:, -1:]], dim=1)
+    rel = torch.arange(6)[:, None] - torch.arange(6)[None, :] + 5
+    rab = layer.rab.pos_w[rel] + layer.rab.time_w[time_buckets(query_t[0][:, None] - ts[0][None, :])]
+    a = torch.nn.functional.silu(q[0] @ k[0].T + rab) / 6 * torch.tril(torch.ones(6, 6))
+    y = h[0] + layer.out(u[0] * layer.norm_attn(a @ v[0]))
+    expected = torch.nn.functional.normalize(y, dim=-1)
+    assert torch.allclose(net(x, ts, lengths)[0], expected, atol=1e-5)
+
+
+def test_too_long_sequence_is_refused():
+    net = HSTU(dim=8, max_seq_len=4)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        net(torch.randn(1, 5, 8), torch.zeros(1, 5, dtype=torch.long), torch.tensor([5]))

@@ -1,0 +1,108 @@
+"""train.py / evaluate.py end to end on a tiny synthetic dataset."""
+import json
+
+import pytest
+import torch
+
+from genrec.cli import main as train_main
+from genrec.modules.checkpoints import CheckpointMismatchError
+
+import evaluate
+
+
+def tiny_args(tmp_path, net="genrec.models.HSTU", users=120, seed=0, epochs=1, extra=()):
+    return [
+        "fit",
+        "--seed_everything", "0",
+        "--trainer.max_epochs", str(epochs),
+        "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.log_every_n_steps", "1",
+        "--data", "genrec.data.SequenceDataModule",
+        "--data.dataset", "synthetic",
+        "--data.dataset_options", json.dumps({"num_users": users, "num_items": 80, "seed": seed}),
+        "--data.max_seq_len", "12",
+        "--data.batch_size", "32",
+        "--model", "genrec.modules.RetrievalModule",
+        "--model.net", net,
+        "--model.net.dim", "16",
+        "--model.net.max_seq_len", "12",
+        "--model.num_negatives", "16",
+        *extra,
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs/ is written relative to the working directory
+
+
+def run_dir(tmp_path):
+    return next((tmp_path / "runs").glob("*/version_0"))
+
+
+def test_fit_logs_metrics_saves_config_and_checkpoints(tmp_path):
+    cli = train_main(tiny_args(tmp_path))
+    assert "val/hr@10" in cli.trainer.callback_metrics
+    assert "val/ndcg@10" in cli.trainer.callback_metrics
+    run = run_dir(tmp_path)
+    assert (run / "config.yaml").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert "train/loss" in (run / "metrics.csv").read_text()
+
+
+def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):
+    train_main(tiny_args(tmp_path, net="genrec.models.SASRec"))
+    ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    report = evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "eval")])
+    saved = json.loads((tmp_path / "eval" / "test_metrics.json").read_text())
+    assert saved["metrics"]["model"]["hr@10"] == pytest.approx(report["metrics"]["model"]["hr@10"])
+    assert set(saved["metrics"]) == {"model", "popularity"}
+    md = (tmp_path / "eval" / "test_report.md").read_text()
+    assert "| popularity |" in md and "| model |" in md
+
+
+def test_evaluate_equals_trainer_test(tmp_path):
+    cli = train_main(tiny_args(tmp_path))
+    ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt), verbose=False)[0]
+    report = evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "eval"), "--no-baseline"])
+    for key, value in report["metrics"]["model"].items():
+        assert tested[f"test/{key}"] == pytest.approx(value, abs=1e-6)
+
+
+def test_checkpoint_from_another_dataset_is_refused(tmp_path):
+    train_main(tiny_args(tmp_path))
+    ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    other = json.dumps({"num_users": 120, "num_items": 90, "seed": 0})
+    with pytest.raises(CheckpointMismatchError, match="trained on catalogue"):
+        evaluate.main(["--ckpt", str(ckpt), "--data.dataset_options", other])
+
+
+def test_test_subcommand_refuses_checkpoint_of_other_dataset(tmp_path):
+    train_main(tiny_args(tmp_path))
+    ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    args = tiny_args(tmp_path / "b", seed=5)
+    args[0] = "test"
+    i = args.index("--trainer.max_epochs")
+    del args[i:i + 2]
+    args[args.index("--data.dataset_options") + 1] = json.dumps({"num_users": 120, "num_items": 90, "seed": 0})
+    with pytest.raises(CheckpointMismatchError, match="trained on catalogue"):
+        train_main(args + ["--ckpt_path", str(ckpt)])
+
+
+def test_corrupt_checkpoint_gets_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointMismatchError, match="cannot be read"):
+        evaluate.main(["--ckpt", str(bad)])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate.main(["--ckpt", str(tmp_path / "missing.ckpt")])
+
+
+def test_unknown_data_override_is_named(tmp_path):
+    train_main(tiny_args(tmp_path))
+    ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="unknown data option.*max_len"):
+        evaluate.main(["--ckpt", str(ckpt), "--data.max_len", "3"])
