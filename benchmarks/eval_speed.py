@@ -10,6 +10,7 @@ full score matrix with the same items excluded, checking that HR@10 and NDCG@10 
 measurement runs in its own process so that its peak RSS (``ru_maxrss``) is its own; "inputs" is the
 RSS once torch is imported and the vectors exist, so the difference is what evaluation adds.
 Random float scores have no ties, so torchmetrics' unspecified tie order cannot make a difference.
+Queries are noisy copies of the target vectors, so hits are common enough to compare.
 
     python benchmarks/eval_speed.py            # about 1.5 minutes on 2 CPU cores
 """
@@ -49,9 +50,10 @@ CASES = {
 
 def make_inputs(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    query = torch.randn(case.users, case.dim, generator=g)  # (U, D)
     items = torch.randn(case.items + 1, case.dim, generator=g)  # (N+1, D)
     targets = torch.randint(1, case.items + 1, (case.users,), generator=g)  # (U,)
+    # Noisy copies of the target vectors put the metrics well above zero, so the value check has teeth.
+    query = items[targets] + 3 * torch.randn(case.users, case.dim, generator=g)  # (U, D)
     lo, hi = case.history
     history = torch.randint(1, case.items + 1, (case.users, hi), generator=g)  # (U, H)
     lengths = torch.randint(lo, hi + 1, (case.users, 1), generator=g)

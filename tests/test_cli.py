@@ -106,3 +106,18 @@ def test_unknown_data_override_is_named(tmp_path):
     ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="unknown data option.*max_len"):
         evaluate.main(["--ckpt", str(ckpt), "--data.max_len", "3"])
+
+
+def test_training_survives_a_broken_wandb(tmp_path, monkeypatch):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise wandb.errors.CommError("no network")
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(wandb, "init", broken_init)
+    monkeypatch.setattr(wandb, "run", None)
+    with pytest.warns(UserWarning, match="W&B logging failed"):
+        cli = train_main(tiny_args(tmp_path))
+    assert cli.trainer.current_epoch == 1
+    assert "val/ndcg@10" in (run_dir(tmp_path) / "metrics.csv").read_text()

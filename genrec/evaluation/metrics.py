@@ -19,7 +19,7 @@ through ``ranks_from_topk`` and ``RankingMetrics(max_rank=K)``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -67,17 +67,16 @@ def target_ranks(
     # Ahead of t in a chunk wholly below t means s_j >= s_t, i.e. s_j > the float just below s_t.
     s_below = torch.nextafter(s_t, torch.full_like(s_t, -torch.inf))
     ahead = torch.zeros(batch, dtype=torch.long, device=q.device)
-    for lo in range(1, n + 1, chunk_size):
-        hi = min(lo + chunk_size, n + 1)
-        # NaN compares false with everything, so dropped items are never ahead.
-        s = _chunk_scores(q, items, lo, hi, drop, torch.nan)  # (B, C)
+    flags = torch.empty(batch, _padded(min(chunk_size, n)), dtype=torch.bool, device=q.device)
+    # NaN compares false with everything, so dropped items are never ahead.
+    chunks = _scored_chunks(q, items, chunk_size, drop, torch.nan)
+    for (lo, hi, s), (rows, t) in zip(chunks, _split_by_chunk(targets[:, None], n, chunk_size)):
         threshold = torch.where(targets >= hi, s_below, s_t)  # (B,)
-        ahead += _count_greater(s, threshold)
+        ahead += _count_greater(s, threshold, flags)
         # Rows whose target lies inside this chunk counted only strict wins; add ties with lower ids.
-        rows = ((targets >= lo) & (targets < hi)).nonzero().squeeze(1)  # (R,)
         if rows.numel():
             ids = torch.arange(lo, hi, device=q.device)  # (C,)
-            ties = (s[rows] == s_t[rows, None]) & (ids < targets[rows, None])  # (R, C)
+            ties = (s[rows] == s_t[rows, None]) & (ids < t[:, None])  # (R, C)
             ahead[rows] += ties.sum(1)
     return ahead
 
@@ -108,9 +107,7 @@ def topk_items(
     best_scores = q.new_empty(batch, 0)
     best_ids = torch.empty(batch, 0, dtype=torch.long, device=q.device)
     lowest = torch.finfo(torch.float32).min
-    for lo in range(1, n + 1, chunk_size):
-        hi = min(lo + chunk_size, n + 1)
-        s = _chunk_scores(q, items, lo, hi, drop, -torch.inf, clamp_min=lowest)  # (B, C)
+    for lo, hi, s in _scored_chunks(q, items, chunk_size, drop, -torch.inf, clamp_min=lowest):
         kk = min(k, hi - lo)
         scores, cols = torch.topk(s, kk, dim=1)  # (B, kk)
         # topk picks arbitrarily among items tied with its last value; a stable sort picks lower ids.
@@ -257,41 +254,59 @@ def _target_scores(q: Tensor, items: Tensor, targets: Tensor) -> Tensor:
     return torch.cat(parts) if parts else q.new_empty(0)
 
 
-def _chunk_scores(
+def _scored_chunks(
     q: Tensor,
     items: Tensor,
-    lo: int,
-    hi: int,
+    chunk_size: int,
     drop: Tensor | None,
     fill: float,
     clamp_min: float | None = None,
-) -> Tensor:
-    """(B, hi - lo) scores of items lo..hi-1 with the ids in ``drop`` set to ``fill``.
+) -> Iterator[tuple[int, int, Tensor]]:
+    """Yields (lo, hi, s): s (B, hi - lo) holds the scores of items lo..hi-1, with drop ids set to fill.
 
-    The scores live in a (B, C+1) buffer whose last column absorbs the drop ids outside the chunk,
-    so the mask is one scatter with no data-dependent shapes.
+    s is one buffer reused by every chunk, so it is only valid until the next step. Dropped ids are
+    bucketed by chunk once, so masking costs O(B * H) per call rather than per chunk.
     """
-    width = hi - lo
-    buf = q.new_empty(q.shape[0], width + 1)  # (B, C+1)
-    s = buf[:, :width]
-    torch.mm(q, items[lo:hi].float().T, out=s)
-    if clamp_min is not None:
-        s.clamp_(min=clamp_min)
-    if drop is not None:
-        local = drop - lo  # (B, H)
-        buf.scatter_(1, torch.where((local >= 0) & (local < width), local, width), fill)
-    return s
+    n = items.shape[0] - 1
+    buf = q.new_empty(q.shape[0], min(chunk_size, n))  # (B, C)
+    empty = torch.empty(0, dtype=torch.long, device=q.device)
+    dropped = _split_by_chunk(drop, n, chunk_size) if drop is not None else None
+    for k, lo in enumerate(range(1, n + 1, chunk_size)):
+        hi = min(lo + chunk_size, n + 1)
+        s = buf[:, : hi - lo]
+        torch.mm(q, items[lo:hi].float().T, out=s)
+        if clamp_min is not None:
+            s.clamp_(min=clamp_min)
+        rows, ids = dropped[k] if dropped is not None else (empty, empty)
+        s[rows, ids - lo] = fill
+        yield lo, hi, s
 
 
-def _count_greater(s: Tensor, threshold: Tensor) -> Tensor:
-    """(B,) number of entries of each row of s (B, C) above its threshold (B,).
+def _split_by_chunk(ids: Tensor, n: int, chunk_size: int) -> list[tuple[Tensor, Tensor]]:
+    """Per item chunk, the (rows, ids) of the entries of ids (B, H) that fall in it; ids outside 1..n are left out."""
+    rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(ids)  # (B, H)
+    keep = (ids >= 1) & (ids <= n)
+    ids, rows = ids[keep], rows[keep]  # (M,)
+    order = ids.argsort()
+    ids, rows = ids[order], rows[order]
+    edges = torch.tensor([*range(1, n + 1, chunk_size), n + 1], device=ids.device)  # (K+1,)
+    counts = torch.searchsorted(ids, edges).diff().tolist()
+    return list(zip(rows.split(counts), ids.split(counts)))
+
+
+def _padded(width: int) -> int:
+    return -(-width // _PACK) * _PACK
+
+
+def _count_greater(s: Tensor, threshold: Tensor, flags: Tensor) -> Tensor:
+    """(B,) number of entries of each row of s (B, C) above its threshold (B,); flags is a (B, >= C) bool buffer.
 
     On CPU, summing a bool tensor is ~4x slower than the comparison that made it, and this runs on
     every (user, item) pair. Viewing the flags as int64 adds 8 of them per add; with at most 128 words
     per group no byte lane overflows, so each group sum can be read back as bytes.
     """
     rows, width = s.shape
-    flags = torch.empty(rows, -(-width // _PACK) * _PACK, dtype=torch.bool, device=s.device)  # (B, C')
+    flags = flags[:, : _padded(width)]  # (B, C')
     torch.gt(s, threshold[:, None], out=flags[:, :width])
     flags[:, width:] = False
     groups = flags.view(torch.int64).view(rows, -1, _WORDS_PER_GROUP).sum(2)  # (B, C'/_PACK), 8 byte lanes

@@ -30,7 +30,8 @@ class RetrievalModule(L.LightningModule):
         loss: ``sampled_softmax`` (paper setting) or ``full_softmax``.
         num_negatives: uniform negatives per position for the sampled softmax.
         negatives: ``position`` draws fresh negatives for every position (paper); ``sequence``
-            shares one draw across a sequence's positions (far cheaper; measured in benchmarks).
+            shares one draw across a sequence's positions, ``batch`` one draw across the batch
+            (both far cheaper on CPU; see benchmarks/).
         temperature: softmax temperature on cosine scores (paper: 0.05).
         lr, weight_decay, betas: AdamW settings.
         hr_ks, ndcg_ks: cut-offs of the logged metrics.
@@ -45,7 +46,7 @@ class RetrievalModule(L.LightningModule):
         num_items: int = 0,
         loss: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax",
         num_negatives: int = 128,
-        negatives: Literal["position", "sequence"] = "position",
+        negatives: Literal["position", "sequence", "batch"] = "position",
         temperature: float = 0.05,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -60,8 +61,8 @@ class RetrievalModule(L.LightningModule):
             raise ValueError("model.num_items must be positive: it is linked from the data module (data.num_items)")
         if loss not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"model.loss must be 'sampled_softmax' or 'full_softmax', got {loss!r}")
-        if negatives not in ("position", "sequence"):
-            raise ValueError(f"model.negatives must be 'position' or 'sequence', got {negatives!r}")
+        if negatives not in ("position", "sequence", "batch"):
+            raise ValueError(f"model.negatives must be 'position', 'sequence' or 'batch', got {negatives!r}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.item_emb = nn.Embedding(num_items + 1, net.dim, padding_idx=0)
@@ -142,23 +143,32 @@ class RetrievalModule(L.LightningModule):
         self.user_weights = weights
 
     def _logits(self, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+        """Logits of the valid positions, positive first: (M, 1+K), or (M, N+1) for full softmax."""
         hp = self.hparams
         items = self.item_vectors()
         if hp.loss == "full_softmax":
             logits = states[valid] @ items.T  # (M, N+1)
             logits[:, 0] = float("-inf")
             return logits / hp.temperature
-        pos = (states * items[targets]).sum(-1, keepdim=True)  # (B, L, 1)
-        B, L, _ = states.shape
-        if hp.negatives == "sequence":
-            neg_ids = torch.randint(1, hp.num_items + 1, (B, 1, hp.num_negatives), device=states.device)
-            neg = torch.einsum("bld,bkd->blk", states, items[neg_ids[:, 0]])  # (B, L, K)
-            neg_ids = neg_ids.expand(B, L, hp.num_negatives)
+        B, K, dev = states.shape[0], hp.num_negatives, states.device
+        if hp.negatives == "position":
+            flat = states[valid]  # (M, D)
+            neg_ids = torch.randint(1, hp.num_items + 1, (len(flat), K), device=dev)
+            neg = torch.bmm(items[neg_ids], flat.unsqueeze(-1)).squeeze(-1)  # (M, K)
+        elif hp.negatives == "sequence":
+            ids = torch.randint(1, hp.num_items + 1, (B, K), device=dev)
+            neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, K) -> (M, K)
+            neg_ids = ids[torch.nonzero(valid)[:, 0]]
+            flat = states[valid]
         else:
-            neg_ids = torch.randint(1, hp.num_items + 1, (B, L, hp.num_negatives), device=states.device)
-            neg = torch.einsum("bld,blkd->blk", states, items[neg_ids])  # (B, L, K)
-        neg = neg.masked_fill(neg_ids == targets.unsqueeze(-1), float("-inf"))
-        return torch.cat([pos, neg], dim=-1)[valid] / hp.temperature  # (M, 1+K)
+            ids = torch.randint(1, hp.num_items + 1, (K,), device=dev)
+            flat = states[valid]
+            neg = flat @ items[ids].T  # (M, K)
+            neg_ids = ids.expand(len(flat), K)
+        tgt = targets[valid]
+        pos = (flat * items[tgt]).sum(-1, keepdim=True)  # (M, 1)
+        neg = neg.masked_fill(neg_ids == tgt.unsqueeze(-1), float("-inf"))
+        return torch.cat([pos, neg], dim=-1) / hp.temperature
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         targets = batch["targets"]
