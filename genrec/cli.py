@@ -15,6 +15,7 @@ DEFAULT_CALLBACKS = [
         },
     },
     {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
+    {"class_path": "genrec.timing.EpochTimer"},
 ]
 
 

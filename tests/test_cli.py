@@ -49,7 +49,8 @@ def test_fit_logs_metrics_saves_config_and_checkpoints(tmp_path):
     run = run_dir(tmp_path)
     assert (run / "config.yaml").exists()
     assert (run / "checkpoints" / "last.ckpt").exists()
-    assert "train/loss" in (run / "metrics.csv").read_text()
+    logged = (run / "metrics.csv").read_text()
+    assert "train/loss" in logged and "time/train_epoch_s" in logged and "time/val_s" in logged
 
 
 def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):

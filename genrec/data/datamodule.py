@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from genrec.data import preprocess
+from genrec.data.batching import LengthBucketBatchSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import get_source
@@ -139,6 +140,9 @@ class SequenceDataModule(L.LightningDataModule):
         exclude: what evaluation removes from the candidates: the user's whole ``history`` before
             the target, only the model's input ``window``, or ``none``.
         train_windows: ``last`` (one window per user per epoch) or ``all`` (tile long sequences).
+        bucket_by_length: batch training windows of similar length together (less padding;
+            see ``genrec.data.batching``); ``false`` gives plain shuffled batches.
+        seed: seed of the training batch order (combined with the epoch).
     """
 
     def __init__(
@@ -154,6 +158,8 @@ class SequenceDataModule(L.LightningDataModule):
         min_item_interactions: int = 0,
         exclude: Exclude = "history",
         train_windows: Literal["last", "all"] = "last",
+        bucket_by_length: bool = True,
+        seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -257,6 +263,15 @@ class SequenceDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         hp = self.hparams
+        if train and hp.bucket_by_length:
+            lengths = self.train_set.ends - self.train_set.starts
+            return DataLoader(
+                dataset,
+                batch_sampler=LengthBucketBatchSampler(lengths, hp.batch_size, seed=hp.seed),
+                collate_fn=self.collator.train,
+                num_workers=hp.num_workers,
+                persistent_workers=hp.num_workers > 0,
+            )
         return DataLoader(
             dataset,
             batch_size=hp.batch_size if train else hp.eval_batch_size,
