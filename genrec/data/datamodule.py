@@ -23,6 +23,7 @@ from genrec.data import preprocess
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import get_source
+from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler
 
 log = logging.getLogger(__name__)
 
@@ -256,15 +257,15 @@ class SequenceDataModule(L.LightningDataModule):
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        # Our samplers shard across DDP ranks themselves (Lightning keeps them): training shards are
+        # disjoint and resumable mid-epoch, evaluation shards unpadded so every user counts once.
         hp = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size if train else hp.eval_batch_size,
-            shuffle=train,
-            collate_fn=self.collator.train if train else self.collator.eval,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
+        common = dict(num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+        if train:
+            return ResumableDataLoader(dataset, ShardedTrainSampler(dataset), batch_size=hp.batch_size,
+                                       collate_fn=self.collator.train, **common)
+        return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=hp.eval_batch_size,
+                          collate_fn=self.collator.eval, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
