@@ -1,7 +1,14 @@
 """The LightningCLI shared by ``train.py``: data ↔ model links, default loggers and callbacks."""
 from __future__ import annotations
 
+import warnings
+
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.cli import LightningCLI
+
+# RetrievalModule logs val/test metrics computed by torchmetrics from sums already reduced across
+# ranks; Lightning cannot know that and suggests sync_dist=True, which would only average equal values.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=PossibleUserWarning)
 
 DEFAULT_CALLBACKS = [
     {

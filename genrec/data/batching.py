@@ -3,56 +3,50 @@
 Random batches of ML-1M pad almost every batch to the maximum length (200) although the median
 training window is 93 items; attention costs grow with the square of the padded length, so
 grouping similar lengths cuts its work about 2.4× and the linear layers' about 1.8×, while every
-training window is still used exactly once per epoch and batch order stays random.
+training window is still used exactly once per epoch and the order of batches stays random.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Sized
 
 import numpy as np
-import torch.distributed as dist
-from torch.utils.data import Sampler
+
+from genrec.data.samplers import ShardedTrainSampler
 
 
-class LengthBucketBatchSampler(Sampler[list[int]]):
-    """Shuffle, sort by length inside pools of ``pool_batches`` batches, cut batches, shuffle them.
+def bucketed_order(lengths: np.ndarray, block: int, rng: np.random.Generator, pool_blocks: int = 64) -> np.ndarray:
+    """A permutation whose consecutive ``block``-sized slices hold similar lengths, in random order.
 
-    The batch list depends only on (seed, epoch), so all ranks build the same list and rank ``r``
-    takes batches ``r, r + world, ...``; the list is padded by wrapping around so every rank runs
-    the same number of steps.
+    Shuffle, sort by length inside pools of ``pool_blocks`` blocks, cut blocks, shuffle the full
+    blocks; each pool's last, partial block goes to the end so full blocks stay aligned.
+    """
+    order = rng.permutation(len(lengths))
+    full, partial = [], []
+    pool = block * pool_blocks
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        cut = len(chunk) - len(chunk) % block
+        full += [chunk[i : i + block] for i in range(0, cut, block)]
+        if cut < len(chunk):
+            partial.append(chunk[cut:])
+    rng.shuffle(full)
+    return np.concatenate(full + partial) if full or partial else order
+
+
+class BucketedTrainSampler(ShardedTrainSampler):
+    """``ShardedTrainSampler`` whose epoch order comes in length-homogeneous steps.
+
+    A step of all ranks together takes ``batch_size × num_replicas`` consecutive samples of the
+    global order, so each step's samples are one length bucket; sharding, disjointness and
+    mid-epoch resumption are the parent's.
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool_batches: int = 64,
-                 num_replicas: int | None = None, rank: int | None = None):
+    def __init__(self, dataset: Sized, lengths: np.ndarray, batch_size: int, **kwargs):
+        super().__init__(dataset, **kwargs)
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
-        self.seed = seed
-        self.pool = batch_size * pool_batches
-        distributed = dist.is_available() and dist.is_initialized()
-        self.num_replicas = num_replicas or (dist.get_world_size() if distributed else 1)
-        self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[np.ndarray]:
+    def _order(self) -> list[int]:
         rng = np.random.default_rng((self.seed, self.epoch))
-        order = rng.permutation(len(self.lengths))
-        batches = []
-        for start in range(0, len(order), self.pool):
-            pool = order[start : start + self.pool]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        rng.shuffle(batches)
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        per_rank = -(-len(batches) // self.num_replicas)
-        padded = batches + batches[: per_rank * self.num_replicas - len(batches)]
-        return iter([b.tolist() for b in padded[self.rank :: self.num_replicas]])
-
-    def __len__(self) -> int:
-        n = sum(-(-min(self.pool, len(self.lengths) - s) // self.batch_size) for s in range(0, len(self.lengths), self.pool))
-        return -(-n // self.num_replicas)
+        return bucketed_order(self.lengths, self.batch_size * self.num_replicas, rng).tolist()

@@ -20,10 +20,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from genrec.data import preprocess
-from genrec.data.batching import LengthBucketBatchSampler
+from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import get_source
+from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ class SequenceDataModule(L.LightningDataModule):
             the target, only the model's input ``window``, or ``none``.
         train_windows: ``last`` (one window per user per epoch) or ``all`` (tile long sequences).
         bucket_by_length: batch training windows of similar length together (less padding;
-            see ``genrec.data.batching``); ``false`` gives plain shuffled batches.
-        seed: seed of the training batch order (combined with the epoch).
+            see ``genrec.data.batching``); ``false`` gives plain shuffled batches. Either way the
+            order follows ``seed_everything`` and the epoch.
     """
 
     def __init__(
@@ -159,7 +160,6 @@ class SequenceDataModule(L.LightningDataModule):
         exclude: Exclude = "history",
         train_windows: Literal["last", "all"] = "last",
         bucket_by_length: bool = True,
-        seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -262,24 +262,16 @@ class SequenceDataModule(L.LightningDataModule):
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        # Our samplers shard across DDP ranks themselves (Lightning keeps them): training shards are
+        # disjoint and resumable mid-epoch, evaluation shards unpadded so every user counts once.
         hp = self.hparams
-        if train and hp.bucket_by_length:
-            lengths = self.train_set.ends - self.train_set.starts
-            return DataLoader(
-                dataset,
-                batch_sampler=LengthBucketBatchSampler(lengths, hp.batch_size, seed=hp.seed),
-                collate_fn=self.collator.train,
-                num_workers=hp.num_workers,
-                persistent_workers=hp.num_workers > 0,
-            )
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size if train else hp.eval_batch_size,
-            shuffle=train,
-            collate_fn=self.collator.train if train else self.collator.eval,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
+        common = dict(num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+        if train:
+            sampler = (BucketedTrainSampler(dataset, self.train_set.ends - self.train_set.starts, hp.batch_size)
+                       if hp.bucket_by_length else ShardedTrainSampler(dataset))
+            return ResumableDataLoader(dataset, sampler, batch_size=hp.batch_size, collate_fn=self.collator.train, **common)
+        return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=hp.eval_batch_size,
+                          collate_fn=self.collator.eval, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

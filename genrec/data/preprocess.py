@@ -201,12 +201,41 @@ def save(data: SequenceData, folder: Path) -> None:
             "fingerprint": data.fingerprint,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        _publish(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Move a finished cache into place without ever exposing a half-deleted one.
+
+    Several processes may build the same cache at once (one per node on a shared file system): the
+    first to finish wins and the others drop their copy; a stale or incomplete folder is renamed
+    away before it is deleted, so readers never see it half gone.
+    """
+    for _ in range(3):
+        try:
+            os.replace(tmp, folder)  # atomic when ``folder`` is absent (or an empty directory)
+            return
+        except OSError:
+            if _is_current(folder):
+                return  # another process published the same cache first
+            stale = Path(tempfile.mkdtemp(prefix=folder.name + ".stale", dir=folder.parent))
+            try:
+                os.replace(folder, stale / "old")
+            except FileNotFoundError:
+                pass  # someone else moved it already; try again
+            shutil.rmtree(stale, ignore_errors=True)
+    raise DataError(f"could not write the preprocessing cache {folder}: another process keeps replacing it; "
+                    "set data.use_cache=false or give each run its own data.cache_dir")
+
+
+def _is_current(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "meta.json").read_text()).get("version") == PREPROCESS_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def load(folder: Path) -> SequenceData | None:

@@ -1,0 +1,165 @@
+"""Samplers and a loader that make distributed training and evaluation exact and resumable.
+
+Both samplers subclass ``DistributedSampler`` so that Lightning keeps them instead of injecting its
+own (which pads evaluation with duplicate users and cannot resume mid-epoch). With one process they
+reduce to a plain shuffle (training) and the identity order (evaluation).
+
+* ``EvalShardSampler``: rank ``r`` of ``W`` takes indices ``r, r + W, r + 2W, ...``; no padding, so
+  every evaluation user is scored exactly once and the metric sums, reduced across ranks, equal the
+  single-process ones. Ranks may run one batch fewer than others, which is safe in evaluation: no
+  gradient is synchronised and genrec's nets carry no buffers for DDP to broadcast.
+* ``ShardedTrainSampler``: one global permutation per epoch from ``(seed, epoch)``; rank ``r`` takes
+  every ``W``-th index of it, after dropping the ``len % W`` last ones, so shards are disjoint and
+  equally long (DDP needs the same number of steps on every rank). The dropped tail (at most
+  ``W - 1`` samples) changes from epoch to epoch. Because the shards interleave, the ``W`` rank
+  batches of one step together are the single-process batch of ``W`` times the size.
+* ``ResumableDataLoader``: counts the batches it has handed out and stores, in Lightning's
+  checkpoint, how many samples of the epoch's permutation all ranks together have consumed; a
+  resumed run continues with the next ones.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, Sized
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+
+def world() -> tuple[int, int]:
+    """(number of processes, this process's rank) of the default process group; (1, 0) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def default_seed() -> int:
+    # seed_everything exports PL_GLOBAL_SEED to every rank, so all ranks agree on the data order.
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class EvalShardSampler(DistributedSampler):
+    """Deterministic, unpadded shard of an evaluation set: ``range(rank, len, num_replicas)``."""
+
+    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None):
+        w, r = world()
+        num_replicas = w if num_replicas is None else num_replicas
+        rank = r if rank is None else rank
+        if len(dataset) < num_replicas:
+            # A rank without a single batch would skip the epoch-end metric reduction and the others would wait forever.
+            raise ValueError(
+                f"{len(dataset)} evaluation users cannot be shared by {num_replicas} processes without leaving "
+                "one of them idle: run evaluation with fewer devices (e.g. --trainer.devices 1)"
+            )
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ShardedTrainSampler(DistributedSampler):
+    """Disjoint, equally long, per-epoch reshuffled training shards that can start mid-epoch.
+
+    ``start`` is a position in the epoch's global permutation (samples consumed by all ranks
+    together); the next ``__iter__`` begins there, then it goes back to 0 for later epochs.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
+                 seed: int | None = None, shuffle: bool = True):
+        w, r = world()
+        num_replicas = w if num_replicas is None else num_replicas
+        rank = r if rank is None else rank
+        if len(dataset) < num_replicas:
+            raise ValueError(
+                f"{len(dataset)} training sequences cannot be split into {num_replicas} non-empty shards: "
+                "use fewer processes or more data"
+            )
+        seed = default_seed() if seed is None else seed
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.used = len(dataset) - len(dataset) % num_replicas  # global samples per epoch
+        self.start = 0
+
+    def _shard(self, start: int) -> range:
+        """Positions of the global permutation this rank visits from ``start`` on."""
+        return range(start + self.rank, self.used, self.num_replicas)
+
+    def __len__(self) -> int:
+        return self.used // self.num_replicas
+
+    def _order(self) -> list[int]:
+        """The epoch's global order of samples (subclasses may group them, e.g. by length)."""
+        if not self.shuffle:
+            return list(range(len(self.dataset)))
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=g).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order()
+        start, self.start = self.start, 0
+        return iter([order[i] for i in self._shard(start)])
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over a ``ShardedTrainSampler`` with Lightning's ``state_dict`` protocol.
+
+    Lightning stores ``state_dict()`` in every checkpoint (``loops.fit_loop.state_dict.combined_loader``)
+    and calls ``load_state_dict`` before the first batch of a resumed run. The count is taken where
+    batches leave the loader, so worker prefetching does not inflate it.
+    """
+
+    def __init__(self, dataset: Any, sampler: ShardedTrainSampler, **kwargs: Any):
+        if not isinstance(sampler, ShardedTrainSampler):
+            raise TypeError("ResumableDataLoader needs a ShardedTrainSampler")
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self._epoch_start = 0  # global position where the current pass over the data began
+        self._served = 0  # batches handed out by this rank in the current pass
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        # A generator: the sampler is read at the first batch, after Lightning's set_epoch.
+        sampler: ShardedTrainSampler = self.sampler  # type: ignore[assignment]
+        self._epoch_start, self._served = sampler.start, 0
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        sampler: ShardedTrainSampler = self.sampler  # type: ignore[assignment]
+        consumed = min(self._epoch_start + self._served * self.batch_size * sampler.num_replicas, sampler.used)
+        return {
+            "epoch": sampler.epoch,
+            "consumed": consumed,
+            "seed": sampler.seed,
+            "num_replicas": sampler.num_replicas,
+            "batch_size": self.batch_size,
+            "dataset_len": len(self.dataset),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler: ShardedTrainSampler = self.sampler  # type: ignore[assignment]
+        if state["dataset_len"] != len(self.dataset):
+            raise ValueError(
+                f"the checkpoint's training data had {state['dataset_len']} sequences, this run has "
+                f"{len(self.dataset)}: resume with the data settings the run was started with (its config.yaml)"
+            )
+        sampler.set_epoch(state["epoch"])
+        sampler.seed = state["seed"]
+        saved_used = state["dataset_len"] - state["dataset_len"] % state["num_replicas"]
+        if not 0 < state["consumed"] < saved_used:  # saved at an epoch boundary: start the next pass afresh
+            sampler.start = 0
+            return
+        same = (state["num_replicas"], state["batch_size"]) == (sampler.num_replicas, self.batch_size)
+        if not same:
+            # Lightning counts the epoch's finished batches in the old batch size; they no longer line up.
+            raise ValueError(
+                f"the checkpoint was saved mid-epoch by {state['num_replicas']} process(es) with data.batch_size="
+                f"{state['batch_size']}; this run has {sampler.num_replicas} and {self.batch_size}: resume it with "
+                "the same number of processes and batch size, or from a checkpoint written at the end of an epoch"
+            )
+        sampler.start = state["consumed"]

@@ -1,0 +1,56 @@
+"""Test-only pieces that real training subprocesses import (``python train.py ... --trainer.callbacks+=tests.helpers.X``).
+
+train.py puts the repository root first on ``sys.path``, so ``tests.helpers`` imports there too.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class RecordEvalUsers(L.Callback):
+    """Writes, per rank, the user indices of every test/validation batch it scored to ``folder``."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+        self.users: dict[str, list[int]] = {"val": [], "test": []}
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.users["val"] += batch["user"].tolist()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.users["test"] += batch["user"].tolist()
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"test_users_rank{trainer.global_rank}.json").write_text(json.dumps(self.users["test"]))
+
+
+def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def last_metrics(run_dir: Path, prefix: str) -> dict[str, float]:
+    """The last logged value of every ``prefix/...`` column of a run's metrics.csv."""
+    out: dict[str, float] = {}
+    with open(run_dir / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            out.update({k: float(v) for k, v in row.items() if k.startswith(prefix) and v != ""})
+    return out
