@@ -122,3 +122,11 @@ def test_training_survives_a_broken_wandb(tmp_path, monkeypatch):
         cli = train_main(tiny_args(tmp_path))
     assert cli.trainer.current_epoch == 1
     assert "val/ndcg@10" in (run_dir(tmp_path) / "metrics.csv").read_text()
+
+
+def test_run_folder_resolves_to_the_best_checkpoint(tmp_path):
+    train_main(tiny_args(tmp_path, epochs=2))
+    run = run_dir(tmp_path)
+    report = evaluate.main(["--ckpt", str(run), "--out", str(tmp_path / "eval"), "--no-baseline"])
+    assert report["checkpoint"].endswith(".ckpt") and "last" not in report["checkpoint"]
+    assert "epoch" in report["checkpoint"]
