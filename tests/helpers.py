@@ -15,6 +15,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from genrec.modules import RetrievalModule
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -54,3 +56,18 @@ def last_metrics(run_dir: Path, prefix: str) -> dict[str, float]:
         for row in csv.DictReader(f):
             out.update({k: float(v) for k, v in row.items() if k.startswith(prefix) and v != ""})
     return out
+
+
+class NaNLossModule(RetrievalModule):
+    """RetrievalModule whose loss turns NaN at the given global steps (on one rank, or all with -1)."""
+
+    def __init__(self, net: torch.nn.Module, nan_steps: list[int] = [], nan_rank: int = -1, **kwargs):
+        super().__init__(net, **kwargs)
+        self.nan_steps = set(nan_steps)
+        self.nan_rank = nan_rank
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if self.global_step in self.nan_steps and self.nan_rank in (-1, self.global_rank):
+            loss = loss * float("nan")
+        return loss
