@@ -38,6 +38,19 @@ class RecordEvalUsers(L.Callback):
         (self.folder / f"test_users_rank{trainer.global_rank}.json").write_text(json.dumps(self.users["test"]))
 
 
+class PauseAt(L.Callback):
+    """Freezes rank 0 before the given global step, after writing ``marker``: the test then SIGKILLs it."""
+
+    def __init__(self, step: int, marker: str):
+        self.step = step
+        self.marker = Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            self.marker.write_text(f"{trainer.current_epoch} {batch_idx}")
+            time.sleep(3600)
+
+
 def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error."""
     proc = subprocess.run(
