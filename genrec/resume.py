@@ -77,5 +77,6 @@ def prepare(config: Any, subcommand: str | None) -> None:
     if subcommand == "fit" and wandb_id:
         for spec in _specs(_get(config.trainer, "logger")):
             args = _get(spec, "init_args")
-            if "Wandb" in str(_get(spec, "class_path", "")) and args is not None and not _get(args, "id"):
+            if "Wandb" in str(_get(spec, "class_path", "")) and args is not None \
+                    and not _get(args, "id") and not _get(args, "version"):
                 args["id"] = wandb_id
