@@ -74,9 +74,10 @@ def prepare(config: Any, subcommand: str | None) -> None:
         config.ckpt_path = ckpt_path = str(found)
     ckpt = load_checkpoint(ckpt_path, mmap=True)
     wandb_id = ckpt.get(WandbRunId.KEY)
-    if subcommand == "fit" and wandb_id:
-        for spec in _specs(_get(config.trainer, "logger")):
-            args = _get(spec, "init_args")
-            if "Wandb" in str(_get(spec, "class_path", "")) and args is not None \
-                    and not _get(args, "id") and not _get(args, "version"):
-                args["id"] = wandb_id
+    if subcommand != "fit" or not wandb_id:
+        return
+    for spec in _specs(_get(config.trainer, "logger")):
+        args = _get(spec, "init_args")
+        is_wandb = "Wandb" in str(_get(spec, "class_path", ""))
+        if is_wandb and args is not None and not _get(args, "id") and not _get(args, "version"):
+            args["id"] = wandb_id
