@@ -1,6 +1,7 @@
 """Evaluate a trained checkpoint on a dataset's test (or validation) split.
 
     python evaluate.py --ckpt runs/genrec/version_0/checkpoints/last.ckpt
+    python evaluate.py --ckpt runs/genrec/version_0     # the run's best checkpoint on val/ndcg@10
     python evaluate.py --ckpt model.ckpt --data.root ../shared/data/ml-1m --split val
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
@@ -17,7 +18,7 @@ from genrec.evaluation.report import run_evaluation
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the popularity baseline")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ import torch
 
 from genrec.evaluation import RankingMetrics, target_ranks
 
-RUNS = 3
+RUNS = {"genrec": 3, "torchmetrics": 1}  # one torchmetrics run already takes ~10 s
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def measure(case_name: str, method: str) -> dict:
     inputs_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fn = streamed if method == "genrec" else with_torchmetrics
     times = []
-    for _ in range(RUNS):
+    for _ in range(RUNS[method]):
         start = time.perf_counter()
         values = fn(case, *inputs)
         times.append(time.perf_counter() - start)
@@ -112,6 +113,7 @@ def main() -> None:
         print(json.dumps(measure(*args.child)))
         return
 
+    load_before = os.getloadavg()[0]
     runs = [("ml1m", "genrec"), ("ml1m", "torchmetrics"), ("1m", "genrec")]
     results = {}
     for case_name, method in runs:
@@ -120,13 +122,17 @@ def main() -> None:
         )
         results[case_name, method] = json.loads(child.stdout.strip().splitlines()[-1])
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {RUNS} runs\n")
-    print("| case | users | items | D | batch | chunk | method | seconds | inputs RSS MiB | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    # Other processes on the same cores slow multi-threaded torch far more than their share.
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after; seconds = median over runs\n"
+    )
+    print("| case | users | items | D | batch | chunk | method | runs | seconds | inputs RSS MiB | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for (case_name, method), r in results.items():
         c = CASES[case_name]
         print(
-            f"| {case_name} | {c.users:,} | {c.items:,} | {c.dim} | {c.batch} | {c.chunk} | {method} "
+            f"| {case_name} | {c.users:,} | {c.items:,} | {c.dim} | {c.batch} | {c.chunk} | {method} | {RUNS[method]} "
             f"| {r['seconds']:.2f} | {r['inputs_rss']:.0f} | {r['peak_rss']:.0f} |"
         )
 

@@ -30,6 +30,7 @@ DEFAULT_CALLBACKS = [
         "init_args": {"save_top_k": 0, "save_last": True, "every_n_train_steps": 200},
     },
     {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
+    {"class_path": "genrec.timing.EpochTimer"},
 ]
 
 # Added to every run unless trainer.callbacks already has one; when it has several, the last wins

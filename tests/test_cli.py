@@ -49,7 +49,8 @@ def test_fit_logs_metrics_saves_config_and_checkpoints(tmp_path):
     run = run_dir(tmp_path)
     assert (run / "config.yaml").exists()
     assert (run / "checkpoints" / "last.ckpt").exists()
-    assert "train/loss" in (run / "metrics.csv").read_text()
+    logged = (run / "metrics.csv").read_text()
+    assert "train/loss" in logged and "time/train_epoch_s" in logged and "time/val_s" in logged
 
 
 def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):
@@ -121,3 +122,11 @@ def test_training_survives_a_broken_wandb(tmp_path, monkeypatch):
         cli = train_main(tiny_args(tmp_path))
     assert cli.trainer.current_epoch == 1
     assert "val/ndcg@10" in (run_dir(tmp_path) / "metrics.csv").read_text()
+
+
+def test_run_folder_resolves_to_the_best_checkpoint(tmp_path):
+    train_main(tiny_args(tmp_path, epochs=2))
+    run = run_dir(tmp_path)
+    report = evaluate.main(["--ckpt", str(run), "--out", str(tmp_path / "eval"), "--no-baseline"])
+    assert report["checkpoint"].endswith(".ckpt") and "last" not in report["checkpoint"]
+    assert "epoch" in report["checkpoint"]

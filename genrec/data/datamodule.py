@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from genrec.data import preprocess
+from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import get_source
@@ -140,6 +141,9 @@ class SequenceDataModule(L.LightningDataModule):
         exclude: what evaluation removes from the candidates: the user's whole ``history`` before
             the target, only the model's input ``window``, or ``none``.
         train_windows: ``last`` (one window per user per epoch) or ``all`` (tile long sequences).
+        bucket_by_length: batch training windows of similar length together (less padding;
+            see ``genrec.data.batching``); ``false`` gives plain shuffled batches. Either way the
+            order follows ``seed_everything`` and the epoch.
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class SequenceDataModule(L.LightningDataModule):
         min_item_interactions: int = 0,
         exclude: Exclude = "history",
         train_windows: Literal["last", "all"] = "last",
+        bucket_by_length: bool = True,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -262,8 +267,9 @@ class SequenceDataModule(L.LightningDataModule):
         hp = self.hparams
         common = dict(num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
         if train:
-            return ResumableDataLoader(dataset, ShardedTrainSampler(dataset), batch_size=hp.batch_size,
-                                       collate_fn=self.collator.train, **common)
+            sampler = (BucketedTrainSampler(dataset, self.train_set.ends - self.train_set.starts, hp.batch_size)
+                       if hp.bucket_by_length else ShardedTrainSampler(dataset))
+            return ResumableDataLoader(dataset, sampler, batch_size=hp.batch_size, collate_fn=self.collator.train, **common)
         return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=hp.eval_batch_size,
                           collate_fn=self.collator.eval, **common)
 

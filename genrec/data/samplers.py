@@ -92,13 +92,16 @@ class ShardedTrainSampler(DistributedSampler):
     def __len__(self) -> int:
         return self.used // self.num_replicas
 
+    def _order(self) -> list[int]:
+        """The epoch's global order of samples (subclasses may group them, e.g. by length)."""
+        if not self.shuffle:
+            return list(range(len(self.dataset)))
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=g).tolist()
+
     def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(self.seed + self.epoch)
-            order = torch.randperm(len(self.dataset), generator=g).tolist()
-        else:
-            order = list(range(len(self.dataset)))
+        order = self._order()
         start, self.start = self.start, 0
         return iter([order[i] for i in self._shard(start)])
 

@@ -27,7 +27,7 @@ from torchmetrics import Metric
 
 # Rows per matmul when scoring targets alone; small enough that the (R, R) product is negligible.
 _TARGET_BLOCK = 256
-# int64 words summed per group in _count_true: each byte lane then holds at most 128 < 256 ones.
+# int64 words summed per group in _count_greater: each byte lane then holds at most 128 < 256 ones.
 _WORDS_PER_GROUP = 128
 _PACK = 8 * _WORDS_PER_GROUP
 
@@ -46,7 +46,8 @@ def target_ranks(
         items: (N+1, D) item vectors; row 0 (padding) is never scored.
         targets: (B,) long item ids in 1..N.
         exclude: (B, H) long item ids to drop from the candidates, 0 = pad; ids outside 1..N are ignored.
-        chunk_size: items scored per matmul; memory is about B * chunk_size * 5 bytes.
+        chunk_size: items scored per matmul; memory is about B * chunk_size * 5 bytes. On CPU,
+            B * chunk_size near 4M (a cache-sized chunk) is fastest; on a GPU, larger chunks are.
 
     Returns:
         (B,) long ranks.
@@ -172,8 +173,8 @@ class RankingMetrics(Metric):
         self.mrr = mrr
         self.max_rank = max_rank
         ks = self.hr_ks + self.ndcg_ks
-        if any(k < 1 for k in ks):
-            raise ValueError(f"cut-offs must be >= 1, got hr_ks={hr_ks}, ndcg_ks={ndcg_ks}")
+        if any(k < 1 for k in ks) or (max_rank is not None and max_rank < 1):
+            raise ValueError(f"cut-offs and max_rank must be >= 1, got {hr_ks}, {ndcg_ks}, {max_rank}")
         if max_rank is not None and any(k > max_rank for k in ks):
             raise ValueError(f"cut-offs {ks} exceed the list length max_rank={max_rank}: those metrics are unknown")
         # float64 keeps sums exact far beyond any catalogue of users (integers up to 2**53).
@@ -188,8 +189,10 @@ class RankingMetrics(Metric):
             raise ValueError(f"ranks must be a 1-D integer tensor, got {ranks.dtype} of shape {tuple(ranks.shape)}")
         if not ranks.numel():
             return
-        if ranks.min() < 0 or (self.max_rank is not None and ranks.max() > self.max_rank):
-            raise ValueError(f"ranks must lie in 0..{self.max_rank if self.max_rank is not None else 'N-1'}")
+        if ranks.min() < 0:
+            raise ValueError("ranks must be >= 0")
+        if self.max_rank is not None and ranks.max() > self.max_rank:
+            raise ValueError(f"ranks from lists of {self.max_rank} items must be <= {self.max_rank}")
         r = ranks.to(torch.float64)[:, None]  # (B, 1)
         gain = 1.0 / torch.log2(r + 2.0)  # (B, 1)
         hr_ks = torch.tensor(self.hr_ks, dtype=torch.float64, device=r.device)
@@ -242,10 +245,10 @@ def _merge_topk(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 def _target_scores(q: Tensor, items: Tensor, targets: Tensor) -> Tensor:
-    """(B,) scores of the targets, from the same matmul kernel as the chunk scores.
+    """(B,) scores of the targets, computed by a matmul as the chunk scores are.
 
-    An elementwise dot product sums in another order and can differ in the last bit, which would break
-    ties between the target and items with identical vectors.
+    An elementwise dot product sums in another order and differed in the last bit for ~8% of random
+    float targets, which would break ties between the target and items with identical vectors.
     """
     parts = []
     for i in range(0, q.shape[0], _TARGET_BLOCK):
@@ -283,7 +286,7 @@ def _scored_chunks(
 
 
 def _split_by_chunk(ids: Tensor, n: int, chunk_size: int) -> list[tuple[Tensor, Tensor]]:
-    """Per item chunk, the (rows, ids) of the entries of ids (B, H) that fall in it; ids outside 1..n are left out."""
+    """Per item chunk, the (rows, ids) of the entries of ids (B, H) that fall in it; ids outside 1..n are dropped."""
     rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(ids)  # (B, H)
     keep = (ids >= 1) & (ids <= n)
     ids, rows = ids[keep], rows[keep]  # (M,)
@@ -306,8 +309,9 @@ def _count_greater(s: Tensor, threshold: Tensor, flags: Tensor) -> Tensor:
     per group no byte lane overflows, so each group sum can be read back as bytes.
     """
     rows, width = s.shape
-    flags = flags[:, : _padded(width)]  # (B, C')
+    n_groups = _padded(width) // _PACK
+    flags = flags[:, : n_groups * _PACK]  # (B, C')
     torch.gt(s, threshold[:, None], out=flags[:, :width])
     flags[:, width:] = False
-    groups = flags.view(torch.int64).view(rows, -1, _WORDS_PER_GROUP).sum(2)  # (B, C'/_PACK), 8 byte lanes
-    return groups.view(torch.uint8).view(rows, -1).sum(1)
+    groups = flags.view(torch.int64).view(rows, n_groups, _WORDS_PER_GROUP).sum(2)  # (B, C'/_PACK), 8 byte lanes
+    return groups.view(torch.uint8).view(rows, n_groups * 8).sum(1)

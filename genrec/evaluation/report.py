@@ -12,7 +12,7 @@ import torch
 
 from genrec.evaluation.metrics import RankingMetrics
 from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
 
 
 def _import(path: str) -> Any:
@@ -35,6 +35,7 @@ def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
 
 def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
                    out: str | None = None, baseline: bool = True) -> dict:
+    ckpt_path = str(resolve_checkpoint(ckpt_path))
     ckpt = load_checkpoint(ckpt_path)
     module_cls = _import(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
     model = module_cls.from_checkpoint(ckpt_path).eval()

@@ -35,3 +35,25 @@ def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
     except (KeyError, ValueError, ImportError, AttributeError) as err:
         raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
     return cls(**net_config.get("init_args", {}))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or for a run folder the best checkpoint on the monitored validation metric.
+
+    The best path is the one ``ModelCheckpoint`` recorded in ``last.ckpt``; it is looked up beside
+    the run folder when the run was started from another working directory.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    last = path / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(f"{path} holds no checkpoints/last.ckpt: pass a run folder written by train.py or a .ckpt file")
+    state = load_checkpoint(last).get("callbacks", {})
+    for key, value in state.items():
+        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+            best = Path(value["best_model_path"])
+            for candidate in (best, path / "checkpoints" / best.name):
+                if candidate.is_file():
+                    return candidate
+    return last

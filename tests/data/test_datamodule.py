@@ -159,3 +159,16 @@ def test_popularity_counts_use_training_part_only(tiny):
     # a trains on 10 11 12, b on 12, c on 10 11
     expected = {"10": 2, "11": 2, "12": 2, "13": 0, "14": 0}
     assert {dm.data.item_ids[i]: int(counts[i]) for i in range(1, 6)} == expected
+
+
+def test_ml1m_through_the_datamodule():
+    from tests.conftest import shared_data
+
+    dm = SequenceDataModule(dataset="ml-1m", root=str(shared_data("ml-1m")), max_seq_len=200)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (dm.data.num_users, dm.data.num_items, dm.data.num_interactions) == (6040, 3706, 1_000_209)
+    assert len(dm.val_set) == len(dm.test_set) == 6040
+    assert len(dm.train_set) == 6040
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["items"].shape[1] <= 200

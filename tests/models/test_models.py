@@ -80,3 +80,11 @@ def test_too_long_sequence_is_refused():
     net = HSTU(dim=8, max_seq_len=4)
     with pytest.raises(ValueError, match="max_seq_len"):
         net(torch.randn(1, 5, 8), torch.zeros(1, 5, dtype=torch.long), torch.tensor([5]))
+
+
+def test_relative_time_bias_gradient():
+    from genrec.models.hstu import _GatherBias
+
+    w = torch.randn(7, dtype=torch.double, requires_grad=True)
+    idx = torch.randint(0, 7, (3, 4, 4))
+    assert torch.autograd.gradcheck(lambda w: _GatherBias.apply(w, idx), (w,))
