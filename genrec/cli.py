@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import warnings
 
+from jsonargparse import Namespace
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.cli import LightningCLI
+
+from genrec import resume
 
 # RetrievalModule logs val/test metrics computed by torchmetrics from sums already reduced across
 # ranks; Lightning cannot know that and suggests sync_dist=True, which would only average equal values.
@@ -21,8 +24,22 @@ DEFAULT_CALLBACKS = [
             "auto_insert_metric_name": False,
         },
     },
+    # last.ckpt also mid-epoch, so a killed run loses at most this many steps (--ckpt_path last).
+    {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"save_top_k": 0, "save_last": True, "every_n_train_steps": 200},
+    },
     {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
     {"class_path": "genrec.timing.EpochTimer"},
+]
+
+# Added to every run unless trainer.callbacks already has one; when it has several, the last wins
+# (so ``--trainer.callbacks+=genrec.callbacks.NonFiniteLossGuard --trainer.callbacks.action skip``
+# replaces the default guard).
+REQUIRED_CALLBACKS = [
+    "genrec.callbacks.NonFiniteLossGuard",
+    "genrec.callbacks.RankStepSeed",
+    "genrec.callbacks.WandbRunId",
 ]
 
 
@@ -41,10 +58,31 @@ class GenRecCLI(LightningCLI):
         parser.set_defaults({"trainer.logger": default_loggers(), "trainer.callbacks": DEFAULT_CALLBACKS})
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
         # The default rich progress bar must not clash with enable_progress_bar=false.
-        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
         if trainer.enable_progress_bar is False and trainer.callbacks:
             trainer.callbacks = [c for c in trainer.callbacks if "ProgressBar" not in str(getattr(c, "class_path", c))]
+        trainer.callbacks = with_required_callbacks(trainer.callbacks)
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyper-parameters: resolve "last" across run
+        # folders and turn a damaged checkpoint into a clear error instead of a torch stack trace.
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            resume.prepare(self.config[subcommand], subcommand)
+
+
+def with_required_callbacks(callbacks: list | None) -> list:
+    callbacks = list(callbacks or [])
+    for path in REQUIRED_CALLBACKS:
+        found = [i for i, c in enumerate(callbacks) if getattr(c, "class_path", None) == path]
+        if not found:
+            callbacks.append(Namespace(class_path=path, init_args=Namespace()))
+        for i in reversed(found[:-1]):
+            del callbacks[i]
+    return callbacks
 
 
 def main(args: list[str] | None = None) -> GenRecCLI:

@@ -15,6 +15,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from genrec.modules import RetrievalModule
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -36,6 +38,19 @@ class RecordEvalUsers(L.Callback):
         (self.folder / f"test_users_rank{trainer.global_rank}.json").write_text(json.dumps(self.users["test"]))
 
 
+class PauseAt(L.Callback):
+    """Freezes rank 0 before the given global step, after writing ``marker``: the test then SIGKILLs it."""
+
+    def __init__(self, step: int, marker: str):
+        self.step = step
+        self.marker = Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            self.marker.write_text(f"{trainer.current_epoch} {batch_idx}")
+            time.sleep(3600)
+
+
 def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error."""
     proc = subprocess.run(
@@ -54,3 +69,18 @@ def last_metrics(run_dir: Path, prefix: str) -> dict[str, float]:
         for row in csv.DictReader(f):
             out.update({k: float(v) for k, v in row.items() if k.startswith(prefix) and v != ""})
     return out
+
+
+class NaNLossModule(RetrievalModule):
+    """RetrievalModule whose loss turns NaN at the given global steps (on one rank, or all with -1)."""
+
+    def __init__(self, net: torch.nn.Module, nan_steps: list[int] = [], nan_rank: int = -1, **kwargs):
+        super().__init__(net, **kwargs)
+        self.nan_steps = set(nan_steps)
+        self.nan_rank = nan_rank
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if self.global_step in self.nan_steps and self.nan_rank in (-1, self.global_rank):
+            loss = loss * float("nan")
+        return loss

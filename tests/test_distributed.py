@@ -48,3 +48,15 @@ def test_two_process_test_metrics_equal_one_process_on_the_same_checkpoint(tmp_p
     assert set(multi) == {k for k in single if k.startswith("test/")}
     for key, value in multi.items():
         assert value == pytest.approx(float(single[key]), abs=1e-6), key
+
+
+def test_nan_on_one_rank_stops_every_rank(tmp_path):
+    # Only rank 1 sees the NaN; the verdict is all-reduced, so rank 0 stops too instead of waiting forever.
+    args = tiny_args(tmp_path, epochs=2) + DDP
+    i = args.index("--model")
+    args[i + 1] = "tests.helpers.NaNLossModule"
+    with pytest.raises(AssertionError) as failed:
+        run_train(args + ["--model.nan_steps", "[1]", "--model.nan_rank", "1"], cwd=tmp_path, timeout=240)
+    output = str(failed.value)
+    assert "non-finite loss at global step 1 (rank 1): loss nan at epoch 0, batch 1" in output
+    assert "non-finite loss at global step 1 (rank 0): non-finite gradient after epoch 0, batch 1" in output

@@ -13,12 +13,13 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the data or model it is loaded into."""
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
+    """The checkpoint at ``path``; ``mmap=True`` leaves tensors on disk until used (cheap to inspect)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: pass the .ckpt file written by train.py (e.g. runs/<name>/version_0/checkpoints/last.ckpt)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as err:  # torch raises several unrelated types for a damaged file
         raise CheckpointMismatchError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is damaged or not a checkpoint: train again or pick another file") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:

@@ -1,0 +1,86 @@
+"""Faults on the train.py path: non-finite losses and bad checkpoints."""
+import json
+
+import pytest
+import torch
+
+from genrec.callbacks import NonFiniteLossGuard, NonFiniteLossError
+from genrec.cli import main as train_main
+from genrec.modules.checkpoints import CheckpointMismatchError
+from tests.test_cli import tiny_args
+
+NAN_MODULE = ["--model", "tests.helpers.NaNLossModule"]
+SKIP = ["--trainer.callbacks+=genrec.callbacks.NonFiniteLossGuard", "--trainer.callbacks.action", "skip"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def with_module(args: list[str], module: list[str]) -> list[str]:
+    i = args.index("--model")
+    return args[:i] + module + args[i + 2:]
+
+
+def last_ckpt(tmp_path, version=0):
+    return tmp_path / "runs" / "genrec" / f"version_{version}" / "checkpoints" / "last.ckpt"
+
+
+def test_nan_loss_stops_naming_step_and_batch(tmp_path):
+    # 120 users in batches of 32: four batches per epoch, so step 5 is epoch 1, batch 1.
+    args = with_module(tiny_args(tmp_path, epochs=2), NAN_MODULE) + ["--model.nan_steps", "[5]"]
+    with pytest.raises(NonFiniteLossError, match=r"global step 5: loss nan at epoch 1, batch 1, users \["):
+        train_main(args)
+
+
+def test_nan_loss_skipped_when_configured(tmp_path):
+    args = with_module(tiny_args(tmp_path, epochs=2), NAN_MODULE) + ["--model.nan_steps", "[2, 5]"] + SKIP
+    with pytest.warns(UserWarning, match="skipped optimizer step 2: loss nan at epoch 0, batch 2"):
+        cli = train_main(args)
+    guards = [c for c in cli.trainer.callbacks if isinstance(c, NonFiniteLossGuard)]
+    assert len(guards) == 1 and guards[0].action == "skip" and guards[0].skipped == 2
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+    # The skipped steps updated nothing: AdamW counted a step for every parameter only on the others.
+    opt = cli.trainer.optimizers[0]
+    steps = {int(opt.state[p]["step"]) for p in cli.model.parameters() if p in opt.state and p.requires_grad}
+    assert steps == {cli.trainer.global_step - 2}
+
+
+def test_skip_gives_up_after_max_skips(tmp_path):
+    args = with_module(tiny_args(tmp_path, epochs=2), NAN_MODULE) + ["--model.nan_steps", "[1, 2, 3]"] + SKIP
+    with pytest.raises(NonFiniteLossError, match=r"global step 2: .*1 steps were skipped already \(max_skips=1\)"):
+        train_main(args + ["--trainer.callbacks.max_skips", "1"])
+
+
+def test_resume_from_damaged_checkpoints_gets_clear_errors(tmp_path):
+    train_main(tiny_args(tmp_path))
+    good = last_ckpt(tmp_path).read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good[: len(good) // 2])  # as left by a disk that filled up mid-write
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x00not a checkpoint")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    for path, message in [(truncated, "cannot be read"), (garbage, "cannot be read"),
+                          (foreign, "is not a genrec checkpoint")]:
+        with pytest.raises(CheckpointMismatchError, match=message):
+            train_main(tiny_args(tmp_path, epochs=2) + ["--ckpt_path", str(path)])
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
+        train_main(tiny_args(tmp_path, epochs=2) + ["--ckpt_path", str(tmp_path / "missing.ckpt")])
+
+
+def test_resume_with_another_model_shape_is_refused(tmp_path):
+    train_main(tiny_args(tmp_path))
+    args = tiny_args(tmp_path, epochs=2)
+    args[args.index("--model.net.dim") + 1] = "8"
+    with pytest.raises(CheckpointMismatchError, match=r"does not fit this model \(net.pos_emb.weight: checkpoint \(12, 16\) vs model \(12, 8\)"):
+        train_main(args + ["--ckpt_path", str(last_ckpt(tmp_path))])
+
+
+def test_resume_on_another_dataset_is_refused(tmp_path):
+    train_main(tiny_args(tmp_path))
+    args = tiny_args(tmp_path, epochs=2)
+    args[args.index("--data.dataset_options") + 1] = json.dumps({"num_users": 120, "num_items": 90, "seed": 0})
+    with pytest.raises(CheckpointMismatchError, match="trained on catalogue"):
+        train_main(args + ["--ckpt_path", str(last_ckpt(tmp_path))])

@@ -1,0 +1,82 @@
+"""Kill a real training process mid-epoch with SIGKILL, resume with --ckpt_path last, end where an uninterrupted run ends."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from genrec.cli import main as train_main
+from tests.helpers import REPO
+from tests.test_cli import tiny_args
+
+pytestmark = pytest.mark.slow
+
+# Checkpoints every 3 steps (last.ckpt only) beside the usual best-by-val/ndcg@10 one.
+CALLBACKS = """\
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {monitor: val/ndcg@10, mode: max, save_last: true, filename: best}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {save_top_k: 0, save_last: true, every_n_train_steps: 3}
+"""
+
+
+def args_for(tmp_path):
+    # 200 users in batches of 16: 13 steps per epoch; 2 epochs with dropout, so RNG state matters.
+    (tmp_path / "callbacks.yaml").write_text(CALLBACKS)
+    args = tiny_args(tmp_path, users=200, epochs=2)
+    args[args.index("--data.batch_size") + 1] = "16"
+    return args[:1] + ["--config", str(tmp_path / "callbacks.yaml")] + args[1:] + [
+        "--trainer.deterministic", "true", "--model.net.dropout", "0.3"]
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    args = args_for(tmp_path)
+    (tmp_path / "whole").mkdir()
+    monkeypatch.chdir(tmp_path / "whole")
+    whole = train_main(args)
+    assert whole.trainer.global_step == 26
+
+    # The same run in a real process, frozen before step 17 (epoch 1, batch 4) and killed there:
+    # the newest checkpoint is from step 15 (epoch 1, batch 2), saved mid-epoch.
+    work = tmp_path / "killed"
+    work.mkdir()
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, "--trainer.callbacks+=tests.helpers.PauseAt",
+         "--trainer.callbacks.step", "17", "--trainer.callbacks.marker", str(marker)],
+        cwd=work, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"training exited before the kill ({proc.returncode}): {proc.stderr.read()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("training did not reach step 17 in 240 s")
+            time.sleep(0.2)
+        assert marker.read_text() == "1 4"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    saved = torch.load(work / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (saved["global_step"], saved["epoch"]) == (15, 1)
+
+    monkeypatch.chdir(work)
+    resumed = train_main(args + ["--ckpt_path", "last"])
+    assert resumed.trainer.global_step == 26
+    assert (work / "runs" / "genrec" / "version_1").is_dir()  # the continuation logs to a new run folder
+    for key, value in whole.trainer.callback_metrics.items():
+        if key.startswith("val/"):
+            assert float(resumed.trainer.callback_metrics[key]) == float(value), key
+    theirs = resumed.model.state_dict()
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
