@@ -1,0 +1,59 @@
+import torch
+
+from genrec.models.generative import GenerativeDecoder
+
+
+def net(**kw):
+    torch.manual_seed(0)
+    return GenerativeDecoder(levels=[4, 3], num_tokens=3, text_dim=6, dim=16, num_heads=2, dropout=0.0, max_seq_len=8, **kw).eval()
+
+
+def inputs(B=2, L=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 12, (B, L, 3), generator=g), torch.randn(B, L, 6, generator=g), torch.tensor([L, 3])
+
+
+def test_hybrid_mask_sees_own_item_both_ways_and_never_a_later_item():
+    m = net()
+    codes, text, lengths = inputs()
+    base = m(codes, text, lengths)
+    # change the last token of item 2: every token of item 2 (also earlier ones) and later items move,
+    # items 0 and 1 do not
+    changed = codes.clone()
+    changed[:, 2, 2] = (changed[:, 2, 2] + 1) % 12
+    out = m(changed, text, lengths)
+    assert torch.allclose(out[:, :2], base[:, :2], atol=1e-6)
+    assert not torch.allclose(out[0, 2, 0], base[0, 2, 0])
+    assert not torch.allclose(out[0, 3], base[0, 3])
+    mask = m.hybrid_mask(2, codes.device)
+    assert mask.tolist() == [[True, True, True, False, False, False]] * 3 + [[True] * 6] * 3
+    assert m.hybrid_mask(2, codes.device) is mask  # built once per shape
+
+
+def test_padding_does_not_change_real_positions_and_is_zeroed():
+    m = net()
+    codes, text, lengths = inputs()
+    out = m(codes, text, lengths)
+    noisy = codes.clone()
+    noisy[1, 3:] = 7  # row 1 has length 3
+    out2 = m(noisy, text, lengths)
+    assert torch.allclose(out[1, :3], out2[1, :3], atol=1e-6)
+    assert (out2[1, 3:] == 0).all()
+
+
+def test_text_input_can_be_switched_off():
+    m = net(text_input=False)
+    codes, text, lengths = inputs()
+    assert torch.allclose(m(codes, None, lengths), m(codes, text * 5, lengths))
+
+
+def test_stepwise_logits_equal_teacher_forced_logits():
+    m = net()
+    codes, text, lengths = inputs()
+    states = m(codes, text, lengths)[:, -1]  # (B, T, D)
+    target = torch.tensor([[3, 1, 4], [11, 0, 5]])
+    table = m.code_table()
+    forced = m.next_logits(states, target, table)  # (B, T, V)
+    for t in range(3):
+        step = m.step_logits(states[:, t], target[:, :t], table)
+        assert torch.allclose(step, forced[:, t], atol=1e-5)
