@@ -53,7 +53,8 @@ class ItemTextDataModule(L.LightningDataModule):
             for spec in self.hparams.datasets:
                 dm = SequenceDataModule(**spec)
                 texts = render_texts(dm.data.item_text, self.text_template, f"dataset {dm.data.name!r} ({spec.get('root')})")
-                parts.append(embed_texts(texts[1:], self.text_encoder, self.hparams.encode_batch_size))
+                # the full list (padding row included) shares its cache entry with the recommender's catalogue
+                parts.append(embed_texts(texts, self.text_encoder, self.hparams.encode_batch_size)[1:])
                 names.append(dm.fingerprint)
             self._embeddings = torch.from_numpy(np.concatenate(parts))
             self._names = names
