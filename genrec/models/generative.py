@@ -82,9 +82,11 @@ class GenerativeDecoder(nn.Module):
         digits = self.fsq.indices_to_digits(codes) + self._digit_offset  # (…, C)
         return self.code_mlp(self.fsq.indices_to_codes(codes)) + self.digit_emb(digits).sum(-2)
 
-    def code_table(self) -> Tensor:
-        """Output embedding of every code. (V, D)"""
-        return self.code_embed(torch.arange(self.codebook_size, device=self._digit_offset.device))
+    def code_table(self, codes: Tensor | None = None) -> Tensor:
+        """Output embeddings of ``codes`` (K,), default every code. (K, D)"""
+        if codes is None:
+            codes = torch.arange(self.codebook_size, device=self._digit_offset.device)
+        return self.code_embed(codes)
 
     def hybrid_mask(self, num_items: int, device: torch.device) -> Tensor:
         """(L*T, L*T) bool, True where query token may attend to key token; cached per shape."""
@@ -116,15 +118,17 @@ class GenerativeDecoder(nn.Module):
         # 1/sqrt(D) keeps initial logits small, so training starts near a uniform code distribution
         return torch.einsum("...td,tde->...te", q, self.heads[slots]) / self.dim ** 0.5
 
-    def next_logits(self, state: Tensor, target: Tensor, table: Tensor | None = None) -> Tensor:
-        """Teacher-forced logits of all T tokens of the next item: state (M, T, D), target (M, T) → (M, T, V)."""
+    def next_queries(self, state: Tensor, target: Tensor) -> Tensor:
+        """Teacher-forced queries for all T tokens of the next item: state (M, T, D), target (M, T) → (M, T, D).
+
+        Token t's logits are ``queries[:, t] @ code_table(codes).T`` over whichever codes compete.
+        """
         e = self.code_embed(target) + self.slot_emb.weight  # (M, T, D)
         before = e.cumsum(1) - e  # sum over the tokens before each slot
-        table = self.code_table() if table is None else table
-        return self._queries(state, before, slice(None)) @ table.T
+        return self._queries(state, before, slice(None))
 
-    def step_logits(self, state: Tensor, prefix: Tensor, table: Tensor) -> Tensor:
-        """Logits of token t = prefix.shape[-1]: state (…, D) of slot t, prefix (…, t) → (…, V)."""
+    def step_query(self, state: Tensor, prefix: Tensor) -> Tensor:
+        """Query of token t = prefix.shape[-1]: state (…, D) of slot t, prefix (…, t) codes → (…, D)."""
         t = prefix.shape[-1]
         before = (self.code_embed(prefix) + self.slot_emb.weight[:t]).sum(-2) if t else torch.zeros_like(state)
-        return self._queries(state[..., None, :], before[..., None, :], slice(t, t + 1))[..., 0, :] @ table.T
+        return self._queries(state[..., None, :], before[..., None, :], slice(t, t + 1))[..., 0, :]

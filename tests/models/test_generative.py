@@ -47,13 +47,12 @@ def test_text_input_can_be_switched_off():
     assert torch.allclose(m(codes, None, lengths), m(codes, text * 5, lengths))
 
 
-def test_stepwise_logits_equal_teacher_forced_logits():
+def test_stepwise_queries_equal_teacher_forced_queries():
     m = net()
     codes, text, lengths = inputs()
     states = m(codes, text, lengths)[:, -1]  # (B, T, D)
     target = torch.tensor([[3, 1, 4], [11, 0, 5]])
-    table = m.code_table()
-    forced = m.next_logits(states, target, table)  # (B, T, V)
+    forced = m.next_queries(states, target)  # (B, T, D)
     for t in range(3):
-        step = m.step_logits(states[:, t], target[:, :t], table)
-        assert torch.allclose(step, forced[:, t], atol=1e-5)
+        assert torch.allclose(m.step_query(states[:, t], target[:, :t]), forced[:, t], atol=1e-5)
+    assert torch.allclose(m.code_table(torch.tensor([4, 2])), m.code_table()[[4, 2]])

@@ -40,7 +40,8 @@ def test_loss_is_the_mean_token_cross_entropy_and_training_lowers_it():
     opt = torch.optim.Adam(m.net.parameters(), lr=1e-2)
     first = m.training_step(b, 0)
     codes = m.item_codes[b["targets"][b["targets"] > 0]]
-    assert first.item() == pytest.approx(float(torch.log(torch.tensor(20.0))), rel=0.3)  # about uniform at init
+    uniform = sum(torch.log(torch.tensor(float(len(v)))) for v in m.slot_vocab) / 2
+    assert first.item() == pytest.approx(uniform.item(), rel=0.3)  # about uniform over each position's codes
     for _ in range(30):
         opt.zero_grad()
         loss = m.training_step(b, 0)
@@ -76,9 +77,17 @@ def test_recommend_scores_are_exact_sequence_log_probs():
     items, scores = m.recommend(b, 5)
     codes, text = m._inputs(b["items"])
     states = m.net(codes, text, b["lengths"])[torch.arange(4), b["lengths"] - 1]  # (B, T, D)
-    logits = m.net.next_logits(states[:, None].expand(-1, 5, -1, -1).reshape(20, 2, -1), m.item_codes[items].view(20, 2))
-    logp = logits.log_softmax(-1).gather(-1, m.item_codes[items].view(20, 2, 1)).sum((1, 2)).view(4, 5)
-    assert torch.allclose(scores, logp, atol=1e-4)
+    queries = m.net.next_queries(states[:, None].expand(-1, 5, -1, -1).reshape(20, 2, -1), m.item_codes[items].view(20, 2))
+    local = m.item_local[items].view(20, 2)
+    logp = sum(m.token_logits(queries[:, t], t).log_softmax(-1).gather(1, local[:, t, None])[:, 0] for t in range(2))
+    assert torch.allclose(scores, logp.view(4, 5), atol=1e-4)
+
+
+def test_each_position_competes_over_the_codes_the_catalogue_uses_there():
+    m = module()
+    for t, vocab in enumerate(m.slot_vocab):
+        assert torch.equal(vocab, m.item_codes[1:, t].unique())
+        assert torch.equal(vocab[m.item_local[1:, t]], m.item_codes[1:, t])
 
 
 def test_validation_counts_hits_and_never_excludes_the_target():
