@@ -29,7 +29,7 @@ class HybridBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float):
         super().__init__()
-        self.num_heads, self.dropout_p = num_heads, dropout
+        self.num_heads = num_heads
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -40,7 +40,8 @@ class HybridBlock(nn.Module):
         B, S, D = x.shape
         H = self.num_heads
         q, k, v = self.qkv(self.norm1(x)).view(B, S, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, S, D/H)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        # no dropout on attention weights: with a mask, SDPA's CPU path would draw a (B, H, S, S) mask each step
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.dropout(self.proj(y.transpose(1, 2).reshape(B, S, D)))
         return x + self.ffn(self.norm2(x))
 
