@@ -46,8 +46,13 @@ def constrained_beam_search(step_fn: StepFn, trie: CodeTrie, batch_size: int, be
     for t in range(trie.depth):
         last = t == trie.depth - 1
         logp = step_fn(t, prefix)  # (B, W, V)
-        codes, nxt, valid = trie.children(t, nodes)  # (B, W, K)
-        cand = scores[..., None] + logp.gather(-1, codes)
+        if t == 0:  # one beam at the root: mask the logits densely, O(V) whatever the catalogue size
+            nxt, valid = (x.expand(B, 1, -1) for x in trie.root_children(logp.shape[-1]))
+            codes = torch.arange(logp.shape[-1], device=dev).expand(B, 1, -1)
+            cand = scores[..., None] + logp
+        else:
+            codes, nxt, valid = trie.children(t, nodes)  # (B, W, K)
+            cand = scores[..., None] + logp.gather(-1, codes)
         cand = cand.masked_fill(~valid | torch.isinf(scores)[..., None], float("-inf"))
         if last and exclude is not None:
             banned = (nxt[..., None] == exclude[:, None, None, :]).any(-1) & (nxt > 0)  # (B, W, K)

@@ -5,6 +5,8 @@ level ``t``, its children are entries ``indptr[t][n] : indptr[t][n+1]`` of ``cod
 and ``next[t]`` (the child's node id at level ``t+1``, or, at the last level, the item id). A beam
 step gathers a fixed-width ``(…, K_t)`` block per node (``K_t`` = the widest node of the level),
 so decoding is a few gathers on the model's device, with no Python per beam (as in STATIC).
+The root, the one node whose width grows with the catalogue (up to the codebook), is also kept as
+a dense code → child table, so the first step is a mask over the logits whatever the catalogue size.
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ class CodeTrie:
             self.next.append(torch.from_numpy(ids[new] if t == depth - 1 else child[new]))
             self.max_branch.append(int(counts.max()))
             parent = child
+        root_codes = self.codes[0]
+        self.root_table = torch.full((int(root_codes.max()) + 1,), -1, dtype=torch.long)
+        self.root_table[root_codes] = self.next[0]
 
     @property
     def num_items(self) -> int:
@@ -57,7 +62,16 @@ class CodeTrie:
     def to(self, device: torch.device | str) -> "CodeTrie":
         for table in (self.indptr, self.codes, self.next):
             table[:] = [x.to(device) for x in table]
+        self.root_table = self.root_table.to(device)
         return self
+
+    def root_children(self, vocab_size: int) -> tuple[Tensor, Tensor]:
+        """Dense root transitions over codes 0..vocab_size-1: (next node or item id (V,), validity (V,))."""
+        if vocab_size < len(self.root_table):
+            raise ValueError(f"the trie uses first tokens up to {len(self.root_table) - 1}, beyond the model's {vocab_size} codes")
+        table = torch.full((vocab_size,), -1, dtype=torch.long, device=self.root_table.device)
+        table[: len(self.root_table)] = self.root_table
+        return table.clamp(min=0), table >= 0
 
     def children(self, level: int, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Tokens, next nodes (item ids at the last level) and validity of each node's children.
