@@ -9,7 +9,9 @@ the item's continuous text embedding (RecGPT's input).
 
 Codes are embedded from their FSQ values and digits (an MLP of the values plus one embedding per
 channel digit), not from a free table, so codes never seen in training (a new catalogue) still
-get meaningful vectors; the output layer is tied to the same code embeddings. The next item's T
+get meaningful vectors; optionally (``feature_dim``) also from fixed per-position code features,
+the tokenizer decoder's reconstruction of the text-embedding chunk a code stands for, which gives
+every code the geometry of the text space. The output layer is tied to the same token embeddings. The next item's T
 tokens are predicted from the last history item's T states, token t also conditioned on the next
 item's tokens before t (teacher-forced in training, the beam's prefix in decoding).
 """
@@ -47,11 +49,12 @@ class HybridBlock(nn.Module):
 
 
 class GenerativeDecoder(nn.Module):
-    """Item-token sequence model: ``forward`` encodes histories, ``next_logits`` scores next-item tokens."""
+    """Item-token sequence model: ``forward`` encodes histories, ``next_queries``/``step_query`` and
+    ``code_table`` give next-item token logits."""
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS, num_tokens: int = 4, text_dim: int = 384,
                  dim: int = 128, num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None,
-                 dropout: float = 0.1, max_seq_len: int = 50, text_input: bool = True):
+                 dropout: float = 0.1, max_seq_len: int = 50, text_input: bool = True, feature_dim: int = 0):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.init_args["levels"] = [int(v) for v in levels]
@@ -71,6 +74,10 @@ class GenerativeDecoder(nn.Module):
         self.prefix_proj = nn.Linear(dim, dim)
         self.query_norm = nn.LayerNorm(dim)
         self.heads = nn.Parameter(torch.eye(dim).repeat(num_tokens, 1, 1))  # (T, D, D): one query map per slot
+        self.feature_dim = feature_dim
+        if feature_dim:
+            self.feat_proj = nn.Parameter(torch.randn(num_tokens, feature_dim, dim))  # unit-norm features → O(1) entries
+            self.register_buffer("code_features", torch.zeros(num_tokens, 0, feature_dim), persistent=False)
         self._masks: dict[tuple, Tensor] = {}
         nn.init.normal_(self.digit_emb.weight, std=0.02)
 
@@ -83,11 +90,26 @@ class GenerativeDecoder(nn.Module):
         digits = self.fsq.indices_to_digits(codes) + self._digit_offset  # (…, C)
         return self.code_mlp(self.fsq.indices_to_codes(codes)) + self.digit_emb(digits).sum(-2)
 
-    def code_table(self, codes: Tensor | None = None) -> Tensor:
-        """Output embeddings of ``codes`` (K,), default every code. (K, D)"""
-        if codes is None:
-            codes = torch.arange(self.codebook_size, device=self._digit_offset.device)
-        return self.code_embed(codes)
+    def set_code_features(self, features: Tensor) -> None:
+        """Fixed features of every code at every token position: (T, V, feature_dim), unit rows."""
+        if features.shape != (self.num_tokens, self.codebook_size, self.feature_dim):
+            raise ValueError(f"code features must be (T, V, F) = {(self.num_tokens, self.codebook_size, self.feature_dim)}, got {tuple(features.shape)}")
+        self.code_features = features.to(self.heads.device)
+
+    def token_embed(self, codes: Tensor, first_slot: int = 0) -> Tensor:
+        """Codes (…, t) at token positions first_slot.. → token vectors (…, t, D)."""
+        slots = torch.arange(first_slot, first_slot + codes.shape[-1], device=codes.device)
+        e = self.code_embed(codes) + self.slot_emb(slots)
+        if self.feature_dim:
+            if self.code_features.shape[1] == 0:
+                raise RuntimeError("code features are not set: call set_code_features (the module does, with its catalogue)")
+            feats = self.code_features[slots, codes]  # (…, t, F)
+            e = e + torch.einsum("...tf,tfd->...td", feats, self.feat_proj[slots])
+        return e
+
+    def code_table(self, codes: Tensor, slot: int) -> Tensor:
+        """Output embeddings of ``codes`` (K,) at token position ``slot``. (K, D)"""
+        return self.token_embed(codes[:, None], slot)[:, 0]
 
     def hybrid_mask(self, num_items: int, device: torch.device) -> Tensor:
         """(L*T, L*T) bool, True where query token may attend to key token; cached per shape."""
@@ -102,7 +124,7 @@ class GenerativeDecoder(nn.Module):
         B, L, T = codes.shape
         if L > self.max_seq_len:
             raise ValueError(f"history of {L} items exceeds the model's max_seq_len {self.max_seq_len}")
-        x = self.code_embed(codes) + self.slot_emb.weight + self.pos_emb.weight[:L, None]  # (B, L, T, D)
+        x = self.token_embed(codes) + self.pos_emb.weight[:L, None]  # (B, L, T, D)
         if self.text_proj is not None:
             if text is None:
                 raise ValueError("this model takes item text embeddings as input (text_input=True); pass them")
@@ -122,14 +144,14 @@ class GenerativeDecoder(nn.Module):
     def next_queries(self, state: Tensor, target: Tensor) -> Tensor:
         """Teacher-forced queries for all T tokens of the next item: state (M, T, D), target (M, T) → (M, T, D).
 
-        Token t's logits are ``queries[:, t] @ code_table(codes).T`` over whichever codes compete.
+        Token t's logits are ``queries[:, t] @ code_table(codes, t).T`` over whichever codes compete.
         """
-        e = self.code_embed(target) + self.slot_emb.weight  # (M, T, D)
+        e = self.token_embed(target)  # (M, T, D)
         before = e.cumsum(1) - e  # sum over the tokens before each slot
         return self._queries(state, before, slice(None))
 
     def step_query(self, state: Tensor, prefix: Tensor) -> Tensor:
         """Query of token t = prefix.shape[-1]: state (…, D) of slot t, prefix (…, t) codes → (…, D)."""
         t = prefix.shape[-1]
-        before = (self.code_embed(prefix) + self.slot_emb.weight[:t]).sum(-2) if t else torch.zeros_like(state)
+        before = self.token_embed(prefix).sum(-2) if t else torch.zeros_like(state)
         return self._queries(state[..., None, :], before[..., None, :], slice(t, t + 1))[..., 0, :]

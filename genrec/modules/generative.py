@@ -45,6 +45,8 @@ class GenerativeModule(L.LightningModule):
             rebuilding from this module's own checkpoint (the tokenizer's weights are in its state).
         dim, num_layers, num_heads, ffn_dim, dropout, max_seq_len, text_input: the decoder's shape
             (``max_seq_len`` in items; must cover the data module's ``max_seq_len``).
+        decoder_features: also embed each code by the tokenizer decoder's reconstruction of its
+            text-embedding chunk (fixed), so codes carry the text space's geometry.
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
         num_items, dataset_fingerprint: linked from the data module.
@@ -52,7 +54,7 @@ class GenerativeModule(L.LightningModule):
 
     def __init__(self, tokenizer_ckpt: str = "", tokenizer_config: dict[str, Any] | None = None, dim: int = 128,
                  num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None, dropout: float = 0.1,
-                 max_seq_len: int = 50, text_input: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
+                 max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  label_smoothing: float = 0.0, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -64,7 +66,8 @@ class GenerativeModule(L.LightningModule):
         self.hparams["tokenizer_config"] = dict(tokenizer.init_args)
         self.tokenizer = tokenizer.requires_grad_(False)
         self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, dim, num_layers,
-                                     num_heads, ffn_dim, dropout, max_seq_len, text_input)
+                                     num_heads, ffn_dim, dropout, max_seq_len, text_input,
+                                     tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
         self.k = max([*hr_ks, *ndcg_ks])
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
@@ -113,15 +116,23 @@ class GenerativeModule(L.LightningModule):
         self.tokenizer.to(self.device)
         codes = cat.codes  # (N+1, T) global code ids
         vocab = [codes[1:, t].unique() for t in range(codes.shape[1])]
-        local = torch.stack([torch.searchsorted(v, codes[:, t]) for t, v in enumerate(vocab)], 1)  # (N+1, T)
+        local = torch.stack([torch.searchsorted(v, codes[:, t].contiguous()) for t, v in enumerate(vocab)], 1)  # (N+1, T)
         self.item_codes = codes.to(self.device)
         self.item_local = local.to(self.device)
         self.slot_vocab = [v.to(self.device) for v in vocab]
         self.item_text = embeddings.float().to(self.device)
         self.trie = CodeTrie(local[1:]).to(self.device)
+        if self.net.feature_dim:
+            self.net.set_code_features(self.code_features())
         self.catalogue_key = key
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
+
+    @torch.no_grad()
+    def code_features(self) -> Tensor:
+        """The frozen tokenizer's decoded text chunk of every code at every position, unit-norm. (T, V, E/T)"""
+        values = self.tokenizer.fsq.all_codes()  # (V, C)
+        return torch.stack([F.normalize(dec(values), dim=-1) for dec in self.tokenizer.decoders])
 
     def setup(self, stage: str | None = None) -> None:
         dm = self.trainer.datamodule
@@ -137,7 +148,7 @@ class GenerativeModule(L.LightningModule):
 
     def token_logits(self, queries: Tensor, t: int, table: Tensor | None = None) -> Tensor:
         """Logits of token position t over the catalogue's codes there: (…, D) → (…, len(slot_vocab[t]))."""
-        return queries @ (self.net.code_table(self.slot_vocab[t]) if table is None else table).T
+        return queries @ (self.net.code_table(self.slot_vocab[t], t) if table is None else table).T
 
     # -- training --------------------------------------------------------------------------------
 
@@ -170,7 +181,7 @@ class GenerativeModule(L.LightningModule):
         lengths = batch["lengths"]
         states = self.net(codes, text, lengths)
         last = states[torch.arange(len(states), device=states.device), (lengths - 1).clamp(min=0)]  # (B, T, D)
-        tables = [self.net.code_table(v) for v in self.slot_vocab]
+        tables = [self.net.code_table(v, t) for t, v in enumerate(self.slot_vocab)]
 
         def step(t: int, prefix: Tensor) -> Tensor:  # prefix (B, W, t) local indices
             state = last[:, t, None].expand(-1, prefix.shape[1], -1)  # (B, W, D)

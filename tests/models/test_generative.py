@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from genrec.models.generative import GenerativeDecoder
@@ -55,4 +56,21 @@ def test_stepwise_queries_equal_teacher_forced_queries():
     forced = m.next_queries(states, target)  # (B, T, D)
     for t in range(3):
         assert torch.allclose(m.step_query(states[:, t], target[:, :t]), forced[:, t], atol=1e-5)
-    assert torch.allclose(m.code_table(torch.tensor([4, 2])), m.code_table()[[4, 2]])
+    assert torch.allclose(m.code_table(torch.tensor([4, 2]), 1)[1], m.token_embed(torch.tensor([[4, 2, 2]]))[0, 1])
+
+
+def test_code_features_enter_each_token_position_through_its_own_projection():
+    m = net(feature_dim=5)
+    codes, text, lengths = inputs()
+    with pytest.raises(RuntimeError, match="set_code_features"):
+        m(codes, text, lengths)
+    feats = torch.nn.functional.normalize(torch.randn(3, 12, 5), dim=-1)
+    m.set_code_features(feats)
+    base, tables = m(codes, text, lengths), [m.code_table(torch.arange(12), t) for t in range(3)]
+    changed = feats.clone()
+    changed[2] = torch.nn.functional.normalize(torch.randn(12, 5), dim=-1)  # only position 2's features
+    m.set_code_features(changed)
+    assert torch.allclose(m.code_table(torch.arange(12), 0), tables[0])
+    assert torch.allclose(m.code_table(torch.arange(12), 1), tables[1])
+    assert not torch.allclose(m.code_table(torch.arange(12), 2), tables[2])
+    assert not torch.allclose(m(codes, text, lengths), base)
