@@ -1,0 +1,5 @@
+"""Robust training against data poisoning: attacks, LM user encoders, detector, calibrator, callback."""
+from genrec.robust.attacks import AttackConfig, FakeProfiles
+from genrec.robust.data import AttackedDataModule
+
+__all__ = ["AttackConfig", "FakeProfiles", "AttackedDataModule"]
