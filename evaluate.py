@@ -2,6 +2,7 @@
 
     python evaluate.py --ckpt runs/genrec/version_0/checkpoints/last.ckpt
     python evaluate.py --ckpt model.ckpt --data.root ../shared/data/ml-1m --split val
+    python evaluate.py robust --clean clean.ckpt --runs attacked.ckpt defended.ckpt   (genrec.robust.report)
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
 (values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
@@ -41,7 +42,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, overrides = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["robust"]:
+        from genrec.robust.report import main as robust_report
+
+        return robust_report(argv[1:])
+    args, overrides = parse(argv)
     return run_evaluation(args.ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
 
 

@@ -122,14 +122,18 @@ class FraudsterReweighting(L.Callback):
         pl_module.set_user_weights(self.weights)
 
     def state_dict(self) -> dict[str, Any]:
+        # Tensors and plain types only: Lightning resumes with torch.load(weights_only=True).
+        as_tensor = lambda a: None if a is None else torch.as_tensor(a)
         return {"w": self.w, "w0": self.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
-                "scores": self.scores, "lm_scores": self.lm_scores, "calibrator": self.calibrator_state,
-                "history": self.history}
+                "scores": as_tensor(self.scores), "lm_scores": as_tensor(self.lm_scores),
+                "calibrator": self.calibrator_state, "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        as_array = lambda t: None if t is None else t.numpy()
         self.w, self.w0, self.updates = state["w"], state["w0"], state["updates"]
-        self.last_update_epoch, self.scores = state["last_update_epoch"], state["scores"]
-        self.lm_scores, self.calibrator_state, self.history = state["lm_scores"], state["calibrator"], state["history"]
+        self.last_update_epoch, self.scores = state["last_update_epoch"], as_array(state["scores"])
+        self.lm_scores, self.calibrator_state = as_array(state["lm_scores"]), state["calibrator"]
+        self.history = state["history"]
 
     # -- work (global rank 0) --------------------------------------------------------------------
 
@@ -172,7 +176,7 @@ class FraudsterReweighting(L.Callback):
         loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels)
         scores = calibrator.predict(users)
         weights = self.update_weights(scores)
-        entry = {"epoch": trainer.current_epoch, "calibrator_loss": loss, "weight_min": weights.min().item(),
+        entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
                  "weight_max": weights.max().item(), "weight_std": weights.std().item()}
         labels_true = getattr(dm, "is_fake", None)
         if labels_true is not None and labels_true.any():
