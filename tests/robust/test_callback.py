@@ -26,7 +26,7 @@ def test_weight_updates_keep_the_total_and_punish_high_scores():
 
 def tiny_args(run_dir, epochs, extra=(), attack="random", defended=True):
     defence = [
-        "--trainer.callbacks+", "genrec.robust.callback.FraudsterReweighting",
+        "--trainer.callbacks+", "genrec.robust.FraudsterReweighting",
         "--trainer.callbacks.start_epoch", "1", "--trainer.callbacks.encoder", json.dumps(HASHING),
         "--trainer.callbacks.known_attack", json.dumps({"budget": 0.05}),
         "--trainer.callbacks.calibrator", json.dumps({"epochs": 2, "dim": 16}),
@@ -81,17 +81,17 @@ def test_state_survives_a_checkpoint_round_trip(tmp_path):
 def test_ml100k_injected_users_end_with_lower_weights(tmp_path):
     """Real data and MiniLM: fakes of a random attack (other targets than the known one) lose weight."""
     root = shared_data("ml-100k")
-    args = tiny_args(tmp_path, epochs=5)
+    args = tiny_args(tmp_path, epochs=4)
     args[args.index("--data.dataset") + 1] = "ml-100k"
     args[args.index("--data.dataset_options") + 1] = "{}"
     args[args.index("--data.attack") + 1] = json.dumps({"kind": "random", "seed": 3})
     args[args.index("--trainer.callbacks.encoder") + 1] = json.dumps({"kind": "sentence-transformers"})
     args[args.index("--trainer.callbacks.known_attack") + 1] = "{}"
-    args[args.index("--trainer.callbacks.calibrator") + 1] = json.dumps({"epochs": 10})
+    args[args.index("--trainer.callbacks.calibrator") + 1] = json.dumps({"epochs": 5})
     args[args.index("--trainer.callbacks.detector") + 1] = "{}"
     args[args.index("--data.max_seq_len") + 1] = "50"
     args[args.index("--model.net.max_seq_len") + 1] = "50"
-    cli = train_main([*args, "--data.root", str(root), "--trainer.callbacks.start_epoch", "2"])
+    cli = train_main([*args, "--data.root", str(root)])
     cb, dm = reweighting(cli), cli.datamodule
     fake = torch.as_tensor(dm.is_fake)
     assert fake.sum() == 9  # 1% of 943 real users
