@@ -5,6 +5,7 @@
     python evaluate.py --ckpt model.ckpt --data.root ../shared/data/ml-1m --split val
     python evaluate.py --ckpt generative.ckpt --data.root ../shared/data/amazon-office   # zero-shot
     python evaluate.py --baseline text --data.dataset plain --data.root ../shared/data/amazon-office
+    python evaluate.py robust --clean clean.ckpt --runs attacked.ckpt defended.ckpt   (genrec.robust.report)
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
 (values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
@@ -46,7 +47,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, overrides = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["robust"]:
+        from genrec.robust.report import main as robust_report
+
+        return robust_report(argv[1:])
+    args, overrides = parse(argv)
     if args.baseline == "text":
         from genrec.evaluation.text_baseline import run_text_baseline
 

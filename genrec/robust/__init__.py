@@ -1,0 +1,6 @@
+"""Robust training against data poisoning: attacks, LM user encoders, detector, calibrator, callback."""
+from genrec.robust.attacks import AttackConfig, FakeProfiles
+from genrec.robust.callback import FraudsterReweighting
+from genrec.robust.data import AttackedDataModule
+
+__all__ = ["AttackConfig", "FakeProfiles", "AttackedDataModule", "FraudsterReweighting"]

@@ -1,0 +1,239 @@
+"""Data-poisoning attacks: fake user profiles that push target items into real users' lists.
+
+Every attack writes fake users into the *training* part only (fake users have no validation or
+test items and are never evaluated). Defaults follow the LoRec setting: a budget of 1% of the real
+users, 5 targets drawn from the least popular half of the items (by training interactions; items
+never seen in training are left out, as their embeddings would stay random), and each fake
+profile copies the length and timestamps of a randomly drawn real user's training sequence, so
+lengths follow the real distribution. All randomness comes from ``AttackConfig.seed``.
+
+- ``random``: uniformly random items plus the targets.
+- ``bandwagon``: items from the most popular ``popular_fraction`` of the catalogue plus the targets.
+- ``segment``: items sharing all of a target's values of ``segment_field`` (e.g. all its genres;
+  one shared genre such as Drama covers most of ML-1M and would make this attack random).
+- ``model``: a surrogate SASRec trained on the clean training data picks, step by step, among its
+  ``candidates`` most likely next items the one that most raises the targets' scores (in the
+  spirit of the DP and Rev attacks); the profile ends with the targets.
+
+Random, bandwagon and segment profiles place the targets at random positions among their last
+``targets_in_last`` items (default: the model's input length), so the targets stay inside the
+window a model trains on.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from genrec.data.preprocess import SequenceData
+from genrec.data.raw import DataError
+
+Kind = Literal["random", "bandwagon", "segment", "model"]
+KINDS = ("random", "bandwagon", "segment", "model")
+
+
+@dataclass
+class AttackConfig:
+    """One attack; the whole object is saved with the run, so a run can be repeated exactly."""
+
+    kind: Kind = "random"
+    budget: float = 0.01
+    num_targets: int = 5
+    targets: list[int] | None = None
+    avoid_targets: list[int] = field(default_factory=list)
+    seed: int = 0
+    targets_in_last: int | None = None
+    popular_fraction: float = 0.1
+    segment_field: str = "genres"
+    surrogate_epochs: int = 10
+    surrogate_dim: int = 32
+    candidates: int = 32
+    model_steps: int = 50
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"attack.kind must be one of {KINDS}, got {self.kind!r}")
+        if not 0 < self.budget <= 1:
+            raise DataError(f"attack.budget is the fraction of real users to add as fakes, in (0, 1]; got {self.budget}")
+        if self.num_targets < 1 and not self.targets:
+            raise DataError(f"attack.num_targets must be at least 1, got {self.num_targets}")
+        if not 0 < self.popular_fraction <= 1:
+            raise DataError(f"attack.popular_fraction must be in (0, 1], got {self.popular_fraction}")
+        for key in ("surrogate_epochs", "surrogate_dim", "candidates", "model_steps"):
+            if getattr(self, key) < 1:
+                raise DataError(f"attack.{key} must be at least 1, got {getattr(self, key)}")
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any] | "AttackConfig") -> "AttackConfig":
+        if isinstance(options, AttackConfig):
+            return options
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise DataError(f"unknown attack option(s) {unknown}; known: {sorted(known)}")
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FakeProfiles:
+    """The attack's output: fake sequences (internal item ids) with timestamps, and the targets."""
+
+    sequences: list[np.ndarray]
+    timestamps: list[np.ndarray]
+    targets: np.ndarray
+    config: AttackConfig
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "targets": self.targets.tolist(),
+            "sequences": [s.tolist() for s in self.sequences],
+            "timestamps": [t.tolist() for t in self.timestamps],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "FakeProfiles":
+        return cls(
+            sequences=[np.asarray(s, np.int64) for s in state["sequences"]],
+            timestamps=[np.asarray(t, np.int64) for t in state["timestamps"]],
+            targets=np.asarray(state["targets"], np.int64),
+            config=AttackConfig.from_dict(state["config"]),
+        )
+
+
+def train_counts(data: SequenceData, train_end: np.ndarray) -> np.ndarray:
+    """Training interactions per item id (index 0 = padding, always 0). (N+1,)"""
+    starts = data.offsets[:-1]
+    lengths = train_end - starts
+    pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    return np.bincount(data.items[pos], minlength=data.num_items + 1)
+
+
+def sample_targets(counts: np.ndarray, num: int, rng: np.random.Generator, avoid: list[int] | np.ndarray = ()) -> np.ndarray:
+    """``num`` distinct items from the least popular half of the items seen in training."""
+    seen = np.flatnonzero(counts[1:] > 0) + 1
+    order = seen[np.argsort(counts[seen], kind="stable")]
+    pool = np.setdiff1d(order[: max(1, len(order) // 2)], np.asarray(avoid, np.int64))
+    if len(pool) < num:
+        raise DataError(f"only {len(pool)} items in the least popular half are left to attack; lower attack.num_targets ({num})")
+    return np.sort(rng.choice(pool, num, replace=False))
+
+
+def generate(data: SequenceData, train_end: np.ndarray, config: AttackConfig | dict, window: int) -> FakeProfiles:
+    """Fake profiles for ``data`` (real users only) under ``config``.
+
+    Args:
+        data: the clean sequences.
+        train_end: end (exclusive) of each user's training part in ``data.items``.
+        config: the attack.
+        window: the model's input length; the default for ``targets_in_last``.
+    """
+    config = AttackConfig.from_dict(config)
+    rng = np.random.default_rng(config.seed)
+    counts = train_counts(data, train_end)
+    if config.targets:
+        targets = np.asarray(sorted(config.targets), np.int64)
+        if targets.min() < 1 or targets.max() > data.num_items:
+            raise DataError(f"attack.targets must be item ids in 1..{data.num_items}, got {config.targets}")
+    else:
+        targets = sample_targets(counts, config.num_targets, rng, config.avoid_targets)
+    num_fakes = max(1, int(round(config.budget * data.num_users)))
+    donors = rng.choice(np.flatnonzero(train_end - data.offsets[:-1] > 0), num_fakes)
+    lengths = np.maximum(train_end[donors] - data.offsets[donors], len(targets) + 1)
+    stamps = [_donor_stamps(data, train_end, d, n) for d, n in zip(donors, lengths)]
+    tail = config.targets_in_last or window
+    if config.kind == "model":
+        from genrec.robust.surrogate import model_based_profiles
+
+        sequences = model_based_profiles(data, train_end, counts, targets, lengths, config, rng)
+    else:
+        pool = _filler_pool(data, counts, targets, config)
+        sequences = [_with_targets(_draw(pool, n - len(targets), rng), targets, tail, rng) for n in lengths]
+    return FakeProfiles(sequences, [s[: len(q)] for s, q in zip(stamps, sequences)], targets, config)
+
+
+def _donor_stamps(data: SequenceData, train_end: np.ndarray, donor: int, n: int) -> np.ndarray:
+    own = data.timestamps[data.offsets[donor] : train_end[donor]]
+    # A donor shorter than n (only when the targets need the room) repeats its last timestamp.
+    return np.concatenate([own, np.full(max(0, n - len(own)), own[-1] if len(own) else 0)])[:n]
+
+
+def _filler_pool(data: SequenceData, counts: np.ndarray, targets: np.ndarray, config: AttackConfig) -> np.ndarray:
+    items = np.arange(1, data.num_items + 1)
+    if config.kind == "random":
+        pool = items
+    elif config.kind == "bandwagon":
+        size = max(1, int(np.ceil(config.popular_fraction * data.num_items)))
+        pool = np.argsort(-counts[1:], kind="stable")[:size] + 1
+    else:
+        pool = segment_items(data, targets, config.segment_field)
+    return np.setdiff1d(pool, targets)
+
+
+def segment_items(data: SequenceData, targets: np.ndarray, field_name: str) -> np.ndarray:
+    """Items whose ``field_name`` values (comma separated) include all of some target's values."""
+    text = data.item_text
+    if text is None or field_name not in text.columns:
+        columns = [] if text is None else list(text.columns)
+        raise DataError(
+            f"the segment attack needs the item text field attack.segment_field={field_name!r}, but dataset "
+            f"{data.name!r} has item text columns {columns}: pick one of them or another attack kind"
+        )
+    values = [frozenset(v.strip() for v in str(s).split(",") if v.strip()) for s in text[field_name]]
+    keep = np.zeros(data.num_items + 1, bool)
+    for t in targets:
+        if values[t]:
+            keep |= np.array([values[t] <= v for v in values])
+    keep[0] = False
+    return np.flatnonzero(keep)
+
+
+def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n items from the pool, without repeats while the pool lasts (a real user rarely repeats)."""
+    if len(pool) == 0:
+        raise DataError("the attack's filler pool is empty (e.g. the targets share no segment with any item): use another attack kind")
+    parts = [rng.permutation(pool) for _ in range(-(-n // len(pool)))]
+    return np.concatenate(parts)[:n] if parts else np.zeros(0, np.int64)
+
+
+def _with_targets(filler: np.ndarray, targets: np.ndarray, tail: int, rng: np.random.Generator) -> np.ndarray:
+    n = len(filler) + len(targets)
+    last = min(n, max(tail, len(targets)))
+    slots = np.sort(rng.choice(np.arange(n - last, n), len(targets), replace=False))
+    out = np.zeros(n, np.int64)
+    mask = np.zeros(n, bool)
+    mask[slots] = True
+    out[mask] = rng.permutation(targets)
+    out[~mask] = filler
+    return out
+
+
+def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles) -> tuple[SequenceData, np.ndarray]:
+    """``data`` with the fake users appended after the real ones, and the extended ``train_end``.
+
+    Real users keep their indices and item positions, so validation and test positions computed
+    on the clean data stay valid; every fake item is training data.
+    """
+    lengths = np.array([len(s) for s in fakes.sequences], np.int64)
+    offsets = np.concatenate([data.offsets, data.offsets[-1] + np.cumsum(lengths)])
+    fake_ids = np.array([f"fake_{i}" for i in range(len(fakes))], dtype=object)
+    poisoned = SequenceData(
+        name=data.name,
+        offsets=offsets,
+        items=np.concatenate([data.items, *fakes.sequences]).astype(np.int64),
+        timestamps=np.concatenate([data.timestamps, *fakes.timestamps]).astype(np.int64),
+        user_ids=np.concatenate([data.user_ids, fake_ids]),
+        item_ids=data.item_ids,
+        item_text=data.item_text,
+        has_timestamps=data.has_timestamps,
+        counts={**data.counts, "fake_users": len(fakes)},
+        fingerprint=data.fingerprint,
+    )
+    return poisoned, np.concatenate([train_end, offsets[-len(fakes) - 1 : -1] + lengths])

@@ -1,0 +1,198 @@
+"""``FraudsterReweighting``: LoRec's iterative, LLM-calibrated down-weighting of likely fake users.
+
+At fit start (global rank 0, then broadcast) the callback
+1. simulates a *known* attack (default: random, with its own targets, never the data module's
+   attack targets when those are known) on the training data;
+2. embeds every training user and every simulated fake with a language model
+   (``genrec.robust.encoders``) and trains the LM detector (``Detector``) on them.
+On every scheduled epoch (``start_epoch``, then every ``update_every``) it reads the recommender's
+own states of each user's training window, trains the calibrator (``Calibrator``) on the same
+labels, scores every user, and updates the weights: ``w ← w − lr · (s − mean(s))`` (users above the
+mean score lose, the others gain), ``weight = σ(w) / σ(w₀)`` rescaled so the weights sum to the
+number of users. The module multiplies each user's loss terms by its weight
+(``set_user_weights``). When the data module labels its fakes (``is_fake``), the callback logs
+detection precision/recall/AUC and the mean weight of fake and real users. Its state (weights,
+scores, calibrator) is saved in checkpoints, so a resumed run continues with the same weights.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from genrec.robust.attacks import AttackConfig, generate
+from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
+from genrec.robust.detector import Detector, DetectorConfig, detection_metrics
+from genrec.robust.encoders import build_encoder
+
+log = logging.getLogger(__name__)
+
+
+class FraudsterReweighting(L.Callback):
+    """Per-user loss weights from an LM detector calibrated on the recommender's representations.
+
+    Args:
+        encoder: ``genrec.robust.encoders.build_encoder`` options (default: MiniLM, item mode).
+        known_attack: ``AttackConfig`` options of the simulated attack the detectors learn from.
+        start_epoch: first epoch whose training uses updated weights (the recommender needs a few
+            epochs before its states say anything).
+        update_every: epochs between weight updates.
+        lr: step size of the weight update.
+        w0: initial logit of every user (weights start at σ(w0)/σ(w0) = 1).
+        threshold: score above which a user counts as flagged in precision/recall.
+        detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options.
+        cache_dir: where LM embeddings are cached (default: ``<run folder>/lm_cache``).
+        seed: seeds the known attack and the detectors.
+    """
+
+    def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
+                 start_epoch: int = 2, update_every: int = 1, lr: float = 2.0, w0: float = 0.0,
+                 threshold: float = 0.5, detector: dict[str, Any] | None = None,
+                 calibrator: dict[str, Any] | None = None, cache_dir: str | None = None, seed: int = 0):
+        if start_epoch < 0 or update_every < 1:
+            raise ValueError(f"FraudsterReweighting: start_epoch must be >= 0 and update_every >= 1 (got {start_epoch}, {update_every})")
+        if lr <= 0:
+            raise ValueError(f"FraudsterReweighting: lr must be positive (got {lr})")
+        self.encoder_options = {"kind": "sentence-transformers", **(encoder or {})}
+        self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
+        self.start_epoch, self.update_every, self.lr, self.w0 = start_epoch, update_every, lr, w0
+        self.threshold, self.cache_dir, self.seed = threshold, cache_dir, seed
+        self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
+        self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
+        self.w: torch.Tensor | None = None
+        self.updates = 0
+        self.last_update_epoch = -1
+        self.scores: np.ndarray | None = None
+        self.lm_scores: np.ndarray | None = None
+        self.calibrator_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return torch.sigmoid(self.w) / torch.sigmoid(torch.tensor(self.w0))
+
+    def update_weights(self, scores: np.ndarray) -> torch.Tensor:
+        """One iterative step from fraud scores in [0, 1]; the weights keep summing to the user count."""
+        s = torch.as_tensor(scores, dtype=torch.float32)
+        w = self.w - self.lr * (s - s.mean())
+        # Shift all logits so the total is restored; σ is monotone, so bisection on the shift converges.
+        base = torch.sigmoid(torch.tensor(self.w0))
+        lo, hi = -50.0, 50.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (torch.sigmoid(w + mid) / base).sum() < len(w) else (lo, mid)
+        self.w = w + (lo + hi) / 2
+        return self.weights
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        if dm is None or not hasattr(pl_module, "set_user_weights"):
+            raise ValueError("FraudsterReweighting needs a genrec data module and a module with set_user_weights (e.g. RetrievalModule)")
+        num_users = dm.data.num_users
+        if self.w is not None and len(self.w) != num_users:
+            raise ValueError(f"FraudsterReweighting: the checkpoint holds weights for {len(self.w)} users, the data have {num_users}: resume with the same data and attack")
+        if self.w is None:
+            self.w = torch.full((num_users,), float(self.w0))
+        prepared = None
+        if trainer.is_global_zero:
+            prepared = self._prepare(trainer, dm)
+        self._known = trainer.strategy.broadcast(prepared, src=0)
+        self.lm_scores = self._known["lm_scores"]
+        pl_module.set_user_weights(self.weights)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        due = epoch >= self.start_epoch and (epoch - self.start_epoch) % self.update_every == 0
+        if not due or epoch == self.last_update_epoch:
+            return
+        state = self._update(trainer, pl_module) if trainer.is_global_zero else None
+        state = trainer.strategy.broadcast(state, src=0)
+        self.w, self.scores, self.calibrator_state = state["w"], state["scores"], state["calibrator"]
+        self.updates, self.last_update_epoch = state["updates"], epoch
+        self.history = state["history"]
+        pl_module.set_user_weights(self.weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        # Tensors and plain types only: Lightning resumes with torch.load(weights_only=True).
+        as_tensor = lambda a: None if a is None else torch.as_tensor(a)
+        return {"w": self.w, "w0": self.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
+                "scores": as_tensor(self.scores), "lm_scores": as_tensor(self.lm_scores),
+                "calibrator": self.calibrator_state, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        as_array = lambda t: None if t is None else t.numpy()
+        self.w, self.w0, self.updates = state["w"], state["w0"], state["updates"]
+        self.last_update_epoch, self.scores = state["last_update_epoch"], as_array(state["scores"])
+        self.lm_scores, self.calibrator_state = as_array(state["lm_scores"]), state["calibrator"]
+        self.history = state["history"]
+
+    # -- work (global rank 0) --------------------------------------------------------------------
+
+    def _histories(self, dm) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        data = dm.data
+        spans = list(zip(data.offsets[:-1], dm.train_end))
+        return [data.items[s:e] for s, e in spans], [data.timestamps[s:e] for s, e in spans]
+
+    def _prepare(self, trainer: L.Trainer, dm) -> dict[str, Any]:
+        data = dm.data
+        avoid = sorted(set(self.known_attack.avoid_targets) | set(np.asarray(getattr(dm, "targets", [])).tolist()))
+        known = generate(data, dm.train_end, AttackConfig.from_dict({**self.known_attack.to_dict(), "avoid_targets": avoid}),
+                         dm.hparams.max_seq_len)
+        cache = self.cache_dir or str(Path(trainer.log_dir or ".") / "lm_cache")
+        encoder = build_encoder({"cache_dir": cache, **self.encoder_options})
+        histories, stamps = self._histories(dm)
+        lm_users = encoder.users(histories, data.item_text)
+        lm_fakes = encoder.users(known.sequences, data.item_text)
+        x = np.concatenate([lm_users, lm_fakes])
+        y = np.concatenate([np.zeros(len(lm_users)), np.ones(len(lm_fakes))])
+        lm_scores = Detector(x.shape[1], self.detector_config).fit(x, y).predict(lm_users)
+        labels = getattr(dm, "is_fake", None)
+        if labels is not None and labels.any():
+            metrics = detection_metrics(lm_scores, labels, self.threshold)
+            rank_zero_info(f"genrec: LM detector on the training users: {_fmt(metrics)}")
+            self._log(trainer, {f"robust/lm_{k}": v for k, v in metrics.items()})
+        return {"lm_users": lm_users, "lm_fakes": lm_fakes, "fakes": known.sequences, "fake_stamps": known.timestamps,
+                "known_targets": known.targets, "lm_scores": lm_scores}
+
+    def _update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        dm, k = trainer.datamodule, self._known
+        max_len = dm.hparams.max_seq_len
+        histories, stamps = self._histories(dm)
+        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len)
+        fakes = sequence_features(pl_module, k["fakes"], k["fake_stamps"], k["lm_fakes"], max_len)
+        calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
+        if self.calibrator_state is not None:
+            calibrator.load_state_dict(self.calibrator_state)
+        labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
+        loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels)
+        scores = calibrator.predict(users)
+        weights = self.update_weights(scores)
+        entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
+                 "weight_max": weights.max().item(), "weight_std": weights.std().item()}
+        labels_true = getattr(dm, "is_fake", None)
+        if labels_true is not None and labels_true.any():
+            fake = torch.as_tensor(labels_true)
+            entry.update({"weight_fake": weights[fake].mean().item(), "weight_real": weights[~fake].mean().item()})
+            entry.update(detection_metrics(scores, labels_true, self.threshold))
+        rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
+        self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
+        return {"w": self.w, "scores": scores, "calibrator": calibrator.state_dict(), "updates": self.updates + 1,
+                "history": self.history + [entry]}
+
+    @staticmethod
+    def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=trainer.global_step)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

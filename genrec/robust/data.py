@@ -1,0 +1,107 @@
+"""A SequenceDataModule whose training data carry an attack's fake users.
+
+Validation and test are computed on the clean data before the fakes are appended, so they are
+exactly the clean module's; fake users train only. ``is_fake`` labels every user (real users
+first, fakes after them) for detection metrics. The fake profiles and targets are part of the
+module's ``state_dict``, which Lightning stores in every checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
+
+from genrec.data.datamodule import Exclude, SequenceDataModule
+from genrec.data.preprocess import SequenceData
+from genrec.robust.attacks import AttackConfig, FakeProfiles, generate, inject
+
+log = logging.getLogger(__name__)
+
+
+class AttackedDataModule(SequenceDataModule):
+    """``SequenceDataModule`` plus ``attack`` (see ``genrec.robust.attacks.AttackConfig``).
+
+    Args:
+        attack: attack options, e.g. ``{"kind": "bandwagon", "seed": 1}``; None trains on clean data
+            (and still exposes ``is_fake``, all False), so one config serves clean and attacked runs.
+        the others: as ``SequenceDataModule``.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        root: str | None = None,
+        dataset_options: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        download: bool = True,
+        use_cache: bool = True,
+        max_seq_len: int = 200,
+        min_user_interactions: int = 0,
+        min_item_interactions: int = 0,
+        exclude: Exclude = "history",
+        train_windows: Literal["last", "all"] = "last",
+        bucket_by_length: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        attack: dict[str, Any] | None = None,
+    ):
+        self.attack_config = AttackConfig.from_dict(attack) if attack is not None else None
+        super().__init__(
+            dataset=dataset, root=root, dataset_options=dataset_options, cache_dir=cache_dir, download=download,
+            use_cache=use_cache, max_seq_len=max_seq_len, min_user_interactions=min_user_interactions,
+            min_item_interactions=min_item_interactions, exclude=exclude, train_windows=train_windows,
+            bucket_by_length=bucket_by_length, batch_size=batch_size, eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+        )
+        self.save_hyperparameters()
+        self.fakes: FakeProfiles | None = None
+
+    def _split(self) -> None:
+        super()._split()
+        clean = self._data
+        self.clean_data = clean
+        self.num_real_users = clean.num_users
+        if self.attack_config is not None:
+            self.fakes = generate(clean, self.train_end, self.attack_config, self.hparams.max_seq_len)
+            self._apply(self.fakes)
+        else:
+            self.is_fake = np.zeros(clean.num_users, bool)
+
+    def _apply(self, fakes: FakeProfiles) -> None:
+        clean = self.clean_data
+        self._data, self.train_end = inject(clean, self.train_end[: clean.num_users], fakes)
+        self.is_fake = np.arange(self._data.num_users) >= clean.num_users
+        rank_zero_info(
+            f"genrec: {fakes.config.kind} attack: {len(fakes)} fake users "
+            f"({len(fakes) / clean.num_users:.2%} of {clean.num_users:,}), targets {fakes.targets.tolist()}"
+        )
+
+    @property
+    def targets(self) -> np.ndarray:
+        self._load()
+        return self.fakes.targets if self.fakes is not None else np.zeros(0, np.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fakes": self.fakes.state() if self.fakes is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume with the saved fakes, even if regenerating them would give others (e.g. another torch build)."""
+        saved = state.get("fakes")
+        if saved is None:
+            return
+        self._load()
+        fakes = FakeProfiles.from_state(saved)
+        if self.fakes is None or fakes.state() != self.fakes.state():
+            log.warning("genrec: the checkpoint's fake profiles differ from the regenerated ones; using the checkpoint's")
+            self.fakes = fakes
+            self._apply(fakes)
+            if hasattr(self, "train_set"):
+                self.setup("fit")
+
+    def _load(self) -> SequenceData:
+        # The parent returns the data it loaded, which on the first call is still the clean data.
+        super()._load()
+        return self._data

@@ -1,0 +1,159 @@
+"""Robustness report: attack success, clean quality and detection, per attack, with and without defence.
+
+    python evaluate.py robust --clean runs/robust/clean/.../last.ckpt \\
+        --runs runs/robust/*/version_0/checkpoints/last.ckpt [--split test] [--out DIR]
+
+Every checkpoint is evaluated on the *clean* split of its dataset (real users only; the protocol
+of ``genrec.evaluation``): HR@10 / NDCG@10, and T-HR@50 / T-NDCG@50 of the attack's targets over
+real users who never interacted with them (``genrec.robust.metrics``). The attack (kind, seed,
+targets, fake profiles) is read from the checkpoint's data-module state; a run counts as defended
+when its checkpoint holds ``FraudsterReweighting`` state, whose final calibrated scores and LM
+detector scores give the detection metrics against the true fake-user labels. The clean model is
+scored on every attack's targets, as the reference for the attack's lift.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genrec.data import SequenceDataModule
+from genrec.evaluation import RankingMetrics
+from genrec.evaluation.protocols import evaluate_scorer
+from genrec.modules import RetrievalModule
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.robust.detector import detection_metrics
+from genrec.robust.metrics import target_metrics
+
+K = 50
+
+
+def _state(ckpt: dict, suffix: str) -> dict | None:
+    for key, value in ckpt.items():
+        if key.endswith(suffix) and isinstance(value, dict):
+            return value
+    for key, value in ckpt.get("callbacks", {}).items():
+        if suffix in key:
+            return value
+    return None
+
+
+def describe(path: str) -> dict[str, Any]:
+    """What a checkpoint says about its attack and defence."""
+    ckpt = load_checkpoint(path)
+    fakes = (_state(ckpt, "AttackedDataModule") or {}).get("fakes")
+    defence = _state(ckpt, "FraudsterReweighting")
+    return {
+        "path": str(path),
+        "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
+        "attack": None if fakes is None else fakes["config"]["kind"],
+        "targets": None if fakes is None else fakes["targets"],
+        "num_fakes": 0 if fakes is None else len(fakes["sequences"]),
+        "defence": defence,
+    }
+
+
+def clean_datamodule(data_hp: dict[str, Any]) -> SequenceDataModule:
+    import inspect
+
+    accepted = inspect.signature(SequenceDataModule.__init__).parameters
+    dm = SequenceDataModule(**{k: v for k, v in data_hp.items() if k in accepted})
+    dm.setup("test")
+    return dm
+
+
+def evaluate_run(path: str, dm: SequenceDataModule, split: str, target_sets: dict[str, list[int]]) -> dict[str, Any]:
+    model = RetrievalModule.from_checkpoint(path).eval()
+    if model.hparams.dataset_fingerprint and model.hparams.dataset_fingerprint != dm.fingerprint:
+        raise CheckpointMismatchError(f"{path} was trained on another catalogue than the clean checkpoint; compare runs of one dataset")
+    loader = lambda: dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    hp = model.hparams
+    clean = evaluate_scorer(model, loader(), RankingMetrics((10,), (10,)), hp.eval_chunk_size)
+    out = {"hr@10": clean["hr@10"], "ndcg@10": clean["ndcg@10"]}
+    for attack, targets in target_sets.items():
+        out[attack] = target_metrics(model, loader(), dm.data, np.asarray(targets), K, hp.eval_chunk_size)
+    return out
+
+
+def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]]:
+    state = info["defence"]
+    out = {}
+    for name, key in (("lm", "lm_scores"), ("calibrated", "scores")):
+        scores = state.get(key) if state else None
+        if scores is not None and info["num_fakes"]:
+            scores = np.asarray(scores)
+            out[name] = detection_metrics(scores, np.arange(len(scores)) >= num_real)
+    return out
+
+
+def build_report(clean: str, runs: list[str], split: str = "test") -> dict[str, Any]:
+    clean_info = describe(clean)
+    infos = [describe(r) for r in runs]
+    attacked = [i for i in infos if i["attack"]]
+    if not attacked:
+        raise ValueError("none of --runs holds an attack: pass checkpoints trained with genrec.robust.AttackedDataModule and data.attack set")
+    dm = clean_datamodule(clean_info["data"])
+    # One target set per attack kind; runs of one kind must share it to be compared.
+    target_sets: dict[str, list[int]] = {}
+    for info in attacked:
+        known = target_sets.setdefault(info["attack"], info["targets"])
+        if known != info["targets"]:
+            raise ValueError(f"two {info['attack']} runs attack different targets ({known} vs {info['targets']}); "
+                             "use the same attack seed for the undefended and the defended run")
+    report: dict[str, Any] = {"split": split, "dataset": dm.data.name, "k": K, "clean": clean,
+                              "clean_metrics": evaluate_run(clean, dm, split, target_sets), "attacks": {}}
+    for info in attacked:
+        entry = report["attacks"].setdefault(info["attack"], {"targets": info["targets"], "fakes": info["num_fakes"]})
+        side = "defended" if info["defence"] else "undefended"
+        metrics = evaluate_run(info["path"], dm, split, {info["attack"]: info["targets"]})
+        entry[side] = {"checkpoint": info["path"], "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
+                       **{k: v for k, v in metrics[info["attack"]].items() if k != "pairs"}}
+        if info["defence"]:
+            entry["detection"] = detection(info, dm.data.num_users)
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    c = report["clean_metrics"]
+    lines = [
+        f"# Robustness report: {report['dataset']} ({report['split']} split)",
+        "",
+        f"Clean model `{report['clean']}`: HR@10 {c['hr@10']:.4f}, NDCG@10 {c['ndcg@10']:.4f}. "
+        f"T-HR@{report['k']} / T-NDCG@{report['k']} over real users who never interacted with the target.",
+        "",
+        "| attack | fakes | clean T-HR@50 | T-HR@50 | T-NDCG@50 | HR@10 | NDCG@10 | defended T-HR@50 | T-NDCG@50 | HR@10 | NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda d, k: f"{d[k]:.4f}" if d and k in d else "–"
+    for name, e in report["attacks"].items():
+        u, d = e.get("undefended"), e.get("defended")
+        lines.append(f"| {name} | {e['fakes']} | {c[name]['t_hr@50']:.4f} | " + " | ".join(
+            fmt(side, k) for side in (u, d) for k in ("t_hr@50", "t_ndcg@50", "hr@10", "ndcg@10")) + " |")
+    det = [(n, e["detection"]) for n, e in report["attacks"].items() if e.get("detection")]
+    if det:
+        lines += ["", "| attack | scores | precision | recall | F1 | ROC-AUC | flagged |", "|---|---|---|---|---|---|---|"]
+        for name, d in det:
+            for which, m in d.items():
+                lines.append(f"| {name} | {which} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['auc']:.3f} | {m['flagged']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="evaluate.py robust", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clean", required=True, help="checkpoint trained without attack")
+    parser.add_argument("--runs", nargs="+", required=True, help="attacked checkpoints, with and without FraudsterReweighting")
+    parser.add_argument("--split", choices=["test", "val"], default="test")
+    parser.add_argument("--out", default="runs/robust/report", help="folder for robust_report.{json,md}")
+    args = parser.parse_args(argv)
+    report = build_report(args.clean, args.runs, args.split)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robust_report.json").write_text(json.dumps(report, indent=2))
+    (out / "robust_report.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {out / 'robust_report.json'} and {out / 'robust_report.md'}")
+    return report

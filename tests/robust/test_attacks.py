@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+import torch
+
+from genrec.data import DataError, SequenceDataModule
+from genrec.robust import AttackConfig, AttackedDataModule
+from genrec.robust.attacks import FakeProfiles, segment_items, train_counts
+from genrec.robust.metrics import interacted, target_metrics
+
+SYN = {"num_users": 300, "num_items": 200, "seed": 5}
+
+
+def make(attack=None, cls=AttackedDataModule, **kw):
+    kw = {"dataset": "synthetic", "dataset_options": SYN, "max_seq_len": 20, "batch_size": 64, **kw}
+    dm = cls(**kw, attack=attack) if cls is AttackedDataModule else cls(**kw)
+    dm.setup("fit")
+    return dm
+
+
+def batches(loader):
+    return [{k: v.clone() for k, v in b.items()} for b in loader]
+
+
+@pytest.mark.parametrize("kind", ["random", "bandwagon", "segment", "model"])
+def test_attack_writes_training_only(kind):
+    clean = make(cls=SequenceDataModule)
+    dm = make({"kind": kind, "seed": 1, "segment_field": "categories", "surrogate_epochs": 1, "model_steps": 8})
+    real = clean.data.num_users
+    assert len(dm.fakes) == 3 and dm.data.num_users == real + 3  # 1% of 300
+    assert dm.is_fake.sum() == 3 and not dm.is_fake[:real].any()
+    for a, b in zip(batches(clean.val_dataloader()) + batches(clean.test_dataloader()),
+                    batches(dm.val_dataloader()) + batches(dm.test_dataloader())):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(dm.train_end[:real], clean.train_end)
+    np.testing.assert_array_equal(dm.data.items[: len(clean.data.items)], clean.data.items)
+    fake_windows = [u for u, _, _ in (dm.train_set[i] for i in range(len(dm.train_set))) if u >= real]
+    assert sorted(fake_windows) == [real, real + 1, real + 2]
+    real_lengths = set((clean.train_end - clean.data.offsets[:-1]).tolist())
+    for u in range(real, real + 3):
+        seq = dm.data.sequence(u)
+        assert set(dm.targets) <= set(seq.tolist())
+        assert len(seq) in real_lengths or len(seq) == len(dm.targets) + 1
+        assert dm.train_end[u] == dm.data.offsets[u + 1]  # every fake item is training data
+        assert np.isin(dm.targets, seq[-20:]).all()  # targets inside the model's window
+
+
+def test_targets_come_from_the_least_popular_half_and_avoid_list():
+    clean = make(cls=SequenceDataModule)
+    counts = train_counts(clean.data, clean.train_end)
+    seen = np.flatnonzero(counts[1:] > 0) + 1
+    cutoff = np.sort(counts[seen])[len(seen) // 2 - 1]
+    dm = make({"seed": 2})
+    assert (counts[dm.targets] <= cutoff).all() and (counts[dm.targets] > 0).all()
+    other = make({"seed": 2, "avoid_targets": dm.targets.tolist()})
+    assert not set(other.targets) & set(dm.targets)
+
+
+def test_seeded_and_repeatable():
+    a, b, c = make({"kind": "bandwagon", "seed": 3}), make({"kind": "bandwagon", "seed": 3}), make({"kind": "bandwagon", "seed": 4})
+    assert a.fakes.state() == b.fakes.state()
+    assert a.fakes.state() != c.fakes.state()
+    assert FakeProfiles.from_state(a.fakes.state()).state() == a.fakes.state()
+
+
+def test_bandwagon_fills_with_popular_items():
+    dm = make({"kind": "bandwagon", "popular_fraction": 0.1, "seed": 0})
+    counts = train_counts(dm.clean_data, dm.train_end[: dm.num_real_users])
+    popular = set((np.argsort(-counts[1:], kind="stable")[:20] + 1).tolist())
+    for seq in dm.fakes.sequences:
+        filler = [i for i in seq.tolist() if i not in set(dm.targets)]
+        assert set(filler) <= popular
+
+
+def test_segment_fills_with_items_sharing_all_of_a_targets_values():
+    dm = make({"kind": "segment", "segment_field": "categories", "seed": 0})
+    text = dm.data.item_text["categories"]
+    values = [set(v.split(", ")) for v in text]
+    for seq in dm.fakes.sequences:
+        for i in set(seq.tolist()) - set(dm.targets):
+            assert any(values[t] <= values[i] for t in dm.targets)
+    with pytest.raises(DataError, match="segment_field='genres'.*categories"):
+        segment_items(dm.data, dm.targets, "genres")
+
+
+def test_model_based_profiles_end_with_the_targets():
+    dm = make({"kind": "model", "seed": 0, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4})
+    for seq in dm.fakes.sequences:
+        assert sorted(seq[-5:].tolist()) == dm.targets.tolist()
+        assert not np.isin(dm.targets, seq[:-5]).any()
+
+
+def test_bad_options_name_the_key():
+    with pytest.raises(DataError, match="unknown attack option.*'budgte'"):
+        AttackConfig.from_dict({"budgte": 0.1})
+    with pytest.raises(DataError, match="attack.kind"):
+        AttackConfig(kind="shilling")
+    with pytest.raises(DataError, match="attack.budget"):
+        AttackConfig(budget=0)
+
+
+def test_checkpointed_fakes_replace_regenerated_ones():
+    dm = make({"kind": "random", "seed": 0})
+    other = make({"kind": "random", "seed": 9})
+    dm.load_state_dict(other.state_dict())
+    assert dm.fakes.state() == other.fakes.state()
+    fake_items = [dm.data.sequence(u).tolist() for u in range(dm.num_real_users, dm.data.num_users)]
+    assert fake_items == [s.tolist() for s in other.fakes.sequences]
+
+
+class FixedScorer:
+    """Scores each item by a fixed vector, the same for all users."""
+
+    def __init__(self, scores):
+        self.scores = torch.as_tensor(scores, dtype=torch.float32)
+
+    def user_vectors(self, batch):
+        return torch.ones(len(batch["user"]), 1)
+
+    def item_vectors(self):
+        return self.scores[:, None]
+
+
+def test_target_metrics_count_only_users_who_never_saw_the_target():
+    dm = make(cls=SequenceDataModule)
+    n = dm.num_items
+    targets = np.array([3, 7])
+    seen = interacted(dm.data, targets)
+    scores = np.zeros(n + 1)
+    scores[3], scores[7] = 10.0, 9.0  # target 3 first, target 7 second for everyone who has not seen them
+    out = target_metrics(FixedScorer(scores), dm.test_dataloader(), dm.data, targets, k=50)
+    users = dm.eval_users
+    assert out["pairs"] == int((~seen[users]).sum())
+    assert out["t_hr@50"] == pytest.approx(1.0)
+    n3, n7 = (~seen[users, 0]).sum(), (~seen[users, 1]).sum()
+    # For a user who saw neither, 7 is second; for a user who saw 3 (excluded), 7 is first.
+    first7 = (~seen[users, 1] & seen[users, 0]).sum()
+    expected = (n3 + first7 + (n7 - first7) / np.log2(3)) / (n3 + n7)
+    assert out["t_ndcg@50"] == pytest.approx(expected)
+    scores[3] = scores[7] = -1.0  # both last: no hits
+    assert target_metrics(FixedScorer(scores), dm.test_dataloader(), dm.data, targets, k=50)["t_hr@50"] == 0

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.cli import main as train_main
+from genrec.robust.callback import FraudsterReweighting
+from tests.conftest import shared_data
+
+HASHING = {"kind": "tests.robust.helpers.HashingEncoder"}
+
+
+def test_weight_updates_keep_the_total_and_punish_high_scores():
+    cb = FraudsterReweighting(lr=3.0)
+    cb.w = torch.zeros(500)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        scores = rng.random(500) * 0.2
+        scores[:10] = 0.95  # ten clear fraudsters
+        weights = cb.update_weights(scores)
+        assert weights.sum().item() == pytest.approx(500, rel=1e-4)
+    assert weights[:10].max() < 0.2 < weights[10:].min()
+    assert weights.max() <= 1 / torch.sigmoid(torch.tensor(0.0)) + 1e-6  # σ(w)/σ(w0) is bounded by 2
+
+
+def tiny_args(run_dir, epochs, extra=(), attack="random", defended=True):
+    defence = [
+        "--trainer.callbacks+", "genrec.robust.FraudsterReweighting",
+        "--trainer.callbacks.start_epoch", "1", "--trainer.callbacks.encoder", json.dumps(HASHING),
+        "--trainer.callbacks.known_attack", json.dumps({"budget": 0.05}),
+        "--trainer.callbacks.calibrator", json.dumps({"epochs": 2, "dim": 16}),
+        "--trainer.callbacks.detector", json.dumps({"epochs": 20}),
+    ]
+    return [
+        "fit", "--seed_everything", "0",
+        "--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(run_dir),
+        "--trainer.check_val_every_n_epoch", "10",
+        "--data", "genrec.robust.AttackedDataModule", "--data.dataset", "synthetic",
+        "--data.dataset_options", json.dumps({"num_users": 200, "num_items": 80, "seed": 0}),
+        "--data.max_seq_len", "12", "--data.batch_size", "64",
+        "--data.attack", json.dumps({"kind": attack, "budget": 0.05, "seed": 1} if attack else None),
+        "--model", "genrec.modules.RetrievalModule", "--model.net", "genrec.models.SASRec",
+        "--model.net.dim", "16", "--model.net.max_seq_len", "12", "--model.num_negatives", "16",
+        "--model.negatives", "sequence",
+        *(defence if defended else []),
+        *extra,
+    ]
+
+
+def reweighting(cli):
+    return next(c for c in cli.trainer.callbacks if isinstance(c, FraudsterReweighting))
+
+
+def test_state_survives_a_checkpoint_round_trip(tmp_path):
+    first = train_main(tiny_args(tmp_path, epochs=3))
+    cb = reweighting(first)
+    assert cb.updates == 2 and len(cb.history) == 2
+    assert cb.weights.sum().item() == pytest.approx(len(cb.w), rel=1e-4)
+    assert not torch.allclose(cb.weights, torch.ones_like(cb.weights))
+    torch.testing.assert_close(first.model.user_weights, cb.weights)
+    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
+    saved = torch.load(ckpt, weights_only=False)
+    assert any("FraudsterReweighting" in k for k in saved["callbacks"])
+    assert any(k.endswith("AttackedDataModule") for k in saved)  # the fake profiles travel with the run
+
+    # Resuming at the end trains nothing more: the restored weights must be exactly the saved ones.
+    resumed = train_main(tiny_args(tmp_path / "b", epochs=3, extra=("--ckpt_path", str(ckpt))))
+    rcb = reweighting(resumed)
+    torch.testing.assert_close(rcb.w, cb.w)
+    torch.testing.assert_close(resumed.model.user_weights, cb.weights)
+    assert rcb.updates == 2 and rcb.history == cb.history
+    # Going on one epoch continues from them (one more update), instead of starting over.
+    more = train_main(tiny_args(tmp_path / "c", epochs=4, extra=("--ckpt_path", str(ckpt))))
+    assert reweighting(more).updates == 3 and reweighting(more).history[:2] == cb.history
+
+
+@pytest.mark.slow
+def test_ml100k_injected_users_end_with_lower_weights(tmp_path):
+    """Real data and MiniLM: fakes of a random attack (other targets than the known one) lose weight."""
+    root = shared_data("ml-100k")
+    args = tiny_args(tmp_path, epochs=4)
+    args[args.index("--data.dataset") + 1] = "ml-100k"
+    args[args.index("--data.dataset_options") + 1] = "{}"
+    args[args.index("--data.attack") + 1] = json.dumps({"kind": "random", "seed": 3})
+    args[args.index("--trainer.callbacks.encoder") + 1] = json.dumps({"kind": "sentence-transformers"})
+    args[args.index("--trainer.callbacks.known_attack") + 1] = "{}"
+    args[args.index("--trainer.callbacks.calibrator") + 1] = json.dumps({"epochs": 5})
+    args[args.index("--trainer.callbacks.detector") + 1] = "{}"
+    args[args.index("--data.max_seq_len") + 1] = "50"
+    args[args.index("--model.net.max_seq_len") + 1] = "50"
+    cli = train_main([*args, "--data.root", str(root)])
+    cb, dm = reweighting(cli), cli.datamodule
+    fake = torch.as_tensor(dm.is_fake)
+    assert fake.sum() == 9  # 1% of 943 real users
+    weights = cb.weights
+    assert weights[fake].mean() < 0.8 * weights[~fake].mean()
+    assert weights.sum().item() == pytest.approx(len(weights), rel=1e-4)
+    assert cb.history[-1]["auc"] > 0.8

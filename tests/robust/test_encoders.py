@@ -1,0 +1,105 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genrec.robust.encoders import CausalLMEncoder, SentenceTransformerEncoder, build_encoder
+from tests.robust.helpers import HashingEncoder
+
+TEXT = pd.DataFrame({"title": ["", "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Fargo (1996)"],
+                     "genres": ["", "Animation", "Action", "Horror", "Crime"]})
+
+
+def test_items_mode_is_the_mean_of_item_embeddings():
+    enc = HashingEncoder()
+    users = enc.users([np.array([1, 2]), np.array([3])], TEXT)
+    table = enc.encode(enc.item_texts(TEXT))
+    np.testing.assert_allclose(users[0], table[[1, 2]].mean(0), atol=1e-6)
+    np.testing.assert_allclose(users[1], table[3], atol=1e-6)
+
+
+def test_prompt_mode_chunks_long_histories_within_the_token_limit():
+    seen = []
+
+    class Spy(HashingEncoder):
+        def encode(self, texts):
+            seen.extend(texts)
+            return super().encode(texts)
+
+    enc = Spy(mode="prompt", max_tokens=30, domain="movies")
+    long = np.array([1, 2, 3, 4] * 5)
+    users = enc.users([long, np.array([2])], TEXT)
+    chunks = seen[:-1]
+    assert len(chunks) > 2 and all(n <= 30 for n in enc.num_tokens(chunks))
+    assert all(c.startswith("In movies, a user's interaction sequence is as follows:") for c in seen)
+    assert sum(c.count("(Item title:") for c in chunks) == len(long)  # every item in exactly one chunk
+    np.testing.assert_allclose(users[1], enc.encode([enc._prompt(enc.item_texts(TEXT), np.array([2]))])[0], atol=1e-6)
+
+
+def test_cache_reuses_embeddings(tmp_path):
+    calls = []
+
+    class Counting(HashingEncoder):
+        def encode(self, texts):
+            calls.append(len(texts))
+            return super().encode(texts)
+
+    a = Counting(cache_dir=str(tmp_path)).users([np.array([1, 2])], TEXT)
+    b = Counting(cache_dir=str(tmp_path)).users([np.array([1, 2])], TEXT)
+    np.testing.assert_array_equal(a, b)
+    assert len(calls) == 1
+    Counting(cache_dir=str(tmp_path), item_template="{title} / {genres}").users([np.array([1])], TEXT)
+    assert len(calls) == 2  # another template is another key
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="item_template uses \\['year'\\]"):
+        HashingEncoder(item_template="{year}").users([np.array([1])], TEXT)
+    with pytest.raises(ValueError, match="encoder kind"):
+        build_encoder({"kind": "word2vec"})
+    with pytest.raises(ValueError, match="prompt_template must contain"):
+        HashingEncoder(prompt_template="no slot")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return SentenceTransformerEncoder(mode="prompt")
+
+
+def test_minilm_prompts_respect_its_256_word_piece_limit(minilm):
+    assert minilm.max_tokens == 256
+    many = pd.DataFrame({"title": [""] + [f"A Rather Long Movie Title Number {i} (1990)" for i in range(60)]})
+    seen = []
+    original = minilm.encode
+    minilm.encode = lambda texts: (seen.extend(texts), original(texts))[1]
+    try:
+        vec = minilm.users([np.arange(1, 61)], many)
+    finally:
+        minilm.encode = original
+    assert vec.shape == (1, 384) and len(seen) >= 3
+    assert max(minilm.num_tokens(seen)) + 2 <= 256  # + [CLS] and [SEP]
+
+
+def tiny_causal_lm(folder):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = sorted({w for t in TEXT["title"] for w in t.split()} | {"(Item", "title:", "<unk>", "<pad>"})
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=64, n_embd=16, n_layer=2, n_head=2)).save_pretrained(folder)
+    return str(folder)
+
+
+def test_causal_lm_mean_pooling_ignores_padding(tmp_path):
+    enc = CausalLMEncoder(model=tiny_causal_lm(tmp_path / "lm"), batch_size=2)
+    texts = enc.item_texts(TEXT)[1:]
+    together = enc.encode(texts)
+    alone = np.concatenate([enc.encode([t]) for t in texts])
+    assert together.shape == (4, 16)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    users = enc.users([np.array([1, 3])], TEXT)
+    np.testing.assert_allclose(users[0], alone[[0, 2]].mean(0), atol=1e-5)

@@ -1,0 +1,44 @@
+import json
+
+import numpy as np
+import pytest
+
+import evaluate
+from genrec.cli import main as train_main
+from genrec.modules import RetrievalModule
+from genrec.robust.metrics import target_metrics
+from genrec.robust.report import clean_datamodule
+from tests.robust.test_callback import tiny_args
+
+
+def last_ckpt(folder):
+    return str(next(folder.glob("lightning_logs/version_0/checkpoints/last.ckpt")))
+
+
+def test_robust_report_from_checkpoints(tmp_path):
+    train_main(tiny_args(tmp_path / "clean", epochs=2, attack=None, defended=False))
+    train_main(tiny_args(tmp_path / "plain", epochs=2, defended=False))
+    train_main(tiny_args(tmp_path / "defended", epochs=2))
+    clean, plain, defended = (last_ckpt(tmp_path / n) for n in ("clean", "plain", "defended"))
+    report = evaluate.main(["robust", "--clean", clean, "--runs", plain, defended, "--out", str(tmp_path / "report")])
+    saved = json.loads((tmp_path / "report" / "robust_report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    entry = report["attacks"]["random"]
+    assert entry["fakes"] == 10 and len(entry["targets"]) == 5
+    assert {"undefended", "defended", "detection"} <= set(entry)
+    assert set(entry["detection"]) == {"lm", "calibrated"}
+    assert 0 <= entry["detection"]["calibrated"]["auc"] <= 1
+    # The report's numbers are the evaluator's, on the clean test split.
+    dm = clean_datamodule(json.loads(json.dumps(_data_hp(plain))))
+    direct = target_metrics(RetrievalModule.from_checkpoint(plain).eval(), dm.test_dataloader(), dm.data,
+                            np.array(entry["targets"]), 50)
+    assert entry["undefended"]["t_hr@50"] == pytest.approx(direct["t_hr@50"])
+    assert "clean T-HR@50" in (tmp_path / "report" / "robust_report.md").read_text()
+    with pytest.raises(ValueError, match="none of --runs holds an attack"):
+        evaluate.main(["robust", "--clean", clean, "--runs", clean, "--out", str(tmp_path / "r2")])
+
+
+def _data_hp(path):
+    import torch
+
+    return dict(torch.load(path, weights_only=False)["datamodule_hyper_parameters"])
