@@ -21,8 +21,10 @@ from genrec.modules import RetrievalModule
 
 
 def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalModule:
-    net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length) if model == "hstu" else \
-        SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length)
+    if model.startswith("hstu"):
+        net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled")
+    else:
+        net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length)
     m = RetrievalModule(net, num_items=num_items, negatives=negatives)
     m.log = lambda *args, **kwargs: None  # no trainer attached
     return m
@@ -58,7 +60,8 @@ def time_steps(m: RetrievalModule, b: dict, warmup: int, repeats: int, bf16: boo
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[200, 1024, 4096])
-    p.add_argument("--models", nargs="+", default=["hstu", "sasrec"])
+    p.add_argument("--models", nargs="+", default=["hstu", "hstu-compiled", "sasrec"],
+                   help="hstu, hstu-compiled (attention core through torch.compile), sasrec")
     p.add_argument("--negatives", nargs="+", default=["sequence"])
     p.add_argument("--tokens", type=int, default=8192, help="tokens per step")
     p.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
