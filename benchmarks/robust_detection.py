@@ -34,9 +34,10 @@ def main() -> None:
     parser.add_argument("--mode", default="items", help="items | prompt")
     parser.add_argument("--attacks", default="random,bandwagon,segment,model")
     parser.add_argument("--max-seq-len", type=int, default=50)
+    parser.add_argument("--cache-dir", default="runs/robust/lm_cache", help="LM embedding cache (shared by the attacks)")
     args = parser.parse_args()
 
-    options = {"kind": args.encoder, "mode": args.mode}
+    options = {"kind": args.encoder, "mode": args.mode, "cache_dir": args.cache_dir}
     encoder = build_encoder(options)
     rows = []
     for kind in args.attacks.split(","):

@@ -134,8 +134,10 @@ def sequence_features(module, histories: list[np.ndarray], stamps: list[np.ndarr
         tgt = torch.zeros_like(inp)
         ts = torch.zeros_like(inp)
         for r, (w, t) in enumerate(zip(windows, times)):
-            inp[r, : len(w) - 1], tgt[r, : len(w) - 1], ts[r, : len(w) - 1] = (torch.as_tensor(w[:-1]), torch.as_tensor(w[1:]),
-                                                                               torch.as_tensor(t[:-1]))
+            n_in = max(0, len(w) - 1)
+            inp[r, :n_in] = torch.as_tensor(w[:-1])
+            tgt[r, :n_in] = torch.as_tensor(w[1:])
+            ts[r, :n_in] = torch.as_tensor(t[:-1])
         batch = {"items": inp.to(device), "timestamps": ts.to(device), "lengths": n.to(device)}
         s = module.encode(batch)  # (B, L, D)
         valid = (tgt > 0).to(device)

@@ -71,6 +71,8 @@ class FraudsterReweighting(L.Callback):
         self.lm_scores: np.ndarray | None = None
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
+        # Simulated known-attack fakes and LM embeddings, rebuilt (from the cache) at every fit start.
+        self._known: dict[str, Any] | None = None
 
     # -- weights ---------------------------------------------------------------------------------
 
