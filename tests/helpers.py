@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from genrec.data import SequenceDataModule
 from genrec.modules import RetrievalModule
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +37,36 @@ class RecordEvalUsers(L.Callback):
     def on_test_epoch_end(self, trainer, pl_module):
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"test_users_rank{trainer.global_rank}.json").write_text(json.dumps(self.users["test"]))
+
+
+class RecordTrainUsers(L.Callback):
+    """Writes, per rank, the training users of every epoch to ``folder/train_users_rank{r}.json``."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+        self.users: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.users.setdefault(trainer.current_epoch, []).extend(batch["user"].tolist())
+
+    def on_train_end(self, trainer, pl_module):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"train_users_rank{trainer.global_rank}.json").write_text(json.dumps(self.users))
+
+
+class CountingDataModule(SequenceDataModule):
+    """SequenceDataModule that leaves a file in ``count_dir`` each time a process builds the data from raw files."""
+
+    def __init__(self, count_dir: str = "", **kwargs):
+        super().__init__(**kwargs)
+        read_raw = self.source.load
+
+        def counted_load():
+            Path(count_dir).mkdir(parents=True, exist_ok=True)
+            (Path(count_dir) / f"build_{os.getpid()}").touch()
+            return read_raw()
+
+        self.source.load = counted_load
 
 
 class PauseAt(L.Callback):
