@@ -82,10 +82,15 @@ class PauseAt(L.Callback):
             time.sleep(3600)
 
 
-def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error."""
+def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None,
+              launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``python [LAUNCHER] train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error.
+
+    ``launcher`` is e.g. ``("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")`` for torchrun.
+    """
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *launcher, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     if proc.returncode != 0:

@@ -1,4 +1,4 @@
-"""train.py under DDP with 2 CPU processes (gloo), launched by Lightning exactly as users launch it."""
+"""train.py under DDP with 2 CPU processes (gloo), started by Lightning or by torchrun exactly as users start it."""
 import json
 
 import pytest
@@ -45,8 +45,10 @@ def test_two_process_test_metrics_equal_one_process_on_the_same_checkpoint(tmp_p
     assert len(eval_users) == 121
 
     single = train_main(as_test(args) + ["--ckpt_path", ckpt]).trainer.callback_metrics
+    # Started by torchrun (the multi-node launcher); Lightning joins its processes instead of starting its own.
     run_train(as_test(args) + DDP + ["--ckpt_path", ckpt, "--trainer.callbacks+=tests.helpers.RecordEvalUsers",
-                                     "--trainer.callbacks.folder", str(tmp_path / "users")], cwd=tmp_path)
+                                     "--trainer.callbacks.folder", str(tmp_path / "users")], cwd=tmp_path,
+              launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
 
     shards = [json.loads((tmp_path / "users" / f"test_users_rank{r}.json").read_text()) for r in (0, 1)]
     assert all(shards) and sorted(shards[0] + shards[1]) == sorted(eval_users)  # each user once, none twice
