@@ -69,8 +69,9 @@ class NonFiniteLossGuard(L.Callback):
         self._bad.clear()
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if params and scaler is None:
-            norms = torch._foreach_norm([p.grad for p in params])  # a NaN or inf entry makes its norm non-finite
-            if not torch.isfinite(torch.stack(norms)).all():
+            # Per-tensor flags, then one device-to-host sync for all parameters.
+            finite = torch.stack([torch.isfinite(p.grad.detach()).all() for p in params])
+            if not finite.all():
                 local.append(f"non-finite gradient after {self._where}")
         if not trainer.strategy.reduce_boolean_decision(bool(local), all=False):
             return
