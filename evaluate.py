@@ -3,6 +3,8 @@
     python evaluate.py --ckpt runs/genrec/version_0/checkpoints/last.ckpt
     python evaluate.py --ckpt runs/genrec/version_0     # the run's best checkpoint on val/ndcg@10
     python evaluate.py --ckpt model.ckpt --data.root ../shared/data/ml-1m --split val
+    python evaluate.py --ckpt generative.ckpt --data.root ../shared/data/amazon-office   # zero-shot
+    python evaluate.py --baseline text --data.dataset plain --data.root ../shared/data/amazon-office
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
 (values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
@@ -18,7 +20,9 @@ from genrec.evaluation.report import run_evaluation
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
+    parser.add_argument("--ckpt", help="checkpoint written by train.py, or a run folder (its best checkpoint)")
+    parser.add_argument("--baseline", choices=["text"], help="evaluate a training-free baseline instead of a checkpoint")
+    parser.add_argument("--text-template", default=None, help="item text template of --baseline text (default: '{title}. {brand}. {categories}')")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the popularity baseline")
@@ -43,7 +47,19 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     args, overrides = parse(sys.argv[1:] if argv is None else argv)
-    return run_evaluation(args.ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
+    if args.baseline == "text":
+        from genrec.evaluation.text_baseline import run_text_baseline
+
+        return run_text_baseline(overrides, split=args.split, out=args.out, template=args.text_template)
+    if not args.ckpt:
+        raise SystemExit("evaluate.py: pass --ckpt CHECKPOINT (or --baseline text with --data.KEY VALUE options)")
+    from genrec.evaluation.generative import is_generative, run_generative_evaluation
+    from genrec.modules.checkpoints import resolve_checkpoint
+
+    ckpt = str(resolve_checkpoint(args.ckpt))
+    if is_generative(ckpt):
+        return run_generative_evaluation(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
+    return run_evaluation(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
 
 
 if __name__ == "__main__":

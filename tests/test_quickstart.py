@@ -14,7 +14,7 @@ def test_quickstart_beats_popularity_threefold(tmp_path):
            "HOME": str(tmp_path)}
     train = [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/quickstart.yaml"),
              "--trainer.enable_progress_bar", "false"]
-    subprocess.run(train, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=900)
+    subprocess.run(train, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=2400)
     ckpt = tmp_path / "runs/genrec/version_0/checkpoints/last.ckpt"
     subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--ckpt", str(ckpt)], cwd=tmp_path, env=env,
                    check=True, capture_output=True, timeout=300)

@@ -14,8 +14,10 @@ def offline_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     wandb.finish()  # a run left by another test would otherwise be reused whatever the id
+    wandb.teardown()  # and its process-wide settings (e.g. WANDB_MODE=disabled) with it
     yield wandb
     wandb.finish()
+    wandb.teardown()
 
 
 def wandb_logger(cli):

@@ -64,12 +64,18 @@ class TrainWindows(Dataset):
 
 
 class EvalTargets(Dataset):
-    """One sample per evaluated user: history window, target, and the ids to exclude."""
+    """One sample per evaluated user: history window, target, and the ids to exclude.
 
-    def __init__(self, data: SequenceData, users: np.ndarray, target_pos: np.ndarray):
+    Users are ordered by history length so that a batch pads little (``max_seq_len`` caps it);
+    metrics are sums over users and do not depend on the order.
+    """
+
+    def __init__(self, data: SequenceData, users: np.ndarray, target_pos: np.ndarray, max_seq_len: int):
+        window = np.minimum(target_pos - data.offsets[users], max_seq_len)
+        order = np.argsort(window, kind="stable")
         self.data = data
-        self.users = users
-        self.target_pos = target_pos
+        self.users = users[order]
+        self.target_pos = target_pos[order]
 
     def __len__(self) -> int:
         return len(self.users)
@@ -258,8 +264,8 @@ class SequenceDataModule(L.LightningDataModule):
         hp = self.hparams
         self.collator = Collator(data, hp.max_seq_len, hp.exclude)
         self.train_set = TrainWindows(data, self.train_end, hp.max_seq_len, hp.train_windows)
-        self.val_set = EvalTargets(data, self.eval_users, self.val_pos)
-        self.test_set = EvalTargets(data, self.eval_users, self.test_pos)
+        self.val_set = EvalTargets(data, self.eval_users, self.val_pos, hp.max_seq_len)
+        self.test_set = EvalTargets(data, self.eval_users, self.test_pos, hp.max_seq_len)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         # Our samplers shard across DDP ranks themselves (Lightning keeps them): training shards are

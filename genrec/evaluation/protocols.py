@@ -13,7 +13,7 @@ from typing import Iterable, Protocol
 import torch
 from torch import Tensor
 
-from genrec.evaluation.metrics import RankingMetrics, target_ranks
+from genrec.evaluation.metrics import RankingMetrics, popularity_vectors, target_ranks
 
 
 class Scorer(Protocol):
@@ -26,13 +26,13 @@ class PopularityScorer:
     """Ranks items by their training interaction count, the same list for every user."""
 
     def __init__(self, train_counts: Tensor):
-        self.counts = train_counts.float()
+        self.vectors = popularity_vectors(train_counts)
 
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
         return torch.ones(len(batch["target"]), 1)
 
     def item_vectors(self) -> Tensor:
-        return self.counts[:, None]
+        return self.vectors
 
 
 @torch.no_grad()

@@ -88,6 +88,6 @@ def markdown(report: dict) -> str:
     ]
     for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
-    if "popularity" in rows and rows["popularity"].get("hr@10", 0) > 0:
+    if "model" in rows and "popularity" in rows and rows["popularity"].get("hr@10", 0) > 0:
         lines += ["", f"HR@10 ratio model / popularity: {rows['model']['hr@10'] / rows['popularity']['hr@10']:.2f}×"]
     return "\n".join(lines) + "\n"

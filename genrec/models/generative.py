@@ -1,0 +1,157 @@
+"""Decoder-only transformer over item tokens with hybrid attention, after RecGPT (2025).
+
+A history of L items, each T FSQ tokens, is one stream of L*T tokens. Attention is hybrid:
+bidirectional among the T tokens of one item, causal across items (a token sees every token of
+its own item and of earlier items, never a later item's). With right padding that mask alone keeps
+padding out of every real position. Each input token is the sum of its code embedding, a slot
+embedding (which of the T tokens), an item-position embedding and, optionally, a projection of
+the item's continuous text embedding (RecGPT's input).
+
+Codes are embedded from their FSQ values and digits (an MLP of the values plus one embedding per
+channel digit), not from a free table, so codes never seen in training (a new catalogue) still
+get meaningful vectors; optionally (``feature_dim``) also from fixed per-position code features,
+the tokenizer decoder's reconstruction of the text-embedding chunk a code stands for, which gives
+every code the geometry of the text space. The output layer is tied to the same token embeddings. The next item's T
+tokens are predicted from the last history item's T states, token t also conditioned on the next
+item's tokens before t (teacher-forced in training, the beam's prefix in decoding).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genrec.tokenizers.fsq import DEFAULT_LEVELS, FSQ
+
+
+class HybridBlock(nn.Module):
+    """Pre-norm transformer block; the boolean mask (True = may attend) is given by the caller."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim), nn.Dropout(dropout))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        B, S, D = x.shape
+        H = self.num_heads
+        q, k, v = self.qkv(self.norm1(x)).view(B, S, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, S, D/H)
+        # no dropout on attention weights: with a mask, SDPA's CPU path would draw a (B, H, S, S) mask each step
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.dropout(self.proj(y.transpose(1, 2).reshape(B, S, D)))
+        return x + self.ffn(self.norm2(x))
+
+
+class GenerativeDecoder(nn.Module):
+    """Item-token sequence model: ``forward`` encodes histories, ``next_queries``/``step_query`` and
+    ``code_table`` give next-item token logits."""
+
+    def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS, num_tokens: int = 4, text_dim: int = 384,
+                 dim: int = 128, num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None,
+                 dropout: float = 0.1, max_seq_len: int = 50, text_input: bool = True, feature_dim: int = 0):
+        super().__init__()
+        self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.init_args["levels"] = [int(v) for v in levels]
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_tokens, self.max_seq_len, self.dim = num_tokens, max_seq_len, dim
+        self.fsq = FSQ(levels)
+        self.code_mlp = nn.Sequential(nn.Linear(self.fsq.dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.digit_emb = nn.Embedding(sum(self.fsq.levels), dim)
+        self.register_buffer("_digit_offset", torch.tensor([0, *self.fsq.levels[:-1]]).cumsum(0), persistent=False)
+        self.slot_emb = nn.Embedding(num_tokens, dim)
+        self.pos_emb = nn.Embedding(max_seq_len, dim)
+        self.text_proj = nn.Linear(text_dim, dim) if text_input else None
+        self.input_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(HybridBlock(dim, num_heads, ffn_dim or 4 * dim, dropout) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(dim)
+        self.prefix_proj = nn.Linear(dim, dim)
+        self.query_norm = nn.LayerNorm(dim)
+        self.heads = nn.Parameter(torch.eye(dim).repeat(num_tokens, 1, 1))  # (T, D, D): one query map per slot
+        self.feature_dim = feature_dim
+        if feature_dim:
+            self.feat_proj = nn.Parameter(torch.randn(num_tokens, feature_dim, dim))  # unit-norm features → O(1) entries
+            self.register_buffer("code_features", torch.zeros(num_tokens, 0, feature_dim), persistent=False)
+        self._masks: dict[tuple, Tensor] = {}
+        nn.init.normal_(self.digit_emb.weight, std=0.02)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.fsq.codebook_size
+
+    def code_embed(self, codes: Tensor) -> Tensor:
+        """Code indices (…) → vectors (…, D)."""
+        digits = self.fsq.indices_to_digits(codes) + self._digit_offset  # (…, C)
+        return self.code_mlp(self.fsq.indices_to_codes(codes)) + self.digit_emb(digits).sum(-2)
+
+    def set_code_features(self, features: Tensor) -> None:
+        """Fixed features of every code at every token position: (T, V, feature_dim), unit rows."""
+        if features.shape != (self.num_tokens, self.codebook_size, self.feature_dim):
+            raise ValueError(f"code features must be (T, V, F) = {(self.num_tokens, self.codebook_size, self.feature_dim)}, got {tuple(features.shape)}")
+        self.code_features = features.to(self.heads.device)
+
+    def token_embed(self, codes: Tensor, first_slot: int = 0) -> Tensor:
+        """Codes (…, t) at token positions first_slot.. → token vectors (…, t, D)."""
+        slots = torch.arange(first_slot, first_slot + codes.shape[-1], device=codes.device)
+        e = self.code_embed(codes) + self.slot_emb(slots)
+        if self.feature_dim:
+            if self.code_features.shape[1] == 0:
+                raise RuntimeError("code features are not set: call set_code_features (the module does, with its catalogue)")
+            feats = self.code_features[slots, codes]  # (…, t, F)
+            e = e + torch.einsum("...tf,tfd->...td", feats, self.feat_proj[slots])
+        return e
+
+    def code_table(self, codes: Tensor, slot: int) -> Tensor:
+        """Output embeddings of ``codes`` (K,) at token position ``slot``. (K, D)"""
+        return self.token_embed(codes[:, None], slot)[:, 0]
+
+    def hybrid_mask(self, num_items: int, device: torch.device) -> Tensor:
+        """(L*T, L*T) bool, True where query token may attend to key token; cached per shape."""
+        key = (num_items, self.num_tokens, str(device))
+        if key not in self._masks:
+            item = torch.arange(num_items * self.num_tokens, device=device) // self.num_tokens  # (S,)
+            self._masks[key] = item[None, :] <= item[:, None]
+        return self._masks[key]
+
+    def forward(self, codes: Tensor, text: Tensor | None, lengths: Tensor) -> Tensor:
+        """States of every token of every history item. codes (B, L, T), text (B, L, E) → (B, L, T, D)."""
+        B, L, T = codes.shape
+        if L > self.max_seq_len:
+            raise ValueError(f"history of {L} items exceeds the model's max_seq_len {self.max_seq_len}")
+        x = self.token_embed(codes) + self.pos_emb.weight[:L, None]  # (B, L, T, D)
+        if self.text_proj is not None:
+            if text is None:
+                raise ValueError("this model takes item text embeddings as input (text_input=True); pass them")
+            x = x + self.text_proj(text.float())[:, :, None]
+        h = self.input_dropout(x).reshape(B, L * T, self.dim)  # (B, S, D)
+        mask = self.hybrid_mask(L, codes.device)
+        for block in self.blocks:
+            h = block(h, mask)
+        valid = (torch.arange(L, device=codes.device)[None] < lengths[:, None])[..., None, None]  # (B, L, 1, 1)
+        return self.final_norm(h).view(B, L, T, self.dim) * valid
+
+    def _queries(self, state: Tensor, prefix_sum: Tensor, slots: slice) -> Tensor:
+        q = self.query_norm(state + self.prefix_proj(prefix_sum))  # (…, t, D)
+        # 1/sqrt(D) keeps initial logits small, so training starts near a uniform code distribution
+        return torch.einsum("...td,tde->...te", q, self.heads[slots]) / self.dim ** 0.5
+
+    def next_queries(self, state: Tensor, target: Tensor) -> Tensor:
+        """Teacher-forced queries for all T tokens of the next item: state (M, T, D), target (M, T) → (M, T, D).
+
+        Token t's logits are ``queries[:, t] @ code_table(codes, t).T`` over whichever codes compete.
+        """
+        e = self.token_embed(target)  # (M, T, D)
+        before = e.cumsum(1) - e  # sum over the tokens before each slot
+        return self._queries(state, before, slice(None))
+
+    def step_query(self, state: Tensor, prefix: Tensor) -> Tensor:
+        """Query of token t = prefix.shape[-1]: state (…, D) of slot t, prefix (…, t) codes → (…, D)."""
+        t = prefix.shape[-1]
+        before = self.token_embed(prefix).sum(-2) if t else torch.zeros_like(state)
+        return self._queries(state[..., None, :], before[..., None, :], slice(t, t + 1))[..., 0, :]

