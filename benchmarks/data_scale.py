@@ -12,7 +12,7 @@ power-law item popularity over up to 26,744 movies), then measures in a fresh pr
 Peak memory is the process's peak RSS (``ru_maxrss``), so it includes Python, torch and pandas
 (``baseline``: the RSS after the imports alone). A run over the 8 GiB budget is flagged.
 
-    python benchmarks/data_scale.py                      # 1M, 5M, 20M: about 10 minutes on 2 CPU cores
+    python benchmarks/data_scale.py                      # 1M, 5M, 20M: a few minutes on 2 CPU cores
     python benchmarks/data_scale.py --sizes 100000       # a quick check
 """
 from __future__ import annotations
