@@ -119,4 +119,4 @@ def test_shipped_ddp_configs_resolve(name, nodes, devices, capsys):
     trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
     assert (trainer["num_nodes"], trainer["devices"], trainer["accelerator"]) == (nodes, devices, "gpu")
     assert trainer["strategy"]["class_path"] == "lightning.pytorch.strategies.DDPStrategy"
-    assert trainer["strategy"]["init_args"]["broadcast_buffers"] is False
+    assert trainer["strategy"]["init_args"]["find_unused_parameters"] is False
