@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.warnings import PossibleUserWarning
@@ -65,7 +66,7 @@ class GenRecCLI(LightningCLI):
             trainer.callbacks = [c for c in trainer.callbacks if "ProgressBar" not in str(getattr(c, "class_path", c))]
         trainer.callbacks = with_required_callbacks(trainer.callbacks)
 
-    def parse_arguments(self, parser, args) -> None:
+    def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyper-parameters: resolve "last" across run
         # folders and turn a damaged checkpoint into a clear error instead of a torch stack trace.
@@ -75,6 +76,7 @@ class GenRecCLI(LightningCLI):
 
 
 def with_required_callbacks(callbacks: list | None) -> list:
+    """``callbacks`` (config entries) with one of each ``REQUIRED_CALLBACKS``: the last given, else a default."""
     callbacks = list(callbacks or [])
     for path in REQUIRED_CALLBACKS:
         found = [i for i, c in enumerate(callbacks) if getattr(c, "class_path", None) == path]

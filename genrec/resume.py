@@ -1,7 +1,8 @@
 """What ``--ckpt_path`` means for train.py, settled before Lightning builds anything.
 
 * ``last`` finds the newest ``last*.ckpt`` of this experiment, across all its run folders
-  (``<save_dir>/<name>/version_*/checkpoints``) and any explicit ``ModelCheckpoint(dirpath=...)``.
+  (``<save_dir>/<name>/version_*/checkpoints``) and any explicit ``ModelCheckpoint(dirpath=...)``,
+  or a newer SLURM requeue checkpoint (``<default_root_dir>/hpc_ckpt_*.ckpt``).
   Lightning alone would look only in the new run's folder, which is empty, and start from scratch.
   When there is none yet (the first submission of a job that always passes ``--ckpt_path last``),
   ``last`` is left to Lightning, which warns and trains from the start.
@@ -57,8 +58,13 @@ def checkpoint_dirs(trainer: Any) -> list[Path]:
 
 
 def find_last(trainer: Any) -> Path | None:
-    """The most recently written ``last*.ckpt`` of the experiment, or None."""
+    """The most recently written ``last*.ckpt`` of the experiment, or None.
+
+    Lightning's SLURM auto-requeue saves ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` when the job
+    is signalled; it is usually the freshest state, so it competes too.
+    """
     found = [p for d in checkpoint_dirs(trainer) if d.is_dir() for p in d.glob("last*.ckpt") if p.is_file()]
+    found += [p for p in Path(_get(trainer, "default_root_dir", os.getcwd())).glob("hpc_ckpt_*.ckpt") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from genrec.data import SequenceDataModule
 from genrec.modules import RetrievalModule
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +39,36 @@ class RecordEvalUsers(L.Callback):
         (self.folder / f"test_users_rank{trainer.global_rank}.json").write_text(json.dumps(self.users["test"]))
 
 
+class RecordTrainUsers(L.Callback):
+    """Writes, per rank, the training users of every epoch to ``folder/train_users_rank{r}.json``."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+        self.users: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.users.setdefault(trainer.current_epoch, []).extend(batch["user"].tolist())
+
+    def on_train_end(self, trainer, pl_module):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"train_users_rank{trainer.global_rank}.json").write_text(json.dumps(self.users))
+
+
+class CountingDataModule(SequenceDataModule):
+    """SequenceDataModule that leaves a file in ``count_dir`` each time a process builds the data from raw files."""
+
+    def __init__(self, count_dir: str = "", **kwargs):
+        super().__init__(**kwargs)
+        read_raw = self.source.load
+
+        def counted_load():
+            Path(count_dir).mkdir(parents=True, exist_ok=True)
+            (Path(count_dir) / f"build_{os.getpid()}").touch()
+            return read_raw()
+
+        self.source.load = counted_load
+
+
 class PauseAt(L.Callback):
     """Freezes rank 0 before the given global step, after writing ``marker``: the test then SIGKILLs it."""
 
@@ -51,10 +82,15 @@ class PauseAt(L.Callback):
             time.sleep(3600)
 
 
-def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error."""
+def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None,
+              launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``python [LAUNCHER] train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error.
+
+    ``launcher`` is e.g. ``("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")`` for torchrun.
+    """
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *launcher, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     if proc.returncode != 0:

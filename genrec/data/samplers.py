@@ -7,7 +7,8 @@ reduce to a plain shuffle (training) and the identity order (evaluation).
 * ``EvalShardSampler``: rank ``r`` of ``W`` takes indices ``r, r + W, r + 2W, ...``; no padding, so
   every evaluation user is scored exactly once and the metric sums, reduced across ranks, equal the
   single-process ones. Ranks may run one batch fewer than others, which is safe in evaluation: no
-  gradient is synchronised and genrec's nets carry no buffers for DDP to broadcast.
+  gradient is synchronised, and DDP broadcasts buffers only in the first forward after training,
+  which every rank runs (each has at least one user; fewer users than ranks is refused).
 * ``ShardedTrainSampler``: one global permutation per epoch from ``(seed, epoch)``; rank ``r`` takes
   every ``W``-th index of it, after dropping the ``len % W`` last ones, so shards are disjoint and
   equally long (DDP needs the same number of steps on every rank). The dropped tail (at most

@@ -1,0 +1,136 @@
+"""Time and peak memory of loading and preprocessing MovieLens-20M-sized data, cold and from cache.
+
+For each size (default 1M, 5M and 20M interactions; ML-20M itself has 20,000,263) this writes a
+synthetic ``ratings.csv`` + ``movies.csv`` in the ML-20M release format (``userId,movieId,rating,
+timestamp``, rows sorted by user then movie, as in the release; about 144 ratings per user,
+power-law item popularity over up to 26,744 movies), then measures in a fresh process each:
+
+* ``cold``: ``SequenceDataModule(dataset="ml-20m").prepare_data(); setup("fit")`` with an empty
+  cache: CSV parsing, chronological sort, id remapping, leave-one-out split, Arrow cache write;
+* ``cache hit``: the same again, now reading the Arrow cache.
+
+Peak memory is the process's peak RSS (``ru_maxrss``), so it includes Python, torch and pandas
+(``baseline``: the RSS after the imports alone). A run over the 8 GiB budget is flagged.
+
+    python benchmarks/data_scale.py                      # 1M, 5M, 20M: a few minutes on 2 CPU cores
+    python benchmarks/data_scale.py --sizes 100000       # a quick check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BUDGET_GIB = 8.0
+ML20M_MOVIES = 26_744
+RATINGS_PER_USER = 144  # ML-20M: 20,000,263 ratings by 138,493 users
+CHUNK = 1_000_000
+
+
+def write_ml20m(folder: Path, n: int, seed: int = 0) -> None:
+    """``n`` synthetic ratings in the ML-20M files, written in chunks so memory stays flat."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    items = min(ML20M_MOVIES, max(100, n // 200))
+    popularity = 1.0 / np.arange(1, items + 1) ** 0.9
+    popularity /= popularity.sum()
+    users = max(1, n // RATINGS_PER_USER)
+    # Per-user counts: at least 20 each (as in the release), the rest spread at random.
+    counts = np.full(users, min(20, n // users), np.int64)
+    counts += np.bincount(rng.integers(0, users, n - counts.sum()), minlength=users)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    with open(folder / "ratings.csv", "wb") as f:
+        f.write(b"userId,movieId,rating,timestamp\n")
+        for lo in range(0, users, max(1, CHUNK // RATINGS_PER_USER)):
+            hi = min(users, lo + max(1, CHUNK // RATINGS_PER_USER))
+            user = np.repeat(np.arange(lo + 1, hi + 1), counts[lo:hi])
+            movie = rng.choice(items, size=len(user), p=popularity) + 1
+            order = np.lexsort((movie, user))  # the release lists each user's movies by id
+            table = pa.table({
+                "userId": user[order],
+                "movieId": movie[order],
+                "rating": rng.integers(1, 11, len(user)) / 2,
+                "timestamp": rng.integers(789_652_009, 1_427_784_002, len(user)),
+            })
+            pacsv.write_csv(table, f, write_options=options)
+    titles = [f"Movie {i} ({1900 + i % 115})" for i in range(1, items + 1)]
+    genres = ["Drama|Comedy", "Action", "(no genres listed)"]
+    with open(folder / "movies.csv", "w") as f:
+        f.write("movieId,title,genres\n")
+        f.writelines(f'{i},"{t}",{genres[i % 3]}\n' for i, t in enumerate(titles, 1))
+
+
+def measure(root: str, cache: str) -> dict:
+    """Runs in a child process: one prepare_data + setup, its wall time and peak RSS."""
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from genrec.data import SequenceDataModule
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    dm = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache, max_seq_len=200)
+    dm.prepare_data()
+    dm.setup("fit")
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_gib": peak / 2**20, "baseline_gib": baseline / 2**20,
+            "interactions": dm.data.num_interactions, "users": dm.data.num_users, "items": dm.num_items,
+            "train_windows": len(dm.train_set)}
+
+
+def child(root: Path, cache: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--measure", str(root), str(cache)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"measurement failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the synthetic files are kept between runs (default: a temporary folder)")
+    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(*args.measure)))
+        return
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="genrec-data-scale-"))
+    print("| interactions | users | items | CSV MB | cold s | cold peak GiB | cache-hit s | cache-hit peak GiB | baseline GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    over = []
+    try:
+        for n in args.sizes:
+            root = workdir / f"ml20m-{n}"
+            if not (root / "ratings.csv").exists():
+                write_ml20m(root, n)
+            cache = workdir / f"cache-{n}"
+            shutil.rmtree(cache, ignore_errors=True)
+            cold, warm = child(root, cache), child(root, cache)
+            mb = (root / "ratings.csv").stat().st_size / 1e6
+            print(f"| {cold['interactions']:,} | {cold['users']:,} | {cold['items']:,} | {mb:,.1f} | "
+                  f"{cold['seconds']:.1f} | {cold['peak_gib']:.2f} | {warm['seconds']:.1f} | {warm['peak_gib']:.2f} | "
+                  f"{cold['baseline_gib']:.2f} |", flush=True)
+            over += [f"{n:,} ({run}: {r['peak_gib']:.2f} GiB)" for run, r in (("cold", cold), ("cache hit", warm))
+                     if r["peak_gib"] > BUDGET_GIB]
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if over:
+        raise SystemExit(f"over the {BUDGET_GIB} GiB budget: {', '.join(over)}")
+    print(f"all within {BUDGET_GIB} GiB")
+
+
+if __name__ == "__main__":
+    main()
