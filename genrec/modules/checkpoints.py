@@ -57,3 +57,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
                 if candidate.is_file():
                     return candidate
     return last
+
+
+def class_path(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def checkpoint_identity(module: Any) -> dict[str, Any]:
+    """What evaluate.py needs to rebuild a run: the module's and its data module's class paths."""
+    dm = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
+    return {"module": class_path(module), "datamodule": class_path(dm) if dm else None}

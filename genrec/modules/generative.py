@@ -28,7 +28,7 @@ from torch import Tensor
 from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.evaluation import RankingMetrics, ranks_from_topk
 from genrec.models.generative import GenerativeDecoder
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
 from genrec.modules.tokenizer_ae import load_tokenizer
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
 from genrec.tokenizers.text import embed_texts, render_texts
@@ -94,10 +94,8 @@ class GenerativeModule(L.LightningModule):
         return module
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         checkpoint["genrec"] = {
-            "module": f"{type(self).__module__}.{type(self).__qualname__}",
-            "datamodule": f"{type(dm).__module__}.{type(dm).__qualname__}" if dm else None,
+            **checkpoint_identity(self),
             "tokenizer": dict(self.tokenizer.init_args),
             "collision_rate": self.collision_rate,
         }

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genrec.evaluation import RankingMetrics, target_ranks, topk_items
-from genrec.modules.checkpoints import CheckpointMismatchError, build_net, load_checkpoint
+from genrec.modules.checkpoints import (
+    CheckpointMismatchError,
+    build_net,
+    checkpoint_identity,
+    class_path,
+    load_checkpoint,
+)
 
 
 class RetrievalModule(L.LightningModule):
@@ -86,13 +92,10 @@ class RetrievalModule(L.LightningModule):
         return module
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         checkpoint["genrec"] = {
-            "module": f"{type(self).__module__}.{type(self).__qualname__}",
-            "datamodule": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}" if datamodule else None,
+            **checkpoint_identity(self),
             # The net's class and arguments, so the checkpoint alone rebuilds the model.
-            "net": {"class_path": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
-                    "init_args": dict(getattr(self.net, "init_args", {}))},
+            "net": {"class_path": class_path(self.net), "init_args": dict(getattr(self.net, "init_args", {}))},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

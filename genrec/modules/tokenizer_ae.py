@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
 from genrec.tokenizers.fsq import DEFAULT_LEVELS
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
 
@@ -70,10 +70,8 @@ class TokenizerAutoencoder(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         checkpoint["genrec"] = {
-            "module": f"{type(self).__module__}.{type(self).__qualname__}",
-            "datamodule": f"{type(dm).__module__}.{type(dm).__qualname__}" if dm else None,
+            **checkpoint_identity(self),
             "tokenizer": dict(self.tokenizer.init_args),
         }
 
