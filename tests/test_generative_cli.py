@@ -67,3 +67,35 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
     assert set(report["metrics"]) == {"text", "popularity"}
     # synthetic users follow latent interests that the item categories name, so text beats popularity
     assert report["metrics"]["text"]["hr@10"] > report["metrics"]["popularity"]["hr@10"]
+
+
+@pytest.mark.slow
+def test_a_generative_model_trains_on_two_domains_and_evaluates_each_in_its_own_catalogue(tmp_path):
+    domains = [{"name": "a", "dataset": "synthetic", "dataset_options": json.loads(synthetic(50, 30, seed=1))},
+               {"name": "b", "dataset": "synthetic", "dataset_options": json.loads(synthetic(40, 25, seed=2))}]
+    train_main(["fit", *TRAINER, "--trainer.max_epochs", "1",
+                "--trainer.logger", json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                 "init_args": {"save_dir": "runs", "name": "tok"}}]),
+                "--data", "genrec.data.item_text.ItemTextDataModule",
+                "--data.datasets", json.dumps([{k: v for k, v in d.items() if k != "name"} for d in domains]),
+                "--data.text_template", TEMPLATE, "--data.batch_size", "16",
+                "--model", "genrec.modules.tokenizer_ae.TokenizerAutoencoder", "--model.hidden_dim", "32",
+                "--trainer.callbacks", json.dumps([{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                                    "init_args": {"save_last": True}}])])
+    tok_ckpt = next((tmp_path / "runs" / "tok").glob("version_0/checkpoints/last.ckpt"))
+    cli = train_main(["fit", *TRAINER, "--trainer.max_epochs", "1",
+                      "--trainer.logger", json.dumps([{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                       "init_args": {"save_dir": "runs", "name": "gen"}}]),
+                      "--data", "genrec.data.MultiDomainDataModule", "--data.domains", json.dumps(domains),
+                      "--data.max_seq_len", "8", "--data.batch_size", "16",
+                      "--model", "genrec.modules.generative.GenerativeModule", "--model.tokenizer_ckpt", str(tok_ckpt),
+                      "--model.dim", "16", "--model.num_heads", "2", "--model.max_seq_len", "8", "--model.beam_width", "10"])
+    assert cli.model.item_codes.shape[0] == 30 + 25 + 1  # one tokenized catalogue over both domains
+    assert {"val/hr@5", "val/a/hr@5", "val/b/ndcg@10"} <= set(cli.trainer.callback_metrics)
+    ckpt = next((tmp_path / "runs" / "gen").glob("version_0/checkpoints/last.ckpt"))
+    report = evaluate.main(["--ckpt", str(ckpt), "--out", "eval"])
+    assert {"model [a]", "text [b]", "popularity [b]"} <= set(report["metrics"])
+    # zero-shot on a third catalogue, one domain: pick the single-dataset data module by class path
+    report = evaluate.main(["--ckpt", str(ckpt), "--out", "eval", "--data.class_path", "genrec.data.SequenceDataModule",
+                            "--data.dataset", "synthetic", "--data.dataset_options", synthetic(40, 35, seed=3)])
+    assert report["zero_shot"] and report["items"] == 35 and set(report["metrics"]) == {"model", "popularity", "text"}

@@ -23,7 +23,7 @@ from genrec.data import preprocess
 from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
-from genrec.data.registry import get_source
+from genrec.data.registry import Source, get_source
 from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,36 @@ class Collator:
         return out
 
 
+def cache_folder(source: Source, min_user_interactions: int, min_item_interactions: int) -> Path:
+    """Where the preprocessed tables of ``source`` under these filtering settings are cached."""
+    key = f"{source.fingerprint()}-k{min_user_interactions}-{min_item_interactions}-v{preprocess.PREPROCESS_VERSION}"
+    return source.cache_dir / "processed" / source.name / key
+
+
+def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
+                   use_cache: bool = True) -> SequenceData:
+    """Read, filter and index a source's interactions, through the Arrow cache when allowed."""
+    folder = cache_folder(source, min_user_interactions, min_item_interactions)
+    data = preprocess.load(folder) if use_cache else None
+    if data is None:
+        data = preprocess.build_sequences(source.load(), min_user_interactions, min_item_interactions,
+                                          fingerprint=source.fingerprint())
+        if use_cache:
+            preprocess.save(data, folder)
+    return data
+
+
+def check_loader_options(max_seq_len: int, exclude: str, train_windows: str, batch_size: int, eval_batch_size: int) -> None:
+    if max_seq_len < 2:
+        raise DataError(f"data.max_seq_len must be at least 2 (got {max_seq_len}): a model needs a history and a target")
+    if exclude not in ("history", "window", "none"):
+        raise DataError(f"data.exclude must be 'history', 'window' or 'none' (got {exclude!r})")
+    if train_windows not in ("last", "all"):
+        raise DataError(f"data.train_windows must be 'last' or 'all' (got {train_windows!r})")
+    if batch_size < 1 or eval_batch_size < 1:
+        raise DataError("data.batch_size and data.eval_batch_size must be positive")
+
+
 class SequenceDataModule(L.LightningDataModule):
     """Sequences of one dataset, split leave-one-out, batched for ID-based retrieval models.
 
@@ -171,14 +201,7 @@ class SequenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
-        if max_seq_len < 2:
-            raise DataError(f"data.max_seq_len must be at least 2 (got {max_seq_len}): a model needs a history and a target")
-        if exclude not in ("history", "window", "none"):
-            raise DataError(f"data.exclude must be 'history', 'window' or 'none' (got {exclude!r})")
-        if train_windows not in ("last", "all"):
-            raise DataError(f"data.train_windows must be 'last' or 'all' (got {train_windows!r})")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise DataError("data.batch_size and data.eval_batch_size must be positive")
+        check_loader_options(max_seq_len, exclude, train_windows, batch_size, eval_batch_size)
         self.save_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
@@ -188,8 +211,7 @@ class SequenceDataModule(L.LightningDataModule):
     @property
     def cache_folder(self) -> Path:
         hp = self.hparams
-        key = f"{self.source.fingerprint()}-k{hp.min_user_interactions}-{hp.min_item_interactions}-v{preprocess.PREPROCESS_VERSION}"
-        return self.source.cache_dir / "processed" / self.source.name / key
+        return cache_folder(self.source, hp.min_user_interactions, hp.min_item_interactions)
 
     def prepare_data(self) -> None:
         self._load()
@@ -198,17 +220,9 @@ class SequenceDataModule(L.LightningDataModule):
         if self._data is not None:
             return self._data
         hp = self.hparams
-        data = preprocess.load(self.cache_folder) if hp.use_cache else None
-        if data is None:
-            raw = self.source.load()
-            data = preprocess.build_sequences(
-                raw, hp.min_user_interactions, hp.min_item_interactions, fingerprint=self.source.fingerprint()
-            )
-            if hp.use_cache:
-                preprocess.save(data, self.cache_folder)
-        self._data = data
+        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, hp.use_cache)
         self._split()
-        return data
+        return self._data
 
     @property
     def data(self) -> SequenceData:

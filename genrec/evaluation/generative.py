@@ -20,7 +20,7 @@ import torch
 
 from genrec.evaluation.metrics import RankingMetrics, ranks_from_topk
 from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
-from genrec.evaluation.report import build_datamodule, markdown
+from genrec.evaluation.report import build_datamodule, eval_parts, markdown
 from genrec.evaluation.text_baseline import TextScorer
 from genrec.modules.checkpoints import load_checkpoint
 
@@ -32,9 +32,10 @@ def is_generative(ckpt_path: str) -> bool:
 
 
 @torch.no_grad()
-def evaluate_generative(model: Any, batches: Any, metrics: RankingMetrics) -> dict[str, float]:
+def evaluate_generative(model: Any, batches: Any, metrics: RankingMetrics,
+                        domain: tuple[int, int] | None = None) -> dict[str, float]:
     for batch in batches:
-        model._eval_step(batch, metrics)
+        model._eval_step(batch, metrics, domain)
     return {k: float(v) for k, v in metrics.compute().items()}
 
 
@@ -47,20 +48,23 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
     dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
     dm.setup("test")
     model.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}")
-    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     hp = model.hparams
-    start = time.perf_counter()
-    results = {"model": evaluate_generative(model, loader, RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False, max_rank=model.k))}
-    seconds = time.perf_counter() - start
-    if baseline:
-        full = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False)  # noqa: E731
-        results["popularity"] = evaluate_scorer(PopularityScorer(dm.train_item_counts()), loader, full())
-        results["text"] = evaluate_scorer(TextScorer(model.item_text.cpu(), text_decay), loader, full())
+    full = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False)  # noqa: E731
+    results, seconds = {}, 0.0
+    for label, loader, domain in eval_parts(dm, split):
+        start = time.perf_counter()
+        metrics = RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False, max_rank=model.k)
+        results[f"model{label}"] = evaluate_generative(model, loader, metrics, domain)
+        seconds += time.perf_counter() - start
+        if baseline:
+            pop, text = PopularityScorer(dm.train_item_counts()), TextScorer(model.item_text.cpu(), text_decay)
+            results[f"popularity{label}"] = evaluate_scorer(pop, loader, full(), domain=domain)
+            results[f"text{label}"] = evaluate_scorer(text, loader, full(), domain=domain)
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
         "dataset": dm.data.name,
-        "data_root": dm.hparams.root,
+        "data_root": dm.hparams.get("root"),
         "trained_on": hp.dataset_fingerprint,
         "zero_shot": hp.dataset_fingerprint != dm.fingerprint,
         "users": len(dm.eval_users),
@@ -73,10 +77,10 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
     }
     folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
     folder.mkdir(parents=True, exist_ok=True)
-    target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
+    target = Path(dm.hparams.root).name if dm.hparams.get("root") else dm.data.name
     name = f"{split}_zero_shot_{target}" if report["zero_shot"] else split
     text = markdown(report) + (f"\nZero-shot: trained on `{hp.dataset_fingerprint}`, evaluated on `{dm.fingerprint}` "
-                               f"({dm.hparams.root}); collision rate before resolution {model.collision_rate:.2%}.\n"
+                               f"({dm.hparams.get('root')}); collision rate before resolution {model.collision_rate:.2%}.\n"
                                if report["zero_shot"] else "")
     (folder / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
     (folder / f"{name}_report.md").write_text(text)

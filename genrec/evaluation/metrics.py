@@ -122,6 +122,21 @@ def topk_items(
     return best_scores, best_ids
 
 
+def restrict_to_domain(items: Tensor, target: Tensor, exclude: Tensor | None, first: int, last: int
+                       ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Re-index a ranking problem to the catalogue ids ``first..last`` only (as ``1..last-first+1``).
+
+    ``items`` (N+1, D) keeps its padding row 0; targets must lie in the range; excluded ids outside
+    it are dropped (they cannot be ranked anyway).
+    """
+    shift = first - 1
+    sliced = torch.cat([items[:1], items[first : last + 1]])
+    if exclude is not None:
+        inside = (exclude >= first) & (exclude <= last)
+        exclude = torch.where(inside, exclude - shift, torch.zeros_like(exclude))
+    return sliced, target - shift, exclude
+
+
 def ranks_from_topk(topk_ids: Tensor, targets: Tensor) -> Tensor:
     """Rank of each target in a ranked list: its first position, or K (the list length) when absent.
 

@@ -13,7 +13,7 @@ from typing import Iterable, Protocol
 import torch
 from torch import Tensor
 
-from genrec.evaluation.metrics import RankingMetrics, popularity_vectors, target_ranks
+from genrec.evaluation.metrics import RankingMetrics, popularity_vectors, restrict_to_domain, target_ranks
 
 
 class Scorer(Protocol):
@@ -37,8 +37,12 @@ class PopularityScorer:
 
 @torch.no_grad()
 def evaluate_scorer(scorer: Scorer, batches: Iterable[dict[str, Tensor]], metrics: RankingMetrics,
-                    chunk_size: int = 65536) -> dict[str, float]:
-    items = scorer.item_vectors()
+                    chunk_size: int = 65536, domain: tuple[int, int] | None = None) -> dict[str, float]:
+    """Metrics of ``scorer`` over ``batches``, ranking within ids ``domain = (first, last)`` if given."""
+    all_items = scorer.item_vectors()
     for batch in batches:
-        metrics.update(target_ranks(scorer.user_vectors(batch), items, batch["target"], batch.get("exclude"), chunk_size))
+        items, target, exclude = all_items, batch["target"], batch.get("exclude")
+        if domain is not None:
+            items, target, exclude = restrict_to_domain(items, target, exclude, *domain)
+        metrics.update(target_ranks(scorer.user_vectors(batch), items, target, exclude, chunk_size))
     return {k: float(v) for k, v in metrics.compute().items()}

@@ -24,13 +24,28 @@ def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
     hp = ckpt.get("datamodule_hyper_parameters")
     if hp is None:
         raise CheckpointMismatchError(f"{source} holds no data module settings; pass a checkpoint written by train.py")
-    cls = _import(ckpt.get("genrec", {}).get("datamodule") or "genrec.data.SequenceDataModule")
+    overrides = dict(overrides)
+    # --data.class_path picks another data module (e.g. one domain of a multi-domain run); the
+    # settings it shares with the training data module still default to the trained ones.
+    cls = _import(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
+                  or "genrec.data.SequenceDataModule")
     accepted = inspect.signature(cls.__init__).parameters
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
         raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(k for k in accepted if k != 'self')}")
     hp = {**{k: v for k, v in dict(hp).items() if k in accepted}, **overrides}
     return cls(**hp)
+
+
+def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
+    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
+    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
+    that domain's id range."""
+    loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    domains = getattr(dm, "eval_domains", None)
+    if not domains:
+        return [("", loaders, None)]
+    return [(f" [{name}]", loader, (lo, hi)) for (name, lo, hi), loader in zip(domains, loaders)]
 
 
 def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
@@ -47,14 +62,16 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
             f"{ckpt_path} was trained on catalogue {trained_on!r}, but these data give {dm.fingerprint!r}: "
             "a retrieval model can only rank the catalogue it was trained on"
         )
-    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     hp = model.hparams
-    start = time.perf_counter()
-    results = {"model": evaluate_scorer(model, loader, RankingMetrics(hp.hr_ks, hp.ndcg_ks), hp.eval_chunk_size)}
-    seconds = time.perf_counter() - start
-    if baseline:
-        pop = PopularityScorer(dm.train_item_counts())
-        results["popularity"] = evaluate_scorer(pop, loader, RankingMetrics(hp.hr_ks, hp.ndcg_ks), hp.eval_chunk_size)
+    metrics = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks)  # noqa: E731
+    results, seconds = {}, 0.0
+    for label, loader, domain in eval_parts(dm, split):
+        start = time.perf_counter()
+        results[f"model{label}"] = evaluate_scorer(model, loader, metrics(), hp.eval_chunk_size, domain)
+        seconds += time.perf_counter() - start
+        if baseline:
+            pop = PopularityScorer(dm.train_item_counts())
+            results[f"popularity{label}"] = evaluate_scorer(pop, loader, metrics(), hp.eval_chunk_size, domain)
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
@@ -88,6 +105,10 @@ def markdown(report: dict) -> str:
     ]
     for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
-    if "model" in rows and "popularity" in rows and rows["popularity"].get("hr@10", 0) > 0:
-        lines += ["", f"HR@10 ratio model / popularity: {rows['model']['hr@10'] / rows['popularity']['hr@10']:.2f}×"]
+    for name in rows:
+        if name.startswith("model"):
+            label = name[len("model"):]
+            pop = rows.get(f"popularity{label}", {})
+            if pop.get("hr@10", 0) > 0:
+                lines += ["", f"HR@10 ratio model / popularity{label}: {rows[name]['hr@10'] / pop['hr@10']:.2f}×"]
     return "\n".join(lines) + "\n"

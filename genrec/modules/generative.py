@@ -29,6 +29,8 @@ from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.evaluation import RankingMetrics, ranks_from_topk
 from genrec.models.generative import GenerativeDecoder
 from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
+from genrec.modules.eval_loop import DomainEvalLoop
+from genrec.modules.optim import Schedule, adamw, check_schedule
 from genrec.modules.tokenizer_ae import load_tokenizer
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
 from genrec.tokenizers.text import embed_texts, render_texts
@@ -36,7 +38,7 @@ from genrec.tokenizers.text import embed_texts, render_texts
 log = logging.getLogger(__name__)
 
 
-class GenerativeModule(L.LightningModule):
+class GenerativeModule(DomainEvalLoop, L.LightningModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
     Args:
@@ -47,6 +49,7 @@ class GenerativeModule(L.LightningModule):
             (``max_seq_len`` in items; must cover the data module's ``max_seq_len``).
         decoder_features: also embed each code by the tokenizer decoder's reconstruction of its
             text-embedding chunk (fixed), so codes carry the text space's geometry.
+        lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
         num_items, dataset_fingerprint: linked from the data module.
@@ -55,9 +58,11 @@ class GenerativeModule(L.LightningModule):
     def __init__(self, tokenizer_ckpt: str = "", tokenizer_config: dict[str, Any] | None = None, dim: int = 128,
                  num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None, dropout: float = 0.1,
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
+                 lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  label_smoothing: float = 0.0, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
+        check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
         if tokenizer_config is None and not tokenizer_ckpt:
             raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
@@ -76,6 +81,7 @@ class GenerativeModule(L.LightningModule):
         self.register_buffer("item_local", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
         self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
+        self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
         self.catalogue_key: str | None = None
         self.collision_rate = 0.0
@@ -120,6 +126,7 @@ class GenerativeModule(L.LightningModule):
         self.slot_vocab = [v.to(self.device) for v in vocab]
         self.item_text = embeddings.float().to(self.device)
         self.trie = CodeTrie(local[1:]).to(self.device)
+        self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
         if self.net.feature_dim:
             self.net.set_code_features(self.code_features())
         self.catalogue_key = key
@@ -173,8 +180,9 @@ class GenerativeModule(L.LightningModule):
     # -- decoding --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def recommend(self, batch: dict[str, Tensor], k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Top-k catalogue items and their sequence log-probs. ((B, k), (B, k))"""
+    def recommend(self, batch: dict[str, Tensor], k: int, exclude: Tensor | None = None,
+                  trie: CodeTrie | None = None) -> tuple[Tensor, Tensor]:
+        """Top-k catalogue items (of ``trie``, default the whole catalogue) and their log-probs. ((B, k), (B, k))"""
         codes, text = self._inputs(batch["items"])
         lengths = batch["lengths"]
         states = self.net(codes, text, lengths)
@@ -186,32 +194,31 @@ class GenerativeModule(L.LightningModule):
             codes = torch.stack([self.slot_vocab[s][prefix[..., s]] for s in range(t)], -1) if t else prefix
             return self.token_logits(self.net.step_query(state, codes), t, tables[t]).log_softmax(-1)
 
-        return constrained_beam_search(step, self.trie, len(lengths), self.hparams.beam_width, k, exclude)
+        return constrained_beam_search(step, self.trie if trie is None else trie, len(lengths), self.hparams.beam_width, k, exclude)
 
-    def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics) -> None:
+    def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics,
+                   domain: tuple[int, int] | None = None) -> Tensor:
+        """Decode each user's top-K within the catalogue, or within ids ``domain = (first, last)``."""
         target, exclude = batch["target"], batch.get("exclude")
         if exclude is not None:
             exclude = exclude.masked_fill(exclude == target[:, None], 0)  # the target is never excluded
-        items, _ = self.recommend(batch, self.k, exclude)
-        metrics.update(ranks_from_topk(items, target))
+        items, _ = self.recommend(batch, self.k, exclude, self._domain_trie(domain))
+        ranks = ranks_from_topk(items, target)
+        metrics.update(ranks)
+        return ranks
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
+    def _domain_trie(self, domain: tuple[int, int] | None) -> CodeTrie | None:
+        """The trie of one domain's items (global ids), built once per catalogue and domain."""
+        if domain is None:
+            return None
+        if domain not in self._domain_tries:
+            lo, hi = domain
+            self._domain_tries[domain] = CodeTrie(self.item_local[lo : hi + 1].cpu(), torch.arange(lo, hi + 1)).to(self.device)
+        return self._domain_tries[domain]
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
-
-    def _log_metrics(self, split: str, metrics: RankingMetrics) -> None:
-        self.log_dict({f"{split}/{k}": v.float() for k, v in metrics.compute().items()})
-        metrics.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return adamw(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.999), schedule=hp.lr_schedule,
+                     warmup_steps=hp.warmup_steps, min_lr_ratio=hp.min_lr_ratio,
+                     total_steps=lambda: self.trainer.estimated_stepping_batches)

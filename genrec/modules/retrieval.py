@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genrec.evaluation import RankingMetrics, target_ranks, topk_items
+from genrec.evaluation import RankingMetrics, restrict_to_domain, target_ranks, topk_items
 from genrec.modules.checkpoints import (
     CheckpointMismatchError,
     build_net,
@@ -25,9 +25,11 @@ from genrec.modules.checkpoints import (
     class_path,
     load_checkpoint,
 )
+from genrec.modules.eval_loop import DomainEvalLoop
+from genrec.modules.optim import Schedule, adamw, check_schedule
 
 
-class RetrievalModule(L.LightningModule):
+class RetrievalModule(DomainEvalLoop, L.LightningModule):
     """Train and evaluate a sequence encoder for next-item retrieval.
 
     Args:
@@ -40,6 +42,8 @@ class RetrievalModule(L.LightningModule):
             (both far cheaper on CPU; see benchmarks/).
         temperature: softmax temperature on cosine scores (paper: 0.05).
         lr, weight_decay, betas: AdamW settings.
+        lr_schedule: ``constant`` (paper) or ``cosine`` (linear warm-up over ``warmup_steps``,
+            then a half cosine down to ``min_lr_ratio * lr`` at the last step).
         hr_ks, ndcg_ks: cut-offs of the logged metrics.
         eval_chunk_size: items scored at a time during evaluation (bounds memory).
         dataset_fingerprint: identifies the training catalogue; linked from the data module and
@@ -57,6 +61,9 @@ class RetrievalModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         betas: Sequence[float] = (0.9, 0.98),
+        lr_schedule: Schedule = "constant",
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
         hr_ks: Sequence[int] = (1, 10, 50, 200),
         ndcg_ks: Sequence[int] = (10, 50, 200),
         eval_chunk_size: int = 65536,
@@ -69,6 +76,7 @@ class RetrievalModule(L.LightningModule):
             raise ValueError(f"model.loss must be 'sampled_softmax' or 'full_softmax', got {loss!r}")
         if negatives not in ("position", "sequence", "batch"):
             raise ValueError(f"model.negatives must be 'position', 'sequence' or 'batch', got {negatives!r}")
+        check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.item_emb = nn.Embedding(num_items + 1, net.dim, padding_idx=0)
@@ -189,34 +197,25 @@ class RetrievalModule(L.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics) -> None:
-        ranks = target_ranks(
-            self.user_vectors(batch), self._eval_items, batch["target"], batch.get("exclude"), self.hparams.eval_chunk_size
-        )
+    def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics,
+                   domain: tuple[int, int] | None = None) -> Tensor:
+        """Rank each target among the catalogue, or among ids ``domain = (first, last)`` only."""
+        items, target, exclude = self._eval_items, batch["target"], batch.get("exclude")
+        if domain is not None:
+            items, target, exclude = restrict_to_domain(items, target, exclude, *domain)
+        ranks = target_ranks(self.user_vectors(batch), items, target, exclude, self.hparams.eval_chunk_size)
         metrics.update(ranks)
+        return ranks
 
     def on_validation_epoch_start(self) -> None:
         self._eval_items = self.item_vectors()
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
-
-    def _log_metrics(self, split: str, metrics: RankingMetrics) -> None:
-        values = metrics.compute()
-        self.log_dict({f"{split}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
-        metrics.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
+        return adamw(
+            self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas, schedule=hp.lr_schedule,
+            warmup_steps=hp.warmup_steps, min_lr_ratio=hp.min_lr_ratio,
+            total_steps=lambda: self.trainer.estimated_stepping_batches,
+        )

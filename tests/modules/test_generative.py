@@ -114,3 +114,24 @@ def test_checkpoint_round_trip_keeps_the_tokenizer(tmp_path):
     with pytest.raises(CheckpointMismatchError):
         torch.save({"state_dict": {}, "hyper_parameters": {}}, tmp_path / "bad.ckpt")
         GenerativeModule.from_checkpoint(str(tmp_path / "bad.ckpt"))
+
+
+def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
+    m, b = module(), batch()
+    domain = (11, 24)
+    with torch.no_grad():
+        items, _ = m.recommend(b, 10, b["exclude"], m._domain_trie(domain))
+    assert ((items >= 11) & (items <= 24)).all()
+    assert all(len(set(row.tolist())) == 10 for row in items)
+    assert not any(set(row.tolist()) & set(h.tolist()) for row, h in zip(items, b["exclude"]))
+    # the restricted list is the full decode's ranking with other domains' items removed
+    # (beam width covers the 30-item catalogue, so both decodes are exact)
+    with torch.no_grad():
+        everything, _ = m.recommend(b, 30, b["exclude"])
+    for row, full in zip(items, everything):
+        expected = [i for i in full.tolist() if 11 <= i <= 24][:10]
+        assert row.tolist()[: len(expected)] == expected
+    b["target"] = items[:, 3]
+    with torch.no_grad():
+        ranks = m._eval_step(b, m.val_metrics, domain)
+    assert ranks.tolist() == [3, 3, 3, 3]

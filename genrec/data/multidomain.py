@@ -1,0 +1,150 @@
+"""Several datasets trained as one: each domain keeps its own catalogue.
+
+``MultiDomainDataModule`` loads every domain through the usual readers and preprocessing (each
+with its own cache), then lays them side by side: domain d's items get the ids
+``first_d .. last_d`` of one joint id space (so one embedding table or one item tokenizer covers
+all of them), its users follow the previous domain's users, and raw ids are prefixed with the domain
+name. Training windows come from every domain (shuffled together); validation and test have one
+loader per evaluated domain, and ``eval_domains`` tells the modules which id range is that domain's
+catalogue, so a user is only ever ranked against, and recommended, items of their own domain.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from genrec.data.datamodule import EvalTargets, Exclude, SequenceDataModule, check_loader_options, load_sequences
+from genrec.data.preprocess import SequenceData
+from genrec.data.raw import DataError
+from genrec.data.registry import Source, get_source
+
+DOMAIN_KEYS = ("name", "dataset", "root", "dataset_options", "min_user_interactions", "min_item_interactions")
+
+
+class MultiDomainDataModule(SequenceDataModule):
+    """Leave-one-out sequences of several datasets, one joint id space, one catalogue per domain.
+
+    Args:
+        domains: one mapping per domain with ``dataset`` (registered name) and optionally ``name``
+            (default: the dataset name; must be unique), ``root``, ``dataset_options``,
+            ``min_user_interactions``, ``min_item_interactions``: as ``SequenceDataModule``'s.
+        eval_on: names of the domains that validation and test cover (default: all), in order.
+        the rest: loader settings shared by every domain, as ``SequenceDataModule``'s.
+    """
+
+    def __init__(self, domains: list[dict[str, Any]], eval_on: list[str] | None = None, cache_dir: str | None = None,
+                 download: bool = True, use_cache: bool = True, max_seq_len: int = 200, exclude: Exclude = "history",
+                 train_windows: Literal["last", "all"] = "last", bucket_by_length: bool = True, batch_size: int = 128,
+                 eval_batch_size: int = 512, num_workers: int = 0):
+        # Not SequenceDataModule.__init__: there is no single source; the domains hold theirs.
+        super(SequenceDataModule, self).__init__()
+        check_loader_options(max_seq_len, exclude, train_windows, batch_size, eval_batch_size)
+        if not domains:
+            raise DataError("data.domains is empty: list at least one domain, e.g. [{dataset: plain, root: ...}]")
+        self.save_hyperparameters()
+        self.names: list[str] = []
+        self.parts: list[tuple[Source, int, int]] = []  # source, k-core settings
+        for i, spec in enumerate(domains):
+            if not isinstance(spec, dict) or "dataset" not in spec:
+                raise DataError(f"data.domains[{i}] must be a mapping with at least 'dataset' (got {spec!r})")
+            unknown = sorted(set(spec) - set(DOMAIN_KEYS))
+            if unknown:
+                raise DataError(f"data.domains[{i}] has unknown key(s) {unknown}; known: {list(DOMAIN_KEYS)}")
+            name = str(spec.get("name") or spec["dataset"])
+            if name in self.names:
+                raise DataError(f"data.domains[{i}]: domain name {name!r} is used twice; give each domain a unique 'name'")
+            self.names.append(name)
+            self.parts.append((
+                get_source(spec["dataset"], root=spec.get("root"), cache_dir=cache_dir, download=download,
+                           **(spec.get("dataset_options") or {})),
+                spec.get("min_user_interactions", 0), spec.get("min_item_interactions", 0),
+            ))
+        missing = [n for n in (eval_on or []) if n not in self.names]
+        if missing:
+            raise DataError(f"data.eval_on names unknown domain(s) {missing}; the domains are {self.names}")
+        self.eval_names = list(eval_on or self.names)
+        self._data: SequenceData | None = None
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load(self) -> SequenceData:
+        if self._data is not None:
+            return self._data
+        datas = []
+        for name, (source, min_user, min_item) in zip(self.names, self.parts):
+            data = load_sequences(source, min_user, min_item, self.hparams.use_cache)
+            rank_zero_info(f"genrec: domain {name!r} ({data.name}): {data.num_users:,} users, {data.num_items:,} items, "
+                           f"{data.num_interactions:,} interactions")
+            datas.append(data)
+        self._data = combine(self.names, datas)
+        first = np.cumsum([0] + [d.num_items for d in datas])
+        self.item_ranges = {n: (int(first[i]) + 1, int(first[i + 1])) for i, n in enumerate(self.names)}
+        user_first = np.cumsum([0] + [d.num_users for d in datas])
+        self.user_ranges = {n: (int(user_first[i]), int(user_first[i + 1])) for i, n in enumerate(self.names)}
+        self._split()
+        return self._data
+
+    @property
+    def eval_domains(self) -> list[tuple[str, int, int]]:
+        """``(name, first_id, last_id)`` of each evaluated domain, in the order of the eval loaders."""
+        self._load()
+        return [(n, *self.item_ranges[n]) for n in self.eval_names]
+
+    # -- loaders ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        hp = self.hparams
+        self.val_sets, self.test_sets = [], []
+        for name in self.eval_names:
+            lo, hi = self.user_ranges[name]
+            mine = (self.eval_users >= lo) & (self.eval_users < hi)
+            users = self.eval_users[mine]
+            self.val_sets.append(EvalTargets(self.data, users, self.val_pos[mine], hp.max_seq_len))
+            self.test_sets.append(EvalTargets(self.data, users, self.test_pos[mine], hp.max_seq_len))
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(s, train=False) for s in self.val_sets]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(s, train=False) for s in self.test_sets]
+
+
+def combine(names: list[str], datas: list[SequenceData]) -> SequenceData:
+    """Domains side by side in one id space (items and users of domain d after those of d-1)."""
+    item_shift = np.cumsum([0] + [d.num_items for d in datas])
+    offsets = [np.zeros(1, np.int64)]
+    for d in datas:
+        offsets.append(d.offsets[1:] + offsets[-1][-1])
+    texts = [d.item_text for d in datas]
+    if all(t is not None for t in texts):
+        frames = [t.iloc[1:].assign(domain=n) for n, t in zip(names, texts)]
+        item_text = pd.concat([pd.DataFrame(index=[0]), *frames], ignore_index=True)
+        item_text = item_text.astype(object).where(item_text.notna(), "")
+    else:
+        item_text = None
+        without = [n for n, t in zip(names, texts) if t is None]
+        rank_zero_info(f"genrec: domains {without} have no item text, so the joint catalogue has none (ID models only)")
+    counts: dict[str, int] = {}
+    for n, d in zip(names, datas):
+        for k, v in d.counts.items():
+            counts[k] = counts.get(k, 0) + v
+            counts[f"{n}:{k}"] = v
+    return SequenceData(
+        name="+".join(names),
+        offsets=np.concatenate(offsets),
+        items=np.concatenate([d.items + item_shift[i] for i, d in enumerate(datas)]),
+        timestamps=np.concatenate([d.timestamps for d in datas]),
+        user_ids=np.concatenate([np.array([f"{n}:{u}" for u in d.user_ids], dtype=object) for n, d in zip(names, datas)]),
+        item_ids=np.concatenate([np.array([datas[0].item_ids[0]], dtype=object)]
+                                + [np.array([f"{n}:{i}" for i in d.item_ids[1:]], dtype=object) for n, d in zip(names, datas)]),
+        item_text=item_text,
+        has_timestamps=all(d.has_timestamps for d in datas),
+        counts=counts,
+        fingerprint=hashlib.sha256("|".join(f"{n}={d.fingerprint}" for n, d in zip(names, datas)).encode()).hexdigest()[:16],
+    )
