@@ -23,7 +23,7 @@ import lightning as L
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.evaluation import RankingMetrics, ranks_from_topk
@@ -49,6 +49,13 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             (``max_seq_len`` in items; must cover the data module's ``max_seq_len``).
         decoder_features: also embed each code by the tokenizer decoder's reconstruction of its
             text-embedding chunk (fixed), so codes carry the text space's geometry.
+        text_prior: add a text-similarity prior to every token's logits: ``scale_t * <u_t, g_t(c)>``
+            with ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the
+            history's text embeddings (the text baseline's user vector), ``u_t`` its t-th chunk and
+            ``g_t(c)`` the mean t-th chunk of the catalogue items whose token t is ``c``. Summed over
+            the T tokens it approximates the text baseline's cosine, so the decoder learns what text
+            similarity misses; ``g`` is recomputed for every catalogue, so the prior carries over
+            zero-shot. ``scale_t`` starts at ``prior_scale`` and is learned.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -59,10 +66,13 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None, dropout: float = 0.1,
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
+                 text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
                  label_smoothing: float = 0.0, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
         check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
+        if not 0 < prior_decay <= 1:
+            raise ValueError(f"model.prior_decay must be in (0, 1], got {prior_decay}")
         if tokenizer_config is None and not tokenizer_ckpt:
             raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
@@ -74,6 +84,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                      num_heads, ffn_dim, dropout, max_seq_len, text_input,
                                      tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
         self.k = max([*hr_ks, *ndcg_ks])
+        self.prior_scale = nn.Parameter(torch.full((tokenizer.num_tokens,), float(prior_scale))) if text_prior else None
+        self.prior_features: list[Tensor] = []  # per token position: (codes used there, E/T) chunk means
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -125,6 +137,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.item_local = local.to(self.device)
         self.slot_vocab = [v.to(self.device) for v in vocab]
         self.item_text = embeddings.float().to(self.device)
+        self.prior_features = self._chunk_means(F.normalize(embeddings.float().cpu(), dim=-1), local)
         self.trie = CodeTrie(local[1:]).to(self.device)
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
         if self.net.feature_dim:
@@ -132,6 +145,34 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.catalogue_key = key
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
+
+    def _chunk_means(self, unit: Tensor, local: Tensor) -> list[Tensor]:
+        """Per token position t: the mean t-th embedding chunk of the items using each code there."""
+        T = local.shape[1]
+        chunks = unit[1:].reshape(len(unit) - 1, T, -1)  # (N, T, E/T)
+        out = []
+        for t, vocab in enumerate(self.slot_vocab):
+            sums = torch.zeros(len(vocab), chunks.shape[-1]).index_add_(0, local[1:, t], chunks[:, t])
+            counts = torch.bincount(local[1:, t], minlength=len(vocab)).clamp(min=1)
+            out.append((sums / counts[:, None]).to(self.device))
+        return out
+
+    def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
+        L = items.shape[1]
+        age = torch.arange(L, device=items.device)
+        age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
+        weights = torch.where(age >= 0, self.hparams.prior_decay ** age.clamp(min=0).float(), 0.0)
+        text = F.normalize(self.item_text[items], dim=-1) * (items > 0)[..., None]
+        if lengths is not None:
+            last = (lengths - 1).clamp(min=0)
+            return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
+        return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
+
+    def prior_logits(self, users: Tensor, t: int) -> Tensor:
+        """Text prior of token position t over the codes used there: users (…, E) → (…, V_t)."""
+        chunk = users.shape[-1] // len(self.prior_features)
+        return self.prior_scale[t] * (users[..., t * chunk : (t + 1) * chunk] @ self.prior_features[t].T)
 
     @torch.no_grad()
     def code_features(self) -> Tensor:
@@ -168,8 +209,14 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         target = self.item_codes[batch["targets"][valid]]  # (M, T)
         local = self.item_local[batch["targets"][valid]]  # (M, T)
         queries = self.net.next_queries(states[valid], target)  # (M, T, D)
-        per_item = sum(F.cross_entropy(self.token_logits(queries[:, t], t), local[:, t], reduction="none",
-                                       label_smoothing=self.hparams.label_smoothing) for t in range(target.shape[1]))
+        users = self.prior_users(batch["items"])[valid] if self.prior_scale is not None else None  # (M, E)
+        per_item = 0
+        for t in range(target.shape[1]):
+            logits = self.token_logits(queries[:, t], t)
+            if users is not None:
+                logits = logits + self.prior_logits(users, t)
+            per_item = per_item + F.cross_entropy(logits, local[:, t], reduction="none",
+                                                  label_smoothing=self.hparams.label_smoothing)
         if self.user_weights is not None:
             w = self.user_weights.to(per_item.device)[batch["user"]]  # (B,)
             per_item = per_item * w[:, None].expand_as(valid)[valid]
@@ -188,11 +235,14 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         states = self.net(codes, text, lengths)
         last = states[torch.arange(len(states), device=states.device), (lengths - 1).clamp(min=0)]  # (B, T, D)
         tables = [self.net.code_table(v, t) for t, v in enumerate(self.slot_vocab)]
+        priors = ([self.prior_logits(self.prior_users(batch["items"], lengths), t)[:, None] for t in range(len(tables))]
+                  if self.prior_scale is not None else None)  # each (B, 1, V_t)
 
         def step(t: int, prefix: Tensor) -> Tensor:  # prefix (B, W, t) local indices
             state = last[:, t, None].expand(-1, prefix.shape[1], -1)  # (B, W, D)
             codes = torch.stack([self.slot_vocab[s][prefix[..., s]] for s in range(t)], -1) if t else prefix
-            return self.token_logits(self.net.step_query(state, codes), t, tables[t]).log_softmax(-1)
+            logits = self.token_logits(self.net.step_query(state, codes), t, tables[t])
+            return (logits if priors is None else logits + priors[t]).log_softmax(-1)
 
         return constrained_beam_search(step, self.trie if trie is None else trie, len(lengths), self.hparams.beam_width, k, exclude)
 

@@ -135,3 +135,46 @@ def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
     with torch.no_grad():
         ranks = m._eval_step(b, m.val_metrics, domain)
     assert ranks.tolist() == [3, 3, 3, 3]
+
+
+def test_text_prior_is_the_chunked_text_baseline_cosine():
+    m, b = module(text_prior=True, prior_scale=1.0), batch()
+    # user vector = the text baseline's: unit recency-weighted mean of the history's unit embeddings
+    from genrec.evaluation.text_baseline import TextScorer
+    scorer = TextScorer(m.item_text, decay=m.hparams.prior_decay)
+    users = m.prior_users(b["items"], b["lengths"])
+    assert torch.allclose(users, scorer.user_vectors(b), atol=1e-5)
+    # every position's vector is the same computation on the prefix ending there
+    per_pos = m.prior_users(b["items"])
+    assert torch.allclose(per_pos[0, 2], scorer.user_vectors({"items": b["items"][:1, :3], "lengths": torch.tensor([3])})[0], atol=1e-5)
+    # token t's prior of code c: <u's t-th chunk, mean t-th chunk of the catalogue items using c there>
+    unit = torch.nn.functional.normalize(m.item_text, dim=-1)[1:].view(30, 2, 4)
+    for t in range(2):
+        for c in range(len(m.slot_vocab[t])):
+            users_of_c = m.item_local[1:, t] == c
+            if users_of_c.any():
+                g = unit[users_of_c, t].mean(0)
+                assert torch.allclose(m.prior_logits(users, t)[:, c], users[:, 4 * t : 4 * t + 4] @ g, atol=1e-5)
+
+
+def test_with_the_prior_decoding_scores_are_still_exact_sequence_log_probs():
+    m, b = module(text_prior=True), batch()
+    items, scores = m.recommend(b, 5)
+    codes, text = m._inputs(b["items"])
+    states = m.net(codes, text, b["lengths"])[torch.arange(4), b["lengths"] - 1]
+    queries = m.net.next_queries(states[:, None].expand(-1, 5, -1, -1).reshape(20, 2, -1), m.item_codes[items].view(20, 2))
+    users = m.prior_users(b["items"], b["lengths"]).repeat_interleave(5, 0)
+    local = m.item_local[items].view(20, 2)
+    logp = sum((m.token_logits(queries[:, t], t) + m.prior_logits(users, t)).log_softmax(-1).gather(1, local[:, t, None])[:, 0]
+               for t in range(2))
+    assert torch.allclose(scores, logp.view(4, 5), atol=1e-4)
+    # and training lowers the loss with the prior's scale learned along
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = m.training_step(b, 0)
+    for _ in range(20):
+        opt.zero_grad()
+        loss = m.training_step(b, 0)
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item() and not torch.equal(m.prior_scale, torch.full((2,), 20.0))
