@@ -180,6 +180,9 @@ class SequenceDataModule(L.LightningDataModule):
         bucket_by_length: batch training windows of similar length together (less padding;
             see ``genrec.data.batching``); ``false`` gives plain shuffled batches. Either way the
             order follows ``seed_everything`` and the epoch.
+        fit_on_validation: also train on each user's validation target (the HSTU paper code's
+            protocol, which holds out only the test item). Validation metrics are then seen-data
+            metrics: choose the epoch count on a run without it, then refit with it for that count.
     """
 
     def __init__(
@@ -196,6 +199,7 @@ class SequenceDataModule(L.LightningDataModule):
         exclude: Exclude = "history",
         train_windows: Literal["last", "all"] = "last",
         bucket_by_length: bool = True,
+        fit_on_validation: bool = False,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -236,7 +240,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.val_pos = data.offsets[evaluable] + lengths[evaluable] - 2
         self.test_pos = data.offsets[evaluable] + lengths[evaluable] - 1
         self.train_end = data.offsets[1:].copy()
-        self.train_end[evaluable] -= 2
+        # Training stops before the validation target, or (fit_on_validation) before the test target.
+        self.train_end[evaluable] -= 1 if self.hparams.get("fit_on_validation", False) else 2
         counts = data.counts
         counts["users_not_evaluated_lt3"] = int(len(lengths) - len(evaluable))
         counts["users_without_training_pair"] = int((self.train_end - data.offsets[:-1] < 2).sum())

@@ -69,6 +69,21 @@ def test_no_leakage_of_eval_targets_into_training(tmp_path):
     assert checked >= 200
 
 
+def test_fit_on_validation_trains_on_the_validation_target_but_never_the_test_target(tiny):
+    dm = make(tiny, max_seq_len=10, batch_size=8, fit_on_validation=True)
+    a = list(dm.data.user_ids).index("a")
+    batch = next(iter(dm.train_dataloader()))
+    row = batch["user"].tolist().index(a)
+    n = batch["lengths"][row].item()
+    assert raw(dm, batch["targets"][row, :n].tolist()) == ["11", "12", "13"]  # 13 = a's validation target
+    tb = next(iter(dm.test_dataloader()))
+    assert raw(dm, [tb["target"][tb["user"].tolist().index(a)].item()]) == ["14"]  # test target held out
+    plain = make(tiny, max_seq_len=10, batch_size=8)
+    batch = next(iter(plain.train_dataloader()))
+    row = batch["user"].tolist().index(a)
+    assert raw(plain, batch["targets"][row, : batch["lengths"][row].item()].tolist()) == ["11", "12"]
+
+
 def test_all_windows_cover_every_training_target_once(tmp_path):
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 100, "seed": 1},
                             max_seq_len=7, train_windows="all", batch_size=1000)
