@@ -5,6 +5,11 @@ the raw stream, then LayerNorm → point-wise FFN with residual; a final LayerNo
 ``norm="post"`` is the classic post-norm transformer block. Attention is causal softmax attention
 through ``scaled_dot_product_attention``; sequences are right-padded, so the causal mask alone
 keeps padding out of every valid position. Outputs are L2-normalised.
+
+Positions: the original code left-pads every window to the maximum length, so its absolute
+position embeddings count back from the window's most recent item. ``positions="from_end"``
+(default) reproduces that on right-padded batches (index = steps before the last item);
+``"from_start"`` counts from the window's first item instead.
 """
 from __future__ import annotations
 
@@ -51,14 +56,17 @@ class SASRec(nn.Module):
     """SASRec encoder (paper ML-1M: d 50, 2 blocks, 1 head, FFN 50, dropout 0.2)."""
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, ffn_dim: int | None = None,
-                 dropout: float = 0.2, max_seq_len: int = 200, norm: Literal["pre", "post"] = "pre"):
+                 dropout: float = 0.2, max_seq_len: int = 200, norm: Literal["pre", "post"] = "pre",
+                 positions: Literal["from_end", "from_start"] = "from_end"):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if dim % num_heads:
             raise ValueError(f"SASRec dim {dim} must be divisible by num_heads {num_heads}")
         if norm not in ("pre", "post"):
             raise ValueError(f"SASRec norm must be 'pre' or 'post', got {norm!r}")
-        self.dim, self.max_seq_len, self.norm = dim, max_seq_len, norm
+        if positions not in ("from_end", "from_start"):
+            raise ValueError(f"SASRec positions must be 'from_end' or 'from_start', got {positions!r}")
+        self.dim, self.max_seq_len, self.norm, self.positions = dim, max_seq_len, norm, positions
         self.pos_emb = nn.Embedding(max_seq_len, dim)
         self.input_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(SASRecBlock(dim, num_heads, ffn_dim or dim, dropout, norm) for _ in range(num_blocks))
@@ -69,7 +77,12 @@ class SASRec(nn.Module):
         if L > self.max_seq_len:
             raise ValueError(f"sequence length {L} exceeds SASRec max_seq_len {self.max_seq_len}")
         valid = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)
-        h = self.input_dropout(x * math.sqrt(D) + self.pos_emb.weight[:L]) * valid
+        steps = torch.arange(L, device=x.device)
+        if self.positions == "from_end":
+            pos = self.pos_emb((lengths[:, None] - 1 - steps[None]).clamp(min=0))  # (B, L, D)
+        else:
+            pos = self.pos_emb.weight[:L]
+        h = self.input_dropout(x * math.sqrt(D) + pos) * valid
         for block in self.blocks:
             h = block(h) * valid
         return F.normalize(self.final_norm(h), dim=-1, eps=1e-6)

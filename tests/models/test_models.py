@@ -102,3 +102,20 @@ def test_compiled_attention_matches_eager():
     out_c.sum().backward()
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-4), name
+
+
+def test_sasrec_positions_count_back_from_the_most_recent_item():
+    # from_end on a length-n history = from_start with the first n position rows reversed, i.e.
+    # what the original left-padded SASRec computes: the newest item always gets position 0.
+    torch.manual_seed(0)
+    x, ts, _ = _inputs(B=1, L=8)
+    end = SASRec(dim=16, max_seq_len=12, dropout=0.0).eval()
+    for n in (8, 5):
+        start = SASRec(dim=16, max_seq_len=12, dropout=0.0, positions="from_start").eval()
+        start.load_state_dict(end.state_dict())
+        with torch.no_grad():
+            start.pos_emb.weight[:n] = end.pos_emb.weight[:n].flip(0)
+        lengths = torch.tensor([n])
+        assert torch.allclose(end(x, ts, lengths)[:, :n], start(x, ts, lengths)[:, :n], atol=1e-5)
+    with pytest.raises(ValueError, match="positions"):
+        SASRec(positions="left")
