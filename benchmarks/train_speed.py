@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[200, 1024, 4096])
     p.add_argument("--models", nargs="+", default=["hstu", "hstu-compiled", "sasrec"],
                    help="hstu, hstu-compiled (attention core through torch.compile), sasrec")
-    p.add_argument("--negatives", nargs="+", default=["sequence"], help="position, pool, sequence, batch")
+    p.add_argument("--negatives", nargs="+", default=["sequence"], help="position, sequence, batch")
     p.add_argument("--tokens", type=int, default=8192, help="tokens per step")
     p.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
     p.add_argument("--warmup", type=int, default=2)

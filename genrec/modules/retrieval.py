@@ -37,10 +37,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         num_items: catalogue size N (linked from the data module; ids 1..N, 0 = padding).
         loss: ``sampled_softmax`` (paper setting) or ``full_softmax``.
         num_negatives: uniform negatives per position for the sampled softmax.
-        negatives: ``position`` draws fresh negatives for every position (paper); ``pool`` gives
-            every position its own ``num_negatives`` drawn uniformly from one uniform pool of
-            ``negative_pool`` items per batch (per-position diversity at the cost of one matrix
-            product, no per-position gather); ``sequence``
+        negatives: ``position`` draws fresh negatives for every position (paper); ``sequence``
             shares one draw across a sequence's positions, ``batch`` one draw across the batch
             (both far cheaper on CPU; see benchmarks/).
         temperature: softmax temperature on cosine scores (paper: 0.05).
@@ -59,8 +56,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         num_items: int = 0,
         loss: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax",
         num_negatives: int = 128,
-        negatives: Literal["position", "pool", "sequence", "batch"] = "position",
-        negative_pool: int = 1024,
+        negatives: Literal["position", "sequence", "batch"] = "position",
         temperature: float = 0.05,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -78,10 +74,8 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             raise ValueError("model.num_items must be positive: it is linked from the data module (data.num_items)")
         if loss not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"model.loss must be 'sampled_softmax' or 'full_softmax', got {loss!r}")
-        if negatives not in ("position", "pool", "sequence", "batch"):
-            raise ValueError(f"model.negatives must be 'position', 'pool', 'sequence' or 'batch', got {negatives!r}")
-        if negatives == "pool" and negative_pool < num_negatives:
-            raise ValueError(f"model.negative_pool ({negative_pool}) must be at least model.num_negatives ({num_negatives})")
+        if negatives not in ("position", "sequence", "batch"):
+            raise ValueError(f"model.negatives must be 'position', 'sequence' or 'batch', got {negatives!r}")
         check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
         self.save_hyperparameters(ignore=["net"])
         self.net = net
@@ -172,12 +166,6 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             flat = states[valid]  # (M, D)
             neg_ids = torch.randint(1, hp.num_items + 1, (len(flat), K), device=dev)
             neg = torch.bmm(items[neg_ids], flat.unsqueeze(-1)).squeeze(-1)  # (M, K)
-        elif hp.negatives == "pool":
-            pool = torch.randint(1, hp.num_items + 1, (hp.negative_pool,), device=dev)
-            flat = states[valid]  # (M, D)
-            cols = torch.randint(0, hp.negative_pool, (len(flat), K), device=dev)  # K pool columns per position
-            neg = (flat @ items[pool].T).gather(1, cols)  # (M, K)
-            neg_ids = pool[cols]
         elif hp.negatives == "sequence":
             ids = torch.randint(1, hp.num_items + 1, (B, K), device=dev)
             neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, K) -> (M, K)

@@ -34,17 +34,17 @@ def test_full_softmax_is_cross_entropy_over_the_catalogue():
     assert torch.allclose(m.training_step(b, 0), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("negatives", ["position", "pool", "sequence", "batch"])
+@pytest.mark.parametrize("negatives", ["position", "sequence", "batch"])
 def test_a_negative_equal_to_the_positive_is_masked(negatives):
     # With one item every negative equals the positive: all are masked and the loss is exactly 0.
-    m = module(N=1, negatives=negatives, num_negatives=5, negative_pool=16)
+    m = module(N=1, negatives=negatives, num_negatives=5)
     b = batch(N=1)
     assert m.training_step(b, 0).item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("negatives", ["position", "pool", "sequence", "batch"])
+@pytest.mark.parametrize("negatives", ["position", "sequence", "batch"])
 def test_sampled_softmax_matches_a_hand_computation(negatives):
-    m, b = module(negatives=negatives, num_negatives=7, temperature=0.1, negative_pool=32), batch()
+    m, b = module(negatives=negatives, num_negatives=7, temperature=0.1), batch()
     torch.manual_seed(123)
     loss = m.training_step(b, 0)
     torch.manual_seed(123)
@@ -55,21 +55,6 @@ def test_sampled_softmax_matches_a_hand_computation(negatives):
     states = m.encode(b)[b["targets"] > 0]
     pos = (states * m.item_vectors()[b["targets"][b["targets"] > 0]]).sum(-1) / 0.1
     assert torch.allclose(logits[:, 0], pos, atol=1e-5)
-
-
-def test_pool_negatives_differ_per_position_and_score_the_pool_items():
-    m, b = module(negatives="pool", num_negatives=6, negative_pool=12, temperature=0.1), batch()
-    valid = b["targets"] > 0
-    torch.manual_seed(5)
-    logits = m._logits(m.encode(b), b["targets"], valid)
-    torch.manual_seed(5)
-    pool = torch.randint(1, 21, (12,))
-    cols = torch.randint(0, 12, (valid.sum().item(), 6))
-    states, items = m.encode(b)[valid], m.item_vectors()
-    expected = (states[:, None] * items[pool[cols]]).sum(-1) / 0.1
-    expected = expected.masked_fill(pool[cols] == b["targets"][valid][:, None], float("-inf"))
-    assert torch.allclose(logits[:, 1:], expected, atol=1e-5)
-    assert len({tuple(r) for r in cols.tolist()}) > 1  # positions get their own draws
 
 
 def test_user_weights_scale_each_users_terms():
