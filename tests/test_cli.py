@@ -130,3 +130,26 @@ def test_run_folder_resolves_to_the_best_checkpoint(tmp_path):
     report = evaluate.main(["--ckpt", str(run), "--out", str(tmp_path / "eval"), "--no-baseline"])
     assert report["checkpoint"].endswith(".ckpt") and "last" not in report["checkpoint"]
     assert "epoch" in report["checkpoint"]
+
+
+def test_a_stale_mid_epoch_last_checkpoint_does_not_hide_the_best(tmp_path):
+    # What a run with the mid-epoch saver leaves: last.ckpt written mid-epoch 58 still names the
+    # epoch-54 best, which epoch 59 replaced on disk; last-v1.ckpt (after epoch 59's validation)
+    # names the real best. The newest record wins; a missing best is an error, not last.ckpt.
+    from genrec.modules.checkpoints import resolve_checkpoint
+
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+
+    def save(name, step, best):
+        state = {"ModelCheckpoint{'monitor': 'val/ndcg@10'}": {"best_model_path": str(folder / best)},
+                 "ModelCheckpoint{'monitor': None}": {"best_model_path": ""}}
+        torch.save({"state_dict": {}, "hyper_parameters": {}, "global_step": step, "callbacks": state}, folder / name)
+
+    save("last.ckpt", 4000, "epoch054.ckpt")
+    save("last-v1.ckpt", 4080, "epoch059.ckpt")
+    save("epoch059.ckpt", 4080, "epoch059.ckpt")
+    assert resolve_checkpoint(tmp_path / "run") == folder / "epoch059.ckpt"
+    (folder / "epoch059.ckpt").unlink()
+    with pytest.raises(FileNotFoundError, match="epoch059.ckpt, is missing"):
+        resolve_checkpoint(tmp_path / "run")

@@ -40,23 +40,31 @@ def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or for a run folder the best checkpoint on the monitored validation metric.
 
-    The best path is the one ``ModelCheckpoint`` recorded in ``last.ckpt``; it is looked up beside
+    The best path is what the monitoring ``ModelCheckpoint`` recorded in the newest (highest
+    global step) of the folder's ``last*.ckpt`` files: a run writes several (the mid-epoch one
+    may predate the last validation, so its record can be stale). The path is looked up beside
     the run folder when the run was started from another working directory.
     """
     path = Path(path)
     if not path.is_dir():
         return path
-    last = path / "checkpoints" / "last.ckpt"
-    if not last.is_file():
+    folder = path / "checkpoints"
+    lasts = sorted(folder.glob("last*.ckpt"))
+    if not lasts:
         raise FileNotFoundError(f"{path} holds no checkpoints/last.ckpt: pass a run folder written by train.py or a .ckpt file")
-    state = load_checkpoint(last).get("callbacks", {})
-    for key, value in state.items():
-        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
-            best = Path(value["best_model_path"])
-            for candidate in (best, path / "checkpoints" / best.name):
-                if candidate.is_file():
-                    return candidate
-    return last
+    newest_step, best = -1, None
+    for last in lasts:
+        ckpt = load_checkpoint(last)
+        for key, value in ckpt.get("callbacks", {}).items():
+            if key.startswith("ModelCheckpoint") and value.get("best_model_path") and ckpt.get("global_step", 0) > newest_step:
+                newest_step, best = ckpt.get("global_step", 0), Path(value["best_model_path"])
+    if best is None:
+        return max(lasts, key=lambda f: f.stat().st_mtime)
+    for candidate in (best, folder / best.name):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: the best checkpoint recorded by the run, {best.name}, is missing from {folder}; "
+                            "pass a checkpoint file explicitly")
 
 
 def class_path(obj: Any) -> str:
