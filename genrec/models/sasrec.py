@@ -8,8 +8,10 @@ keeps padding out of every valid position. Outputs are L2-normalised.
 
 Positions: the original code left-pads every window to the maximum length, so its absolute
 position embeddings count back from the window's most recent item. ``positions="from_end"``
-(default) reproduces that on right-padded batches (index = steps before the last item);
-``"from_start"`` counts from the window's first item instead.
+reproduces that on right-padded batches (index = steps before the last item); ``"from_start"``
+(default) counts from the window's first item. On ML-1M (configs/sasrec/ml-1m.yaml settings, seed
+42) from_start tested slightly better (HR@10 .2614 vs .2520); on the synthetic quickstart data
+from_end did (validation HR@10 .088 vs .072 after 4 epochs).
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ class SASRec(nn.Module):
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, ffn_dim: int | None = None,
                  dropout: float = 0.2, max_seq_len: int = 200, norm: Literal["pre", "post"] = "pre",
-                 positions: Literal["from_end", "from_start"] = "from_end"):
+                 positions: Literal["from_end", "from_start"] = "from_start"):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if dim % num_heads:

@@ -109,7 +109,7 @@ def test_sasrec_positions_count_back_from_the_most_recent_item():
     # what the original left-padded SASRec computes: the newest item always gets position 0.
     torch.manual_seed(0)
     x, ts, _ = _inputs(B=1, L=8)
-    end = SASRec(dim=16, max_seq_len=12, dropout=0.0).eval()
+    end = SASRec(dim=16, max_seq_len=12, dropout=0.0, positions="from_end").eval()
     for n in (8, 5):
         start = SASRec(dim=16, max_seq_len=12, dropout=0.0, positions="from_start").eval()
         start.load_state_dict(end.state_dict())
