@@ -9,6 +9,7 @@ shared inputs, or reduced across ranks before it is acted on, so ranks never div
 * ``RankStepSeed``: reseeds torch before every training batch from (seed, rank, epoch, batch), so
   negatives and dropout differ between ranks, repeat across runs and continue exactly on resume.
 * ``WandbRunId``: stores the W&B run id in the checkpoint, so a resumed run continues that run.
+* ``FinalCheckpoint``: writes ``final.ckpt``, the state at the end of training (a default callback).
 
 ``genrec.cli`` adds all three to every run (see ``REQUIRED_CALLBACKS``).
 """
@@ -159,3 +160,21 @@ def run_id(trainer: L.Trainer) -> str | None:
             if isinstance(found, str) and found:
                 return found
     return None
+
+
+class FinalCheckpoint(L.Callback):
+    """Saves ``final.ckpt`` beside the run's other checkpoints when training ends.
+
+    Lightning writes ``last.ckpt`` only when some checkpoint is written (an improvement, or the
+    mid-epoch saver's step), so the state at the end of the last epoch can be missing from a run;
+    a refit for a fixed number of epochs (``data.fit_on_validation``) needs exactly that state.
+    Every rank calls ``save_checkpoint`` (it is collective under DDP); rank 0 writes.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)), None)
+        if dirpath is None:
+            dirpath = os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
+        trainer.save_checkpoint(os.path.join(dirpath, "final.ckpt"))

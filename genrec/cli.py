@@ -32,6 +32,7 @@ DEFAULT_CALLBACKS = [
     },
     {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
     {"class_path": "genrec.timing.EpochTimer"},
+    {"class_path": "genrec.callbacks.FinalCheckpoint"},
 ]
 
 # Added to every run unless trainer.callbacks already has one; when it has several, the last wins

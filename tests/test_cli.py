@@ -132,6 +132,19 @@ def test_run_folder_resolves_to_the_best_checkpoint(tmp_path):
     assert "epoch" in report["checkpoint"]
 
 
+def test_the_state_at_the_end_of_training_is_saved_even_without_an_improvement(tmp_path):
+    # validation only at epoch 1 of 3: no checkpoint is due after epochs 2 and 3, yet final.ckpt
+    # holds the weights the run ended with
+    cli = train_main(tiny_args(tmp_path, epochs=3, extra=["--trainer.check_val_every_n_epoch", "2"]))
+    final = run_dir(tmp_path) / "checkpoints" / "final.ckpt"
+    from genrec.modules.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(final)
+    assert ckpt["global_step"] == cli.trainer.global_step and ckpt["epoch"] == 3  # all 3 epochs done
+    for name, value in cli.model.state_dict().items():
+        assert torch.equal(ckpt["state_dict"][name], value), name
+
+
 def test_a_stale_mid_epoch_last_checkpoint_does_not_hide_the_best(tmp_path):
     # What a run with the mid-epoch saver leaves: last.ckpt written mid-epoch 58 still names the
     # epoch-54 best, which epoch 59 replaced on disk; last-v1.ckpt (after epoch 59's validation)
