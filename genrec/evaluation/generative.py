@@ -51,13 +51,14 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
     hp = model.hparams
     full = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False)  # noqa: E731
     results, seconds = {}, 0.0
+    if baseline:  # built once, shared by every domain
+        pop, text = PopularityScorer(dm.train_item_counts()), TextScorer(model.item_text.cpu(), text_decay)
     for label, loader, domain in eval_parts(dm, split):
         start = time.perf_counter()
         metrics = RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False, max_rank=model.k)
         results[f"model{label}"] = evaluate_generative(model, loader, metrics, domain)
         seconds += time.perf_counter() - start
         if baseline:
-            pop, text = PopularityScorer(dm.train_item_counts()), TextScorer(model.item_text.cpu(), text_decay)
             results[f"popularity{label}"] = evaluate_scorer(pop, loader, full(), domain=domain)
             results[f"text{label}"] = evaluate_scorer(text, loader, full(), domain=domain)
     report = {

@@ -65,12 +65,12 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
     hp = model.hparams
     metrics = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks)  # noqa: E731
     results, seconds = {}, 0.0
+    pop = PopularityScorer(dm.train_item_counts()) if baseline else None  # one count for all domains
     for label, loader, domain in eval_parts(dm, split):
         start = time.perf_counter()
         results[f"model{label}"] = evaluate_scorer(model, loader, metrics(), hp.eval_chunk_size, domain)
         seconds += time.perf_counter() - start
-        if baseline:
-            pop = PopularityScorer(dm.train_item_counts())
+        if pop is not None:
             results[f"popularity{label}"] = evaluate_scorer(pop, loader, metrics(), hp.eval_chunk_size, domain)
     report = {
         "checkpoint": str(ckpt_path),
