@@ -137,6 +137,16 @@ def restrict_to_domain(items: Tensor, target: Tensor, exclude: Tensor | None, fi
     return sliced, target - shift, exclude
 
 
+def batch_ranks(users: Tensor, items: Tensor, batch: dict[str, Tensor], chunk_size: int = 65536,
+                domain: tuple[int, int] | None = None) -> Tensor:
+    """Target ranks of an evaluation batch (its ``target`` and optional ``exclude``) among ``items``,
+    or among the ids ``domain = (first, last)`` only."""
+    target, exclude = batch["target"], batch.get("exclude")
+    if domain is not None:
+        items, target, exclude = restrict_to_domain(items, target, exclude, *domain)
+    return target_ranks(users, items, target, exclude, chunk_size)
+
+
 def ranks_from_topk(topk_ids: Tensor, targets: Tensor) -> Tensor:
     """Rank of each target in a ranked list: its first position, or K (the list length) when absent.
 

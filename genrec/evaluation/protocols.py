@@ -13,7 +13,7 @@ from typing import Iterable, Protocol
 import torch
 from torch import Tensor
 
-from genrec.evaluation.metrics import RankingMetrics, popularity_vectors, restrict_to_domain, target_ranks
+from genrec.evaluation.metrics import RankingMetrics, batch_ranks, popularity_vectors
 
 
 class Scorer(Protocol):
@@ -39,10 +39,7 @@ class PopularityScorer:
 def evaluate_scorer(scorer: Scorer, batches: Iterable[dict[str, Tensor]], metrics: RankingMetrics,
                     chunk_size: int = 65536, domain: tuple[int, int] | None = None) -> dict[str, float]:
     """Metrics of ``scorer`` over ``batches``, ranking within ids ``domain = (first, last)`` if given."""
-    all_items = scorer.item_vectors()
+    items = scorer.item_vectors()
     for batch in batches:
-        items, target, exclude = all_items, batch["target"], batch.get("exclude")
-        if domain is not None:
-            items, target, exclude = restrict_to_domain(items, target, exclude, *domain)
-        metrics.update(target_ranks(scorer.user_vectors(batch), items, target, exclude, chunk_size))
+        metrics.update(batch_ranks(scorer.user_vectors(batch), items, batch, chunk_size, domain))
     return {k: float(v) for k, v in metrics.compute().items()}

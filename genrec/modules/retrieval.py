@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genrec.evaluation import RankingMetrics, restrict_to_domain, target_ranks, topk_items
+from genrec.evaluation import RankingMetrics, topk_items
+from genrec.evaluation.metrics import batch_ranks
 from genrec.modules.checkpoints import (
     CheckpointMismatchError,
     build_net,
@@ -200,10 +201,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
     def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics,
                    domain: tuple[int, int] | None = None) -> Tensor:
         """Rank each target among the catalogue, or among ids ``domain = (first, last)`` only."""
-        items, target, exclude = self._eval_items, batch["target"], batch.get("exclude")
-        if domain is not None:
-            items, target, exclude = restrict_to_domain(items, target, exclude, *domain)
-        ranks = target_ranks(self.user_vectors(batch), items, target, exclude, self.hparams.eval_chunk_size)
+        ranks = batch_ranks(self.user_vectors(batch), self._eval_items, batch, self.hparams.eval_chunk_size, domain)
         metrics.update(ranks)
         return ranks
 
