@@ -25,7 +25,8 @@ def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalMo
         net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled")
     else:
         net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length)
-    m = RetrievalModule(net, num_items=num_items, negatives=negatives)
+    neg, _, groups = negatives.partition(":")  # e.g. interleaved:16
+    m = RetrievalModule(net, num_items=num_items, negatives=neg, negative_groups=int(groups or 8))
     m.log = lambda *args, **kwargs: None  # no trainer attached
     return m
 
@@ -62,7 +63,7 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[200, 1024, 4096])
     p.add_argument("--models", nargs="+", default=["hstu", "hstu-compiled", "sasrec"],
                    help="hstu, hstu-compiled (attention core through torch.compile), sasrec")
-    p.add_argument("--negatives", nargs="+", default=["sequence"], help="position, sequence, batch")
+    p.add_argument("--negatives", nargs="+", default=["sequence"], help="position, sequence, batch, subset, interleaved[:groups]")
     p.add_argument("--tokens", type=int, default=8192, help="tokens per step")
     p.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
     p.add_argument("--warmup", type=int, default=2)

@@ -40,7 +40,11 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         num_negatives: uniform negatives per position for the sampled softmax.
         negatives: ``position`` draws fresh negatives for every position (paper); ``sequence``
             shares one draw across a sequence's positions, ``batch`` one draw across the batch
-            (both far cheaper on CPU; see benchmarks/).
+            (both far cheaper on CPU; see benchmarks/); ``subset`` draws ``negative_pool``
+            candidates per sequence and lets every position keep an independent random subset of
+            about ``num_negatives`` of them (each kept with probability K/pool): nearly the
+            per-position draw's diversity at the per-sequence draw's dense-matmul cost.
+        negative_pool: candidates per sequence for ``negatives: subset`` (default 4 x K).
         temperature: softmax temperature on cosine scores (paper: 0.05).
         lr, weight_decay, betas: AdamW settings.
         lr_schedule: ``constant`` (paper) or ``cosine`` (linear warm-up over ``warmup_steps``,
@@ -57,7 +61,9 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         num_items: int = 0,
         loss: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax",
         num_negatives: int = 128,
-        negatives: Literal["position", "sequence", "batch"] = "position",
+        negatives: Literal["position", "sequence", "batch", "subset", "interleaved"] = "position",
+        negative_pool: int = 0,
+        negative_groups: int = 8,
         temperature: float = 0.05,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -75,8 +81,14 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             raise ValueError("model.num_items must be positive: it is linked from the data module (data.num_items)")
         if loss not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"model.loss must be 'sampled_softmax' or 'full_softmax', got {loss!r}")
-        if negatives not in ("position", "sequence", "batch"):
-            raise ValueError(f"model.negatives must be 'position', 'sequence' or 'batch', got {negatives!r}")
+        if negatives not in ("position", "sequence", "batch", "subset", "interleaved"):
+            raise ValueError(f"model.negatives must be 'position', 'sequence', 'batch', 'subset' or "
+                             f"'interleaved', got {negatives!r}")
+        if negative_groups < 1:
+            raise ValueError(f"model.negative_groups must be at least 1, got {negative_groups}")
+        if negative_pool and negative_pool < num_negatives:
+            raise ValueError(f"model.negative_pool ({negative_pool}) must be at least model.num_negatives "
+                             f"({num_negatives}), or 0 for 4 x num_negatives")
         check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
         self.save_hyperparameters(ignore=["net"])
         self.net = net
@@ -172,6 +184,24 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, K) -> (M, K)
             neg_ids = ids[torch.nonzero(valid)[:, 0]]
             flat = states[valid]
+        elif hp.negatives == "interleaved":
+            # G draws per sequence; position l uses draw l % G (same FLOPs as one draw per sequence).
+            G, L, D = hp.negative_groups, states.shape[1], states.shape[2]
+            pad = -L % G
+            s = F.pad(states, (0, 0, 0, pad)).view(B, (L + pad) // G, G, D).transpose(1, 2)  # (B, G, L/G, D)
+            ids = torch.randint(1, hp.num_items + 1, (B, G, K), device=dev)
+            scores = torch.einsum("bgld,bgkd->bglk", s, items[ids])  # (B, G, L/G, K)
+            neg = scores.transpose(1, 2).reshape(B, L + pad, K)[:, :L][valid]
+            pos_idx = torch.nonzero(valid)
+            neg_ids = ids[pos_idx[:, 0], pos_idx[:, 1] % G]
+            flat = states[valid]
+        elif hp.negatives == "subset":
+            P = hp.negative_pool or 4 * K
+            ids = torch.randint(1, hp.num_items + 1, (B, P), device=dev)
+            neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, P) -> (M, P)
+            neg_ids = ids[torch.nonzero(valid)[:, 0]]
+            flat = states[valid]
+            neg = neg.masked_fill(torch.rand(neg.shape, device=dev) >= K / P, float("-inf"))
         else:
             ids = torch.randint(1, hp.num_items + 1, (K,), device=dev)
             flat = states[valid]
