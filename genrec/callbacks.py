@@ -9,9 +9,9 @@ shared inputs, or reduced across ranks before it is acted on, so ranks never div
 * ``RankStepSeed``: reseeds torch before every training batch from (seed, rank, epoch, batch), so
   negatives and dropout differ between ranks, repeat across runs and continue exactly on resume.
 * ``WandbRunId``: stores the W&B run id in the checkpoint, so a resumed run continues that run.
-* ``FinalCheckpoint``: writes ``final.ckpt``, the state at the end of training (a default callback).
+* ``FinalCheckpoint``: writes ``final.ckpt``, the state at the end of training.
 
-``genrec.cli`` adds all three to every run (see ``REQUIRED_CALLBACKS``).
+``genrec.cli`` adds all four to every run (see ``REQUIRED_CALLBACKS``).
 """
 from __future__ import annotations
 

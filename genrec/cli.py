@@ -32,7 +32,6 @@ DEFAULT_CALLBACKS = [
     },
     {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
     {"class_path": "genrec.timing.EpochTimer"},
-    {"class_path": "genrec.callbacks.FinalCheckpoint"},
 ]
 
 # Added to every run unless trainer.callbacks already has one; when it has several, the last wins
@@ -42,6 +41,8 @@ REQUIRED_CALLBACKS = [
     "genrec.callbacks.NonFiniteLossGuard",
     "genrec.callbacks.RankStepSeed",
     "genrec.callbacks.WandbRunId",
+    # final.ckpt also when a config replaces the default callbacks (e.g. configs/robust/defence.yaml)
+    "genrec.callbacks.FinalCheckpoint",
 ]
 
 

@@ -33,7 +33,13 @@ def test_robust_report_from_checkpoints(tmp_path):
     direct = target_metrics(RetrievalModule.from_checkpoint(plain).eval(), dm.test_dataloader(), dm.data,
                             np.array(entry["targets"]), 50)
     assert entry["undefended"]["t_hr@50"] == pytest.approx(direct["t_hr@50"])
-    assert "clean T-HR@50" in (tmp_path / "report" / "robust_report.md").read_text()
+    md = (tmp_path / "report" / "robust_report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| random |")).split(" | ")
+    base, hit = report["clean_metrics"]["random"]["t_hr@50"], entry["undefended"]["t_hr@50"]
+    assert row[2:4] == [f"{base:.4f}", f"{hit:.4f}"]
+    assert row[4] == (f"{hit / base:.1f}x" if base else ("inf" if hit else "–"))  # the attack's lift
+    d = entry["defended"]["t_hr@50"]
+    assert row[9] == (f"{d / hit - 1:+.0%}" if hit else "–")  # defended vs undefended
     with pytest.raises(ValueError, match="none of --runs holds an attack"):
         evaluate.main(["robust", "--clean", clean, "--runs", clean, "--out", str(tmp_path / "r2")])
 
