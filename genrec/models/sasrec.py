@@ -70,6 +70,9 @@ class SASRec(nn.Module):
             raise ValueError(f"SASRec positions must be 'from_end' or 'from_start', got {positions!r}")
         self.dim, self.max_seq_len, self.norm, self.positions = dim, max_seq_len, norm, positions
         self.pos_emb = nn.Embedding(max_seq_len, dim)
+        # As the HSTU code initialises positions for both its models: std sqrt(1/d), the scale of the
+        # sqrt(d)-scaled item embeddings (std 0.02 * sqrt(d)); nn.Embedding's N(0, 1) would drown them.
+        nn.init.trunc_normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(SASRecBlock(dim, num_heads, ffn_dim or dim, dropout, norm) for _ in range(num_blocks))
         self.final_norm = nn.LayerNorm(dim, eps=1e-8) if norm == "pre" else nn.Identity()

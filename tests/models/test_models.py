@@ -119,3 +119,13 @@ def test_sasrec_positions_count_back_from_the_most_recent_item():
         assert torch.allclose(end(x, ts, lengths)[:, :n], start(x, ts, lengths)[:, :n], atol=1e-5)
     with pytest.raises(ValueError, match="positions"):
         SASRec(positions="left")
+
+
+@pytest.mark.parametrize("make", [HSTU, SASRec])
+def test_positions_start_at_the_scale_of_the_scaled_item_embeddings(make):
+    # Both models add positions to sqrt(d)-scaled item embeddings (RetrievalModule: std 0.02), as
+    # the HSTU code does; a unit-variance position table would outweigh the items ~7 to 1 at d 50.
+    torch.manual_seed(0)
+    net = make(dim=50, max_seq_len=200)
+    item_scale = 0.02 * math.sqrt(50)
+    assert 0.5 < net.pos_emb.weight.std().item() / item_scale < 1.5
