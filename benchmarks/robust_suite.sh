@@ -7,9 +7,12 @@
 #
 # Environment: ROOT (data folder, default ../shared/data/ml-1m), DATASET (ml-1m), OUT (runs folder,
 # default runs/robust-suite/<backbone>), JOBS (runs in parallel, default 2, one thread each), SEED
-# (attack seed, default 1), DEFENCE (defence config, default configs/robust/defence.yaml), EXTRA
-# (more train.py arguments). Every run is evaluated from its final state (checkpoints/final.ckpt):
-# the epoch count is fixed in the config, never chosen on the test split.
+# (attack seed, default 1), DEFENCE (defence config, default configs/robust/defence.yaml),
+# DEFENCE_ARGS (more train.py arguments for the defended runs only), DEFENDED (their name suffix,
+# default "defended"), EXTRA (more train.py arguments for every run). A run whose final.ckpt exists
+# is not trained again, so a second defence variant reuses the clean and undefended runs. Every run
+# is evaluated from its final state (checkpoints/final.ckpt): the epoch count is fixed in the
+# config, never chosen on the test split.
 set -euo pipefail
 backbone=${1:?usage: robust_suite.sh sasrec|hstu [attacks]}
 attacks=${2:-random,bandwagon,segment,model}
@@ -19,12 +22,14 @@ out=${OUT:-runs/robust-suite/$backbone}
 jobs=${JOBS:-2}
 seed=${SEED:-1}
 defence=${DEFENCE:-configs/robust/defence.yaml}
+defended=${DEFENDED:-defended}
 config=configs/robust/$backbone-$dataset.yaml
 [ -f "$config" ] || { echo "no config $config (backbone $backbone, dataset $dataset)" >&2; exit 2; }
 mkdir -p "$out"
 
 run() {  # name, extra arguments...
   local name=$1; shift
+  [ -f "$out/$name/version_0/checkpoints/final.ckpt" ] && return
   echo "python train.py fit --config $config $* --data.init_args.root $root" \
        "--trainer.logger.init_args.save_dir $out --trainer.logger.init_args.name $name" \
        "--trainer.logger.init_args.version 0 ${EXTRA:-} > $out/$name.log 2>&1"
@@ -32,19 +37,20 @@ run() {  # name, extra arguments...
 {
   run clean
   for a in ${attacks//,/ }; do
-    run "$a" --data.init_args.attack "'{kind: $a, seed: $seed}'"
-    [ "$a" = random ] || run "$a-defended" --config "$defence" --data.init_args.attack "'{kind: $a, seed: $seed}'"
+    attack="'{\"kind\": \"$a\", \"seed\": $seed}'"
+    run "$a" --data.init_args.attack "$attack"
+    [ "$a" = random ] || run "$a-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
   done
 } > "$out/commands.txt"
 cat "$out/commands.txt"
 start=$(date +%s)
-OMP_NUM_THREADS=1 xargs -P "$jobs" -I{} sh -c '{} || echo "FAILED: {}"' < "$out/commands.txt"
+OMP_NUM_THREADS=1 xargs -d '\n' -P "$jobs" -n 1 bash -c 'eval "$1" || echo "FAILED: $1"' _ < "$out/commands.txt"
 echo "training: $(( $(date +%s) - start )) s wall"
 
 ckpt() { echo "$out/$1/version_0/checkpoints/final.ckpt"; }
 runs=()
 for a in ${attacks//,/ }; do
   runs+=("$(ckpt "$a")")
-  [ "$a" = random ] || runs+=("$(ckpt "$a-defended")")
+  [ "$a" = random ] || runs+=("$(ckpt "$a-$defended")")
 done
 python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --out "$out/report"

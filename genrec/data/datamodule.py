@@ -276,6 +276,21 @@ class SequenceDataModule(L.LightningDataModule):
             mask[s:e] = True
         return torch.from_numpy(np.bincount(data.items[mask], minlength=data.num_items + 1).astype(np.float32))
 
+    def add_training_users(self, data: SequenceData, train_end: np.ndarray) -> None:
+        """Train on ``data``: the current users unchanged, plus users appended after them that only
+        train (``train_end`` covers their whole sequences; e.g. the defence's labelled decoys).
+        Validation and test users and positions stay as they are."""
+        old = self.data
+        n = old.num_users
+        if (data.num_users < n or not np.array_equal(data.offsets[: n + 1], old.offsets)
+                or not np.array_equal(data.items[: len(old.items)], old.items) or data.num_items != old.num_items):
+            raise ValueError("add_training_users: the new data must keep every current user's sequence and the catalogue")
+        if len(train_end) != data.num_users or not np.array_equal(train_end[:n], self.train_end[:n]):
+            raise ValueError("add_training_users: train_end must keep the current users' training ends")
+        self._data, self.train_end = data, np.asarray(train_end)
+        if hasattr(self, "train_set"):
+            self.setup("fit")
+
     # -- loaders ---------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:

@@ -215,7 +215,8 @@ def _with_targets(filler: np.ndarray, targets: np.ndarray, tail: int, rng: np.ra
     return out
 
 
-def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles) -> tuple[SequenceData, np.ndarray]:
+def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles,
+           prefix: str = "fake") -> tuple[SequenceData, np.ndarray]:
     """``data`` with the fake users appended after the real ones, and the extended ``train_end``.
 
     Real users keep their indices and item positions, so validation and test positions computed
@@ -223,7 +224,7 @@ def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles) -> tu
     """
     lengths = np.array([len(s) for s in fakes.sequences], np.int64)
     offsets = np.concatenate([data.offsets, data.offsets[-1] + np.cumsum(lengths)])
-    fake_ids = np.array([f"fake_{i}" for i in range(len(fakes))], dtype=object)
+    fake_ids = np.array([f"{prefix}_{i}" for i in range(len(fakes))], dtype=object)
     poisoned = SequenceData(
         name=data.name,
         offsets=offsets,
@@ -233,7 +234,7 @@ def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles) -> tu
         item_ids=data.item_ids,
         item_text=data.item_text,
         has_timestamps=data.has_timestamps,
-        counts={**data.counts, "fake_users": len(fakes)},
+        counts={**data.counts, f"{prefix}_users": len(fakes)},
         fingerprint=data.fingerprint,
     )
     return poisoned, np.concatenate([train_end, offsets[-len(fakes) - 1 : -1] + lengths])

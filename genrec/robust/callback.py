@@ -13,6 +13,13 @@ number of users. The module multiplies each user's loss terms by its weight
 (``set_user_weights``). When the data module labels its fakes (``is_fake``), the callback logs
 detection precision/recall/AUC and the mean weight of fake and real users. Its state (weights,
 scores, calibrator) is saved in checkpoints, so a resumed run continues with the same weights.
+
+With ``train_known`` the simulated fakes are also *trained on*: they are appended to the training
+data as labelled decoys (training-only users after the data module's own) and weighted like every
+other user. Without it the calibrator learns from fakes the recommender has never fitted, while the
+injected fakes it must find have been fitted every epoch; training on the decoys shows it positives
+as the recommender sees real poison. The decoys push their own targets (never the injected
+attack's), so they are down-weighted by the same updates.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from genrec.robust.attacks import AttackConfig, generate
+from genrec.robust.attacks import AttackConfig, generate, inject
 from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
 from genrec.robust.detector import Detector, DetectorConfig, detection_metrics
 from genrec.robust.encoders import build_encoder
@@ -48,12 +55,14 @@ class FraudsterReweighting(L.Callback):
         detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options.
         cache_dir: where LM embeddings are cached (default: ``<run folder>/lm_cache``).
         seed: seeds the known attack and the detectors.
+        train_known: also train on the simulated fakes, as labelled decoys (see the module docs).
     """
 
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
                  start_epoch: int = 2, update_every: int = 1, lr: float = 2.0, w0: float = 0.0,
                  threshold: float = 0.5, detector: dict[str, Any] | None = None,
-                 calibrator: dict[str, Any] | None = None, cache_dir: str | None = None, seed: int = 0):
+                 calibrator: dict[str, Any] | None = None, cache_dir: str | None = None, seed: int = 0,
+                 train_known: bool = False):
         if start_epoch < 0 or update_every < 1:
             raise ValueError(f"FraudsterReweighting: start_epoch must be >= 0 and update_every >= 1 (got {start_epoch}, {update_every})")
         if lr <= 0:
@@ -61,7 +70,7 @@ class FraudsterReweighting(L.Callback):
         self.encoder_options = {"kind": "sentence-transformers", **(encoder or {})}
         self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
         self.start_epoch, self.update_every, self.lr, self.w0 = start_epoch, update_every, lr, w0
-        self.threshold, self.cache_dir, self.seed = threshold, cache_dir, seed
+        self.threshold, self.cache_dir, self.seed, self.train_known = threshold, cache_dir, seed, train_known
         self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
         self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
         self.w: torch.Tensor | None = None
@@ -73,6 +82,8 @@ class FraudsterReweighting(L.Callback):
         self.history: list[dict[str, float]] = []
         # Simulated known-attack fakes and LM embeddings, rebuilt (from the cache) at every fit start.
         self._known: dict[str, Any] | None = None
+        self._known_profiles = None
+        self.num_own_users: int | None = None  # the data module's users; decoys (train_known) follow them
 
     # -- weights ---------------------------------------------------------------------------------
 
@@ -95,10 +106,26 @@ class FraudsterReweighting(L.Callback):
 
     # -- Lightning hooks -------------------------------------------------------------------------
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        if stage != "fit" or dm is None or self.num_own_users is not None:
+            return
+        # The same profiles on every rank: generate() depends only on the data and the seed.
+        self.num_own_users = dm.data.num_users
+        avoid = sorted(set(self.known_attack.avoid_targets) | set(np.asarray(getattr(dm, "targets", [])).tolist()))
+        self._known_profiles = generate(
+            dm.data, dm.train_end, AttackConfig.from_dict({**self.known_attack.to_dict(), "avoid_targets": avoid}),
+            dm.hparams.max_seq_len)
+        if self.train_known:
+            dm.add_training_users(*inject(dm.data, dm.train_end, self._known_profiles, prefix="decoy"))
+            rank_zero_info(f"genrec: fraudster reweighting trains on {len(self._known_profiles)} labelled decoys "
+                           f"(targets {self._known_profiles.targets.tolist()})")
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
         if dm is None or not hasattr(pl_module, "set_user_weights"):
             raise ValueError("FraudsterReweighting needs a genrec data module and a module with set_user_weights (e.g. RetrievalModule)")
+        self.setup(trainer, pl_module, "fit")  # no-op when Lightning already called it
         num_users = dm.data.num_users
         if self.w is not None and len(self.w) != num_users:
             raise ValueError(f"FraudsterReweighting: the checkpoint holds weights for {len(self.w)} users, the data have {num_users}: resume with the same data and attack")
@@ -140,15 +167,13 @@ class FraudsterReweighting(L.Callback):
     # -- work (global rank 0) --------------------------------------------------------------------
 
     def _histories(self, dm) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The data module's own users' training histories (not the decoys)."""
         data = dm.data
-        spans = list(zip(data.offsets[:-1], dm.train_end))
+        spans = list(zip(data.offsets[:-1], dm.train_end))[: self.num_own_users]
         return [data.items[s:e] for s, e in spans], [data.timestamps[s:e] for s, e in spans]
 
     def _prepare(self, trainer: L.Trainer, dm) -> dict[str, Any]:
-        data = dm.data
-        avoid = sorted(set(self.known_attack.avoid_targets) | set(np.asarray(getattr(dm, "targets", [])).tolist()))
-        known = generate(data, dm.train_end, AttackConfig.from_dict({**self.known_attack.to_dict(), "avoid_targets": avoid}),
-                         dm.hparams.max_seq_len)
+        data, known = dm.data, self._known_profiles
         cache = self.cache_dir or str(Path(trainer.log_dir or ".") / "lm_cache")
         encoder = build_encoder({"cache_dir": cache, **self.encoder_options})
         histories, stamps = self._histories(dm)
@@ -177,13 +202,17 @@ class FraudsterReweighting(L.Callback):
         labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
         loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels)
         scores = calibrator.predict(users)
-        weights = self.update_weights(scores)
+        decoys = calibrator.predict(fakes) if self.train_known else np.zeros(0, np.float32)
+        weights = self.update_weights(np.concatenate([scores, decoys]))
+        own = weights[: len(scores)]
         entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
                  "weight_max": weights.max().item(), "weight_std": weights.std().item()}
+        if len(decoys):
+            entry["weight_decoy"] = weights[len(scores):].mean().item()
         labels_true = getattr(dm, "is_fake", None)
         if labels_true is not None and labels_true.any():
             fake = torch.as_tensor(labels_true)
-            entry.update({"weight_fake": weights[fake].mean().item(), "weight_real": weights[~fake].mean().item()})
+            entry.update({"weight_fake": own[fake].mean().item(), "weight_real": own[~fake].mean().item()})
             entry.update(detection_metrics(scores, labels_true, self.threshold))
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})

@@ -77,6 +77,29 @@ def test_state_survives_a_checkpoint_round_trip(tmp_path):
     assert reweighting(more).updates == 3 and reweighting(more).history[:2] == cb.history
 
 
+def test_train_known_trains_on_labelled_decoys_and_weighs_them_down(tmp_path):
+    cli = train_main(tiny_args(tmp_path, epochs=4, extra=(
+        "--trainer.callbacks.train_known", "true", "--trainer.callbacks.calibrator", json.dumps({"epochs": 10, "dim": 16}))))
+    cb, dm = reweighting(cli), cli.datamodule
+    own = len(dm.is_fake)  # 200 real users + 10 injected fakes
+    decoys = cb._known_profiles.sequences
+    assert own == 210 and cb.num_own_users == own and dm.data.num_users == own + len(decoys) == 220
+    # the decoys are whole training sequences, in the training windows, with their own targets
+    for i, seq in enumerate(decoys):
+        u = own + i
+        assert np.array_equal(dm.data.items[dm.data.offsets[u]:dm.train_end[u]], seq)
+    assert set(range(own, own + len(decoys))) <= set(dm.train_set.users.tolist())
+    assert not set(cb._known_profiles.targets.tolist()) & set(dm.targets.tolist())
+    # evaluation and the saved scores cover the data module's own users only
+    assert len(dm.val_set) == len(dm.eval_users) and dm.eval_users.max() < own
+    assert len(cb.scores) == own and len(cb.lm_scores) == own
+    # one weight per training user; the decoys (the calibrator's own positives) lose weight
+    assert len(cb.weights) == 220 and cb.weights.sum().item() == pytest.approx(220, rel=1e-4)
+    assert cb.weights[own:].mean().item() == pytest.approx(cb.history[-1]["weight_decoy"])
+    assert cb.history[-1]["weight_decoy"] < 1 < cb.history[-1]["weight_real"]
+    torch.testing.assert_close(cli.model.user_weights, cb.weights)
+
+
 @pytest.mark.slow
 def test_ml100k_injected_users_end_with_lower_weights(tmp_path):
     """Real data and MiniLM: fakes of a random attack (other targets than the known one) lose weight."""
