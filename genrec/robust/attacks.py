@@ -17,7 +17,9 @@ lengths follow the real distribution. All randomness comes from ``AttackConfig.s
 
 Random, bandwagon and segment profiles place the targets at random positions among their last
 ``targets_in_last`` items (default: the model's input length), so the targets stay inside the
-window a model trains on.
+window a model trains on. ``target_repeats`` puts every target that many times into a profile
+(model-based profiles end with them all): on ML-1M with SASRec one occurrence per profile lifted
+the targets' T-HR@50 only 2.7x (random attack, 1% fakes), too weak to test a defence.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class AttackConfig:
     avoid_targets: list[int] = field(default_factory=list)
     seed: int = 0
     targets_in_last: int | None = None
+    target_repeats: int = 1
     popular_fraction: float = 0.1
     segment_field: str = "genres"
     surrogate_epochs: int = 10
@@ -60,7 +63,7 @@ class AttackConfig:
             raise DataError(f"attack.num_targets must be at least 1, got {self.num_targets}")
         if not 0 < self.popular_fraction <= 1:
             raise DataError(f"attack.popular_fraction must be in (0, 1], got {self.popular_fraction}")
-        for key in ("surrogate_epochs", "surrogate_dim", "candidates", "model_steps"):
+        for key in ("surrogate_epochs", "surrogate_dim", "candidates", "model_steps", "target_repeats"):
             if getattr(self, key) < 1:
                 raise DataError(f"attack.{key} must be at least 1, got {getattr(self, key)}")
 
@@ -146,16 +149,17 @@ def generate(data: SequenceData, train_end: np.ndarray, config: AttackConfig | d
         targets = sample_targets(counts, config.num_targets, rng, config.avoid_targets)
     num_fakes = max(1, int(round(config.budget * data.num_users)))
     donors = rng.choice(np.flatnonzero(train_end - data.offsets[:-1] > 0), num_fakes)
-    lengths = np.maximum(train_end[donors] - data.offsets[donors], len(targets) + 1)
+    planted = np.tile(targets, config.target_repeats)  # every target, target_repeats times
+    lengths = np.maximum(train_end[donors] - data.offsets[donors], len(planted) + 1)
     stamps = [_donor_stamps(data, train_end, d, n) for d, n in zip(donors, lengths)]
     tail = config.targets_in_last or window
     if config.kind == "model":
         from genrec.robust.surrogate import model_based_profiles
 
-        sequences = model_based_profiles(data, train_end, counts, targets, lengths, config, rng)
+        sequences = model_based_profiles(data, train_end, counts, targets, lengths, config, rng, planted)
     else:
         pool = _filler_pool(data, counts, targets, config)
-        sequences = [_with_targets(_draw(pool, n - len(targets), rng), targets, tail, rng) for n in lengths]
+        sequences = [_with_targets(_draw(pool, n - len(planted), rng), planted, tail, rng) for n in lengths]
     return FakeProfiles(sequences, [s[: len(q)] for s, q in zip(stamps, sequences)], targets, config)
 
 

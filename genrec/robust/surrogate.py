@@ -54,12 +54,15 @@ def model_based_profiles(
     lengths: np.ndarray,
     config: AttackConfig,
     rng: np.random.Generator,
+    planted: np.ndarray | None = None,
 ) -> list[np.ndarray]:
+    """Fake profiles of ``lengths``: greedy filler, then ``planted`` (default: each target once)."""
+    planted = targets if planted is None else planted
     module = train_surrogate(data, train_end, config, int(rng.integers(2**31)))
     items = module.item_vectors()  # (N+1, D)
     target_vecs = items[torch.as_tensor(targets)]  # (T, D)
     popularity = counts[1:] / counts[1:].sum()
-    fillers = [n - len(targets) for n in lengths]
+    fillers = [n - len(planted) for n in lengths]
     # Each fake starts from a popular item, then grows greedily for up to model_steps items.
     prefixes = [list(rng.choice(data.num_items, 1, p=popularity) + 1) for _ in fillers]
     banned = torch.zeros(len(fillers), data.num_items + 1, dtype=torch.bool)
@@ -89,7 +92,7 @@ def model_based_profiles(
         weights = counts[allowed] + 1.0
         head = rng.choice(allowed, min(n - len(greedy), len(allowed)), replace=False, p=weights / weights.sum())
         head = np.resize(head, n - len(greedy)) if len(head) else np.zeros(0, np.int64)
-        out.append(np.concatenate([head, greedy, rng.permutation(targets)]).astype(np.int64))
+        out.append(np.concatenate([head, greedy, rng.permutation(planted)]).astype(np.int64))
     return out
 
 

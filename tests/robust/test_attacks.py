@@ -89,6 +89,20 @@ def test_model_based_profiles_end_with_the_targets():
         assert not np.isin(dm.targets, seq[:-5]).any()
 
 
+@pytest.mark.parametrize("kind", ["random", "model"])
+def test_target_repeats_plant_every_target_that_many_times_inside_the_window(kind):
+    opts = {"kind": kind, "seed": 1, "target_repeats": 3, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4}
+    dm, once = make(opts), make({**opts, "target_repeats": 1})
+    assert dm.targets.tolist() == once.targets.tolist()
+    for seq, seq1 in zip(dm.fakes.sequences, once.fakes.sequences):
+        assert len(seq) == max(len(seq1), 16)  # the donor's length, or room for 15 targets + 1
+        window = seq[-20:]
+        for t in dm.targets:
+            assert (seq == t).sum() == (window == t).sum() == 3
+        if kind == "model":
+            assert sorted(seq[-15:].tolist()) == sorted(dm.targets.tolist() * 3)
+
+
 def test_bad_options_name_the_key():
     with pytest.raises(DataError, match="unknown attack option.*'budgte'"):
         AttackConfig.from_dict({"budgte": 0.1})
@@ -96,6 +110,8 @@ def test_bad_options_name_the_key():
         AttackConfig(kind="shilling")
     with pytest.raises(DataError, match="attack.budget"):
         AttackConfig(budget=0)
+    with pytest.raises(DataError, match="attack.target_repeats"):
+        AttackConfig(target_repeats=0)
 
 
 def test_checkpointed_fakes_replace_regenerated_ones():
