@@ -28,6 +28,8 @@ class CalibratorConfig:
     batch_size: int = 256
     lr: float = 1e-3
     align_weight: float = 1.0
+    states: bool = True  # read the recommender's states (else only the per-position fit scores)
+    lm_in_head: bool = True  # classify with the projected LM embedding too (else LM only as alignment target)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,11 +78,13 @@ class Calibrator(nn.Module):
         """Fraud logits (U,) and the sequence vectors' LM-space projections (U, E)."""
         L = f.states.shape[1]
         pad = torch.arange(L, device=f.states.device)[None, :] >= f.lengths[:, None]  # (U, L)
-        x = self.inp(torch.cat([f.states, f.fit.unsqueeze(-1)], -1)) + self.pos.weight[:L]  # (U, L, d)
+        states = f.states if self.config.states else torch.zeros_like(f.states)
+        x = self.inp(torch.cat([states, f.fit.unsqueeze(-1)], -1)) + self.pos.weight[:L]  # (U, L, d)
         h = self.encoder(x, src_key_padding_mask=pad)
         keep = (~pad).unsqueeze(-1).float()
         pooled = (h * keep).sum(1) / keep.sum(1).clamp(min=1)  # (U, d)
-        logits = self.head(torch.cat([pooled, self.lm_proj(f.lm)], -1)).squeeze(-1)
+        lm = self.lm_proj(f.lm) if self.config.lm_in_head else torch.zeros_like(pooled)
+        logits = self.head(torch.cat([pooled, lm], -1)).squeeze(-1)
         return logits, self.align(pooled)
 
     def fit(self, features: SequenceFeatures, labels: Tensor) -> float:

@@ -69,3 +69,17 @@ def test_calibrator_learns_sequences_the_recommender_finds_unusual():
     cal.fit(f.select(train.nonzero().squeeze(1)), labels[train])
     test = (~train).nonzero().squeeze(1)
     assert roc_auc(cal.predict(f.select(test)), labels[test].numpy()) > 0.9
+
+
+def test_calibrator_inputs_can_leave_out_the_states_and_the_lm_head():
+    torch.manual_seed(0)
+    f = sequence_features(module(), [np.arange(1, 9)] * 4, [np.arange(8)] * 4, np.ones((4, 4)), max_len=6)
+    new_states = type(f)(torch.randn_like(f.states), f.fit, f.lengths, f.lm)
+    new_lm = type(f)(f.states, f.fit, f.lengths, torch.randn_like(f.lm))
+    for opts, reads_states, reads_lm in (({}, True, True), ({"states": False}, False, True),
+                                         ({"states": False, "lm_in_head": False}, False, False)):
+        torch.manual_seed(1)
+        cal = Calibrator(8, 4, 6, CalibratorConfig(dim=16, **opts)).eval()
+        with torch.no_grad():  # only what the calibrator reads can change its logits
+            assert torch.allclose(cal(f)[0], cal(new_states)[0]) != reads_states
+            assert torch.allclose(cal(f)[0], cal(new_lm)[0]) != reads_lm
