@@ -30,7 +30,7 @@ def main() -> None:
     from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
     from genrec.robust.detector import roc_auc
     from genrec.robust.encoders import build_encoder
-    from genrec.robust.report import describe
+    from genrec.robust.report import saved_state
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="a checkpoint trained with genrec.robust.AttackedDataModule")
@@ -39,12 +39,11 @@ def main() -> None:
     p.add_argument("--cache-dir", default="runs/robust/lm_cache")
     args = p.parse_args()
 
-    info = describe(args.ckpt)
-    if not info["attack"]:
+    ckpt = load_checkpoint(args.ckpt)
+    fakes_state = (saved_state(ckpt, "AttackedDataModule") or {}).get("fakes")
+    if fakes_state is None:
         raise SystemExit(f"{args.ckpt} holds no attack: pass a checkpoint trained on attacked data")
-    hp = info["data"]
-    attack = load_checkpoint(args.ckpt)
-    fakes_state = next(v for k, v in attack.items() if k.endswith("AttackedDataModule"))["fakes"]
+    hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
     dm = AttackedDataModule(dataset=hp["dataset"], root=args.root or hp.get("root"), max_seq_len=hp["max_seq_len"],
                             dataset_options=hp.get("dataset_options"), attack=fakes_state["config"])
     dm.load_state_dict({"fakes": fakes_state})
@@ -57,7 +56,7 @@ def main() -> None:
     users = sequence_features(model, histories, stamps, encoder.users(histories, data.item_text), L)
     fakes = sequence_features(model, known.sequences, known.timestamps, encoder.users(known.sequences, data.item_text), L)
     labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
-    print(f"\nCalibrator trained on a simulated random attack, scored on {info['attack']} fakes "
+    print(f"\nCalibrator trained on a simulated random attack, scored on {fakes_state['config']['kind']} fakes "
           f"({int(dm.is_fake.sum())} among {len(dm.is_fake):,} users), {args.ckpt}\n")
     print("| inputs | ROC-AUC |")
     print("|---|---|")

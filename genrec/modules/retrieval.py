@@ -175,15 +175,17 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             logits[:, 0] = float("-inf")
             return logits / hp.temperature
         B, K, dev = states.shape[0], hp.num_negatives, states.device
+        flat, where = states[valid], torch.nonzero(valid)  # (M, D), (M, 2): (sequence, position)
         if hp.negatives == "position":
-            flat = states[valid]  # (M, D)
             neg_ids = torch.randint(1, hp.num_items + 1, (len(flat), K), device=dev)
             neg = torch.bmm(items[neg_ids], flat.unsqueeze(-1)).squeeze(-1)  # (M, K)
-        elif hp.negatives == "sequence":
-            ids = torch.randint(1, hp.num_items + 1, (B, K), device=dev)
-            neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, K) -> (M, K)
-            neg_ids = ids[torch.nonzero(valid)[:, 0]]
-            flat = states[valid]
+        elif hp.negatives in ("sequence", "subset"):
+            P = K if hp.negatives == "sequence" else (hp.negative_pool or 4 * K)
+            ids = torch.randint(1, hp.num_items + 1, (B, P), device=dev)
+            neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, P) -> (M, P)
+            neg_ids = ids[where[:, 0]]
+            if P > K:  # subset: each position keeps its own random ~K of the sequence's pool
+                neg = neg.masked_fill(torch.rand(neg.shape, device=dev) >= K / P, float("-inf"))
         elif hp.negatives == "interleaved":
             # G draws per sequence; position l uses draw l % G (same FLOPs as one draw per sequence).
             G, L, D = hp.negative_groups, states.shape[1], states.shape[2]
@@ -192,19 +194,9 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             ids = torch.randint(1, hp.num_items + 1, (B, G, K), device=dev)
             scores = torch.einsum("bgld,bgkd->bglk", s, items[ids])  # (B, G, L/G, K)
             neg = scores.transpose(1, 2).reshape(B, L + pad, K)[:, :L][valid]
-            pos_idx = torch.nonzero(valid)
-            neg_ids = ids[pos_idx[:, 0], pos_idx[:, 1] % G]
-            flat = states[valid]
-        elif hp.negatives == "subset":
-            P = hp.negative_pool or 4 * K
-            ids = torch.randint(1, hp.num_items + 1, (B, P), device=dev)
-            neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, P) -> (M, P)
-            neg_ids = ids[torch.nonzero(valid)[:, 0]]
-            flat = states[valid]
-            neg = neg.masked_fill(torch.rand(neg.shape, device=dev) >= K / P, float("-inf"))
+            neg_ids = ids[where[:, 0], where[:, 1] % G]
         else:
             ids = torch.randint(1, hp.num_items + 1, (K,), device=dev)
-            flat = states[valid]
             neg = flat @ items[ids].T  # (M, K)
             neg_ids = ids.expand(len(flat), K)
         tgt = targets[valid]

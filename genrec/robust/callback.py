@@ -80,8 +80,9 @@ class FraudsterReweighting(L.Callback):
         self.lm_scores: np.ndarray | None = None
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
-        # Simulated known-attack fakes and LM embeddings, rebuilt (from the cache) at every fit start.
+        # LM embeddings of the users and of the simulated fakes, rebuilt (from the cache) at fit start.
         self._known: dict[str, Any] | None = None
+        # The simulated known-attack fakes (FakeProfiles), generated in setup on every rank.
         self._known_profiles = None
         self.num_own_users: int | None = None  # the data module's users; decoys (train_known) follow them
 
@@ -125,7 +126,6 @@ class FraudsterReweighting(L.Callback):
         dm = trainer.datamodule
         if dm is None or not hasattr(pl_module, "set_user_weights"):
             raise ValueError("FraudsterReweighting needs a genrec data module and a module with set_user_weights (e.g. RetrievalModule)")
-        self.setup(trainer, pl_module, "fit")  # no-op when Lightning already called it
         num_users = dm.data.num_users
         if self.w is not None and len(self.w) != num_users:
             raise ValueError(f"FraudsterReweighting: the checkpoint holds weights for {len(self.w)} users, the data have {num_users}: resume with the same data and attack")
@@ -187,15 +187,15 @@ class FraudsterReweighting(L.Callback):
             metrics = detection_metrics(lm_scores, labels, self.threshold)
             rank_zero_info(f"genrec: LM detector on the training users: {_fmt(metrics)}")
             self._log(trainer, {f"robust/lm_{k}": v for k, v in metrics.items()})
-        return {"lm_users": lm_users, "lm_fakes": lm_fakes, "fakes": known.sequences, "fake_stamps": known.timestamps,
-                "known_targets": known.targets, "lm_scores": lm_scores}
+        return {"lm_users": lm_users, "lm_fakes": lm_fakes, "lm_scores": lm_scores}
 
     def _update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         dm, k = trainer.datamodule, self._known
         max_len = dm.hparams.max_seq_len
         histories, stamps = self._histories(dm)
         users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len)
-        fakes = sequence_features(pl_module, k["fakes"], k["fake_stamps"], k["lm_fakes"], max_len)
+        known = self._known_profiles  # generated in setup, identically on every rank
+        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len)
         calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
         if self.calibrator_state is not None:
             calibrator.load_state_dict(self.calibrator_state)

@@ -31,7 +31,8 @@ from genrec.robust.metrics import target_metrics
 K = 50
 
 
-def _state(ckpt: dict, suffix: str) -> dict | None:
+def saved_state(ckpt: dict, suffix: str) -> dict | None:
+    """The state a checkpoint saved for the data module or callback whose name ends with ``suffix``."""
     for key, value in ckpt.items():
         if key.endswith(suffix) and isinstance(value, dict):
             return value
@@ -44,8 +45,8 @@ def _state(ckpt: dict, suffix: str) -> dict | None:
 def describe(path: str) -> dict[str, Any]:
     """What a checkpoint says about its attack and defence."""
     ckpt = load_checkpoint(path)
-    fakes = (_state(ckpt, "AttackedDataModule") or {}).get("fakes")
-    defence = _state(ckpt, "FraudsterReweighting")
+    fakes = (saved_state(ckpt, "AttackedDataModule") or {}).get("fakes")
+    defence = saved_state(ckpt, "FraudsterReweighting")
     return {
         "path": str(path),
         "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
