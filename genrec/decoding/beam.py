@@ -1,7 +1,10 @@
 """Batched beam search over item tokens, constrained to a catalogue trie or not.
 
 ``step_fn(t, prefix)`` gets the beams' tokens so far, ``prefix`` (B, W, t), and returns log-probs
-(B, W, V) of token ``t``. A sequence's score is the sum of its tokens' log-probs. Constrained
+(B, W, V) of token ``t``. A sequence's score is the sum of its tokens' log-probs. With
+``normalize=True`` the step's scores are logits instead, normalised over each beam's valid
+children only (a model whose every token distribution lives on the trie), and ``child_bias(t,
+next)`` may add a score per child that depends on the child's trie node rather than its token. Constrained
 search expands each beam only along trie edges, so every finished sequence is a catalogue item;
 the beams are distinct trie nodes at every step, so no item appears twice in a list. Excluded
 items (e.g. the user's history) are removed at the last step, before the final top-k.
@@ -16,6 +19,7 @@ from torch import Tensor
 from genrec.decoding.trie import CodeTrie
 
 StepFn = Callable[[int, Tensor], Tensor]
+ChildBias = Callable[[int, Tensor], Tensor]
 
 
 def _select(scores: Tensor, width: int) -> tuple[Tensor, Tensor]:
@@ -30,7 +34,8 @@ def _select(scores: Tensor, width: int) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def constrained_beam_search(step_fn: StepFn, trie: CodeTrie, batch_size: int, beam_width: int, k: int,
-                            exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                            exclude: Tensor | None = None, child_bias: ChildBias | None = None,
+                            normalize: bool = False) -> tuple[Tensor, Tensor]:
     """The k best catalogue items per row: ((B, k) item ids, (B, k) scores), best first.
 
     Intermediate steps keep ``max(beam_width, k)`` beams. Slots that no valid item can fill (a
@@ -38,6 +43,9 @@ def constrained_beam_search(step_fn: StepFn, trie: CodeTrie, batch_size: int, be
 
     Args:
         exclude: (B, H) item ids that may not be returned, 0 = padding.
+        child_bias: ``(t, next)`` → scores added to each child's, ``next`` (B, W, K) the children's
+            trie nodes at level ``t + 1`` (item ids at the last level; at the root K = V).
+        normalize: log-softmax each beam's (biased) scores over its valid children.
     """
     dev, B, width = trie.device, batch_size, max(beam_width, k)
     nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)
@@ -49,11 +57,15 @@ def constrained_beam_search(step_fn: StepFn, trie: CodeTrie, batch_size: int, be
         if t == 0:  # one beam at the root: mask the logits densely, O(V) whatever the catalogue size
             nxt, valid = (x.expand(B, 1, -1) for x in trie.root_children(logp.shape[-1]))
             codes = torch.arange(logp.shape[-1], device=dev).expand(B, 1, -1)
-            cand = scores[..., None] + logp
         else:
             codes, nxt, valid = trie.children(t, nodes)  # (B, W, K)
-            cand = scores[..., None] + logp.gather(-1, codes)
-        cand = cand.masked_fill(~valid | torch.isinf(scores)[..., None], float("-inf"))
+            logp = logp.gather(-1, codes)
+        if child_bias is not None:
+            logp = logp + child_bias(t, nxt)
+        logp = logp.masked_fill(~valid, float("-inf"))
+        if normalize:  # a beam whose children all score -inf keeps -inf, not NaN
+            logp = logp - logp.logsumexp(-1, keepdim=True).clamp(min=-1e30)
+        cand = (scores[..., None] + logp).masked_fill(torch.isinf(scores)[..., None], float("-inf"))
         if last and exclude is not None:
             banned = (nxt[..., None] == exclude[:, None, None, :]).any(-1) & (nxt > 0)  # (B, W, K)
             cand = cand.masked_fill(banned, float("-inf"))

@@ -5,6 +5,8 @@ level ``t``, its children are entries ``indptr[t][n] : indptr[t][n+1]`` of ``cod
 and ``next[t]`` (the child's node id at level ``t+1``, or, at the last level, the item id). A beam
 step gathers a fixed-width ``(…, K_t)`` block per node (``K_t`` = the widest node of the level),
 so decoding is a few gathers on the model's device, with no Python per beam (as in STATIC).
+``paths`` gives every item's node at each level (``paths[:, t]``: the node of its first ``t+1``
+tokens; the last column is the item id), so per-node sums over items are one scatter per level.
 The root, the one node whose width grows with the catalogue (up to the codebook), is also kept as
 a dense code → child table, so the first step is a mask over the logits whatever the catalogue size.
 """
@@ -32,6 +34,7 @@ class CodeTrie:
         self.next: list[Tensor] = []
         self.max_branch: list[int] = []
         parent = np.zeros(n, np.int64)  # each sorted row's node at the current level
+        paths = np.zeros((n, depth), np.int64)  # in sorted row order
         for t in range(depth):
             new = np.ones(n, bool)
             new[1:] = (rows[1:, : t + 1] != rows[:-1, : t + 1]).any(1)  # first row of each child prefix
@@ -46,7 +49,10 @@ class CodeTrie:
             self.codes.append(torch.from_numpy(rows[new, t].copy()))
             self.next.append(torch.from_numpy(ids[new] if t == depth - 1 else child[new]))
             self.max_branch.append(int(counts.max()))
+            paths[:, t] = ids if t == depth - 1 else child
             parent = child
+        self.paths = torch.empty(n, depth, dtype=torch.long)
+        self.paths[torch.from_numpy(order)] = torch.from_numpy(paths)  # back to the input row order
         root_codes = self.codes[0]
         self.root_table = torch.full((int(root_codes.max()) + 1,), -1, dtype=torch.long)
         self.root_table[root_codes] = self.next[0]
@@ -63,7 +69,12 @@ class CodeTrie:
         for table in (self.indptr, self.codes, self.next):
             table[:] = [x.to(device) for x in table]
         self.root_table = self.root_table.to(device)
+        self.paths = self.paths.to(device)
         return self
+
+    def num_nodes(self, level: int) -> int:
+        """Nodes at ``level + 1`` (the children of level ``level``); at the last level, the items."""
+        return len(self.codes[level])
 
     def root_children(self, vocab_size: int) -> tuple[Tensor, Tensor]:
         """Dense root transitions over codes 0..vocab_size-1: (next node or item id (V,), validity (V,))."""

@@ -7,11 +7,20 @@ collisions resolved, and a trie of the tokens built, so the same checkpoint can 
 it never saw (zero-shot). In ``setup`` the data module's catalogue is taken.
 
 Training: for every position with a next item, cross-entropy of each of that item's T tokens over
-the codes the catalogue uses at that token position (about 1,500 of the 15,360 on Amazon
-Scientific); decoding normalises over the same sets, so training and decoding agree, a new
-catalogue brings its own sets, and the softmax costs a tenth of a full-codebook one. Evaluation: constrained beam search returns the top-K items (history excluded
-when the batch says so, the target never excluded); HR/NDCG come from the item's rank in that
-list (``RankingMetrics(max_rank=K)``), logged as ``val/hr@10`` etc.
+the tokens the catalogue allows there: the codes used at the first position (about 1,500 of the
+15,360 on Amazon Scientific), then the children of the target's prefix in the catalogue trie.
+Decoding normalises over the same sets, so the model is a distribution over catalogue items only,
+training and decoding agree, and a new catalogue brings its own trie. Evaluation: constrained beam
+search returns the top-K items (history excluded when the batch says so, the target never
+excluded); HR/NDCG come from the item's rank in that list (``RankingMetrics(max_rank=K)``),
+logged as ``val/hr@10`` etc.
+
+Text prior (``text_prior``): every token's logit gets ``log Σ exp(λ cos(u, e_i))`` over the
+catalogue items ``i`` below that child in the trie, ``u`` the text baseline's user vector. The
+product of these per-token softmaxes is exactly the softmax over items of ``λ cos(u, e_i)``, the
+text baseline, whatever the tokenizer's granularity; the decoder's learned logits multiply it by
+what text similarity misses. All of it is computed from the catalogue's text, so it carries over
+to a catalogue never trained on.
 """
 from __future__ import annotations
 
@@ -49,13 +58,10 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             (``max_seq_len`` in items; must cover the data module's ``max_seq_len``).
         decoder_features: also embed each code by the tokenizer decoder's reconstruction of its
             text-embedding chunk (fixed), so codes carry the text space's geometry.
-        text_prior: add a text-similarity prior to every token's logits: ``scale_t * <u_t, g_t(c)>``
-            with ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the
-            history's text embeddings (the text baseline's user vector), ``u_t`` its t-th chunk and
-            ``g_t(c)`` the mean t-th chunk of the catalogue items whose token t is ``c``. Summed over
-            the T tokens it approximates the text baseline's cosine, so the decoder learns what text
-            similarity misses; ``g`` is recomputed for every catalogue, so the prior carries over
-            zero-shot. ``scale_t`` starts at ``prior_scale`` and is learned.
+        text_prior: add the text baseline as a prior to every token's logits (module docstring):
+            ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the history's
+            unit text embeddings, ``λ`` starts at ``prior_scale`` and is learned. The history
+            (target aside) is left out of the prior's sums, as evaluation leaves it out of the list.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -67,7 +73,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
-                 label_smoothing: float = 0.0, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
+                 beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
         check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
@@ -84,14 +90,15 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                      num_heads, ffn_dim, dropout, max_seq_len, text_input,
                                      tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
         self.k = max([*hr_ks, *ndcg_ks])
-        self.prior_scale = nn.Parameter(torch.full((tokenizer.num_tokens,), float(prior_scale))) if text_prior else None
-        self.prior_features: list[Tensor] = []  # per token position: (codes used there, E/T) chunk means
+        self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
         self.register_buffer("item_codes", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_local", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
+        self.register_buffer("item_unit", torch.zeros(0, tokenizer.embed_dim), persistent=False)
+        self.register_buffer("item_nodes", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
@@ -137,25 +144,15 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.item_local = local.to(self.device)
         self.slot_vocab = [v.to(self.device) for v in vocab]
         self.item_text = embeddings.float().to(self.device)
-        self.prior_features = self._chunk_means(F.normalize(embeddings.float().cpu(), dim=-1), local)
+        self.item_unit = F.normalize(self.item_text, dim=-1)
         self.trie = CodeTrie(local[1:]).to(self.device)
+        self.item_nodes = torch.cat([torch.zeros_like(self.trie.paths[:1]), self.trie.paths])  # (N+1, T), row 0 padding
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
         if self.net.feature_dim:
             self.net.set_code_features(self.code_features())
         self.catalogue_key = key
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
-
-    def _chunk_means(self, unit: Tensor, local: Tensor) -> list[Tensor]:
-        """Per token position t: the mean t-th embedding chunk of the items using each code there."""
-        T = local.shape[1]
-        chunks = unit[1:].reshape(len(unit) - 1, T, -1)  # (N, T, E/T)
-        out = []
-        for t, vocab in enumerate(self.slot_vocab):
-            sums = torch.zeros(len(vocab), chunks.shape[-1]).index_add_(0, local[1:, t], chunks[:, t])
-            counts = torch.bincount(local[1:, t], minlength=len(vocab)).clamp(min=1)
-            out.append((sums / counts[:, None]).to(self.device))
-        return out
 
     def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
@@ -169,10 +166,25 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
         return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
 
-    def prior_logits(self, users: Tensor, t: int) -> Tensor:
-        """Text prior of token position t over the codes used there: users (…, E) → (…, V_t)."""
-        chunk = users.shape[-1] // len(self.prior_features)
-        return self.prior_scale[t] * (users[..., t * chunk : (t + 1) * chunk] @ self.prior_features[t].T)
+    def prior_scores(self, users: Tensor, trie: CodeTrie, exclude: Tensor | None = None) -> list[Tensor]:
+        """Text prior of every trie node: per level t, ``log Σ exp(λ cos(u, e_i))`` over the items below
+        each node of level t+1 (R, nodes); the last level is indexed by item id (R, N+1).
+
+        users (R, E); exclude (R, H) item ids left out of the sums (0 = padding).
+        """
+        scores = self.prior_scale * (users @ self.item_unit.T)  # (R, N+1)
+        scores[:, 0] = float("-inf")
+        if exclude is not None:
+            scores = scores.scatter(1, exclude, float("-inf"))
+        below = scores[:, trie.paths[:, -1]]  # (R, N_trie): the trie's items
+        out = []
+        for t in range(trie.depth - 1):
+            node = trie.paths[:, t].expand_as(below)
+            top = below.new_full((len(below), trie.num_nodes(t)), float("-inf")).scatter_reduce(1, node, below, "amax")
+            top = top.clamp(min=-1e30)  # nodes with every item excluded: -inf stays -inf below, not NaN
+            total = torch.zeros_like(top).scatter_add_(1, node, (below - top.gather(1, node)).exp())
+            out.append(top + total.log())
+        return out + [scores]
 
     @torch.no_grad()
     def code_features(self) -> Tensor:
@@ -203,26 +215,43 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.user_weights = weights
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        codes, text = self._inputs(batch["items"])
+        items = batch["items"]
+        codes, text = self._inputs(items)
         states = self.net(codes, text, batch["lengths"])  # (B, L, T, D)
         valid = batch["targets"] > 0  # (B, L)
-        target = self.item_codes[batch["targets"][valid]]  # (M, T)
-        local = self.item_local[batch["targets"][valid]]  # (M, T)
+        target_ids = batch["targets"][valid]  # (M,)
+        target = self.item_codes[target_ids]  # (M, T)
         queries = self.net.next_queries(states[valid], target)  # (M, T, D)
-        users = self.prior_users(batch["items"])[valid] if self.prior_scale is not None else None  # (M, E)
+        priors = None
+        if self.prior_scale is not None:
+            L = items.shape[1]
+            history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
+            history = history.masked_fill(history == target_ids[:, None], 0)
+            priors = self.prior_scores(self.prior_users(items)[valid], self.trie, history)
         per_item = 0
         for t in range(target.shape[1]):
-            logits = self.token_logits(queries[:, t], t)
-            if users is not None:
-                logits = logits + self.prior_logits(users, t)
-            per_item = per_item + F.cross_entropy(logits, local[:, t], reduction="none",
-                                                  label_smoothing=self.hparams.label_smoothing)
+            logits, nxt, allowed = self.child_logits(queries[:, t], t, self.item_nodes[target_ids, t - 1] if t else None)
+            if priors is not None:
+                logits = logits + priors[t].gather(1, nxt)
+            logp = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+            label = (nxt == self.item_nodes[target_ids, t, None]).float().argmax(-1, keepdim=True)  # the target's child
+            per_item = per_item - logp.gather(1, label)[:, 0]
         if self.user_weights is not None:
             w = self.user_weights.to(per_item.device)[batch["user"]]  # (B,)
             per_item = per_item * w[:, None].expand_as(valid)[valid]
         loss = per_item.sum() / (valid.sum().clamp(min=1) * target.shape[1])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(valid))
         return loss
+
+    def child_logits(self, queries: Tensor, t: int, parents: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Learned logits of token t over the children of each row's trie node at level t (the root
+        when ``t == 0``): queries (M, D), parents (M,) → logits, child nodes, validity, each (M, K)."""
+        table = self.net.code_table(self.slot_vocab[t], t)  # (V_t, D)
+        if t == 0:  # the root's children are every code used at the first position
+            logits = self.token_logits(queries, 0, table)
+            return logits, self.trie.root_table[: logits.shape[1]].expand_as(logits), torch.ones_like(logits, dtype=torch.bool)
+        local, nxt, allowed = self.trie.children(t, parents)  # (M, K)
+        return torch.einsum("md,mkd->mk", queries, table[local]), nxt, allowed
 
     # -- decoding --------------------------------------------------------------------------------
 
@@ -235,16 +264,21 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         states = self.net(codes, text, lengths)
         last = states[torch.arange(len(states), device=states.device), (lengths - 1).clamp(min=0)]  # (B, T, D)
         tables = [self.net.code_table(v, t) for t, v in enumerate(self.slot_vocab)]
-        priors = ([self.prior_logits(self.prior_users(batch["items"], lengths), t)[:, None] for t in range(len(tables))]
-                  if self.prior_scale is not None else None)  # each (B, 1, V_t)
+        trie = self.trie if trie is None else trie
+        bias = None
+        if self.prior_scale is not None:
+            priors = self.prior_scores(self.prior_users(batch["items"], lengths), trie, exclude)
+
+            def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
+                return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)
 
         def step(t: int, prefix: Tensor) -> Tensor:  # prefix (B, W, t) local indices
             state = last[:, t, None].expand(-1, prefix.shape[1], -1)  # (B, W, D)
             codes = torch.stack([self.slot_vocab[s][prefix[..., s]] for s in range(t)], -1) if t else prefix
-            logits = self.token_logits(self.net.step_query(state, codes), t, tables[t])
-            return (logits if priors is None else logits + priors[t]).log_softmax(-1)
+            return self.token_logits(self.net.step_query(state, codes), t, tables[t])
 
-        return constrained_beam_search(step, self.trie if trie is None else trie, len(lengths), self.hparams.beam_width, k, exclude)
+        return constrained_beam_search(step, trie, len(lengths), self.hparams.beam_width, k, exclude,
+                                       child_bias=bias, normalize=True)
 
     def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics,
                    domain: tuple[int, int] | None = None) -> Tensor:

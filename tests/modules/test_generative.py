@@ -72,15 +72,45 @@ def test_recommendations_are_distinct_catalogue_items_outside_the_history():
     assert (scores[:, :-1] >= scores[:, 1:]).all()
 
 
-def test_recommend_scores_are_exact_sequence_log_probs():
-    m, b = module(), batch()
-    items, scores = m.recommend(b, 5)
+def by_hand_log_probs(m, b, items, exclude=None, catalogue=None):
+    """Sequence log-probs of ``items`` (B, k) computed item by item from the catalogue table: token t
+    competes with every code that some catalogue item puts after the same t-token prefix; with the
+    prior, each such code also gets log Σ exp(λ cos) over those items (excluded ones left out).
+    ``catalogue``: the item ids decoded from (default all)."""
     codes, text = m._inputs(b["items"])
-    states = m.net(codes, text, b["lengths"])[torch.arange(4), b["lengths"] - 1]  # (B, T, D)
-    queries = m.net.next_queries(states[:, None].expand(-1, 5, -1, -1).reshape(20, 2, -1), m.item_codes[items].view(20, 2))
-    local = m.item_local[items].view(20, 2)
-    logp = sum(m.token_logits(queries[:, t], t).log_softmax(-1).gather(1, local[:, t, None])[:, 0] for t in range(2))
-    assert torch.allclose(scores, logp.view(4, 5), atol=1e-4)
+    B, k = items.shape
+    states = m.net(codes, text, b["lengths"])[torch.arange(B), b["lengths"] - 1]  # (B, T, D)
+    users = m.prior_users(b["items"], b["lengths"])
+    cos = torch.nn.functional.normalize(m.item_text, dim=-1) @ users.T  # (N+1, B)
+    out = torch.zeros(B, k)
+    for row in range(B):
+        banned = set() if exclude is None else set(exclude[row].tolist())
+        for j, item in enumerate(items[row].tolist()):
+            tokens = m.item_codes[item]
+            query = m.net.next_queries(states[row][None], tokens[None])[0]  # (T, D)
+            for t in range(len(tokens)):
+                same = [i for i in (catalogue or range(1, len(m.item_codes))) if torch.equal(m.item_codes[i, :t], tokens[:t])]
+                options = sorted({m.item_codes[i, t].item() for i in same})
+                logits = []
+                for c in options:
+                    logit = query[t] @ m.net.code_table(torch.tensor([c]), t)[0]
+                    if m.prior_scale is not None:
+                        below = [i for i in same if m.item_codes[i, t] == c and i not in banned]
+                        logit = logit + (torch.logsumexp(m.prior_scale * cos[below, row], 0) if below else float("-inf"))
+                    logits.append(logit)
+                logp = torch.stack([torch.as_tensor(x, dtype=torch.float) for x in logits]).log_softmax(0)
+                out[row, j] += logp[options.index(tokens[t].item())]
+    return out
+
+
+def test_recommend_scores_are_exact_sequence_log_probs_over_the_catalogue_trie():
+    m, b = module(), batch()
+    with torch.no_grad():
+        items, scores = m.recommend(b, 5)
+        assert torch.allclose(scores, by_hand_log_probs(m, b, items), atol=1e-4)
+        # the scores are a distribution over catalogue items: they sum to one over all of them
+        everything, all_scores = m.recommend(b, 30)
+    assert torch.allclose(all_scores.exp().sum(1), torch.ones(4), atol=1e-4)
 
 
 def test_each_position_competes_over_the_codes_the_catalogue_uses_there():
@@ -124,20 +154,19 @@ def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
     assert ((items >= 11) & (items <= 24)).all()
     assert all(len(set(row.tolist())) == 10 for row in items)
     assert not any(set(row.tolist()) & set(h.tolist()) for row, h in zip(items, b["exclude"]))
-    # the restricted list is the full decode's ranking with other domains' items removed
-    # (beam width covers the 30-item catalogue, so both decodes are exact)
+    # the list is the model's distribution renormalised over the domain's items: exact sequence
+    # log-probs over the domain's trie, and they sum to one over the domain
     with torch.no_grad():
-        everything, _ = m.recommend(b, 30, b["exclude"])
-    for row, full in zip(items, everything):
-        expected = [i for i in full.tolist() if 11 <= i <= 24][:10]
-        assert row.tolist()[: len(expected)] == expected
+        assert torch.allclose(_, by_hand_log_probs(m, b, items, catalogue=list(range(11, 25))), atol=1e-4)
+        whole, scores = m.recommend(b, 14, None, m._domain_trie(domain))
+    assert torch.allclose(scores.exp().sum(1), torch.ones(4), atol=1e-4)
     b["target"] = items[:, 3]
     with torch.no_grad():
         ranks = m._eval_step(b, m.val_metrics, domain)
     assert ranks.tolist() == [3, 3, 3, 3]
 
 
-def test_text_prior_is_the_chunked_text_baseline_cosine():
+def test_text_prior_uses_the_text_baselines_user_vector():
     m, b = module(text_prior=True, prior_scale=1.0), batch()
     # user vector = the text baseline's: unit recency-weighted mean of the history's unit embeddings
     from genrec.evaluation.text_baseline import TextScorer
@@ -147,27 +176,28 @@ def test_text_prior_is_the_chunked_text_baseline_cosine():
     # every position's vector is the same computation on the prefix ending there
     per_pos = m.prior_users(b["items"])
     assert torch.allclose(per_pos[0, 2], scorer.user_vectors({"items": b["items"][:1, :3], "lengths": torch.tensor([3])})[0], atol=1e-5)
-    # token t's prior of code c: <u's t-th chunk, mean t-th chunk of the catalogue items using c there>
-    unit = torch.nn.functional.normalize(m.item_text, dim=-1)[1:].view(30, 2, 4)
-    for t in range(2):
-        for c in range(len(m.slot_vocab[t])):
-            users_of_c = m.item_local[1:, t] == c
-            if users_of_c.any():
-                g = unit[users_of_c, t].mean(0)
-                assert torch.allclose(m.prior_logits(users, t)[:, c], users[:, 4 * t : 4 * t + 4] @ g, atol=1e-5)
+
+
+def test_the_prior_alone_decodes_exactly_the_text_baselines_ranking():
+    """With the learned logits at zero the product of per-token softmaxes is the item softmax of
+    λ cos(u, e_i): a beam as wide as the catalogue returns the text baseline's top-k, history excluded."""
+    m, b = module(text_prior=True, prior_scale=5.0), batch()
+    with torch.no_grad():
+        m.net.heads.zero_()
+        items, scores = m.recommend(b, 10, b["exclude"])
+    from genrec.evaluation.text_baseline import TextScorer
+    cos = (torch.nn.functional.normalize(m.item_text, dim=-1) @ TextScorer(m.item_text, decay=0.3).user_vectors(b).T).T
+    cos[:, 0] = float("-inf")
+    cos = cos.scatter(1, b["exclude"], float("-inf"))
+    assert torch.equal(items, cos.topk(10, dim=1).indices)
+    assert torch.allclose(scores, (5.0 * cos).log_softmax(1).topk(10, dim=1).values, atol=1e-4)
 
 
 def test_with_the_prior_decoding_scores_are_still_exact_sequence_log_probs():
     m, b = module(text_prior=True), batch()
-    items, scores = m.recommend(b, 5)
-    codes, text = m._inputs(b["items"])
-    states = m.net(codes, text, b["lengths"])[torch.arange(4), b["lengths"] - 1]
-    queries = m.net.next_queries(states[:, None].expand(-1, 5, -1, -1).reshape(20, 2, -1), m.item_codes[items].view(20, 2))
-    users = m.prior_users(b["items"], b["lengths"]).repeat_interleave(5, 0)
-    local = m.item_local[items].view(20, 2)
-    logp = sum((m.token_logits(queries[:, t], t) + m.prior_logits(users, t)).log_softmax(-1).gather(1, local[:, t, None])[:, 0]
-               for t in range(2))
-    assert torch.allclose(scores, logp.view(4, 5), atol=1e-4)
+    with torch.no_grad():
+        items, scores = m.recommend(b, 5, b["exclude"])
+        assert torch.allclose(scores, by_hand_log_probs(m, b, items, b["exclude"]), atol=1e-4)
     # and training lowers the loss with the prior's scale learned along
     m.train()
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
@@ -177,4 +207,24 @@ def test_with_the_prior_decoding_scores_are_still_exact_sequence_log_probs():
         loss = m.training_step(b, 0)
         loss.backward()
         opt.step()
-    assert loss.item() < first.item() and not torch.equal(m.prior_scale, torch.full((2,), 20.0))
+    assert loss.item() < first.item() and m.prior_scale.item() != 20.0
+
+
+def test_training_loss_is_the_by_hand_sequence_log_prob_of_each_target():
+    m, b = module(text_prior=True, prior_scale=3.0), batch()
+    m.eval()  # no dropout
+    loss = m.training_step(b, 0)
+    total, count = 0.0, 0
+    for row in range(4):
+        for pos in range(int(b["lengths"][row])):
+            target = b["targets"][row, pos]
+            if target == 0:
+                continue
+            prefix = {k: v[row : row + 1].clone() for k, v in b.items()}
+            prefix["items"][:, pos + 1 :] = 0
+            prefix["lengths"] = torch.tensor([pos + 1])
+            history = prefix["items"].masked_fill(prefix["items"] == target, 0)
+            with torch.no_grad():
+                total -= by_hand_log_probs(m, prefix, target.view(1, 1), history)[0, 0].item()
+            count += 1
+    assert loss.item() == pytest.approx(total / (count * 2), rel=1e-4)
