@@ -79,9 +79,10 @@ def by_hand_log_probs(m, b, items, exclude=None, catalogue=None):
     ``catalogue``: the item ids decoded from (default all)."""
     codes, text = m._inputs(b["items"])
     B, k = items.shape
-    states = m.net(codes, text, b["lengths"])[torch.arange(B), b["lengths"] - 1]  # (B, T, D)
-    users = m.prior_users(b["items"], b["lengths"])
-    cos = torch.nn.functional.normalize(m.item_text, dim=-1) @ users.T  # (N+1, B)
+    full = m.net(codes, text, b["lengths"])
+    states = full[torch.arange(B), b["lengths"] - 1]  # (B, T, D)
+    users = m.last_users(b["items"], b["lengths"], full) if m.prior_scale is not None else None
+    cos = torch.nn.functional.normalize(m.item_text, dim=-1) @ users.T if users is not None else None  # (N+1, B)
     out = torch.zeros(B, k)
     for row in range(B):
         banned = set() if exclude is None else set(exclude[row].tolist())
@@ -171,7 +172,7 @@ def test_text_prior_uses_the_text_baselines_user_vector():
     # user vector = the text baseline's: unit recency-weighted mean of the history's unit embeddings
     from genrec.evaluation.text_baseline import TextScorer
     scorer = TextScorer(m.item_text, decay=m.hparams.prior_decay)
-    users = m.prior_users(b["items"], b["lengths"])
+    users = m.last_users(b["items"], b["lengths"])
     assert torch.allclose(users, scorer.user_vectors(b), atol=1e-5)
     # every position's vector is the same computation on the prefix ending there
     per_pos = m.prior_users(b["items"])
@@ -228,3 +229,37 @@ def test_training_loss_is_the_by_hand_sequence_log_prob_of_each_target():
                 total -= by_hand_log_probs(m, prefix, target.view(1, 1), history)[0, 0].item()
             count += 1
     assert loss.item() == pytest.approx(total / (count * 2), rel=1e-4)
+
+
+def test_the_history_attention_starts_at_the_text_baseline_and_learns_its_weights():
+    with pytest.raises(ValueError, match="text_prior"):
+        module(prior_attention=True)
+    m, b = module(text_prior=True, prior_attention=True, prior_scale=3.0), batch()
+    plain = module(text_prior=True, prior_scale=3.0)
+    m.net.load_state_dict(plain.net.state_dict())
+    m.set_catalogue_embeddings(plain.item_text.clone(), "test")
+    m.eval(), plain.eval()
+    assert m.training_step(b, 0).item() == pytest.approx(plain.training_step(b, 0).item(), rel=1e-5)
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), lr=5e-2)
+    for _ in range(10):
+        opt.zero_grad()
+        m.training_step(b, 0).backward()
+        opt.step()
+    assert m.prior_attn.query.weight.abs().sum() > 0 and m.prior_attn.age_bias.abs().sum() > 0
+    m.eval()
+    with torch.no_grad():
+        codes, text = m._inputs(b["items"])
+        states = m.net(codes, text, b["lengths"])
+        users = m.prior_users(b["items"], states)  # (B, L, E)
+        # still a unit vector inside the span of each prefix's own items: user 1 after 2 items
+        unit = torch.nn.functional.normalize(m.item_text[b["items"][1, :2]], dim=-1)  # (2, E)
+        coef = torch.linalg.lstsq(unit.T, users[1, 1][:, None]).solution
+        assert torch.allclose(unit.T @ coef, users[1, 1][:, None], atol=1e-4) and (coef > -1e-5).all()
+        assert torch.allclose(users[1, 1].norm(), torch.tensor(1.0))
+        # and it differs from the recency weights now
+        recency = torch.nn.functional.normalize(0.3 * unit[0] + unit[1], dim=0)
+        assert not torch.allclose(users[1, 1], recency, atol=1e-3)
+        # decoding uses it: still exact sequence log-probs
+        items, scores = m.recommend(b, 5, b["exclude"])
+        assert torch.allclose(scores, by_hand_log_probs(m, b, items, b["exclude"]), atol=1e-4)
