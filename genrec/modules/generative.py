@@ -87,6 +87,11 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             the text baseline). ``u`` stays inside the span of the history's own embeddings, which
             is what lets it carry over to a catalogue never trained on (an unconstrained map into
             the text space learns where the training catalogue's items lie instead).
+        prior_recent: add to every item's prior score a learned function ``g`` (a small MLP whose
+            output starts at zero) of the item's cosines to the ``prior_recent`` most recent history
+            items. ``g`` sees only similarities, never where the items lie in the text space, so it
+            learns how relatedness to the last few items predicts the next one (e.g. near-duplicates
+            of the last item less likely than its complements) in a form that applies to any catalogue.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -98,7 +103,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
-                 prior_attention: bool = False,
+                 prior_attention: bool = False, prior_recent: int = 0,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -120,6 +125,15 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             raise ValueError("model.prior_attention chooses the text prior's user vector: it needs model.text_prior: true")
         self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
         self.prior_attn = _HistoryAttention(dim, max_seq_len) if prior_attention else None
+        if prior_recent and not text_prior:
+            raise ValueError("model.prior_recent adds to the text prior: it needs model.text_prior: true")
+        if prior_recent < 0:
+            raise ValueError(f"model.prior_recent must be >= 0, got {prior_recent}")
+        self.prior_kernel = None
+        if prior_recent:
+            self.prior_kernel = nn.Sequential(nn.Linear(2 * prior_recent, 32), nn.GELU(), nn.Linear(32, 1))
+            nn.init.zeros_(self.prior_kernel[-1].weight)
+            nn.init.zeros_(self.prior_kernel[-1].bias)
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -204,13 +218,27 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         """The prior's user vector after each history's last item. (B, E)"""
         return self.prior_users(items, states)[torch.arange(len(items), device=items.device), (lengths - 1).clamp(min=0)]
 
-    def prior_scores(self, users: Tensor, trie: CodeTrie, exclude: Tensor | None = None) -> list[Tensor]:
-        """Text prior of every trie node: per level t, ``log Σ exp(λ cos(u, e_i))`` over the items below
-        each node of level t+1 (R, nodes); the last level is indexed by item id (R, N+1).
+    def recent_items(self, items: Tensor) -> Tensor:
+        """The ``prior_recent`` most recent items at every position, newest first, 0 where the
+        history is shorter: items (B, L) → (B, L, K)."""
+        L, K = items.shape[1], self.hparams.prior_recent
+        back = torch.arange(L, device=items.device)[:, None] - torch.arange(K, device=items.device)  # (L, K)
+        return items[:, back.clamp(min=0)].masked_fill(back < 0, 0)
+
+    def prior_scores(self, users: Tensor, trie: CodeTrie, exclude: Tensor | None = None,
+                     recent: Tensor | None = None) -> list[Tensor]:
+        """Text prior of every trie node: per level t, ``log Σ exp(s_i)`` over the items below each
+        node of level t+1 (R, nodes), with ``s_i = λ cos(u, e_i)`` (plus the learned kernel of its
+        cosines to the ``recent`` items (R, K)); the last level is ``s`` itself, by item id (R, N+1).
 
         users (R, E); exclude (R, H) item ids left out of the sums (0 = padding).
         """
         scores = self.prior_scale * (users @ self.item_unit.T)  # (R, N+1)
+        if self.prior_kernel is not None:
+            present = (recent > 0).float()  # (R, K)
+            cos = torch.einsum("rke,ne->rnk", self.item_unit[recent], self.item_unit)  # (R, N+1, K)
+            features = torch.cat([cos, present[:, None].expand_as(cos)], -1)
+            scores = scores + self.prior_kernel(features)[..., 0]
         scores[:, 0] = float("-inf")
         if exclude is not None:
             scores = scores.scatter(1, exclude, float("-inf"))
@@ -265,7 +293,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
-            priors = self.prior_scores(self.prior_users(items, states)[valid], self.trie, history)
+            recent = self.recent_items(items)[valid] if self.prior_kernel is not None else None
+            priors = self.prior_scores(self.prior_users(items, states)[valid], self.trie, history, recent)
         per_item = 0
         for t in range(target.shape[1]):
             logits, nxt, allowed = self.child_logits(queries[:, t], t, self.item_nodes[target_ids, t - 1] if t else None)
@@ -305,7 +334,10 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         trie = self.trie if trie is None else trie
         bias = None
         if self.prior_scale is not None:
-            priors = self.prior_scores(self.last_users(batch["items"], lengths, states), trie, exclude)
+            recent = None
+            if self.prior_kernel is not None:
+                recent = self.recent_items(batch["items"])[torch.arange(len(lengths), device=lengths.device), (lengths - 1).clamp(min=0)]
+            priors = self.prior_scores(self.last_users(batch["items"], lengths, states), trie, exclude, recent)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
                 return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)
