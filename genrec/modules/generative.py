@@ -47,6 +47,9 @@ from genrec.tokenizers.text import embed_texts, render_texts
 log = logging.getLogger(__name__)
 
 
+KERNEL_KNOTS = (0.0, 0.2, 0.4, 0.6, 0.8)
+
+
 class _HistoryAttention(nn.Module):
     """Learned part of the prior's weights over history items: per-age bias, per-item salience and
     a query-key match, all zero at initialisation. hs (B, L, D), age (L, L) → (B, L, L)."""
@@ -87,9 +90,9 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             the text baseline). ``u`` stays inside the span of the history's own embeddings, which
             is what lets it carry over to a catalogue never trained on (an unconstrained map into
             the text space learns where the training catalogue's items lie instead).
-        prior_recent: add to every item's prior score a learned function ``g`` (a small MLP whose
-            output starts at zero) of the item's cosines to the ``prior_recent`` most recent history
-            items. ``g`` sees only similarities, never where the items lie in the text space, so it
+        prior_recent: add to every item's prior score a learned function of the item's cosine to
+            each of the ``prior_recent`` most recent history items (per recent item, a
+            piecewise-linear function with knots at 0, .2, .4, .6, .8, starting at zero). It sees only similarities, never where the items lie in the text space, so it
             learns how relatedness to the last few items predicts the next one (e.g. near-duplicates
             of the last item less likely than its complements) in a form that applies to any catalogue.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
@@ -129,11 +132,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             raise ValueError("model.prior_recent adds to the text prior: it needs model.text_prior: true")
         if prior_recent < 0:
             raise ValueError(f"model.prior_recent must be >= 0, got {prior_recent}")
-        self.prior_kernel = None
-        if prior_recent:
-            self.prior_kernel = nn.Sequential(nn.Linear(2 * prior_recent, 32), nn.GELU(), nn.Linear(32, 1))
-            nn.init.zeros_(self.prior_kernel[-1].weight)
-            nn.init.zeros_(self.prior_kernel[-1].bias)
+        # (K, knots): slope added at each knot of the piecewise-linear function of each recent cosine
+        self.prior_kernel = nn.Parameter(torch.zeros(prior_recent, len(KERNEL_KNOTS))) if prior_recent else None
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -225,6 +225,15 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         back = torch.arange(L, device=items.device)[:, None] - torch.arange(K, device=items.device)  # (L, K)
         return items[:, back.clamp(min=0)].masked_fill(back < 0, 0)
 
+    def kernel_scores(self, recent: Tensor) -> Tensor:
+        """The learned function of every item's cosines to the ``recent`` items (R, K) → (R, N+1);
+        a missing recent item (0) has cosine 0 with everything, where every hinge is flat."""
+        cos = torch.einsum("rke,ne->rkn", self.item_unit[recent], self.item_unit)  # (R, K, N+1)
+        out = 0
+        for j, knot in enumerate(KERNEL_KNOTS):
+            out = out + torch.einsum("rkn,k->rn", (cos - knot).relu(), self.prior_kernel[:, j])
+        return out
+
     def prior_scores(self, users: Tensor, trie: CodeTrie, exclude: Tensor | None = None,
                      recent: Tensor | None = None) -> list[Tensor]:
         """Text prior of every trie node: per level t, ``log Σ exp(s_i)`` over the items below each
@@ -235,10 +244,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         """
         scores = self.prior_scale * (users @ self.item_unit.T)  # (R, N+1)
         if self.prior_kernel is not None:
-            present = (recent > 0).float()  # (R, K)
-            cos = torch.einsum("rke,ne->rnk", self.item_unit[recent], self.item_unit)  # (R, N+1, K)
-            features = torch.cat([cos, present[:, None].expand_as(cos)], -1)
-            scores = scores + self.prior_kernel(features)[..., 0]
+            scores = scores + self.kernel_scores(recent)
         scores[:, 0] = float("-inf")
         if exclude is not None:
             scores = scores.scatter(1, exclude, float("-inf"))
