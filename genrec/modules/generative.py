@@ -50,24 +50,6 @@ log = logging.getLogger(__name__)
 KERNEL_KNOTS = (0.0, 0.2, 0.4, 0.6, 0.8)
 
 
-class _HistoryAttention(nn.Module):
-    """Learned part of the prior's weights over history items: per-age bias, per-item salience and
-    a query-key match, all zero at initialisation. hs (B, L, D), age (L, L) → (B, L, L)."""
-
-    def __init__(self, dim: int, max_len: int):
-        super().__init__()
-        self.age_bias = nn.Parameter(torch.zeros(max_len))
-        self.salience = nn.Linear(dim, 1)
-        self.query, self.key = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        for layer in (self.salience, self.query):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def forward(self, hs: Tensor, age: Tensor) -> Tensor:
-        match = self.query(hs) @ self.key(hs).transpose(1, 2) / hs.shape[-1] ** 0.5  # (B, L, L)
-        return self.age_bias[age] + self.salience(hs).transpose(1, 2) + match
-
-
 class GenerativeModule(DomainEvalLoop, L.LightningModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
@@ -83,13 +65,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the history's
             unit text embeddings, ``λ`` starts at ``prior_scale`` and is learned. The history
             (target aside) is left out of the prior's sums, as evaluation leaves it out of the list.
-        prior_attention: let the decoder choose the prior's user vector: instead of fixed recency
-            weights, ``u`` is the unit mean of the history's text embeddings under attention weights
-            ``softmax_j(age·log(prior_decay) + b[age] + v·h_j + (Q h_l)·(K h_j)/sqrt(D))``, ``h`` the
-            items' mean token states, ``b``, ``v`` and ``Q`` starting at zero (so training starts from
-            the text baseline). ``u`` stays inside the span of the history's own embeddings, which
-            is what lets it carry over to a catalogue never trained on (an unconstrained map into
-            the text space learns where the training catalogue's items lie instead).
         prior_recent: add to every item's prior score a learned function of the item's cosine to
             each of the ``prior_recent`` most recent history items (per recent item, a
             piecewise-linear function with knots at 0, .2, .4, .6, .8, starting at zero). It sees only similarities, never where the items lie in the text space, so it
@@ -106,7 +81,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
-                 prior_attention: bool = False, prior_recent: int = 0,
+                 prior_recent: int = 0,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -124,10 +99,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                      num_heads, ffn_dim, dropout, max_seq_len, text_input,
                                      tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
         self.k = max([*hr_ks, *ndcg_ks])
-        if prior_attention and not text_prior:
-            raise ValueError("model.prior_attention chooses the text prior's user vector: it needs model.text_prior: true")
         self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
-        self.prior_attn = _HistoryAttention(dim, max_seq_len) if prior_attention else None
         if prior_recent and not text_prior:
             raise ValueError("model.prior_recent adds to the text prior: it needs model.text_prior: true")
         if prior_recent < 0:
@@ -197,26 +169,22 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
-    def prior_users(self, items: Tensor, states: Tensor | None = None) -> Tensor:
+    def prior_users(self, items: Tensor) -> Tensor:
         """The prior's user vector after every position: the unit weighted mean of the history's
-        unit text embeddings (B, L, E); weights decay by ``prior_decay`` per step back (the text
-        baseline), or come from the history attention given the decoder's ``states`` (B, L, T, D)."""
+        unit text embeddings, weights decaying by ``prior_decay`` per step back (the text
+        baseline's). (B, L, E)"""
         L = items.shape[1]
         pos = torch.arange(L, device=items.device)
         age = pos[:, None] - pos[None]  # (L, L): steps from item j back to position l
         logits = age.clamp(min=0) * torch.log(torch.tensor(self.hparams.prior_decay, device=items.device))
         logits = logits.masked_fill(age < 0, float("-inf"))[None].expand(len(items), -1, -1)  # (B, L, L)
-        if self.prior_attn is not None:
-            if states is None:
-                raise ValueError("the prior's history attention needs the decoder's states")
-            logits = logits + self.prior_attn(states.mean(-2), age.clamp(min=0))
         logits = logits.masked_fill((items == 0)[:, None, :], float("-inf"))
         weights = logits.softmax(-1).nan_to_num(0.0)  # padding positions attend to nothing
         return F.normalize(weights @ self.item_unit[items], dim=-1)
 
-    def last_users(self, items: Tensor, lengths: Tensor, states: Tensor | None = None) -> Tensor:
+    def last_users(self, items: Tensor, lengths: Tensor) -> Tensor:
         """The prior's user vector after each history's last item. (B, E)"""
-        return self.prior_users(items, states)[torch.arange(len(items), device=items.device), (lengths - 1).clamp(min=0)]
+        return self.prior_users(items)[torch.arange(len(items), device=items.device), (lengths - 1).clamp(min=0)]
 
     def recent_items(self, items: Tensor) -> Tensor:
         """The ``prior_recent`` most recent items at every position, newest first, 0 where the
@@ -300,7 +268,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
             recent = self.recent_items(items)[valid] if self.prior_kernel is not None else None
-            priors = self.prior_scores(self.prior_users(items, states)[valid], self.trie, history, recent)
+            priors = self.prior_scores(self.prior_users(items)[valid], self.trie, history, recent)
         per_item = 0
         for t in range(target.shape[1]):
             logits, nxt, allowed = self.child_logits(queries[:, t], t, self.item_nodes[target_ids, t - 1] if t else None)
@@ -343,7 +311,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             recent = None
             if self.prior_kernel is not None:
                 recent = self.recent_items(batch["items"])[torch.arange(len(lengths), device=lengths.device), (lengths - 1).clamp(min=0)]
-            priors = self.prior_scores(self.last_users(batch["items"], lengths, states), trie, exclude, recent)
+            priors = self.prior_scores(self.last_users(batch["items"], lengths), trie, exclude, recent)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
                 return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)

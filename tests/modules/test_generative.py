@@ -81,7 +81,7 @@ def by_hand_log_probs(m, b, items, exclude=None, catalogue=None):
     B, k = items.shape
     full = m.net(codes, text, b["lengths"])
     states = full[torch.arange(B), b["lengths"] - 1]  # (B, T, D)
-    users = m.last_users(b["items"], b["lengths"], full) if m.prior_scale is not None else None
+    users = m.last_users(b["items"], b["lengths"]) if m.prior_scale is not None else None
     unit = torch.nn.functional.normalize(m.item_text, dim=-1)
     cos = unit @ users.T if users is not None else None  # (N+1, B)
 
@@ -244,40 +244,6 @@ def test_training_loss_is_the_by_hand_sequence_log_prob_of_each_target():
     m, b = module(text_prior=True, prior_scale=3.0), batch()
     m.eval()  # no dropout
     assert m.training_step(b, 0).item() == pytest.approx(_by_hand_loss(m, b), rel=1e-4)
-
-
-def test_the_history_attention_starts_at_the_text_baseline_and_learns_its_weights():
-    with pytest.raises(ValueError, match="text_prior"):
-        module(prior_attention=True)
-    m, b = module(text_prior=True, prior_attention=True, prior_scale=3.0), batch()
-    plain = module(text_prior=True, prior_scale=3.0)
-    m.net.load_state_dict(plain.net.state_dict())
-    m.set_catalogue_embeddings(plain.item_text.clone(), "test")
-    m.eval(), plain.eval()
-    assert m.training_step(b, 0).item() == pytest.approx(plain.training_step(b, 0).item(), rel=1e-5)
-    m.train()
-    opt = torch.optim.Adam(m.parameters(), lr=5e-2)
-    for _ in range(10):
-        opt.zero_grad()
-        m.training_step(b, 0).backward()
-        opt.step()
-    assert m.prior_attn.query.weight.abs().sum() > 0 and m.prior_attn.age_bias.abs().sum() > 0
-    m.eval()
-    with torch.no_grad():
-        codes, text = m._inputs(b["items"])
-        states = m.net(codes, text, b["lengths"])
-        users = m.prior_users(b["items"], states)  # (B, L, E)
-        # still a unit vector inside the span of each prefix's own items: user 1 after 2 items
-        unit = torch.nn.functional.normalize(m.item_text[b["items"][1, :2]], dim=-1)  # (2, E)
-        coef = torch.linalg.lstsq(unit.T, users[1, 1][:, None]).solution
-        assert torch.allclose(unit.T @ coef, users[1, 1][:, None], atol=1e-4) and (coef > -1e-5).all()
-        assert torch.allclose(users[1, 1].norm(), torch.tensor(1.0))
-        # and it differs from the recency weights now
-        recency = torch.nn.functional.normalize(0.3 * unit[0] + unit[1], dim=0)
-        assert not torch.allclose(users[1, 1], recency, atol=1e-3)
-        # decoding uses it: still exact sequence log-probs
-        items, scores = m.recommend(b, 5, b["exclude"])
-        assert torch.allclose(scores, by_hand_log_probs(m, b, items, b["exclude"]), atol=1e-4)
 
 
 def test_the_recent_items_kernel_starts_at_zero_and_decodes_exactly():
