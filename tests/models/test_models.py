@@ -129,3 +129,12 @@ def test_positions_start_at_the_scale_of_the_scaled_item_embeddings(make):
     net = make(dim=50, max_seq_len=200)
     item_scale = 0.02 * math.sqrt(50)
     assert 0.5 < net.pos_emb.weight.std().item() / item_scale < 1.5
+
+
+def test_sasrec_attention_dropout_is_its_own_setting():
+    x, t, lengths = torch.randn(2, 6, 8), torch.zeros(2, 6, dtype=torch.long), torch.tensor([6, 4])
+    assert all(b.dropout_p == 0.3 for b in SASRec(dim=8, dropout=0.3, max_seq_len=6).blocks)  # default: dropout
+    only_attn = SASRec(dim=8, dropout=0.0, attn_dropout=0.5, max_seq_len=6).train()
+    assert not torch.equal(only_attn(x, t, lengths), only_attn(x, t, lengths))
+    none = SASRec(dim=8, dropout=0.0, attn_dropout=0.0, max_seq_len=6).train()
+    assert torch.equal(none(x, t, lengths), none(x, t, lengths))
