@@ -47,9 +47,6 @@ from genrec.tokenizers.text import embed_texts, render_texts
 log = logging.getLogger(__name__)
 
 
-KERNEL_KNOTS = (0.0, 0.2, 0.4, 0.6, 0.8)
-
-
 class GenerativeModule(DomainEvalLoop, L.LightningModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
@@ -65,11 +62,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the history's
             unit text embeddings, ``λ`` starts at ``prior_scale`` and is learned. The history
             (target aside) is left out of the prior's sums, as evaluation leaves it out of the list.
-        prior_recent: add to every item's prior score a learned function of the item's cosine to
-            each of the ``prior_recent`` most recent history items (per recent item, a
-            piecewise-linear function with knots at 0, .2, .4, .6, .8, starting at zero). It sees only similarities, never where the items lie in the text space, so it
-            learns how relatedness to the last few items predicts the next one (e.g. near-duplicates
-            of the last item less likely than its complements) in a form that applies to any catalogue.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -81,7 +73,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
-                 prior_recent: int = 0,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -100,12 +91,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                      tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
         self.k = max([*hr_ks, *ndcg_ks])
         self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
-        if prior_recent and not text_prior:
-            raise ValueError("model.prior_recent adds to the text prior: it needs model.text_prior: true")
-        if prior_recent < 0:
-            raise ValueError(f"model.prior_recent must be >= 0, got {prior_recent}")
-        # (K, knots): slope added at each knot of the piecewise-linear function of each recent cosine
-        self.prior_kernel = nn.Parameter(torch.zeros(prior_recent, len(KERNEL_KNOTS))) if prior_recent else None
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -169,50 +154,25 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
-    def prior_users(self, items: Tensor) -> Tensor:
-        """The prior's user vector after every position: the unit weighted mean of the history's
-        unit text embeddings, weights decaying by ``prior_decay`` per step back (the text
-        baseline's). (B, L, E)"""
+    def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
         L = items.shape[1]
-        pos = torch.arange(L, device=items.device)
-        age = pos[:, None] - pos[None]  # (L, L): steps from item j back to position l
-        logits = age.clamp(min=0) * torch.log(torch.tensor(self.hparams.prior_decay, device=items.device))
-        logits = logits.masked_fill(age < 0, float("-inf"))[None].expand(len(items), -1, -1)  # (B, L, L)
-        logits = logits.masked_fill((items == 0)[:, None, :], float("-inf"))
-        weights = logits.softmax(-1).nan_to_num(0.0)  # padding positions attend to nothing
-        return F.normalize(weights @ self.item_unit[items], dim=-1)
+        age = torch.arange(L, device=items.device)
+        age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
+        weights = torch.where(age >= 0, self.hparams.prior_decay ** age.clamp(min=0).float(), 0.0)
+        text = F.normalize(self.item_text[items], dim=-1) * (items > 0)[..., None]
+        if lengths is not None:
+            last = (lengths - 1).clamp(min=0)
+            return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
+        return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
 
-    def last_users(self, items: Tensor, lengths: Tensor) -> Tensor:
-        """The prior's user vector after each history's last item. (B, E)"""
-        return self.prior_users(items)[torch.arange(len(items), device=items.device), (lengths - 1).clamp(min=0)]
-
-    def recent_items(self, items: Tensor) -> Tensor:
-        """The ``prior_recent`` most recent items at every position, newest first, 0 where the
-        history is shorter: items (B, L) → (B, L, K)."""
-        L, K = items.shape[1], self.hparams.prior_recent
-        back = torch.arange(L, device=items.device)[:, None] - torch.arange(K, device=items.device)  # (L, K)
-        return items[:, back.clamp(min=0)].masked_fill(back < 0, 0)
-
-    def kernel_scores(self, recent: Tensor) -> Tensor:
-        """The learned function of every item's cosines to the ``recent`` items (R, K) → (R, N+1);
-        a missing recent item (0) has cosine 0 with everything, where every hinge is flat."""
-        cos = torch.einsum("rke,ne->rkn", self.item_unit[recent], self.item_unit)  # (R, K, N+1)
-        out = 0
-        for j, knot in enumerate(KERNEL_KNOTS):
-            out = out + torch.einsum("rkn,k->rn", (cos - knot).relu(), self.prior_kernel[:, j])
-        return out
-
-    def prior_scores(self, users: Tensor, trie: CodeTrie, exclude: Tensor | None = None,
-                     recent: Tensor | None = None) -> list[Tensor]:
-        """Text prior of every trie node: per level t, ``log Σ exp(s_i)`` over the items below each
-        node of level t+1 (R, nodes), with ``s_i = λ cos(u, e_i)`` (plus the learned kernel of its
-        cosines to the ``recent`` items (R, K)); the last level is ``s`` itself, by item id (R, N+1).
+    def prior_scores(self, users: Tensor, trie: CodeTrie, exclude: Tensor | None = None) -> list[Tensor]:
+        """Text prior of every trie node: per level t, ``log Σ exp(λ cos(u, e_i))`` over the items below
+        each node of level t+1 (R, nodes); the last level is indexed by item id (R, N+1).
 
         users (R, E); exclude (R, H) item ids left out of the sums (0 = padding).
         """
         scores = self.prior_scale * (users @ self.item_unit.T)  # (R, N+1)
-        if self.prior_kernel is not None:
-            scores = scores + self.kernel_scores(recent)
         scores[:, 0] = float("-inf")
         if exclude is not None:
             scores = scores.scatter(1, exclude, float("-inf"))
@@ -267,8 +227,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
-            recent = self.recent_items(items)[valid] if self.prior_kernel is not None else None
-            priors = self.prior_scores(self.prior_users(items)[valid], self.trie, history, recent)
+            priors = self.prior_scores(self.prior_users(items)[valid], self.trie, history)
         per_item = 0
         for t in range(target.shape[1]):
             logits, nxt, allowed = self.child_logits(queries[:, t], t, self.item_nodes[target_ids, t - 1] if t else None)
@@ -308,10 +267,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         trie = self.trie if trie is None else trie
         bias = None
         if self.prior_scale is not None:
-            recent = None
-            if self.prior_kernel is not None:
-                recent = self.recent_items(batch["items"])[torch.arange(len(lengths), device=lengths.device), (lengths - 1).clamp(min=0)]
-            priors = self.prior_scores(self.last_users(batch["items"], lengths), trie, exclude, recent)
+            priors = self.prior_scores(self.prior_users(batch["items"], lengths), trie, exclude)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
                 return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)
