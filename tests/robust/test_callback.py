@@ -24,6 +24,31 @@ def test_weight_updates_keep_the_total_and_punish_high_scores():
     assert weights.max() <= 1 / torch.sigmoid(torch.tensor(0.0)) + 1e-6  # σ(w)/σ(w0) is bounded by 2
 
 
+def test_rank_scores_lower_fakes_that_raw_scores_barely_move():
+    """A calibrator with tiny probabilities for most users and near 1 for a few false positives: the
+    fakes outrank every other real user but sit below the mean, so raw updates barely move them."""
+    scores = np.full(1000, 0.001)
+    scores[:20] = 0.99  # false positives
+    scores[20:40] = 0.01  # fakes: above 980 real users, below the mean (0.0208)
+    fake = np.zeros(1000, bool)
+    fake[20:40] = True
+    raw, rank = FraudsterReweighting(lr=2.0), FraudsterReweighting(lr=2.0, scores="rank")
+    for cb in (raw, rank):
+        cb.w = torch.zeros(1000)
+        for _ in range(5):
+            weights = cb.update_weights(scores)
+        assert weights.sum().item() == pytest.approx(1000, rel=1e-4)
+    assert raw.weights[fake].mean() > 0.9 * raw.weights[40:].mean()  # the false positives took the loss
+    assert rank.weights[fake].mean() < 0.6 * rank.weights[40:].mean()
+    # percentiles with ties: the 960 tied real users share the mean rank
+    cb = FraudsterReweighting(lr=1.0, scores="rank")
+    cb.w = torch.zeros(4)
+    cb.update_weights(np.array([0.0, 0.0, 0.5, 1.0]))
+    assert torch.allclose(cb.w - cb.w[0], torch.tensor([0.0, 0.0, -0.5, -5 / 6]), atol=1e-5)
+    with pytest.raises(ValueError, match="scores"):
+        FraudsterReweighting(scores="softmax")
+
+
 def tiny_args(run_dir, epochs, extra=(), attack="random", defended=True):
     defence = [
         "--trainer.callbacks+", "genrec.robust.FraudsterReweighting",
