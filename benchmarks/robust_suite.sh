@@ -9,7 +9,8 @@
 # default runs/robust-suite/<backbone>), JOBS (runs in parallel, default 2, one thread each), SEED
 # (attack seed, default 1), DEFENCE (defence config, default configs/robust/defence.yaml),
 # DEFENCE_ARGS (more train.py arguments for the defended runs only), DEFENDED (their name suffix,
-# default "defended"), EXTRA (more train.py arguments for every run). A run whose final.ckpt exists
+# default "defended"), EXTRA (more train.py arguments for every run), REPORT (report folder, default
+# $OUT/report). A run whose final.ckpt exists
 # is not trained again, so a second defence variant reuses the clean and undefended runs. Every run
 # is evaluated from its final state (checkpoints/final.ckpt): the epoch count is fixed in the
 # config, never chosen on the test split.
@@ -41,10 +42,10 @@ run() {  # name, extra arguments...
     run "$a" --data.init_args.attack "$attack"
     [ "$a" = random ] || run "$a-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
   done
-} > "$out/commands.txt"
-cat "$out/commands.txt"
+} > "$out/commands-$defended.txt"
+cat "$out/commands-$defended.txt"
 start=$(date +%s)
-OMP_NUM_THREADS=1 xargs -d '\n' -P "$jobs" -n 1 bash -c 'eval "$1" || echo "FAILED: $1"' _ < "$out/commands.txt"
+OMP_NUM_THREADS=1 xargs -d '\n' -P "$jobs" -n 1 bash -c 'eval "$1" || echo "FAILED: $1"' _ < "$out/commands-$defended.txt"
 echo "training: $(( $(date +%s) - start )) s wall"
 
 ckpt() { echo "$out/$1/version_0/checkpoints/final.ckpt"; }
@@ -53,4 +54,4 @@ for a in ${attacks//,/ }; do
   runs+=("$(ckpt "$a")")
   [ "$a" = random ] || runs+=("$(ckpt "$a-$defended")")
 done
-python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --out "$out/report"
+python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --out "${REPORT:-$out/report}"
