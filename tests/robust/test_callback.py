@@ -47,6 +47,24 @@ def test_rank_scores_lower_fakes_that_raw_scores_barely_move():
     assert torch.allclose(cb.w - cb.w[0], torch.tensor([0.0, 0.0, -0.5, -5 / 6]), atol=1e-5)
     with pytest.raises(ValueError, match="scores"):
         FraudsterReweighting(scores="softmax")
+    with pytest.raises(ValueError, match="flag_fraction"):
+        FraudsterReweighting(scores="rank", flag_fraction=0.0)
+
+
+def test_a_small_flag_fraction_moves_only_the_top_ranked_users_down():
+    rng = np.random.default_rng(0)
+    scores = rng.random(1000)
+    top = scores >= np.quantile(scores, 0.98)
+    cb = FraudsterReweighting(lr=2.0, scores="rank", flag_fraction=0.02)
+    cb.w = torch.zeros(1000)
+    for _ in range(5):
+        weights = cb.update_weights(scores)
+    assert weights.sum().item() == pytest.approx(1000, rel=1e-4)
+    assert weights[top].max() < 1 and weights[~top].min() >= 1.0  # the 98% below were never flagged
+    assert weights[~top].max() - weights[~top].min() < 1e-5  # and all moved alike
+    # the highest-ranked users lose the most
+    order = np.argsort(scores[top])
+    assert (weights[top][order[1:]] <= weights[top][order[:-1]] + 1e-6).all()
 
 
 def tiny_args(run_dir, epochs, extra=(), attack="random", defended=True):
