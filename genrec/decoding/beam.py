@@ -4,10 +4,10 @@
 (B, W, V) of token ``t``. A sequence's score is the sum of its tokens' log-probs. With
 ``normalize=True`` the step's scores are logits instead, normalised over each beam's valid
 children only (a model whose every token distribution lives on the trie), and ``child_bias(t,
-next)`` may add a score per child that depends on the child's trie node rather than its token. Constrained
-search expands each beam only along trie edges, so every finished sequence is a catalogue item;
-the beams are distinct trie nodes at every step, so no item appears twice in a list. Excluded
-items (e.g. the user's history) are removed at the last step, before the final top-k.
+next)`` may add a score per child that depends on the child's trie node rather than its token.
+Constrained search expands each beam only along trie edges, so every finished sequence is a
+catalogue item; the beams are distinct trie nodes at every step, so no item appears twice in a
+list. Excluded items (e.g. the user's history) are removed at the last step, before the final top-k.
 """
 from __future__ import annotations
 

@@ -98,7 +98,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.register_buffer("item_local", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
         self.register_buffer("item_unit", torch.zeros(0, tokenizer.embed_dim), persistent=False)
-        self.register_buffer("item_nodes", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
@@ -146,7 +145,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.item_text = embeddings.float().to(self.device)
         self.item_unit = F.normalize(self.item_text, dim=-1)
         self.trie = CodeTrie(local[1:]).to(self.device)
-        self.item_nodes = torch.cat([torch.zeros_like(self.trie.paths[:1]), self.trie.paths])  # (N+1, T), row 0 padding
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
         if self.net.feature_dim:
             self.net.set_code_features(self.code_features())
@@ -228,13 +226,14 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
             priors = self.prior_scores(self.prior_users(items)[valid], self.trie, history)
+        path = self.trie.paths[target_ids - 1]  # (M, T): each target's trie node per level (items 1..N = rows 0..N-1)
         per_item = 0
         for t in range(target.shape[1]):
-            logits, nxt, allowed = self.child_logits(queries[:, t], t, self.item_nodes[target_ids, t - 1] if t else None)
+            logits, nxt, allowed = self.child_logits(queries[:, t], t, path[:, t - 1] if t else None)
             if priors is not None:
                 logits = logits + priors[t].gather(1, nxt)
             logp = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
-            label = (nxt == self.item_nodes[target_ids, t, None]).float().argmax(-1, keepdim=True)  # the target's child
+            label = (nxt == path[:, t, None]).float().argmax(-1, keepdim=True)  # the target's child
             per_item = per_item - logp.gather(1, label)[:, 0]
         if self.user_weights is not None:
             w = self.user_weights.to(per_item.device)[batch["user"]]  # (B,)
@@ -247,9 +246,10 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         """Learned logits of token t over the children of each row's trie node at level t (the root
         when ``t == 0``): queries (M, D), parents (M,) → logits, child nodes, validity, each (M, K)."""
         table = self.net.code_table(self.slot_vocab[t], t)  # (V_t, D)
-        if t == 0:  # the root's children are every code used at the first position
+        if t == 0:  # the root's children: the codes used at the first position, as a dense table
             logits = self.token_logits(queries, 0, table)
-            return logits, self.trie.root_table[: logits.shape[1]].expand_as(logits), torch.ones_like(logits, dtype=torch.bool)
+            nxt, allowed = self.trie.root_children(logits.shape[1])
+            return logits, nxt.expand_as(logits), allowed.expand_as(logits)
         local, nxt, allowed = self.trie.children(t, parents)  # (M, K)
         return torch.einsum("md,mkd->mk", queries, table[local]), nxt, allowed
 
