@@ -7,6 +7,7 @@ after --warmup steps, per model, length and options.
 
     python benchmarks/train_speed.py                      # lengths 200 1024 4096
     python benchmarks/train_speed.py --lengths 200 --negatives position sequence batch
+    python benchmarks/train_speed.py --lengths 200 --models sasrec sasrec-no-attn-dropout   # configs/sasrec/ml-1m.yaml
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalMo
     if model.startswith("hstu"):
         net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled")
     else:
-        net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length)
+        # sasrec: dropout 0.2 on attention weights too (the paper's); sasrec-no-attn-dropout: none there
+        net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length,
+                     attn_dropout=0.0 if model == "sasrec-no-attn-dropout" else None)
     neg, _, groups = negatives.partition(":")  # e.g. interleaved:16
     m = RetrievalModule(net, num_items=num_items, negatives=neg, negative_groups=int(groups or 8))
     m.log = lambda *args, **kwargs: None  # no trainer attached
@@ -62,7 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[200, 1024, 4096])
     p.add_argument("--models", nargs="+", default=["hstu", "hstu-compiled", "sasrec"],
-                   help="hstu, hstu-compiled (attention core through torch.compile), sasrec")
+                   help="hstu, hstu-compiled (attention core through torch.compile), sasrec, sasrec-no-attn-dropout")
     p.add_argument("--negatives", nargs="+", default=["sequence"], help="position, sequence, batch, subset, interleaved[:groups]")
     p.add_argument("--tokens", type=int, default=8192, help="tokens per step")
     p.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
