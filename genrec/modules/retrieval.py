@@ -30,6 +30,12 @@ from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.modules.optim import Schedule, adamw, check_schedule
 
 
+def _rows(table: Tensor, ids: Tensor) -> Tensor:
+    """``table[ids]`` through ``index_select``, whose backward (``index_add_``) is several times
+    faster on CPU than the accumulating ``index_put_`` behind advanced indexing."""
+    return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[-1])
+
+
 class RetrievalModule(DomainEvalLoop, L.LightningModule):
     """Train and evaluate a sequence encoder for next-item retrieval.
 
@@ -178,11 +184,11 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         flat, where = states[valid], torch.nonzero(valid)  # (M, D), (M, 2): (sequence, position)
         if hp.negatives == "position":
             neg_ids = torch.randint(1, hp.num_items + 1, (len(flat), K), device=dev)
-            neg = torch.bmm(items[neg_ids], flat.unsqueeze(-1)).squeeze(-1)  # (M, K)
+            neg = torch.bmm(_rows(items, neg_ids), flat.unsqueeze(-1)).squeeze(-1)  # (M, K)
         elif hp.negatives in ("sequence", "subset"):
             P = K if hp.negatives == "sequence" else (hp.negative_pool or 4 * K)
             ids = torch.randint(1, hp.num_items + 1, (B, P), device=dev)
-            neg = torch.bmm(states, items[ids].transpose(1, 2))[valid]  # (B, L, P) -> (M, P)
+            neg = torch.bmm(states, _rows(items, ids).transpose(1, 2))[valid]  # (B, L, P) -> (M, P)
             neg_ids = ids[where[:, 0]]
             if P > K:  # subset: each position keeps its own random ~K of the sequence's pool
                 neg = neg.masked_fill(torch.rand(neg.shape, device=dev) >= K / P, float("-inf"))
@@ -192,25 +198,48 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             pad = -L % G
             s = F.pad(states, (0, 0, 0, pad)).view(B, (L + pad) // G, G, D).transpose(1, 2)  # (B, G, L/G, D)
             ids = torch.randint(1, hp.num_items + 1, (B, G, K), device=dev)
-            scores = torch.einsum("bgld,bgkd->bglk", s, items[ids])  # (B, G, L/G, K)
+            scores = torch.einsum("bgld,bgkd->bglk", s, _rows(items, ids))  # (B, G, L/G, K)
             neg = scores.transpose(1, 2).reshape(B, L + pad, K)[:, :L][valid]
             neg_ids = ids[where[:, 0], where[:, 1] % G]
         else:
             ids = torch.randint(1, hp.num_items + 1, (K,), device=dev)
-            neg = flat @ items[ids].T  # (M, K)
+            neg = flat @ _rows(items, ids).T  # (M, K)
             neg_ids = ids.expand(len(flat), K)
         tgt = targets[valid]
-        pos = (flat * items[tgt]).sum(-1, keepdim=True)  # (M, 1)
+        pos = (flat * _rows(items, tgt)).sum(-1, keepdim=True)  # (M, 1)
         neg = neg.masked_fill(neg_ids == tgt.unsqueeze(-1), float("-inf"))
         return torch.cat([pos, neg], dim=-1) / hp.temperature
+
+    def _position_losses(self, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+        """Cross-entropy of each valid position (row-major order), positive against negatives. (M,)
+
+        Equal to cross-entropy over ``_logits``; the interleaved draws take a dense path instead:
+        positions stay in their (B, G, L/G) group layout, accidental hits are masked by a broadcast
+        compare, and the loss is logaddexp(positive, logsumexp(negatives)) - positive, so no
+        (M, 1 + K) logits are gathered, concatenated or transposed (1.2x faster HSTU steps on CPU).
+        """
+        hp = self.hparams
+        if hp.loss == "full_softmax" or hp.negatives != "interleaved":
+            logits = self._logits(states, targets, valid)
+            labels = targets[valid] if hp.loss == "full_softmax" else torch.zeros_like(targets[valid])
+            return F.cross_entropy(logits, labels, reduction="none")
+        B, L, D = states.shape
+        G, K, T = hp.negative_groups, hp.num_negatives, hp.temperature
+        items, pad = self.item_vectors(), -L % G
+        ids = torch.randint(1, hp.num_items + 1, (B, G, K), device=states.device)  # as _logits draws
+        s = F.pad(states / T, (0, 0, 0, pad)).view(B, (L + pad) // G, G, D).transpose(1, 2)  # (B, G, L/G, D)
+        t = F.pad(targets, (0, pad)).view(B, (L + pad) // G, G).transpose(1, 2)  # (B, G, L/G)
+        neg = torch.matmul(s, _rows(items, ids).transpose(-1, -2))  # (B, G, L/G, K)
+        neg = neg.masked_fill(ids[:, :, None, :] == t[..., None], float("-inf"))
+        lse = torch.logsumexp(neg, dim=-1).transpose(1, 2).reshape(B, L + pad)[:, :L]  # (B, L)
+        pos = (states * _rows(items, targets)).sum(-1) / T  # (B, L)
+        return (torch.logaddexp(pos, lse) - pos)[valid]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         targets = batch["targets"]
         valid = targets > 0
         states = self.encode(batch)
-        logits = self._logits(states, targets, valid)
-        labels = targets[valid] if self.hparams.loss == "full_softmax" else torch.zeros_like(targets[valid])
-        per_pos = F.cross_entropy(logits, labels, reduction="none")
+        per_pos = self._position_losses(states, targets, valid)
         if self.user_weights is not None:
             w = self.user_weights.to(per_pos.device)[batch["user"]]  # (B,)
             per_pos = per_pos * w[:, None].expand_as(targets)[valid]

@@ -83,11 +83,28 @@ def test_too_long_sequence_is_refused():
 
 
 def test_relative_time_bias_gradient():
-    from genrec.models.hstu import _GatherBias
+    from genrec.models.hstu import _BucketBias
 
     w = torch.randn(7, dtype=torch.double, requires_grad=True)
-    idx = torch.randint(0, 7, (3, 4, 4))
-    assert torch.autograd.gradcheck(lambda w: _GatherBias.apply(w, idx), (w,))
+    base = torch.randn(4, 4, dtype=torch.double, requires_grad=True)
+    idx = torch.randint(0, 7, (3, 4, 4), dtype=torch.int32)
+    assert torch.autograd.gradcheck(lambda w, base: _BucketBias.apply(w, idx, base), (w, base))
+
+
+def test_fast_time_buckets_equal_the_reference():
+    """HSTU's in-place float64 buckets equal ``time_buckets`` on real-scale unix times."""
+    torch.manual_seed(0)
+    net = HSTU(dim=8, max_seq_len=30)
+    ts = 956_703_932 + torch.cumsum(torch.randint(0, 3 * 10**6, (4, 30)), dim=1)
+    ts[:, 5] = ts[:, 4]  # equal times: bucket 0
+    lengths = torch.tensor([30, 17, 1, 2])
+    B, L = ts.shape
+    nxt = torch.cat([ts[:, 1:], ts[:, -1:]], dim=1)
+    last = torch.arange(L)[None, :] >= (lengths - 1)[:, None]
+    query_t = torch.where(last, ts.gather(1, (lengths - 1)[:, None]).expand(B, L), nxt)
+    expected = time_buckets(query_t[:, :, None] - ts[:, None, :])
+    assert torch.equal(net._time_buckets(ts, lengths).long(), expected)
+    assert expected.unique().numel() > 10
 
 
 def test_compiled_attention_matches_eager():

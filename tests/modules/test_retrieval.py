@@ -57,6 +57,20 @@ def test_sampled_softmax_matches_a_hand_computation(negatives):
     assert torch.allclose(logits[:, 0], pos, atol=1e-5)
 
 
+@pytest.mark.parametrize("L", [4, 6])  # 6: padded up to a multiple of G = 4
+def test_dense_interleaved_loss_equals_cross_entropy_over_the_logits(L):
+    m = module(negatives="interleaved", negative_groups=4, num_negatives=7, temperature=0.1, N=6)
+    b = batch(L=L, N=6)
+    valid = b["targets"] > 0
+    states = m.encode(b)
+    torch.manual_seed(9)
+    dense = m._position_losses(states, b["targets"], valid)
+    torch.manual_seed(9)
+    logits = m._logits(states, b["targets"], valid)
+    assert torch.isinf(logits).any()  # N = 6: accidental hits were masked
+    assert torch.allclose(dense, -F.log_softmax(logits, dim=-1)[:, 0], atol=1e-5)
+
+
 def test_interleaved_negatives_give_position_l_the_draw_l_mod_G():
     m, b = module(negatives="interleaved", negative_groups=4, num_negatives=7, temperature=0.1), batch()
     valid = b["targets"] > 0
