@@ -85,7 +85,13 @@ class EvalTargets(Dataset):
 
 
 class Collator:
-    """Turns index tuples into padded tensors; numpy slicing keeps it off the Python hot path."""
+    """Turns index tuples into padded tensors; numpy slicing keeps it off the Python hot path.
+
+    Besides the padded ``items`` / ``timestamps`` (B, L), every batch carries ``query_time`` (B,):
+    the timestamp of the interaction the last input position predicts (training: the last
+    target; evaluation: the held-out item). It is the time of the request, known when a
+    recommendation is asked for; HSTU's relative-time bias reads it (as the HSTU paper's code
+    does in training and evaluation), models without time ignore it."""
 
     def __init__(self, data: SequenceData, max_seq_len: int, exclude: Exclude = "history"):
         self.items = data.items
@@ -112,6 +118,8 @@ class Collator:
             "timestamps": torch.from_numpy(stamps),
             "targets": torch.from_numpy(targets),
             "lengths": torch.from_numpy(lengths),
+            # time of the interaction the last position predicts (the request time)
+            "query_time": torch.from_numpy(self.timestamps[np.array([e - 1 for _, _, e in batch], np.int64)]),
         }
 
     def eval(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -124,6 +132,7 @@ class Collator:
             "timestamps": torch.from_numpy(stamps),
             "lengths": torch.from_numpy(lengths),
             "target": torch.as_tensor([int(self.items[p]) for _, p in batch]),
+            "query_time": torch.as_tensor([int(self.timestamps[p]) for _, p in batch]),
         }
         if self.exclude == "history":
             out["exclude"] = torch.from_numpy(self._pad([(self.offsets[u], p) for u, p in batch])[0])

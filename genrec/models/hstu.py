@@ -10,13 +10,17 @@ computes it (meta-recsys/generative-recommenders, ``research/modeling/sequential
 
 ``rab`` is a learned relative-position bias plus a learned relative-time bias over buckets
 ``clamp(floor(ln(max(|Δt|, 1)) / 0.301), 0, 128)``, where Δt is the query's time minus the key's.
-As in the public code a query's time is that of the next interaction (the one it predicts), and
-the last position of a sequence uses its own time, which is what evaluation sees.
+As in the public code a query's time is that of the next interaction (the one it predicts), in
+training and in evaluation: the last position's query time is the batch's ``query_time`` (the
+time of the held-out interaction, i.e. of the request; the public code writes the target's
+timestamp after the history). ``query_time="last"`` uses the last input item's own time instead,
+for when the request time is unknown.
 Inputs are scaled by √d and given an absolute position embedding; outputs are L2-normalised.
 """
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -146,19 +150,26 @@ class HSTU(nn.Module):
         dropout: on inputs and on each layer's output projection.
         max_seq_len: longest input; also the attention normaliser n.
         use_time_bias: add the bucketed relative-time bias (needs timestamps).
+        query_time: ``target``: the last position's query time is the batch's ``query_time``
+            (the time of the interaction it predicts; the paper's protocol), falling back to the
+            last item's own time when the batch has none; ``last``: always the last item's own time.
         compile_attention: run the attention core through ``torch.compile`` (needs a C++
             compiler on CPU; the first batches of each new shape pay the compilation).
     """
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
                  linear_dim: int | None = None, dropout: float = 0.2, max_seq_len: int = 200,
-                 num_time_buckets: int = 128, use_time_bias: bool = True, compile_attention: bool = False):
+                 num_time_buckets: int = 128, use_time_bias: bool = True, compile_attention: bool = False,
+                 query_time: Literal["target", "last"] = "target"):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         attn_dim = attn_dim or dim // num_heads
         linear_dim = linear_dim or dim // num_heads
         self.dim, self.max_seq_len, self.num_time_buckets = dim, max_seq_len, num_time_buckets
         self.use_time_bias = use_time_bias
+        if query_time not in ("target", "last"):
+            raise ValueError(f"HSTU query_time must be 'target' or 'last', got {query_time!r}")
+        self.query_time = query_time
         self.pos_emb = nn.Embedding(max_seq_len, dim)
         nn.init.normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = Dropout(dropout)
@@ -180,23 +191,28 @@ class HSTU(nn.Module):
             self._mask_cache[key] = (mask_bias, rel)
         return self._mask_cache[key]
 
-    def _time_buckets(self, timestamps: Tensor, lengths: Tensor) -> Tensor:
+    def _time_buckets(self, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
         """int32 (B, L, L) buckets of query time minus key time; same values as ``time_buckets``.
 
-        Query time of position i is the time of item i+1; the last valid position keeps its own.
+        Query time of position i is the time of item i+1; the last valid position's is
+        ``query_time`` when given, else its own.
         Computed in place in float64 (exact for integer times below 2**53): a sixth of the time of
         the int64 -> float64 expression on the 2-core CPU, where each (B, L, L) pass costs.
         """
         B, L = timestamps.shape
         nxt = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
         last = (torch.arange(L, device=timestamps.device)[None, :] >= (lengths - 1)[:, None])
-        query_t = torch.where(last, timestamps.gather(1, (lengths - 1).clamp(min=0)[:, None]).expand(B, L), nxt)
+        if query_time is None or self.query_time == "last":
+            last_t = timestamps.gather(1, (lengths - 1).clamp(min=0)[:, None])
+        else:
+            last_t = query_time.to(timestamps.dtype)[:, None]
+        query_t = torch.where(last, last_t.expand(B, L), nxt)
         q, k = query_t.to(torch.float64), timestamps.to(torch.float64)
         dt = q[:, :, None] - k[:, None, :]
         dt.abs_().clamp_(min=1).log_().div_(0.301).floor_().clamp_(0, self.num_time_buckets)
         return dt.to(torch.int32)
 
-    def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
         B, L, D = x.shape
         if L > self.max_seq_len:
             raise ValueError(f"sequence length {L} exceeds HSTU max_seq_len {self.max_seq_len}")
@@ -204,7 +220,7 @@ class HSTU(nn.Module):
         h = x * math.sqrt(D) + self.pos_emb.weight[:L]
         h = self.input_dropout(h) * valid
         mask_bias, rel = self._masks(L, x.device)
-        buckets = self._time_buckets(timestamps, lengths) if self.use_time_bias else None
+        buckets = self._time_buckets(timestamps, lengths, query_time) if self.use_time_bias else None
         for layer in self.layers:
             h = layer(h, mask_bias, rel, buckets)
         return F.normalize(h, dim=-1, eps=1e-6)

@@ -84,7 +84,7 @@ class SASRec(nn.Module):
                                     for _ in range(num_blocks))
         self.final_norm = nn.LayerNorm(dim, eps=1e-8) if norm == "pre" else nn.Identity()
 
-    def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
         B, L, D = x.shape
         if L > self.max_seq_len:
             raise ValueError(f"sequence length {L} exceeds SASRec max_seq_len {self.max_seq_len}")

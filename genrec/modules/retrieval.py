@@ -152,7 +152,8 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
 
     def encode(self, batch: dict[str, Tensor]) -> Tensor:
         """Per-position user states. (B, L, D)"""
-        return self.net(self.item_emb(batch["items"]), batch["timestamps"], batch["lengths"])
+        return self.net(self.item_emb(batch["items"]), batch["timestamps"], batch["lengths"],
+                        query_time=batch.get("query_time"))
 
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
         """The state after each user's last history item. (B, D)"""

@@ -49,6 +49,16 @@ def test_split_and_stable_sort(tiny):
     assert dm.data.counts["users_not_evaluated_lt3"] == 1
 
 
+def test_batches_carry_the_time_of_the_predicted_interaction(tiny):
+    # user a: 10@1 11@2 12@3 13@4 14@5; training predicts up to 12, validation 13, test 14
+    dm = make(tiny, max_seq_len=10, batch_size=8)
+    a = list(dm.data.user_ids).index("a")
+    for loader, expected in [(dm.train_dataloader(), 3), (dm.val_dataloader(), 4), (dm.test_dataloader(), 5)]:
+        batch = next(iter(loader))
+        assert batch["query_time"][batch["user"].tolist().index(a)].item() == expected
+        assert batch["query_time"].shape == batch["lengths"].shape
+
+
 def test_no_leakage_of_eval_targets_into_training(tmp_path):
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 200, "num_items": 150, "seed": 3},
                             max_seq_len=8, train_windows="all", batch_size=16)

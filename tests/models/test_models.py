@@ -76,6 +76,31 @@ def test_hstu_matches_the_formula_for_one_layer():
     assert torch.allclose(net(x, ts, lengths)[0], expected, atol=1e-5)
 
 
+def test_query_time_sets_the_last_positions_time_bias_only():
+    """The last valid position's query time is the predicted interaction's (the batch's
+    ``query_time``); earlier positions use the next item's time either way."""
+    torch.manual_seed(0)
+    net = HSTU(dim=8, num_blocks=2, max_seq_len=6, dropout=0.0).eval()
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.rab.time_w.normal_(0, 1.0)  # a time bias large enough to matter
+    x, ts, _ = _inputs(B=2, L=6, D=8)
+    lengths = torch.tensor([6, 4])
+    own = ts.gather(1, (lengths - 1)[:, None]).squeeze(1)
+    later = own + 10**7
+    base = net(x, ts, lengths)  # no query time: the last item's own time
+    assert torch.allclose(net(x, ts, lengths, query_time=own), base, atol=1e-6)
+    moved = net(x, ts, lengths, query_time=later)
+    for r, n in enumerate(lengths.tolist()):
+        assert torch.allclose(moved[r, : n - 1], base[r, : n - 1], atol=1e-6)  # causal: earlier positions unchanged
+        assert not torch.allclose(moved[r, n - 1], base[r, n - 1], atol=1e-3)
+    last = HSTU(dim=8, num_blocks=2, max_seq_len=6, dropout=0.0, query_time="last").eval()
+    last.load_state_dict(net.state_dict())
+    assert torch.allclose(last(x, ts, lengths, query_time=later), base, atol=1e-6)
+    with pytest.raises(ValueError, match="query_time"):
+        HSTU(query_time="now")
+
+
 def test_too_long_sequence_is_refused():
     net = HSTU(dim=8, max_seq_len=4)
     with pytest.raises(ValueError, match="max_seq_len"):
