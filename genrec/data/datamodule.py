@@ -124,6 +124,7 @@ class Collator:
 
     def eval(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         users = [u for u, _ in batch]
+        held_out = np.array([p for _, p in batch], np.int64)
         spans = [(max(self.offsets[u], p - self.max_seq_len), p) for u, p in batch]
         items, stamps, lengths = self._pad(spans)
         out = {
@@ -131,8 +132,8 @@ class Collator:
             "items": torch.from_numpy(items),
             "timestamps": torch.from_numpy(stamps),
             "lengths": torch.from_numpy(lengths),
-            "target": torch.as_tensor([int(self.items[p]) for _, p in batch]),
-            "query_time": torch.as_tensor([int(self.timestamps[p]) for _, p in batch]),
+            "target": torch.from_numpy(self.items[held_out].astype(np.int64)),
+            "query_time": torch.from_numpy(self.timestamps[held_out].astype(np.int64)),
         }
         if self.exclude == "history":
             out["exclude"] = torch.from_numpy(self._pad([(self.offsets[u], p) for u, p in batch])[0])

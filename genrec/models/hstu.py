@@ -29,17 +29,24 @@ from torch import Tensor, nn
 from genrec.models.dropout import Dropout
 
 
+def _buckets_(dt: Tensor, num_buckets: int, divisor: float) -> Tensor:
+    """``time_buckets`` of a float64 tensor, overwriting it in place (one allocation less per
+    step on the (B, L, L) map); exact for integer times below 2**53. int32 out."""
+    dt.abs_().clamp_(min=1).log_().div_(divisor).floor_().clamp_(0, num_buckets)
+    return dt.to(torch.int32)
+
+
 def time_buckets(dt: Tensor, num_buckets: int = 128, divisor: float = 0.301) -> Tensor:
-    """Bucket index of a time difference: ``clamp(floor(ln(max(|dt|, 1)) / divisor), 0, num_buckets)``."""
-    return (torch.log(dt.abs().clamp(min=1).to(torch.float64)) / divisor).floor().clamp(0, num_buckets).long()
+    """Bucket index (int32) of a time difference: ``clamp(floor(ln(max(|dt|, 1)) / divisor), 0, num_buckets)``."""
+    return _buckets_(dt.to(torch.float64, copy=True), num_buckets, divisor)
 
 
 class _BucketBias(torch.autograd.Function):
     """``w[idx] + base`` for an int32 index map and a base that broadcasts to it; the backward of
     the gather is one weighted ``bincount``.
 
-    On the 2-core CPU an (B, L, L) int32 ``index_select`` is 3x faster than indexing with int64,
-    and ``bincount`` 2x faster than ``scatter_add_`` (and deterministic).
+    On CPU an int32 ``index_select`` is faster than int64 advanced indexing, and ``bincount``
+    faster than ``scatter_add_`` (and deterministic); see README "Speed and memory".
     """
 
     @staticmethod
@@ -69,10 +76,9 @@ class RelativeBias(nn.Module):
         self.pos_w = nn.Parameter(torch.empty(2 * max_seq_len - 1).normal_(0, 0.02))
         self.time_w = nn.Parameter(torch.empty(num_buckets + 1).normal_(0, 0.02)) if use_time else None
 
-    def forward(self, rel_pos: Tensor, buckets: Tensor | None, mask_bias: Tensor | None = None) -> Tensor:
+    def forward(self, rel_pos: Tensor, buckets: Tensor | None, mask_bias: Tensor) -> Tensor:
         """(1, L, L) or (B, L, L) bias; ``mask_bias`` (L, L) is added to the position part."""
-        zero = rel_pos.new_zeros((), dtype=self.pos_w.dtype)
-        bias = _BucketBias.apply(self.pos_w, rel_pos, zero if mask_bias is None else mask_bias)  # (L, L)
+        bias = _BucketBias.apply(self.pos_w, rel_pos, mask_bias)  # (L, L)
         if self.time_w is None or buckets is None:
             return bias.unsqueeze(0)  # (1, L, L)
         return _BucketBias.apply(self.time_w, buckets, bias)  # (B, L, L)
@@ -196,8 +202,7 @@ class HSTU(nn.Module):
 
         Query time of position i is the time of item i+1; the last valid position's is
         ``query_time`` when given, else its own.
-        Computed in place in float64 (exact for integer times below 2**53): a sixth of the time of
-        the int64 -> float64 expression on the 2-core CPU, where each (B, L, L) pass costs.
+        The differences are taken in float64 and bucketed in place.
         """
         B, L = timestamps.shape
         nxt = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
@@ -208,9 +213,7 @@ class HSTU(nn.Module):
             last_t = query_time.to(timestamps.dtype)[:, None]
         query_t = torch.where(last, last_t.expand(B, L), nxt)
         q, k = query_t.to(torch.float64), timestamps.to(torch.float64)
-        dt = q[:, :, None] - k[:, None, :]
-        dt.abs_().clamp_(min=1).log_().div_(0.301).floor_().clamp_(0, self.num_time_buckets)
-        return dt.to(torch.int32)
+        return _buckets_(q[:, :, None] - k[:, None, :], self.num_time_buckets, 0.301)
 
     def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
         B, L, D = x.shape

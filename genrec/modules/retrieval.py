@@ -217,7 +217,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         Equal to cross-entropy over ``_logits``; the interleaved draws take a dense path instead:
         positions stay in their (B, G, L/G) group layout, accidental hits are masked by a broadcast
         compare, and the loss is logaddexp(positive, logsumexp(negatives)) - positive, so no
-        (M, 1 + K) logits are gathered, concatenated or transposed (1.2x faster HSTU steps on CPU).
+        (M, 1 + K) logits are gathered, concatenated or transposed.
         """
         hp = self.hparams
         if hp.loss == "full_softmax" or hp.negatives != "interleaved":
