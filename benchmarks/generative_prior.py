@@ -1,8 +1,9 @@
 """How much a generative checkpoint adds to its text prior, on any catalogue (in-domain or zero-shot).
 
 Decodes the validation and test splits of ``--root`` twice with the same checkpoint: the full
-model, and the model with its learned token logits zeroed, which leaves the exact text prior
-alone (its beam decodes the text baseline's ranking). The difference is what the decoder learned
+model, and the model with its learned token logits zeroed, which leaves the prior alone (with
+``text_prior`` only, its beam decodes the text baseline's ranking; ``prior_match`` and
+``prior_popularity`` add their learned terms, popularity only on the catalogue trained on). The difference is what the decoder learned
 beyond text similarity on that catalogue; on a catalogue it never saw, what carried over.
 
     python benchmarks/generative_prior.py --ckpt runs/generative-scientific/version_0/checkpoints/<best>.ckpt \\
@@ -39,7 +40,7 @@ def main() -> None:
             raise SystemExit(f"{args.ckpt} was trained without model.text_prior: there is no prior to compare against")
         if args.beam:
             module.hparams.beam_width = args.beam
-        module.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset at {args.root}")
+        module.set_catalogue_from(dm)
         if variant == "prior alone":
             with torch.no_grad():
                 module.net.heads.zero_()  # every learned token logit becomes 0
@@ -47,8 +48,11 @@ def main() -> None:
             metrics = evaluate_generative(module, loader, RankingMetrics((1, 5, 10), (5, 10), mrr=False, max_rank=10))
             rows.append((variant, split, {k: float(v) for k, v in metrics.items()}))
     keys = list(rows[0][2])
+    learned = {"λ": module.prior_scale, "α": module.match_weight, "β": module.popularity_scale,
+               "τ": None if module.match_log_temperature is None else module.match_log_temperature.exp()}
+    terms = ", ".join(f"{k} {float(v):.3f}" for k, v in learned.items() if v is not None)
     print(f"checkpoint {args.ckpt}; catalogue {args.root} ({dm.data.num_items:,} items); "
-          f"prior scale λ {float(module.prior_scale):.2f}, beam {module.hparams.beam_width}\n")
+          f"prior {terms}; beam {module.hparams.beam_width}\n")
     print("| variant | split | " + " | ".join(keys) + " |")
     print("|---|---|" + "---|" * len(keys))
     for variant, split, m in rows:

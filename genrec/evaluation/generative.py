@@ -47,7 +47,7 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
     model = GenerativeModule.from_checkpoint(ckpt_path).eval()
     dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
     dm.setup("test")
-    model.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}")
+    model.set_catalogue_from(dm)
     hp = model.hparams
     full = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False)  # noqa: E731
     results, seconds = {}, 0.0

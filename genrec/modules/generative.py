@@ -62,6 +62,17 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the history's
             unit text embeddings, ``λ`` starts at ``prior_scale`` and is learned. The history
             (target aside) is left out of the prior's sums, as evaluation leaves it out of the list.
+        prior_match, match_weight, match_temperature: also add to the cosine the history match
+            ``α τ log Σ_j w_j exp(cos(e_j, e_i) / τ)``, a recency-weighted (``w_j``) soft maximum of
+            the item's cosine to each history item, so an item close to one recent item is not
+            averaged away by the others (``α``, ``τ`` start at ``match_weight``,
+            ``match_temperature`` and are learned). Relational only: it carries to a new catalogue.
+        prior_popularity: also add ``β log(1 + count_i)`` to the prior's item scores, ``count_i`` the
+            item's training interactions in the catalogue being trained on (``β`` starts at
+            ``popularity_scale`` and is learned). The decoder then need not learn the training
+            domain's popularity into its token logits; a catalogue without interaction counts (zero-shot)
+            gets ``count_i = 0`` for every item, so the popularity learned in one domain is not carried
+            to another.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -73,6 +84,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
+                 prior_match: bool = False, match_weight: float = 1.0, match_temperature: float = 0.1,
+                 prior_popularity: bool = False, popularity_scale: float = 1.0,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -82,6 +95,11 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         if tokenizer_config is None and not tokenizer_ckpt:
             raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
+        for key, on in (("prior_match", prior_match), ("prior_popularity", prior_popularity)):
+            if on and not text_prior:
+                raise ValueError(f"model.{key} adds to the text prior: set model.text_prior: true as well")
+        if match_temperature <= 0:
+            raise ValueError(f"model.match_temperature must be > 0, got {match_temperature}")
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
         self.save_hyperparameters()
         self.hparams["tokenizer_config"] = dict(tokenizer.init_args)
@@ -91,6 +109,9 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                      tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
         self.k = max([*hr_ks, *ndcg_ks])
         self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
+        self.match_weight = nn.Parameter(torch.tensor(float(match_weight))) if prior_match else None
+        self.match_log_temperature = nn.Parameter(torch.tensor(float(match_temperature)).log()) if prior_match else None
+        self.popularity_scale = nn.Parameter(torch.tensor(float(popularity_scale))) if prior_popularity else None
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -98,6 +119,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.register_buffer("item_local", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
         self.register_buffer("item_unit", torch.zeros(0, tokenizer.embed_dim), persistent=False)
+        self.register_buffer("item_logpop", torch.zeros(0), persistent=False)  # log(1 + training count)
         self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
@@ -126,14 +148,26 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
 
     # -- catalogue -------------------------------------------------------------------------------
 
-    def set_catalogue(self, item_text: pd.DataFrame | None, key: str = "", source: str = "item text") -> None:
-        """Tokenize a catalogue from its text table (row i = item i, row 0 = padding)."""
+    def set_catalogue(self, item_text: pd.DataFrame | None, key: str = "", source: str = "item text",
+                      counts: Tensor | None = None) -> None:
+        """Tokenize a catalogue from its text table (row i = item i, row 0 = padding); ``counts`` (N+1,)
+        are its items' training interactions, used by ``prior_popularity`` (None: unknown, all 0)."""
         tok = self.tokenizer
         texts = render_texts(item_text, tok.text_template, source)
-        self.set_catalogue_embeddings(torch.from_numpy(embed_texts(texts, tok.text_encoder)), key)
+        self.set_catalogue_embeddings(torch.from_numpy(embed_texts(texts, tok.text_encoder)), key, counts)
 
-    def set_catalogue_embeddings(self, embeddings: Tensor, key: str = "") -> None:
+    def set_catalogue_from(self, dm: Any) -> None:
+        """The catalogue of a data module. ``prior_popularity`` gets its training counts only when it is
+        the dataset trained on: zero-shot, a catalogue's interactions are unknown (all counts 0)."""
+        trained_on = self.hparams.dataset_fingerprint
+        in_domain = not trained_on or trained_on == dm.fingerprint
+        counts = dm.train_item_counts() if self.popularity_scale is not None and in_domain else None
+        self.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}", counts)
+
+    def set_catalogue_embeddings(self, embeddings: Tensor, key: str = "", counts: Tensor | None = None) -> None:
         """Tokenize a catalogue from its text embeddings (N+1, E), row 0 = padding."""
+        if counts is not None and counts.shape != (len(embeddings),):
+            raise ValueError(f"counts must have one entry per catalogue row ({len(embeddings)}), got {tuple(counts.shape)}")
         cat = self.tokenizer.cpu().tokenize(embeddings.float().cpu())
         self.tokenizer.to(self.device)
         codes = cat.codes  # (N+1, T) global code ids
@@ -144,6 +178,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.slot_vocab = [v.to(self.device) for v in vocab]
         self.item_text = embeddings.float().to(self.device)
         self.item_unit = F.normalize(self.item_text, dim=-1)
+        self.item_logpop = (torch.zeros(len(embeddings)) if counts is None else counts.float().log1p()).to(self.device)
         self.trie = CodeTrie(local[1:]).to(self.device)
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
         if self.net.feature_dim:
@@ -152,25 +187,57 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
-    def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
+    def _prior_history(self, items: Tensor, lengths: Tensor | None = None,
+                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Unit text embeddings of the history and their recency weights (``prior_decay`` per step back):
+        after the last item ((B, L, E), (B, L)) when ``lengths`` is given, else at every position
+        selected by ``valid`` (B, L) ((M, L, E), (M, L))."""
         L = items.shape[1]
         age = torch.arange(L, device=items.device)
         age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
         weights = torch.where(age >= 0, self.hparams.prior_decay ** age.clamp(min=0).float(), 0.0)
         text = F.normalize(self.item_text[items], dim=-1) * (items > 0)[..., None]
         if lengths is not None:
-            last = (lengths - 1).clamp(min=0)
-            return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
-        return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
+            return text, weights[(lengths - 1).clamp(min=0)]
+        if valid is None:
+            valid = torch.ones_like(items, dtype=torch.bool)
+        B = len(items)
+        return text[:, None].expand(B, L, L, -1)[valid], weights.expand(B, L, L)[valid]
 
-    def prior_scores(self, users: Tensor, trie: CodeTrie, exclude: Tensor | None = None) -> list[Tensor]:
-        """Text prior of every trie node: per level t, ``log Σ exp(λ cos(u, e_i))`` over the items below
-        each node of level t+1 (R, nodes); the last level is indexed by item id (R, N+1).
+    def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
+        text, w = self._prior_history(items, lengths)
+        users = F.normalize(torch.einsum("rj,rje->re", w, text), dim=-1)
+        return users if lengths is not None else users.view(*items.shape, -1)
 
-        users (R, E); exclude (R, H) item ids left out of the sums (0 = padding).
+    def prior_item_scores(self, items: Tensor, lengths: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
+        """The prior's score of every catalogue item (column 0 = padding): after the last history item
+        (B, N+1) when ``lengths`` is given, else at the positions ``valid`` (M, N+1).
+
+        ``λ (cos(u, e_i) + α τ log Σ_j w_j exp(cos(e_j, e_i) / τ)) + β log(1 + count_i)``: the text
+        baseline's cosine, the history match (a recency-weighted soft maximum of the item's cosine to
+        each history item; with ``prior_match``) and popularity (with ``prior_popularity``)."""
+        text, w = self._prior_history(items, lengths, valid)  # (R, L, E), (R, L)
+        scores = F.normalize(torch.einsum("rj,rje->re", w, text), dim=-1) @ self.item_unit.T  # (R, N+1)
+        if self.match_weight is not None:
+            tau = self.match_log_temperature.exp()
+            sims = torch.einsum("rje,ne->rjn", text, self.item_unit)  # (R, L, N+1)
+            log_w = torch.where(w > 0, w.clamp(min=1e-30).log(), float("-inf"))
+            match = tau * torch.logsumexp(sims / tau + log_w[..., None], 1)
+            scores = scores + self.match_weight * torch.where(torch.isfinite(match), match, 0.0)
+        scores = self.prior_scale * scores
+        if self.popularity_scale is not None:
+            scores = scores + self.popularity_scale * self.item_logpop
+        return scores
+
+    def prior_scores(self, item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None) -> list[Tensor]:
+        """The prior of every trie node from its items' scores (R, N+1) (``prior_item_scores``): per level
+        t, ``log Σ exp(score_i)`` over the items below each node of level t+1 (R, nodes); the last
+        level is indexed by item id (R, N+1).
+
+        exclude (R, H) item ids left out of the sums (0 = padding).
         """
-        scores = self.prior_scale * (users @ self.item_unit.T)  # (R, N+1)
+        scores = item_scores.clone()
         scores[:, 0] = float("-inf")
         if exclude is not None:
             scores = scores.scatter(1, exclude, float("-inf"))
@@ -193,7 +260,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
     def setup(self, stage: str | None = None) -> None:
         dm = self.trainer.datamodule
         if self.catalogue_key != dm.fingerprint:
-            self.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}")
+            self.set_catalogue_from(dm)
         if self.hparams.num_items and self.hparams.num_items != len(self.item_codes) - 1:
             raise CheckpointMismatchError(f"model.num_items={self.hparams.num_items} but the catalogue has {len(self.item_codes) - 1} items")
 
@@ -225,7 +292,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
-            priors = self.prior_scores(self.prior_users(items)[valid], self.trie, history)
+            priors = self.prior_scores(self.prior_item_scores(items, valid=valid), self.trie, history)
         path = self.trie.paths[target_ids - 1]  # (M, T): each target's trie node per level (items 1..N = rows 0..N-1)
         per_item = 0
         for t in range(target.shape[1]):
@@ -267,7 +334,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         trie = self.trie if trie is None else trie
         bias = None
         if self.prior_scale is not None:
-            priors = self.prior_scores(self.prior_users(batch["items"], lengths), trie, exclude)
+            priors = self.prior_scores(self.prior_item_scores(batch["items"], lengths), trie, exclude)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
                 return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)

@@ -228,3 +228,78 @@ def test_training_loss_is_the_by_hand_sequence_log_prob_of_each_target():
                 total -= by_hand_log_probs(m, prefix, target.view(1, 1), history)[0, 0].item()
             count += 1
     assert loss.item() == pytest.approx(total / (count * 2), rel=1e-4)
+
+
+def test_the_popularity_prior_adds_beta_log_counts_and_is_off_on_a_catalogue_without_counts():
+    """prior_popularity: the prior alone decodes the item softmax of λ cos(u, e_i) + β log(1 + count_i);
+    a catalogue set without counts (zero-shot) falls back to the text baseline's ranking."""
+    with pytest.raises(ValueError, match="text_prior"):
+        module(prior_popularity=True)
+    m, b = module(text_prior=True, prior_scale=5.0, prior_popularity=True, popularity_scale=0.7), batch()
+    counts = torch.randint(0, 50, (31,)).float()
+    m.set_catalogue_embeddings(m.item_text.clone(), "test", counts)
+    from genrec.evaluation.text_baseline import TextScorer
+    cos = (torch.nn.functional.normalize(m.item_text, dim=-1) @ TextScorer(m.item_text, decay=0.3).user_vectors(b).T).T
+    with torch.no_grad():
+        m.net.heads.zero_()
+        for c, expected in ((counts, 5.0 * cos + 0.7 * counts.log1p()), (None, 5.0 * cos)):
+            m.set_catalogue_embeddings(m.item_text.clone(), "test", c)
+            items, scores = m.recommend(b, 10, b["exclude"])
+            expected = expected.clone()
+            expected[:, 0] = float("-inf")
+            expected = expected.scatter(1, b["exclude"], float("-inf"))
+            assert torch.equal(items, expected.topk(10, dim=1).indices)
+            assert torch.allclose(scores, expected.log_softmax(1).topk(10, dim=1).values, atol=1e-4)
+    with pytest.raises(ValueError, match="one entry per catalogue row"):
+        m.set_catalogue_embeddings(m.item_text.clone(), "test", counts[:5])
+    # β is learned with the rest
+    m.set_catalogue_embeddings(m.item_text.clone(), "test", counts)
+    m.train()
+    m.training_step(b, 0).backward()
+    assert m.popularity_scale.grad is not None and m.popularity_scale.grad != 0
+
+
+def test_the_history_match_prior_adds_a_recency_weighted_soft_maximum_of_cosines():
+    """prior_match: the prior alone decodes the item softmax of
+    λ (cos(u, e_i) + α τ log Σ_j 0.3^age_j exp(cos(e_j, e_i) / τ)), brute force per user."""
+    with pytest.raises(ValueError, match="text_prior"):
+        module(prior_match=True)
+    m, b = module(text_prior=True, prior_scale=5.0, prior_match=True, match_weight=2.0, match_temperature=0.2), batch()
+    from genrec.evaluation.text_baseline import TextScorer
+    unit = torch.nn.functional.normalize(m.item_text, dim=-1)
+    expected = torch.zeros(4, 31)
+    for row, n in enumerate(b["lengths"].tolist()):
+        u = TextScorer(m.item_text, decay=0.3).user_vectors({k: v[row : row + 1] for k, v in b.items()})[0]
+        hist = b["items"][row, :n]
+        ages = torch.arange(n - 1, -1, -1).float()
+        match = 0.2 * torch.logsumexp((unit[hist] @ unit.T) / 0.2 + (0.3 ** ages).log()[:, None], 0)
+        expected[row] = 5.0 * (unit @ u + 2.0 * match)
+    with torch.no_grad():
+        assert torch.allclose(m.prior_item_scores(b["items"], b["lengths"]), expected, atol=1e-4)
+        # at every position: the same computation on the prefix ending there
+        valid = b["targets"] > 0
+        per_pos = m.prior_item_scores(b["items"], valid=valid)
+        assert torch.allclose(per_pos[int(valid[0].sum()) - 1], expected[0], atol=1e-4)
+        m.net.heads.zero_()
+        items, scores = m.recommend(b, 10, b["exclude"])
+    expected[:, 0] = float("-inf")
+    expected = expected.scatter(1, b["exclude"], float("-inf"))
+    assert torch.equal(items, expected.topk(10, dim=1).indices)
+    assert torch.allclose(scores, expected.log_softmax(1).topk(10, dim=1).values, atol=1e-4)
+    # α and τ are learned with the rest
+    m.train()
+    m.training_step(b, 0).backward()
+    assert m.match_weight.grad != 0 and m.match_log_temperature.grad != 0
+
+
+def test_popularity_counts_come_only_from_the_dataset_trained_on():
+    from types import SimpleNamespace
+    m = module(text_prior=True, prior_popularity=True)
+    m.hparams.dataset_fingerprint = "scientific"
+    seen = []
+    m.set_catalogue = lambda text, key, source, counts=None: seen.append((key, counts))
+    for fp in ("scientific", "office"):
+        m.set_catalogue_from(SimpleNamespace(fingerprint=fp, train_item_counts=lambda: torch.ones(31),
+                                             data=SimpleNamespace(item_text=None, name=fp)))
+    assert seen[0][0] == "scientific" and torch.equal(seen[0][1], torch.ones(31))
+    assert seen[1] == ("office", None)  # zero-shot: the target's interactions are not used
