@@ -73,6 +73,12 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             domain's popularity into its token logits; a catalogue without interaction counts (zero-shot)
             gets ``count_i = 0`` for every item, so the popularity learned in one domain is not carried
             to another.
+        prior_epochs, prior_lr: fit the prior's learned scalars (λ, α, τ, β; learning rate
+            ``prior_lr``, default ``lr``, no weight decay when set) alone for the first ``prior_epochs`` epochs, the decoder's logits held at 0
+            (its output maps start at zero), then freeze them and train the decoder on top. Trained
+            jointly from the start, the decoder takes over the history match and α turns negative;
+            fitted first, the prior is the text-only model that best explains the training domain,
+            which is what carries over zero-shot. 0: everything is trained together from the start.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -85,7 +91,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
                  prior_match: bool = False, match_weight: float = 1.0, match_temperature: float = 0.1,
-                 prior_popularity: bool = False, popularity_scale: float = 1.0,
+                 prior_popularity: bool = False, popularity_scale: float = 1.0, prior_epochs: int = 0,
+                 prior_lr: float | None = None,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -98,6 +105,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         for key, on in (("prior_match", prior_match), ("prior_popularity", prior_popularity)):
             if on and not text_prior:
                 raise ValueError(f"model.{key} adds to the text prior: set model.text_prior: true as well")
+        if prior_epochs < 0 or (prior_epochs and not text_prior):
+            raise ValueError(f"model.prior_epochs fits the text prior first: needs model.text_prior: true and >= 0, got {prior_epochs}")
         if match_temperature <= 0:
             raise ValueError(f"model.match_temperature must be > 0, got {match_temperature}")
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
@@ -112,6 +121,10 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.match_weight = nn.Parameter(torch.tensor(float(match_weight))) if prior_match else None
         self.match_log_temperature = nn.Parameter(torch.tensor(float(match_temperature)).log()) if prior_match else None
         self.popularity_scale = nn.Parameter(torch.tensor(float(popularity_scale))) if prior_popularity else None
+        if prior_epochs:
+            with torch.no_grad():
+                self.net.heads.zero_()  # the decoder's logits are 0 until it trains
+        self._prior_phase = False
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -279,14 +292,29 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         """Loss weight per user index (the data module's user order); None restores equal weights."""
         self.user_weights = weights
 
+    def prior_parameters(self) -> list[nn.Parameter]:
+        return [p for p in (self.prior_scale, self.match_weight, self.match_log_temperature, self.popularity_scale)
+                if p is not None]
+
+    def on_train_epoch_start(self) -> None:
+        if not self.hparams.prior_epochs:
+            return
+        self._prior_phase = self.current_epoch < self.hparams.prior_epochs
+        self.net.requires_grad_(not self._prior_phase)
+        for p in self.prior_parameters():
+            p.requires_grad_(self._prior_phase)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         items = batch["items"]
-        codes, text = self._inputs(items)
-        states = self.net(codes, text, batch["lengths"])  # (B, L, T, D)
         valid = batch["targets"] > 0  # (B, L)
         target_ids = batch["targets"][valid]  # (M,)
         target = self.item_codes[target_ids]  # (M, T)
-        queries = self.net.next_queries(states[valid], target)  # (M, T, D)
+        if self._prior_phase:  # the decoder's logits are 0: no need to run it
+            queries = torch.zeros(len(target_ids), target.shape[1], self.net.dim, device=items.device)
+        else:
+            codes, text = self._inputs(items)
+            states = self.net(codes, text, batch["lengths"])  # (B, L, T, D)
+            queries = self.net.next_queries(states[valid], target)  # (M, T, D)
         priors = None
         if self.prior_scale is not None:
             L = items.shape[1]
@@ -370,6 +398,10 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
+        if hp.prior_lr is not None and self.prior_parameters():  # scalars: their own learning rate, no weight decay
+            prior = {id(p) for p in self.prior_parameters()}
+            params = [{"params": [p for p in params if id(p) not in prior]},
+                      {"params": self.prior_parameters(), "lr": hp.prior_lr, "weight_decay": 0.0}]
         return adamw(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.999), schedule=hp.lr_schedule,
                      warmup_steps=hp.warmup_steps, min_lr_ratio=hp.min_lr_ratio,
                      total_steps=lambda: self.trainer.estimated_stepping_batches)

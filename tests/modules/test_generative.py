@@ -303,3 +303,35 @@ def test_popularity_counts_come_only_from_the_dataset_trained_on():
                                              data=SimpleNamespace(item_text=None, name=fp)))
     assert seen[0][0] == "scientific" and torch.equal(seen[0][1], torch.ones(31))
     assert seen[1] == ("office", None)  # zero-shot: the target's interactions are not used
+
+
+def test_prior_epochs_fit_the_prior_alone_first_then_only_the_decoder():
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    class Data(L.LightningDataModule):
+        fingerprint = "test"
+
+        def train_dataloader(self):
+            return DataLoader([batch()], batch_size=None)
+
+    snapshots = []
+
+    class Snapshot(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            snapshots.append(([p.item() for p in module.prior_parameters()],
+                              {k: v.clone() for k, v in module.net.state_dict().items()}))
+
+    m = module(text_prior=True, prior_match=True, prior_epochs=2, prior_lr=0.05)
+    assert m.net.heads.abs().sum() == 0  # a model fitted only for its prior decodes the prior alone
+    m.setup = lambda stage=None: None
+    start = ([p.item() for p in m.prior_parameters()], {k: v.clone() for k, v in m.net.state_dict().items()})
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Snapshot()])
+    trainer.fit(m, datamodule=Data())
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    # epochs 0 and 1: the prior's scalars move, the decoder does not
+    assert snapshots[1][0] != start[0] and same(snapshots[1][1], start[1])
+    # epochs 2 and 3: the decoder trains, the prior stays where it was fitted
+    assert snapshots[3][0] == snapshots[1][0] and not same(snapshots[3][1], start[1])
+    assert m.net.heads.abs().sum() > 0
