@@ -2,8 +2,8 @@
 
 Decodes the validation and test splits of ``--root`` twice with the same checkpoint: the full
 model, and the model with its learned token logits zeroed, which leaves the prior alone (with
-``text_prior`` only, its beam decodes the text baseline's ranking; ``prior_match`` and
-``prior_popularity`` add their learned terms, popularity only on the catalogue trained on). The difference is what the decoder learned
+``text_prior`` only, its beam decodes the text baseline's ranking; ``prior_popularity`` adds its
+learned popularity term, on the catalogue trained on only). The difference is what the decoder learned
 beyond text similarity on that catalogue; on a catalogue it never saw, what carried over.
 
     python benchmarks/generative_prior.py --ckpt runs/generative-scientific/version_0/checkpoints/<best>.ckpt \\
@@ -48,8 +48,7 @@ def main() -> None:
             metrics = evaluate_generative(module, loader, RankingMetrics((1, 5, 10), (5, 10), mrr=False, max_rank=10))
             rows.append((variant, split, {k: float(v) for k, v in metrics.items()}))
     keys = list(rows[0][2])
-    learned = {"λ": module.prior_scale, "α": module.match_weight, "β": module.popularity_scale,
-               "τ": None if module.match_log_temperature is None else module.match_log_temperature.exp()}
+    learned = {"λ": module.prior_scale, "β": module.popularity_scale}
     terms = ", ".join(f"{k} {float(v):.3f}" for k, v in learned.items() if v is not None)
     print(f"checkpoint {args.ckpt}; catalogue {args.root} ({dm.data.num_items:,} items); "
           f"prior {terms}; beam {module.hparams.beam_width}\n")

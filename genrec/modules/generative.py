@@ -62,23 +62,12 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the history's
             unit text embeddings, ``λ`` starts at ``prior_scale`` and is learned. The history
             (target aside) is left out of the prior's sums, as evaluation leaves it out of the list.
-        prior_match, match_weight, match_temperature: also add to the cosine the history match
-            ``α τ log Σ_j w_j exp(cos(e_j, e_i) / τ)``, a recency-weighted (``w_j``) soft maximum of
-            the item's cosine to each history item, so an item close to one recent item is not
-            averaged away by the others (``α``, ``τ`` start at ``match_weight``,
-            ``match_temperature`` and are learned). Relational only: it carries to a new catalogue.
         prior_popularity: also add ``β log(1 + count_i)`` to the prior's item scores, ``count_i`` the
             item's training interactions in the catalogue being trained on (``β`` starts at
             ``popularity_scale`` and is learned). The decoder then need not learn the training
             domain's popularity into its token logits; a catalogue without interaction counts (zero-shot)
             gets ``count_i = 0`` for every item, so the popularity learned in one domain is not carried
             to another.
-        prior_epochs, prior_lr: fit the prior's learned scalars (λ, α, τ, β; learning rate
-            ``prior_lr``, default ``lr``, no weight decay when set) alone for the first ``prior_epochs`` epochs, the decoder's logits held at 0
-            (its output maps start at zero), then freeze them and train the decoder on top. Trained
-            jointly from the start, the decoder takes over the history match and α turns negative;
-            fitted first, the prior is the text-only model that best explains the training domain,
-            which is what carries over zero-shot. 0: everything is trained together from the start.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -90,9 +79,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
-                 prior_match: bool = False, match_weight: float = 1.0, match_temperature: float = 0.1,
-                 prior_popularity: bool = False, popularity_scale: float = 1.0, prior_epochs: int = 0,
-                 prior_lr: float | None = None,
+                 prior_popularity: bool = False, popularity_scale: float = 1.0,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -102,13 +89,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         if tokenizer_config is None and not tokenizer_ckpt:
             raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
-        for key, on in (("prior_match", prior_match), ("prior_popularity", prior_popularity)):
-            if on and not text_prior:
-                raise ValueError(f"model.{key} adds to the text prior: set model.text_prior: true as well")
-        if prior_epochs < 0 or (prior_epochs and not text_prior):
-            raise ValueError(f"model.prior_epochs fits the text prior first: needs model.text_prior: true and >= 0, got {prior_epochs}")
-        if match_temperature <= 0:
-            raise ValueError(f"model.match_temperature must be > 0, got {match_temperature}")
+        if prior_popularity and not text_prior:
+            raise ValueError("model.prior_popularity adds to the text prior: set model.text_prior: true as well")
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
         self.save_hyperparameters()
         self.hparams["tokenizer_config"] = dict(tokenizer.init_args)
@@ -118,13 +100,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                      tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
         self.k = max([*hr_ks, *ndcg_ks])
         self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
-        self.match_weight = nn.Parameter(torch.tensor(float(match_weight))) if prior_match else None
-        self.match_log_temperature = nn.Parameter(torch.tensor(float(match_temperature)).log()) if prior_match else None
         self.popularity_scale = nn.Parameter(torch.tensor(float(popularity_scale))) if prior_popularity else None
-        if prior_epochs:
-            with torch.no_grad():
-                self.net.heads.zero_()  # the decoder's logits are 0 until it trains
-        self._prior_phase = False
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -200,45 +176,22 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
-    def _prior_history(self, items: Tensor, lengths: Tensor | None = None,
-                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Unit text embeddings of the history and their recency weights (``prior_decay`` per step back):
-        after the last item ((B, L, E), (B, L)) when ``lengths`` is given, else at every position
-        selected by ``valid`` (B, L) ((M, L, E), (M, L))."""
+    def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
         L = items.shape[1]
         age = torch.arange(L, device=items.device)
         age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
         weights = torch.where(age >= 0, self.hparams.prior_decay ** age.clamp(min=0).float(), 0.0)
         text = F.normalize(self.item_text[items], dim=-1) * (items > 0)[..., None]
         if lengths is not None:
-            return text, weights[(lengths - 1).clamp(min=0)]
-        if valid is None:
-            valid = torch.ones_like(items, dtype=torch.bool)
-        B = len(items)
-        return text[:, None].expand(B, L, L, -1)[valid], weights.expand(B, L, L)[valid]
+            last = (lengths - 1).clamp(min=0)
+            return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
+        return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
 
-    def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
-        text, w = self._prior_history(items, lengths)
-        users = F.normalize(torch.einsum("rj,rje->re", w, text), dim=-1)
-        return users if lengths is not None else users.view(*items.shape, -1)
-
-    def prior_item_scores(self, items: Tensor, lengths: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
-        """The prior's score of every catalogue item (column 0 = padding): after the last history item
-        (B, N+1) when ``lengths`` is given, else at the positions ``valid`` (M, N+1).
-
-        ``λ (cos(u, e_i) + α τ log Σ_j w_j exp(cos(e_j, e_i) / τ)) + β log(1 + count_i)``: the text
-        baseline's cosine, the history match (a recency-weighted soft maximum of the item's cosine to
-        each history item; with ``prior_match``) and popularity (with ``prior_popularity``)."""
-        text, w = self._prior_history(items, lengths, valid)  # (R, L, E), (R, L)
-        scores = F.normalize(torch.einsum("rj,rje->re", w, text), dim=-1) @ self.item_unit.T  # (R, N+1)
-        if self.match_weight is not None:
-            tau = self.match_log_temperature.exp()
-            sims = torch.einsum("rje,ne->rjn", text, self.item_unit)  # (R, L, N+1)
-            log_w = torch.where(w > 0, w.clamp(min=1e-30).log(), float("-inf"))
-            match = tau * torch.logsumexp(sims / tau + log_w[..., None], 1)
-            scores = scores + self.match_weight * torch.where(torch.isfinite(match), match, 0.0)
-        scores = self.prior_scale * scores
+    def prior_item_scores(self, users: Tensor) -> Tensor:
+        """The prior's score of every catalogue item for user vectors (R, E): ``λ cos(u, e_i)``, plus
+        ``β log(1 + count_i)`` with ``prior_popularity``. (R, N+1), column 0 = padding."""
+        scores = self.prior_scale * (users @ self.item_unit.T)
         if self.popularity_scale is not None:
             scores = scores + self.popularity_scale * self.item_logpop
         return scores
@@ -292,35 +245,20 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         """Loss weight per user index (the data module's user order); None restores equal weights."""
         self.user_weights = weights
 
-    def prior_parameters(self) -> list[nn.Parameter]:
-        return [p for p in (self.prior_scale, self.match_weight, self.match_log_temperature, self.popularity_scale)
-                if p is not None]
-
-    def on_train_epoch_start(self) -> None:
-        if not self.hparams.prior_epochs:
-            return
-        self._prior_phase = self.current_epoch < self.hparams.prior_epochs
-        self.net.requires_grad_(not self._prior_phase)
-        for p in self.prior_parameters():
-            p.requires_grad_(self._prior_phase)
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         items = batch["items"]
+        codes, text = self._inputs(items)
+        states = self.net(codes, text, batch["lengths"])  # (B, L, T, D)
         valid = batch["targets"] > 0  # (B, L)
         target_ids = batch["targets"][valid]  # (M,)
         target = self.item_codes[target_ids]  # (M, T)
-        if self._prior_phase:  # the decoder's logits are 0: no need to run it
-            queries = torch.zeros(len(target_ids), target.shape[1], self.net.dim, device=items.device)
-        else:
-            codes, text = self._inputs(items)
-            states = self.net(codes, text, batch["lengths"])  # (B, L, T, D)
-            queries = self.net.next_queries(states[valid], target)  # (M, T, D)
+        queries = self.net.next_queries(states[valid], target)  # (M, T, D)
         priors = None
         if self.prior_scale is not None:
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
-            priors = self.prior_scores(self.prior_item_scores(items, valid=valid), self.trie, history)
+            priors = self.prior_scores(self.prior_item_scores(self.prior_users(items)[valid]), self.trie, history)
         path = self.trie.paths[target_ids - 1]  # (M, T): each target's trie node per level (items 1..N = rows 0..N-1)
         per_item = 0
         for t in range(target.shape[1]):
@@ -362,7 +300,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         trie = self.trie if trie is None else trie
         bias = None
         if self.prior_scale is not None:
-            priors = self.prior_scores(self.prior_item_scores(batch["items"], lengths), trie, exclude)
+            priors = self.prior_scores(self.prior_item_scores(self.prior_users(batch["items"], lengths)), trie, exclude)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
                 return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)
@@ -398,10 +336,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        if hp.prior_lr is not None and self.prior_parameters():  # scalars: their own learning rate, no weight decay
-            prior = {id(p) for p in self.prior_parameters()}
-            params = [{"params": [p for p in params if id(p) not in prior]},
-                      {"params": self.prior_parameters(), "lr": hp.prior_lr, "weight_decay": 0.0}]
         return adamw(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.999), schedule=hp.lr_schedule,
                      warmup_steps=hp.warmup_steps, min_lr_ratio=hp.min_lr_ratio,
                      total_steps=lambda: self.trainer.estimated_stepping_batches)

@@ -259,39 +259,6 @@ def test_the_popularity_prior_adds_beta_log_counts_and_is_off_on_a_catalogue_wit
     assert m.popularity_scale.grad is not None and m.popularity_scale.grad != 0
 
 
-def test_the_history_match_prior_adds_a_recency_weighted_soft_maximum_of_cosines():
-    """prior_match: the prior alone decodes the item softmax of
-    λ (cos(u, e_i) + α τ log Σ_j 0.3^age_j exp(cos(e_j, e_i) / τ)), brute force per user."""
-    with pytest.raises(ValueError, match="text_prior"):
-        module(prior_match=True)
-    m, b = module(text_prior=True, prior_scale=5.0, prior_match=True, match_weight=2.0, match_temperature=0.2), batch()
-    from genrec.evaluation.text_baseline import TextScorer
-    unit = torch.nn.functional.normalize(m.item_text, dim=-1)
-    expected = torch.zeros(4, 31)
-    for row, n in enumerate(b["lengths"].tolist()):
-        u = TextScorer(m.item_text, decay=0.3).user_vectors({k: v[row : row + 1] for k, v in b.items()})[0]
-        hist = b["items"][row, :n]
-        ages = torch.arange(n - 1, -1, -1).float()
-        match = 0.2 * torch.logsumexp((unit[hist] @ unit.T) / 0.2 + (0.3 ** ages).log()[:, None], 0)
-        expected[row] = 5.0 * (unit @ u + 2.0 * match)
-    with torch.no_grad():
-        assert torch.allclose(m.prior_item_scores(b["items"], b["lengths"]), expected, atol=1e-4)
-        # at every position: the same computation on the prefix ending there
-        valid = b["targets"] > 0
-        per_pos = m.prior_item_scores(b["items"], valid=valid)
-        assert torch.allclose(per_pos[int(valid[0].sum()) - 1], expected[0], atol=1e-4)
-        m.net.heads.zero_()
-        items, scores = m.recommend(b, 10, b["exclude"])
-    expected[:, 0] = float("-inf")
-    expected = expected.scatter(1, b["exclude"], float("-inf"))
-    assert torch.equal(items, expected.topk(10, dim=1).indices)
-    assert torch.allclose(scores, expected.log_softmax(1).topk(10, dim=1).values, atol=1e-4)
-    # α and τ are learned with the rest
-    m.train()
-    m.training_step(b, 0).backward()
-    assert m.match_weight.grad != 0 and m.match_log_temperature.grad != 0
-
-
 def test_popularity_counts_come_only_from_the_dataset_trained_on():
     from types import SimpleNamespace
     m = module(text_prior=True, prior_popularity=True)
@@ -303,35 +270,3 @@ def test_popularity_counts_come_only_from_the_dataset_trained_on():
                                              data=SimpleNamespace(item_text=None, name=fp)))
     assert seen[0][0] == "scientific" and torch.equal(seen[0][1], torch.ones(31))
     assert seen[1] == ("office", None)  # zero-shot: the target's interactions are not used
-
-
-def test_prior_epochs_fit_the_prior_alone_first_then_only_the_decoder():
-    import lightning as L
-    from torch.utils.data import DataLoader
-
-    class Data(L.LightningDataModule):
-        fingerprint = "test"
-
-        def train_dataloader(self):
-            return DataLoader([batch()], batch_size=None)
-
-    snapshots = []
-
-    class Snapshot(L.Callback):
-        def on_train_epoch_end(self, trainer, module):
-            snapshots.append(([p.item() for p in module.prior_parameters()],
-                              {k: v.clone() for k, v in module.net.state_dict().items()}))
-
-    m = module(text_prior=True, prior_match=True, prior_epochs=2, prior_lr=0.05)
-    assert m.net.heads.abs().sum() == 0  # a model fitted only for its prior decodes the prior alone
-    m.setup = lambda stage=None: None
-    start = ([p.item() for p in m.prior_parameters()], {k: v.clone() for k, v in m.net.state_dict().items()})
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Snapshot()])
-    trainer.fit(m, datamodule=Data())
-    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
-    # epochs 0 and 1: the prior's scalars move, the decoder does not
-    assert snapshots[1][0] != start[0] and same(snapshots[1][1], start[1])
-    # epochs 2 and 3: the decoder trains, the prior stays where it was fitted
-    assert snapshots[3][0] == snapshots[1][0] and not same(snapshots[3][1], start[1])
-    assert m.net.heads.abs().sum() > 0
