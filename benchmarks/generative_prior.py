@@ -49,7 +49,7 @@ def main() -> None:
             rows.append((variant, split, {k: float(v) for k, v in metrics.items()}))
     keys = list(rows[0][2])
     learned = {"λ": module.prior_scale, "β": module.popularity_scale}
-    terms = ", ".join(f"{k} {float(v):.3f}" for k, v in learned.items() if v is not None)
+    terms = ", ".join(f"{k} {float(v.detach()):.3f}" for k, v in learned.items() if v is not None)
     print(f"checkpoint {args.ckpt}; catalogue {args.root} ({dm.data.num_items:,} items); "
           f"prior {terms}; beam {module.hparams.beam_width}\n")
     print("| variant | split | " + " | ".join(keys) + " |")
