@@ -3,7 +3,7 @@
 The module owns the item embedding table (shared by inputs and outputs, as in SASRec and HSTU),
 the loss and the evaluation; the net only turns embedded sequences into user states.
 Training: sampled softmax with uniform random negatives (a negative equal to the positive is
-masked out) or full softmax, on cosine similarities divided by a temperature.
+masked out) or full softmax, on cosine similarities (or dot products) divided by a temperature.
 Evaluation: the state at each user's last position is ranked against every catalogue item with
 streaming top-k counting (``genrec.evaluation``); metrics are logged as ``val/hr@10`` etc.
 """
@@ -51,7 +51,11 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             about ``num_negatives`` of them (each kept with probability K/pool): nearly the
             per-position draw's diversity at the per-sequence draw's dense-matmul cost.
         negative_pool: candidates per sequence for ``negatives: subset`` (default 4 x K).
-        temperature: softmax temperature on cosine scores (paper: 0.05).
+        temperature: softmax temperature on the scores (paper: 0.05).
+        similarity: ``cosine`` (paper): the user state (unit-norm from the nets) against unit-norm
+            item vectors; ``dot``: against the raw item embeddings, so every item's norm is learned
+            and scales its score for all users, as in the original SASRec's dot product (an item
+            pushed by poisoning can then rise in every user's list at once; ``genrec.robust``).
         lr, weight_decay, betas: AdamW settings.
         lr_schedule: ``constant`` (paper) or ``cosine`` (linear warm-up over ``warmup_steps``,
             then a half cosine down to ``min_lr_ratio * lr`` at the last step).
@@ -71,6 +75,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         negative_pool: int = 0,
         negative_groups: int = 8,
         temperature: float = 0.05,
+        similarity: Literal["cosine", "dot"] = "cosine",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         betas: Sequence[float] = (0.9, 0.98),
@@ -90,6 +95,8 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         if negatives not in ("position", "sequence", "batch", "subset", "interleaved"):
             raise ValueError(f"model.negatives must be 'position', 'sequence', 'batch', 'subset' or "
                              f"'interleaved', got {negatives!r}")
+        if similarity not in ("cosine", "dot"):
+            raise ValueError(f"model.similarity must be 'cosine' or 'dot', got {similarity!r}")
         if negative_groups < 1:
             raise ValueError(f"model.negative_groups must be at least 1, got {negative_groups}")
         if negative_pool and negative_pool < num_negatives:
@@ -147,7 +154,9 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
     # -- model -----------------------------------------------------------------------------------
 
     def item_vectors(self) -> Tensor:
-        """All item vectors in the scoring space (L2-normalised), row 0 = padding. (N+1, D)"""
+        """All item vectors in the scoring space (L2-normalised unless ``similarity: dot``), row 0 = padding. (N+1, D)"""
+        if self.hparams.get("similarity", "cosine") == "dot":
+            return self.item_emb.weight
         return F.normalize(self.item_emb.weight, dim=-1, eps=1e-6)
 
     def encode(self, batch: dict[str, Tensor]) -> Tensor:

@@ -135,3 +135,24 @@ def test_bad_options_are_named():
         module(negatives="interleaved", negative_groups=0)
     with pytest.raises(ValueError, match="num_items"):
         RetrievalModule(SASRec(dim=8), num_items=0)
+    with pytest.raises(ValueError, match="model.similarity"):
+        module(similarity="euclid")
+
+
+def test_dot_similarity_scores_raw_item_embeddings_so_an_items_norm_scales_its_score_for_everyone():
+    cos, dot, b = module(), module(similarity="dot"), batch()
+    before = dot.item_emb.weight[5].detach().clone()  # both modules start from the same seed
+    with torch.no_grad():
+        for m in (cos, dot):
+            m.item_emb.weight[5] *= 10.0
+    assert torch.allclose(dot.item_vectors(), dot.item_emb.weight)
+    assert torch.allclose(cos.item_vectors().norm(dim=-1)[1:], torch.ones(20), atol=1e-5)
+    # the same state scores item 5 ten times higher under dot, unchanged under cosine
+    u = cos.user_vectors(b)
+    assert torch.allclose(u @ dot.item_vectors()[5], 10 * (u @ before), atol=1e-6)
+    assert torch.allclose(u @ cos.item_vectors()[5], u @ F.normalize(before, dim=-1), atol=1e-6)
+    # training uses the same raw vectors: the full-softmax loss is CE over state @ embedding / T
+    m = module(similarity="dot", loss="full_softmax", temperature=0.5)
+    valid = b["targets"] > 0
+    logits = m.encode(b)[valid] @ m.item_emb.weight[1:].T / 0.5
+    assert torch.allclose(m.training_step(b, 0), F.cross_entropy(logits, b["targets"][valid] - 1), atol=1e-5)
