@@ -10,7 +10,7 @@
 # (attack seed, default 1), DEFENCE (defence config, default configs/robust/defence.yaml),
 # DEFENCE_ARGS (more train.py arguments for the defended runs only), DEFENDED (their name suffix,
 # default "defended"), EXTRA (more train.py arguments for every run), REPORT (report folder, default
-# $OUT/report). A run whose final.ckpt exists
+# $OUT/report), UNDEFENDED_ONLY=1 (the clean and undefended runs only). A run whose final.ckpt exists
 # is not trained again, so a second defence variant reuses the clean and undefended runs. Every run
 # is evaluated from its final state (checkpoints/final.ckpt): the epoch count is fixed in the
 # config, never chosen on the test split.
@@ -40,7 +40,7 @@ run() {  # name, extra arguments...
   for a in ${attacks//,/ }; do
     attack="'{\"kind\": \"$a\", \"seed\": $seed}'"
     run "$a" --data.init_args.attack "$attack"
-    [ "$a" = random ] || run "$a-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
+    [ "$a" = random ] || [ -n "${UNDEFENDED_ONLY:-}" ] || run "$a-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
   done
 } > "$out/commands-$defended.txt"
 cat "$out/commands-$defended.txt"
@@ -52,6 +52,6 @@ ckpt() { echo "$out/$1/version_0/checkpoints/final.ckpt"; }
 runs=()
 for a in ${attacks//,/ }; do
   runs+=("$(ckpt "$a")")
-  [ "$a" = random ] || runs+=("$(ckpt "$a-$defended")")
+  [ "$a" = random ] || [ -n "${UNDEFENDED_ONLY:-}" ] || runs+=("$(ckpt "$a-$defended")")
 done
 python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --out "${REPORT:-$out/report}"

@@ -267,7 +267,9 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         return ranks
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_items = self.item_vectors()
+        # detached: under similarity: dot item_vectors() is the embedding Parameter itself, which
+        # assigned to an attribute would register as a second parameter of the module
+        self._eval_items = self.item_vectors().detach()
 
     on_test_epoch_start = on_validation_epoch_start
 

@@ -156,3 +156,7 @@ def test_dot_similarity_scores_raw_item_embeddings_so_an_items_norm_scales_its_s
     valid = b["targets"] > 0
     logits = m.encode(b)[valid] @ m.item_emb.weight[1:].T / 0.5
     assert torch.allclose(m.training_step(b, 0), F.cross_entropy(logits, b["targets"][valid] - 1), atol=1e-5)
+    # evaluation caches the vectors without adding them to the state (checkpoints stay loadable)
+    keys = set(m.state_dict())
+    m.on_validation_epoch_start()
+    assert set(m.state_dict()) == keys
