@@ -25,6 +25,7 @@ from genrec.evaluation import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
 from genrec.modules import RetrievalModule
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.robust.attacks import AttackConfig
 from genrec.robust.detector import detection_metrics
 from genrec.robust.metrics import target_metrics
 
@@ -50,11 +51,20 @@ def describe(path: str) -> dict[str, Any]:
     return {
         "path": str(path),
         "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
-        "attack": None if fakes is None else fakes["config"]["kind"],
+        "attack": None if fakes is None else attack_label(fakes["config"]),
         "targets": None if fakes is None else fakes["targets"],
         "num_fakes": 0 if fakes is None else len(fakes["sequences"]),
         "defence": defence,
     }
+
+
+def attack_label(config: dict[str, Any]) -> str:
+    """The attack's kind, plus every option that differs from the default other than the seed and the
+    targets (runs with the same label and seed are one attack, undefended and defended)."""
+    default = AttackConfig(kind=config["kind"]).to_dict()
+    changed = [f"{k} {v}" for k, v in config.items()
+               if k not in ("kind", "seed", "targets", "avoid_targets") and default.get(k) != v]
+    return config["kind"] + (f" ({', '.join(changed)})" if changed else "")
 
 
 def clean_datamodule(data_hp: dict[str, Any]) -> SequenceDataModule:
@@ -109,6 +119,9 @@ def build_report(clean: str, runs: list[str], split: str = "test") -> dict[str, 
     for info in attacked:
         entry = report["attacks"].setdefault(info["attack"], {"targets": info["targets"], "fakes": info["num_fakes"]})
         side = "defended" if info["defence"] else "undefended"
+        if side in entry:
+            raise ValueError(f"two {side} runs of the attack {info['attack']!r}: {entry[side]['checkpoint']} and "
+                             f"{info['path']}; report them in separate evaluate.py robust calls")
         metrics = evaluate_run(info["path"], dm, split, {info["attack"]: info["targets"]})
         entry[side] = {"checkpoint": info["path"], "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
                        **{k: v for k, v in metrics[info["attack"]].items() if k != "pairs"}}

@@ -23,7 +23,7 @@ def test_robust_report_from_checkpoints(tmp_path):
     report = evaluate.main(["robust", "--clean", clean, "--runs", plain, defended, "--out", str(tmp_path / "report")])
     saved = json.loads((tmp_path / "report" / "robust_report.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    entry = report["attacks"]["random"]
+    entry = report["attacks"]["random (budget 0.05)"]  # the kind and every non-default option
     assert entry["fakes"] == 10 and len(entry["targets"]) == 5
     assert {"undefended", "defended", "detection"} <= set(entry)
     assert set(entry["detection"]) == {"lm", "calibrated"}
@@ -34,14 +34,26 @@ def test_robust_report_from_checkpoints(tmp_path):
                             np.array(entry["targets"]), 50)
     assert entry["undefended"]["t_hr@50"] == pytest.approx(direct["t_hr@50"])
     md = (tmp_path / "report" / "robust_report.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| random |")).split(" | ")
-    base, hit = report["clean_metrics"]["random"]["t_hr@50"], entry["undefended"]["t_hr@50"]
+    row = next(line for line in md.splitlines() if line.startswith("| random (budget 0.05) |")).split(" | ")
+    base, hit = report["clean_metrics"]["random (budget 0.05)"]["t_hr@50"], entry["undefended"]["t_hr@50"]
     assert row[2:4] == [f"{base:.4f}", f"{hit:.4f}"]
     assert row[4] == (f"{hit / base:.1f}x" if base else ("inf" if hit else "–"))  # the attack's lift
     d = entry["defended"]["t_hr@50"]
     assert row[9] == (f"{d / hit - 1:+.0%}" if hit else "–")  # defended vs undefended
     with pytest.raises(ValueError, match="none of --runs holds an attack"):
         evaluate.main(["robust", "--clean", clean, "--runs", clean, "--out", str(tmp_path / "r2")])
+    # two undefended runs of one attack would share a row: an error naming both, not an overwrite
+    with pytest.raises(ValueError, match=r"two undefended runs of the attack 'random \(budget 0.05\)'.*plain"):
+        evaluate.main(["robust", "--clean", clean, "--runs", plain, plain, "--out", str(tmp_path / "r3")])
+
+
+def test_attack_labels_name_every_option_that_differs_from_the_default():
+    from genrec.robust.attacks import AttackConfig
+    from genrec.robust.report import attack_label
+
+    assert attack_label(AttackConfig(kind="bandwagon", seed=3, targets=[1, 2]).to_dict()) == "bandwagon"
+    label = attack_label(AttackConfig(kind="bandwagon", popular_fraction=0.5, target_repeats=4).to_dict())
+    assert label == "bandwagon (target_repeats 4, popular_fraction 0.5)"
 
 
 def _data_hp(path):
