@@ -8,7 +8,10 @@ profile copies the length and timestamps of a randomly drawn real user's trainin
 lengths follow the real distribution. All randomness comes from ``AttackConfig.seed``.
 
 - ``random``: uniformly random items plus the targets.
-- ``bandwagon``: items from the most popular ``popular_fraction`` of the catalogue plus the targets.
+- ``bandwagon``: items from the most popular ``popular_fraction`` of the catalogue plus the targets
+  (default the popular half: on ML-1M with HSTU, fillers from the top 10% lifted the targets'
+  T-HR@50 only 2.0x, from the top half 10.7x; a narrow popular pool puts the targets where real
+  users' own next items crowd them out).
 - ``segment``: items sharing all of a target's values of ``segment_field`` (e.g. all its genres;
   one shared genre such as Drama covers most of ML-1M and would make this attack random).
 - ``model``: a surrogate SASRec trained on the clean training data picks, step by step, among its
@@ -47,7 +50,7 @@ class AttackConfig:
     seed: int = 0
     targets_in_last: int | None = None
     target_repeats: int = 1
-    popular_fraction: float = 0.1
+    popular_fraction: float = 0.5
     segment_field: str = "genres"
     surrogate_epochs: int = 10
     surrogate_dim: int = 32

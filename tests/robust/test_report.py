@@ -52,8 +52,8 @@ def test_attack_labels_name_every_option_that_differs_from_the_default():
     from genrec.robust.report import attack_label
 
     assert attack_label(AttackConfig(kind="bandwagon", seed=3, targets=[1, 2]).to_dict()) == "bandwagon"
-    label = attack_label(AttackConfig(kind="bandwagon", popular_fraction=0.5, target_repeats=4).to_dict())
-    assert label == "bandwagon (target_repeats 4, popular_fraction 0.5)"
+    label = attack_label(AttackConfig(kind="bandwagon", popular_fraction=0.1, target_repeats=4).to_dict())
+    assert label == "bandwagon (target_repeats 4, popular_fraction 0.1)"
 
 
 def _data_hp(path):
