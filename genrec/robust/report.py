@@ -59,11 +59,14 @@ def describe(path: str) -> dict[str, Any]:
 
 
 def attack_label(config: dict[str, Any]) -> str:
-    """The attack's kind, plus every option that differs from the default other than the seed and the
-    targets (runs with the same label and seed are one attack, undefended and defended)."""
+    """The attack's kind, plus every option of that kind that differs from the default, other than the
+    seed and the targets (runs with the same label and seed are one attack, undefended and defended)."""
     default = AttackConfig(kind=config["kind"]).to_dict()
+    own = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field"},
+           "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"}}
+    other_kinds = set().union(*own.values()) - own.get(config["kind"], set())  # options this kind ignores
     changed = [f"{k} {v}" for k, v in config.items()
-               if k not in ("kind", "seed", "targets", "avoid_targets") and default.get(k) != v]
+               if k not in ("kind", "seed", "targets", "avoid_targets", *other_kinds) and default.get(k) != v]
     return config["kind"] + (f" ({', '.join(changed)})" if changed else "")
 
 

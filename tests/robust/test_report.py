@@ -54,6 +54,9 @@ def test_attack_labels_name_every_option_that_differs_from_the_default():
     assert attack_label(AttackConfig(kind="bandwagon", seed=3, targets=[1, 2]).to_dict()) == "bandwagon"
     label = attack_label(AttackConfig(kind="bandwagon", popular_fraction=0.1, target_repeats=4).to_dict())
     assert label == "bandwagon (target_repeats 4, popular_fraction 0.1)"
+    # options another kind reads are not part of this kind's label
+    assert attack_label(AttackConfig(kind="model", popular_fraction=0.1, segment_field="x").to_dict()) == "model"
+    assert attack_label(AttackConfig(kind="model", candidates=8).to_dict()) == "model (candidates 8)"
 
 
 def _data_hp(path):
