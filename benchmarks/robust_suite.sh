@@ -28,6 +28,9 @@ config=configs/robust/$backbone-$dataset.yaml
 [ -f "$config" ] || { echo "no config $config (backbone $backbone, dataset $dataset)" >&2; exit 2; }
 mkdir -p "$out"
 
+defends() {  # whether attack $1 gets a defended run: every attack but the known one (random)
+  [ "$1" != random ] && [ -z "${UNDEFENDED_ONLY:-}" ]
+}
 run() {  # name, extra arguments...
   local name=$1; shift
   [ -f "$out/$name/version_0/checkpoints/final.ckpt" ] && return
@@ -40,7 +43,7 @@ run() {  # name, extra arguments...
   for a in ${attacks//,/ }; do
     attack="'{\"kind\": \"$a\", \"seed\": $seed}'"
     run "$a" --data.init_args.attack "$attack"
-    [ "$a" = random ] || [ -n "${UNDEFENDED_ONLY:-}" ] || run "$a-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
+    ! defends "$a" || run "$a-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
   done
 } > "$out/commands-$defended.txt"
 cat "$out/commands-$defended.txt"
@@ -52,6 +55,6 @@ ckpt() { echo "$out/$1/version_0/checkpoints/final.ckpt"; }
 runs=()
 for a in ${attacks//,/ }; do
   runs+=("$(ckpt "$a")")
-  [ "$a" = random ] || [ -n "${UNDEFENDED_ONLY:-}" ] || runs+=("$(ckpt "$a-$defended")")
+  ! defends "$a" || runs+=("$(ckpt "$a-$defended")")
 done
 python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --out "${REPORT:-$out/report}"

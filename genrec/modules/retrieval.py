@@ -155,7 +155,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
 
     def item_vectors(self) -> Tensor:
         """All item vectors in the scoring space (L2-normalised unless ``similarity: dot``), row 0 = padding. (N+1, D)"""
-        if self.hparams.get("similarity", "cosine") == "dot":
+        if self.hparams.similarity == "dot":
             return self.item_emb.weight
         return F.normalize(self.item_emb.weight, dim=-1, eps=1e-6)
 

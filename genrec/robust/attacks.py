@@ -38,6 +38,11 @@ Kind = Literal["random", "bandwagon", "segment", "model"]
 KINDS = ("random", "bandwagon", "segment", "model")
 
 
+# Options only one kind reads; every other option applies to all kinds.
+KIND_OPTIONS = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field"},
+                "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"}}
+
+
 @dataclass
 class AttackConfig:
     """One attack; the whole object is saved with the run, so a run can be repeated exactly."""
@@ -82,6 +87,16 @@ class AttackConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def label(self) -> str:
+        """The kind, plus every option this kind reads that differs from the default, other than the
+        seed and the targets (runs with the same label and seed are one attack), e.g.
+        ``bandwagon (target_repeats 4, popular_fraction 0.1)``."""
+        default = AttackConfig(kind=self.kind).to_dict()
+        ignored = {"kind", "seed", "targets", "avoid_targets", *set().union(*KIND_OPTIONS.values())}
+        ignored -= KIND_OPTIONS.get(self.kind, set())
+        changed = [f"{k} {v}" for k, v in self.to_dict().items() if k not in ignored and default[k] != v]
+        return self.kind + (f" ({', '.join(changed)})" if changed else "")
 
 
 @dataclass

@@ -51,23 +51,11 @@ def describe(path: str) -> dict[str, Any]:
     return {
         "path": str(path),
         "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
-        "attack": None if fakes is None else attack_label(fakes["config"]),
+        "attack": None if fakes is None else AttackConfig.from_dict(fakes["config"]).label(),
         "targets": None if fakes is None else fakes["targets"],
         "num_fakes": 0 if fakes is None else len(fakes["sequences"]),
         "defence": defence,
     }
-
-
-def attack_label(config: dict[str, Any]) -> str:
-    """The attack's kind, plus every option of that kind that differs from the default, other than the
-    seed and the targets (runs with the same label and seed are one attack, undefended and defended)."""
-    default = AttackConfig(kind=config["kind"]).to_dict()
-    own = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field"},
-           "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"}}
-    other_kinds = set().union(*own.values()) - own.get(config["kind"], set())  # options this kind ignores
-    changed = [f"{k} {v}" for k, v in config.items()
-               if k not in ("kind", "seed", "targets", "avoid_targets", *other_kinds) and default.get(k) != v]
-    return config["kind"] + (f" ({', '.join(changed)})" if changed else "")
 
 
 def clean_datamodule(data_hp: dict[str, Any]) -> SequenceDataModule:

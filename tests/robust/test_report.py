@@ -49,7 +49,9 @@ def test_robust_report_from_checkpoints(tmp_path):
 
 def test_attack_labels_name_every_option_that_differs_from_the_default():
     from genrec.robust.attacks import AttackConfig
-    from genrec.robust.report import attack_label
+
+    def attack_label(config):
+        return AttackConfig(**config).label()
 
     assert attack_label(AttackConfig(kind="bandwagon", seed=3, targets=[1, 2]).to_dict()) == "bandwagon"
     label = attack_label(AttackConfig(kind="bandwagon", popular_fraction=0.1, target_repeats=4).to_dict())
