@@ -8,7 +8,10 @@ profiles), and does what ``FraudsterReweighting`` does at one update: simulates 
 user and of the simulated fakes, trains a calibrator per input variant on them, and scores the
 training users against the true fake labels (ROC-AUC). Variants: ``full`` (recommender states +
 per-position fit + LM embedding in the classifier), ``fit+lm`` (no states), ``fit+align`` (no
-states; the LM embedding only as the alignment target). Prints a Markdown table.
+states; the LM embedding only as the alignment target); then the untrained anomaly scores
+(``genrec.robust.calibrator.anomaly_scores``: each statistic alone and their sum) and what
+``FraudsterReweighting(anomaly=true)`` ranks by, the larger of the ``full`` calibrator's and the
+anomaly score's percentiles. Prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -26,9 +29,9 @@ def main() -> None:
     from genrec.modules import RetrievalModule
     from genrec.modules.checkpoints import load_checkpoint
     from genrec.robust import AttackConfig, AttackedDataModule
-    from genrec.robust.attacks import generate
-    from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
-    from genrec.robust.detector import roc_auc
+    from genrec.robust.attacks import generate, train_counts
+    from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, anomaly_scores, sequence_features
+    from genrec.robust.detector import percentiles, roc_auc
     from genrec.robust.encoders import build_encoder
     from genrec.robust.report import saved_state
 
@@ -53,17 +56,27 @@ def main() -> None:
     encoder = build_encoder({"kind": "sentence-transformers", "mode": "items", "cache_dir": args.cache_dir})
     spans = list(zip(data.offsets[:-1], dm.train_end))
     histories, stamps = [data.items[s:e] for s, e in spans], [data.timestamps[s:e] for s, e in spans]
-    users = sequence_features(model, histories, stamps, encoder.users(histories, data.item_text), L)
-    fakes = sequence_features(model, known.sequences, known.timestamps, encoder.users(known.sequences, data.item_text), L)
+    counts = train_counts(data, dm.train_end)
+    users = sequence_features(model, histories, stamps, encoder.users(histories, data.item_text), L, counts)
+    fakes = sequence_features(model, known.sequences, known.timestamps, encoder.users(known.sequences, data.item_text), L, counts)
     labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
     print(f"\nCalibrator trained on a simulated random attack, scored on {fakes_state['config']['kind']} fakes "
           f"({int(dm.is_fake.sum())} among {len(dm.is_fake):,} users), {args.ckpt}\n")
     print("| inputs | ROC-AUC |")
     print("|---|---|")
+    scores = {}
     for name, options in VARIANTS.items():
         cal = Calibrator(users.states.shape[-1], users.lm.shape[-1], L, CalibratorConfig(epochs=args.epochs, **options))
         cal.fit(SequenceFeatures.cat([users, fakes]), labels)
-        print(f"| {name} | {roc_auc(cal.predict(users), dm.is_fake):.3f} |", flush=True)
+        scores[name] = cal.predict(users)
+        print(f"| {name} | {roc_auc(scores[name], dm.is_fake):.3f} |", flush=True)
+    for i, stat in enumerate(SequenceFeatures.STATS):
+        alone = anomaly_scores(users.stats[:, i : i + 1], users.stats[:, i : i + 1])
+        print(f"| anomaly: {stat} alone (untrained) | {roc_auc(alone, dm.is_fake):.3f} |")
+    anomaly = anomaly_scores(users.stats, users.stats)
+    print(f"| anomaly: sum (untrained) | {roc_auc(anomaly, dm.is_fake):.3f} |")
+    both = torch.maximum(percentiles(torch.as_tensor(scores["full"])), percentiles(torch.as_tensor(anomaly)))
+    print(f"| max percentile of full and anomaly | {roc_auc(both.numpy(), dm.is_fake):.3f} |")
 
 
 if __name__ == "__main__":

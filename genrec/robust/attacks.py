@@ -20,7 +20,10 @@ lengths follow the real distribution. All randomness comes from ``AttackConfig.s
 
 Random, bandwagon and segment profiles place the targets at random positions among their last
 ``targets_in_last`` items (default: the model's input length), so the targets stay inside the
-window a model trains on. ``target_repeats`` puts every target that many times into a profile
+window a model trains on; model-based profiles end with the targets unless ``targets_in_last`` is
+set. On ML-1M with SASRec, targets among the last 10 items lifted T-HR@50 more than among the last
+50 (random 4.1x vs 2.7x, bandwagon 5.3x vs 1.5x): the states that predict them are then those of
+long windows, like the states a model ranks real users' lists from. ``target_repeats`` puts every target that many times into a profile
 (model-based profiles end with them all): on ML-1M with SASRec one occurrence per profile lifted
 the targets' T-HR@50 only 2.7x (random attack, 1% fakes), too weak to test a defence.
 """
@@ -175,6 +178,8 @@ def generate(data: SequenceData, train_end: np.ndarray, config: AttackConfig | d
         from genrec.robust.surrogate import model_based_profiles
 
         sequences = model_based_profiles(data, train_end, counts, targets, lengths, config, rng, planted)
+        if config.targets_in_last:  # the targets among the last items instead of after them all
+            sequences = [_with_targets(s[: -len(planted)], planted, tail, rng) for s in sequences]
     else:
         pool = _filler_pool(data, counts, targets, config)
         sequences = [_with_targets(_draw(pool, n - len(planted), rng), planted, tail, rng) for n in lengths]

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from genrec.robust.attacks import AttackConfig, generate, inject
-from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
-from genrec.robust.detector import Detector, DetectorConfig, detection_metrics
+from genrec.robust.attacks import AttackConfig, generate, inject, train_counts
+from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, anomaly_scores, sequence_features
+from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, percentiles
 from genrec.robust.encoders import build_encoder
 
 log = logging.getLogger(__name__)
@@ -68,26 +68,34 @@ class FraudsterReweighting(L.Callback):
         cache_dir: where LM embeddings are cached (default: ``<run folder>/lm_cache``).
         seed: seeds the known attack and the detectors.
         train_known: also train on the simulated fakes, as labelled decoys (see the module docs).
+        anomaly: with ``scores="rank"``, a user's percentile is the larger of its calibrated score's
+            and its untrained anomaly score's (``genrec.robust.calibrator.anomaly_scores``: how far
+            its mean fit and its items' mean log count lie from the users' median, on either side).
+            The calibrator learns on which side of real users the known attack's fakes lie; fakes
+            of another attack can lie on the other (model-based fakes are predicted *better* than
+            real users) and are then ranked below them.
     """
 
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
                  start_epoch: int = 2, update_every: int = 1, lr: float = 2.0, w0: float = 0.0,
                  threshold: float = 0.5, detector: dict[str, Any] | None = None,
                  calibrator: dict[str, Any] | None = None, cache_dir: str | None = None, seed: int = 0,
-                 train_known: bool = False, scores: str = "raw", flag_fraction: float = 1.0):
+                 train_known: bool = False, scores: str = "raw", flag_fraction: float = 1.0, anomaly: bool = False):
         if start_epoch < 0 or update_every < 1:
             raise ValueError(f"FraudsterReweighting: start_epoch must be >= 0 and update_every >= 1 (got {start_epoch}, {update_every})")
         if scores not in ("raw", "rank"):
             raise ValueError(f"FraudsterReweighting: scores must be 'raw' or 'rank' (got {scores!r})")
         if not 0 < flag_fraction <= 1:
             raise ValueError(f"FraudsterReweighting: flag_fraction must be in (0, 1] (got {flag_fraction})")
+        if anomaly and scores != "rank":
+            raise ValueError("FraudsterReweighting: anomaly combines percentiles; set scores: rank as well")
         if lr <= 0:
             raise ValueError(f"FraudsterReweighting: lr must be positive (got {lr})")
         self.encoder_options = {"kind": "sentence-transformers", **(encoder or {})}
         self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
         self.start_epoch, self.update_every, self.lr, self.w0 = start_epoch, update_every, lr, w0
         self.threshold, self.cache_dir, self.seed, self.train_known = threshold, cache_dir, seed, train_known
-        self.score_kind, self.flag_fraction = scores, flag_fraction
+        self.score_kind, self.flag_fraction, self.anomaly = scores, flag_fraction, anomaly
         self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
         self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
         self.w: torch.Tensor | None = None
@@ -95,6 +103,7 @@ class FraudsterReweighting(L.Callback):
         self.last_update_epoch = -1
         self.scores: np.ndarray | None = None
         self.lm_scores: np.ndarray | None = None
+        self.anomaly_scores: np.ndarray | None = None  # untrained anomaly scores (``anomaly``)
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         # LM embeddings of the users and of the simulated fakes, rebuilt (from the cache) at fit start.
@@ -112,10 +121,8 @@ class FraudsterReweighting(L.Callback):
     def update_weights(self, scores: np.ndarray) -> torch.Tensor:
         """One iterative step from fraud scores in [0, 1]; the weights keep summing to the user count."""
         s = torch.as_tensor(scores, dtype=torch.float32)
-        if self.score_kind == "rank":  # percentile; tied scores share their mean rank
-            _, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)
-            below = counts.cumsum(0) - counts
-            s = (below[inverse] + (counts[inverse] - 1) / 2) / max(len(s) - 1, 1)
+        if self.score_kind == "rank":
+            s = percentiles(s)
             f = self.flag_fraction
             s = ((s - (1 - f)) / f).clamp(0, 1)
         w = self.w - self.lr * (s - s.mean())
@@ -169,6 +176,7 @@ class FraudsterReweighting(L.Callback):
         state = self._update(trainer, pl_module) if trainer.is_global_zero else None
         state = trainer.strategy.broadcast(state, src=0)
         self.w, self.scores, self.calibrator_state = state["w"], state["scores"], state["calibrator"]
+        self.anomaly_scores = state["anomaly"]
         self.updates, self.last_update_epoch = state["updates"], epoch
         self.history = state["history"]
         pl_module.set_user_weights(self.weights)
@@ -178,6 +186,7 @@ class FraudsterReweighting(L.Callback):
         as_tensor = lambda a: None if a is None else torch.as_tensor(a)
         return {"w": self.w, "w0": self.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
                 "scores": as_tensor(self.scores), "lm_scores": as_tensor(self.lm_scores),
+                "anomaly_scores": as_tensor(self.anomaly_scores), "flag_fraction": self.flag_fraction,
                 "calibrator": self.calibrator_state, "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -185,6 +194,7 @@ class FraudsterReweighting(L.Callback):
         self.w, self.w0, self.updates = state["w"], state["w0"], state["updates"]
         self.last_update_epoch, self.scores = state["last_update_epoch"], as_array(state["scores"])
         self.lm_scores, self.calibrator_state = as_array(state["lm_scores"]), state["calibrator"]
+        self.anomaly_scores = as_array(state.get("anomaly_scores"))  # absent in checkpoints before ``anomaly``
         self.history = state["history"]
 
     # -- work (global rank 0) --------------------------------------------------------------------
@@ -216,9 +226,10 @@ class FraudsterReweighting(L.Callback):
         dm, k = trainer.datamodule, self._known
         max_len = dm.hparams.max_seq_len
         histories, stamps = self._histories(dm)
-        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len)
+        counts = train_counts(dm.data, dm.train_end)  # what the recommender trains on, fakes included
+        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len, counts)
         known = self._known_profiles  # generated in setup, identically on every rank
-        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len)
+        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len, counts)
         calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
         if self.calibrator_state is not None:
             calibrator.load_state_dict(self.calibrator_state)
@@ -226,7 +237,13 @@ class FraudsterReweighting(L.Callback):
         loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels)
         scores = calibrator.predict(users)
         decoys = calibrator.predict(fakes) if self.train_known else np.zeros(0, np.float32)
-        weights = self.update_weights(np.concatenate([scores, decoys]))
+        update_scores = np.concatenate([scores, decoys])
+        anomaly = None
+        if self.anomaly:  # relative to the data module's users; decoys are scored against them too
+            anomaly = anomaly_scores(users.stats, users.stats)
+            both = anomaly if not self.train_known else np.concatenate([anomaly, anomaly_scores(fakes.stats, users.stats)])
+            update_scores = torch.maximum(percentiles(torch.as_tensor(update_scores)), percentiles(torch.as_tensor(both))).numpy()
+        weights = self.update_weights(update_scores)
         own = weights[: len(scores)]
         entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
                  "weight_max": weights.max().item(), "weight_std": weights.std().item()}
@@ -237,10 +254,14 @@ class FraudsterReweighting(L.Callback):
             fake = torch.as_tensor(labels_true)
             entry.update({"weight_fake": own[fake].mean().item(), "weight_real": own[~fake].mean().item()})
             entry.update(detection_metrics(scores, labels_true, self.threshold))
+            if anomaly is not None:  # flagged: in the top flag_fraction, as the update counts them
+                top = 1 - self.flag_fraction
+                entry.update({f"anomaly_{k}": v for k, v in detection_metrics(percentiles(torch.as_tensor(anomaly)).numpy(), labels_true, top).items()})
+                entry.update({f"update_{k}": v for k, v in detection_metrics(update_scores[: len(scores)], labels_true, top).items()})
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
-        return {"w": self.w, "scores": scores, "calibrator": calibrator.state_dict(), "updates": self.updates + 1,
-                "history": self.history + [entry]}
+        return {"w": self.w, "scores": scores, "anomaly": anomaly, "calibrator": calibrator.state_dict(),
+                "updates": self.updates + 1, "history": self.history + [entry]}
 
     @staticmethod
     def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:

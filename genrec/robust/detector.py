@@ -82,6 +82,13 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def percentiles(s: torch.Tensor) -> torch.Tensor:
+    """Each score's percentile in [0, 1] among ``s``; tied scores share their mean rank."""
+    _, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)
+    below = counts.cumsum(0) - counts
+    return (below[inverse] + (counts[inverse] - 1) / 2) / max(len(s) - 1, 1)
+
+
 def detection_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Precision, recall and F1 of ``scores > threshold`` and the threshold-free ROC-AUC."""
     labels = np.asarray(labels, bool)

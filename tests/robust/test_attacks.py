@@ -90,6 +90,20 @@ def test_model_based_profiles_end_with_the_targets():
 
 
 @pytest.mark.parametrize("kind", ["random", "model"])
+def test_targets_in_last_places_every_target_among_the_last_items(kind):
+    opts = {"kind": kind, "seed": 0, "targets_in_last": 8, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4}
+    dm, default = make(opts), make({**opts, "targets_in_last": None})
+    spread = False
+    for seq, plain in zip(dm.fakes.sequences, default.fakes.sequences):
+        assert len(seq) == len(plain) and sorted(seq[-8:][np.isin(seq[-8:], dm.targets)].tolist()) == dm.targets.tolist()
+        assert not np.isin(dm.targets, seq[:-8]).any()
+        spread |= not np.isin(seq[-5:], dm.targets).all()
+        if kind == "model":  # the same fillers, in the same order, with the targets moved among them
+            assert seq[~np.isin(seq, dm.targets)].tolist() == plain[:-5].tolist()
+    assert spread  # not simply appended at the end
+
+
+@pytest.mark.parametrize("kind", ["random", "model"])
 def test_target_repeats_plant_every_target_that_many_times_inside_the_window(kind):
     opts = {"kind": kind, "seed": 1, "target_repeats": 3, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4}
     dm, once = make(opts), make({**opts, "target_repeats": 1})

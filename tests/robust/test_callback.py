@@ -6,6 +6,8 @@ import torch
 
 from genrec.cli import main as train_main
 from genrec.robust.callback import FraudsterReweighting
+from genrec.robust.detector import percentiles, roc_auc
+from genrec.robust.report import detection
 from tests.conftest import shared_data
 
 HASHING = {"kind": "tests.robust.helpers.HashingEncoder"}
@@ -141,6 +143,27 @@ def test_train_known_trains_on_labelled_decoys_and_weighs_them_down(tmp_path):
     assert cb.weights[own:].mean().item() == pytest.approx(cb.history[-1]["weight_decoy"])
     assert cb.history[-1]["weight_decoy"] < 1 < cb.history[-1]["weight_real"]
     torch.testing.assert_close(cli.model.user_weights, cb.weights)
+
+
+def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
+    with pytest.raises(ValueError, match="scores: rank"):
+        FraudsterReweighting(anomaly=True)
+    cli = train_main(tiny_args(tmp_path, epochs=3, attack="bandwagon", extra=(
+        "--trainer.callbacks.scores", "rank", "--trainer.callbacks.flag_fraction", "0.1",
+        "--trainer.callbacks.anomaly", "true")))
+    cb, dm = reweighting(cli), cli.datamodule
+    assert len(cb.anomaly_scores) == len(cb.scores) == len(dm.is_fake)
+    last = cb.history[-1]
+    assert {"anomaly_auc", "update_auc", "auc"} <= set(last)
+    # the last update subtracted the flagged part of max(percentile(calibrated), percentile(anomaly))
+    both = torch.maximum(percentiles(torch.as_tensor(cb.scores)), percentiles(torch.as_tensor(cb.anomaly_scores)))
+    assert last["update_auc"] == pytest.approx(roc_auc(both.numpy(), dm.is_fake))
+    # the saved state carries the anomaly scores into the report's detection rows
+    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
+    state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
+    rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
+    assert set(rows) == {"lm", "calibrated", "anomaly", "update (max percentile)"}
+    assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import torch
 
 from genrec.models import SASRec
 from genrec.modules import RetrievalModule
-from genrec.robust.calibrator import Calibrator, CalibratorConfig, sequence_features
+from genrec.robust.calibrator import Calibrator, CalibratorConfig, anomaly_scores, sequence_features
 from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, roc_auc
 
 
@@ -74,8 +74,9 @@ def test_calibrator_learns_sequences_the_recommender_finds_unusual():
 def test_calibrator_inputs_can_leave_out_the_states_and_the_lm_head():
     torch.manual_seed(0)
     f = sequence_features(module(), [np.arange(1, 9)] * 4, [np.arange(8)] * 4, np.ones((4, 4)), max_len=6)
-    new_states = type(f)(torch.randn_like(f.states), f.fit, f.lengths, f.lm)
-    new_lm = type(f)(f.states, f.fit, f.lengths, torch.randn_like(f.lm))
+    new_states = type(f)(torch.randn_like(f.states), f.fit, f.lengths, f.lm, f.stats)
+    new_lm = type(f)(f.states, f.fit, f.lengths, torch.randn_like(f.lm), f.stats)
+    new_stats = type(f)(f.states, f.fit, f.lengths, f.lm, torch.randn_like(f.stats))
     for opts, reads_states, reads_lm in (({}, True, True), ({"states": False}, False, True),
                                          ({"states": False, "lm_in_head": False}, False, False)):
         torch.manual_seed(1)
@@ -83,3 +84,30 @@ def test_calibrator_inputs_can_leave_out_the_states_and_the_lm_head():
         with torch.no_grad():  # only what the calibrator reads can change its logits
             assert torch.allclose(cal(f)[0], cal(new_states)[0]) != reads_states
             assert torch.allclose(cal(f)[0], cal(new_lm)[0]) != reads_lm
+            assert torch.allclose(cal(f)[0], cal(new_stats)[0])  # the statistics feed anomaly_scores only
+
+
+def test_sequence_features_statistics():
+    m = module()
+    hist = [np.arange(1, 11), np.array([4, 5])]
+    counts = np.arange(31)
+    f = sequence_features(m, hist, [np.arange(10), np.arange(2)], np.ones((2, 3)), max_len=6, counts=counts)
+    torch.testing.assert_close(f.stats[:, 0], f.fit.sum(1) / f.lengths)  # mean fit over the window's positions
+    # mean log count over the whole history, not only the window
+    torch.testing.assert_close(f.stats[:, 1], torch.tensor([np.log1p(np.arange(1, 11)).mean(), np.log1p([4, 5]).mean()],
+                                                           dtype=torch.float32))
+    assert sequence_features(m, hist, [np.arange(10), np.arange(2)], np.ones((2, 3)), max_len=6).stats[:, 1].abs().sum() == 0
+
+
+def test_anomaly_scores_are_two_sided():
+    rng = np.random.default_rng(0)
+    stats = torch.as_tensor(np.c_[rng.normal(0, 1, 200), rng.normal(5, 2, 200)], dtype=torch.float32)
+    stats[0, 0], stats[1, 0], stats[2, 1] = -8, 8, 5 + 16  # fakes below, above, and on the other statistic
+    s = anomaly_scores(stats, stats)
+    assert set(np.argsort(-s)[:3]) == {0, 1, 2}
+    # median and MAD in units: the same score after shifting and scaling a statistic
+    moved = stats * torch.tensor([3.0, 1.0]) + torch.tensor([10.0, 0.0])
+    np.testing.assert_allclose(anomaly_scores(moved, moved), s, rtol=1e-4)
+    # scored against another reference: a user at the reference's median scores 0
+    ref = stats[3:]
+    assert anomaly_scores(ref.median(0).values[None], ref)[0] == pytest.approx(0, abs=1e-6)
