@@ -7,7 +7,9 @@
 #
 # Environment: ROOT (data folder, default ../shared/data/ml-1m), DATASET (ml-1m), OUT (runs folder,
 # default runs/robust-suite/<backbone>), JOBS (runs in parallel, default 2, one thread each), SEED
-# (attack seed, default 1), DEFENCE (defence config, default configs/robust/defence.yaml),
+# (attack seed, default 1), ATTACK_OPTIONS (more attack options for every attack, as JSON members,
+# e.g. '"targets_in_last": 20'), ATTACK_NAME (suffix of the attacked runs' names, e.g. -last20, so
+# runs with other attack options do not reuse these), DEFENCE (defence config, default configs/robust/defence.yaml),
 # DEFENCE_ARGS (more train.py arguments for the defended runs only), DEFENDED (their name suffix,
 # default "defended"), EXTRA (more train.py arguments for every run), REPORT (report folder, default
 # $OUT/report), UNDEFENDED_ONLY=1 (the clean and undefended runs only). A run whose final.ckpt exists
@@ -24,6 +26,7 @@ jobs=${JOBS:-2}
 seed=${SEED:-1}
 defence=${DEFENCE:-configs/robust/defence.yaml}
 defended=${DEFENDED:-defended}
+suffix=${ATTACK_NAME:-}
 config=configs/robust/$backbone-$dataset.yaml
 [ -f "$config" ] || { echo "no config $config (backbone $backbone, dataset $dataset)" >&2; exit 2; }
 mkdir -p "$out"
@@ -41,20 +44,20 @@ run() {  # name, extra arguments...
 {
   run clean
   for a in ${attacks//,/ }; do
-    attack="'{\"kind\": \"$a\", \"seed\": $seed}'"
-    run "$a" --data.init_args.attack "$attack"
-    ! defends "$a" || run "$a-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
+    attack="'{\"kind\": \"$a\", \"seed\": $seed${ATTACK_OPTIONS:+, $ATTACK_OPTIONS}}'"
+    run "$a$suffix" --data.init_args.attack "$attack"
+    ! defends "$a" || run "$a$suffix-$defended" --config "$defence" --data.init_args.attack "$attack" ${DEFENCE_ARGS:-}
   done
-} > "$out/commands-$defended.txt"
-cat "$out/commands-$defended.txt"
+} > "$out/commands$suffix-$defended.txt"
+cat "$out/commands$suffix-$defended.txt"
 start=$(date +%s)
-OMP_NUM_THREADS=1 xargs -d '\n' -P "$jobs" -n 1 bash -c 'eval "$1" || echo "FAILED: $1"' _ < "$out/commands-$defended.txt"
+OMP_NUM_THREADS=1 xargs -d '\n' -P "$jobs" -n 1 bash -c 'eval "$1" || echo "FAILED: $1"' _ < "$out/commands$suffix-$defended.txt"
 echo "training: $(( $(date +%s) - start )) s wall"
 
 ckpt() { echo "$out/$1/version_0/checkpoints/final.ckpt"; }
 runs=()
 for a in ${attacks//,/ }; do
-  runs+=("$(ckpt "$a")")
-  ! defends "$a" || runs+=("$(ckpt "$a-$defended")")
+  runs+=("$(ckpt "$a$suffix")")
+  ! defends "$a" || runs+=("$(ckpt "$a$suffix-$defended")")
 done
 python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --out "${REPORT:-$out/report}"

@@ -257,7 +257,8 @@ class FraudsterReweighting(L.Callback):
             if anomaly is not None:  # flagged: in the top flag_fraction, as the update counts them
                 top = 1 - self.flag_fraction
                 entry.update({f"anomaly_{k}": v for k, v in detection_metrics(percentiles(torch.as_tensor(anomaly)).numpy(), labels_true, top).items()})
-                entry.update({f"update_{k}": v for k, v in detection_metrics(update_scores[: len(scores)], labels_true, top).items()})
+                ranked = percentiles(torch.as_tensor(update_scores)).numpy()[: len(scores)]
+                entry.update({f"update_{k}": v for k, v in detection_metrics(ranked, labels_true, top).items()})
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
         return {"w": self.w, "scores": scores, "anomaly": anomaly, "calibrator": calibrator.state_dict(),

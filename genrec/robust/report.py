@@ -93,7 +93,7 @@ def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]
     if anomaly is not None and info["num_fakes"]:  # flagged: the top flag_fraction, as the update counts them
         labels, top = np.arange(len(anomaly)) >= num_real, 1 - state["flag_fraction"]
         anomaly = percentiles(torch.as_tensor(np.asarray(anomaly)))
-        both = torch.maximum(anomaly, percentiles(torch.as_tensor(np.asarray(state["scores"]))))
+        both = percentiles(torch.maximum(anomaly, percentiles(torch.as_tensor(np.asarray(state["scores"])))))
         out["anomaly"] = detection_metrics(anomaly.numpy(), labels, top)
         out["update (max percentile)"] = detection_metrics(both.numpy(), labels, top)
     return out

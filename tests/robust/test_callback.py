@@ -156,8 +156,10 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     last = cb.history[-1]
     assert {"anomaly_auc", "update_auc", "auc"} <= set(last)
     # the last update subtracted the flagged part of max(percentile(calibrated), percentile(anomaly))
-    both = torch.maximum(percentiles(torch.as_tensor(cb.scores)), percentiles(torch.as_tensor(cb.anomaly_scores)))
+    both = percentiles(torch.maximum(percentiles(torch.as_tensor(cb.scores)), percentiles(torch.as_tensor(cb.anomaly_scores))))
     assert last["update_auc"] == pytest.approx(roc_auc(both.numpy(), dm.is_fake))
+    for key in ("update_flagged", "anomaly_flagged"):  # the top 10% (give or take ties)
+        assert abs(last[key] - 0.1 * len(both)) <= 2
     # the saved state carries the anomaly scores into the report's detection rows
     ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
     state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
