@@ -169,8 +169,11 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
 
 
 @pytest.mark.slow
-def test_ml100k_injected_users_end_with_lower_weights(tmp_path):
-    """Real data and MiniLM: fakes of a random attack (other targets than the known one) lose weight."""
+@pytest.mark.parametrize("update", ["defaults", "config"])
+def test_ml100k_injected_users_end_with_lower_weights(tmp_path, update):
+    """Real data and MiniLM: fakes of a random attack (other targets than the known one) lose weight,
+    with the callback's defaults and with the update of configs/robust/defence.yaml (percentiles, top
+    5%, anomaly scores)."""
     root = shared_data("ml-100k")
     args = tiny_args(tmp_path, epochs=4)
     args[args.index("--data.dataset") + 1] = "ml-100k"
@@ -182,10 +185,15 @@ def test_ml100k_injected_users_end_with_lower_weights(tmp_path):
     args[args.index("--trainer.callbacks.detector") + 1] = "{}"
     args[args.index("--data.max_seq_len") + 1] = "50"
     args[args.index("--model.net.max_seq_len") + 1] = "50"
+    if update == "config":
+        args += ["--trainer.callbacks.scores", "rank", "--trainer.callbacks.flag_fraction", "0.05",
+                 "--trainer.callbacks.anomaly", "true"]
     cli = train_main([*args, "--data.root", str(root)])
     cb, dm = reweighting(cli), cli.datamodule
     fake = torch.as_tensor(dm.is_fake)
     assert fake.sum() == 9  # 1% of 943 real users
+    if update == "config":
+        assert cb.history[-1]["update_auc"] > 0.9
     weights = cb.weights
     assert weights[fake].mean() < 0.8 * weights[~fake].mean()
     assert weights.sum().item() == pytest.approx(len(weights), rel=1e-4)
