@@ -9,7 +9,10 @@ On every scheduled epoch (``start_epoch``, then every ``update_every``) it reads
 own states of each user's training window, trains the calibrator (``Calibrator``) on the same
 labels, scores every user, and updates the weights: ``w ← w − lr · (s − mean(s))`` (users above the
 mean score lose, the others gain), ``weight = σ(w) / σ(w₀)`` rescaled so the weights sum to the
-number of users. The module multiplies each user's loss terms by its weight
+number of users. With ``anomaly`` (and ``scores="rank"``) a user's score is the larger of its
+calibrated and its untrained anomaly score's percentiles (``genrec.robust.calibrator``), so fakes
+of an attack that lie on the other side of real users than the known attack's are still ranked
+high. The module multiplies each user's loss terms by its weight
 (``set_user_weights``). When the data module labels its fakes (``is_fake``), the callback logs
 detection precision/recall/AUC and the mean weight of fake and real users. Its state (weights,
 scores, calibrator) is saved in checkpoints, so a resumed run continues with the same weights.
