@@ -13,7 +13,8 @@ lengths follow the real distribution. All randomness comes from ``AttackConfig.s
   T-HR@50 only 2.0x, from the top half 10.7x; a narrow popular pool puts the targets where real
   users' own next items crowd them out).
 - ``segment``: items sharing all of a target's values of ``segment_field`` (e.g. all its genres;
-  one shared genre such as Drama covers most of ML-1M and would make this attack random).
+  one shared genre such as Drama covers most of ML-1M and would make this attack random), or with
+  ``segment_neighbours: k`` each target's ``k`` nearest items by text embedding (MiniLM).
 - ``model``: a surrogate SASRec trained on the clean training data picks, step by step, among its
   ``candidates`` most likely next items the one that most raises the targets' scores (in the
   spirit of the DP and Rev attacks); the profile ends with the targets.
@@ -42,7 +43,7 @@ KINDS = ("random", "bandwagon", "segment", "model")
 
 
 # Options only one kind reads; every other option applies to all kinds.
-KIND_OPTIONS = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field"},
+KIND_OPTIONS = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field", "segment_neighbours"},
                 "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"}}
 
 
@@ -60,6 +61,7 @@ class AttackConfig:
     target_repeats: int = 1
     popular_fraction: float = 0.5
     segment_field: str = "genres"
+    segment_neighbours: int = 0
     surrogate_epochs: int = 10
     surrogate_dim: int = 32
     candidates: int = 32
@@ -74,6 +76,8 @@ class AttackConfig:
             raise DataError(f"attack.num_targets must be at least 1, got {self.num_targets}")
         if not 0 < self.popular_fraction <= 1:
             raise DataError(f"attack.popular_fraction must be in (0, 1], got {self.popular_fraction}")
+        if self.segment_neighbours < 0:
+            raise DataError(f"attack.segment_neighbours must be >= 0 (0: segment by segment_field), got {self.segment_neighbours}")
         for key in ("surrogate_epochs", "surrogate_dim", "candidates", "model_steps", "target_repeats"):
             if getattr(self, key) < 1:
                 raise DataError(f"attack.{key} must be at least 1, got {getattr(self, key)}")
@@ -200,7 +204,8 @@ def _filler_pool(data: SequenceData, counts: np.ndarray, targets: np.ndarray, co
         size = max(1, int(np.ceil(config.popular_fraction * data.num_items)))
         pool = np.argsort(-counts[1:], kind="stable")[:size] + 1
     else:
-        pool = segment_items(data, targets, config.segment_field)
+        pool = (text_neighbours(data, targets, config.segment_neighbours) if config.segment_neighbours
+                else segment_items(data, targets, config.segment_field))
     return np.setdiff1d(pool, targets)
 
 
@@ -220,6 +225,22 @@ def segment_items(data: SequenceData, targets: np.ndarray, field_name: str) -> n
             keep |= np.array([values[t] <= v for v in values])
     keep[0] = False
     return np.flatnonzero(keep)
+
+
+def text_neighbours(data: SequenceData, targets: np.ndarray, k: int, encoder: dict | None = None) -> np.ndarray:
+    """The union of each target's ``k`` nearest items by the cosine of their text embeddings (every
+    item text column joined by ". "; default encoder: the offline MiniLM)."""
+    from genrec.robust.encoders import build_encoder
+
+    if data.item_text is None or data.item_text.empty:
+        raise DataError(f"attack.segment_neighbours needs item text, and dataset {data.name!r} has none: use segment_field or another attack kind")
+    texts = data.item_text.astype(str).agg(". ".join, axis=1).tolist()  # row 0 = padding
+    emb = build_encoder(encoder or {"kind": "sentence-transformers"}).encode(texts[1:])
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+    sims = emb[targets - 1] @ emb.T  # (T, N)
+    sims[np.arange(len(targets)), targets - 1] = -np.inf  # not the target itself
+    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :k] + 1
+    return np.unique(nearest)
 
 
 def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -4,7 +4,8 @@ import torch
 
 from genrec.data import DataError, SequenceDataModule
 from genrec.robust import AttackConfig, AttackedDataModule
-from genrec.robust.attacks import FakeProfiles, segment_items, train_counts
+from genrec.robust.attacks import FakeProfiles, segment_items, text_neighbours, train_counts
+from tests.robust.helpers import HashingEncoder
 from genrec.robust.metrics import interacted, target_metrics
 
 SYN = {"num_users": 300, "num_items": 200, "seed": 5}
@@ -80,6 +81,24 @@ def test_segment_fills_with_items_sharing_all_of_a_targets_values():
             assert any(values[t] <= values[i] for t in dm.targets)
     with pytest.raises(DataError, match="segment_field='genres'.*categories"):
         segment_items(dm.data, dm.targets, "genres")
+
+
+def test_text_neighbours_are_each_targets_nearest_items_by_text():
+    dm = make()
+    data = dm.data
+    targets = np.array([3, 40])
+    pool = text_neighbours(data, targets, 4, encoder={"kind": "tests.robust.helpers.HashingEncoder"})
+    texts = data.item_text.astype(str).agg(". ".join, axis=1).tolist()
+    emb = HashingEncoder().encode(texts[1:])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    sims = emb[targets - 1] @ emb.T
+    sims[np.arange(2), targets - 1] = -np.inf  # a target is not its own neighbour
+    kth = np.sort(sims, axis=1)[:, -4]  # each target's 4th-best similarity (ties may pick either)
+    assert 4 <= len(pool) <= 8 and not set(targets) & set(pool.tolist())
+    assert ((sims[:, pool - 1] >= kth[:, None] - 1e-5).any(0)).all()  # every pooled item is a top-4 of a target
+    with pytest.raises(DataError, match="segment_neighbours"):
+        AttackConfig(kind="segment", segment_neighbours=-1)
+    assert AttackConfig(kind="segment", segment_neighbours=50).label() == "segment (segment_neighbours 50)"
 
 
 def test_model_based_profiles_end_with_the_targets():
