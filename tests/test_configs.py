@@ -28,3 +28,14 @@ def test_config_parses(path):
     assert exit.value.code in (0, None), out.getvalue()
     printed = yaml.safe_load(out.getvalue())
     assert printed["model"]["class_path"] and printed["data"]["class_path"]
+
+
+def test_smollm2_defence_differs_from_the_defence_only_in_its_encoder():
+    """defence-smollm2.yaml is a full copy (a second config cannot extend a callback list): keep them in step."""
+    def callbacks(name):
+        return yaml.safe_load((ROOT / "robust" / name).read_text())["trainer"]["callbacks"]
+
+    base, smol = callbacks("defence.yaml"), callbacks("defence-smollm2.yaml")
+    assert smol[1]["init_args"].pop("encoder")["kind"] == "causal-lm"
+    base[1]["init_args"].pop("encoder")
+    assert smol == base

@@ -37,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from genrec.robust.attacks import AttackConfig, generate, inject, train_counts
 from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, anomaly_scores, sequence_features
-from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, percentiles
+from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, max_percentiles, percentiles
 from genrec.robust.encoders import build_encoder
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class FraudsterReweighting(L.Callback):
         if self.anomaly:  # relative to the data module's users; decoys are scored against them too
             anomaly = anomaly_scores(users.stats, users.stats)
             both = anomaly if not self.train_known else np.concatenate([anomaly, anomaly_scores(fakes.stats, users.stats)])
-            update_scores = torch.maximum(percentiles(torch.as_tensor(update_scores)), percentiles(torch.as_tensor(both))).numpy()
+            update_scores = max_percentiles(update_scores, both)
         weights = self.update_weights(update_scores)
         own = weights[: len(scores)]
         entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
@@ -260,8 +260,7 @@ class FraudsterReweighting(L.Callback):
             if anomaly is not None:  # flagged: in the top flag_fraction, as the update counts them
                 top = 1 - self.flag_fraction
                 entry.update({f"anomaly_{k}": v for k, v in detection_metrics(percentiles(torch.as_tensor(anomaly)).numpy(), labels_true, top).items()})
-                ranked = percentiles(torch.as_tensor(update_scores)).numpy()[: len(scores)]
-                entry.update({f"update_{k}": v for k, v in detection_metrics(ranked, labels_true, top).items()})
+                entry.update({f"update_{k}": v for k, v in detection_metrics(update_scores[: len(scores)], labels_true, top).items()})
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
         return {"w": self.w, "scores": scores, "anomaly": anomaly, "calibrator": calibrator.state_dict(),

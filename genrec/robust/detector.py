@@ -89,6 +89,12 @@ def percentiles(s: torch.Tensor) -> torch.Tensor:
     return (below[inverse] + (counts[inverse] - 1) / 2) / max(len(s) - 1, 1)
 
 
+def max_percentiles(*scores: np.ndarray) -> np.ndarray:
+    """Each user ranked by the larger of its percentiles under several scores, as a percentile. (U,)"""
+    top = torch.stack([percentiles(torch.as_tensor(np.asarray(s))) for s in scores]).max(0).values
+    return percentiles(top).numpy()
+
+
 def detection_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Precision, recall and F1 of ``scores > threshold`` and the threshold-free ROC-AUC."""
     labels = np.asarray(labels, bool)

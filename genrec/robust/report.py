@@ -27,7 +27,7 @@ from genrec.evaluation.protocols import evaluate_scorer
 from genrec.modules import RetrievalModule
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
 from genrec.robust.attacks import AttackConfig
-from genrec.robust.detector import detection_metrics, percentiles
+from genrec.robust.detector import detection_metrics, max_percentiles, percentiles
 from genrec.robust.metrics import target_metrics
 
 K = 50
@@ -92,10 +92,8 @@ def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]
     anomaly = state.get("anomaly_scores") if state else None
     if anomaly is not None and info["num_fakes"]:  # flagged: the top flag_fraction, as the update counts them
         labels, top = np.arange(len(anomaly)) >= num_real, 1 - state["flag_fraction"]
-        anomaly = percentiles(torch.as_tensor(np.asarray(anomaly)))
-        both = percentiles(torch.maximum(anomaly, percentiles(torch.as_tensor(np.asarray(state["scores"])))))
-        out["anomaly"] = detection_metrics(anomaly.numpy(), labels, top)
-        out["update (max percentile)"] = detection_metrics(both.numpy(), labels, top)
+        out["anomaly"] = detection_metrics(percentiles(torch.as_tensor(np.asarray(anomaly))).numpy(), labels, top)
+        out["update (max percentile)"] = detection_metrics(max_percentiles(state["scores"], anomaly), labels, top)
     return out
 
 

@@ -6,7 +6,7 @@ import torch
 
 from genrec.cli import main as train_main
 from genrec.robust.callback import FraudsterReweighting
-from genrec.robust.detector import percentiles, roc_auc
+from genrec.robust.detector import max_percentiles, percentiles, roc_auc
 from genrec.robust.report import detection
 from tests.conftest import shared_data
 
@@ -157,6 +157,7 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     assert {"anomaly_auc", "update_auc", "auc"} <= set(last)
     # the last update subtracted the flagged part of max(percentile(calibrated), percentile(anomaly))
     both = percentiles(torch.maximum(percentiles(torch.as_tensor(cb.scores)), percentiles(torch.as_tensor(cb.anomaly_scores))))
+    torch.testing.assert_close(torch.as_tensor(max_percentiles(cb.scores, cb.anomaly_scores)), both)
     assert last["update_auc"] == pytest.approx(roc_auc(both.numpy(), dm.is_fake))
     for key in ("update_flagged", "anomaly_flagged"):  # the top 10% (give or take ties)
         assert abs(last[key] - 0.1 * len(both)) <= 2
