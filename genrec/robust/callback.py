@@ -12,7 +12,7 @@ mean score lose, the others gain), ``weight = σ(w) / σ(w₀)`` rescaled so the
 number of users. With ``anomaly`` (and ``scores="rank"``) a user's score is the larger of its
 calibrated and its untrained anomaly score's percentiles (``genrec.robust.calibrator``), so fakes
 of an attack that lie on the other side of real users than the known attack's are still ranked
-high; with ``sticky`` each user is ranked by its highest percentile over all updates so far. The module multiplies each user's loss terms by its weight
+high. The module multiplies each user's loss terms by its weight
 (``set_user_weights``). When the data module labels its fakes (``is_fake``), the callback logs
 detection precision/recall/AUC and the mean weight of fake and real users. Its state (weights,
 scores, calibrator) is saved in checkpoints, so a resumed run continues with the same weights.
@@ -77,20 +77,13 @@ class FraudsterReweighting(L.Callback):
             The calibrator learns on which side of real users the known attack's fakes lie; fakes
             of another attack can lie on the other (model-based fakes are predicted *better* than
             real users) and are then ranked below them.
-        sticky: with ``scores="rank"``, each user is ranked by the highest percentile it has had at
-            any update so far, so a user once ranked near the top stays there. Without it, fakes
-            that are found early and down-weighted can drop out of the flagged top: a recommender
-            that no longer fits them no longer predicts them unusually well (model-based fakes on
-            ML-1M: recall in the top 5% falls from about 1.0 to .5-.6 and their weights stop at
-            about .1; README, "Robust training").
     """
 
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
                  start_epoch: int = 2, update_every: int = 1, lr: float = 2.0, w0: float = 0.0,
                  threshold: float = 0.5, detector: dict[str, Any] | None = None,
                  calibrator: dict[str, Any] | None = None, cache_dir: str | None = None, seed: int = 0,
-                 train_known: bool = False, scores: str = "raw", flag_fraction: float = 1.0, anomaly: bool = False,
-                 sticky: bool = False):
+                 train_known: bool = False, scores: str = "raw", flag_fraction: float = 1.0, anomaly: bool = False):
         if start_epoch < 0 or update_every < 1:
             raise ValueError(f"FraudsterReweighting: start_epoch must be >= 0 and update_every >= 1 (got {start_epoch}, {update_every})")
         if scores not in ("raw", "rank"):
@@ -99,15 +92,13 @@ class FraudsterReweighting(L.Callback):
             raise ValueError(f"FraudsterReweighting: flag_fraction must be in (0, 1] (got {flag_fraction})")
         if anomaly and scores != "rank":
             raise ValueError("FraudsterReweighting: anomaly combines percentiles; set scores: rank as well")
-        if sticky and scores != "rank":
-            raise ValueError("FraudsterReweighting: sticky keeps each user's highest percentile; set scores: rank as well")
         if lr <= 0:
             raise ValueError(f"FraudsterReweighting: lr must be positive (got {lr})")
         self.encoder_options = {"kind": "sentence-transformers", **(encoder or {})}
         self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
         self.start_epoch, self.update_every, self.lr, self.w0 = start_epoch, update_every, lr, w0
         self.threshold, self.cache_dir, self.seed, self.train_known = threshold, cache_dir, seed, train_known
-        self.score_kind, self.flag_fraction, self.anomaly, self.sticky = scores, flag_fraction, anomaly, sticky
+        self.score_kind, self.flag_fraction, self.anomaly = scores, flag_fraction, anomaly
         self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
         self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
         self.w: torch.Tensor | None = None
@@ -116,7 +107,6 @@ class FraudsterReweighting(L.Callback):
         self.scores: np.ndarray | None = None
         self.lm_scores: np.ndarray | None = None
         self.anomaly_scores: np.ndarray | None = None  # untrained anomaly scores (``anomaly``)
-        self.peak: np.ndarray | None = None  # each user's highest percentile so far (``sticky``)
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         # LM embeddings of the users and of the simulated fakes, rebuilt (from the cache) at fit start.
@@ -147,17 +137,6 @@ class FraudsterReweighting(L.Callback):
             lo, hi = (mid, hi) if (torch.sigmoid(w + mid) / base).sum() < len(w) else (lo, mid)
         self.w = w + (lo + hi) / 2
         return self.weights
-
-    def ranking_scores(self, scores: np.ndarray) -> np.ndarray:
-        """What the update ranks users by: ``scores`` or, with ``sticky``, each user's highest
-        percentile so far (kept in ``self.peak``)."""
-        if not self.sticky:
-            return scores
-        p = percentiles(torch.as_tensor(scores, dtype=torch.float32)).numpy()
-        if self.peak is not None and len(self.peak) != len(p):
-            raise ValueError(f"FraudsterReweighting: {len(self.peak)} users have a peak percentile, {len(p)} were scored")
-        self.peak = p if self.peak is None else np.maximum(self.peak, p)
-        return self.peak
 
     # -- Lightning hooks -------------------------------------------------------------------------
 
@@ -200,7 +179,7 @@ class FraudsterReweighting(L.Callback):
         state = self._update(trainer, pl_module) if trainer.is_global_zero else None
         state = trainer.strategy.broadcast(state, src=0)
         self.w, self.scores, self.calibrator_state = state["w"], state["scores"], state["calibrator"]
-        self.anomaly_scores, self.peak = state["anomaly"], state["peak"]
+        self.anomaly_scores = state["anomaly"]
         self.updates, self.last_update_epoch = state["updates"], epoch
         self.history = state["history"]
         pl_module.set_user_weights(self.weights)
@@ -211,7 +190,6 @@ class FraudsterReweighting(L.Callback):
         return {"w": self.w, "w0": self.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
                 "scores": as_tensor(self.scores), "lm_scores": as_tensor(self.lm_scores),
                 "anomaly_scores": as_tensor(self.anomaly_scores), "flag_fraction": self.flag_fraction,
-                "peak_scores": as_tensor(self.peak),
                 "calibrator": self.calibrator_state, "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -220,7 +198,6 @@ class FraudsterReweighting(L.Callback):
         self.last_update_epoch, self.scores = state["last_update_epoch"], as_array(state["scores"])
         self.lm_scores, self.calibrator_state = as_array(state["lm_scores"]), state["calibrator"]
         self.anomaly_scores = as_array(state.get("anomaly_scores"))  # absent in checkpoints before ``anomaly``
-        self.peak = as_array(state.get("peak_scores"))  # absent before ``sticky``
         self.history = state["history"]
 
     # -- work (global rank 0) --------------------------------------------------------------------
@@ -269,7 +246,6 @@ class FraudsterReweighting(L.Callback):
             anomaly = anomaly_scores(users.stats, users.stats)
             both = anomaly if not self.train_known else np.concatenate([anomaly, anomaly_scores(fakes.stats, users.stats)])
             update_scores = max_percentiles(update_scores, both)
-        update_scores = self.ranking_scores(update_scores)
         weights = self.update_weights(update_scores)
         own = weights[: len(scores)]
         entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
@@ -287,7 +263,7 @@ class FraudsterReweighting(L.Callback):
                 entry.update({f"update_{k}": v for k, v in detection_metrics(update_scores[: len(scores)], labels_true, top).items()})
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
-        return {"w": self.w, "scores": scores, "anomaly": anomaly, "peak": self.peak, "calibrator": calibrator.state_dict(),
+        return {"w": self.w, "scores": scores, "anomaly": anomaly, "calibrator": calibrator.state_dict(),
                 "updates": self.updates + 1, "history": self.history + [entry]}
 
     @staticmethod

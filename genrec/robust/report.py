@@ -94,11 +94,6 @@ def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]
         labels, top = np.arange(len(anomaly)) >= num_real, 1 - state["flag_fraction"]
         out["anomaly"] = detection_metrics(percentiles(torch.as_tensor(np.asarray(anomaly))).numpy(), labels, top)
         out["update (max percentile)"] = detection_metrics(max_percentiles(state["scores"], anomaly), labels, top)
-    peak = state.get("peak_scores") if state else None
-    if peak is not None and info["num_fakes"]:  # sticky: what the last update ranked users by
-        top = 1 - state["flag_fraction"]
-        peak = np.asarray(peak)[: len(state["scores"])]  # the data module's users, not train_known's decoys
-        out["update (sticky peak)"] = detection_metrics(peak, np.arange(len(peak)) >= num_real, top)
     return out
 
 

@@ -69,31 +69,6 @@ def test_a_small_flag_fraction_moves_only_the_top_ranked_users_down():
     assert (weights[top][order[1:]] <= weights[top][order[:-1]] + 1e-6).all()
 
 
-def test_sticky_keeps_ranking_users_by_their_highest_percentile():
-    """Ten users rank at the top at the first update and in the middle afterwards (as fakes do once
-    a down-weighted recommender stops fitting them): sticky keeps flagging them, the plain update
-    lets them go, and their weights recover."""
-    rng = np.random.default_rng(0)
-    plain = FraudsterReweighting(lr=2.0, scores="rank", flag_fraction=0.05)
-    sticky = FraudsterReweighting(lr=2.0, scores="rank", flag_fraction=0.05, sticky=True)
-    for cb in (plain, sticky):
-        cb.w = torch.zeros(1000)
-    for update in range(6):
-        scores = rng.random(1000)
-        scores[:10] = 2.0 if update == 0 else 0.5  # top once, then about the median
-        for cb in (plain, sticky):
-            weights = cb.update_weights(cb.ranking_scores(scores))
-            assert weights.sum().item() == pytest.approx(1000, rel=1e-4)
-        if update == 0:
-            after_first = plain.weights[:10].mean().item()
-    assert np.allclose(sticky.peak[:10], 1.0, atol=0.01) and plain.peak is None
-    assert plain.weights[:10].mean() > after_first  # they regain weight without sticky
-    assert sticky.weights[:10].mean() < 0.2 * after_first
-    assert sticky.weights[:10].max() < sticky.weights[10:].median()
-    with pytest.raises(ValueError, match="sticky"):
-        FraudsterReweighting(sticky=True)
-
-
 def tiny_args(run_dir, epochs, extra=(), attack="random", defended=True):
     defence = [
         "--trainer.callbacks+", "genrec.robust.FraudsterReweighting",
@@ -192,27 +167,6 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
     assert set(rows) == {"lm", "calibrated", "anomaly", "update (max percentile)"}
     assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
-
-
-def test_sticky_peaks_are_checkpointed_and_reported(tmp_path):
-    cli = train_main(tiny_args(tmp_path, epochs=4, attack="bandwagon", extra=(
-        "--trainer.callbacks.scores", "rank", "--trainer.callbacks.flag_fraction", "0.1",
-        "--trainer.callbacks.anomaly", "true", "--trainer.callbacks.sticky", "true")))
-    cb, dm = reweighting(cli), cli.datamodule
-    assert cb.updates == 3 and len(cb.peak) == len(dm.is_fake)
-    # the peak is at least the last update's own percentile, and what update_auc was measured on
-    last = percentiles(torch.as_tensor(max_percentiles(cb.scores, cb.anomaly_scores))).numpy()
-    assert (cb.peak >= last - 1e-6).all() and (cb.peak > last + 1e-3).any()
-    assert cb.history[-1]["update_auc"] == pytest.approx(roc_auc(cb.peak, dm.is_fake))
-    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
-    state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
-    np.testing.assert_allclose(state["peak_scores"].numpy(), cb.peak)
-    rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
-    assert rows["update (sticky peak)"]["auc"] == pytest.approx(roc_auc(cb.peak, dm.is_fake))
-    resumed = reweighting(train_main(tiny_args(tmp_path / "b", epochs=4, attack="bandwagon", extra=(
-        "--trainer.callbacks.scores", "rank", "--trainer.callbacks.flag_fraction", "0.1", "--trainer.callbacks.anomaly",
-        "true", "--trainer.callbacks.sticky", "true", "--ckpt_path", str(ckpt)))))
-    np.testing.assert_allclose(resumed.peak, cb.peak)
 
 
 @pytest.mark.slow
