@@ -135,7 +135,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Clean model `{report['clean']}`: HR@10 {c['hr@10']:.4f}, NDCG@10 {c['ndcg@10']:.4f}. "
         f"T-HR@{report['k']} / T-NDCG@{report['k']} over real users who never interacted with the target.",
         "",
-        "| attack | fakes | clean T-HR@50 | T-HR@50 | lift | T-NDCG@50 | HR@10 | NDCG@10 | defended T-HR@50 | "
+        "| attack | fakes | clean T-HR@50 (hits) | T-HR@50 | lift | T-NDCG@50 | HR@10 | NDCG@10 | defended T-HR@50 | "
         "vs undefended | T-NDCG@50 | HR@10 | NDCG@10 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -143,7 +143,8 @@ def markdown(report: dict[str, Any]) -> str:
     ratio = lambda a, b: f"{a / b:.1f}x" if b else ("–" if not a else "inf")
     for name, e in report["attacks"].items():
         u, d, base = e.get("undefended"), e.get("defended"), c[name]["t_hr@50"]
-        cells = [f"{base:.4f}", fmt(u, "t_hr@50"), ratio(u["t_hr@50"], base) if u else "–",
+        hits = round(base * c[name]["pairs"])  # a lift over a handful of clean hits is mostly noise
+        cells = [f"{base:.4f} ({hits} hits)", fmt(u, "t_hr@50"), ratio(u["t_hr@50"], base) if u else "–",
                  *(fmt(u, k) for k in ("t_ndcg@50", "hr@10", "ndcg@10")), fmt(d, "t_hr@50"),
                  f"{d['t_hr@50'] / u['t_hr@50'] - 1:+.0%}" if d and u and u["t_hr@50"] else "–",
                  *(fmt(d, k) for k in ("t_ndcg@50", "hr@10", "ndcg@10"))]

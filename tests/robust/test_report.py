@@ -36,7 +36,8 @@ def test_robust_report_from_checkpoints(tmp_path):
     md = (tmp_path / "report" / "robust_report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| random (budget 0.05) |")).split(" | ")
     base, hit = report["clean_metrics"]["random (budget 0.05)"]["t_hr@50"], entry["undefended"]["t_hr@50"]
-    assert row[2:4] == [f"{base:.4f}", f"{hit:.4f}"]
+    pairs = report["clean_metrics"]["random (budget 0.05)"]["pairs"]
+    assert row[2:4] == [f"{base:.4f} ({round(base * pairs)} hits)", f"{hit:.4f}"]
     assert row[4] == (f"{hit / base:.1f}x" if base else ("inf" if hit else "–"))  # the attack's lift
     d = entry["defended"]["t_hr@50"]
     assert row[9] == (f"{d / hit - 1:+.0%}" if hit else "–")  # defended vs undefended
