@@ -5,8 +5,8 @@ import torch
 from genrec.data import DataError, SequenceDataModule
 from genrec.robust import AttackConfig, AttackedDataModule
 from genrec.robust.attacks import FakeProfiles, segment_items, text_neighbours, train_counts
-from tests.robust.helpers import HashingEncoder
 from genrec.robust.metrics import interacted, target_metrics
+from tests.robust.helpers import HashingEncoder
 
 SYN = {"num_users": 300, "num_items": 200, "seed": 5}
 
