@@ -18,7 +18,12 @@ below real users. Giving the classifier two-sided statistics as extra inputs doe
 sum over per-user statistics of their distance from the users' median in units of the median
 absolute deviation, large on either side. The statistics: the user's mean fit, and the mean log
 training count of the user's items (fakes plant unpopular targets and draw fillers more evenly
-than real users do).
+than real users do), the latter scanned over windows: over the whole history and over its last
+``w`` items for each ``w`` in ``windows`` (default 10 and 50), the largest of those distances
+counting. A long fake profile dilutes its few unpopular targets in a whole-history mean (on ML-1M
+the model-based fakes that kept their weight under the whole-history score were mostly 175 to 609
+items long), while the window that holds them stays anomalous. Windows that share a statistic form
+one group (``anomaly_groups``); a user's anomaly score sums the groups' largest distances.
 """
 from __future__ import annotations
 
@@ -59,9 +64,14 @@ class SequenceFeatures:
     fit: Tensor  # (U, L) cosine score of the next item at each position
     lengths: Tensor  # (U,)
     lm: Tensor  # (U, E) LM embeddings
-    stats: Tensor  # (U, S) per-user statistics: mean fit, mean log(1 + training count) of the user's items
+    stats: Tensor  # (U, S) per-user statistics: mean fit, mean log(1 + training count) of the user's
+    # items over the whole history, then over its last w items for each window w (``stat_names``)
 
-    STATS = ("mean_fit", "mean_log_count")
+    STATS = ("mean_fit", "mean_log_count")  # the first two columns; window columns follow
+
+    @staticmethod
+    def stat_names(windows: tuple[int, ...] = ()) -> tuple[str, ...]:
+        return SequenceFeatures.STATS + tuple(f"mean_log_count_last{w}" for w in windows)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -133,22 +143,31 @@ class Calibrator(nn.Module):
         return torch.cat(out).numpy()
 
 
-def anomaly_scores(stats: Tensor, reference: Tensor) -> np.ndarray:
-    """Σ over statistics of ``|x - median| / MAD``, median and MAD over ``reference`` (S columns). (U,)"""
+def anomaly_groups(num_stats: int) -> list[list[int]]:
+    """Column groups of ``sequence_features`` stats: the mean fit alone, the log-count windows together."""
+    return [[0], list(range(1, num_stats))] if num_stats > 1 else [[0]]
+
+
+def anomaly_scores(stats: Tensor, reference: Tensor, groups: list[list[int]] | None = None) -> np.ndarray:
+    """Σ over groups of the largest ``|x - median| / MAD`` in the group, median and MAD per column over
+    ``reference`` (S columns); ``groups`` default: every column alone. (U,)"""
     center = reference.median(0).values
     scale = (reference - center).abs().median(0).values.clamp(min=1e-6)
-    return ((stats - center).abs() / scale).sum(1).numpy()
+    z = (stats - center).abs() / scale
+    groups = groups if groups is not None else [[c] for c in range(stats.shape[1])]
+    return sum(z[:, g].max(1).values for g in groups).numpy()
 
 
 @torch.no_grad()
 def sequence_features(module, histories: list[np.ndarray], stamps: list[np.ndarray], lm: np.ndarray,
-                      max_len: int, counts: np.ndarray | None = None, batch_size: int = 512) -> SequenceFeatures:
+                      max_len: int, counts: np.ndarray | None = None, batch_size: int = 512,
+                      windows: tuple[int, ...] = ()) -> SequenceFeatures:
     """The recommender's states over each history's last ``max_len + 1`` items, the LM embeddings,
-    and the per-user statistics (``SequenceFeatures.STATS``).
+    and the per-user statistics (``SequenceFeatures.stat_names(windows)``).
 
     ``module`` is any genrec retrieval module (``encode`` and ``item_vectors``); ``counts`` the
-    training interactions per item id (N+1,) for the mean log count over the whole history (None:
-    the statistic is 0).
+    training interactions per item id (N+1,) for the mean log count over the whole history and over
+    its last ``w`` items for each of ``windows`` (None: those statistics are 0).
     """
     was_training = module.training
     module.eval()
@@ -156,13 +175,13 @@ def sequence_features(module, histories: list[np.ndarray], stamps: list[np.ndarr
     device = items.device
     states, fits, lengths = [], [], []
     for start in range(0, len(histories), batch_size):
-        windows = [h[-max_len - 1 :] for h in histories[start : start + batch_size]]
+        spans = [h[-max_len - 1 :] for h in histories[start : start + batch_size]]
         times = [t[-max_len - 1 :] for t in stamps[start : start + batch_size]]
-        n = torch.as_tensor([max(1, len(w) - 1) for w in windows])
-        inp = torch.zeros(len(windows), max_len, dtype=torch.long)
+        n = torch.as_tensor([max(1, len(w) - 1) for w in spans])
+        inp = torch.zeros(len(spans), max_len, dtype=torch.long)
         tgt = torch.zeros_like(inp)
         ts = torch.zeros_like(inp)
-        for r, (w, t) in enumerate(zip(windows, times)):
+        for r, (w, t) in enumerate(zip(spans, times)):
             n_in = max(0, len(w) - 1)
             inp[r, :n_in] = torch.as_tensor(w[:-1])
             tgt[r, :n_in] = torch.as_tensor(w[1:])
@@ -178,7 +197,7 @@ def sequence_features(module, histories: list[np.ndarray], stamps: list[np.ndarr
     fit, lengths = torch.cat(fits), torch.cat(lengths)
     mean_fit = fit.sum(1) / lengths.clamp(min=1)
     log_count = np.log1p(counts) if counts is not None else None
-    mean_log_count = torch.tensor([float(log_count[h].mean()) if log_count is not None and len(h) else 0.0
-                                   for h in histories])
+    log_counts = [torch.tensor([float(log_count[h[-w:] if w else h].mean()) if log_count is not None and len(h) else 0.0
+                                for h in histories]) for w in (0, *windows)]
     return SequenceFeatures(torch.cat(states), fit, lengths, torch.as_tensor(lm, dtype=torch.float32),
-                            torch.stack([mean_fit, mean_log_count], 1))
+                            torch.stack([mean_fit, *log_counts], 1))

@@ -36,7 +36,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from genrec.robust.attacks import AttackConfig, generate, inject, train_counts
-from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, anomaly_scores, sequence_features
+from genrec.robust.calibrator import (Calibrator, CalibratorConfig, SequenceFeatures, anomaly_groups, anomaly_scores,
+                                     sequence_features)
 from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, max_percentiles, percentiles
 from genrec.robust.encoders import build_encoder
 
@@ -77,13 +78,17 @@ class FraudsterReweighting(L.Callback):
             The calibrator learns on which side of real users the known attack's fakes lie; fakes
             of another attack can lie on the other (model-based fakes are predicted *better* than
             real users) and are then ranked below them.
+        anomaly_windows: the log-count statistic of the anomaly score is also read over each
+            history's last ``w`` items for each ``w`` here, and the most anomalous window counts
+            (``genrec.robust.calibrator``); ``[]``: the whole history only.
     """
 
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
                  start_epoch: int = 2, update_every: int = 1, lr: float = 2.0, w0: float = 0.0,
                  threshold: float = 0.5, detector: dict[str, Any] | None = None,
                  calibrator: dict[str, Any] | None = None, cache_dir: str | None = None, seed: int = 0,
-                 train_known: bool = False, scores: str = "raw", flag_fraction: float = 1.0, anomaly: bool = False):
+                 train_known: bool = False, scores: str = "raw", flag_fraction: float = 1.0, anomaly: bool = False,
+                 anomaly_windows: list[int] | tuple[int, ...] = (10, 50)):
         if start_epoch < 0 or update_every < 1:
             raise ValueError(f"FraudsterReweighting: start_epoch must be >= 0 and update_every >= 1 (got {start_epoch}, {update_every})")
         if scores not in ("raw", "rank"):
@@ -98,7 +103,10 @@ class FraudsterReweighting(L.Callback):
         self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
         self.start_epoch, self.update_every, self.lr, self.w0 = start_epoch, update_every, lr, w0
         self.threshold, self.cache_dir, self.seed, self.train_known = threshold, cache_dir, seed, train_known
+        if any(int(w) < 1 for w in anomaly_windows):
+            raise ValueError(f"FraudsterReweighting: anomaly_windows must be positive item counts (got {list(anomaly_windows)})")
         self.score_kind, self.flag_fraction, self.anomaly = scores, flag_fraction, anomaly
+        self.anomaly_windows = tuple(int(w) for w in anomaly_windows)
         self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
         self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
         self.w: torch.Tensor | None = None
@@ -230,9 +238,11 @@ class FraudsterReweighting(L.Callback):
         max_len = dm.hparams.max_seq_len
         histories, stamps = self._histories(dm)
         counts = train_counts(dm.data, dm.train_end)  # what the recommender trains on, fakes included
-        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len, counts)
+        windows = self.anomaly_windows if self.anomaly else ()
+        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len, counts, windows=windows)
         known = self._known_profiles  # generated in setup, identically on every rank
-        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len, counts)
+        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len, counts,
+                                  windows=windows)
         calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
         if self.calibrator_state is not None:
             calibrator.load_state_dict(self.calibrator_state)
@@ -243,8 +253,9 @@ class FraudsterReweighting(L.Callback):
         update_scores = np.concatenate([scores, decoys])
         anomaly = None
         if self.anomaly:  # relative to the data module's users; decoys are scored against them too
-            anomaly = anomaly_scores(users.stats, users.stats)
-            both = anomaly if not self.train_known else np.concatenate([anomaly, anomaly_scores(fakes.stats, users.stats)])
+            groups = anomaly_groups(users.stats.shape[1])
+            anomaly = anomaly_scores(users.stats, users.stats, groups)
+            both = anomaly if not self.train_known else np.concatenate([anomaly, anomaly_scores(fakes.stats, users.stats, groups)])
             update_scores = max_percentiles(update_scores, both)
         weights = self.update_weights(update_scores)
         own = weights[: len(scores)]

@@ -148,6 +148,8 @@ def test_train_known_trains_on_labelled_decoys_and_weighs_them_down(tmp_path):
 def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     with pytest.raises(ValueError, match="scores: rank"):
         FraudsterReweighting(anomaly=True)
+    with pytest.raises(ValueError, match="anomaly_windows"):
+        FraudsterReweighting(scores="rank", anomaly=True, anomaly_windows=[10, 0])
     cli = train_main(tiny_args(tmp_path, epochs=3, attack="bandwagon", extra=(
         "--trainer.callbacks.scores", "rank", "--trainer.callbacks.flag_fraction", "0.1",
         "--trainer.callbacks.anomaly", "true")))
