@@ -9,7 +9,8 @@ user and of the simulated fakes, trains a calibrator per input variant on them, 
 training users against the true fake labels (ROC-AUC). Variants: ``full`` (recommender states +
 per-position fit + LM embedding in the classifier), ``fit+lm`` (no states), ``fit+align`` (no
 states; the LM embedding only as the alignment target); then the untrained anomaly scores
-(``genrec.robust.calibrator.anomaly_scores``: each statistic alone and their sum) and what
+(``genrec.robust.calibrator.anomaly_scores``: each statistic alone, the sum with the whole-history
+log count only, and the sum with the most anomalous log-count window, ``--windows``) and what
 ``FraudsterReweighting(anomaly=true)`` ranks by, the larger of the ``full`` calibrator's and the
 anomaly score's percentiles. Prints a Markdown table.
 """
@@ -24,13 +25,15 @@ VARIANTS = {"full": {}, "fit+lm": {"states": False}, "fit+align": {"states": Fal
 
 
 def main() -> None:
+    import numpy as np
     import torch
 
     from genrec.modules import RetrievalModule
     from genrec.modules.checkpoints import load_checkpoint
     from genrec.robust import AttackConfig, AttackedDataModule
     from genrec.robust.attacks import generate, train_counts
-    from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, anomaly_scores, sequence_features
+    from genrec.robust.calibrator import (Calibrator, CalibratorConfig, SequenceFeatures, anomaly_groups, anomaly_scores,
+                                         sequence_features)
     from genrec.robust.detector import max_percentiles, roc_auc
     from genrec.robust.encoders import build_encoder
     from genrec.robust.report import saved_state
@@ -40,6 +43,9 @@ def main() -> None:
     p.add_argument("--root", default=None, help="data folder (default: the one the checkpoint names)")
     p.add_argument("--epochs", type=int, default=10, help="calibrator epochs")
     p.add_argument("--cache-dir", default="runs/robust/lm_cache")
+    p.add_argument("--flag-fraction", type=float, default=0.05, help="the top fraction whose recall is reported")
+    p.add_argument("--windows", type=int, nargs="*", default=[10, 50],
+                   help="log-count windows of the anomaly score (FraudsterReweighting.anomaly_windows)")
     args = p.parse_args()
 
     ckpt = load_checkpoint(args.ckpt)
@@ -57,27 +63,38 @@ def main() -> None:
     spans = list(zip(data.offsets[:-1], dm.train_end))
     histories, stamps = [data.items[s:e] for s, e in spans], [data.timestamps[s:e] for s, e in spans]
     counts = train_counts(data, dm.train_end)
-    users = sequence_features(model, histories, stamps, encoder.users(histories, data.item_text), L, counts)
-    fakes = sequence_features(model, known.sequences, known.timestamps, encoder.users(known.sequences, data.item_text), L, counts)
+    windows = tuple(args.windows)
+    users = sequence_features(model, histories, stamps, encoder.users(histories, data.item_text), L, counts, windows=windows)
+    fakes = sequence_features(model, known.sequences, known.timestamps, encoder.users(known.sequences, data.item_text), L,
+                              counts, windows=windows)
     labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
     print(f"\nCalibrator trained on a simulated random attack, scored on {fakes_state['config']['kind']} fakes "
           f"({int(dm.is_fake.sum())} among {len(dm.is_fake):,} users), {args.ckpt}\n")
-    print("| inputs | ROC-AUC |")
-    print("|---|---|")
+    fake_np = np.asarray(dm.is_fake, dtype=bool)
+    top = max(1, round(args.flag_fraction * len(fake_np)))
+
+    def cells(score) -> str:  # ROC-AUC | recall of the top flag_fraction (what the update flags)
+        flagged = np.argsort(-np.asarray(score))[:top]
+        return f"{roc_auc(score, dm.is_fake):.3f} | {fake_np[flagged].sum() / max(1, fake_np.sum()):.2f}"
+
+    print(f"| inputs | ROC-AUC | recall of the top {args.flag_fraction:.0%} |")
+    print("|---|---|---|")
     scores = {}
     for name, options in VARIANTS.items():
         cal = Calibrator(users.states.shape[-1], users.lm.shape[-1], L, CalibratorConfig(epochs=args.epochs, **options))
         cal.fit(SequenceFeatures.cat([users, fakes]), labels)
         scores[name] = cal.predict(users)
-        print(f"| {name} | {roc_auc(scores[name], dm.is_fake):.3f} |", flush=True)
+        print(f"| {name} | {cells(scores[name])} |", flush=True)
     fake = torch.as_tensor(dm.is_fake)
-    for i, stat in enumerate(SequenceFeatures.STATS):
+    for i, stat in enumerate(SequenceFeatures.stat_names(windows)):
         alone = anomaly_scores(users.stats[:, i : i + 1], users.stats[:, i : i + 1])
         print(f"| anomaly: {stat} alone (untrained; mean of fakes {users.stats[fake, i].mean():.3f}, "
-              f"real users {users.stats[~fake, i].mean():.3f}) | {roc_auc(alone, dm.is_fake):.3f} |")
-    anomaly = anomaly_scores(users.stats, users.stats)
-    print(f"| anomaly: sum (untrained) | {roc_auc(anomaly, dm.is_fake):.3f} |")
-    print(f"| max percentile of full and anomaly | {roc_auc(max_percentiles(scores['full'], anomaly), dm.is_fake):.3f} |")
+              f"real users {users.stats[~fake, i].mean():.3f}) | {cells(alone)} |")
+    whole = anomaly_scores(users.stats[:, :2], users.stats[:, :2])
+    print(f"| anomaly: sum, whole-history log count (untrained) | {cells(whole)} |")
+    anomaly = anomaly_scores(users.stats, users.stats, anomaly_groups(users.stats.shape[1]))
+    print(f"| anomaly: fit + most anomalous log-count window (untrained; what the callback uses) | {cells(anomaly)} |")
+    print(f"| max percentile of full and anomaly | {cells(max_percentiles(scores['full'], anomaly))} |")
 
 
 if __name__ == "__main__":
