@@ -21,8 +21,8 @@ training count of the user's items (fakes plant unpopular targets and draw fille
 than real users do), the latter scanned over windows: over the whole history and over its last
 ``w`` items for each ``w`` in ``windows`` (default 10 and 50), the largest of those distances
 counting. A long fake profile dilutes its few unpopular targets in a whole-history mean (on ML-1M
-the model-based fakes that kept their weight under the whole-history score were mostly 175 to 609
-items long), while the window that holds them stays anomalous. Windows that share a statistic form
+the model-based fakes that kept their weight under the whole-history score were mostly long ones),
+while the window that holds them stays anomalous. Windows that share a statistic form
 one group (``anomaly_groups``); a user's anomaly score sums the groups' largest distances.
 """
 from __future__ import annotations
