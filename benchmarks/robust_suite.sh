@@ -60,4 +60,4 @@ for a in ${attacks//,/ }; do
   runs+=("$(ckpt "$a$suffix")")
   ! defends "$a" || runs+=("$(ckpt "$a$suffix-$defended")")
 done
-python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --out "${REPORT:-$out/report}"
+python evaluate.py robust --clean "$(ckpt clean)" --runs "${runs[@]}" --root "$root" --out "${REPORT:-$out/report}"

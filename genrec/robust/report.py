@@ -97,13 +97,15 @@ def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]
     return out
 
 
-def build_report(clean: str, runs: list[str], split: str = "test") -> dict[str, Any]:
+def build_report(clean: str, runs: list[str], split: str = "test", root: str | None = None) -> dict[str, Any]:
+    """``root``: the data folder, instead of the one the clean checkpoint names (a checkpoint stores
+    the folder as it was given, so a relative one breaks from another working directory)."""
     clean_info = describe(clean)
     infos = [describe(r) for r in runs]
     attacked = [i for i in infos if i["attack"]]
     if not attacked:
         raise ValueError("none of --runs holds an attack: pass checkpoints trained with genrec.robust.AttackedDataModule and data.attack set")
-    dm = clean_datamodule(clean_info["data"])
+    dm = clean_datamodule({**clean_info["data"], **({"root": root} if root else {})})
     # One target set per attack kind; runs of one kind must share it to be compared.
     target_sets: dict[str, list[int]] = {}
     for info in attacked:
@@ -164,9 +166,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--clean", required=True, help="checkpoint trained without attack")
     parser.add_argument("--runs", nargs="+", required=True, help="attacked checkpoints, with and without FraudsterReweighting")
     parser.add_argument("--split", choices=["test", "val"], default="test")
+    parser.add_argument("--root", default=None, help="data folder (default: the one the clean checkpoint names)")
     parser.add_argument("--out", default="runs/robust/report", help="folder for robust_report.{json,md}")
     args = parser.parse_args(argv)
-    report = build_report(args.clean, args.runs, args.split)
+    report = build_report(args.clean, args.runs, args.split, args.root)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "robust_report.json").write_text(json.dumps(report, indent=2))

@@ -48,6 +48,24 @@ def test_robust_report_from_checkpoints(tmp_path):
         evaluate.main(["robust", "--clean", clean, "--runs", plain, plain, "--out", str(tmp_path / "r3")])
 
 
+def test_robust_report_root_overrides_the_checkpoints_data_folder(tmp_path, monkeypatch):
+    import genrec.robust.report as report
+
+    seen = []
+
+    def stop(data_hp):
+        seen.append(data_hp)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(report, "describe", lambda path: {"path": path, "attack": "random", "targets": [1],
+                                                          "data": {"dataset": "ml-1m", "root": "../rel/ml-1m"}})
+    monkeypatch.setattr(report, "clean_datamodule", stop)
+    for argv, root in ((["--root", "/abs/ml-1m"], "/abs/ml-1m"), ([], "../rel/ml-1m")):
+        with pytest.raises(RuntimeError, match="stop here"):
+            report.main(["--clean", "c.ckpt", "--runs", "a.ckpt", "--out", str(tmp_path), *argv])
+        assert seen.pop()["root"] == root
+
+
 def test_attack_labels_name_every_option_that_differs_from_the_default():
     from genrec.robust.attacks import AttackConfig
 
