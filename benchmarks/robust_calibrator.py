@@ -34,7 +34,7 @@ def main() -> None:
     from genrec.robust.attacks import generate, train_counts
     from genrec.robust.calibrator import (Calibrator, CalibratorConfig, SequenceFeatures, anomaly_groups, anomaly_scores,
                                          sequence_features)
-    from genrec.robust.detector import max_percentiles, roc_auc
+    from genrec.robust.detector import detection_metrics, max_percentiles, percentiles
     from genrec.robust.encoders import build_encoder
     from genrec.robust.report import saved_state
 
@@ -70,12 +70,9 @@ def main() -> None:
     labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
     print(f"\nCalibrator trained on a simulated random attack, scored on {fakes_state['config']['kind']} fakes "
           f"({int(dm.is_fake.sum())} among {len(dm.is_fake):,} users), {args.ckpt}\n")
-    fake_np = np.asarray(dm.is_fake, dtype=bool)
-    top = max(1, round(args.flag_fraction * len(fake_np)))
-
-    def cells(score) -> str:  # ROC-AUC | recall of the top flag_fraction (what the update flags)
-        flagged = np.argsort(-np.asarray(score))[:top]
-        return f"{roc_auc(score, dm.is_fake):.3f} | {fake_np[flagged].sum() / max(1, fake_np.sum()):.2f}"
+    def cells(score) -> str:  # ROC-AUC | recall of the top flag_fraction, counted as the callback's logs count it
+        m = detection_metrics(percentiles(torch.as_tensor(np.asarray(score))).numpy(), dm.is_fake, 1 - args.flag_fraction)
+        return f"{m['auc']:.3f} | {m['recall']:.2f}"
 
     print(f"| inputs | ROC-AUC | recall of the top {args.flag_fraction:.0%} |")
     print("|---|---|---|")
