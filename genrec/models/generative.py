@@ -11,7 +11,9 @@ Codes are embedded from their FSQ values and digits (an MLP of the values plus o
 channel digit), not from a free table, so codes never seen in training (a new catalogue) still
 get meaningful vectors; optionally (``feature_dim``) also from fixed per-position code features,
 the tokenizer decoder's reconstruction of the text-embedding chunk a code stands for, which gives
-every code the geometry of the text space. The output layer is tied to the same token embeddings. The next item's T
+every code the geometry of the text space. With ``code_identity=False`` those features are a code's
+only embedding: nothing is learned per code value, so what the model learns about codes is a
+function of the text they stand for (what a catalogue never trained on shares with the one that was). The output layer is tied to the same token embeddings. The next item's T
 tokens are predicted from the last history item's T states, token t also conditioned on the next
 item's tokens before t (teacher-forced in training, the beam's prefix in decoding).
 """
@@ -54,16 +56,21 @@ class GenerativeDecoder(nn.Module):
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS, num_tokens: int = 4, text_dim: int = 384,
                  dim: int = 128, num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None,
-                 dropout: float = 0.1, max_seq_len: int = 50, text_input: bool = True, feature_dim: int = 0):
+                 dropout: float = 0.1, max_seq_len: int = 50, text_input: bool = True, feature_dim: int = 0,
+                 code_identity: bool = True):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.init_args["levels"] = [int(v) for v in levels]
         if dim % num_heads:
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        if not code_identity and not feature_dim:
+            raise ValueError("code_identity=False embeds codes by their text features only: feature_dim must be > 0")
+        self.code_identity = code_identity
         self.num_tokens, self.max_seq_len, self.dim = num_tokens, max_seq_len, dim
         self.fsq = FSQ(levels)
-        self.code_mlp = nn.Sequential(nn.Linear(self.fsq.dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.digit_emb = nn.Embedding(sum(self.fsq.levels), dim)
+        # per-code-value embedding; left out (None) with code_identity=False, so no parameter goes unused
+        self.code_mlp = nn.Sequential(nn.Linear(self.fsq.dim, dim), nn.GELU(), nn.Linear(dim, dim)) if code_identity else None
+        self.digit_emb = nn.Embedding(sum(self.fsq.levels), dim) if code_identity else None
         self.register_buffer("_digit_offset", torch.tensor([0, *self.fsq.levels[:-1]]).cumsum(0), persistent=False)
         self.slot_emb = nn.Embedding(num_tokens, dim)
         self.pos_emb = nn.Embedding(max_seq_len, dim)
@@ -79,14 +86,17 @@ class GenerativeDecoder(nn.Module):
             self.feat_proj = nn.Parameter(torch.randn(num_tokens, feature_dim, dim))  # unit-norm features → O(1) entries
             self.register_buffer("code_features", torch.zeros(num_tokens, 0, feature_dim), persistent=False)
         self._masks: dict[tuple, Tensor] = {}
-        nn.init.normal_(self.digit_emb.weight, std=0.02)
+        if code_identity:
+            nn.init.normal_(self.digit_emb.weight, std=0.02)
 
     @property
     def codebook_size(self) -> int:
         return self.fsq.codebook_size
 
     def code_embed(self, codes: Tensor) -> Tensor:
-        """Code indices (…) → vectors (…, D)."""
+        """Code indices (…) → vectors (…, D), learned per code value (``code_identity``)."""
+        if self.code_mlp is None:
+            raise RuntimeError("this decoder has no per-code embedding (code_identity=False)")
         digits = self.fsq.indices_to_digits(codes) + self._digit_offset  # (…, C)
         return self.code_mlp(self.fsq.indices_to_codes(codes)) + self.digit_emb(digits).sum(-2)
 
@@ -99,7 +109,9 @@ class GenerativeDecoder(nn.Module):
     def token_embed(self, codes: Tensor, first_slot: int = 0) -> Tensor:
         """Codes (…, t) at token positions first_slot.. → token vectors (…, t, D)."""
         slots = torch.arange(first_slot, first_slot + codes.shape[-1], device=codes.device)
-        e = self.code_embed(codes) + self.slot_emb(slots)
+        e = self.slot_emb(slots).expand(*codes.shape, self.dim)
+        if self.code_identity:
+            e = e + self.code_embed(codes)
         if self.feature_dim:
             if self.code_features.shape[1] == 0:
                 raise RuntimeError("code features are not set: call set_code_features (the module does, with its catalogue)")

@@ -68,6 +68,15 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             domain's popularity into its token logits; a catalogue without interaction counts (zero-shot)
             gets ``count_i = 0`` for every item, so the popularity learned in one domain is not carried
             to another.
+        prior_metric: learn the prior's text space: every unit text embedding ``x`` becomes
+            ``normalize(x + W x)`` (``W`` a learned E×E matrix starting at 0, so training starts from
+            the text baseline) for the user vector and the items alike. A function of the text alone,
+            it applies to any catalogue's embeddings, so what it learns of which texts follow which
+            carries over zero-shot.
+        code_identity: embed codes also by their value (an MLP of the FSQ values plus digit
+            embeddings); ``False`` leaves only the tokenizer decoder's text chunk (needs
+            ``decoder_features``), so the decoder learns nothing tied to a code that a new catalogue
+            reuses for other texts.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -79,7 +88,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
-                 prior_popularity: bool = False, popularity_scale: float = 1.0,
+                 prior_popularity: bool = False, popularity_scale: float = 1.0, prior_metric: bool = False,
+                 code_identity: bool = True,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -91,16 +101,25 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
         if prior_popularity and not text_prior:
             raise ValueError("model.prior_popularity adds to the text prior: set model.text_prior: true as well")
+        if prior_metric and not text_prior:
+            raise ValueError("model.prior_metric changes the text prior's cosine: set model.text_prior: true as well")
+        if not code_identity and not decoder_features:
+            raise ValueError("model.code_identity: false embeds codes by their text features only: set model.decoder_features: true")
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
         self.save_hyperparameters()
         self.hparams["tokenizer_config"] = dict(tokenizer.init_args)
         self.tokenizer = tokenizer.requires_grad_(False)
         self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, dim, num_layers,
                                      num_heads, ffn_dim, dropout, max_seq_len, text_input,
-                                     tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0)
+                                     tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0,
+                                     code_identity=code_identity)
         self.k = max([*hr_ks, *ndcg_ks])
         self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
         self.popularity_scale = nn.Parameter(torch.tensor(float(popularity_scale))) if prior_popularity else None
+        # x ↦ normalize(x + W x) on unit text embeddings, W = 0 at the start: the prior starts as the text baseline
+        self.prior_map = nn.Linear(tokenizer.embed_dim, tokenizer.embed_dim, bias=False) if prior_metric else None
+        if self.prior_map is not None:
+            nn.init.zeros_(self.prior_map.weight)
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
@@ -176,22 +195,30 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
-    def prior_users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Unit recency-weighted text mean at every position (B, L, E), or after the last (B, E)."""
+    def prior_vectors(self) -> Tensor:
+        """Every catalogue item's unit vector in the prior's text space (N+1, E): its unit text embedding,
+        mapped by ``prior_metric``'s learned ``x + W x`` when on. Row 0 (padding) is 0."""
+        if self.prior_map is None:
+            return self.item_unit
+        return F.normalize(self.item_unit + self.prior_map(self.item_unit), dim=-1)
+
+    def prior_users(self, items: Tensor, lengths: Tensor | None = None, vectors: Tensor | None = None) -> Tensor:
+        """Unit recency-weighted mean of the history's prior vectors (``prior_vectors``, or ``vectors``
+        when already computed) at every position (B, L, E), or after the last (B, E)."""
         L = items.shape[1]
         age = torch.arange(L, device=items.device)
         age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
         weights = torch.where(age >= 0, self.hparams.prior_decay ** age.clamp(min=0).float(), 0.0)
-        text = F.normalize(self.item_text[items], dim=-1) * (items > 0)[..., None]
+        text = (self.prior_vectors() if vectors is None else vectors)[items] * (items > 0)[..., None]
         if lengths is not None:
             last = (lengths - 1).clamp(min=0)
             return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
         return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
 
-    def prior_item_scores(self, users: Tensor) -> Tensor:
-        """The prior's score of every catalogue item for user vectors (R, E): ``λ cos(u, e_i)``, plus
-        ``β log(1 + count_i)`` with ``prior_popularity``. (R, N+1), column 0 = padding."""
-        scores = self.prior_scale * (users @ self.item_unit.T)
+    def prior_item_scores(self, users: Tensor, vectors: Tensor | None = None) -> Tensor:
+        """The prior's score of every catalogue item for user vectors (R, E): ``λ cos(u, e_i)`` (in the
+        ``prior_vectors`` space), plus ``β log(1 + count_i)`` with ``prior_popularity``. (R, N+1), column 0 = padding."""
+        scores = self.prior_scale * (users @ (self.prior_vectors() if vectors is None else vectors).T)
         if self.popularity_scale is not None:
             scores = scores + self.popularity_scale * self.item_logpop
         return scores
@@ -258,7 +285,9 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
-            priors = self.prior_scores(self.prior_item_scores(self.prior_users(items)[valid]), self.trie, history)
+            vectors = self.prior_vectors()
+            priors = self.prior_scores(self.prior_item_scores(self.prior_users(items, vectors=vectors)[valid], vectors),
+                                       self.trie, history)
         path = self.trie.paths[target_ids - 1]  # (M, T): each target's trie node per level (items 1..N = rows 0..N-1)
         per_item = 0
         for t in range(target.shape[1]):
@@ -300,7 +329,9 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         trie = self.trie if trie is None else trie
         bias = None
         if self.prior_scale is not None:
-            priors = self.prior_scores(self.prior_item_scores(self.prior_users(batch["items"], lengths)), trie, exclude)
+            vectors = self.prior_vectors()
+            priors = self.prior_scores(self.prior_item_scores(self.prior_users(batch["items"], lengths, vectors), vectors),
+                                       trie, exclude)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
                 return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)

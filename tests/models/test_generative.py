@@ -74,3 +74,26 @@ def test_code_features_enter_each_token_position_through_its_own_projection():
     assert torch.allclose(m.code_table(torch.arange(12), 1), tables[1])
     assert not torch.allclose(m.code_table(torch.arange(12), 2), tables[2])
     assert not torch.allclose(m(codes, text, lengths), base)
+
+
+def test_without_code_identity_a_code_is_embedded_by_its_text_features_alone():
+    with pytest.raises(ValueError, match="feature_dim"):
+        net(code_identity=False)
+    m = net(feature_dim=5, code_identity=False)
+    assert m.code_mlp is None and m.digit_emb is None
+    feats = torch.nn.functional.normalize(torch.randn(3, 12, 5), dim=-1)
+    feats[:, 7] = feats[:, 2]  # codes 2 and 7 decode to the same text chunk at every position
+    m.set_code_features(feats)
+    table = m.code_table(torch.arange(12), 1)
+    assert torch.allclose(table[2], table[7]) and not torch.allclose(table[2], table[3])
+    codes, text, lengths = inputs()
+    swapped = codes.masked_fill(codes == 2, 7)
+    assert torch.allclose(m(codes, text, lengths), m(swapped, text, lengths), atol=1e-6)
+    # with code identity the two codes differ, and every parameter of either decoder gets a gradient
+    with_id = net(feature_dim=5)
+    with_id.set_code_features(feats)
+    assert not torch.allclose(with_id.code_table(torch.arange(12), 1)[2], with_id.code_table(torch.arange(12), 1)[7])
+    for model in (m, with_id):
+        states = model(codes, text, lengths)
+        model.next_queries(states[:, -1], codes[:, -1]).sum().backward()
+        assert all(p.grad is not None for p in model.parameters())
