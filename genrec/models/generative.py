@@ -86,6 +86,7 @@ class GenerativeDecoder(nn.Module):
             self.feat_proj = nn.Parameter(torch.randn(num_tokens, feature_dim, dim))  # unit-norm features → O(1) entries
             self.register_buffer("code_features", torch.zeros(num_tokens, 0, feature_dim), persistent=False)
         self._masks: dict[tuple, Tensor] = {}
+        self.rotation: Tensor | None = None  # (T, F, F) per-chunk rotation of the text space, training only
         if code_identity:
             nn.init.normal_(self.digit_emb.weight, std=0.02)
 
@@ -116,8 +117,27 @@ class GenerativeDecoder(nn.Module):
             if self.code_features.shape[1] == 0:
                 raise RuntimeError("code features are not set: call set_code_features (the module does, with its catalogue)")
             feats = self.code_features[slots, codes]  # (…, t, F)
-            e = e + torch.einsum("...tf,tfd->...td", feats, self.feat_proj[slots])
+            proj = self.feat_proj[slots]
+            if self.rotation is not None:  # features R f: the same as projecting f by R^T P
+                proj = torch.einsum("tgf,tgd->tfd", self.rotation[slots], proj)
+            e = e + torch.einsum("...tf,tfd->...td", feats, proj)
         return e
+
+    def set_rotation(self, rotation: Tensor | None) -> None:
+        """Rotate the text space seen by the decoder: chunk t of every text input and every code
+        feature at position t is multiplied by the orthogonal ``rotation[t]`` (T, F, F); None = none.
+        Training under random rotations (``random_rotations``) leaves the decoder only what does
+        not depend on where a catalogue lies in the text space: how the history's and a
+        candidate's texts relate (inner products within each chunk), not which texts they are."""
+        if rotation is not None:
+            if self.code_identity:
+                raise ValueError("rotating the text space needs code_identity=False: code values are not rotated")
+            expected = (self.num_tokens, self.feature_dim, self.feature_dim)
+            if rotation.shape != expected:
+                raise ValueError(f"rotation must be (T, F, F) = {expected}, got {tuple(rotation.shape)}")
+            if self.text_proj is not None and self.text_proj.in_features != self.num_tokens * self.feature_dim:
+                raise ValueError(f"rotating the text input needs text_dim = T * feature_dim, got {self.text_proj.in_features}")
+        self.rotation = rotation
 
     def code_table(self, codes: Tensor, slot: int) -> Tensor:
         """Output embeddings of ``codes`` (K,) at token position ``slot``. (K, D)"""
@@ -140,7 +160,10 @@ class GenerativeDecoder(nn.Module):
         if self.text_proj is not None:
             if text is None:
                 raise ValueError("this model takes item text embeddings as input (text_input=True); pass them")
-            x = x + self.text_proj(text.float())[:, :, None]
+            text = text.float()
+            if self.rotation is not None:  # chunk t of every text embedding rotated by R_t
+                text = torch.einsum("bltf,tgf->bltg", text.view(B, L, T, -1), self.rotation).reshape(B, L, -1)
+            x = x + self.text_proj(text)[:, :, None]
         h = self.input_dropout(x).reshape(B, L * T, self.dim)  # (B, S, D)
         mask = self.hybrid_mask(L, codes.device)
         for block in self.blocks:
@@ -167,3 +190,9 @@ class GenerativeDecoder(nn.Module):
         t = prefix.shape[-1]
         before = self.token_embed(prefix).sum(-2) if t else torch.zeros_like(state)
         return self._queries(state[..., None, :], before[..., None, :], slice(t, t + 1))[..., 0, :]
+
+
+def random_rotations(num: int, dim: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """``num`` Haar-random orthogonal (dim, dim) matrices: QR of Gaussian matrices, signs fixed. (num, dim, dim)"""
+    q, r = torch.linalg.qr(torch.randn(num, dim, dim, generator=generator))
+    return (q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]).to(device)

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.evaluation import RankingMetrics, ranks_from_topk
-from genrec.models.generative import GenerativeDecoder
+from genrec.models.generative import GenerativeDecoder, random_rotations
 from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
 from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.modules.optim import Schedule, adamw, check_schedule
@@ -77,6 +77,12 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             embeddings); ``False`` leaves only the tokenizer decoder's text chunk (needs
             ``decoder_features``), so the decoder learns nothing tied to a code that a new catalogue
             reuses for other texts.
+        rotate_text: in training, rotate each text chunk seen by the decoder (text inputs and code
+            features alike) by a fresh random orthogonal matrix every step
+            (``GenerativeDecoder.set_rotation``); decoding uses no rotation. The decoder can then
+            only learn how a history's texts relate to a candidate's, not where the training
+            catalogue lies in the text space, which a catalogue never trained on does not share.
+            Needs ``code_identity: false``; the prior (cosines) is unchanged by rotations.
         lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
@@ -89,7 +95,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
                  prior_popularity: bool = False, popularity_scale: float = 1.0, prior_metric: bool = False,
-                 code_identity: bool = True,
+                 code_identity: bool = True, rotate_text: bool = False,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -103,6 +109,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             raise ValueError("model.prior_popularity adds to the text prior: set model.text_prior: true as well")
         if prior_metric and not text_prior:
             raise ValueError("model.prior_metric changes the text prior's cosine: set model.text_prior: true as well")
+        if rotate_text and code_identity:
+            raise ValueError("model.rotate_text rotates the codes' text features; code values cannot be rotated: set model.code_identity: false")
         if not code_identity and not decoder_features:
             raise ValueError("model.code_identity: false embeds codes by their text features only: set model.decoder_features: true")
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
@@ -273,6 +281,15 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.user_weights = weights
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if self.hparams.rotate_text:  # a fresh rotation of the text space per step (decoding uses none)
+            net = self.net
+            net.set_rotation(random_rotations(net.num_tokens, net.feature_dim, device=self.device))
+        try:
+            return self._training_step(batch)
+        finally:
+            self.net.set_rotation(None)
+
+    def _training_step(self, batch: dict[str, Tensor]) -> Tensor:
         items = batch["items"]
         codes, text = self._inputs(items)
         states = self.net(codes, text, batch["lengths"])  # (B, L, T, D)

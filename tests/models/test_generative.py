@@ -97,3 +97,26 @@ def test_without_code_identity_a_code_is_embedded_by_its_text_features_alone():
         states = model(codes, text, lengths)
         model.next_queries(states[:, -1], codes[:, -1]).sum().backward()
         assert all(p.grad is not None for p in model.parameters())
+
+
+def test_a_rotation_of_the_text_space_is_the_same_as_rotating_every_text_input_and_code_feature():
+    from genrec.models.generative import random_rotations
+
+    R = random_rotations(3, 2, torch.Generator().manual_seed(0))
+    assert torch.allclose(R @ R.transpose(1, 2), torch.eye(2).expand(3, 2, 2), atol=1e-6)
+    with pytest.raises(ValueError, match="code_identity"):
+        net(feature_dim=2).set_rotation(R)
+    m = net(feature_dim=2, code_identity=False)  # text_dim 6 = 3 tokens x 2
+    with pytest.raises(ValueError, match="rotation must be"):
+        m.set_rotation(R[:2])
+    feats = torch.nn.functional.normalize(torch.randn(3, 12, 2), dim=-1)
+    codes, text, lengths = inputs()
+    m.set_code_features(feats)
+    m.set_rotation(R)
+    rotated = m(codes, text, lengths), m.code_table(torch.arange(12), 1)
+    m.set_rotation(None)
+    plain = m(codes, text, lengths)
+    m.set_code_features(torch.einsum("tvf,tgf->tvg", feats, R))
+    by_hand = m(codes, torch.einsum("bltf,tgf->bltg", text.view(2, 5, 3, 2), R).reshape(2, 5, 6), lengths)
+    assert torch.allclose(rotated[0], by_hand, atol=1e-5) and not torch.allclose(rotated[0], plain, atol=1e-3)
+    assert torch.allclose(rotated[1], m.code_table(torch.arange(12), 1), atol=1e-5)

@@ -306,3 +306,18 @@ def test_the_learned_prior_metric_maps_user_and_items_alike_and_applies_to_a_new
         m.net.heads.normal_()
         items, scores = m.recommend(b, 5, b["exclude"])
         assert torch.allclose(scores, by_hand_log_probs(m, b, items, b["exclude"]), atol=1e-4)
+
+
+def test_rotate_text_trains_under_a_fresh_rotation_each_step_and_decodes_without_one():
+    with pytest.raises(ValueError, match="code_identity"):
+        module(text_prior=True, rotate_text=True)
+    m, b = module(text_prior=True, code_identity=False, rotate_text=True), batch()
+    m.eval()  # no dropout: any difference between two steps is the rotation
+    first, second = m.training_step(b, 0), m.training_step(b, 0)
+    assert m.net.rotation is None and first.item() != pytest.approx(second.item(), abs=1e-6)
+    plain = module(text_prior=True, code_identity=False)  # the same weights (same seed), never rotated
+    plain.log = lambda *a, **k: None
+    plain.eval()
+    assert plain.training_step(b, 0).item() == pytest.approx(plain.training_step(b, 0).item())
+    with torch.no_grad():
+        assert torch.equal(m.recommend(b, 5, b["exclude"])[0], plain.recommend(b, 5, b["exclude"])[0])
