@@ -75,8 +75,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("GENREC_CACHE", Path.home() / ".cache" / "genrec")) / "text_embeddings"
 
 
+def encoder_identity(encoder: str) -> str:
+    """The encoder's name; for a local folder also every file's name, size and modification time, so
+    a model saved again into the same folder (e.g. fine-tuned anew) never reuses stale embeddings."""
+    folder = Path(encoder)
+    if not folder.is_dir():
+        return encoder
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return encoder + "".join(f"\n{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
 def cache_key(encoder: str, texts: list[str]) -> str:
-    digest = hashlib.sha256(encoder.encode())
+    digest = hashlib.sha256(encoder_identity(encoder).encode())
     for text in texts:
         digest.update(b"\x00" + text.encode())
     return digest.hexdigest()[:24]
