@@ -24,6 +24,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--ckpt", help="checkpoint written by train.py, or a run folder (its best checkpoint)")
     parser.add_argument("--baseline", choices=["text"], help="evaluate a training-free baseline instead of a checkpoint")
     parser.add_argument("--text-template", default=None, help="item text template of --baseline text (default: '{title}. {brand}. {categories}')")
+    parser.add_argument("--text-encoder", default=None, help="sentence-transformers name or folder of --baseline text (default: all-MiniLM-L6-v2; "
+                        "e.g. a folder written by python -m genrec.tokenizers.finetune)")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the popularity baseline")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.baseline == "text":
         from genrec.evaluation.text_baseline import run_text_baseline
 
-        return run_text_baseline(overrides, split=args.split, out=args.out, template=args.text_template)
+        return run_text_baseline(overrides, split=args.split, out=args.out, encoder=args.text_encoder, template=args.text_template)
     if not args.ckpt:
         raise SystemExit("evaluate.py: pass --ckpt CHECKPOINT (or --baseline text with --data.KEY VALUE options)")
     from genrec.evaluation.generative import is_generative, run_generative_evaluation

@@ -67,6 +67,11 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
     assert set(report["metrics"]) == {"text", "popularity"}
     # synthetic users follow latent interests that the item categories name, so text beats popularity
     assert report["metrics"]["text"]["hr@10"] > report["metrics"]["popularity"]["hr@10"]
+    # --text-encoder picks the encoder (a fine-tuned folder, say); a missing one is an error naming it
+    from genrec.data.raw import DataError
+    with pytest.raises(DataError, match="no-such-encoder"):
+        evaluate.main(["--baseline", "text", "--out", "tb", "--text-template", TEMPLATE, "--text-encoder", str(tmp_path / "no-such-encoder"),
+                       "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
 
 
 @pytest.mark.slow
