@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def consecutive_pairs(dm: SequenceDataModule) -> np.ndarray:
-    """(P, 2) item ids (a, b): b came right after a in some user's training part, a != b."""
+    """(P, 2) item ids (a, b): b came right after a in some user's training part, a != b (a repeat
+    of the same item is no pair to learn from; ``finetune_encoder`` reports how many it left out)."""
     data = dm.data
     pairs = []
     for start, end in zip(data.offsets[:-1], dm.train_end):
@@ -51,13 +52,15 @@ def finetune_encoder(roots: list[str], out: str, encoder: str = DEFAULT_ENCODER,
     """
     if steps < 1 or batch_size < 2:
         raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {steps} and {batch_size}")
-    texts, pairs = [], []
+    texts, pairs, repeats = [], [], 0
     for root in roots:
         dm = SequenceDataModule(dataset=dataset, root=root)
         dm.setup("fit")
         offset = len(texts)
         texts += render_texts(dm.data.item_text, template, f"dataset at {root}")
         pairs.append(consecutive_pairs(dm) + offset)
+        transitions = int(np.maximum(dm.train_end - dm.data.offsets[:-1] - 1, 0).sum())
+        repeats += transitions - len(pairs[-1])
     pairs = np.concatenate(pairs)
     if len(pairs) < batch_size:
         raise ValueError(f"only {len(pairs)} consecutive training pairs in {roots}: fewer than batch_size {batch_size}")
@@ -69,6 +72,7 @@ def finetune_encoder(roots: list[str], out: str, encoder: str = DEFAULT_ENCODER,
     model.train()
     prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    log.info("genrec: fine-tuning on %d consecutive training pairs (%d repeats of the same item left out)", len(pairs), repeats)
     losses, began = [], time.time()
     order = rng.permutation(len(pairs))
     for step in range(steps):
@@ -90,7 +94,8 @@ def finetune_encoder(roots: list[str], out: str, encoder: str = DEFAULT_ENCODER,
     model.eval()
     Path(out).mkdir(parents=True, exist_ok=True)
     model.save(out)
-    summary = {"encoder": encoder, "roots": roots, "template": template, "pairs": int(len(pairs)), "steps": steps,
+    summary = {"encoder": encoder, "roots": roots, "template": template, "pairs": int(len(pairs)),
+               "repeats_left_out": repeats, "steps": steps,
                "batch_size": batch_size, "lr": lr, "scale": scale, "max_seq_length": max_seq_length, "seed": seed,
                "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])), "seconds": round(time.time() - began, 1)}
     (Path(out) / "genrec_finetune.json").write_text(json.dumps(summary, indent=2))

@@ -11,12 +11,13 @@ TITLES = {"a": "red apple", "b": "steel hammer", "c": "blue ocean", "d": "paper 
           "e": "green pear", "f": "copper wire", "g": "violin bow", "h": "garden hose"}
 
 
-def dataset(tmp_path):
+def dataset(tmp_path, repeat=False):
     # every user: a, b, then two items; the last two are validation and test targets
     rows = ["user_id,item_id"]
     tails = ["cd", "ef", "gh", "dc", "fe", "hg"]
     for u, tail in enumerate(tails):
         rows += [f"u{u},{i}" for i in "ab" + tail]
+    rows += [f"u9,{i}" for i in "aabcd"] if repeat else []  # a repeated item: no pair, counted
     (tmp_path / "interactions.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "items.jsonl").write_text("".join(json.dumps({"item_id": k, "title": v}) + "\n" for k, v in TITLES.items()))
     return tmp_path
@@ -29,6 +30,10 @@ def test_pairs_come_from_training_parts_only(tmp_path):
     ids = list(dm.data.item_ids)
     a, b = ids.index("a"), ids.index("b")
     assert pairs.tolist() == [[a, b]] * 6  # the validation and test targets never enter a pair
+    (tmp_path / "r").mkdir()
+    summary = finetune_encoder([str(dataset(tmp_path / "r", repeat=True))], str(tmp_path / "enc"), template="{title}",
+                               steps=1, batch_size=2)
+    assert summary["pairs"] == 7 and summary["repeats_left_out"] == 1  # u9 trains on a, a, b: a-a left out, a-b kept
 
 
 def test_finetuning_pulls_consecutive_items_together_and_saves_a_loadable_encoder(tmp_path):
@@ -37,7 +42,7 @@ def test_finetuning_pulls_consecutive_items_together_and_saves_a_loadable_encode
     before = embed_texts(list(TITLES.values()), use_cache=False, progress=False)
     out = tmp_path / "encoder"
     summary = finetune_encoder([str(root)], str(out), template="{title}", steps=6, batch_size=2, lr=1e-4)
-    assert summary["pairs"] == 6 and (out / "genrec_finetune.json").is_file()
+    assert summary["pairs"] == 6 and summary["repeats_left_out"] == 0 and (out / "genrec_finetune.json").is_file()
     after = embed_texts(list(TITLES.values()), encoder=str(out), use_cache=False, progress=False)
     assert after.shape == before.shape and np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-5)
     assert after[0] @ after[1] > before[0] @ before[1] + 0.05  # "red apple" → "steel hammer"
