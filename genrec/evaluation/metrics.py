@@ -72,6 +72,7 @@ def target_ranks(
     # NaN compares false with everything, so dropped items are never ahead.
     chunks = _scored_chunks(q, items, chunk_size, drop, torch.nan)
     for (lo, hi, s), (rows, t) in zip(chunks, _split_by_chunk(targets[:, None], n, chunk_size)):
+        _tie_copies(s, lo, items, targets, s_t)
         threshold = torch.where(targets >= hi, s_below, s_t)  # (B,)
         ahead += _count_greater(s, threshold, flags)
         # Rows whose target lies inside this chunk counted only strict wins; add ties with lower ids.
@@ -267,6 +268,21 @@ def _merge_topk(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
     scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
     by_score = scores.argsort(dim=1, descending=True, stable=True)[:, :k]  # (B, k)
     return scores.gather(1, by_score), ids.gather(1, by_score)
+
+
+def _tie_copies(s: Tensor, lo: int, items: Tensor, targets: Tensor, s_t: Tensor) -> None:
+    """Give items whose vector equals their row's target's exactly the target's score, in place.
+
+    A matmul of another shape (another chunk width, the target block) may round the same dot
+    product differently on some CPUs, so copies of the target's vector would not tie with it. Only
+    scores within a relative 1e-5 of the target's are checked against its vector, so the check is
+    cheap; dropped items (NaN) never match.
+    """
+    near = ((s - s_t[:, None]).abs() <= 1e-5 * (s_t.abs()[:, None] + 1)).nonzero()  # (K, 2)
+    if len(near):
+        b, c = near.unbind(1)
+        same = (items[lo + c] == items[targets[b]]).all(1)
+        s[b[same], c[same]] = s_t[b[same]]
 
 
 def _target_scores(q: Tensor, items: Tensor, targets: Tensor) -> Tensor:
