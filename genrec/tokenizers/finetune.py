@@ -4,7 +4,7 @@ Pairs are consecutive items of the users' training sequences (validation and tes
 never read); each batch scores every first item's text against every second item's and the loss is
 the cross-entropy of the true pair in both directions (in-batch negatives, as sentence-transformers'
 ``MultipleNegativesRankingLoss``). The result is a sentence-transformers folder: pass it as
-``text_encoder`` of a tokenizer config (or ``--encoder`` of the text baseline). What it learns is a
+``text_encoder`` of a tokenizer config (or ``evaluate.py --baseline text --text-encoder``). What it learns is a
 function of text, so it applies to catalogues it was not fine-tuned on (zero-shot).
 
     python -m genrec.tokenizers.finetune --root ../shared/data/amazon-scientific \\
@@ -28,9 +28,9 @@ from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, _load_mode
 log = logging.getLogger(__name__)
 
 
-def consecutive_pairs(dm: SequenceDataModule) -> np.ndarray:
-    """(P, 2) item ids (a, b): b came right after a in some user's training part, a != b (a repeat
-    of the same item is no pair to learn from; ``finetune_encoder`` reports how many it left out)."""
+def consecutive_pairs(dm: SequenceDataModule) -> tuple[np.ndarray, int]:
+    """(P, 2) item ids (a, b): b came right after a in some user's training part, a != b; and how
+    many repeats of the same item were left out (no pair to learn from)."""
     data = dm.data
     pairs = []
     for start, end in zip(data.offsets[:-1], dm.train_end):
@@ -38,7 +38,8 @@ def consecutive_pairs(dm: SequenceDataModule) -> np.ndarray:
         if len(seq) >= 2:
             pairs.append(np.stack([seq[:-1], seq[1:]], 1))
     pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-    return pairs[pairs[:, 0] != pairs[:, 1]]
+    distinct = pairs[:, 0] != pairs[:, 1]
+    return pairs[distinct], int((~distinct).sum())
 
 
 def finetune_encoder(roots: list[str], out: str, encoder: str = DEFAULT_ENCODER, template: str = DEFAULT_TEMPLATE,
@@ -58,9 +59,9 @@ def finetune_encoder(roots: list[str], out: str, encoder: str = DEFAULT_ENCODER,
         dm.setup("fit")
         offset = len(texts)
         texts += render_texts(dm.data.item_text, template, f"dataset at {root}")
-        pairs.append(consecutive_pairs(dm) + offset)
-        transitions = int(np.maximum(dm.train_end - dm.data.offsets[:-1] - 1, 0).sum())
-        repeats += transitions - len(pairs[-1])
+        kept, left_out = consecutive_pairs(dm)
+        pairs.append(kept + offset)
+        repeats += left_out
     pairs = np.concatenate(pairs)
     if len(pairs) < batch_size:
         raise ValueError(f"only {len(pairs)} consecutive training pairs in {roots}: fewer than batch_size {batch_size}")

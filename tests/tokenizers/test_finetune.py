@@ -26,10 +26,10 @@ def dataset(tmp_path, repeat=False):
 def test_pairs_come_from_training_parts_only(tmp_path):
     dm = SequenceDataModule(dataset="plain", root=str(dataset(tmp_path)))
     dm.setup("fit")
-    pairs = consecutive_pairs(dm)
+    pairs, repeats = consecutive_pairs(dm)
     ids = list(dm.data.item_ids)
     a, b = ids.index("a"), ids.index("b")
-    assert pairs.tolist() == [[a, b]] * 6  # the validation and test targets never enter a pair
+    assert pairs.tolist() == [[a, b]] * 6 and repeats == 0  # the validation and test targets never enter a pair
     (tmp_path / "r").mkdir()
     summary = finetune_encoder([str(dataset(tmp_path / "r", repeat=True))], str(tmp_path / "enc"), template="{title}",
                                steps=1, batch_size=2)
