@@ -19,6 +19,7 @@ through ``ranks_from_topk`` and ``RankingMetrics(max_rank=K)``.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterator
 
 import torch
@@ -65,14 +66,20 @@ def target_ranks(
         raise ValueError("a target scored NaN or -inf; its rank would be meaningless")
     # The target is dropped from its own count: it cannot be ahead of itself, and rounding must not say so.
     drop = targets[:, None] if exclude is None else torch.cat([_as_ids(exclude, batch), targets[:, None]], 1)
+    ahead = torch.zeros(batch, dtype=torch.long, device=q.device)
+    # Items with exactly the target's vector tie with it by definition, but a matmul of another shape
+    # may round their score differently on some CPUs: they are counted by id here and left out below.
+    copies = _target_copies(items, targets)
+    if copies is not None:
+        candidate = (copies > 0) & ~(copies[:, :, None] == drop[:, None, :]).any(-1)
+        ahead += (candidate & (copies < targets[:, None])).sum(1)
+        drop = torch.cat([drop, copies], 1)
     # Ahead of t in a chunk wholly below t means s_j >= s_t, i.e. s_j > the float just below s_t.
     s_below = torch.nextafter(s_t, torch.full_like(s_t, -torch.inf))
-    ahead = torch.zeros(batch, dtype=torch.long, device=q.device)
     flags = torch.empty(batch, _padded(min(chunk_size, n)), dtype=torch.bool, device=q.device)
     # NaN compares false with everything, so dropped items are never ahead.
     chunks = _scored_chunks(q, items, chunk_size, drop, torch.nan)
     for (lo, hi, s), (rows, t) in zip(chunks, _split_by_chunk(targets[:, None], n, chunk_size)):
-        _tie_copies(s, lo, items, targets, s_t)
         threshold = torch.where(targets >= hi, s_below, s_t)  # (B,)
         ahead += _count_greater(s, threshold, flags)
         # Rows whose target lies inside this chunk counted only strict wins; add ties with lower ids.
@@ -270,19 +277,37 @@ def _merge_topk(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return scores.gather(1, by_score), ids.gather(1, by_score)
 
 
-def _tie_copies(s: Tensor, lo: int, items: Tensor, targets: Tensor, s_t: Tensor) -> None:
-    """Give items whose vector equals their row's target's exactly the target's score, in place.
+_KEYS: tuple[Any, int, Tensor, Tensor, Tensor] | None = None  # (weakref to items, its version, keys, sorted, order)
 
-    A matmul of another shape (another chunk width, the target block) may round the same dot
-    product differently on some CPUs, so copies of the target's vector would not tie with it. Only
-    scores within a relative 1e-5 of the target's are checked against its vector, so the check is
-    cheap; dropped items (NaN) never match.
-    """
-    near = ((s - s_t[:, None]).abs() <= 1e-5 * (s_t.abs()[:, None] + 1)).nonzero()  # (K, 2)
-    if len(near):
-        b, c = near.unbind(1)
-        same = (items[lo + c] == items[targets[b]]).all(1)
-        s[b[same], c[same]] = s_t[b[same]]
+
+def _row_keys(items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Hashes of the bits of rows 1..N (bitwise-equal rows hash equal; integer arithmetic, so exact),
+    the same sorted, and their order; kept for the last ``items`` tensor seen (evaluation passes the
+    same one every batch)."""
+    global _KEYS
+    if _KEYS is not None and _KEYS[0]() is items and _KEYS[1] == items._version:
+        return _KEYS[2:]
+    ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[items.element_size()]
+    bits = items[1:].contiguous().view(ints).long()  # (N, D)
+    weights = torch.arange(1, bits.shape[1] + 1, device=items.device) * 0x9E3779B1 | 1  # odd: every bit matters
+    keys = (bits * weights).sum(1)
+    _KEYS = (weakref.ref(items), items._version, keys, *keys.sort())
+    return _KEYS[2:]
+
+
+def _target_copies(items: Tensor, targets: Tensor) -> Tensor | None:
+    """(B, K) ids of the other items whose vector equals the target's bit for bit, 0 = none; None when
+    no target has a copy (the usual case, found by one hash lookup per target)."""
+    by_id, keys, order = _row_keys(items)
+    mine = by_id[targets - 1]  # (B,) each target's key
+    first = torch.searchsorted(keys, mine)
+    count = torch.searchsorted(keys, mine, right=True) - first  # includes the target itself
+    if int(count.max()) <= 1:
+        return None
+    slot = torch.arange(int(count.max()), device=items.device)
+    ids = order[(first[:, None] + slot).clamp(max=len(order) - 1)] + 1  # (B, K) ids sharing the key
+    same = (slot < count[:, None]) & (ids != targets[:, None]) & (items[ids] == items[targets][:, None]).all(-1)
+    return torch.where(same, ids, 0)
 
 
 def _target_scores(q: Tensor, items: Tensor, targets: Tensor) -> Tensor:

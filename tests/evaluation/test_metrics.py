@@ -182,3 +182,15 @@ def test_popularity_baseline_ranks_by_count_then_id(chunk_size):
     assert target_ranks(query, items, targets, exclude, chunk_size=chunk_size).tolist() == [1, 1, 3, 5]
     _, ids = topk_items(query, items, 3, chunk_size=chunk_size)
     assert ids[0].tolist() == [4, 1, 3]
+
+
+def test_copies_of_the_target_vector_tie_by_id_also_when_excluded_and_after_an_in_place_edit():
+    g = torch.Generator().manual_seed(2)
+    query = torch.randn(4, 32, generator=g)
+    items = torch.randn(N + 1, 32, generator=g)
+    items[[5, 19, 21, 30]] = items[20].clone()
+    targets = torch.tensor([20, 21, 30, 3])
+    exclude = torch.tensor([[5, 0], [19, 20], [0, 0], [20, 5]])
+    assert torch.equal(target_ranks(query, items, targets, exclude, chunk_size=6), _brute_ranks(query, items, targets, exclude))
+    items[19] = torch.randn(32, generator=g)  # the same tensor edited: its copies are found anew
+    assert torch.equal(target_ranks(query, items, targets, exclude, chunk_size=6), _brute_ranks(query, items, targets, exclude))
