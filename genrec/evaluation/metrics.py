@@ -277,7 +277,7 @@ def _merge_topk(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return scores.gather(1, by_score), ids.gather(1, by_score)
 
 
-_KEYS: tuple[Any, int, Tensor, Tensor, Tensor] | None = None  # (weakref to items, its version, keys, sorted, order)
+_KEYS: tuple[Any, int | None, Tensor, Tensor, Tensor] | None = None  # (weakref to items, its version, keys, sorted, order)
 
 
 def _row_keys(items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -285,13 +285,15 @@ def _row_keys(items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     the same sorted, and their order; kept for the last ``items`` tensor seen (evaluation passes the
     same one every batch)."""
     global _KEYS
-    if _KEYS is not None and _KEYS[0]() is items and _KEYS[1] == items._version:
+    # inference tensors track no version, so an in-place edit could not be seen: never reuse theirs
+    version = None if items.is_inference() else items._version
+    if _KEYS is not None and _KEYS[0]() is items and version is not None and _KEYS[1] == version:
         return _KEYS[2:]
     ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[items.element_size()]
-    bits = items[1:].contiguous().view(ints).long()  # (N, D)
-    weights = torch.arange(1, bits.shape[1] + 1, device=items.device) * 0x9E3779B1 | 1  # odd: every bit matters
-    keys = (bits * weights).sum(1)
-    _KEYS = (weakref.ref(items), items._version, keys, *keys.sort())
+    bits = items[1:].contiguous().view(ints)  # (N, D)
+    weights = (torch.arange(1, bits.shape[1] + 1, device=items.device) * 40503 | 1).to(ints)  # odd: every bit matters
+    keys = (bits * weights).sum(1, dtype=torch.int64)  # products wrap in the items' width: still exact per row
+    _KEYS = (weakref.ref(items), version, keys, *keys.sort())
     return _KEYS[2:]
 
 
