@@ -21,6 +21,12 @@ product of these per-token softmaxes is exactly the softmax over items of ``λ c
 text baseline, whatever the tokenizer's granularity; the decoder's learned logits multiply it by
 what text similarity misses. All of it is computed from the catalogue's text, so it carries over
 to a catalogue never trained on.
+
+Hubness (``prior_hubness``): some texts are close to many others (generic titles, long category
+lists) and the cosine ranks them high for everyone. The prior's cosine becomes ``cos(u, e_i) - γ h_i``,
+``h_i`` the mean cosine of item ``i`` to its ``hubness_k`` nearest neighbours in its own catalogue
+(as CSLS does, Conneau et al. 2018), with ``γ`` learned. ``h`` is computed from each catalogue's text
+when it is set, so the correction carries over to a new catalogue like the rest of the prior.
 """
 from __future__ import annotations
 
@@ -47,6 +53,40 @@ from genrec.tokenizers.text import embed_texts, render_texts
 log = logging.getLogger(__name__)
 
 
+@torch.no_grad()
+def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None = None, max_reference: int = 50_000,
+                 chunk: int = 2048) -> Tensor:
+    """Mean cosine of every item to its ``k`` nearest other items (N+1,), row 0 (padding) 0.
+
+    ``unit`` (N+1, E) unit text embeddings. With ``domains`` (``(first_id, last_id)`` each), an
+    item's neighbours come from its own domain; ids outside every domain get 0. A domain larger than
+    ``max_reference`` items is compared with a fixed random sample of that size, ``k`` scaled down
+    by the same ratio (at least 1), to keep the cost O(N · max_reference).
+    """
+    if k < 1:
+        raise ValueError(f"hubness k must be at least 1, got {k}")
+    out = torch.zeros(len(unit), device=unit.device)
+    for lo, hi in domains or [(1, len(unit) - 1)]:
+        items = unit[lo : hi + 1]
+        n = len(items)
+        if n < 2:
+            continue
+        pick, kk = torch.arange(n), min(k, n - 1)
+        if n > max_reference:
+            pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_reference].sort().values
+            kk = max(1, round(k * max_reference / n))
+        column = torch.full((n,), -1, dtype=torch.long)
+        column[pick] = torch.arange(len(pick))  # where each item sits in the reference, -1 if absent
+        ref, pick, column = items[pick.to(items.device)], pick.to(items.device), column.to(items.device)
+        for start in range(0, n, chunk):
+            sims = items[start : start + chunk] @ ref.T
+            rows = torch.arange(len(sims), device=sims.device)
+            own = column[start : start + len(sims)]
+            sims[rows[own >= 0], own[own >= 0]] = float("-inf")  # an item is not its own neighbour
+            out[lo + start : lo + start + len(sims)] = sims.topk(kk, dim=1).values.mean(1)
+    return out
+
+
 class GenerativeModule(DomainEvalLoop, L.LightningModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
@@ -68,6 +108,9 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             domain's popularity into its token logits; a catalogue without interaction counts (zero-shot)
             gets ``count_i = 0`` for every item, so the popularity learned in one domain is not carried
             to another.
+        prior_hubness: the prior's cosine becomes ``cos(u, e_i) - γ h_i``, ``h_i`` the mean cosine of
+            item ``i`` to its ``hubness_k`` nearest neighbours in its catalogue (``text_hubness``,
+            module docstring); ``γ`` starts at 0 and is learned.
         prior_metric: learn the prior's text space: every unit text embedding ``x`` becomes
             ``normalize(x + W x)`` (``W`` a learned E×E matrix starting at 0, so training starts from
             the text baseline) for the user vector and the items alike. A function of the text alone,
@@ -95,7 +138,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                  lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
                  prior_popularity: bool = False, popularity_scale: float = 1.0, prior_metric: bool = False,
-                 code_identity: bool = True, rotate_text: bool = False,
+                 code_identity: bool = True, rotate_text: bool = False, prior_hubness: bool = False, hubness_k: int = 50,
                  beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
@@ -107,6 +150,10 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
         if prior_popularity and not text_prior:
             raise ValueError("model.prior_popularity adds to the text prior: set model.text_prior: true as well")
+        if prior_hubness and not text_prior:
+            raise ValueError("model.prior_hubness corrects the text prior's cosine: set model.text_prior: true as well")
+        if hubness_k < 1:
+            raise ValueError(f"model.hubness_k must be at least 1, got {hubness_k}")
         if prior_metric and not text_prior:
             raise ValueError("model.prior_metric changes the text prior's cosine: set model.text_prior: true as well")
         if rotate_text and code_identity:
@@ -124,6 +171,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.k = max([*hr_ks, *ndcg_ks])
         self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
         self.popularity_scale = nn.Parameter(torch.tensor(float(popularity_scale))) if prior_popularity else None
+        self.hubness_scale = nn.Parameter(torch.zeros(())) if prior_hubness else None  # γ = 0: the text baseline at the start
         # x ↦ normalize(x + W x) on unit text embeddings, W = 0 at the start: the prior starts as the text baseline
         self.prior_map = nn.Linear(tokenizer.embed_dim, tokenizer.embed_dim, bias=False) if prior_metric else None
         if self.prior_map is not None:
@@ -136,6 +184,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
         self.register_buffer("item_unit", torch.zeros(0, tokenizer.embed_dim), persistent=False)
         self.register_buffer("item_logpop", torch.zeros(0), persistent=False)  # log(1 + training count)
+        self.register_buffer("item_hub", torch.zeros(0), persistent=False)  # text_hubness, with prior_hubness
         self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
@@ -165,12 +214,14 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
     # -- catalogue -------------------------------------------------------------------------------
 
     def set_catalogue(self, item_text: pd.DataFrame | None, key: str = "", source: str = "item text",
-                      counts: Tensor | None = None) -> None:
+                      counts: Tensor | None = None, domains: Sequence[tuple[int, int]] | None = None) -> None:
         """Tokenize a catalogue from its text table (row i = item i, row 0 = padding); ``counts`` (N+1,)
-        are its items' training interactions, used by ``prior_popularity`` (None: unknown, all 0)."""
+        are its items' training interactions, used by ``prior_popularity`` (None: unknown, all 0);
+        ``domains`` the ``(first_id, last_id)`` of each domain's items, within which ``prior_hubness``
+        finds neighbours (None: one catalogue)."""
         tok = self.tokenizer
         texts = render_texts(item_text, tok.text_template, source)
-        self.set_catalogue_embeddings(torch.from_numpy(embed_texts(texts, tok.text_encoder)), key, counts)
+        self.set_catalogue_embeddings(torch.from_numpy(embed_texts(texts, tok.text_encoder)), key, counts, domains)
 
     def set_catalogue_from(self, dm: Any) -> None:
         """The catalogue of a data module. ``prior_popularity`` gets its training counts only when it is
@@ -178,10 +229,12 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         trained_on = self.hparams.dataset_fingerprint
         in_domain = not trained_on or trained_on == dm.fingerprint
         counts = dm.train_item_counts() if self.popularity_scale is not None and in_domain else None
-        self.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}", counts)
+        domains = [(lo, hi) for _, lo, hi in getattr(dm, "eval_domains", None) or []] or None
+        self.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}", counts, domains)
 
-    def set_catalogue_embeddings(self, embeddings: Tensor, key: str = "", counts: Tensor | None = None) -> None:
-        """Tokenize a catalogue from its text embeddings (N+1, E), row 0 = padding."""
+    def set_catalogue_embeddings(self, embeddings: Tensor, key: str = "", counts: Tensor | None = None,
+                                 domains: Sequence[tuple[int, int]] | None = None) -> None:
+        """Tokenize a catalogue from its text embeddings (N+1, E), row 0 = padding (``set_catalogue``)."""
         if counts is not None and counts.shape != (len(embeddings),):
             raise ValueError(f"counts must have one entry per catalogue row ({len(embeddings)}), got {tuple(counts.shape)}")
         cat = self.tokenizer.cpu().tokenize(embeddings.float().cpu())
@@ -195,6 +248,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.item_text = embeddings.float().to(self.device)
         self.item_unit = F.normalize(self.item_text, dim=-1)
         self.item_logpop = (torch.zeros(len(embeddings)) if counts is None else counts.float().log1p()).to(self.device)
+        self.item_hub = (text_hubness(self.item_unit, self.hparams.hubness_k, domains) if self.hubness_scale is not None
+                         else torch.zeros(len(embeddings), device=self.device))
         self.trie = CodeTrie(local[1:]).to(self.device)
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
         if self.net.feature_dim:
@@ -225,8 +280,12 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
 
     def prior_item_scores(self, users: Tensor, vectors: Tensor | None = None) -> Tensor:
         """The prior's score of every catalogue item for user vectors (R, E): ``λ cos(u, e_i)`` (in the
-        ``prior_vectors`` space), plus ``β log(1 + count_i)`` with ``prior_popularity``. (R, N+1), column 0 = padding."""
-        scores = self.prior_scale * (users @ (self.prior_vectors() if vectors is None else vectors).T)
+        ``prior_vectors`` space; ``λ (cos(u, e_i) - γ h_i)`` with ``prior_hubness``), plus
+        ``β log(1 + count_i)`` with ``prior_popularity``. (R, N+1), column 0 = padding."""
+        cos = users @ (self.prior_vectors() if vectors is None else vectors).T
+        if self.hubness_scale is not None:
+            cos = cos - self.hubness_scale * self.item_hub
+        scores = self.prior_scale * cos
         if self.popularity_scale is not None:
             scores = scores + self.popularity_scale * self.item_logpop
         return scores

@@ -264,12 +264,87 @@ def test_popularity_counts_come_only_from_the_dataset_trained_on():
     m = module(text_prior=True, prior_popularity=True)
     m.hparams.dataset_fingerprint = "scientific"
     seen = []
-    m.set_catalogue = lambda text, key, source, counts=None: seen.append((key, counts))
+    m.set_catalogue = lambda text, key, source, counts=None, domains=None: seen.append((key, counts))
     for fp in ("scientific", "office"):
         m.set_catalogue_from(SimpleNamespace(fingerprint=fp, train_item_counts=lambda: torch.ones(31),
                                              data=SimpleNamespace(item_text=None, name=fp)))
     assert seen[0][0] == "scientific" and torch.equal(seen[0][1], torch.ones(31))
     assert seen[1] == ("office", None)  # zero-shot: the target's interactions are not used
+
+
+def brute_hubness(emb, k, lo, hi):
+    unit = torch.nn.functional.normalize(emb[lo : hi + 1], dim=-1)
+    sims = unit @ unit.T
+    sims.fill_diagonal_(float("-inf"))
+    return sims.topk(k, dim=1).values.mean(1)
+
+
+def test_text_hubness_is_the_mean_cosine_to_the_k_nearest_other_items_of_the_same_domain():
+    from genrec.modules.generative import text_hubness
+    torch.manual_seed(0)
+    emb = torch.randn(31, 8)
+    emb[0] = 0
+    unit = torch.nn.functional.normalize(emb, dim=-1)
+    h = text_hubness(unit, 5, chunk=7)  # chunks cut rows at every 7th item
+    assert h[0] == 0 and torch.allclose(h[1:], brute_hubness(emb, 5, 1, 30), atol=1e-6)
+    assert torch.allclose(text_hubness(unit, 100)[1:], brute_hubness(emb, 29, 1, 30), atol=1e-6)  # k capped at N-1
+    # two domains: neighbours only from the item's own domain; ids outside every domain get 0
+    h = text_hubness(unit, 3, domains=[(1, 12), (13, 28)])
+    assert torch.allclose(h[1:13], brute_hubness(emb, 3, 1, 12), atol=1e-6)
+    assert torch.allclose(h[13:29], brute_hubness(emb, 3, 13, 28), atol=1e-6)
+    assert (h[29:] == 0).all()
+    # a domain above max_reference: neighbours from a fixed sample, k scaled by its share, never the item itself
+    sampled = text_hubness(unit, 6, max_reference=15)
+    assert torch.equal(sampled, text_hubness(unit, 6, max_reference=15, chunk=4))
+    assert (sampled[1:] <= brute_hubness(emb, 3, 1, 30) + 1e-6).all()  # k = round(6 * 15/30) = 3 of a subset
+    assert (sampled[1:] < 1 - 1e-4).all()
+    with pytest.raises(ValueError, match="at least 1"):
+        text_hubness(unit, 0)
+
+
+def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new_catalogue():
+    """prior_hubness: the prior alone decodes the item softmax of λ (cos(u, e_i) - γ h_i), γ = 0 at the
+    start (the text baseline), learned; a new catalogue gets its own h (zero-shot)."""
+    from types import SimpleNamespace
+
+    from genrec.evaluation.text_baseline import TextScorer
+    from genrec.modules.generative import text_hubness
+    with pytest.raises(ValueError, match="text_prior"):
+        module(prior_hubness=True)
+    with pytest.raises(ValueError, match="hubness_k"):
+        module(text_prior=True, prior_hubness=True, hubness_k=0)
+    m, b = module(text_prior=True, prior_scale=5.0, prior_hubness=True, hubness_k=4), batch()
+    assert m.hubness_scale == 0
+    m.train()
+    m.training_step(b, 0).backward()
+    assert m.hubness_scale.grad is not None and m.hubness_scale.grad != 0
+    m.eval()
+
+    def expected_top(m):
+        unit = torch.nn.functional.normalize(m.item_text, dim=-1)
+        h = torch.cat([torch.zeros(1), brute_hubness(m.item_text, 4, 1, len(unit) - 1)])
+        score = 5.0 * ((unit @ TextScorer(m.item_text, decay=0.3).user_vectors(b).T).T - 0.4 * h)
+        score[:, 0] = float("-inf")
+        score = score.scatter(1, b["exclude"], float("-inf"))
+        return score.topk(10, dim=1).indices, score.log_softmax(1).topk(10, dim=1).values
+
+    with torch.no_grad():
+        m.hubness_scale.fill_(0.4)
+        m.net.heads.zero_()
+        for key in ("test", "new"):
+            if key == "new":
+                m.set_catalogue_embeddings(torch.randn(31, 8).index_fill(0, torch.tensor([0]), 0.0), key)
+            items, scores = m.recommend(b, 10, b["exclude"])
+            top, top_scores = expected_top(m)
+            assert torch.equal(items, top)
+            assert torch.allclose(scores, top_scores, atol=1e-4)
+    # a multi-domain data module's domains reach text_hubness
+    dm = SimpleNamespace(fingerprint="two", eval_domains=[("a", 1, 12), ("b", 13, 30)], train_item_counts=lambda: None,
+                         data=SimpleNamespace(item_text=None, name="two"))
+    emb = m.item_text.clone()
+    m.set_catalogue = lambda text, key, source, counts=None, domains=None: m.set_catalogue_embeddings(emb, key, counts, domains)
+    m.set_catalogue_from(dm)
+    assert torch.allclose(m.item_hub, text_hubness(torch.nn.functional.normalize(emb, dim=-1), 4, [(1, 12), (13, 30)]))
 
 
 def test_the_learned_prior_metric_maps_user_and_items_alike_and_applies_to_a_new_catalogue():
