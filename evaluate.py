@@ -26,6 +26,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--text-template", default=None, help="item text template of --baseline text (default: '{title}. {brand}. {categories}')")
     parser.add_argument("--text-encoder", default=None, help="sentence-transformers name or folder of --baseline text (default: all-MiniLM-L6-v2; "
                         "e.g. a folder written by python -m genrec.tokenizers.finetune)")
+    parser.add_argument("--text-hubness", type=float, default=0.0, metavar="C",
+                        help="--baseline text scores cos(u, e_i) - C * h_i, h_i an item's mean cosine to its nearest catalogue neighbours (default 0: off)")
+    parser.add_argument("--text-hubness-k", type=int, default=50, help="neighbours in h_i of --text-hubness (default 50)")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the popularity baseline")
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.baseline == "text":
         from genrec.evaluation.text_baseline import run_text_baseline
 
-        return run_text_baseline(overrides, split=args.split, out=args.out, encoder=args.text_encoder, template=args.text_template)
+        return run_text_baseline(overrides, split=args.split, out=args.out, encoder=args.text_encoder, template=args.text_template,
+                                 hubness=args.text_hubness, hubness_k=args.text_hubness_k)
     if not args.ckpt:
         raise SystemExit("evaluate.py: pass --ckpt CHECKPOINT (or --baseline text with --data.KEY VALUE options)")
     from genrec.evaluation.generative import is_generative, run_generative_evaluation

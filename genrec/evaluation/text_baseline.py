@@ -2,38 +2,79 @@
 
 The user vector is ``sum_a decay**a * e(item at age a)`` over the model input window (age 0 = the
 most recent item), with ``e`` the items' unit-norm sentence embeddings; candidates are scored by the
-cosine to it. It goes through the same evaluator as every model (``evaluate_scorer``), so history
-exclusion and tie-breaking are the same. A learned text model that does not beat it has learned
+cosine to it; with ``hubness`` c the score is ``cos(u, e_i) - c h_i``, ``h_i`` the item's mean
+cosine to its nearest catalogue neighbours (``text_hubness``). It goes through the same evaluator
+as every model (``evaluate_scorer``), so history exclusion and tie-breaking are the same. A learned text model that does not beat it has learned
 nothing that text similarity alone does not give.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
+@torch.no_grad()
+def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None = None, max_reference: int = 50_000,
+                 chunk: int = 2048) -> Tensor:
+    """Mean cosine of every item to its ``k`` nearest other items (N+1,), row 0 (padding) 0.
+
+    ``unit`` (N+1, E) unit text embeddings. With ``domains`` (``(first_id, last_id)`` each), an
+    item's neighbours come from its own domain; ids outside every domain get 0. A domain larger than
+    ``max_reference`` items is compared with a fixed random sample of that size, ``k`` scaled down
+    by the same ratio (at least 1), to keep the cost O(N · max_reference).
+    """
+    if k < 1:
+        raise ValueError(f"hubness k must be at least 1, got {k}")
+    out = torch.zeros(len(unit), device=unit.device)
+    for lo, hi in domains or [(1, len(unit) - 1)]:
+        items = unit[lo : hi + 1]
+        n = len(items)
+        if n < 2:
+            continue
+        pick, kk = torch.arange(n), min(k, n - 1)
+        if n > max_reference:
+            pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_reference].sort().values
+            kk = max(1, round(k * max_reference / n))
+        column = torch.full((n,), -1, dtype=torch.long)
+        column[pick] = torch.arange(len(pick))  # where each item sits in the reference, -1 if absent
+        ref, pick, column = items[pick.to(items.device)], pick.to(items.device), column.to(items.device)
+        for start in range(0, n, chunk):
+            sims = items[start : start + chunk] @ ref.T
+            rows = torch.arange(len(sims), device=sims.device)
+            own = column[start : start + len(sims)]
+            sims[rows[own >= 0], own[own >= 0]] = float("-inf")  # an item is not its own neighbour
+            out[lo + start : lo + start + len(sims)] = sims.topk(kk, dim=1).values.mean(1)
+    return out
+
+
+
 class TextScorer:
     """Scorer over item text embeddings (N+1, E), row 0 = padding."""
 
-    def __init__(self, item_embeddings: Tensor, decay: float = 0.3):
+    def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50):
         if not 0 < decay <= 1:
             raise ValueError(f"text baseline decay must be in (0, 1], got {decay}")
         self.items = F.normalize(item_embeddings.float(), dim=-1)
         self.decay = decay
+        # the hubness term rides on one extra dimension: user (u, 1) · item (e_i, -c h_i)
+        self.hub = -hubness * text_hubness(self.items, hubness_k)[:, None] if hubness else None
 
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
         items, lengths = batch["items"], batch["lengths"]
         age = lengths[:, None] - 1 - torch.arange(items.shape[1])[None]  # (B, L); negative = padding
         weights = torch.where(age >= 0, self.decay ** age.clamp(min=0).float(), 0.0)
-        return F.normalize((weights[..., None] * self.items[items]).sum(1), dim=-1)  # (B, E)
+        users = F.normalize((weights[..., None] * self.items[items]).sum(1), dim=-1)  # (B, E)
+        return users if self.hub is None else torch.cat([users, torch.ones(len(users), 1)], 1)
 
     def item_vectors(self) -> Tensor:
-        return self.items
+        return self.items if self.hub is None else torch.cat([self.items, self.hub], 1)
 
 
 def run_text_baseline(data: dict, split: str = "test", out: str | None = None, encoder: str | None = None,
-                      template: str | None = None, decay: float = 0.3) -> dict:
+                      template: str | None = None, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50) -> dict:
     """Evaluate the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``."""
     import json
     from pathlib import Path
@@ -50,13 +91,14 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     emb = torch.from_numpy(embed_texts(texts, encoder or DEFAULT_ENCODER))
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     metrics = lambda: RankingMetrics((1, 5, 10), (5, 10), mrr=False)  # noqa: E731
-    results = {"text": evaluate_scorer(TextScorer(emb, decay), loader, metrics()),
+    results = {"text": evaluate_scorer(TextScorer(emb, decay, hubness, hubness_k), loader, metrics()),
                "popularity": evaluate_scorer(PopularityScorer(dm.train_item_counts()), loader, metrics())}
-    report = {"checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}, template {template or DEFAULT_TEMPLATE!r})",
+    hub = f", hubness {hubness} (k {hubness_k})" if hubness else ""
+    report = {"checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}{hub}, template {template or DEFAULT_TEMPLATE!r})",
               "split": split, "dataset": dm.data.name, "data_root": dm.hparams.root, "users": len(dm.eval_users),
               "items": dm.num_items, "exclude": dm.hparams.exclude, "metrics": results}
     target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
-    folder = Path(out or "runs/text-baseline")
+    folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{split}_{target}_metrics.json").write_text(json.dumps(report, indent=2))
     (folder / f"{split}_{target}_report.md").write_text(markdown(report))

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.evaluation import RankingMetrics, ranks_from_topk
+from genrec.evaluation.text_baseline import text_hubness
 from genrec.models.generative import GenerativeDecoder, random_rotations
 from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
 from genrec.modules.eval_loop import DomainEvalLoop
@@ -51,40 +52,6 @@ from genrec.tokenizers.item_tokenizer import ItemTokenizer
 from genrec.tokenizers.text import embed_texts, render_texts
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None = None, max_reference: int = 50_000,
-                 chunk: int = 2048) -> Tensor:
-    """Mean cosine of every item to its ``k`` nearest other items (N+1,), row 0 (padding) 0.
-
-    ``unit`` (N+1, E) unit text embeddings. With ``domains`` (``(first_id, last_id)`` each), an
-    item's neighbours come from its own domain; ids outside every domain get 0. A domain larger than
-    ``max_reference`` items is compared with a fixed random sample of that size, ``k`` scaled down
-    by the same ratio (at least 1), to keep the cost O(N · max_reference).
-    """
-    if k < 1:
-        raise ValueError(f"hubness k must be at least 1, got {k}")
-    out = torch.zeros(len(unit), device=unit.device)
-    for lo, hi in domains or [(1, len(unit) - 1)]:
-        items = unit[lo : hi + 1]
-        n = len(items)
-        if n < 2:
-            continue
-        pick, kk = torch.arange(n), min(k, n - 1)
-        if n > max_reference:
-            pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_reference].sort().values
-            kk = max(1, round(k * max_reference / n))
-        column = torch.full((n,), -1, dtype=torch.long)
-        column[pick] = torch.arange(len(pick))  # where each item sits in the reference, -1 if absent
-        ref, pick, column = items[pick.to(items.device)], pick.to(items.device), column.to(items.device)
-        for start in range(0, n, chunk):
-            sims = items[start : start + chunk] @ ref.T
-            rows = torch.arange(len(sims), device=sims.device)
-            own = column[start : start + len(sims)]
-            sims[rows[own >= 0], own[own >= 0]] = float("-inf")  # an item is not its own neighbour
-            out[lo + start : lo + start + len(sims)] = sims.topk(kk, dim=1).values.mean(1)
-    return out
 
 
 class GenerativeModule(DomainEvalLoop, L.LightningModule):

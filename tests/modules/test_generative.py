@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from genrec.modules.generative import GenerativeModule
 from genrec.modules.checkpoints import CheckpointMismatchError
+from genrec.modules.generative import GenerativeModule
+from tests.evaluation.test_text_baseline import brute_hubness
 
 TOKENIZER = {"embed_dim": 8, "num_tokens": 2, "levels": [5, 4], "hidden_dim": 8}
 
@@ -272,43 +273,13 @@ def test_popularity_counts_come_only_from_the_dataset_trained_on():
     assert seen[1] == ("office", None)  # zero-shot: the target's interactions are not used
 
 
-def brute_hubness(emb, k, lo, hi):
-    unit = torch.nn.functional.normalize(emb[lo : hi + 1], dim=-1)
-    sims = unit @ unit.T
-    sims.fill_diagonal_(float("-inf"))
-    return sims.topk(k, dim=1).values.mean(1)
-
-
-def test_text_hubness_is_the_mean_cosine_to_the_k_nearest_other_items_of_the_same_domain():
-    from genrec.modules.generative import text_hubness
-    torch.manual_seed(0)
-    emb = torch.randn(31, 8)
-    emb[0] = 0
-    unit = torch.nn.functional.normalize(emb, dim=-1)
-    h = text_hubness(unit, 5, chunk=7)  # chunks cut rows at every 7th item
-    assert h[0] == 0 and torch.allclose(h[1:], brute_hubness(emb, 5, 1, 30), atol=1e-6)
-    assert torch.allclose(text_hubness(unit, 100)[1:], brute_hubness(emb, 29, 1, 30), atol=1e-6)  # k capped at N-1
-    # two domains: neighbours only from the item's own domain; ids outside every domain get 0
-    h = text_hubness(unit, 3, domains=[(1, 12), (13, 28)])
-    assert torch.allclose(h[1:13], brute_hubness(emb, 3, 1, 12), atol=1e-6)
-    assert torch.allclose(h[13:29], brute_hubness(emb, 3, 13, 28), atol=1e-6)
-    assert (h[29:] == 0).all()
-    # a domain above max_reference: neighbours from a fixed sample, k scaled by its share, never the item itself
-    sampled = text_hubness(unit, 6, max_reference=15)
-    assert torch.equal(sampled, text_hubness(unit, 6, max_reference=15, chunk=4))
-    assert (sampled[1:] <= brute_hubness(emb, 3, 1, 30) + 1e-6).all()  # k = round(6 * 15/30) = 3 of a subset
-    assert (sampled[1:] < 1 - 1e-4).all()
-    with pytest.raises(ValueError, match="at least 1"):
-        text_hubness(unit, 0)
-
-
 def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new_catalogue():
     """prior_hubness: the prior alone decodes the item softmax of λ (cos(u, e_i) - γ h_i), γ = 0 at the
     start (the text baseline), learned; a new catalogue gets its own h (zero-shot)."""
     from types import SimpleNamespace
 
     from genrec.evaluation.text_baseline import TextScorer
-    from genrec.modules.generative import text_hubness
+    from genrec.evaluation.text_baseline import text_hubness
     with pytest.raises(ValueError, match="text_prior"):
         module(prior_hubness=True)
     with pytest.raises(ValueError, match="hubness_k"):
