@@ -5,6 +5,7 @@
     python evaluate.py --ckpt model.ckpt --data.root ../shared/data/ml-1m --split val
     python evaluate.py --ckpt generative.ckpt --data.root ../shared/data/amazon-office   # zero-shot
     python evaluate.py --baseline text --data.dataset plain --data.root ../shared/data/amazon-office
+    python evaluate.py --baseline text --text-hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py robust --clean clean.ckpt --runs attacked.ckpt defended.ckpt   (genrec.robust.report)
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
