@@ -72,6 +72,14 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
     with pytest.raises(DataError, match="no-such-encoder"):
         evaluate.main(["--baseline", "text", "--out", "tb", "--text-template", TEMPLATE, "--text-encoder", str(tmp_path / "no-such-encoder"),
                        "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
+    # --text-hubness c scores cos(u, e_i) - c h_i; its report says so and goes to its own folder
+    hub = evaluate.main(["--baseline", "text", "--text-hubness", "0.5", "--text-hubness-k", "5", "--text-template", TEMPLATE,
+                         "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
+    assert "hubness 0.5 (k 5)" in hub["checkpoint"] and hub["metrics"]["popularity"] == report["metrics"]["popularity"]
+    assert (tmp_path / "runs" / "text-baseline-hubness0.5" / "test_synthetic_report.md").exists()
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate.main(["--baseline", "text", "--text-hubness", "0.5", "--text-hubness-k", "0", "--text-template", TEMPLATE,
+                       "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
 
 
 @pytest.mark.slow
