@@ -196,7 +196,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         trained_on = self.hparams.dataset_fingerprint
         in_domain = not trained_on or trained_on == dm.fingerprint
         counts = dm.train_item_counts() if self.popularity_scale is not None and in_domain else None
-        domains = [(lo, hi) for _, lo, hi in getattr(dm, "eval_domains", None) or []] or None
+        ranges = getattr(dm, "item_ranges", None)  # every domain's items, evaluated or not (MultiDomainDataModule)
+        domains = sorted(ranges.values()) if ranges else None
         self.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}", counts, domains)
 
     def set_catalogue_embeddings(self, embeddings: Tensor, key: str = "", counts: Tensor | None = None,

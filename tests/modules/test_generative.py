@@ -310,7 +310,9 @@ def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new
             assert torch.equal(items, top)
             assert torch.allclose(scores, top_scores, atol=1e-4)
     # a multi-domain data module's domains reach text_hubness
-    dm = SimpleNamespace(fingerprint="two", eval_domains=[("a", 1, 12), ("b", 13, 30)], train_item_counts=lambda: None,
+    # (every domain's, also one not evaluated: its items are trained on)
+    dm = SimpleNamespace(fingerprint="two", eval_domains=[("a", 1, 12)], item_ranges={"a": (1, 12), "b": (13, 30)},
+                         train_item_counts=lambda: None,
                          data=SimpleNamespace(item_text=None, name="two"))
     emb = m.item_text.clone()
     m.set_catalogue = lambda text, key, source, counts=None, domains=None: m.set_catalogue_embeddings(emb, key, counts, domains)
