@@ -4,8 +4,8 @@ The user vector is ``sum_a decay**a * e(item at age a)`` over the model input wi
 most recent item), with ``e`` the items' unit-norm sentence embeddings; candidates are scored by the
 cosine to it; with ``hubness`` c the score is ``cos(u, e_i) - c h_i``, ``h_i`` the item's mean
 cosine to its nearest catalogue neighbours (``text_hubness``). It goes through the same evaluator
-as every model (``evaluate_scorer``), so history exclusion and tie-breaking are the same. A learned text model that does not beat it has learned
-nothing that text similarity alone does not give.
+as every model (``evaluate_scorer``), so history exclusion and tie-breaking are the same. A learned
+text model that does not beat it has learned nothing that text similarity alone does not give.
 """
 from __future__ import annotations
 
@@ -48,7 +48,6 @@ def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None
             sims[rows[own >= 0], own[own >= 0]] = float("-inf")  # an item is not its own neighbour
             out[lo + start : lo + start + len(sims)] = sims.topk(kk, dim=1).values.mean(1)
     return out
-
 
 
 class TextScorer:
