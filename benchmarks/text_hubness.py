@@ -38,13 +38,12 @@ def main() -> None:
         dm.setup("test")
         texts = render_texts(dm.data.item_text, DEFAULT_TEMPLATE, f"dataset {dm.data.name!r}")
         emb = torch.from_numpy(embed_texts(texts, DEFAULT_ENCODER))
+        # c = 0 does not depend on k: one row for it
+        scorers = {(c, k): TextScorer(emb, args.decay, c, k) for k in args.k for c in args.c if c or k == args.k[0]}
         for split, loader in (("val", dm.val_dataloader), ("test", dm.test_dataloader)):
-            for k in args.k:
-                for c in args.c:
-                    if c == 0 and k != args.k[0]:
-                        continue  # c = 0 does not depend on k
-                    m = evaluate_scorer(TextScorer(emb, args.decay, c, k), loader(), RankingMetrics((10,), (10,), mrr=False))
-                    print(f"| {root.rstrip('/').split('/')[-1]} | {split} | {c:g} | {k if c else '-'} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |")
+            for (c, k), scorer in scorers.items():
+                m = evaluate_scorer(scorer, loader(), RankingMetrics((10,), (10,), mrr=False))
+                print(f"| {root.rstrip('/').split('/')[-1]} | {split} | {c:g} | {k if c else '-'} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |")
 
 
 if __name__ == "__main__":

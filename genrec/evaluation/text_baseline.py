@@ -40,7 +40,7 @@ def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None
             kk = max(1, round(k * max_reference / n))
         column = torch.full((n,), -1, dtype=torch.long)
         column[pick] = torch.arange(len(pick))  # where each item sits in the reference, -1 if absent
-        ref, pick, column = items[pick.to(items.device)], pick.to(items.device), column.to(items.device)
+        ref, column = items[pick.to(items.device)], column.to(items.device)
         for start in range(0, n, chunk):
             sims = items[start : start + chunk] @ ref.T
             rows = torch.arange(len(sims), device=sims.device)
@@ -59,17 +59,18 @@ class TextScorer:
         self.items = F.normalize(item_embeddings.float(), dim=-1)
         self.decay = decay
         # the hubness term rides on one extra dimension: user (u, 1) · item (e_i, -c h_i)
-        self.hub = -hubness * text_hubness(self.items, hubness_k)[:, None] if hubness else None
+        self.hubness = bool(hubness)
+        self.vectors = torch.cat([self.items, -hubness * text_hubness(self.items, hubness_k)[:, None]], 1) if hubness else self.items
 
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
         items, lengths = batch["items"], batch["lengths"]
         age = lengths[:, None] - 1 - torch.arange(items.shape[1])[None]  # (B, L); negative = padding
         weights = torch.where(age >= 0, self.decay ** age.clamp(min=0).float(), 0.0)
         users = F.normalize((weights[..., None] * self.items[items]).sum(1), dim=-1)  # (B, E)
-        return users if self.hub is None else torch.cat([users, torch.ones(len(users), 1)], 1)
+        return torch.cat([users, torch.ones(len(users), 1)], 1) if self.hubness else users
 
     def item_vectors(self) -> Tensor:
-        return self.items if self.hub is None else torch.cat([self.items, self.hub], 1)
+        return self.vectors  # one tensor for every call: evaluation caches per-items work by identity
 
 
 def run_text_baseline(data: dict, split: str = "test", out: str | None = None, encoder: str | None = None,
