@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from genrec.errors import DataError
 
-class DataError(ValueError):
-    """Bad or missing input data. The message names the file (and line or column) and the fix."""
+__all__ = ["DataError", "RawData"]
 
 
 @dataclass

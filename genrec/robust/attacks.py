@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from genrec.data.preprocess import SequenceData
-from genrec.data.raw import DataError
+from genrec.errors import DataError
 
 Kind = Literal["random", "bandwagon", "segment", "model"]
 KINDS = ("random", "bandwagon", "segment", "model")

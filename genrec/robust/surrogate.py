@@ -8,6 +8,8 @@ ones are drawn by popularity. The profile ends with the targets.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,9 @@ import torch.nn.functional as F
 from genrec.data.datamodule import Collator, TrainWindows
 from genrec.data.preprocess import SequenceData
 from genrec.models import SASRec
-from genrec.robust.attacks import AttackConfig
+
+if TYPE_CHECKING:  # attacks.py calls this module; importing it back at run time would close a circle
+    from genrec.robust.attacks import AttackConfig
 
 SURROGATE_LEN = 50
 BATCH = 128

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genrec.data.raw import DataError
+from genrec.errors import DataError
 
 log = logging.getLogger(__name__)
 
