@@ -2,7 +2,7 @@
 
 Random batches of ML-1M pad almost every batch to the maximum length (200) although the median
 training window is 93 items; attention costs grow with the square of the padded length, so
-grouping similar lengths cuts its work about 2.4× and the linear layers' about 1.8×, while every
+grouping similar lengths cuts that work (docs/performance.md), while every
 training window is still used exactly once per epoch and the order of batches stays random.
 """
 from __future__ import annotations

@@ -9,9 +9,7 @@ keeps padding out of every valid position. Outputs are L2-normalised.
 Positions: the original code left-pads every window to the maximum length, so its absolute
 position embeddings count back from the window's most recent item. ``positions="from_end"``
 reproduces that on right-padded batches (index = steps before the last item); ``"from_start"``
-(default) counts from the window's first item. On ML-1M (configs/sasrec/ml-1m.yaml settings, seed
-42) from_start tested slightly better (HR@10 .2614 vs .2520); on the synthetic quickstart data
-from_end did (validation HR@10 .088 vs .072 after 4 epochs).
+(default) counts from the window's first item, which the committed configs use.
 """
 from __future__ import annotations
 
@@ -58,8 +56,8 @@ class SASRec(nn.Module):
     """SASRec encoder (paper ML-1M: d 50, 2 blocks, 1 head, FFN 50, dropout 0.2).
 
     ``attn_dropout`` (default: ``dropout``) is the dropout on attention weights; any non-zero value
-    sends ``scaled_dot_product_attention`` on CPU to its unfused path (a whole training step at
-    B 128, L 200, d 50 takes 1.46× as long; ``benchmarks/train_speed.py``).
+    sends ``scaled_dot_product_attention`` on CPU to its unfused, slower path (measured in
+    docs/performance.md with ``benchmarks/train_speed.py``).
     """
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, ffn_dim: int | None = None,

@@ -24,7 +24,7 @@ Random, bandwagon and segment profiles place the targets at random positions amo
 window a model trains on; model-based profiles end with the targets unless ``targets_in_last`` is
 set. On ML-1M with SASRec (seed 1, one run each), targets among the last 10 items lifted T-HR@50
 more than among the last 50 (random 4.1x vs 2.7x, bandwagon 5.3x vs 1.5x), but not monotonically
-(random 5.7x at 20, 2.8x at 5; README). ``target_repeats`` puts every target that many times into a profile
+(random 5.7x at 20, 2.8x at 5; docs/history/robust-earlier.md). ``target_repeats`` puts every target that many times into a profile
 (model-based profiles end with them all): on ML-1M with SASRec one occurrence per profile lifted
 the targets' T-HR@50 only 2.7x (random attack, 1% fakes), too weak to test a defence.
 """
