@@ -2,7 +2,7 @@
 
 Decodes the validation and test splits of ``--root`` twice with the same checkpoint: the full
 model, and the model with its learned token logits zeroed, which leaves the prior alone (with
-``text_prior`` only, its beam decodes the text baseline's ranking; ``prior_popularity`` adds its
+the plain prior its beam decodes the text baseline's ranking; ``prior.popularity`` adds its
 learned popularity term, on the catalogue trained on only). The difference is what the decoder learned
 beyond text similarity on that catalogue; on a catalogue it never saw, what carried over.
 
@@ -36,8 +36,8 @@ def main() -> None:
     rows = []
     for variant in ("full model", "prior alone"):
         module = GenerativeModule.from_checkpoint(args.ckpt).eval()
-        if module.prior_scale is None:
-            raise SystemExit(f"{args.ckpt} was trained without model.text_prior: there is no prior to compare against")
+        if module.prior is None:
+            raise SystemExit(f"{args.ckpt} was trained without model.prior: there is no prior to compare against")
         if args.beam:
             module.hparams.beam_width = args.beam
         module.set_catalogue_from(dm)
@@ -48,7 +48,7 @@ def main() -> None:
             metrics = evaluate_generative(module, loader, RankingMetrics((1, 5, 10), (5, 10), mrr=False, max_rank=10))
             rows.append((variant, split, {k: float(v) for k, v in metrics.items()}))
     keys = list(rows[0][2])
-    learned = {"λ": module.prior_scale, "β": module.popularity_scale}
+    learned = {"λ": module.prior.scale, "γ": module.prior.hubness_scale, "β": module.prior.popularity_scale}
     terms = ", ".join(f"{k} {float(v.detach()):.3f}" for k, v in learned.items() if v is not None)
     print(f"checkpoint {args.ckpt}; catalogue {args.root} ({dm.data.num_items:,} items); "
           f"prior {terms}; beam {module.hparams.beam_width}\n")

@@ -9,45 +9,11 @@ text model that does not beat it has learned nothing that text similarity alone 
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-@torch.no_grad()
-def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None = None, max_reference: int = 50_000,
-                 chunk: int = 2048) -> Tensor:
-    """Mean cosine of every item to its ``k`` nearest other items (N+1,), row 0 (padding) 0.
-
-    ``unit`` (N+1, E) unit text embeddings. With ``domains`` (``(first_id, last_id)`` each), an
-    item's neighbours come from its own domain; ids outside every domain get 0. A domain larger than
-    ``max_reference`` items is compared with a fixed random sample of that size, ``k`` scaled down
-    by the same ratio (at least 1), to keep the cost O(N · max_reference).
-    """
-    if k < 1:
-        raise ValueError(f"hubness k must be at least 1, got {k}")
-    out = torch.zeros(len(unit), device=unit.device)
-    for lo, hi in domains or [(1, len(unit) - 1)]:
-        items = unit[lo : hi + 1]
-        n = len(items)
-        if n < 2:
-            continue
-        pick, kk = torch.arange(n), min(k, n - 1)
-        if n > max_reference:
-            pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_reference].sort().values
-            kk = max(1, round(k * max_reference / n))
-        column = torch.full((n,), -1, dtype=torch.long)
-        column[pick] = torch.arange(len(pick))  # where each item sits in the reference, -1 if absent
-        ref, column = items[pick.to(items.device)], column.to(items.device)
-        for start in range(0, n, chunk):
-            sims = items[start : start + chunk] @ ref.T
-            rows = torch.arange(len(sims), device=sims.device)
-            own = column[start : start + len(sims)]
-            sims[rows[own >= 0], own[own >= 0]] = float("-inf")  # an item is not its own neighbour
-            out[lo + start : lo + start + len(sims)] = sims.topk(kk, dim=1).values.mean(1)
-    return out
+from genrec.models.text_prior import recency_user_vectors, text_hubness
 
 
 class TextScorer:
@@ -63,10 +29,7 @@ class TextScorer:
         self.vectors = torch.cat([self.items, -hubness * text_hubness(self.items, hubness_k)[:, None]], 1) if hubness else self.items
 
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
-        items, lengths = batch["items"], batch["lengths"]
-        age = lengths[:, None] - 1 - torch.arange(items.shape[1])[None]  # (B, L); negative = padding
-        weights = torch.where(age >= 0, self.decay ** age.clamp(min=0).float(), 0.0)
-        users = F.normalize((weights[..., None] * self.items[items]).sum(1), dim=-1)  # (B, E)
+        users = recency_user_vectors(self.items, batch["items"], self.decay, batch["lengths"])  # (B, E)
         return torch.cat([users, torch.ones(len(users), 1)], 1) if self.hubness else users
 
     def item_vectors(self) -> Tensor:

@@ -19,7 +19,8 @@ item's tokens before t (teacher-forced in training, the beam's prefix in decodin
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,50 @@ class HybridBlock(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.dropout(self.proj(y.transpose(1, 2).reshape(B, S, D)))
         return x + self.ffn(self.norm2(x))
+
+
+@dataclass
+class DecoderConfig:
+    """The generative model's decoder (``GenerativeDecoder``), as configured by a user.
+
+    Args:
+        dim: model width.
+        num_layers: transformer blocks.
+        num_heads: attention heads (must divide ``dim``).
+        ffn_dim: feed-forward width (default ``4 * dim``).
+        dropout: dropout rate.
+        max_seq_len: longest history in items (must cover the data module's ``max_seq_len``).
+        text_input: add a projection of each history item's text embedding to its tokens.
+        codes: how a code is embedded. ``value+text``: an MLP of its FSQ values, digit embeddings and
+            the tokenizer decoder's (fixed) text chunk for it. ``text``: by that text chunk alone, so
+            nothing is learned per code value that a new catalogue reuses for other texts.
+            ``text-rotated``: as ``text``, and in training every text chunk the decoder sees (history
+            inputs and code features alike) is rotated by a fresh random orthogonal matrix each step
+            (decoding uses none), so the decoder can learn how a history's texts relate to a
+            candidate's but not where the training catalogue lies in the text space.
+    """
+
+    dim: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    ffn_dim: int | None = None
+    dropout: float = 0.1
+    max_seq_len: int = 50
+    text_input: bool = True
+    codes: Literal["value+text", "text", "text-rotated"] = "value+text"
+
+    def __post_init__(self) -> None:
+        for key in ("dim", "num_layers", "num_heads", "max_seq_len"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.decoder.{key} must be at least 1, got {getattr(self, key)}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"model.decoder.dim {self.dim} must be divisible by model.decoder.num_heads {self.num_heads}")
+        if self.ffn_dim is not None and self.ffn_dim < 1:
+            raise ValueError(f"model.decoder.ffn_dim must be at least 1 (or null for 4 * dim), got {self.ffn_dim}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.decoder.dropout must be in [0, 1), got {self.dropout}")
+        if self.codes not in ("value+text", "text", "text-rotated"):
+            raise ValueError(f"model.decoder.codes must be 'value+text', 'text' or 'text-rotated', got {self.codes!r}")
 
 
 class GenerativeDecoder(nn.Module):

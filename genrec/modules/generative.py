@@ -15,14 +15,14 @@ search returns the top-K items (history excluded when the batch says so, the tar
 excluded); HR/NDCG come from the item's rank in that list (``RankingMetrics(max_rank=K)``),
 logged as ``val/hr@10`` etc.
 
-Text prior (``text_prior``): every token's logit gets ``log Σ exp(λ cos(u, e_i))`` over the
+Text prior (``prior``, ``genrec.models.text_prior``): every token's logit gets ``log Σ exp(λ cos(u, e_i))`` over the
 catalogue items ``i`` below that child in the trie, ``u`` the text baseline's user vector. The
 product of these per-token softmaxes is exactly the softmax over items of ``λ cos(u, e_i)``, the
 text baseline, whatever the tokenizer's granularity; the decoder's learned logits multiply it by
 what text similarity misses. All of it is computed from the catalogue's text, so it carries over
 to a catalogue never trained on.
 
-Hubness (``prior_hubness``): some texts are close to many others (generic titles, long category
+Hubness (``prior.hubness``): some texts are close to many others (generic titles, long category
 lists) and the cosine ranks them high for everyone. The prior's cosine becomes ``cos(u, e_i) - γ h_i``,
 ``h_i`` the mean cosine of item ``i`` to its ``hubness_k`` nearest neighbours in its own catalogue
 (as CSLS does, Conneau et al. 2018), with ``γ`` learned. ``h`` is computed from each catalogue's text
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import lightning as L
@@ -42,11 +43,11 @@ from torch import Tensor, nn
 
 from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.evaluation import RankingMetrics, ranks_from_topk
-from genrec.evaluation.text_baseline import text_hubness
-from genrec.models.generative import GenerativeDecoder, random_rotations
+from genrec.models.generative import DecoderConfig, GenerativeDecoder, random_rotations
+from genrec.models.text_prior import TextPrior, TextPriorConfig
 from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
 from genrec.modules.eval_loop import DomainEvalLoop
-from genrec.modules.optim import Schedule, adamw, check_schedule
+from genrec.modules.optim import OptimConfig, adamw
 from genrec.modules.tokenizer_ae import load_tokenizer
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
 from genrec.tokenizers.text import embed_texts, render_texts
@@ -61,97 +62,47 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         tokenizer_ckpt: checkpoint of a trained ``TokenizerAutoencoder`` (configs/tokenizer/*.yaml).
         tokenizer_config: the tokenizer's arguments; filled in from ``tokenizer_ckpt`` and used when
             rebuilding from this module's own checkpoint (the tokenizer's weights are in its state).
-        dim, num_layers, num_heads, ffn_dim, dropout, max_seq_len, text_input: the decoder's shape
-            (``max_seq_len`` in items; must cover the data module's ``max_seq_len``).
-        decoder_features: also embed each code by the tokenizer decoder's reconstruction of its
-            text-embedding chunk (fixed), so codes carry the text space's geometry.
-        text_prior: add the text baseline as a prior to every token's logits (module docstring):
-            ``u`` the unit recency-weighted mean (``prior_decay`` per step back) of the history's
-            unit text embeddings, ``λ`` starts at ``prior_scale`` and is learned. The history
-            (target aside) is left out of the prior's sums, as evaluation leaves it out of the list.
-        prior_popularity: also add ``β log(1 + count_i)`` to the prior's item scores, ``count_i`` the
-            item's training interactions in the catalogue being trained on (``β`` starts at
-            ``popularity_scale`` and is learned). The decoder then need not learn the training
-            domain's popularity into its token logits; a catalogue without interaction counts (zero-shot)
-            gets ``count_i = 0`` for every item, so the popularity learned in one domain is not carried
-            to another.
-        prior_hubness: the prior's cosine becomes ``cos(u, e_i) - γ h_i``, ``h_i`` the mean cosine of
-            item ``i`` to its ``hubness_k`` nearest neighbours in its catalogue (``text_hubness``,
-            module docstring); ``γ`` starts at 0 and is learned.
-        prior_metric: learn the prior's text space: every unit text embedding ``x`` becomes
-            ``normalize(x + W x)`` (``W`` a learned E×E matrix starting at 0, so training starts from
-            the text baseline) for the user vector and the items alike. A function of the text alone,
-            it applies to any catalogue's embeddings, so what it learns of which texts follow which
-            carries over zero-shot.
-        code_identity: embed codes also by their value (an MLP of the FSQ values plus digit
-            embeddings); ``False`` leaves only the tokenizer decoder's text chunk (needs
-            ``decoder_features``), so the decoder learns nothing tied to a code that a new catalogue
-            reuses for other texts.
-        rotate_text: in training, rotate each text chunk seen by the decoder (text inputs and code
-            features alike) by a fresh random orthogonal matrix every step
-            (``GenerativeDecoder.set_rotation``); decoding uses no rotation. The decoder can then
-            only learn how a history's texts relate to a candidate's, not where the training
-            catalogue lies in the text space, which a catalogue never trained on does not share.
-            Needs ``code_identity: false``; the prior (cosines) is unchanged by rotations.
-        lr_schedule, warmup_steps, min_lr_ratio: learning-rate schedule (``genrec.modules.optim``).
+        decoder: the decoder's shape and how it embeds codes (``DecoderConfig``).
+        prior: the text baseline as a prior on every token's logits (module docstring,
+            ``TextPriorConfig``); null: none. The history (target aside) is left out of the prior's
+            sums, as evaluation leaves it out of the list.
+        optim: AdamW and its learning-rate schedule (``OptimConfig``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
         num_items, dataset_fingerprint: linked from the data module.
     """
 
-    def __init__(self, tokenizer_ckpt: str = "", tokenizer_config: dict[str, Any] | None = None, dim: int = 128,
-                 num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None, dropout: float = 0.1,
-                 max_seq_len: int = 50, text_input: bool = True, decoder_features: bool = True, lr: float = 1e-3, weight_decay: float = 0.01,
-                 lr_schedule: Schedule = "constant", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
-                 text_prior: bool = False, prior_decay: float = 0.3, prior_scale: float = 20.0,
-                 prior_popularity: bool = False, popularity_scale: float = 1.0, prior_metric: bool = False,
-                 code_identity: bool = True, rotate_text: bool = False, prior_hubness: bool = False, hubness_k: int = 50,
-                 beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
+    def __init__(self, tokenizer_ckpt: str = "", tokenizer_config: dict[str, Any] | None = None,
+                 decoder: DecoderConfig | None = None, prior: TextPriorConfig | None = None,
+                 optim: OptimConfig | None = None, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
-        check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
-        if not 0 < prior_decay <= 1:
-            raise ValueError(f"model.prior_decay must be in (0, 1], got {prior_decay}")
+        decoder, optim = decoder or DecoderConfig(), optim or OptimConfig()
         if tokenizer_config is None and not tokenizer_ckpt:
             raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
-        if prior_popularity and not text_prior:
-            raise ValueError("model.prior_popularity adds to the text prior: set model.text_prior: true as well")
-        if prior_hubness and not text_prior:
-            raise ValueError("model.prior_hubness corrects the text prior's cosine: set model.text_prior: true as well")
-        if hubness_k < 1:
-            raise ValueError(f"model.hubness_k must be at least 1, got {hubness_k}")
-        if prior_metric and not text_prior:
-            raise ValueError("model.prior_metric changes the text prior's cosine: set model.text_prior: true as well")
-        if rotate_text and code_identity:
-            raise ValueError("model.rotate_text rotates the codes' text features; code values cannot be rotated: set model.code_identity: false")
-        if not code_identity and not decoder_features:
-            raise ValueError("model.code_identity: false embeds codes by their text features only: set model.decoder_features: true")
+        if beam_width < 1:
+            raise ValueError(f"model.beam_width must be at least 1, got {beam_width}")
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
-        self.save_hyperparameters()
-        self.hparams["tokenizer_config"] = dict(tokenizer.init_args)
+        self.save_hyperparameters(ignore=["decoder", "prior", "optim"])
+        # plain dicts in the checkpoint and hparams.yaml; from_checkpoint turns them back into configs
+        self.hparams.update(decoder=asdict(decoder), prior=asdict(prior) if prior else None, optim=asdict(optim),
+                            tokenizer_config=dict(tokenizer.init_args))
+        self.decoder_config, self.optim_config = decoder, optim
         self.tokenizer = tokenizer.requires_grad_(False)
-        self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, dim, num_layers,
-                                     num_heads, ffn_dim, dropout, max_seq_len, text_input,
-                                     tokenizer.embed_dim // tokenizer.num_tokens if decoder_features else 0,
-                                     code_identity=code_identity)
+        chunk = tokenizer.embed_dim // tokenizer.num_tokens
+        self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, decoder.dim,
+                                     decoder.num_layers, decoder.num_heads, decoder.ffn_dim, decoder.dropout,
+                                     decoder.max_seq_len, decoder.text_input, chunk,
+                                     code_identity=decoder.codes == "value+text")
+        self.prior = TextPrior(prior, tokenizer.embed_dim) if prior else None
         self.k = max([*hr_ks, *ndcg_ks])
-        self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale))) if text_prior else None
-        self.popularity_scale = nn.Parameter(torch.tensor(float(popularity_scale))) if prior_popularity else None
-        self.hubness_scale = nn.Parameter(torch.zeros(())) if prior_hubness else None  # γ = 0: the text baseline at the start
-        # x ↦ normalize(x + W x) on unit text embeddings, W = 0 at the start: the prior starts as the text baseline
-        self.prior_map = nn.Linear(tokenizer.embed_dim, tokenizer.embed_dim, bias=False) if prior_metric else None
-        if self.prior_map is not None:
-            nn.init.zeros_(self.prior_map.weight)
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
         self.register_buffer("item_codes", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_local", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
-        self.register_buffer("item_unit", torch.zeros(0, tokenizer.embed_dim), persistent=False)
-        self.register_buffer("item_logpop", torch.zeros(0), persistent=False)  # log(1 + training count)
-        self.register_buffer("item_hub", torch.zeros(0), persistent=False)  # text_hubness, with prior_hubness
         self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
@@ -166,8 +117,14 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         hp = dict(ckpt["hyper_parameters"])
         if "tokenizer_config" not in hp or hp["tokenizer_config"] is None:
             raise CheckpointMismatchError(f"{path} is not a GenerativeModule checkpoint (no tokenizer_config)")
+        if "decoder" not in hp:
+            raise CheckpointMismatchError(f"{path} was written before the model's options were grouped into "
+                                          "decoder/prior/optim (genrec < 0.2): retrain it with the current configs")
         accepted = inspect.signature(cls.__init__).parameters
-        module = cls(**{k: v for k, v in hp.items() if k in accepted})
+        hp = {k: v for k, v in hp.items() if k in accepted}
+        hp["decoder"], hp["optim"] = DecoderConfig(**hp["decoder"]), OptimConfig(**hp["optim"])
+        hp["prior"] = TextPriorConfig(**hp["prior"]) if hp.get("prior") else None
+        module = cls(**hp)
         module.load_state_dict(ckpt["state_dict"])
         return module
 
@@ -195,7 +152,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         the dataset trained on: zero-shot, a catalogue's interactions are unknown (all counts 0)."""
         trained_on = self.hparams.dataset_fingerprint
         in_domain = not trained_on or trained_on == dm.fingerprint
-        counts = dm.train_item_counts() if self.popularity_scale is not None and in_domain else None
+        counts = dm.train_item_counts() if self.prior is not None and self.prior.popularity_scale is not None and in_domain else None
         ranges = getattr(dm, "item_ranges", None)  # every domain's items, evaluated or not (MultiDomainDataModule)
         domains = sorted(ranges.values()) if ranges else None
         self.set_catalogue(dm.data.item_text, dm.fingerprint, f"dataset {dm.data.name!r}", counts, domains)
@@ -214,10 +171,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.item_local = local.to(self.device)
         self.slot_vocab = [v.to(self.device) for v in vocab]
         self.item_text = embeddings.float().to(self.device)
-        self.item_unit = F.normalize(self.item_text, dim=-1)
-        self.item_logpop = (torch.zeros(len(embeddings)) if counts is None else counts.float().log1p()).to(self.device)
-        self.item_hub = (text_hubness(self.item_unit, self.hparams.hubness_k, domains) if self.hubness_scale is not None
-                         else torch.zeros(len(embeddings), device=self.device))
+        if self.prior is not None:
+            self.prior.set_items(self.item_text, counts, domains)
         self.trie = CodeTrie(local[1:]).to(self.device)
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
         if self.net.feature_dim:
@@ -226,40 +181,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
-    def prior_vectors(self) -> Tensor:
-        """Every catalogue item's unit vector in the prior's text space (N+1, E): its unit text embedding,
-        mapped by ``prior_metric``'s learned ``x + W x`` when on. Row 0 (padding) is 0."""
-        if self.prior_map is None:
-            return self.item_unit
-        return F.normalize(self.item_unit + self.prior_map(self.item_unit), dim=-1)
-
-    def prior_users(self, items: Tensor, lengths: Tensor | None = None, vectors: Tensor | None = None) -> Tensor:
-        """Unit recency-weighted mean of the history's prior vectors (``prior_vectors``, or ``vectors``
-        when already computed) at every position (B, L, E), or after the last (B, E)."""
-        L = items.shape[1]
-        age = torch.arange(L, device=items.device)
-        age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
-        weights = torch.where(age >= 0, self.hparams.prior_decay ** age.clamp(min=0).float(), 0.0)
-        text = (self.prior_vectors() if vectors is None else vectors)[items] * (items > 0)[..., None]
-        if lengths is not None:
-            last = (lengths - 1).clamp(min=0)
-            return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
-        return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
-
-    def prior_item_scores(self, users: Tensor, vectors: Tensor | None = None) -> Tensor:
-        """The prior's score of every catalogue item for user vectors (R, E): ``λ cos(u, e_i)`` (in the
-        ``prior_vectors`` space; ``λ (cos(u, e_i) - γ h_i)`` with ``prior_hubness``), plus
-        ``β log(1 + count_i)`` with ``prior_popularity``. (R, N+1), column 0 = padding."""
-        cos = users @ (self.prior_vectors() if vectors is None else vectors).T
-        if self.hubness_scale is not None:
-            cos = cos - self.hubness_scale * self.item_hub
-        scores = self.prior_scale * cos
-        if self.popularity_scale is not None:
-            scores = scores + self.popularity_scale * self.item_logpop
-        return scores
-
     def prior_scores(self, item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None) -> list[Tensor]:
-        """The prior of every trie node from its items' scores (R, N+1) (``prior_item_scores``): per level
+        """The prior of every trie node from its items' scores (R, N+1) (``TextPrior.item_scores``): per level
         t, ``log Σ exp(score_i)`` over the items below each node of level t+1 (R, nodes); the last
         level is indexed by item id (R, N+1).
 
@@ -295,7 +218,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
     def _inputs(self, items: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.trie is None:
             raise RuntimeError("no catalogue: call set_catalogue(...) or run through a Trainer with a data module")
-        return self.item_codes[items], self.item_text[items] if self.hparams.text_input else None
+        return self.item_codes[items], self.item_text[items] if self.decoder_config.text_input else None
 
     def token_logits(self, queries: Tensor, t: int, table: Tensor | None = None) -> Tensor:
         """Logits of token position t over the catalogue's codes there: (…, D) → (…, len(slot_vocab[t]))."""
@@ -308,7 +231,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.user_weights = weights
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.hparams.rotate_text:  # a fresh rotation of the text space per step (decoding uses none)
+        if self.decoder_config.codes == "text-rotated":  # a fresh rotation of the text space per step (decoding uses none)
             net = self.net
             net.set_rotation(random_rotations(net.num_tokens, net.feature_dim, device=self.device))
         try:
@@ -325,13 +248,11 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         target = self.item_codes[target_ids]  # (M, T)
         queries = self.net.next_queries(states[valid], target)  # (M, T, D)
         priors = None
-        if self.prior_scale is not None:
+        if self.prior is not None:
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
-            vectors = self.prior_vectors()
-            priors = self.prior_scores(self.prior_item_scores(self.prior_users(items, vectors=vectors)[valid], vectors),
-                                       self.trie, history)
+            priors = self.prior_scores(self.prior.item_scores(self.prior.users(items)[valid]), self.trie, history)
         path = self.trie.paths[target_ids - 1]  # (M, T): each target's trie node per level (items 1..N = rows 0..N-1)
         per_item = 0
         for t in range(target.shape[1]):
@@ -372,10 +293,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         tables = [self.net.code_table(v, t) for t, v in enumerate(self.slot_vocab)]
         trie = self.trie if trie is None else trie
         bias = None
-        if self.prior_scale is not None:
-            vectors = self.prior_vectors()
-            priors = self.prior_scores(self.prior_item_scores(self.prior_users(batch["items"], lengths, vectors), vectors),
-                                       trie, exclude)
+        if self.prior is not None:
+            priors = self.prior_scores(self.prior.item_scores(self.prior.users(batch["items"], lengths)), trie, exclude)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
                 return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)
@@ -409,8 +328,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         return self._domain_tries[domain]
 
     def configure_optimizers(self):
-        hp = self.hparams
+        o = self.optim_config
         params = [p for p in self.parameters() if p.requires_grad]
-        return adamw(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.999), schedule=hp.lr_schedule,
-                     warmup_steps=hp.warmup_steps, min_lr_ratio=hp.min_lr_ratio,
+        return adamw(params, lr=o.lr, weight_decay=o.weight_decay, betas=(0.9, 0.999), schedule=o.lr_schedule,
+                     warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio,
                      total_steps=lambda: self.trainer.estimated_stepping_batches)

@@ -7,6 +7,7 @@ last training step (``trainer.estimated_stepping_batches``), so a shorter run st
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Sequence
 
 import torch
@@ -14,14 +15,40 @@ import torch
 Schedule = Literal["constant", "cosine"]
 
 
-def check_schedule(schedule: str, warmup_steps: int, min_lr_ratio: float) -> None:
+@dataclass
+class OptimConfig:
+    """AdamW and its learning-rate schedule.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        lr_schedule: ``constant`` or ``cosine`` (warm-up, then a half cosine to ``min_lr_ratio * lr``).
+        warmup_steps: linear warm-up steps.
+        min_lr_ratio: the cosine's final learning rate as a share of ``lr``.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_schedule: Schedule = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"model.optim.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"model.optim.weight_decay must be >= 0, got {self.weight_decay}")
+        check_schedule(self.lr_schedule, self.warmup_steps, self.min_lr_ratio, prefix="model.optim.")
+
+
+def check_schedule(schedule: str, warmup_steps: int, min_lr_ratio: float, prefix: str = "model.") -> None:
     """Fail at construction, naming the config key, rather than at the first step."""
     if schedule not in ("constant", "cosine"):
-        raise ValueError(f"model.lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+        raise ValueError(f"{prefix}lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
     if warmup_steps < 0:
-        raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        raise ValueError(f"{prefix}warmup_steps must be >= 0, got {warmup_steps}")
     if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        raise ValueError(f"{prefix}min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int, min_lr_ratio: float) -> float:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from genrec.evaluation.text_baseline import TextScorer, text_hubness
+from genrec.evaluation.text_baseline import TextScorer
+from genrec.models.text_prior import text_hubness
 
 
 def test_user_vector_is_the_recency_weighted_mean_of_the_history():

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from genrec.models.generative import DecoderConfig
+from genrec.models.text_prior import TextPriorConfig, text_hubness
 from genrec.modules.checkpoints import CheckpointMismatchError
 from genrec.modules.generative import GenerativeModule
 from tests.evaluation.test_text_baseline import brute_hubness
@@ -8,9 +10,12 @@ from tests.evaluation.test_text_baseline import brute_hubness
 TOKENIZER = {"embed_dim": 8, "num_tokens": 2, "levels": [5, 4], "hidden_dim": 8}
 
 
-def module(N=30, **kw):
+def module(N=30, codes="value+text", **prior):
+    """A small module; ``prior`` options (``TextPriorConfig``) switch the text prior on."""
     torch.manual_seed(0)
-    m = GenerativeModule(tokenizer_config=TOKENIZER, dim=16, num_heads=2, dropout=0.0, max_seq_len=6, beam_width=8, **kw)
+    decoder = DecoderConfig(dim=16, num_heads=2, dropout=0.0, max_seq_len=6, codes=codes)
+    m = GenerativeModule(tokenizer_config=TOKENIZER, decoder=decoder, prior=TextPriorConfig(**prior) if prior else None,
+                         beam_width=8)
     m.log = lambda *a, **k: None
     m.log_dict = lambda *a, **k: None
     emb = torch.randn(N + 1, 8)
@@ -81,8 +86,7 @@ def by_hand_log_probs(m, b, items, exclude=None, catalogue=None):
     codes, text = m._inputs(b["items"])
     B, k = items.shape
     states = m.net(codes, text, b["lengths"])[torch.arange(B), b["lengths"] - 1]  # (B, T, D)
-    users = m.prior_users(b["items"], b["lengths"])
-    cos = m.prior_vectors() @ users.T if m.prior_scale is not None else None  # (N+1, B)
+    cos = m.prior.unit @ m.prior.users(b["items"], b["lengths"]).T if m.prior is not None else None  # (N+1, B)
     out = torch.zeros(B, k)
     for row in range(B):
         banned = set() if exclude is None else set(exclude[row].tolist())
@@ -95,9 +99,9 @@ def by_hand_log_probs(m, b, items, exclude=None, catalogue=None):
                 logits = []
                 for c in options:
                     logit = query[t] @ m.net.code_table(torch.tensor([c]), t)[0]
-                    if m.prior_scale is not None:
+                    if m.prior is not None:
                         below = [i for i in same if m.item_codes[i, t] == c and i not in banned]
-                        logit = logit + (torch.logsumexp(m.prior_scale * cos[below, row], 0) if below else float("-inf"))
+                        logit = logit + (torch.logsumexp(m.prior.scale * cos[below, row], 0) if below else float("-inf"))
                     logits.append(logit)
                 logp = torch.stack([torch.as_tensor(x, dtype=torch.float) for x in logits]).log_softmax(0)
                 out[row, j] += logp[options.index(tokens[t].item())]
@@ -168,21 +172,26 @@ def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
 
 
 def test_text_prior_uses_the_text_baselines_user_vector():
-    m, b = module(text_prior=True, prior_scale=1.0), batch()
+    m, b = module(scale=1.0), batch()
     # user vector = the text baseline's: unit recency-weighted mean of the history's unit embeddings
     from genrec.evaluation.text_baseline import TextScorer
-    scorer = TextScorer(m.item_text, decay=m.hparams.prior_decay)
-    users = m.prior_users(b["items"], b["lengths"])
+    scorer = TextScorer(m.item_text, decay=m.prior.config.decay)
+    users = m.prior.users(b["items"], b["lengths"])
     assert torch.allclose(users, scorer.user_vectors(b), atol=1e-5)
+    # the same by hand: weights 0.3 ** age over the history, then unit length
+    unit = torch.nn.functional.normalize(m.item_text, dim=-1)
+    n = int(b["lengths"][0])
+    by_hand = sum(0.3 ** (n - 1 - j) * unit[b["items"][0, j]] for j in range(n))
+    assert torch.allclose(users[0], by_hand / by_hand.norm(), atol=1e-5)
     # every position's vector is the same computation on the prefix ending there
-    per_pos = m.prior_users(b["items"])
+    per_pos = m.prior.users(b["items"])
     assert torch.allclose(per_pos[0, 2], scorer.user_vectors({"items": b["items"][:1, :3], "lengths": torch.tensor([3])})[0], atol=1e-5)
 
 
 def test_the_prior_alone_decodes_exactly_the_text_baselines_ranking():
     """With the learned logits at zero the product of per-token softmaxes is the item softmax of
     λ cos(u, e_i): a beam as wide as the catalogue returns the text baseline's top-k, history excluded."""
-    m, b = module(text_prior=True, prior_scale=5.0), batch()
+    m, b = module(scale=5.0), batch()
     with torch.no_grad():
         m.net.heads.zero_()
         items, scores = m.recommend(b, 10, b["exclude"])
@@ -195,7 +204,7 @@ def test_the_prior_alone_decodes_exactly_the_text_baselines_ranking():
 
 
 def test_with_the_prior_decoding_scores_are_still_exact_sequence_log_probs():
-    m, b = module(text_prior=True), batch()
+    m, b = module(decay=0.3), batch()
     with torch.no_grad():
         items, scores = m.recommend(b, 5, b["exclude"])
         assert torch.allclose(scores, by_hand_log_probs(m, b, items, b["exclude"]), atol=1e-4)
@@ -208,11 +217,11 @@ def test_with_the_prior_decoding_scores_are_still_exact_sequence_log_probs():
         loss = m.training_step(b, 0)
         loss.backward()
         opt.step()
-    assert loss.item() < first.item() and m.prior_scale.item() != 20.0
+    assert loss.item() < first.item() and m.prior.scale.item() != 20.0
 
 
 def test_training_loss_is_the_by_hand_sequence_log_prob_of_each_target():
-    m, b = module(text_prior=True, prior_scale=3.0), batch()
+    m, b = module(scale=3.0), batch()
     m.eval()  # no dropout
     loss = m.training_step(b, 0)
     total, count = 0.0, 0
@@ -232,11 +241,9 @@ def test_training_loss_is_the_by_hand_sequence_log_prob_of_each_target():
 
 
 def test_the_popularity_prior_adds_beta_log_counts_and_is_off_on_a_catalogue_without_counts():
-    """prior_popularity: the prior alone decodes the item softmax of λ cos(u, e_i) + β log(1 + count_i);
+    """prior.popularity: the prior alone decodes the item softmax of λ cos(u, e_i) + β log(1 + count_i);
     a catalogue set without counts (zero-shot) falls back to the text baseline's ranking."""
-    with pytest.raises(ValueError, match="text_prior"):
-        module(prior_popularity=True)
-    m, b = module(text_prior=True, prior_scale=5.0, prior_popularity=True, popularity_scale=0.7), batch()
+    m, b = module(scale=5.0, popularity=True, popularity_scale=0.7), batch()
     counts = torch.randint(0, 50, (31,)).float()
     m.set_catalogue_embeddings(m.item_text.clone(), "test", counts)
     from genrec.evaluation.text_baseline import TextScorer
@@ -257,12 +264,12 @@ def test_the_popularity_prior_adds_beta_log_counts_and_is_off_on_a_catalogue_wit
     m.set_catalogue_embeddings(m.item_text.clone(), "test", counts)
     m.train()
     m.training_step(b, 0).backward()
-    assert m.popularity_scale.grad is not None and m.popularity_scale.grad != 0
+    assert m.prior.popularity_scale.grad is not None and m.prior.popularity_scale.grad != 0
 
 
 def test_popularity_counts_come_only_from_the_dataset_trained_on():
     from types import SimpleNamespace
-    m = module(text_prior=True, prior_popularity=True)
+    m = module(popularity=True)
     m.hparams.dataset_fingerprint = "scientific"
     seen = []
     m.set_catalogue = lambda text, key, source, counts=None, domains=None: seen.append((key, counts))
@@ -274,21 +281,18 @@ def test_popularity_counts_come_only_from_the_dataset_trained_on():
 
 
 def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new_catalogue():
-    """prior_hubness: the prior alone decodes the item softmax of λ (cos(u, e_i) - γ h_i), γ = 0 at the
+    """prior.hubness: the prior alone decodes the item softmax of λ (cos(u, e_i) - γ h_i), γ = 0 at the
     start (the text baseline), learned; a new catalogue gets its own h (zero-shot)."""
     from types import SimpleNamespace
 
     from genrec.evaluation.text_baseline import TextScorer
-    from genrec.evaluation.text_baseline import text_hubness
-    with pytest.raises(ValueError, match="text_prior"):
-        module(prior_hubness=True)
-    with pytest.raises(ValueError, match="hubness_k"):
-        module(text_prior=True, prior_hubness=True, hubness_k=0)
-    m, b = module(text_prior=True, prior_scale=5.0, prior_hubness=True, hubness_k=4), batch()
-    assert m.hubness_scale == 0
+    with pytest.raises(ValueError, match="model.prior.hubness_k"):
+        module(hubness=True, hubness_k=0)
+    m, b = module(scale=5.0, hubness=True, hubness_k=4), batch()
+    assert m.prior.hubness_scale == 0
     m.train()
     m.training_step(b, 0).backward()
-    assert m.hubness_scale.grad is not None and m.hubness_scale.grad != 0
+    assert m.prior.hubness_scale.grad is not None and m.prior.hubness_scale.grad != 0
     m.eval()
 
     def expected_top(m):
@@ -300,7 +304,7 @@ def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new
         return score.topk(10, dim=1).indices, score.log_softmax(1).topk(10, dim=1).values
 
     with torch.no_grad():
-        m.hubness_scale.fill_(0.4)
+        m.prior.hubness_scale.fill_(0.4)
         m.net.heads.zero_()
         for key in ("test", "new"):
             if key == "new":
@@ -317,53 +321,15 @@ def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new
     emb = m.item_text.clone()
     m.set_catalogue = lambda text, key, source, counts=None, domains=None: m.set_catalogue_embeddings(emb, key, counts, domains)
     m.set_catalogue_from(dm)
-    assert torch.allclose(m.item_hub, text_hubness(torch.nn.functional.normalize(emb, dim=-1), 4, [(1, 12), (13, 30)]))
-
-
-def test_the_learned_prior_metric_maps_user_and_items_alike_and_applies_to_a_new_catalogue():
-    """prior_metric: x ↦ normalize(x + W x) on unit text embeddings; W = 0 at the start (the text
-    baseline), learned, and kept when the catalogue changes (zero-shot)."""
-    with pytest.raises(ValueError, match="text_prior"):
-        module(prior_metric=True)
-    from genrec.evaluation.text_baseline import TextScorer
-    m, b = module(text_prior=True, prior_scale=5.0, prior_metric=True), batch()
-    assert torch.allclose(m.prior_vectors(), torch.nn.functional.normalize(m.item_text, dim=-1), atol=1e-6)
-    m.train()
-    m.training_step(b, 0).backward()
-    assert m.prior_map.weight.grad is not None and m.prior_map.weight.grad.abs().sum() > 0
-    with torch.no_grad():
-        m.prior_map.weight.copy_(torch.randn(8, 8))
-        m.net.heads.zero_()
-    m.eval()
-
-    def expected_top(m):
-        unit = torch.nn.functional.normalize(m.item_text, dim=-1)
-        mapped = torch.nn.functional.normalize(unit + unit @ m.prior_map.weight.T, dim=-1)
-        cos = (mapped @ TextScorer(mapped, decay=0.3).user_vectors(b).T).T
-        cos[:, 0] = float("-inf")
-        return cos.scatter(1, b["exclude"], float("-inf")).topk(10, dim=1).indices
-
-    with torch.no_grad():
-        items, _ = m.recommend(b, 10, b["exclude"])
-        assert torch.equal(items, expected_top(m))
-        m.set_catalogue_embeddings(torch.randn(31, 8).index_fill(0, torch.tensor([0]), 0.0), "new")
-        items, _ = m.recommend(b, 10, b["exclude"])
-        assert torch.equal(items, expected_top(m))  # the same map on the new catalogue's text
-        # and the decoded scores stay exact sequence log-probs with the decoder's logits on
-        torch.manual_seed(1)
-        m.net.heads.normal_()
-        items, scores = m.recommend(b, 5, b["exclude"])
-        assert torch.allclose(scores, by_hand_log_probs(m, b, items, b["exclude"]), atol=1e-4)
+    assert torch.allclose(m.prior.hub, text_hubness(torch.nn.functional.normalize(emb, dim=-1), 4, [(1, 12), (13, 30)]))
 
 
 def test_rotate_text_trains_under_a_fresh_rotation_each_step_and_decodes_without_one():
-    with pytest.raises(ValueError, match="code_identity"):
-        module(text_prior=True, rotate_text=True)
-    m, b = module(text_prior=True, code_identity=False, rotate_text=True), batch()
+    m, b = module(codes="text-rotated", decay=0.3), batch()
     m.eval()  # no dropout: any difference between two steps is the rotation
     first, second = m.training_step(b, 0), m.training_step(b, 0)
     assert m.net.rotation is None and first.item() != pytest.approx(second.item(), abs=1e-6)
-    plain = module(text_prior=True, code_identity=False)  # the same weights (same seed), never rotated
+    plain = module(codes="text", decay=0.3)  # the same weights (same seed), never rotated
     plain.log = lambda *a, **k: None
     plain.eval()
     assert plain.training_step(b, 0).item() == pytest.approx(plain.training_step(b, 0).item())

@@ -1,0 +1,136 @@
+"""Text similarity as a model part: the recency-weighted user vector of the text baseline and the
+item scores the generative model's prior adds to its token logits.
+
+A user is the unit, recency-weighted mean (``decay ** age``, age 0 = the most recent item) of the
+history's unit text embeddings; an item's score is ``λ (cos(u, e_i) - γ h_i) + β log(1 + count_i)``,
+``h_i`` the item's hubness (its mean cosine to its ``k`` nearest catalogue neighbours, as CSLS does
+for cross-lingual retrieval, Conneau et al. 2018) and ``count_i`` its training interactions.
+Everything but the learned ``λ, γ, β`` is computed from a catalogue's text, so the prior applies to
+a catalogue never trained on. The training-free text baseline
+(``genrec.evaluation.text_baseline.TextScorer``) uses the same user vector and hubness.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class TextPriorConfig:
+    """The generative model's text prior.
+
+    Args:
+        decay: recency weight per step back in the user vector, in (0, 1].
+        scale: initial ``λ`` (learned), the sharpness of the cosine.
+        popularity: add ``β log(1 + count_i)``, ``count_i`` the item's interactions in the catalogue
+            trained on; a catalogue without counts (zero-shot) gets 0 for every item.
+        popularity_scale: initial ``β`` (learned).
+        hubness: subtract ``γ h_i`` from the cosine, ``γ`` learned from 0.
+        hubness_k: neighbours in ``h_i``.
+    """
+
+    decay: float = 0.3
+    scale: float = 20.0
+    popularity: bool = False
+    popularity_scale: float = 1.0
+    hubness: bool = False
+    hubness_k: int = 50
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"model.prior.decay must be in (0, 1], got {self.decay}")
+        if self.hubness_k < 1:
+            raise ValueError(f"model.prior.hubness_k must be at least 1, got {self.hubness_k}")
+
+
+def recency_user_vectors(unit_items: Tensor, items: Tensor, decay: float, lengths: Tensor | None = None) -> Tensor:
+    """Unit recency-weighted mean of the history's item vectors ``unit_items`` (N+1, E; row 0 = padding)
+    at every position of ``items`` (B, L) → (B, L, E), or after each row's last item with ``lengths``
+    (B,) → (B, E)."""
+    L = items.shape[1]
+    age = torch.arange(L, device=items.device)
+    age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
+    weights = torch.where(age >= 0, decay ** age.clamp(min=0).float(), 0.0)
+    text = unit_items[items] * (items > 0)[..., None]  # (B, L, E)
+    if lengths is not None:
+        last = (lengths - 1).clamp(min=0)
+        return F.normalize(torch.einsum("bj,bje->be", weights[last], text), dim=-1)
+    return F.normalize(torch.einsum("lj,bje->ble", weights, text), dim=-1)
+
+
+@torch.no_grad()
+def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None = None, max_reference: int = 50_000,
+                 chunk: int = 2048) -> Tensor:
+    """Mean cosine of every item to its ``k`` nearest other items (N+1,), row 0 (padding) 0.
+
+    ``unit`` (N+1, E) unit text embeddings. With ``domains`` (``(first_id, last_id)`` each), an
+    item's neighbours come from its own domain; ids outside every domain get 0. A domain larger than
+    ``max_reference`` items is compared with a fixed random sample of that size, ``k`` scaled down
+    by the same ratio (at least 1), to keep the cost O(N · max_reference).
+    """
+    if k < 1:
+        raise ValueError(f"hubness k must be at least 1, got {k}")
+    out = torch.zeros(len(unit), device=unit.device)
+    for lo, hi in domains or [(1, len(unit) - 1)]:
+        items = unit[lo : hi + 1]
+        n = len(items)
+        if n < 2:
+            continue
+        pick, kk = torch.arange(n), min(k, n - 1)
+        if n > max_reference:
+            pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_reference].sort().values
+            kk = max(1, round(k * max_reference / n))
+        column = torch.full((n,), -1, dtype=torch.long)
+        column[pick] = torch.arange(len(pick))  # where each item sits in the reference, -1 if absent
+        ref, column = items[pick.to(items.device)], column.to(items.device)
+        for start in range(0, n, chunk):
+            sims = items[start : start + chunk] @ ref.T
+            rows = torch.arange(len(sims), device=sims.device)
+            own = column[start : start + len(sims)]
+            sims[rows[own >= 0], own[own >= 0]] = float("-inf")  # an item is not its own neighbour
+            out[lo + start : lo + start + len(sims)] = sims.topk(kk, dim=1).values.mean(1)
+    return out
+
+
+class TextPrior(nn.Module):
+    """Learned scalars ``λ`` (``scale``), ``γ`` (``hubness_scale``), ``β`` (``popularity_scale``) over a
+    catalogue's text, set by ``set_items``; the catalogue tables are not saved (they belong to
+    whichever catalogue is being ranked)."""
+
+    def __init__(self, config: TextPriorConfig, embed_dim: int):
+        super().__init__()
+        self.config = config
+        self.scale = nn.Parameter(torch.tensor(float(config.scale)))
+        self.popularity_scale = nn.Parameter(torch.tensor(float(config.popularity_scale))) if config.popularity else None
+        self.hubness_scale = nn.Parameter(torch.zeros(())) if config.hubness else None  # γ = 0: the text baseline at the start
+        self.register_buffer("unit", torch.zeros(0, embed_dim), persistent=False)  # (N+1, E) unit text embeddings
+        self.register_buffer("logpop", torch.zeros(0), persistent=False)  # (N+1,) log(1 + training count)
+        self.register_buffer("hub", torch.zeros(0), persistent=False)  # (N+1,) text_hubness, with hubness
+
+    def set_items(self, embeddings: Tensor, counts: Tensor | None = None,
+                  domains: Sequence[tuple[int, int]] | None = None) -> None:
+        """A catalogue's text embeddings (N+1, E), its training counts (N+1,) or None (unknown: 0), and
+        the ``(first_id, last_id)`` of each domain within which hubness finds neighbours."""
+        device = self.scale.device
+        self.unit = F.normalize(embeddings.float(), dim=-1).to(device)
+        self.logpop = (torch.zeros(len(embeddings)) if counts is None else counts.float().log1p()).to(device)
+        self.hub = (text_hubness(self.unit, self.config.hubness_k, domains) if self.hubness_scale is not None
+                    else torch.zeros(len(embeddings), device=device))
+
+    def users(self, items: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """User vectors at every position (B, L, E), or after the last item with ``lengths`` (B, E)."""
+        return recency_user_vectors(self.unit, items, self.config.decay, lengths)
+
+    def item_scores(self, users: Tensor) -> Tensor:
+        """Every catalogue item's score for user vectors (R, E) → (R, N+1), column 0 = padding."""
+        cos = users @ self.unit.T
+        if self.hubness_scale is not None:
+            cos = cos - self.hubness_scale * self.hub
+        scores = self.scale * cos
+        if self.popularity_scale is not None:
+            scores = scores + self.popularity_scale * self.logpop
+        return scores
