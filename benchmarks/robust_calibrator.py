@@ -9,9 +9,9 @@ user and of the simulated fakes, trains a calibrator per input variant on them, 
 training users against the true fake labels (ROC-AUC). Variants: ``full`` (recommender states +
 per-position fit + LM embedding in the classifier), ``fit+lm`` (no states), ``fit+align`` (no
 states; the LM embedding only as the alignment target); then the untrained anomaly scores
-(``genrec.robust.calibrator.anomaly_scores``: each statistic alone, the sum with the whole-history
+(``genrec.robust.signals.AnomalySignal``: each statistic alone, the sum with the whole-history
 log count only, and the sum with the most anomalous log-count window, ``--windows``) and what
-``FraudsterReweighting(anomaly=true)`` ranks by, the larger of the ``full`` calibrator's and the
+``FraudsterReweighting`` with that signal ranks by, the larger of the ``full`` calibrator's and the
 anomaly score's percentiles. Prints a Markdown table.
 """
 from __future__ import annotations
@@ -32,11 +32,11 @@ def main() -> None:
     from genrec.modules.checkpoints import load_checkpoint
     from genrec.robust import AttackConfig, AttackedDataModule
     from genrec.robust.attacks import generate, train_counts
-    from genrec.robust.calibrator import (Calibrator, CalibratorConfig, SequenceFeatures, anomaly_groups, anomaly_scores,
-                                         sequence_features)
+    from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
     from genrec.robust.detector import detection_metrics, max_percentiles, percentiles
     from genrec.robust.encoders import build_encoder
     from genrec.robust.report import saved_state
+    from genrec.robust.signals import AnomalySignal, UserView, anomaly_scores
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="a checkpoint trained with genrec.robust.AttackedDataModule")
@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default="runs/robust/lm_cache")
     p.add_argument("--flag-fraction", type=float, default=0.05, help="the top fraction whose recall is reported")
     p.add_argument("--windows", type=int, nargs="*", default=[10, 50],
-                   help="log-count windows of the anomaly score (FraudsterReweighting.anomaly_windows)")
+                   help="log-count windows of the anomaly score (AnomalySignal.windows)")
     args = p.parse_args()
 
     ckpt = load_checkpoint(args.ckpt)
@@ -64,9 +64,8 @@ def main() -> None:
     histories, stamps = [data.items[s:e] for s, e in spans], [data.timestamps[s:e] for s, e in spans]
     counts = train_counts(data, dm.train_end)
     windows = tuple(args.windows)
-    users = sequence_features(model, histories, stamps, encoder.users(histories, data.item_text), L, counts, windows=windows)
-    fakes = sequence_features(model, known.sequences, known.timestamps, encoder.users(known.sequences, data.item_text), L,
-                              counts, windows=windows)
+    users = sequence_features(model, histories, stamps, encoder.users(histories, data.item_text), L)
+    fakes = sequence_features(model, known.sequences, known.timestamps, encoder.users(known.sequences, data.item_text), L)
     labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
     print(f"\nCalibrator trained on a simulated random attack, scored on {fakes_state['config']['kind']} fakes "
           f"({int(dm.is_fake.sum())} among {len(dm.is_fake):,} users), {args.ckpt}\n")
@@ -83,13 +82,17 @@ def main() -> None:
         scores[name] = cal.predict(users)
         print(f"| {name} | {cells(scores[name])} |", flush=True)
     fake = torch.as_tensor(dm.is_fake)
-    for i, stat in enumerate(SequenceFeatures.stat_names(windows)):
-        alone = anomaly_scores(users.stats[:, i : i + 1], users.stats[:, i : i + 1])
-        print(f"| anomaly: {stat} alone (untrained; mean of fakes {users.stats[fake, i].mean():.3f}, "
-              f"real users {users.stats[~fake, i].mean():.3f}) | {cells(alone)} |")
-    whole = anomaly_scores(users.stats[:, :2], users.stats[:, :2])
+    signal = AnomalySignal(windows)
+    view = UserView(histories, stamps, users.mean_fit, counts, len(histories))
+    stats = signal.statistics(view)
+    names = ("mean_fit", "mean_log_count", *(f"mean_log_count_last{w}" for w in windows))
+    for i, stat in enumerate(names):
+        alone = anomaly_scores(stats[:, i : i + 1], stats[:, i : i + 1])
+        print(f"| anomaly: {stat} alone (untrained; mean of fakes {stats[fake, i].mean():.3f}, "
+              f"real users {stats[~fake, i].mean():.3f}) | {cells(alone)} |")
+    whole = anomaly_scores(stats[:, :2], stats[:, :2])
     print(f"| anomaly: sum, whole-history log count (untrained) | {cells(whole)} |")
-    anomaly = anomaly_scores(users.stats, users.stats, anomaly_groups(users.stats.shape[1]))
+    anomaly = signal.score(view)
     print(f"| anomaly: fit + most anomalous log-count window (untrained; what the callback uses) | {cells(anomaly)} |")
     print(f"| max percentile of full and anomaly | {cells(max_percentiles(scores['full'], anomaly))} |")
 

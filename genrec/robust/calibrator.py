@@ -8,22 +8,7 @@ language model's knowledge into the sequence representation, and (2) classified,
 the projected LM embedding, into fraudster or not. Trained with the known attack's fakes as
 positives against the training users.
 
-Anomaly scores (``anomaly_scores``): a calibrator trained on one attack learns which *side* of
-the real users its fakes lie on, and attacks lie on different sides. A recommender that has fitted
-them predicts random, bandwagon and segment fakes *worse* than real users (ML-1M, HSTU: mean
-next-item cosine .17/.08/.22 against .34) and model-based fakes *better* (.63: their fillers were
-chosen for being predictable), so "low fit = fake" learned from random fakes ranks model-based fakes
-below real users. Giving the classifier two-sided statistics as extra inputs does not change that
-(it keeps the direction it reads from the fit profile). ``anomaly_scores`` is untrained instead: the
-sum over per-user statistics of their distance from the users' median in units of the median
-absolute deviation, large on either side. The statistics: the user's mean fit, and the mean log
-training count of the user's items (fakes plant unpopular targets and draw fillers more evenly
-than real users do), the latter scanned over windows: over the whole history and over its last
-``w`` items for each ``w`` in ``windows`` (default 10 and 50), the largest of those distances
-counting. A long fake profile dilutes its few unpopular targets in a whole-history mean (on ML-1M
-the model-based fakes that kept their weight under the whole-history score were mostly long ones),
-while the window that holds them stays anomalous. Windows that share a statistic form
-one group (``anomaly_groups``); a user's anomaly score sums the groups' largest distances.
+Untrained signals that rank users beside it (the anomaly score) are in ``genrec.robust.signals``.
 """
 from __future__ import annotations
 
@@ -64,27 +49,24 @@ class SequenceFeatures:
     fit: Tensor  # (U, L) cosine score of the next item at each position
     lengths: Tensor  # (U,)
     lm: Tensor  # (U, E) LM embeddings
-    stats: Tensor  # (U, S) per-user statistics: mean fit, mean log(1 + training count) of the user's
-    # items over the whole history, then over its last w items for each window w (``stat_names``)
 
-    STATS = ("mean_fit", "mean_log_count")  # the first two columns; window columns follow
-
-    @staticmethod
-    def stat_names(windows: tuple[int, ...] = ()) -> tuple[str, ...]:
-        return SequenceFeatures.STATS + tuple(f"mean_log_count_last{w}" for w in windows)
+    @property
+    def mean_fit(self) -> Tensor:
+        """(U,) the mean next-item cosine over each window's positions."""
+        return self.fit.sum(1) / self.lengths.clamp(min=1)
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def select(self, idx: Tensor) -> "SequenceFeatures":
-        return SequenceFeatures(self.states[idx], self.fit[idx], self.lengths[idx], self.lm[idx], self.stats[idx])
+        return SequenceFeatures(self.states[idx], self.fit[idx], self.lengths[idx], self.lm[idx])
 
     @staticmethod
     def cat(parts: list["SequenceFeatures"]) -> "SequenceFeatures":
         width = max(p.states.shape[1] for p in parts)
         pad = lambda t: F.pad(t, (0, 0, 0, width - t.shape[1])) if t.dim() == 3 else F.pad(t, (0, width - t.shape[1]))
         return SequenceFeatures(*(torch.cat([pad(getattr(p, k)) for p in parts]) for k in ("states", "fit")),
-                                *(torch.cat([getattr(p, k) for p in parts]) for k in ("lengths", "lm", "stats")))
+                                *(torch.cat([getattr(p, k) for p in parts]) for k in ("lengths", "lm")))
 
 
 class Calibrator(nn.Module):
@@ -143,32 +125,12 @@ class Calibrator(nn.Module):
         return torch.cat(out).numpy()
 
 
-def anomaly_groups(num_stats: int) -> list[list[int]]:
-    """Column groups of ``sequence_features`` stats: the mean fit alone, the log-count windows together."""
-    return [[0], list(range(1, num_stats))] if num_stats > 1 else [[0]]
-
-
-def anomaly_scores(stats: Tensor, reference: Tensor, groups: list[list[int]] | None = None) -> np.ndarray:
-    """Σ over groups of the largest ``|x - median| / MAD`` in the group, median and MAD per column over
-    ``reference`` (S columns); ``groups`` default: every column alone. (U,)"""
-    center = reference.median(0).values
-    scale = (reference - center).abs().median(0).values.clamp(min=1e-6)
-    z = (stats - center).abs() / scale
-    groups = groups if groups is not None else [[c] for c in range(stats.shape[1])]
-    return sum(z[:, g].max(1).values for g in groups).numpy()
-
-
 @torch.no_grad()
 def sequence_features(module, histories: list[np.ndarray], stamps: list[np.ndarray], lm: np.ndarray,
-                      max_len: int, counts: np.ndarray | None = None, batch_size: int = 512,
-                      windows: tuple[int, ...] = ()) -> SequenceFeatures:
-    """The recommender's states over each history's last ``max_len + 1`` items, the LM embeddings,
-    and the per-user statistics (``SequenceFeatures.stat_names(windows)``).
-
-    ``module`` is any genrec retrieval module (``encode`` and ``item_vectors``); ``counts`` the
-    training interactions per item id (N+1,) for the mean log count over the whole history and over
-    its last ``w`` items for each of ``windows`` (None: those statistics are 0).
-    """
+                      max_len: int, batch_size: int = 512) -> SequenceFeatures:
+    """The recommender's states over each history's last ``max_len + 1`` items, how well each
+    predicted the next item, and the LM embeddings. ``module`` is any genrec retrieval module
+    (``encode`` and ``item_vectors``)."""
     was_training = module.training
     module.eval()
     items = module.item_vectors()
@@ -194,10 +156,4 @@ def sequence_features(module, histories: list[np.ndarray], stamps: list[np.ndarr
         fits.append(fit.float().cpu())
         lengths.append(n)
     module.train(was_training)
-    fit, lengths = torch.cat(fits), torch.cat(lengths)
-    mean_fit = fit.sum(1) / lengths.clamp(min=1)
-    log_count = np.log1p(counts) if counts is not None else None
-    log_counts = [torch.tensor([float(log_count[h[-w:] if w else h].mean()) if log_count is not None and len(h) else 0.0
-                                for h in histories]) for w in (0, *windows)]
-    return SequenceFeatures(torch.cat(states), fit, lengths, torch.as_tensor(lm, dtype=torch.float32),
-                            torch.stack([mean_fit, *log_counts], 1))
+    return SequenceFeatures(torch.cat(states), torch.cat(fits), torch.cat(lengths), torch.as_tensor(lm, dtype=torch.float32))

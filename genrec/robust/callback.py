@@ -5,14 +5,14 @@ At fit start (global rank 0, then broadcast) the callback
    attack targets when those are known) on the training data;
 2. embeds every training user and every simulated fake with a language model
    (``genrec.robust.encoders``) and trains the LM detector (``Detector``) on them.
-On every scheduled epoch (``start_epoch``, then every ``update_every``) it reads the recommender's
-own states of each user's training window, trains the calibrator (``Calibrator``) on the same
-labels, scores every user, and updates the weights: ``w ← w − lr · (s − mean(s))`` (users above the
-mean score lose, the others gain), ``weight = σ(w) / σ(w₀)`` rescaled so the weights sum to the
-number of users. With ``anomaly`` (and ``scores="rank"``) a user's score is the larger of its
-calibrated and its untrained anomaly score's percentiles (``genrec.robust.calibrator``), so fakes
-of an attack that lie on the other side of real users than the known attack's are still ranked
-high. The module multiplies each user's loss terms by its weight
+On every scheduled epoch (``update.start_epoch``, then every ``update.every``) it reads the
+recommender's own states of each user's training window, trains the calibrator (``Calibrator``) on
+the same labels, scores every user, and updates the weights (``WeightUpdate``):
+``w ← w − lr · (s − mean(s))`` (users above the mean score lose, the others gain),
+``weight = σ(w) / σ(w₀)`` rescaled so the weights sum to the number of users. With ``signals`` (and
+``update.scores="rank"``) a user's score is the largest of its calibrated and its untrained signals'
+percentiles (``genrec.robust.signals``, e.g. ``AnomalySignal``), so fakes of an attack that lie on
+the other side of real users than the known attack's are still ranked high. The module multiplies each user's loss terms by its weight
 (``set_user_weights``). When the data module labels its fakes (``is_fake``), the callback logs
 detection precision/recall/AUC and the mean weight of fake and real users. Its state (weights,
 scores, calibrator) is saved in checkpoints, so a resumed run continues with the same weights.
@@ -27,8 +27,9 @@ attack's), so they are down-weighted by the same updates.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Sequence
 
 import lightning as L
 import numpy as np
@@ -36,24 +37,24 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from genrec.robust.attacks import AttackConfig, generate, inject, train_counts
-from genrec.robust.calibrator import (Calibrator, CalibratorConfig, SequenceFeatures, anomaly_groups, anomaly_scores,
-                                     sequence_features)
+from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
 from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, max_percentiles, percentiles
 from genrec.robust.encoders import build_encoder
+from genrec.robust.signals import UserSignal, UserView
 
 log = logging.getLogger(__name__)
 
 
-class FraudsterReweighting(L.Callback):
-    """Per-user loss weights from an LM detector calibrated on the recommender's representations.
+@dataclass(frozen=True)
+class WeightUpdate:
+    """When and how the per-user weights move.
 
     Args:
-        encoder: ``genrec.robust.encoders.build_encoder`` options (default: MiniLM, item mode).
-        known_attack: ``AttackConfig`` options of the simulated attack the detectors learn from.
         start_epoch: first epoch whose training uses updated weights (the recommender needs a few
             epochs before its states say anything).
-        update_every: epochs between weight updates.
-        lr: step size of the weight update.
+        every: epochs between weight updates.
+        lr: step size of ``w ← w − lr · (s − mean(s))``.
+        w0: initial logit of every user (weights start at σ(w0)/σ(w0) = 1).
         scores: what the update subtracts: ``"raw"`` calibrated probabilities (LoRec's), or
             ``"rank"``, each user's score percentile in [0, 1]. Raw probabilities from a calibrator
             trained on ~1% positives are tiny for most users and near 1 for a few: the mean is set
@@ -66,47 +67,63 @@ class FraudsterReweighting(L.Callback):
             the percentile itself). Every user above the median losing weight at every update
             pushes many real users towards 0 too (ML-1M segment, HSTU: clean HR@10 -10%); a small
             ``f`` (about twice the expected share of fakes) concentrates the loss on the top.
-        w0: initial logit of every user (weights start at σ(w0)/σ(w0) = 1).
-        threshold: score above which a user counts as flagged in precision/recall.
+    """
+
+    start_epoch: int = 2
+    every: int = 1
+    lr: float = 2.0
+    w0: float = 0.0
+    scores: Literal["raw", "rank"] = "raw"
+    flag_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.start_epoch < 0 or self.every < 1:
+            raise ValueError(f"FraudsterReweighting update: start_epoch must be >= 0 and every >= 1 "
+                             f"(got {self.start_epoch}, {self.every})")
+        if self.scores not in ("raw", "rank"):
+            raise ValueError(f"FraudsterReweighting update: scores must be 'raw' or 'rank' (got {self.scores!r})")
+        if not 0 < self.flag_fraction <= 1:
+            raise ValueError(f"FraudsterReweighting update: flag_fraction must be in (0, 1] (got {self.flag_fraction})")
+        if self.lr <= 0:
+            raise ValueError(f"FraudsterReweighting update: lr must be positive (got {self.lr})")
+
+    def due(self, epoch: int) -> bool:
+        return epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every == 0
+
+
+class FraudsterReweighting(L.Callback):
+    """Per-user loss weights from an LM detector calibrated on the recommender's representations.
+
+    Args:
+        encoder: ``genrec.robust.encoders.build_encoder`` options (default: MiniLM, item mode).
+        known_attack: ``AttackConfig`` options of the simulated attack the detectors learn from.
+        update: when and how the weights move (``WeightUpdate``).
+        signals: untrained per-user signals (``genrec.robust.signals``, e.g. ``AnomalySignal``); with
+            ``update.scores="rank"``, a user's percentile is the largest of its calibrated score's and
+            each signal's. The calibrator learns on which side of real users the known attack's fakes
+            lie; fakes of another attack can lie on the other (model-based fakes are predicted
+            *better* than real users) and are then ranked below them.
         detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options.
+        threshold: score above which a user counts as flagged in precision/recall.
         cache_dir: where LM embeddings are cached (default: ``<run folder>/lm_cache``).
         seed: seeds the known attack and the detectors.
         train_known: also train on the simulated fakes, as labelled decoys (see the module docs).
-        anomaly: with ``scores="rank"``, a user's percentile is the larger of its calibrated score's
-            and its untrained anomaly score's (``genrec.robust.calibrator.anomaly_scores``: how far
-            its mean fit and its items' mean log count lie from the users' median, on either side).
-            The calibrator learns on which side of real users the known attack's fakes lie; fakes
-            of another attack can lie on the other (model-based fakes are predicted *better* than
-            real users) and are then ranked below them.
-        anomaly_windows: the log-count statistic of the anomaly score is also read over each
-            history's last ``w`` items for each ``w`` here, and the most anomalous window counts
-            (``genrec.robust.calibrator``); ``[]``: the whole history only.
     """
 
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
-                 start_epoch: int = 2, update_every: int = 1, lr: float = 2.0, w0: float = 0.0,
-                 threshold: float = 0.5, detector: dict[str, Any] | None = None,
-                 calibrator: dict[str, Any] | None = None, cache_dir: str | None = None, seed: int = 0,
-                 train_known: bool = False, scores: str = "raw", flag_fraction: float = 1.0, anomaly: bool = False,
-                 anomaly_windows: list[int] | tuple[int, ...] = (10, 50)):
-        if start_epoch < 0 or update_every < 1:
-            raise ValueError(f"FraudsterReweighting: start_epoch must be >= 0 and update_every >= 1 (got {start_epoch}, {update_every})")
-        if scores not in ("raw", "rank"):
-            raise ValueError(f"FraudsterReweighting: scores must be 'raw' or 'rank' (got {scores!r})")
-        if not 0 < flag_fraction <= 1:
-            raise ValueError(f"FraudsterReweighting: flag_fraction must be in (0, 1] (got {flag_fraction})")
-        if anomaly and scores != "rank":
-            raise ValueError("FraudsterReweighting: anomaly combines percentiles; set scores: rank as well")
-        if lr <= 0:
-            raise ValueError(f"FraudsterReweighting: lr must be positive (got {lr})")
+                 update: WeightUpdate | None = None, signals: Sequence[UserSignal] = (),
+                 detector: dict[str, Any] | None = None, calibrator: dict[str, Any] | None = None,
+                 threshold: float = 0.5, cache_dir: str | None = None, seed: int = 0, train_known: bool = False):
+        self.update = update or WeightUpdate()
+        self.signals = list(signals)
+        if self.signals and self.update.scores != "rank":
+            raise ValueError("FraudsterReweighting: signals combine percentiles; set update.scores: rank as well")
+        names = [s.name for s in self.signals]
+        if len(set(names)) != len(names):
+            raise ValueError(f"FraudsterReweighting: two signals share a name ({names}); each logs as robust/<name>_*")
         self.encoder_options = {"kind": "sentence-transformers", **(encoder or {})}
         self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
-        self.start_epoch, self.update_every, self.lr, self.w0 = start_epoch, update_every, lr, w0
         self.threshold, self.cache_dir, self.seed, self.train_known = threshold, cache_dir, seed, train_known
-        if any(int(w) < 1 for w in anomaly_windows):
-            raise ValueError(f"FraudsterReweighting: anomaly_windows must be positive item counts (got {list(anomaly_windows)})")
-        self.score_kind, self.flag_fraction, self.anomaly = scores, flag_fraction, anomaly
-        self.anomaly_windows = tuple(int(w) for w in anomaly_windows)
         self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
         self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
         self.w: torch.Tensor | None = None
@@ -114,7 +131,7 @@ class FraudsterReweighting(L.Callback):
         self.last_update_epoch = -1
         self.scores: np.ndarray | None = None
         self.lm_scores: np.ndarray | None = None
-        self.anomaly_scores: np.ndarray | None = None  # untrained anomaly scores (``anomaly``)
+        self.signal_scores: dict[str, np.ndarray] = {}  # each signal's scores of the data module's users
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         # LM embeddings of the users and of the simulated fakes, rebuilt (from the cache) at fit start.
@@ -127,18 +144,18 @@ class FraudsterReweighting(L.Callback):
 
     @property
     def weights(self) -> torch.Tensor:
-        return torch.sigmoid(self.w) / torch.sigmoid(torch.tensor(self.w0))
+        return torch.sigmoid(self.w) / torch.sigmoid(torch.tensor(self.update.w0))
 
     def update_weights(self, scores: np.ndarray) -> torch.Tensor:
         """One iterative step from fraud scores in [0, 1]; the weights keep summing to the user count."""
         s = torch.as_tensor(scores, dtype=torch.float32)
-        if self.score_kind == "rank":
+        if self.update.scores == "rank":
             s = percentiles(s)
-            f = self.flag_fraction
+            f = self.update.flag_fraction
             s = ((s - (1 - f)) / f).clamp(0, 1)
-        w = self.w - self.lr * (s - s.mean())
+        w = self.w - self.update.lr * (s - s.mean())
         # Shift all logits so the total is restored; σ is monotone, so bisection on the shift converges.
-        base = torch.sigmoid(torch.tensor(self.w0))
+        base = torch.sigmoid(torch.tensor(self.update.w0))
         lo, hi = -50.0, 50.0
         for _ in range(60):
             mid = (lo + hi) / 2
@@ -171,7 +188,7 @@ class FraudsterReweighting(L.Callback):
         if self.w is not None and len(self.w) != num_users:
             raise ValueError(f"FraudsterReweighting: the checkpoint holds weights for {len(self.w)} users, the data have {num_users}: resume with the same data and attack")
         if self.w is None:
-            self.w = torch.full((num_users,), float(self.w0))
+            self.w = torch.full((num_users,), float(self.update.w0))
         prepared = None
         if trainer.is_global_zero:
             prepared = self._prepare(trainer, dm)
@@ -181,13 +198,12 @@ class FraudsterReweighting(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
-        due = epoch >= self.start_epoch and (epoch - self.start_epoch) % self.update_every == 0
-        if not due or epoch == self.last_update_epoch:
+        if not self.update.due(epoch) or epoch == self.last_update_epoch:
             return
         state = self._update(trainer, pl_module) if trainer.is_global_zero else None
         state = trainer.strategy.broadcast(state, src=0)
         self.w, self.scores, self.calibrator_state = state["w"], state["scores"], state["calibrator"]
-        self.anomaly_scores = state["anomaly"]
+        self.signal_scores = state["signals"]
         self.updates, self.last_update_epoch = state["updates"], epoch
         self.history = state["history"]
         pl_module.set_user_weights(self.weights)
@@ -195,17 +211,20 @@ class FraudsterReweighting(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         # Tensors and plain types only: Lightning resumes with torch.load(weights_only=True).
         as_tensor = lambda a: None if a is None else torch.as_tensor(a)
-        return {"w": self.w, "w0": self.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
+        return {"w": self.w, "w0": self.update.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
                 "scores": as_tensor(self.scores), "lm_scores": as_tensor(self.lm_scores),
-                "anomaly_scores": as_tensor(self.anomaly_scores), "flag_fraction": self.flag_fraction,
-                "calibrator": self.calibrator_state, "history": self.history}
+                "signal_scores": {k: as_tensor(v) for k, v in self.signal_scores.items()},
+                "flag_fraction": self.update.flag_fraction, "calibrator": self.calibrator_state, "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         as_array = lambda t: None if t is None else t.numpy()
-        self.w, self.w0, self.updates = state["w"], state["w0"], state["updates"]
+        if float(state["w0"]) != self.update.w0:
+            raise ValueError(f"FraudsterReweighting: the checkpoint's weights start from w0={state['w0']}, this run's "
+                             f"update.w0 is {self.update.w0}: resume with the same update options")
+        self.w, self.updates = state["w"], state["updates"]
         self.last_update_epoch, self.scores = state["last_update_epoch"], as_array(state["scores"])
         self.lm_scores, self.calibrator_state = as_array(state["lm_scores"]), state["calibrator"]
-        self.anomaly_scores = as_array(state.get("anomaly_scores"))  # absent in checkpoints before ``anomaly``
+        self.signal_scores = {k: as_array(v) for k, v in saved_signal_scores(state).items()}
         self.history = state["history"]
 
     # -- work (global rank 0) --------------------------------------------------------------------
@@ -237,12 +256,9 @@ class FraudsterReweighting(L.Callback):
         dm, k = trainer.datamodule, self._known
         max_len = dm.hparams.max_seq_len
         histories, stamps = self._histories(dm)
-        counts = train_counts(dm.data, dm.train_end)  # what the recommender trains on, fakes included
-        windows = self.anomaly_windows if self.anomaly else ()
-        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len, counts, windows=windows)
+        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len)
         known = self._known_profiles  # generated in setup, identically on every rank
-        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len, counts,
-                                  windows=windows)
+        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len)
         calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
         if self.calibrator_state is not None:
             calibrator.load_state_dict(self.calibrator_state)
@@ -251,12 +267,12 @@ class FraudsterReweighting(L.Callback):
         scores = calibrator.predict(users)
         decoys = calibrator.predict(fakes) if self.train_known else np.zeros(0, np.float32)
         update_scores = np.concatenate([scores, decoys])
-        anomaly = None
-        if self.anomaly:  # relative to the data module's users; decoys are scored against them too
-            groups = anomaly_groups(users.stats.shape[1])
-            anomaly = anomaly_scores(users.stats, users.stats, groups)
-            both = anomaly if not self.train_known else np.concatenate([anomaly, anomaly_scores(fakes.stats, users.stats, groups)])
-            update_scores = max_percentiles(update_scores, both)
+        signal_scores = {}
+        if self.signals:  # relative to the data module's users; decoys are scored against them too
+            view = self._view(dm, users, fakes, histories, stamps)
+            signal_scores = {s.name: np.asarray(s.score(view), np.float32) for s in self.signals}
+            update_scores = max_percentiles(update_scores, *signal_scores.values())
+            signal_scores = {name: v[: len(scores)] for name, v in signal_scores.items()}
         weights = self.update_weights(update_scores)
         own = weights[: len(scores)]
         entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
@@ -268,19 +284,37 @@ class FraudsterReweighting(L.Callback):
             fake = torch.as_tensor(labels_true)
             entry.update({"weight_fake": own[fake].mean().item(), "weight_real": own[~fake].mean().item()})
             entry.update(detection_metrics(scores, labels_true, self.threshold))
-            if anomaly is not None:  # flagged: in the top flag_fraction, as the update counts them
-                top = 1 - self.flag_fraction
-                entry.update({f"anomaly_{k}": v for k, v in detection_metrics(percentiles(torch.as_tensor(anomaly)).numpy(), labels_true, top).items()})
+            if signal_scores:  # flagged: in the top flag_fraction, as the update counts them
+                top = 1 - self.update.flag_fraction
+                for name, v in signal_scores.items():
+                    entry.update({f"{name}_{k}": m for k, m in detection_metrics(percentiles(torch.as_tensor(v)).numpy(), labels_true, top).items()})
                 entry.update({f"update_{k}": v for k, v in detection_metrics(update_scores[: len(scores)], labels_true, top).items()})
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
-        return {"w": self.w, "scores": scores, "anomaly": anomaly, "calibrator": calibrator.state_dict(),
+        return {"w": self.w, "scores": scores, "signals": signal_scores, "calibrator": calibrator.state_dict(),
                 "updates": self.updates + 1, "history": self.history + [entry]}
+
+    def _view(self, dm, users: SequenceFeatures, fakes: SequenceFeatures, histories: list[np.ndarray],
+              stamps: list[np.ndarray]) -> UserView:
+        """The data module's users, then the decoys when they are trained on (``train_known``)."""
+        counts = train_counts(dm.data, dm.train_end)  # what the recommender trains on, fakes included
+        known = self._known_profiles
+        if self.train_known:
+            return UserView(histories + list(known.sequences), stamps + list(known.timestamps),
+                            torch.cat([users.mean_fit, fakes.mean_fit]), counts, len(histories))
+        return UserView(histories, stamps, users.mean_fit, counts, len(histories))
 
     @staticmethod
     def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
         for logger in trainer.loggers:
             logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=trainer.global_step)
+
+
+def saved_signal_scores(state: dict[str, Any]) -> dict[str, Any]:
+    """A saved callback state's signal scores by name (checkpoints before ``signals`` held ``anomaly_scores``)."""
+    if "signal_scores" in state:
+        return dict(state["signal_scores"])
+    return {"anomaly": state["anomaly_scores"]} if state.get("anomaly_scores") is not None else {}
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -27,6 +27,7 @@ from genrec.evaluation.protocols import evaluate_scorer
 from genrec.modules import RetrievalModule
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
 from genrec.robust.attacks import AttackConfig
+from genrec.robust.callback import saved_signal_scores
 from genrec.robust.detector import detection_metrics, max_percentiles, percentiles
 from genrec.robust.metrics import target_metrics
 
@@ -89,11 +90,13 @@ def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]
         if scores is not None and info["num_fakes"]:
             scores = np.asarray(scores)
             out[name] = detection_metrics(scores, np.arange(len(scores)) >= num_real)
-    anomaly = state.get("anomaly_scores") if state else None
-    if anomaly is not None and info["num_fakes"]:  # flagged: the top flag_fraction, as the update counts them
-        labels, top = np.arange(len(anomaly)) >= num_real, 1 - state["flag_fraction"]
-        out["anomaly"] = detection_metrics(percentiles(torch.as_tensor(np.asarray(anomaly))).numpy(), labels, top)
-        out["update (max percentile)"] = detection_metrics(max_percentiles(state["scores"], anomaly), labels, top)
+    signals = saved_signal_scores(state) if state else {}
+    if signals and info["num_fakes"]:  # flagged: the top flag_fraction, as the update counts them
+        num = len(next(iter(signals.values())))
+        labels, top = np.arange(num) >= num_real, 1 - state["flag_fraction"]
+        for name, scores in signals.items():
+            out[name] = detection_metrics(percentiles(torch.as_tensor(np.asarray(scores))).numpy(), labels, top)
+        out["update (max percentile)"] = detection_metrics(max_percentiles(state["scores"], *signals.values()), labels, top)
     return out
 
 

@@ -5,16 +5,18 @@ import pytest
 import torch
 
 from genrec.cli import main as train_main
-from genrec.robust.callback import FraudsterReweighting
+from genrec.robust.callback import FraudsterReweighting, WeightUpdate
+from genrec.robust.signals import AnomalySignal
 from genrec.robust.detector import max_percentiles, percentiles, roc_auc
 from genrec.robust.report import detection
 from tests.conftest import shared_data
 
 HASHING = {"kind": "tests.robust.helpers.HashingEncoder"}
+ANOMALY = json.dumps([{"class_path": "genrec.robust.AnomalySignal", "init_args": {"windows": [10, 50]}}])
 
 
 def test_weight_updates_keep_the_total_and_punish_high_scores():
-    cb = FraudsterReweighting(lr=3.0)
+    cb = FraudsterReweighting(update=WeightUpdate(lr=3.0))
     cb.w = torch.zeros(500)
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -34,7 +36,7 @@ def test_rank_scores_lower_fakes_that_raw_scores_barely_move():
     scores[20:40] = 0.01  # fakes: above 980 real users, below the mean (0.0208)
     fake = np.zeros(1000, bool)
     fake[20:40] = True
-    raw, rank = FraudsterReweighting(lr=2.0), FraudsterReweighting(lr=2.0, scores="rank")
+    raw, rank = FraudsterReweighting(update=WeightUpdate(lr=2.0)), FraudsterReweighting(update=WeightUpdate(lr=2.0, scores="rank"))
     for cb in (raw, rank):
         cb.w = torch.zeros(1000)
         for _ in range(5):
@@ -43,21 +45,24 @@ def test_rank_scores_lower_fakes_that_raw_scores_barely_move():
     assert raw.weights[fake].mean() > 0.9 * raw.weights[40:].mean()  # the false positives took the loss
     assert rank.weights[fake].mean() < 0.6 * rank.weights[40:].mean()
     # percentiles with ties: the 960 tied real users share the mean rank
-    cb = FraudsterReweighting(lr=1.0, scores="rank")
+    cb = FraudsterReweighting(update=WeightUpdate(lr=1.0, scores="rank"))
     cb.w = torch.zeros(4)
     cb.update_weights(np.array([0.0, 0.0, 0.5, 1.0]))
     assert torch.allclose(cb.w - cb.w[0], torch.tensor([0.0, 0.0, -0.5, -5 / 6]), atol=1e-5)
     with pytest.raises(ValueError, match="scores"):
-        FraudsterReweighting(scores="softmax")
+        WeightUpdate(scores="softmax")
     with pytest.raises(ValueError, match="flag_fraction"):
-        FraudsterReweighting(scores="rank", flag_fraction=0.0)
+        WeightUpdate(scores="rank", flag_fraction=0.0)
+    for bad in ({"lr": 0.0}, {"every": 0}, {"start_epoch": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            WeightUpdate(**bad)
 
 
 def test_a_small_flag_fraction_moves_only_the_top_ranked_users_down():
     rng = np.random.default_rng(0)
     scores = rng.random(1000)
     top = scores >= np.quantile(scores, 0.98)
-    cb = FraudsterReweighting(lr=2.0, scores="rank", flag_fraction=0.02)
+    cb = FraudsterReweighting(update=WeightUpdate(lr=2.0, scores="rank", flag_fraction=0.02))
     cb.w = torch.zeros(1000)
     for _ in range(5):
         weights = cb.update_weights(scores)
@@ -69,10 +74,11 @@ def test_a_small_flag_fraction_moves_only_the_top_ranked_users_down():
     assert (weights[top][order[1:]] <= weights[top][order[:-1]] + 1e-6).all()
 
 
-def tiny_args(run_dir, epochs, extra=(), attack="random", defended=True):
+def tiny_args(run_dir, epochs, extra=(), attack="random", defended=True, update=None):
     defence = [
         "--trainer.callbacks+", "genrec.robust.FraudsterReweighting",
-        "--trainer.callbacks.start_epoch", "1", "--trainer.callbacks.encoder", json.dumps(HASHING),
+        "--trainer.callbacks.update", json.dumps({"start_epoch": 1, **(update or {})}),
+        "--trainer.callbacks.encoder", json.dumps(HASHING),
         "--trainer.callbacks.known_attack", json.dumps({"budget": 0.05}),
         "--trainer.callbacks.calibrator", json.dumps({"epochs": 2, "dim": 16}),
         "--trainer.callbacks.detector", json.dumps({"epochs": 20}),
@@ -123,8 +129,9 @@ def test_state_survives_a_checkpoint_round_trip(tmp_path):
 
 
 def test_train_known_trains_on_labelled_decoys_and_weighs_them_down(tmp_path):
-    cli = train_main(tiny_args(tmp_path, epochs=4, extra=(
-        "--trainer.callbacks.train_known", "true", "--trainer.callbacks.calibrator", json.dumps({"epochs": 10, "dim": 16}))))
+    cli = train_main(tiny_args(tmp_path, epochs=4, update={"scores": "rank", "flag_fraction": 0.2}, extra=(
+        "--trainer.callbacks.train_known", "true", "--trainer.callbacks.calibrator", json.dumps({"epochs": 10, "dim": 16}),
+        "--trainer.callbacks.signals", ANOMALY)))
     cb, dm = reweighting(cli), cli.datamodule
     own = len(dm.is_fake)  # 200 real users + 10 injected fakes
     decoys = cb._known_profiles.sequences
@@ -137,7 +144,7 @@ def test_train_known_trains_on_labelled_decoys_and_weighs_them_down(tmp_path):
     assert not set(cb._known_profiles.targets.tolist()) & set(dm.targets.tolist())
     # evaluation and the saved scores cover the data module's own users only
     assert len(dm.val_set) == len(dm.eval_users) and dm.eval_users.max() < own
-    assert len(cb.scores) == own and len(cb.lm_scores) == own
+    assert len(cb.scores) == own and len(cb.lm_scores) == own and len(cb.signal_scores["anomaly"]) == own
     # one weight per training user; the decoys (the calibrator's own positives) lose weight
     assert len(cb.weights) == 220 and cb.weights.sum().item() == pytest.approx(220, rel=1e-4)
     assert cb.weights[own:].mean().item() == pytest.approx(cb.history[-1]["weight_decoy"])
@@ -147,19 +154,22 @@ def test_train_known_trains_on_labelled_decoys_and_weighs_them_down(tmp_path):
 
 def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     with pytest.raises(ValueError, match="scores: rank"):
-        FraudsterReweighting(anomaly=True)
-    with pytest.raises(ValueError, match="anomaly_windows"):
-        FraudsterReweighting(scores="rank", anomaly=True, anomaly_windows=[10, 0])
-    cli = train_main(tiny_args(tmp_path, epochs=3, attack="bandwagon", extra=(
-        "--trainer.callbacks.scores", "rank", "--trainer.callbacks.flag_fraction", "0.1",
-        "--trainer.callbacks.anomaly", "true")))
+        FraudsterReweighting(signals=[AnomalySignal()])
+    with pytest.raises(ValueError, match="windows"):
+        AnomalySignal(windows=[10, 0])
+    with pytest.raises(ValueError, match="share a name"):
+        FraudsterReweighting(update=WeightUpdate(scores="rank"), signals=[AnomalySignal(), AnomalySignal((5,))])
+    cli = train_main(tiny_args(tmp_path, epochs=3, attack="bandwagon", update={"scores": "rank", "flag_fraction": 0.1},
+                               extra=("--trainer.callbacks.signals", ANOMALY)))
     cb, dm = reweighting(cli), cli.datamodule
-    assert len(cb.anomaly_scores) == len(cb.scores) == len(dm.is_fake)
+    assert [type(sig) for sig in cb.signals] == [AnomalySignal] and cb.signals[0].windows == (10, 50)
+    anomaly = cb.signal_scores["anomaly"]
+    assert len(anomaly) == len(cb.scores) == len(dm.is_fake)
     last = cb.history[-1]
     assert {"anomaly_auc", "update_auc", "auc"} <= set(last)
     # the last update subtracted the flagged part of max(percentile(calibrated), percentile(anomaly))
-    both = percentiles(torch.maximum(percentiles(torch.as_tensor(cb.scores)), percentiles(torch.as_tensor(cb.anomaly_scores))))
-    torch.testing.assert_close(torch.as_tensor(max_percentiles(cb.scores, cb.anomaly_scores)), both)
+    both = percentiles(torch.maximum(percentiles(torch.as_tensor(cb.scores)), percentiles(torch.as_tensor(anomaly))))
+    torch.testing.assert_close(torch.as_tensor(max_percentiles(cb.scores, anomaly)), both)
     assert last["update_auc"] == pytest.approx(roc_auc(both.numpy(), dm.is_fake))
     for key in ("update_flagged", "anomaly_flagged"):  # the top 10% (give or take ties)
         assert abs(last[key] - 0.1 * len(both)) <= 2
@@ -169,6 +179,11 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
     assert set(rows) == {"lm", "calibrated", "anomaly", "update (max percentile)"}
     assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
+    # checkpoints written before signals were a list held the anomaly scores under their own key
+    legacy = {k: v for k, v in state.items() if k != "signal_scores"} | {"anomaly_scores": state["signal_scores"]["anomaly"]}
+    assert detection({"defence": legacy, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum())) == rows
+    with pytest.raises(ValueError, match="w0"):  # a resume must continue the same update
+        FraudsterReweighting(update=WeightUpdate(w0=1.0)).load_state_dict(state)
 
 
 @pytest.mark.slow
@@ -189,8 +204,8 @@ def test_ml100k_injected_users_end_with_lower_weights(tmp_path, update):
     args[args.index("--data.max_seq_len") + 1] = "50"
     args[args.index("--model.net.max_seq_len") + 1] = "50"
     if update == "config":
-        args += ["--trainer.callbacks.scores", "rank", "--trainer.callbacks.flag_fraction", "0.05",
-                 "--trainer.callbacks.anomaly", "true"]
+        args[args.index("--trainer.callbacks.update") + 1] = json.dumps({"start_epoch": 1, "scores": "rank", "flag_fraction": 0.05})
+        args += ["--trainer.callbacks.signals", ANOMALY]
     cli = train_main([*args, "--data.root", str(root)])
     cb, dm = reweighting(cli), cli.datamodule
     fake = torch.as_tensor(dm.is_fake)

@@ -4,8 +4,7 @@ import torch
 
 from genrec.models import SASRec
 from genrec.modules import RetrievalModule
-from genrec.robust.calibrator import (Calibrator, CalibratorConfig, SequenceFeatures, anomaly_groups, anomaly_scores,
-                                     sequence_features)
+from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
 from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, roc_auc
 
 
@@ -75,9 +74,8 @@ def test_calibrator_learns_sequences_the_recommender_finds_unusual():
 def test_calibrator_inputs_can_leave_out_the_states_and_the_lm_head():
     torch.manual_seed(0)
     f = sequence_features(module(), [np.arange(1, 9)] * 4, [np.arange(8)] * 4, np.ones((4, 4)), max_len=6)
-    new_states = type(f)(torch.randn_like(f.states), f.fit, f.lengths, f.lm, f.stats)
-    new_lm = type(f)(f.states, f.fit, f.lengths, torch.randn_like(f.lm), f.stats)
-    new_stats = type(f)(f.states, f.fit, f.lengths, f.lm, torch.randn_like(f.stats))
+    new_states = type(f)(torch.randn_like(f.states), f.fit, f.lengths, f.lm)
+    new_lm = type(f)(f.states, f.fit, f.lengths, torch.randn_like(f.lm))
     for opts, reads_states, reads_lm in (({}, True, True), ({"states": False}, False, True),
                                          ({"states": False, "lm_in_head": False}, False, False)):
         torch.manual_seed(1)
@@ -85,58 +83,3 @@ def test_calibrator_inputs_can_leave_out_the_states_and_the_lm_head():
         with torch.no_grad():  # only what the calibrator reads can change its logits
             assert torch.allclose(cal(f)[0], cal(new_states)[0]) != reads_states
             assert torch.allclose(cal(f)[0], cal(new_lm)[0]) != reads_lm
-            assert torch.allclose(cal(f)[0], cal(new_stats)[0])  # the statistics feed anomaly_scores only
-
-
-def test_sequence_features_statistics():
-    m = module()
-    hist = [np.arange(1, 11), np.array([4, 5])]
-    counts = np.arange(31)
-    f = sequence_features(m, hist, [np.arange(10), np.arange(2)], np.ones((2, 3)), max_len=6, counts=counts)
-    torch.testing.assert_close(f.stats[:, 0], f.fit.sum(1) / f.lengths)  # mean fit over the window's positions
-    # mean log count over the whole history, not only the window
-    torch.testing.assert_close(f.stats[:, 1], torch.tensor([np.log1p(np.arange(1, 11)).mean(), np.log1p([4, 5]).mean()],
-                                                           dtype=torch.float32))
-    assert sequence_features(m, hist, [np.arange(10), np.arange(2)], np.ones((2, 3)), max_len=6).stats[:, 1].abs().sum() == 0
-
-
-def test_sequence_features_log_count_windows():
-    m = module()
-    hist, stamps = [np.arange(1, 11), np.array([4, 5])], [np.arange(10), np.arange(2)]
-    counts = np.arange(31)
-    f = sequence_features(m, hist, stamps, np.ones((2, 3)), max_len=6, counts=counts, windows=(3, 8))
-    assert f.stats.shape == (2, 4) and len(SequenceFeatures.stat_names((3, 8))) == 4
-    plain = sequence_features(m, hist, stamps, np.ones((2, 3)), max_len=6, counts=counts)
-    torch.testing.assert_close(f.stats[:, :2], plain.stats)  # the windows only add columns
-    expect = lambda w: [np.log1p(np.arange(1, 11)[-w:]).mean(), np.log1p([4, 5]).mean()]  # a short history: all of it
-    torch.testing.assert_close(f.stats[:, 2], torch.tensor(expect(3), dtype=torch.float32))
-    torch.testing.assert_close(f.stats[:, 3], torch.tensor(expect(8), dtype=torch.float32))
-    assert anomaly_groups(4) == [[0], [1, 2, 3]] and anomaly_groups(2) == [[0], [1]]
-
-
-def test_anomaly_scores_take_the_most_anomalous_window_of_a_group():
-    rng = np.random.default_rng(0)
-    # columns: fit, whole-history log count, last-10 log count; user 0 is ordinary over its whole
-    # history but its last window is far off (a long profile with its targets at the end)
-    stats = torch.as_tensor(np.c_[rng.normal(0, 1, 300), rng.normal(5, 1, 300), rng.normal(5, 1, 300)], dtype=torch.float32)
-    stats[0] = torch.tensor([0.0, 5.0, -5.0])
-    grouped = anomaly_scores(stats, stats, [[0], [1, 2]])
-    z = (stats - stats.median(0).values).abs() / (stats - stats.median(0).values).abs().median(0).values
-    np.testing.assert_allclose(grouped, (z[:, 0] + z[:, 1:].max(1).values).numpy(), rtol=1e-5)
-    assert np.argmax(grouped) == 0
-    # the default, every column alone, sums all three
-    np.testing.assert_allclose(anomaly_scores(stats, stats), z.sum(1).numpy(), rtol=1e-5)
-
-
-def test_anomaly_scores_are_two_sided():
-    rng = np.random.default_rng(0)
-    stats = torch.as_tensor(np.c_[rng.normal(0, 1, 200), rng.normal(5, 2, 200)], dtype=torch.float32)
-    stats[0, 0], stats[1, 0], stats[2, 1] = -8, 8, 5 + 16  # fakes below, above, and on the other statistic
-    s = anomaly_scores(stats, stats)
-    assert set(np.argsort(-s)[:3]) == {0, 1, 2}
-    # median and MAD in units: the same score after shifting and scaling a statistic
-    moved = stats * torch.tensor([3.0, 1.0]) + torch.tensor([10.0, 0.0])
-    np.testing.assert_allclose(anomaly_scores(moved, moved), s, rtol=1e-4)
-    # scored against another reference: a user at the reference's median scores 0
-    ref = stats[3:]
-    assert anomaly_scores(ref.median(0).values[None], ref)[0] == pytest.approx(0, abs=1e-6)

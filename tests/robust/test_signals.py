@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from genrec.models import SASRec
+from genrec.modules import RetrievalModule
+from genrec.robust.calibrator import sequence_features
+from genrec.robust.signals import AnomalySignal, UserView, anomaly_groups, anomaly_scores, log_count_windows
+
+
+def test_mean_fit_is_over_the_window_positions():
+    torch.manual_seed(0)
+    m = RetrievalModule(SASRec(dim=8, num_blocks=1, max_seq_len=6), num_items=30)
+    f = sequence_features(m, [np.arange(1, 11), np.array([4, 5])], [np.arange(10), np.arange(2)], np.ones((2, 3)), max_len=6)
+    torch.testing.assert_close(f.mean_fit, f.fit.sum(1) / f.lengths)
+    assert f.lengths.tolist() == [6, 1]
+
+
+def test_log_count_windows():
+    hist = [np.arange(1, 11), np.array([4, 5]), np.zeros(0, np.int64)]
+    counts = np.arange(31)
+    cols = log_count_windows(hist, counts, (3, 8))
+    assert cols.shape == (3, 3)
+    # the whole history (not only the recommender's window), then the last w items; a short history: all of it
+    expect = lambda w: [np.log1p(np.arange(1, 11)[-w:] if w else np.arange(1, 11)).mean(), np.log1p([4, 5]).mean(), 0.0]
+    for c, w in enumerate((0, 3, 8)):
+        torch.testing.assert_close(cols[:, c], torch.tensor(expect(w), dtype=torch.float32))
+    torch.testing.assert_close(log_count_windows(hist, counts), cols[:, :1])  # the windows only add columns
+    assert anomaly_groups(4) == [[0], [1, 2, 3]] and anomaly_groups(2) == [[0], [1]]
+
+
+def test_anomaly_signal_scores_every_row_against_the_reference_users():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 1000, 101)
+    real = [rng.integers(1, 101, rng.integers(5, 60)) for _ in range(300)]
+    fit = torch.as_tensor(rng.normal(0.3, 0.05, 300), dtype=torch.float32)
+    rare = np.argsort(counts[1:])[:5] + 1  # a long ordinary profile with the rarest items in its last 10
+    decoy = np.r_[real[0][:50] if len(real[0]) >= 50 else np.resize(real[0], 50), np.repeat(rare, 2)]
+    view = UserView(real + [decoy], [np.arange(len(h)) for h in real + [decoy]], torch.cat([fit, torch.tensor([0.3])]),
+                    counts, num_reference=300)
+    signal = AnomalySignal(windows=(10, 50))
+    stats = signal.statistics(view)
+    assert stats.shape == (301, 4)
+    scores = signal.score(view)
+    np.testing.assert_allclose(scores, anomaly_scores(stats, stats[:300], [[0], [1, 2, 3]]), rtol=1e-6)
+    assert scores[300] > np.quantile(scores[:300], 0.99)  # the rare last window stands out
+    # the reference is the data module's users: adding rows does not move their scores
+    alone = signal.score(UserView(real, view.timestamps[:300], fit, counts, num_reference=300))
+    np.testing.assert_allclose(scores[:300], alone, rtol=1e-6)
+    # the whole history alone dilutes the window
+    assert AnomalySignal(windows=()).score(view)[300] < scores[300]
+    with pytest.raises(ValueError, match="reference users"):
+        UserView(real, view.timestamps[:299], fit, counts, num_reference=300)
+
+
+def test_anomaly_scores_take_the_most_anomalous_window_of_a_group():
+    rng = np.random.default_rng(0)
+    # columns: fit, whole-history log count, last-10 log count; user 0 is ordinary over its whole
+    # history but its last window is far off (a long profile with its targets at the end)
+    stats = torch.as_tensor(np.c_[rng.normal(0, 1, 300), rng.normal(5, 1, 300), rng.normal(5, 1, 300)], dtype=torch.float32)
+    stats[0] = torch.tensor([0.0, 5.0, -5.0])
+    grouped = anomaly_scores(stats, stats, [[0], [1, 2]])
+    z = (stats - stats.median(0).values).abs() / (stats - stats.median(0).values).abs().median(0).values
+    np.testing.assert_allclose(grouped, (z[:, 0] + z[:, 1:].max(1).values).numpy(), rtol=1e-5)
+    assert np.argmax(grouped) == 0
+    # the default, every column alone, sums all three
+    np.testing.assert_allclose(anomaly_scores(stats, stats), z.sum(1).numpy(), rtol=1e-5)
+
+
+def test_anomaly_scores_are_two_sided():
+    rng = np.random.default_rng(0)
+    stats = torch.as_tensor(np.c_[rng.normal(0, 1, 200), rng.normal(5, 2, 200)], dtype=torch.float32)
+    stats[0, 0], stats[1, 0], stats[2, 1] = -8, 8, 5 + 16  # fakes below, above, and on the other statistic
+    s = anomaly_scores(stats, stats)
+    assert set(np.argsort(-s)[:3]) == {0, 1, 2}
+    # median and MAD in units: the same score after shifting and scaling a statistic
+    moved = stats * torch.tensor([3.0, 1.0]) + torch.tensor([10.0, 0.0])
+    np.testing.assert_allclose(anomaly_scores(moved, moved), s, rtol=1e-4)
+    # scored against another reference: a user at the reference's median scores 0
+    ref = stats[3:]
+    assert anomaly_scores(ref.median(0).values[None], ref)[0] == pytest.approx(0, abs=1e-6)
