@@ -1,18 +1,29 @@
-"""Training throughput (tokens/s) of HSTU and SASRec at growing sequence lengths.
+"""Training throughput (tokens/s) and peak memory of HSTU and SASRec at growing sequence lengths.
 
 Same width and depth for both (d 50, 2 blocks, 1 head, ML-1M-sized catalogue of 3,706 items,
 128 sampled negatives); each step trains on a fixed budget of tokens (batch = tokens / length),
-full-length sequences, forward + backward + AdamW. Prints the median of --repeats timed steps
-after --warmup steps, per model, length and options.
+full-length sequences (the padded worst case), forward + backward + AdamW. Prints the median of
+--repeats timed steps after --warmup steps, per model, length and options. Models: ``hstu``
+(dense attention), ``hstu-blocked`` (``attention: blocked``, 256 queries per block),
+``hstu-compiled``, ``sasrec`` (``scaled_dot_product_attention``, the reference Transformer).
+
+With ``--memory`` every row runs in a fresh process and also reports its peak memory: the
+process's peak resident set during the steps minus its resident set before the first one
+(model, optimizer state and batch built; CPU).
 
     python benchmarks/train_speed.py                      # lengths 200 1024 4096
+    python benchmarks/train_speed.py --memory --models hstu hstu-blocked sasrec --lengths 200 1024 4096 8192 --tokens 32768
     python benchmarks/train_speed.py --lengths 200 --negatives position sequence batch
     python benchmarks/train_speed.py --lengths 200 --models sasrec sasrec-no-attn-dropout   # configs/sasrec/ml-1m.yaml
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -23,7 +34,8 @@ from genrec.modules import RetrievalModule
 
 def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalModule:
     if model.startswith("hstu"):
-        net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled")
+        net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled",
+                   attention="blocked" if model == "hstu-blocked" else "dense")
     else:
         # sasrec: dropout 0.2 on attention weights too (the paper's); sasrec-no-attn-dropout: none there
         net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length,
@@ -61,6 +73,23 @@ def time_steps(m: RetrievalModule, b: dict, warmup: int, repeats: int, bf16: boo
     return statistics.median(times)
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def run_one(model: str, L: int, neg: str, bf16: bool, args) -> dict[str, float]:
+    """One row in this process: median s/step and the peak memory the steps added (MiB)."""
+    B = max(1, args.tokens // L)
+    b = batch(B, L, args.num_items)
+    torch.manual_seed(0)
+    m = make(model, L, neg, args.num_items)
+    before = _rss_mib()
+    s = time_steps(m, b, args.warmup, args.repeats, bf16)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"s": s, "batch": B, "peak_mib": peak - before}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[200, 1024, 4096])
@@ -72,20 +101,35 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--num-items", type=int, default=3706)
+    p.add_argument("--memory", action="store_true", help="run each row in a fresh process and report its peak memory")
+    p.add_argument("--one", nargs=4, metavar=("MODEL", "LENGTH", "NEGATIVES", "BF16"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.one:  # a child of --memory: one row, printed as JSON
+        model, L, neg, bf16 = args.one
+        print(json.dumps(run_one(model, int(L), neg, bf16 == "1", args)))
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} tokens/step")
-    print("| model | length | batch | negatives | dtype | s/step | tokens/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | length | batch | negatives | dtype | s/step | tokens/s |" + (" peak MiB |" if args.memory else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.memory else ""))
     for L in args.lengths:
-        B = max(1, args.tokens // L)
-        b = batch(B, L, args.num_items)
         for model in args.models:
             for neg in args.negatives:
                 for bf16 in ([False, True] if args.bf16 else [False]):
-                    torch.manual_seed(0)
-                    s = time_steps(make(model, L, neg, args.num_items), b, args.warmup, args.repeats, bf16)
+                    if args.memory:
+                        child = [sys.executable, __file__, "--one", model, str(L), neg, str(int(bf16)),
+                                 "--tokens", str(args.tokens), "--warmup", str(args.warmup),
+                                 "--repeats", str(args.repeats), "--num-items", str(args.num_items)]
+                        done = subprocess.run(child, capture_output=True, text=True)
+                        if done.returncode:
+                            print(f"| {model} | {L} | | {neg} | | failed (exit {done.returncode}: "
+                                  f"{done.stderr.strip().splitlines()[-1:]}) | | |", flush=True)
+                            continue
+                        r = json.loads(done.stdout.strip().splitlines()[-1])
+                    else:
+                        r = run_one(model, L, neg, bf16, args)
                     dtype = "bf16" if bf16 else "fp32"
-                    print(f"| {model} | {L} | {B} | {neg} | {dtype} | {s:.3f} | {B * L / s:,.0f} |", flush=True)
+                    row = f"| {model} | {L} | {r['batch']} | {neg} | {dtype} | {r['s']:.3f} | {r['batch'] * L / r['s']:,.0f} |"
+                    print(row + (f" {r['peak_mib']:,.0f} |" if args.memory else ""), flush=True)
 
 
 if __name__ == "__main__":

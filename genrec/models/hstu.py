@@ -20,25 +20,19 @@ Inputs are scaled by √d and given an absolute position embedding; outputs are 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genrec.models.blocked_attention import MASKED, blocked_silu_attention, buckets_
 from genrec.models.dropout import Dropout
-
-
-def _buckets_(dt: Tensor, num_buckets: int, divisor: float) -> Tensor:
-    """``time_buckets`` of a float64 tensor, overwriting it in place (one allocation less per
-    step on the (B, L, L) map); exact for integer times below 2**53. int32 out."""
-    dt.abs_().clamp_(min=1).log_().div_(divisor).floor_().clamp_(0, num_buckets)
-    return dt.to(torch.int32)
 
 
 def time_buckets(dt: Tensor, num_buckets: int = 128, divisor: float = 0.301) -> Tensor:
     """Bucket index (int32) of a time difference: ``clamp(floor(ln(max(|dt|, 1)) / divisor), 0, num_buckets)``."""
-    return _buckets_(dt.to(torch.float64, copy=True), num_buckets, divisor)
+    return buckets_(dt.to(torch.float64, copy=True), num_buckets, divisor)
 
 
 class _BucketBias(torch.autograd.Function):
@@ -46,7 +40,7 @@ class _BucketBias(torch.autograd.Function):
     the gather is one weighted ``bincount``.
 
     On CPU an int32 ``index_select`` is faster than int64 advanced indexing, and ``bincount``
-    faster than ``scatter_add_`` (and deterministic); see README "Speed and memory".
+    faster than ``scatter_add_`` (and deterministic); see docs/performance.md.
     """
 
     @staticmethod
@@ -61,10 +55,6 @@ class _BucketBias(torch.autograd.Function):
         g = torch.bincount(idx.reshape(-1), weights=grad.reshape(-1).float(), minlength=ctx.size)
         g_base = grad.sum_to_size(ctx.base_shape) if ctx.needs_input_grad[2] else None
         return g.to(grad.dtype), None, g_base
-
-
-# Added to the scores of masked (future) keys: SiLU of it is exactly 0, and so is its gradient.
-MASKED = -1e9
 
 
 class RelativeBias(nn.Module):
@@ -118,11 +108,25 @@ def silu_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, compiled: bool
     return _compiled_attention(q, k, v, bias)
 
 
+class Positions(NamedTuple):
+    """What every layer's relative bias is built from, once per batch. Dense: the (L, L) causal mask
+    bias and position index and the (B, L, L) time buckets; blocked: the (B, L) query and key times
+    (float64), each block's bias built from them."""
+
+    mask_bias: Tensor | None = None
+    rel: Tensor | None = None
+    buckets: Tensor | None = None
+    query_t: Tensor | None = None
+    key_t: Tensor | None = None
+
+
 class HSTULayer(nn.Module):
     def __init__(self, dim: int, num_heads: int, attn_dim: int, linear_dim: int, dropout: float,
-                 max_seq_len: int, num_buckets: int, use_time: bool, compile_attention: bool = False):
+                 max_seq_len: int, num_buckets: int, use_time: bool, compile_attention: bool = False,
+                 attention_block: int = 0):
         super().__init__()
-        self.compile_attention = compile_attention
+        self.compile_attention, self.attention_block = compile_attention, attention_block
+        self.num_buckets = num_buckets
         self.num_heads, self.attn_dim, self.linear_dim = num_heads, attn_dim, linear_dim
         self.norm_in = nn.LayerNorm(dim, eps=1e-6)
         self.uvqk = nn.Linear(dim, num_heads * (2 * linear_dim + 2 * attn_dim))
@@ -132,7 +136,7 @@ class HSTULayer(nn.Module):
         self.rab = RelativeBias(max_seq_len, num_buckets, use_time)
         self.max_seq_len = max_seq_len
 
-    def forward(self, x: Tensor, mask_bias: Tensor, rel_pos: Tensor, buckets: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, pos: Positions) -> Tensor:
         B, L, _ = x.shape
         H, da, dl = self.num_heads, self.attn_dim, self.linear_dim
         uvqk = F.silu(self.uvqk(self.norm_in(x)))
@@ -140,8 +144,12 @@ class HSTULayer(nn.Module):
         q = q.view(B, L, H, da).transpose(1, 2)  # (B, H, L, da)
         k = k.view(B, L, H, da).transpose(1, 2)
         v = (v / self.max_seq_len).view(B, L, H, dl).transpose(1, 2)  # (B, H, L, dl); 1/n folded in
-        bias = self.rab(rel_pos, buckets, mask_bias).unsqueeze(1)  # (B or 1, 1, L, L)
-        y = silu_attention(q, k, v, bias, self.compile_attention)  # (B, H, L, dl)
+        if self.attention_block:
+            y = blocked_silu_attention(q, k, v, self.rab.pos_w, self.rab.time_w if pos.query_t is not None else None,
+                                       pos.query_t, pos.key_t, self.max_seq_len, self.num_buckets, self.attention_block)
+        else:
+            bias = self.rab(pos.rel, pos.buckets, pos.mask_bias).unsqueeze(1)  # (B or 1, 1, L, L)
+            y = silu_attention(q, k, v, bias, self.compile_attention)  # (B, H, L, dl)
         y = y.transpose(1, 2).reshape(B, L, H * dl)
         return x + self.out(self.dropout(u * self.norm_attn(y)))
 
@@ -161,12 +169,18 @@ class HSTU(nn.Module):
             last item's own time when the batch has none; ``last``: always the last item's own time.
         compile_attention: run the attention core through ``torch.compile`` (needs a C++
             compiler on CPU; the first batches of each new shape pay the compilation).
+        attention: ``dense`` builds the (B, L, L) bias and (B, H, L, L) scores and keeps them for
+            the backward pass; ``blocked`` computes attention ``attention_block`` queries at a time
+            and rebuilds each block in the backward pass (``genrec.models.blocked_attention``), so
+            peak memory grows linearly in L (docs/performance.md: which is faster where).
+        attention_block: queries per block of ``attention: blocked``.
     """
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
                  linear_dim: int | None = None, dropout: float = 0.2, max_seq_len: int = 200,
                  num_time_buckets: int = 128, use_time_bias: bool = True, compile_attention: bool = False,
-                 query_time: Literal["target", "last"] = "target"):
+                 query_time: Literal["target", "last"] = "target", attention: Literal["dense", "blocked"] = "dense",
+                 attention_block: int = 256):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         attn_dim = attn_dim or dim // num_heads
@@ -176,12 +190,19 @@ class HSTU(nn.Module):
         if query_time not in ("target", "last"):
             raise ValueError(f"HSTU query_time must be 'target' or 'last', got {query_time!r}")
         self.query_time = query_time
+        if attention not in ("dense", "blocked"):
+            raise ValueError(f"HSTU attention must be 'dense' or 'blocked', got {attention!r}")
+        if attention_block < 1:
+            raise ValueError(f"HSTU attention_block must be at least 1 query, got {attention_block}")
+        if attention == "blocked" and compile_attention:
+            raise ValueError("HSTU compile_attention compiles the dense core; set attention: dense with it")
+        self.attention = attention
         self.pos_emb = nn.Embedding(max_seq_len, dim)
         nn.init.normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
             HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, num_time_buckets, use_time_bias,
-                      compile_attention)
+                      compile_attention, attention_block if attention == "blocked" else 0)
             for _ in range(num_blocks)
         )
         self._mask_cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
@@ -197,13 +218,9 @@ class HSTU(nn.Module):
             self._mask_cache[key] = (mask_bias, rel)
         return self._mask_cache[key]
 
-    def _time_buckets(self, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
-        """int32 (B, L, L) buckets of query time minus key time; same values as ``time_buckets``.
-
-        Query time of position i is the time of item i+1; the last valid position's is
-        ``query_time`` when given, else its own.
-        The differences are taken in float64 and bucketed in place.
-        """
+    def _query_times(self, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
+        """(B, L) float64 query times: position i's is the time of item i+1; the last valid
+        position's is ``query_time`` when given, else its own."""
         B, L = timestamps.shape
         nxt = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
         last = (torch.arange(L, device=timestamps.device)[None, :] >= (lengths - 1)[:, None])
@@ -211,9 +228,13 @@ class HSTU(nn.Module):
             last_t = timestamps.gather(1, (lengths - 1).clamp(min=0)[:, None])
         else:
             last_t = query_time.to(timestamps.dtype)[:, None]
-        query_t = torch.where(last, last_t.expand(B, L), nxt)
-        q, k = query_t.to(torch.float64), timestamps.to(torch.float64)
-        return _buckets_(q[:, :, None] - k[:, None, :], self.num_time_buckets, 0.301)
+        return torch.where(last, last_t.expand(B, L), nxt).to(torch.float64)
+
+    def _time_buckets(self, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
+        """int32 (B, L, L) buckets of query time minus key time (in float64, bucketed in place);
+        the same values as ``time_buckets``."""
+        q, k = self._query_times(timestamps, lengths, query_time), timestamps.to(torch.float64)
+        return buckets_(q[:, :, None] - k[:, None, :], self.num_time_buckets, 0.301)
 
     def forward(self, x: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
         B, L, D = x.shape
@@ -222,8 +243,13 @@ class HSTU(nn.Module):
         valid = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, L, 1)
         h = x * math.sqrt(D) + self.pos_emb.weight[:L]
         h = self.input_dropout(h) * valid
-        mask_bias, rel = self._masks(L, x.device)
-        buckets = self._time_buckets(timestamps, lengths, query_time) if self.use_time_bias else None
+        if self.attention == "blocked":
+            times = self.use_time_bias
+            pos = Positions(query_t=self._query_times(timestamps, lengths, query_time) if times else None,
+                            key_t=timestamps.to(torch.float64) if times else None)
+        else:
+            mask_bias, rel = self._masks(L, x.device)
+            pos = Positions(mask_bias, rel, self._time_buckets(timestamps, lengths, query_time) if self.use_time_bias else None)
         for layer in self.layers:
-            h = layer(h, mask_bias, rel, buckets)
+            h = layer(h, pos)
         return F.normalize(h, dim=-1, eps=1e-6)

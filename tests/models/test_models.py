@@ -146,6 +146,45 @@ def test_compiled_attention_matches_eager():
         assert torch.allclose(a.grad, b.grad, atol=1e-4), name
 
 
+@pytest.mark.parametrize("block", [1, 4, 7, 64])
+@pytest.mark.parametrize("use_time", [True, False])
+def test_blocked_attention_equals_dense_forward_and_gradients(block, use_time):
+    """Query blocks of every size (one query, uneven last block, one block for all) give the dense
+    path's outputs and gradients, with padding, the causal mask and the relative biases."""
+    torch.manual_seed(0)
+    kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=20, dropout=0.0, use_time_bias=use_time)
+    dense, blocked = HSTU(**kw), HSTU(**kw, attention="blocked", attention_block=block)
+    blocked.load_state_dict(dense.state_dict())
+    with torch.no_grad():  # non-trivial bias tables, so their gradients are compared on real values
+        for net in (dense, blocked):
+            for layer in net.layers:
+                layer.rab.pos_w.copy_(torch.linspace(-0.5, 0.5, len(layer.rab.pos_w)))
+                if use_time:
+                    layer.rab.time_w.copy_(torch.linspace(0.3, -0.3, len(layer.rab.time_w)))
+    x, ts, lengths = _inputs(B=3, L=18, D=16)
+    x_d, x_b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    query = ts[:, -1] + 5_000
+    out_d, out_b = dense(x_d, ts, lengths, query), blocked(x_b, ts, lengths, query)
+    torch.testing.assert_close(out_b, out_d, atol=1e-5, rtol=1e-5)
+    w = torch.randn_like(out_d)
+    valid = (torch.arange(18)[None, :] < lengths[:, None]).unsqueeze(-1)
+    (out_d * w * valid).sum().backward()
+    (out_b * w * valid).sum().backward()
+    torch.testing.assert_close(x_b.grad, x_d.grad, atol=1e-5, rtol=1e-5)
+    for (name, a), b in zip(dense.named_parameters(), blocked.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5, msg=name)
+    assert dense.layers[0].rab.pos_w.grad.abs().sum() > 0
+
+
+def test_blocked_attention_options_are_checked():
+    with pytest.raises(ValueError, match="attention"):
+        HSTU(attention="flash")
+    with pytest.raises(ValueError, match="attention_block"):
+        HSTU(attention="blocked", attention_block=0)
+    with pytest.raises(ValueError, match="compile_attention"):
+        HSTU(attention="blocked", compile_attention=True)
+
+
 def test_sasrec_positions_count_back_from_the_most_recent_item():
     # from_end on a length-n history = from_start with the first n position rows reversed, i.e.
     # what the original left-padded SASRec computes: the newest item always gets position 0.
