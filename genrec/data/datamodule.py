@@ -93,25 +93,47 @@ class Collator:
     recommendation is asked for; HSTU's relative-time bias reads it (as the HSTU paper's code
     does in training and evaluation), models without time ignore it."""
 
-    def __init__(self, data: SequenceData, max_seq_len: int, exclude: Exclude = "history"):
+    def __init__(self, data: SequenceData, max_seq_len: int, exclude: Exclude = "history",
+                 stochastic_length: float = 0.0):
         self.items = data.items
         self.timestamps = data.timestamps
         self.offsets = data.offsets
         self.max_seq_len = max_seq_len
         self.exclude = exclude
+        self.stochastic_length = stochastic_length
 
     def _pad(self, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        width = max(1, max(e - s for s, e in spans))
-        items = np.zeros((len(spans), width), np.int64)
-        stamps = np.zeros((len(spans), width), np.int64)
-        for r, (s, e) in enumerate(spans):
-            items[r, : e - s] = self.items[s:e]
-            stamps[r, : e - s] = self.timestamps[s:e]
-        return items, stamps, np.array([e - s for s, e in spans], np.int64)
+        return self._pad_rows([np.arange(s, e) for s, e in spans])
+
+    def _pad_rows(self, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Items and timestamps at each row's positions, right-padded; and the rows' lengths."""
+        width = max(1, max(len(r) for r in rows))
+        items = np.zeros((len(rows), width), np.int64)
+        stamps = np.zeros((len(rows), width), np.int64)
+        for r, pos in enumerate(rows):
+            items[r, : len(pos)] = self.items[pos]
+            stamps[r, : len(pos)] = self.timestamps[pos]
+        return items, stamps, np.array([len(r) for r in rows], np.int64)
+
+    def _window(self, s: int, e: int) -> np.ndarray:
+        """Positions of one training window; with ``stochastic_length`` α, a window of n inputs
+        longer than m = ⌊N^(α/2)⌋ (N = ``max_seq_len``) keeps a random m + 1 of its n + 1 items,
+        in order, with probability 1 − N^α / n² (HSTU's Stochastic Length), else all of them. Drawn
+        from torch's generator, which ``seed_everything`` seeds, like dropout and negatives."""
+        pos = np.arange(s, e)
+        a, n = self.stochastic_length, e - s - 1
+        if not a:
+            return pos
+        m = int(self.max_seq_len ** (a / 2))
+        if n <= m or torch.rand(()).item() < self.max_seq_len ** a / n**2:
+            return pos
+        keep = torch.randperm(n + 1)[: m + 1].sort().values.numpy()
+        return pos[keep]
 
     def train(self, batch: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
-        items, stamps, lengths = self._pad([(s, e - 1) for _, s, e in batch])
-        targets, _, _ = self._pad([(s + 1, e) for _, s, e in batch])
+        windows = [self._window(s, e) for _, s, e in batch]
+        items, stamps, lengths = self._pad_rows([w[:-1] for w in windows])
+        targets, _, _ = self._pad_rows([w[1:] for w in windows])
         return {
             "user": torch.as_tensor([b[0] for b in batch]),
             "items": torch.from_numpy(items),
@@ -119,7 +141,7 @@ class Collator:
             "targets": torch.from_numpy(targets),
             "lengths": torch.from_numpy(lengths),
             # time of the interaction the last position predicts (the request time)
-            "query_time": torch.from_numpy(self.timestamps[np.array([e - 1 for _, _, e in batch], np.int64)]),
+            "query_time": torch.from_numpy(self.timestamps[np.array([w[-1] for w in windows], np.int64)]),
         }
 
     def eval(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -193,6 +215,10 @@ class SequenceDataModule(L.LightningDataModule):
         fit_on_validation: also train on each user's validation target (the HSTU paper code's
             protocol, which holds out only the test item). Validation metrics are then seen-data
             metrics: choose the epoch count on a run without it, then refit with it for that count.
+        stochastic_length: HSTU's Stochastic Length α in (1, 2] (0 = off): a training window of n
+            inputs longer than ⌊max_seq_len^(α/2)⌋ is cut to that many, a random ordered subset of
+            its items, with probability 1 − max_seq_len^α / n² (``Collator._window``); evaluation
+            always sees the whole window. Quality and time on ML-1M: docs/results/id-models.md.
     """
 
     def __init__(
@@ -210,12 +236,15 @@ class SequenceDataModule(L.LightningDataModule):
         train_windows: Literal["last", "all"] = "last",
         bucket_by_length: bool = True,
         fit_on_validation: bool = False,
+        stochastic_length: float = 0.0,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
     ):
         super().__init__()
         check_loader_options(max_seq_len, exclude, train_windows, batch_size, eval_batch_size)
+        if stochastic_length and not 1 < stochastic_length <= 2:
+            raise DataError(f"data.stochastic_length is HSTU's alpha, in (1, 2], or 0 for off (got {stochastic_length})")
         self.save_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
@@ -306,7 +335,7 @@ class SequenceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         data = self._load()
         hp = self.hparams
-        self.collator = Collator(data, hp.max_seq_len, hp.exclude)
+        self.collator = Collator(data, hp.max_seq_len, hp.exclude, hp.get("stochastic_length", 0.0))
         self.train_set = TrainWindows(data, self.train_end, hp.max_seq_len, hp.train_windows)
         self.val_set = EvalTargets(data, self.eval_users, self.val_pos, hp.max_seq_len)
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos, hp.max_seq_len)

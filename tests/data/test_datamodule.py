@@ -111,6 +111,39 @@ def test_all_windows_cover_every_training_target_once(tmp_path):
         assert sorted(covered.get(u, [])) == sorted(expected)
 
 
+def test_stochastic_length_cuts_long_windows_to_ordered_subsets_at_the_papers_rate():
+    N, alpha = 16, 1.5
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 400, "num_items": 300, "seed": 2},
+                            max_seq_len=N, batch_size=1000, stochastic_length=alpha)
+    dm.prepare_data()
+    dm.setup("fit")
+    data, m = dm.data, int(N ** (alpha / 2))  # 8
+    windows = {u: data.items[max(data.offsets[u], dm.train_end[u] - N - 1): dm.train_end[u]]
+               for u in range(data.num_users)}
+    torch.manual_seed(0)
+    cut = expected = long = 0
+    for batch in dm.train_dataloader():
+        for r, u in enumerate(batch["user"].tolist()):
+            n, full = batch["lengths"][r].item(), windows[u]
+            seq = batch["items"][r, :n].tolist() + [batch["targets"][r, n - 1].item()]
+            assert batch["targets"][r, : n - 1].tolist() == seq[1 : n]  # targets are the next kept items
+            it = iter(full.tolist())
+            assert all(x in it for x in seq)  # an ordered subsequence of the whole window
+            if len(full) - 1 > m:
+                long += 1
+                if n < len(full) - 1:
+                    assert n == m
+                    cut += 1
+                expected += 1 - N**alpha / (len(full) - 1) ** 2
+            else:
+                assert seq == full.tolist()  # short windows are never cut
+    assert long > 300 and abs(cut - expected) < 4 * expected**0.5
+    # evaluation sees whole windows
+    assert next(iter(dm.test_dataloader()))["lengths"].max().item() == N
+    with pytest.raises(DataError, match="data.stochastic_length"):
+        SequenceDataModule(dataset="synthetic", stochastic_length=2.5)
+
+
 def test_last_window_keeps_most_recent_items_and_pads_right(tiny):
     dm = make(tiny, max_seq_len=2, batch_size=8)
     batch = next(iter(dm.train_dataloader()))
