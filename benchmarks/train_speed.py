@@ -5,7 +5,10 @@ Same width and depth for both (d 50, 2 blocks, 1 head, ML-1M-sized catalogue of 
 full-length sequences (the padded worst case), forward + backward + AdamW. Prints the median of
 --repeats timed steps after --warmup steps, per model, length and options. Models: ``hstu``
 (dense attention), ``hstu-blocked`` (``attention: blocked``, 256 queries per block),
-``hstu-compiled``, ``sasrec`` (``scaled_dot_product_attention``, the reference Transformer).
+``hstu-jagged`` (``attention: jagged``: the batch packed without padding), ``hstu-compiled``,
+``sasrec`` (``scaled_dot_product_attention``, the reference Transformer). With ``--skewed`` the
+sequences of a batch have skewed lengths (log-normal, median L/4, σ 1, clipped to [2, L]; the
+batch is still padded to L, and its real tokens are reported), as user histories have.
 
 With ``--memory`` every row runs in a fresh process and also reports its peak memory: the
 process's peak resident set during the steps minus its resident set before the first one
@@ -13,6 +16,7 @@ process's peak resident set during the steps minus its resident set before the f
 
     python benchmarks/train_speed.py                      # lengths 200 1024 4096
     python benchmarks/train_speed.py --memory --models hstu hstu-blocked sasrec --lengths 200 1024 4096 8192 --tokens 32768
+    python benchmarks/train_speed.py --memory --skewed --models hstu hstu-blocked hstu-jagged sasrec --lengths 1024 4096 --tokens 32768
     python benchmarks/train_speed.py --lengths 200 --negatives position sequence batch
     python benchmarks/train_speed.py --lengths 200 --models sasrec sasrec-no-attn-dropout   # configs/sasrec/ml-1m.yaml
 """
@@ -35,7 +39,7 @@ from genrec.modules import RetrievalModule
 def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalModule:
     if model.startswith("hstu"):
         net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled",
-                   attention="blocked" if model == "hstu-blocked" else "dense")
+                   attention={"hstu-blocked": "blocked", "hstu-jagged": "jagged"}.get(model, "dense"))
     else:
         # sasrec: dropout 0.2 on attention weights too (the paper's); sasrec-no-attn-dropout: none there
         net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length,
@@ -46,15 +50,20 @@ def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalMo
     return m
 
 
-def batch(B: int, L: int, num_items: int) -> dict[str, torch.Tensor]:
+def batch(B: int, L: int, num_items: int, skewed: bool = False) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     items = torch.randint(1, num_items + 1, (B, L + 1), generator=g)
+    lengths = torch.full((B,), L)
+    if skewed:
+        lengths = (torch.randn(B, generator=g) + torch.log(torch.tensor(L / 4))).exp().round().clamp(2, L).long()
+        lengths[0] = L  # the batch is padded to L
+        items[:, :-1][torch.arange(L)[None, :] >= lengths[:, None]] = 0
     return {
         "user": torch.arange(B),
         "items": items[:, :-1],
         "timestamps": torch.cumsum(torch.randint(1, 86_400, (B, L), generator=g), dim=1),
-        "targets": items[:, 1:],
-        "lengths": torch.full((B,), L),
+        "targets": items[:, 1:] * (torch.arange(L)[None, :] < lengths[:, None]),
+        "lengths": lengths,
     }
 
 
@@ -81,13 +90,13 @@ def _rss_mib() -> float:
 def run_one(model: str, L: int, neg: str, bf16: bool, args) -> dict[str, float]:
     """One row in this process: median s/step and the peak memory the steps added (MiB)."""
     B = max(1, args.tokens // L)
-    b = batch(B, L, args.num_items)
+    b = batch(B, L, args.num_items, args.skewed)
     torch.manual_seed(0)
     m = make(model, L, neg, args.num_items)
     before = _rss_mib()
     s = time_steps(m, b, args.warmup, args.repeats, bf16)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"s": s, "batch": B, "peak_mib": peak - before}
+    return {"s": s, "batch": B, "tokens": int(b["lengths"].sum()), "peak_mib": peak - before}
 
 
 def main() -> None:
@@ -102,6 +111,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--num-items", type=int, default=3706)
     p.add_argument("--memory", action="store_true", help="run each row in a fresh process and report its peak memory")
+    p.add_argument("--skewed", action="store_true", help="skewed sequence lengths within each batch (padded to L)")
     p.add_argument("--one", nargs=4, metavar=("MODEL", "LENGTH", "NEGATIVES", "BF16"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:  # a child of --memory: one row, printed as JSON
@@ -109,7 +119,7 @@ def main() -> None:
         print(json.dumps(run_one(model, int(L), neg, bf16 == "1", args)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} tokens/step")
-    print("| model | length | batch | negatives | dtype | s/step | tokens/s |" + (" peak MiB |" if args.memory else ""))
+    print("| model | length | batch | negatives | dtype | s/step | real tokens/s |" + (" peak MiB |" if args.memory else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if args.memory else ""))
     for L in args.lengths:
         for model in args.models:
@@ -118,7 +128,8 @@ def main() -> None:
                     if args.memory:
                         child = [sys.executable, __file__, "--one", model, str(L), neg, str(int(bf16)),
                                  "--tokens", str(args.tokens), "--warmup", str(args.warmup),
-                                 "--repeats", str(args.repeats), "--num-items", str(args.num_items)]
+                                 "--repeats", str(args.repeats), "--num-items", str(args.num_items),
+                                 *(["--skewed"] if args.skewed else [])]
                         done = subprocess.run(child, capture_output=True, text=True)
                         if done.returncode:
                             print(f"| {model} | {L} | | {neg} | | failed (exit {done.returncode}: "
@@ -128,7 +139,7 @@ def main() -> None:
                     else:
                         r = run_one(model, L, neg, bf16, args)
                     dtype = "bf16" if bf16 else "fp32"
-                    row = f"| {model} | {L} | {r['batch']} | {neg} | {dtype} | {r['s']:.3f} | {r['batch'] * L / r['s']:,.0f} |"
+                    row = f"| {model} | {L} | {r['batch']} | {neg} | {dtype} | {r['s']:.3f} | {r['tokens'] / r['s']:,.0f} |"
                     print(row + (f" {r['peak_mib']:,.0f} |" if args.memory else ""), flush=True)
 
 

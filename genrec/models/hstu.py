@@ -118,6 +118,7 @@ class Positions(NamedTuple):
     buckets: Tensor | None = None
     query_t: Tensor | None = None
     key_t: Tensor | None = None
+    segments: Tensor | None = None  # jagged: the sequence of each packed position
 
 
 class HSTULayer(nn.Module):
@@ -146,7 +147,8 @@ class HSTULayer(nn.Module):
         v = (v / self.max_seq_len).view(B, L, H, dl).transpose(1, 2)  # (B, H, L, dl); 1/n folded in
         if self.attention_block:
             y = blocked_silu_attention(q, k, v, self.rab.pos_w, self.rab.time_w if pos.query_t is not None else None,
-                                       pos.query_t, pos.key_t, self.max_seq_len, self.num_buckets, self.attention_block)
+                                       pos.query_t, pos.key_t, self.max_seq_len, self.num_buckets, self.attention_block,
+                                       pos.segments)
         else:
             bias = self.rab(pos.rel, pos.buckets, pos.mask_bias).unsqueeze(1)  # (B or 1, 1, L, L)
             y = silu_attention(q, k, v, bias, self.compile_attention)  # (B, H, L, dl)
@@ -172,14 +174,19 @@ class HSTU(nn.Module):
         attention: ``dense`` builds the (B, L, L) bias and (B, H, L, L) scores and keeps them for
             the backward pass; ``blocked`` computes attention ``attention_block`` queries at a time
             and rebuilds each block in the backward pass (``genrec.models.blocked_attention``), so
-            peak memory grows linearly in L (docs/performance.md: which is faster where).
-        attention_block: queries per block of ``attention: blocked``.
+            peak memory grows linearly in L; ``jagged`` packs the batch's sequences into one row
+            without padding (T = Σ lengths tokens) through the input layer, every layer's
+            projections and the blocked attention, each query seeing only its own sequence, and
+            scatters the states back to (B, L) for the loss (docs/performance.md: which is faster
+            where).
+        attention_block: queries per block of ``attention: blocked`` and ``jagged``.
     """
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
                  linear_dim: int | None = None, dropout: float = 0.2, max_seq_len: int = 200,
                  num_time_buckets: int = 128, use_time_bias: bool = True, compile_attention: bool = False,
-                 query_time: Literal["target", "last"] = "target", attention: Literal["dense", "blocked"] = "dense",
+                 query_time: Literal["target", "last"] = "target",
+                 attention: Literal["dense", "blocked", "jagged"] = "dense",
                  attention_block: int = 256):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -190,11 +197,11 @@ class HSTU(nn.Module):
         if query_time not in ("target", "last"):
             raise ValueError(f"HSTU query_time must be 'target' or 'last', got {query_time!r}")
         self.query_time = query_time
-        if attention not in ("dense", "blocked"):
-            raise ValueError(f"HSTU attention must be 'dense' or 'blocked', got {attention!r}")
+        if attention not in ("dense", "blocked", "jagged"):
+            raise ValueError(f"HSTU attention must be 'dense', 'blocked' or 'jagged', got {attention!r}")
         if attention_block < 1:
             raise ValueError(f"HSTU attention_block must be at least 1 query, got {attention_block}")
-        if attention == "blocked" and compile_attention:
+        if attention != "dense" and compile_attention:
             raise ValueError("HSTU compile_attention compiles the dense core; set attention: dense with it")
         self.attention = attention
         self.pos_emb = nn.Embedding(max_seq_len, dim)
@@ -202,7 +209,7 @@ class HSTU(nn.Module):
         self.input_dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
             HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, num_time_buckets, use_time_bias,
-                      compile_attention, attention_block if attention == "blocked" else 0)
+                      compile_attention, attention_block if attention != "dense" else 0)
             for _ in range(num_blocks)
         )
         self._mask_cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
@@ -240,6 +247,8 @@ class HSTU(nn.Module):
         B, L, D = x.shape
         if L > self.max_seq_len:
             raise ValueError(f"sequence length {L} exceeds HSTU max_seq_len {self.max_seq_len}")
+        if self.attention == "jagged":
+            return self._forward_jagged(x, timestamps, lengths, query_time)
         valid = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, L, 1)
         h = x * math.sqrt(D) + self.pos_emb.weight[:L]
         h = self.input_dropout(h) * valid
@@ -253,3 +262,19 @@ class HSTU(nn.Module):
         for layer in self.layers:
             h = layer(h, pos)
         return F.normalize(h, dim=-1, eps=1e-6)
+
+    def _forward_jagged(self, x: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None) -> Tensor:
+        """The valid positions packed into one (1, T, D) row; zeros at the padding of the (B, L, D) output."""
+        B, L, D = x.shape
+        at = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).reshape(-1).nonzero().squeeze(1)  # (T,)
+        segments, positions = at // L, at % L
+        h = x.reshape(B * L, D).index_select(0, at) * math.sqrt(D) + self.pos_emb.weight.index_select(0, positions)
+        h = self.input_dropout(h)[None]  # (1, T, D)
+        pos = Positions(segments=segments)
+        if self.use_time_bias:
+            query_t = self._query_times(timestamps, lengths, query_time).reshape(-1)[at][None]
+            pos = pos._replace(query_t=query_t, key_t=timestamps.reshape(-1)[at].to(torch.float64)[None])
+        for layer in self.layers:
+            h = layer(h, pos)
+        out = h.new_zeros(B * L, D).index_copy_(0, at, F.normalize(h[0], dim=-1, eps=1e-6))
+        return out.view(B, L, D)

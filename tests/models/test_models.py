@@ -176,13 +176,46 @@ def test_blocked_attention_equals_dense_forward_and_gradients(block, use_time):
     assert dense.layers[0].rab.pos_w.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("block", [1, 5, 64])
+@pytest.mark.parametrize("use_time", [True, False])
+def test_jagged_batches_equal_the_padded_path(block, use_time):
+    """Packed sequences of very different lengths (1 to 20), every block size: the valid positions'
+    outputs and all gradients equal the dense padded path's; the padding's outputs are zero."""
+    torch.manual_seed(0)
+    kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=20, dropout=0.0, use_time_bias=use_time)
+    dense, jagged = HSTU(**kw), HSTU(**kw, attention="jagged", attention_block=block)
+    jagged.load_state_dict(dense.state_dict())
+    with torch.no_grad():
+        for net in (dense, jagged):
+            for layer in net.layers:
+                layer.rab.pos_w.copy_(torch.linspace(-0.5, 0.5, len(layer.rab.pos_w)))
+                if use_time:
+                    layer.rab.time_w.copy_(torch.linspace(0.3, -0.3, len(layer.rab.time_w)))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 20, 16, generator=g)
+    ts = torch.cumsum(torch.randint(1, 100_000, (5, 20), generator=g), dim=1)
+    lengths = torch.tensor([20, 1, 7, 13, 2])
+    valid = (torch.arange(20)[None, :] < lengths[:, None]).unsqueeze(-1)
+    x_d, x_j = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_d, out_j = dense(x_d, ts, lengths, ts[:, -1] + 60), jagged(x_j, ts, lengths, ts[:, -1] + 60)
+    torch.testing.assert_close(out_j * valid, out_d * valid, atol=1e-5, rtol=1e-5)
+    assert (out_j * ~valid).abs().sum() == 0
+    w = torch.randn_like(out_d)
+    (out_d * w * valid).sum().backward()
+    (out_j * w * valid).sum().backward()
+    torch.testing.assert_close(x_j.grad, x_d.grad, atol=1e-5, rtol=1e-5)
+    for (name, a), b in zip(dense.named_parameters(), jagged.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_blocked_attention_options_are_checked():
     with pytest.raises(ValueError, match="attention"):
         HSTU(attention="flash")
     with pytest.raises(ValueError, match="attention_block"):
         HSTU(attention="blocked", attention_block=0)
-    with pytest.raises(ValueError, match="compile_attention"):
-        HSTU(attention="blocked", compile_attention=True)
+    for attention in ("blocked", "jagged"):
+        with pytest.raises(ValueError, match="compile_attention"):
+            HSTU(attention=attention, compile_attention=True)
 
 
 def test_sasrec_positions_count_back_from_the_most_recent_item():
