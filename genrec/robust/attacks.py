@@ -18,6 +18,13 @@ lengths follow the real distribution. All randomness comes from ``AttackConfig.s
 - ``model``: a surrogate SASRec trained on the clean training data picks, step by step, among its
   ``candidates`` most likely next items the one that most raises the targets' scores (in the
   spirit of the DP and Rev attacks); the profile ends with the targets.
+- ``copy`` (after CopyAttack): a real user's whole training history, cloned, with the targets
+  spliced in; each inserted item borrows the timestamp of the item before it. Every fake on its
+  own is a plausible user: without the targets it *is* a real one.
+- ``augmented`` (after AUSH): a real user's history extended with ``filler_fraction`` × its length
+  of fillers from the popular ``popular_fraction`` of the catalogue at random positions (never
+  the user's own items), then the targets spliced in as for ``copy``.
+Imitations carry all targets, or with ``targets_per_fake: k`` a random k of them each.
 
 Random, bandwagon and segment profiles place the targets at random positions among their last
 ``targets_in_last`` items (default: the model's input length), so the targets stay inside the
@@ -38,13 +45,15 @@ import numpy as np
 from genrec.data.preprocess import SequenceData
 from genrec.errors import DataError
 
-Kind = Literal["random", "bandwagon", "segment", "model"]
-KINDS = ("random", "bandwagon", "segment", "model")
+Kind = Literal["random", "bandwagon", "segment", "model", "copy", "augmented"]
+KINDS = ("random", "bandwagon", "segment", "model", "copy", "augmented")
+IMITATIONS = ("copy", "augmented")  # fakes built from real users' histories
 
 
-# Options only one kind reads; every other option applies to all kinds.
+# Options only some kinds read; every other option applies to all kinds.
 KIND_OPTIONS = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field", "segment_neighbours"},
-                "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"}}
+                "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"},
+                "copy": {"targets_per_fake"}, "augmented": {"targets_per_fake", "filler_fraction", "popular_fraction"}}
 
 
 @dataclass
@@ -66,6 +75,8 @@ class AttackConfig:
     surrogate_dim: int = 32
     candidates: int = 32
     model_steps: int = 50
+    targets_per_fake: int | None = None
+    filler_fraction: float = 0.3
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -81,6 +92,12 @@ class AttackConfig:
         for key in ("surrogate_epochs", "surrogate_dim", "candidates", "model_steps", "target_repeats"):
             if getattr(self, key) < 1:
                 raise DataError(f"attack.{key} must be at least 1, got {getattr(self, key)}")
+        if self.targets_per_fake is not None and self.targets_per_fake < 1:
+            raise DataError(f"attack.targets_per_fake must be at least 1 (null: all targets), got {self.targets_per_fake}")
+        if self.filler_fraction < 0:
+            raise DataError(f"attack.filler_fraction must be >= 0, got {self.filler_fraction}")
+        if self.targets_in_last is not None and self.targets_in_last < 1:
+            raise DataError(f"attack.targets_in_last must be at least 1 (null: the model's input length), got {self.targets_in_last}")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | "AttackConfig") -> "AttackConfig":
@@ -114,6 +131,7 @@ class FakeProfiles:
     timestamps: list[np.ndarray]
     targets: np.ndarray
     config: AttackConfig
+    donors: np.ndarray | None = None  # imitations: the real user each fake was built from
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -124,6 +142,7 @@ class FakeProfiles:
             "targets": self.targets.tolist(),
             "sequences": [s.tolist() for s in self.sequences],
             "timestamps": [t.tolist() for t in self.timestamps],
+            **({"donors": self.donors.tolist()} if self.donors is not None else {}),
         }
 
     @classmethod
@@ -133,6 +152,7 @@ class FakeProfiles:
             timestamps=[np.asarray(t, np.int64) for t in state["timestamps"]],
             targets=np.asarray(state["targets"], np.int64),
             config=AttackConfig.from_dict(state["config"]),
+            donors=np.asarray(state["donors"], np.int64) if "donors" in state else None,
         )
 
 
@@ -178,6 +198,11 @@ def generate(data: SequenceData, train_end: np.ndarray, config: AttackConfig | d
     lengths = np.maximum(train_end[donors] - data.offsets[donors], len(planted) + 1)
     stamps = [_donor_stamps(data, train_end, d, n) for d, n in zip(donors, lengths)]
     tail = config.targets_in_last or window
+    if config.targets_per_fake is not None and config.targets_per_fake > len(targets):
+        raise DataError(f"attack.targets_per_fake ({config.targets_per_fake}) exceeds the {len(targets)} targets")
+    if config.kind in IMITATIONS:
+        sequences, stamps = _imitations(data, train_end, counts, targets, donors, config, tail, rng)
+        return FakeProfiles(sequences, stamps, targets, config, donors=donors)
     if config.kind == "model":
         from genrec.robust.surrogate import model_based_profiles
 
@@ -251,16 +276,52 @@ def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(parts)[:n] if parts else np.zeros(0, np.int64)
 
 
-def _with_targets(filler: np.ndarray, targets: np.ndarray, tail: int, rng: np.random.Generator) -> np.ndarray:
-    n = len(filler) + len(targets)
-    last = min(n, max(tail, len(targets)))
-    slots = np.sort(rng.choice(np.arange(n - last, n), len(targets), replace=False))
-    out = np.zeros(n, np.int64)
+def _slots(n: int, k: int, tail: int, rng: np.random.Generator) -> np.ndarray:
+    """A mask of k random positions among the last ``max(tail, k)`` of n."""
+    last = min(n, max(tail, k))
     mask = np.zeros(n, bool)
-    mask[slots] = True
-    out[mask] = rng.permutation(targets)
-    out[~mask] = filler
-    return out
+    mask[rng.choice(np.arange(n - last, n), k, replace=False)] = True
+    return mask
+
+
+def _with_targets(filler: np.ndarray, targets: np.ndarray, tail: int, rng: np.random.Generator) -> np.ndarray:
+    return _splice(filler, np.zeros(len(filler), np.int64), targets, tail, rng)[0]
+
+
+def _splice(base: np.ndarray, stamps: np.ndarray, inserted: np.ndarray, tail: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``base`` (in order) with ``inserted`` (shuffled) at random positions among the last ``tail``;
+    an inserted item takes the timestamp of the base item before it (the first one's if none)."""
+    n = len(base) + len(inserted)
+    mask = _slots(n, len(inserted), tail, rng)
+    out = np.zeros(n, np.int64)
+    out[mask] = rng.permutation(inserted)
+    out[~mask] = base
+    times = np.zeros(n, np.int64)
+    times[~mask] = stamps
+    if len(base):
+        before = np.maximum.accumulate(np.where(~mask, np.arange(n), -1))
+        times[mask] = times[np.where(before >= 0, before, np.argmin(mask))[mask]]
+    return out, times
+
+
+def _imitations(data: SequenceData, train_end: np.ndarray, counts: np.ndarray, targets: np.ndarray,
+                donors: np.ndarray, config: AttackConfig, tail: int,
+                rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``copy`` and ``augmented`` profiles: each donor's training history with the targets spliced in."""
+    popular = np.argsort(-counts[1:], kind="stable")[: max(1, int(np.ceil(config.popular_fraction * data.num_items)))] + 1
+    sequences, stamps = [], []
+    for d in donors:
+        items, times = data.items[data.offsets[d] : train_end[d]], data.timestamps[data.offsets[d] : train_end[d]]
+        if config.kind == "augmented" and config.filler_fraction > 0:
+            pool = np.setdiff1d(popular, np.concatenate([targets, items]))
+            fillers = _draw(pool, int(round(config.filler_fraction * len(items))), rng)
+            items, times = _splice(items, times, fillers, len(items) + len(fillers), rng)
+        carried = targets if config.targets_per_fake is None else rng.choice(targets, config.targets_per_fake, replace=False)
+        items, times = _splice(items, times, np.tile(carried, config.target_repeats), tail, rng)
+        sequences.append(items)
+        stamps.append(times)
+    return sequences, stamps
 
 
 def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles,

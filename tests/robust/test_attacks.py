@@ -4,7 +4,7 @@ import torch
 
 from genrec.data import DataError, SequenceDataModule
 from genrec.robust import AttackConfig, AttackedDataModule
-from genrec.robust.attacks import FakeProfiles, segment_items, text_neighbours, train_counts
+from genrec.robust.attacks import FakeProfiles, generate, segment_items, text_neighbours, train_counts
 from genrec.robust.metrics import interacted, target_metrics
 from tests.robust.helpers import HashingEncoder
 
@@ -22,7 +22,7 @@ def batches(loader):
     return [{k: v.clone() for k, v in b.items()} for b in loader]
 
 
-@pytest.mark.parametrize("kind", ["random", "bandwagon", "segment", "model"])
+@pytest.mark.parametrize("kind", ["random", "bandwagon", "segment", "model", "copy", "augmented"])
 def test_attack_writes_training_only(kind):
     clean = make(cls=SequenceDataModule)
     dm = make({"kind": kind, "seed": 1, "segment_field": "categories", "surrogate_epochs": 1, "model_steps": 8})
@@ -40,9 +40,59 @@ def test_attack_writes_training_only(kind):
     for u in range(real, real + 3):
         seq = dm.data.sequence(u)
         assert set(dm.targets) <= set(seq.tolist())
-        assert len(seq) in real_lengths or len(seq) == len(dm.targets) + 1
+        assert len(seq) in real_lengths or len(seq) == len(dm.targets) + 1 or kind in ("copy", "augmented")
         assert dm.train_end[u] == dm.data.offsets[u + 1]  # every fake item is training data
         assert np.isin(dm.targets, seq[-20:]).all()  # targets inside the model's window
+
+
+def _without(seq, items):
+    return seq[~np.isin(seq, items)]
+
+
+def test_copy_fakes_are_real_histories_with_the_targets_spliced_in():
+    clean = make(cls=SequenceDataModule, dataset_options={**SYN, "num_users": 2000})
+    data, end = clean.data, clean.train_end
+    fakes = generate(data, end, {"kind": "copy", "seed": 1, "targets_in_last": 10, "target_repeats": 2}, window=20)
+    assert len(fakes) == len(fakes.donors) == 20 and len(set(fakes.donors.tolist())) > 15
+    for seq, stamps, d in zip(fakes.sequences, fakes.timestamps, fakes.donors):
+        own, own_t = data.items[data.offsets[d]:end[d]], data.timestamps[data.offsets[d]:end[d]]
+        assert len(seq) == len(own) + 10  # every target twice, inserted
+        planted = [i for i in range(len(seq) - 10, len(seq)) if seq[i] in fakes.targets]
+        assert sorted(np.bincount(seq[len(seq) - 10:], minlength=data.num_items + 1)[fakes.targets]) >= [2] * 5
+        # without the inserted items, a fake is exactly its donor's training history, items and times
+        np.testing.assert_array_equal(_without(seq, fakes.targets), _without(own, fakes.targets))
+        np.testing.assert_array_equal(stamps[~np.isin(seq, fakes.targets)], own_t[~np.isin(own, fakes.targets)])
+        assert (np.diff(stamps) >= 0).all() and planted  # inserted items borrow their neighbour's time
+    # a random subset of the targets per fake
+    subset = generate(data, end, {"kind": "copy", "seed": 2, "targets_per_fake": 2}, window=20)
+    for seq, d in zip(subset.sequences, subset.donors):
+        assert len(seq) == end[d] - data.offsets[d] + 2
+    carried = [frozenset(q[-20:][np.isin(q[-20:], subset.targets)].tolist()) for q in subset.sequences]
+    assert all(len(c) >= 2 for c in carried) and len(set(carried)) > 1  # fakes carry different subsets
+    with pytest.raises(DataError, match="targets_per_fake"):
+        generate(data, end, {"kind": "copy", "targets_per_fake": 6}, window=20)
+    # the donors travel with the saved profiles
+    assert FakeProfiles.from_state(fakes.state()).donors.tolist() == fakes.donors.tolist()
+
+
+def test_augmented_fakes_extend_a_real_history_with_popular_fillers_and_the_targets():
+    clean = make(cls=SequenceDataModule, dataset_options={**SYN, "num_users": 2000})
+    data, end = clean.data, clean.train_end
+    counts = train_counts(data, end)
+    popular = set((np.argsort(-counts[1:], kind="stable")[:100] + 1).tolist())  # the popular half of 200
+    fakes = generate(data, end, {"kind": "augmented", "seed": 1, "filler_fraction": 0.5}, window=20)
+    for seq, d in zip(fakes.sequences, fakes.donors):
+        own = data.items[data.offsets[d]:end[d]]
+        assert len(seq) == len(own) + round(0.5 * len(own)) + 5
+        rest, own = _without(seq, fakes.targets), _without(own, fakes.targets)
+        it = iter(rest.tolist())
+        assert all(x in it for x in own.tolist())  # the donor's history, in order
+        extra = rest.tolist()
+        for x in own.tolist():
+            extra.remove(x)
+        assert set(extra) <= popular and not set(extra) & set(own.tolist())  # popular items the donor never had
+        assert len(extra) == len(set(extra))  # drawn without repeats
+        assert np.isin(fakes.targets, seq[-20:]).all()
 
 
 def test_targets_come_from_the_least_popular_half_and_avoid_list():
