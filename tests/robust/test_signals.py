@@ -5,7 +5,11 @@ import torch
 from genrec.models import SASRec
 from genrec.modules import RetrievalModule
 from genrec.robust.calibrator import sequence_features
-from genrec.robust.signals import AnomalySignal, UserView, anomaly_groups, anomaly_scores, log_count_windows
+from genrec.data import SequenceDataModule
+from genrec.robust.attacks import generate, inject, train_counts
+from genrec.robust.detector import roc_auc
+from genrec.robust.signals import (AnomalySignal, CoordinationSignal, UserView, anomaly_groups, anomaly_scores,
+                                   log_count_windows)
 
 
 def test_mean_fit_is_over_the_window_positions():
@@ -79,3 +83,42 @@ def test_anomaly_scores_are_two_sided():
     # scored against another reference: a user at the reference's median scores 0
     ref = stats[3:]
     assert anomaly_scores(ref.median(0).values[None], ref)[0] == pytest.approx(0, abs=1e-6)
+
+
+def _view(histories, counts):
+    return UserView(histories, [np.arange(len(h)) for h in histories], torch.zeros(len(histories)), counts, len(histories))
+
+
+def test_item_bursts_are_binomial_z_scores_of_recent_counts():
+    hist = [np.array([1, 2, 3, 4]), np.array([2, 3]), np.array([4, 4, 1, 2, 5])]
+    z = CoordinationSignal(windows=(2,)).item_bursts(hist, 2, 5)
+    c = np.bincount(np.concatenate(hist), minlength=6).astype(float)
+    r = np.bincount(np.concatenate([h[-2:] for h in hist]), minlength=6).astype(float)
+    rho = 6 / 11
+    np.testing.assert_allclose(z, (r - rho * c) / np.sqrt(rho * (1 - rho) * c + 1))
+    with pytest.raises(ValueError, match="windows"):
+        CoordinationSignal(windows=())
+    with pytest.raises(ValueError, match="threshold"):
+        CoordinationSignal(threshold=-1)
+
+
+@pytest.mark.parametrize("attack, auc", [({"kind": "copy", "targets_in_last": 10}, 0.9),
+                                         ({"kind": "augmented", "targets_in_last": 10}, 0.9),
+                                         ({"kind": "copy", "targets_in_last": 10, "targets_per_fake": 2}, 0.75)])
+def test_coordination_finds_imitation_fakes_without_knowing_the_targets(attack, auc):
+    """Fakes that copy real histories look real one by one; their shared recent items give them away."""
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 2000, "num_items": 500, "seed": 4},
+                            max_seq_len=50)
+    dm.setup("fit")
+    data, end = dm.data, dm.train_end
+    fakes = generate(data, end, {**attack, "seed": 1, "budget": 0.02}, window=50)
+    poisoned, pend = inject(data, end, fakes)
+    histories = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
+    fake = np.arange(poisoned.num_users) >= data.num_users
+    view = _view(histories, train_counts(poisoned, pend))
+    scores = CoordinationSignal().score(view)
+    assert roc_auc(scores, fake) > auc  # two of five targets per fake: each target's burst is smaller
+    assert roc_auc(AnomalySignal().score(view), fake) < 0.75  # per-user statistics barely see them
+    # on the clean data nothing stands out: most users score 0
+    clean = CoordinationSignal(windows=(10,)).score(_view(histories[: data.num_users], train_counts(data, end)))
+    assert (clean == 0).mean() > 0.5
