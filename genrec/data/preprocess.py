@@ -1,7 +1,7 @@
 """Raw tables → per-user chronological item sequences, with every filtered row counted.
 
-Steps, in order: stable chronological sort (ties keep file order; without timestamps file order
-is the order), optional k-core filtering, item ids remapped to 1..N (0 is padding) in order of
+Steps, in order: stable chronological sort (on the full-precision times, fractions of a second
+included; ties keep file order; without timestamps file order is the order), optional k-core filtering, item ids remapped to 1..N (0 is padding) in order of
 their raw ids, users remapped to 0..U-1. The result is stored as CSR arrays and cached as Arrow
 tables (through the ``datasets`` library), so the second run of a config starts in seconds.
 """
@@ -24,7 +24,7 @@ from genrec.data.raw import DataError, RawData
 log = logging.getLogger(__name__)
 
 # Bump when the processed layout or its semantics change, so stale caches are not reused.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: sub-second times order the sequences
 
 
 @dataclass
@@ -96,6 +96,8 @@ def build_sequences(
     item_codes, item_uniques = pd.factorize(inter["item"], sort=False)
     has_ts = raw.has_timestamps
     ts = inter["timestamp"].to_numpy(np.int64) if has_ts else np.zeros(len(inter), np.int64)
+    # sub-second part, only for ordering: sequences keep whole seconds
+    fraction = inter["timestamp_ns"].to_numpy(np.int64) if "timestamp_ns" in inter else np.zeros(len(inter), np.int64)
 
     counts = dict(raw.counts)
     counts["rows_read"] = len(inter)
@@ -104,7 +106,7 @@ def build_sequences(
     keep = kcore(user_codes, item_codes, min_user_interactions, min_item_interactions)
     counts["rows_removed_by_kcore"] = int((~keep).sum())
     if not keep.all():
-        user_codes, item_codes, ts = user_codes[keep], item_codes[keep], ts[keep]
+        user_codes, item_codes, ts, fraction = user_codes[keep], item_codes[keep], ts[keep], fraction[keep]
     if len(user_codes) == 0:
         raise DataError(
             f"dataset {raw.name!r} is empty after k-core filtering "
@@ -121,8 +123,8 @@ def build_sequences(
     item_ids = np.concatenate([["<pad>"], raw_item_ids[order_by_raw]]).astype(object)
 
     used_users, user_new = np.unique(user_codes, return_inverse=True)
-    # Stable lexsort: by user, then time; equal times keep file order.
-    order = np.lexsort((ts, user_new))
+    # Stable lexsort: by user, then time (seconds, then their fraction); equal times keep file order.
+    order = np.lexsort((fraction, ts, user_new))
     users_sorted = user_new[order]
     seq_items = new_id[item_codes[order]]
     seq_ts = ts[order]

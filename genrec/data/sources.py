@@ -54,6 +54,7 @@ PLAIN_INTERACTIONS = ("interactions.csv", "interactions.parquet", "interactions.
 # pandas' C parser takes one-character separators only; the unit separator never occurs in text.
 ONE_BYTE_SEP = "\x1f"
 PANDAS_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+INT64_MAX = np.iinfo(np.int64).max
 ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"'\\]+)["']""")
 
 Where = Callable[[int], str]  # row position -> "line N" / "row N", for error messages
@@ -374,26 +375,58 @@ def check_complete(frame: pd.DataFrame, required: list[str], path: Path, where: 
         raise DataError(f"{path}: {where(int(row))}: no value for {required[col]!r} ({layout}); fix or remove it")
 
 
-def to_int(values: pd.Series, path: Path, where: Where) -> pd.Series:
-    """Integer timestamps; the first value that is not a number is reported with its position."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return values.astype("datetime64[s]").astype("int64")
+def to_seconds(values: pd.Series, path: Path, where: Where) -> tuple[pd.Series, pd.Series | None]:
+    """Unix seconds (floored) and, when some value has a fraction, its nanoseconds within that second.
+
+    Sorting on both keeps the true order of sub-second times, which whole seconds alone would tie.
+    Datetimes (naive ones read as UTC, aware ones converted to UTC) count from the epoch too. The
+    first value that is not a number, or does not fit in int64 seconds, is reported with its position.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values):
+        ticks_per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[np.datetime_data(values.dtype)[0]]
+        ticks = values.to_numpy().view(np.int64)
+        seconds, ticks_left = np.divmod(ticks, ticks_per_second)
+        return _timestamp_columns(seconds, ticks_left * (10**9 // ticks_per_second), values.index)
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
         raise DataError(f"{path}: {where(row)}: {values.name} {values.iloc[row]!r} is not a number (unix seconds)")
-    return numbers.astype("int64")
+    as_float = numbers.to_numpy(np.float64)
+    if pd.api.types.is_integer_dtype(numbers):
+        # uint64 values past int64, or int64 values near its ends that float64 rounds outward
+        out = (numbers.to_numpy() > INT64_MAX) if numbers.dtype == np.uint64 else np.zeros(len(numbers), bool)
+    else:
+        out = ~np.isfinite(as_float) | (as_float < -(2.0**63)) | (as_float >= 2.0**63)
+    if out.any():
+        row = int(np.argmax(out))
+        value = values.iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise DataError(f"{path}: {where(row)}: {values.name} {value!r} is out of range: unix seconds must "
+                        "fit in a signed 64-bit integer; fix or remove that row")
+    if pd.api.types.is_integer_dtype(numbers):
+        return _timestamp_columns(numbers.to_numpy().astype(np.int64), np.zeros(len(numbers), np.int64), values.index)
+    seconds = np.floor(as_float)
+    return _timestamp_columns(seconds.astype(np.int64), np.round((as_float - seconds) * 1e9).astype(np.int64), values.index)
+
+
+def _timestamp_columns(seconds: np.ndarray, nanoseconds: np.ndarray, index: pd.Index) -> tuple[pd.Series, pd.Series | None]:
+    fraction = pd.Series(nanoseconds, index=index, dtype=np.int64) if nanoseconds.any() else None
+    return pd.Series(seconds, index=index, dtype=np.int64), fraction
 
 
 def interaction_frame(frame: pd.DataFrame, path: Path, where: Where = lambda i: f"line {i + 1}") -> pd.DataFrame:
-    """The ``RawData.interactions`` table: string ids, int64 timestamps if present, file order."""
+    """The ``RawData.interactions`` table: string ids, int64 timestamps (and their fractions) if present, file order."""
     if frame.empty:
         raise DataError(f"{path} holds no interactions; check that it is the right file")
     frame = frame.reset_index(drop=True)
     out = pd.DataFrame({"user": frame["user"].astype(str), "item": frame["item"].astype(str)})
     if "timestamp" in frame.columns:
-        out["timestamp"] = to_int(frame["timestamp"], path, where)
+        out["timestamp"], fraction = to_seconds(frame["timestamp"], path, where)
+        if fraction is not None:
+            out["timestamp_ns"] = fraction
     return out
 
 

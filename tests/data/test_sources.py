@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genrec.data import download, sources
+from genrec.data import download, preprocess, sources
 from genrec.data.raw import DataError, RawData
 from genrec.data.registry import get_source
 from tests.conftest import shared_data
@@ -182,6 +182,52 @@ def test_plain_parquet_datetimes_become_unix_seconds(tmp_path: Path) -> None:
     frame = plain_frame().assign(timestamp=pd.to_datetime([3, 5, 4], unit="s"))
     frame.to_parquet(tmp_path / "interactions.parquet")
     assert load("plain", tmp_path).interactions["timestamp"].tolist() == [3, 5, 4]
+
+
+def sequence_of(raw: RawData, user: str) -> list[str]:
+    """The user's raw item ids in the order preprocessing puts them."""
+    data = preprocess.build_sequences(raw)
+    u = list(data.user_ids).index(user)
+    return [data.item_ids[i] for i in data.sequence(u)]
+
+
+def test_fractional_csv_timestamps_keep_their_true_order(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu,a,1.9\nu,b,1.2\nu,c,0.5\nu,d,3\n")
+    raw = load("plain", tmp_path)
+    assert raw.interactions["timestamp"].tolist() == [1, 1, 0, 3]
+    assert sequence_of(raw, "u") == ["c", "b", "a", "d"]  # d, the held-out target, stays last
+
+
+@pytest.mark.parametrize("tz", [None, "UTC", "Europe/Berlin"])
+def test_sub_second_and_timezone_aware_parquet_datetimes(tmp_path: Path, tz: str | None) -> None:
+    # what Spark writes: microsecond datetimes with a time zone
+    times = pd.to_datetime(["2020-01-01 00:00:01.9", "2020-01-01 00:00:01.2", "2020-01-01 00:00:02.0"]).as_unit("us")
+    if tz:
+        times = times.tz_localize("UTC").tz_convert(tz)
+    frame = pd.DataFrame({"user_id": ["u"] * 3, "item_id": ["a", "b", "c"], "timestamp": times})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    raw = load("plain", tmp_path)
+    assert raw.interactions["timestamp"].tolist() == [1577836801, 1577836801, 1577836802]
+    assert sequence_of(raw, "u") == ["b", "a", "c"]
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "9223372036854775808", "-1e300"])
+def test_out_of_range_timestamp_names_file_and_line(tmp_path: Path, value: str) -> None:
+    write(tmp_path / "interactions.csv", f"user_id,item_id,timestamp\nu,a,5\nu,b,{value}\n")
+    message = error("plain", tmp_path)
+    assert "interactions.csv: line 3: timestamp" in message and "out of range" in message
+
+
+def test_non_finite_parquet_timestamp_is_refused(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1.5, float("inf")]})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    assert "interactions.parquet: row 2: timestamp inf is out of range" in error("plain", tmp_path)
+
+
+def test_out_of_range_timestamp_in_a_movielens_file(tmp_path: Path) -> None:
+    write(tmp_path / "ratings.dat", "1::10::5::100\n1::20::3::99999999999999999999\n")
+    write(tmp_path / "movies.dat", "10::T::G\n20::U::G\n")
+    assert "ratings.dat: line 2: timestamp" in error("ml-1m", tmp_path)
 
 
 def test_plain_numeric_ids_stay_raw_strings(tmp_path: Path) -> None:
