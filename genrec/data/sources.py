@@ -258,9 +258,11 @@ class S3Rec(FileSource):
 
     def load(self) -> RawData:
         path = self.resolve() / self.required_files()[0]
+        data = path.read_bytes()
+        check_not_cut(path, data)
         users: list[str] = []
         items: list[str] = []
-        for lineno, line in enumerate(path.read_text().rstrip().splitlines(), 1):
+        for lineno, line in enumerate(data.decode().rstrip().splitlines(), 1):
             user, *sequence = line.split() or [""]
             if not sequence:
                 raise DataError(f"{path}: line {lineno} has no items; each line must read 'user item item ...'")
@@ -321,6 +323,7 @@ def read_fields(
     """
     layout = sep.replace("\t", "<tab>").join(names)
     data = path.read_bytes()
+    check_not_cut(path, data)
     if len(sep) > 1:
         data, sep = data.replace(sep.encode(), ONE_BYTE_SEP.encode()), ONE_BYTE_SEP
     dtype = {name: str for name in names if name not in numeric}
@@ -334,11 +337,37 @@ def read_fields(
 
 
 def read_csv(path: Path, columns: dict[str, str]) -> pd.DataFrame:
-    """The ``columns`` (file name -> our name) of a CSV file with a header; all but timestamps stay strings."""
+    """The ``columns`` (file name -> our name) of a published CSV file with a header; all but timestamps stay strings."""
+    check_not_cut(path, path.read_bytes())
     dtype = {name: str for name, ours in columns.items() if ours != "timestamp"}
     frame = select_columns(parse_csv(path, path, dtype=dtype), columns, path)
     check_complete(frame, list(columns.values()), path, lambda i: f"line {i + 2}", f"columns: {', '.join(columns)}")
     return frame
+
+
+def check_not_cut(path: Path, data: bytes) -> None:
+    """A published file ends with a line break; without one its last line was most likely cut short.
+
+    A cut line can still parse (``1::2::5::97830`` is a smaller timestamp, ``7 12 1`` a smaller item
+    id), so the lost bytes would silently change the data.
+    """
+    if data and not data.endswith((b"\n", b"\r")):
+        last = data.count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {last}, the last, has no line break, so the file looks cut short (an "
+            "interrupted download or copy); fetch it again, or add the line break if that line is complete"
+        )
+
+
+def warn_if_cut(path: Path) -> None:
+    """Files a user writes need not end with a line break, but the last line may have been cut: say so."""
+    with open(path, "rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(max(0, size - 1))
+        last = f.read(1)
+    if size and last not in (b"\n", b"\r"):
+        warnings.warn(f"{path}: the last line has no line break; if the file was cut short (an interrupted copy), "
+                      "its last row is wrong: check it", stacklevel=3)
 
 
 def parse_csv(path: Path, source: Path | IO[bytes], **kwargs: Any) -> pd.DataFrame:
@@ -452,7 +481,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, str]]:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
                     yield lineno, line
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, EOFError, UnicodeDecodeError) as err:  # EOFError: a gzip file cut short
         raise DataError(f"{path}: unreadable after line {lineno} ({err}); is it complete UTF-8 (gzip)?") from None
 
 
@@ -528,6 +557,7 @@ def read_plain_interactions(path: Path) -> pd.DataFrame:
         frame = pd.DataFrame.from_records([record for _, record in numbered])
         where = lambda i: f"line {numbered[i][0]}"  # noqa: E731
     else:
+        warn_if_cut(path)
         frame = parse_csv(path, path, dtype={"user_id": str, "item_id": str})
         where = lambda i: f"line {i + 2}"  # noqa: E731
     columns = {"user_id": "user", "item_id": "item"} | ({"timestamp": "timestamp"} if "timestamp" in frame else {})

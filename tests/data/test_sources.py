@@ -337,6 +337,39 @@ def test_non_numeric_timestamp(tmp_path: Path, name: str, files: dict[str, str],
     assert f"{next(iter(files))}: {where}" in message and "not a number" in message
 
 
+@pytest.mark.parametrize(
+    "name, files, cut",
+    [
+        ("ml-1m", {"movies.dat": "10::T::G\n20::U::G\n", "ratings.dat": "1::10::5::978300760\n1::20::3::97830"}, "ratings.dat: line 2"),
+        ("ml-1m", {"ratings.dat": "1::10::5::978300760\n", "movies.dat": "10::T::G\n20::U::Dr"}, "movies.dat: line 2"),
+        ("ml-100k", {"u.item": U_ITEM, "u.data": "1\t10\t5\t881250949\n1\t20\t3\t8812"}, "u.data: line 2"),
+        ("ml-20m", {"movies.csv": ML_20M_MOVIES, "ratings.csv": "userId,movieId,rating,timestamp\n1,2,3,1112486027\n1,2,3,11"},
+         "ratings.csv: line 3"),
+        ("s3rec", {"Beauty.txt": "1 5 6 7\n2 6 12"}, "Beauty.txt: line 2"),
+    ],
+)
+def test_a_published_file_cut_mid_line_is_refused(tmp_path: Path, name: str, files: dict[str, str], cut: str) -> None:
+    # the cut line still parses (a smaller timestamp or item id), so only the missing line break tells
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    options = {"category": "Beauty"} if name == "s3rec" else {}
+    message = error(name, tmp_path, **options)
+    assert f"{cut}, the last, has no line break" in message and "cut short" in message
+
+
+def test_a_plain_csv_without_final_line_break_loads_with_a_warning(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu,a,1\nu,b,2")
+    with pytest.warns(UserWarning, match="interactions.csv: the last line has no line break"):
+        raw = load("plain", tmp_path)
+    assert raw.interactions["timestamp"].tolist() == [1, 2]
+
+
+def test_a_gzip_file_cut_short_is_a_data_error(tmp_path: Path) -> None:
+    lines = "".join(json.dumps({"reviewerID": "U", "asin": f"T{i}", "unixReviewTime": i}) + "\n" for i in range(500))
+    (tmp_path / "reviews_Toys_5.json.gz").write_bytes(gzip.compress(lines.encode())[:-40])
+    assert "unreadable after line" in error("amazon", tmp_path, category="Toys")
+
+
 def test_gz_name_on_a_plain_file(tmp_path: Path) -> None:
     (tmp_path / "reviews_B_5.json.gz").write_text('{"reviewerID": "U", "asin": "A", "unixReviewTime": 1}\n')
     assert "reviews_B_5.json.gz: unreadable after line 0" in error("amazon", tmp_path, category="B")
