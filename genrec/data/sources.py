@@ -340,9 +340,25 @@ def read_csv(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     """The ``columns`` (file name -> our name) of a published CSV file with a header; all but timestamps stay strings."""
     check_not_cut(path, path.read_bytes())
     dtype = {name: str for name, ours in columns.items() if ours != "timestamp"}
-    frame = select_columns(parse_csv(path, path, dtype=dtype), columns, path)
+    frame = parse_csv(path, path, dtype=dtype)
+    check_no_repeated_header(frame, path, lambda i: f"line {i + 2}")
+    frame = select_columns(frame, columns, path)
     check_complete(frame, list(columns.values()), path, lambda i: f"line {i + 2}", f"columns: {', '.join(columns)}")
     return frame
+
+
+def check_no_repeated_header(frame: pd.DataFrame, path: Path, where: Where) -> None:
+    """A row that repeats the header (``cat a.csv b.csv``) would become a user ``user_id`` and an item ``item_id``."""
+    if frame.empty:
+        return
+    first = frame.columns[0]
+    candidates = frame[(frame[first] == first).to_numpy()]  # cheap on millions of rows: one column first
+    repeated = [i for i, row in enumerate(candidates.itertuples(index=False))
+                if all(str(value) == str(column) for value, column in zip(row, frame.columns))]
+    if repeated:
+        row = frame.index.get_loc(candidates.index[repeated[0]])
+        raise DataError(f"{path}: {where(row)} repeats the header ({', '.join(map(str, frame.columns))}), as when "
+                        "files are joined with cat; remove that line (or join them with the header kept once)")
 
 
 def check_not_cut(path: Path, data: bytes) -> None:
@@ -560,6 +576,7 @@ def read_plain_interactions(path: Path) -> pd.DataFrame:
         warn_if_cut(path)
         frame = parse_csv(path, path, dtype={"user_id": str, "item_id": str})
         where = lambda i: f"line {i + 2}"  # noqa: E731
+        check_no_repeated_header(frame, path, where)
     columns = {"user_id": "user", "item_id": "item"} | ({"timestamp": "timestamp"} if "timestamp" in frame else {})
     frame = select_columns(frame, columns, path)
     check_complete(frame, list(columns.values()), path, where, f"columns: {', '.join(columns)}")

@@ -370,6 +370,22 @@ def test_a_gzip_file_cut_short_is_a_data_error(tmp_path: Path) -> None:
     assert "unreadable after line" in error("amazon", tmp_path, category="Toys")
 
 
+@pytest.mark.parametrize(
+    "name, files, where",
+    [
+        ("plain", {"interactions.csv": "user_id,item_id\nu,a\nu,b\nuser_id,item_id\nv,a\nv,b\n"}, "interactions.csv: line 4"),
+        ("plain", {"interactions.csv": "user_id,item_id,timestamp\nu,a,1\nuser_id,item_id,timestamp\nv,a,2\n"},
+         "interactions.csv: line 3"),
+        ("ml-20m", {"movies.csv": ML_20M_MOVIES + "movieId,title,genres\n3,U,G\n",
+                    "ratings.csv": "userId,movieId,rating,timestamp\n1,2,3,1112486027\n"}, "movies.csv: line 3"),
+    ],
+)
+def test_a_repeated_header_row_is_refused(tmp_path: Path, name: str, files: dict[str, str], where: str) -> None:
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    assert f"{where} repeats the header" in error(name, tmp_path)
+
+
 def test_gz_name_on_a_plain_file(tmp_path: Path) -> None:
     (tmp_path / "reviews_B_5.json.gz").write_text('{"reviewerID": "U", "asin": "A", "unixReviewTime": 1}\n')
     assert "reviews_B_5.json.gz: unreadable after line 0" in error("amazon", tmp_path, category="B")
