@@ -84,3 +84,24 @@ def test_resume_on_another_dataset_is_refused(tmp_path):
     args[args.index("--data.dataset_options") + 1] = json.dumps({"num_users": 120, "num_items": 90, "seed": 0})
     with pytest.raises(CheckpointMismatchError, match="trained on catalogue"):
         train_main(args + ["--ckpt_path", str(last_ckpt(tmp_path))])
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--model.num_negatives", "0", r"model.num_negatives must be >= 1, got 0"),  # trained with loss 0, frozen
+    ("--model.temperature", "0", r"model.temperature must be > 0"),
+    ("--model.lr", "-0.001", r"model.lr must be > 0"),
+    ("--model.betas", "[0.9, 1.0]", r"model.betas\[1\] must be >= 0 and < 1"),
+    ("--model.hr_ks", "[0, 10]", r"model.hr_ks must be >= 1"),
+    ("--model.net.dropout", "1.0", r"model.net.dropout must be >= 0 and < 1"),
+    ("--model.net.num_blocks", "0", r"model.net.num_blocks must be >= 1"),
+    ("--data.min_user_interactions", "-1", r"data.min_user_interactions must be >= 0"),
+])
+def test_out_of_range_option_is_refused_at_construction_naming_its_key(tmp_path, option, value, message):
+    args = tiny_args(tmp_path)
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    with pytest.raises(ValueError, match=message):
+        train_main(args)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.ckpt"))

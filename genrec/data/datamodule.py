@@ -172,6 +172,13 @@ def check_loader_options(max_seq_len: int, exclude: str, train_windows: str, bat
         raise DataError("data.batch_size and data.eval_batch_size must be positive")
 
 
+def check_counts(**counts: int) -> None:
+    """k-core thresholds and worker counts: 0 switches them off, a negative value is a typo."""
+    for key, value in counts.items():
+        if not value >= 0:
+            raise DataError(f"data.{key} must be >= 0, got {value!r}")
+
+
 class SequenceDataModule(L.LightningDataModule):
     """Sequences of one dataset, split leave-one-out, batched for ID-based retrieval models.
 
@@ -216,6 +223,8 @@ class SequenceDataModule(L.LightningDataModule):
     ):
         super().__init__()
         check_loader_options(max_seq_len, exclude, train_windows, batch_size, eval_batch_size)
+        check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions,
+                     num_workers=num_workers)
         self.save_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
