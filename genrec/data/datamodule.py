@@ -154,10 +154,15 @@ def load_sequences(source: Source, min_user_interactions: int = 0, min_item_inte
     folder = cache_folder(source, min_user_interactions, min_item_interactions)
     data = preprocess.load(folder) if use_cache else None
     if data is None:
+        if use_cache:
+            preprocess.check_writable(folder)
         data = preprocess.build_sequences(source.load(), min_user_interactions, min_item_interactions,
                                           fingerprint=source.fingerprint())
         if use_cache:
-            preprocess.save(data, folder)
+            try:
+                preprocess.save(data, folder)
+            except OSError as err:  # e.g. the disk filled up while writing
+                raise preprocess.cache_error(folder, err) from None
     return data
 
 

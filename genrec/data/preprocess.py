@@ -175,6 +175,21 @@ def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int])
 # Arrow cache
 
 
+def check_writable(folder: Path) -> None:
+    """Fail before the (slow) read of the raw files, not after it, when the cache cannot be written."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder.parent):
+            pass
+    except OSError as err:
+        raise cache_error(folder, err) from None
+
+
+def cache_error(folder: Path, err: OSError) -> DataError:
+    return DataError(f"cannot write the preprocessing cache {folder} ({type(err).__name__}: {err}); point $GENREC_CACHE "
+                     "(or data.cache_dir) at a writable folder, or set data.use_cache: false to read the raw files every run")
+
+
 def save(data: SequenceData, folder: Path) -> None:
     """Write atomically: a concurrent reader sees either nothing or the complete cache."""
     import datasets

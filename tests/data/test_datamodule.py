@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.data import DataError, SequenceDataModule
+from genrec.data import DataError, SequenceDataModule, preprocess
 
 
 def write_plain(folder, rows, header="user_id,item_id,timestamp"):
@@ -197,3 +197,28 @@ def test_ml1m_through_the_datamodule():
     assert len(dm.train_set) == 6040
     batch = next(iter(dm.train_dataloader()))
     assert batch["items"].shape[1] <= 200
+
+
+def test_unwritable_cache_fails_before_reading_and_names_the_fixes(tmp_path, monkeypatch):
+    # a file where the cache folder should be: unwritable even for root
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "not-a-folder" / "cache"))
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
+    reads = []
+    read_raw = dm.source.load
+    dm.source.load = lambda: reads.append(1) or read_raw()
+    with pytest.raises(DataError, match=r"cannot write the preprocessing cache .*not-a-folder.*GENREC_CACHE.*data.use_cache: false"):
+        dm.prepare_data()
+    assert reads == []  # refused before the raw files were read
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0}, use_cache=False)
+    assert dm.data.num_users == 50
+
+
+def test_a_cache_write_failing_midway_is_a_data_error(tmp_path, monkeypatch):
+    def disk_full(data, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(preprocess, "save", disk_full)
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
+    with pytest.raises(DataError, match=r"No space left on device.*data.use_cache: false"):
+        dm.prepare_data()
