@@ -272,7 +272,7 @@ class SequenceDataModule(L.LightningDataModule):
         rank_zero_info(
             f"genrec: {data.name}: {data.num_users:,} users, {data.num_items:,} items, "
             f"{data.num_interactions:,} interactions; filtered: "
-            + ", ".join(f"{k}={v:,}" for k, v in counts.items() if ("removed" in k or "not" in k or "without" in k))
+            + ", ".join(f"{k}={v:,}" for k, v in preprocess.filtered_counts(counts).items())
         )
         if len(evaluable) == 0:
             raise DataError(f"dataset {data.name!r}: no user has 3 or more interactions, so there is nothing to evaluate")

@@ -23,6 +23,8 @@ from genrec.data.raw import DataError, RawData
 
 log = logging.getLogger(__name__)
 
+# Counts that measure the data; every other count records something dropped or left out.
+SIZE_COUNTS = ("rows_read", "users_read", "items_read", "users", "items", "interactions")
 # Bump when the processed layout or its semantics change, so stale caches are not reused.
 PREPROCESS_VERSION = 2  # 2: sub-second times order the sequences
 
@@ -150,6 +152,12 @@ def build_sequences(
         counts=counts,
         fingerprint=fingerprint,
     )
+
+
+def filtered_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Every count of something filtered, the readers' included (e.g. item text without interactions);
+    a multi-domain count is named ``<domain>:<count>``."""
+    return {k: v for k, v in counts.items() if k.rsplit(":", 1)[-1] not in SIZE_COUNTS}
 
 
 def _raw_order(ids: np.ndarray) -> np.ndarray:

@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -222,3 +224,16 @@ def test_a_cache_write_failing_midway_is_a_data_error(tmp_path, monkeypatch):
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
     with pytest.raises(DataError, match=r"No space left on device.*data.use_cache: false"):
         dm.prepare_data()
+
+
+def test_every_filtered_count_is_logged_the_readers_included(tmp_path, caplog):
+    # movies.dat lists an unrated movie (30) and repeats one (20): ML-1M has 177 of the first kind
+    (tmp_path / "ratings.dat").write_text("".join(f"{u}::{i}::5::{u * 10 + i}\n" for u in (1, 2) for i in (10, 20, 40)))
+    (tmp_path / "movies.dat").write_text("10::A::G\n20::B::G\n20::B again::G\n30::Unrated::G\n40::D::G\n")
+    with caplog.at_level(logging.INFO):
+        dm = SequenceDataModule(dataset="ml-1m", root=str(tmp_path))
+        dm.prepare_data()
+    line = next(r.getMessage() for r in caplog.records if "filtered:" in r.getMessage())
+    assert "item_text_unknown_ids=1" in line and "item_text_duplicate_ids=1" in line
+    assert "users_not_evaluated_lt3=0" in line and "rows_read" not in line
+    assert dm.data.counts["item_text_unknown_ids"] == 1
