@@ -1,5 +1,7 @@
 """Faults on the train.py path: non-finite losses and bad checkpoints."""
 import json
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,8 @@ from genrec.callbacks import NonFiniteLossGuard, NonFiniteLossError
 from genrec.cli import main as train_main
 from genrec.modules.checkpoints import CheckpointMismatchError
 from tests.test_cli import tiny_args
+
+import evaluate
 
 NAN_MODULE = ["--model", "tests.helpers.NaNLossModule"]
 SKIP = ["--trainer.callbacks+=genrec.callbacks.NonFiniteLossGuard", "--trainer.callbacks.action", "skip"]
@@ -105,3 +109,28 @@ def test_out_of_range_option_is_refused_at_construction_naming_its_key(tmp_path,
     with pytest.raises(ValueError, match=message):
         train_main(args)
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def corrupt_tensor_bytes(good: Path, bad: Path) -> None:
+    """A copy of ``good`` with bytes of its largest tensor changed, size unchanged (what a bad disk leaves)."""
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:
+        member = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    header = data[member.header_offset:member.header_offset + 30]
+    start = member.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+    for i in range(start, start + member.file_size, 4):
+        data[i] ^= 0xFF  # the low mantissa byte of each float32: finite values, slightly off
+    bad.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_corrupted_tensor_bytes_is_refused_by_resume_and_evaluation(tmp_path):
+    train_main(tiny_args(tmp_path))
+    bad = tmp_path / "bad.ckpt"
+    corrupt_tensor_bytes(last_ckpt(tmp_path), bad)
+    assert bad.stat().st_size == last_ckpt(tmp_path).stat().st_size
+    torch.load(bad, weights_only=False)  # torch itself reads it without complaint
+    with pytest.raises(CheckpointMismatchError, match=r"bad.ckpt is damaged: its member .*/data/\d+ fails the CRC check"):
+        evaluate.main(["--ckpt", str(bad), "--out", str(tmp_path / "eval")])
+    with pytest.raises(CheckpointMismatchError, match="is damaged"):
+        train_main(tiny_args(tmp_path, epochs=2) + ["--ckpt_path", str(bad)])
+    evaluate.main(["--ckpt", str(last_ckpt(tmp_path)), "--out", str(tmp_path / "eval"), "--no-baseline"])  # the intact one loads
