@@ -8,7 +8,7 @@ from jsonargparse import Namespace
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.cli import LightningCLI
 
-from genrec import resume
+from genrec import loggers, resume
 
 # RetrievalModule logs val/test metrics computed by torchmetrics from sums already reduced across
 # ranks; Lightning cannot know that and suggests sync_dist=True, which would only average equal values.
@@ -67,6 +67,11 @@ class GenRecCLI(LightningCLI):
         if trainer.enable_progress_bar is False and trainer.callbacks:
             trainer.callbacks = [c for c in trainer.callbacks if "ProgressBar" not in str(getattr(c, "class_path", c))]
         trainer.callbacks = with_required_callbacks(trainer.callbacks)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # before any callback or logger writes into the run folder
+        loggers.claim_run_folders(self.trainer.loggers)
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)

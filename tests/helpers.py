@@ -120,3 +120,28 @@ class NaNLossModule(RetrievalModule):
         if self.global_step in self.nan_steps and self.nan_rank in (-1, self.global_rank):
             loss = loss * float("nan")
         return loss
+
+
+
+class RendezvousModule(RetrievalModule):
+    """RetrievalModule that holds each of ``parties`` processes once its logger has picked its run folder, until all did.
+
+    Lightning picks the folder (``logger.version``) and creates it a moment later, when the logger
+    first writes; ``prepare_data`` runs before that write. Two runs started together thus pick
+    their folders before either exists: the race of two jobs started in one working directory,
+    made certain instead of likely.
+    """
+
+    def __init__(self, net: torch.nn.Module, folder: str = "", parties: int = 2, **kwargs):
+        super().__init__(net, **kwargs)
+        self.folder, self.parties = Path(folder), parties
+
+    def prepare_data(self):
+        self.trainer.logger.version  # noqa: B018  (picks the version)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + 120
+        while len(list(self.folder.iterdir())) < self.parties:
+            if time.monotonic() > deadline:
+                raise TimeoutError("RendezvousModule: the other runs did not get here in 120 s")
+            time.sleep(0.05)
