@@ -78,6 +78,10 @@ def test_resume_with_another_model_shape_is_refused(tmp_path):
     train_main(tiny_args(tmp_path))
     args = tiny_args(tmp_path, epochs=2)
     args[args.index("--model.net.dim") + 1] = "8"
+    with pytest.raises(CheckpointMismatchError, match=r"other settings than this command: model.net.dim: 16 in the checkpoint, 8 here"):
+        train_main(args + ["--ckpt_path", str(last_ckpt(tmp_path))])
+    # test takes the module's settings from the checkpoint, not the net's: the weights' shapes are checked
+    args[0] = "test"
     with pytest.raises(CheckpointMismatchError, match=r"does not fit this model \(net.pos_emb.weight: checkpoint \(12, 16\) vs model \(12, 8\)"):
         train_main(args + ["--ckpt_path", str(last_ckpt(tmp_path))])
 
@@ -86,7 +90,7 @@ def test_resume_on_another_dataset_is_refused(tmp_path):
     train_main(tiny_args(tmp_path))
     args = tiny_args(tmp_path, epochs=2)
     args[args.index("--data.dataset_options") + 1] = json.dumps({"num_users": 120, "num_items": 90, "seed": 0})
-    with pytest.raises(CheckpointMismatchError, match="trained on catalogue"):
+    with pytest.raises(CheckpointMismatchError, match=r"data.dataset_options.num_items: 80 in the checkpoint, 90 here"):
         train_main(args + ["--ckpt_path", str(last_ckpt(tmp_path))])
 
 
