@@ -1,12 +1,14 @@
 """The LightningCLI shared by ``train.py``: data ↔ model links, default loggers and callbacks."""
 from __future__ import annotations
 
+import signal
 import warnings
 from typing import Any
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from genrec import loggers, resume
 
@@ -98,11 +100,17 @@ def main(args: list[str] | None = None) -> GenRecCLI:
     from genrec.data import SequenceDataModule  # noqa: F401  (registers datasets)
     import lightning as L
 
-    return GenRecCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-    )
+    try:
+        return GenRecCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+        )
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0, so schedulers took a
+        # preempted run for a finished one; 128 + 15 is what a shell reports for a SIGTERM death.
+        # FinalCheckpoint has saved the state (last-sigterm.ckpt) for --ckpt_path last.
+        raise SystemExit(128 + signal.SIGTERM) from None

@@ -82,6 +82,25 @@ class PauseAt(L.Callback):
             time.sleep(3600)
 
 
+class PauseUntilSignalled(L.Callback):
+    """Holds rank 0 before the given global step, after writing ``marker``, until the trainer has got a SIGTERM.
+
+    The test sends the signal; the batch then runs and Lightning stops after it, as when a
+    scheduler preempts a job. (A plain ``time.sleep`` would be resumed after the signal handler.)
+    """
+
+    def __init__(self, step: int, marker: str):
+        self.step = step
+        self.marker = Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            self.marker.write_text(f"{trainer.current_epoch} {batch_idx}")
+            deadline = time.monotonic() + 300
+            while not trainer.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
 def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None,
               launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run ``python [LAUNCHER] train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error.
