@@ -9,7 +9,8 @@ shared inputs, or reduced across ranks before it is acted on, so ranks never div
 * ``RankStepSeed``: reseeds torch before every training batch from (seed, rank, epoch, batch), so
   negatives and dropout differ between ranks, repeat across runs and continue exactly on resume.
 * ``WandbRunId``: stores the W&B run id in the checkpoint, so a resumed run continues that run.
-* ``FinalCheckpoint``: writes ``final.ckpt``, the state at the end of training.
+* ``FinalCheckpoint``: writes ``final.ckpt``, the state at the end of training, or
+  ``last-sigterm.ckpt`` when a SIGTERM stops it.
 
 ``genrec.cli`` adds all four to every run (see ``REQUIRED_CALLBACKS``).
 """
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class NonFiniteLossError(RuntimeError):
@@ -163,18 +165,31 @@ def run_id(trainer: L.Trainer) -> str | None:
 
 
 class FinalCheckpoint(L.Callback):
-    """Saves ``final.ckpt`` beside the run's other checkpoints when training ends.
+    """Saves ``final.ckpt`` beside the run's other checkpoints when training ends, and
+    ``last-sigterm.ckpt`` when a SIGTERM stops it.
 
     Lightning writes ``last.ckpt`` only when some checkpoint is written (an improvement, or the
     mid-epoch saver's step), so the state at the end of the last epoch can be missing from a run;
     a refit for a fixed number of epochs (``data.fit_on_validation``) needs exactly that state.
+    On SIGTERM (preemption, ``kill``, Kubernetes, ``timeout``) Lightning finishes the current batch
+    and stops with ``SIGTERMException``; the state then is saved under a ``last*`` name, so
+    ``--ckpt_path last`` resumes from it, and ``genrec.cli.main`` exits with status 143.
     Every rank calls ``save_checkpoint`` (it is collective under DDP); rank 0 writes.
     """
+
+    SIGTERM_NAME = "last-sigterm.ckpt"
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
-        dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)), None)
-        if dirpath is None:
-            dirpath = os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
-        trainer.save_checkpoint(os.path.join(dirpath, "final.ckpt"))
+        trainer.save_checkpoint(os.path.join(checkpoint_folder(trainer), "final.ckpt"))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit" and not trainer.fast_dev_run:
+            trainer.save_checkpoint(os.path.join(checkpoint_folder(trainer), self.SIGTERM_NAME))
+
+
+def checkpoint_folder(trainer: L.Trainer) -> str:
+    """Where the run's ``ModelCheckpoint`` writes, else ``<log_dir>/checkpoints``."""
+    dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)), None)
+    return dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")

@@ -1,14 +1,16 @@
 """The LightningCLI shared by ``train.py``: data ↔ model links, default loggers and callbacks."""
 from __future__ import annotations
 
+import signal
 import warnings
 from typing import Any
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from genrec import resume
+from genrec import loggers, resume
 
 # RetrievalModule logs val/test metrics computed by torchmetrics from sums already reduced across
 # ranks; Lightning cannot know that and suggests sync_dist=True, which would only average equal values.
@@ -68,6 +70,11 @@ class GenRecCLI(LightningCLI):
             trainer.callbacks = [c for c in trainer.callbacks if "ProgressBar" not in str(getattr(c, "class_path", c))]
         trainer.callbacks = with_required_callbacks(trainer.callbacks)
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # before any callback or logger writes into the run folder
+        loggers.claim_run_folders(self.trainer.loggers)
+
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyper-parameters: resolve "last" across run
@@ -93,11 +100,17 @@ def main(args: list[str] | None = None) -> GenRecCLI:
     from genrec.data import SequenceDataModule  # noqa: F401  (registers datasets)
     import lightning as L
 
-    return GenRecCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-    )
+    try:
+        return GenRecCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+        )
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0, so schedulers took a
+        # preempted run for a finished one; 128 + 15 is what a shell reports for a SIGTERM death.
+        # FinalCheckpoint has saved the state (last-sigterm.ckpt) for --ckpt_path last.
+        raise SystemExit(128 + signal.SIGTERM) from None

@@ -1,12 +1,15 @@
-"""Loggers that never take training down with them."""
+"""Loggers that never take training down with them, and run folders that no two runs share."""
 from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
+from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 
 class _Disabled:
@@ -63,3 +66,39 @@ class SafeWandbLogger(WandbLogger):
     after_save_checkpoint = _guard(WandbLogger.after_save_checkpoint)
     finalize = _guard(WandbLogger.finalize)
     watch = _guard(WandbLogger.watch)
+
+
+VERSION_FOLDER = re.compile(r"version_(\d+)")
+
+
+def claim_run_folder(root: str | Path) -> int:
+    """The number N of a ``<root>/version_N`` folder this process has just created, so owns.
+
+    Lightning's loggers pick ``max(existing N) + 1`` and create the folder later, when they first
+    write: two runs started together in one working directory both picked ``version_0`` and wrote
+    into each other's metrics and checkpoints. ``mkdir`` either creates the folder or fails, so
+    two processes can never both get the same N.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(m[1]) for d in root.iterdir() if (m := VERSION_FOLDER.fullmatch(d.name))]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def claim_run_folders(loggers: list[Logger]) -> None:
+    """Give every logger that numbers its runs itself (CSV, TensorBoard) a run folder claimed atomically.
+
+    Only global rank 0 claims: the other ranks of a DDP run never write there, and Lightning
+    broadcasts rank 0's folder for checkpoints. A logger given an explicit ``version`` keeps it.
+    """
+    if rank_zero_only.rank != 0:
+        return
+    for logger in loggers:
+        if getattr(logger, "_version", "") is None and getattr(logger, "root_dir", None):
+            logger._version = claim_run_folder(logger.root_dir)  # what Logger.version reads back

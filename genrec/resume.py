@@ -2,10 +2,17 @@
 
 * ``last`` finds the newest ``last*.ckpt`` of this experiment, across all its run folders
   (``<save_dir>/<name>/version_*/checkpoints``) and any explicit ``ModelCheckpoint(dirpath=...)``,
-  or a newer SLURM requeue checkpoint (``<default_root_dir>/hpc_ckpt_*.ckpt``).
-  Lightning alone would look only in the new run's folder, which is empty, and start from scratch.
+  or a newer SLURM requeue checkpoint (``<default_root_dir>/hpc_ckpt_*.ckpt``), among those of
+  the same run: the same model and data settings as this command (``run_differences``). Another
+  run's checkpoint (say an older run with another ``lr`` under the same experiment name) is skipped
+  with a warning naming the keys that differ; Lightning would otherwise continue it and replace this
+  command's settings with the checkpoint's, silently.
   When there is none yet (the first submission of a job that always passes ``--ckpt_path last``),
   ``last`` is left to Lightning, which warns and trains from the start.
+* A run folder (``runs/genrec/version_3``) means its newest ``last*.ckpt``.
+* On ``fit``, an explicit or found checkpoint whose model or data settings differ from this
+  command's is refused, naming the keys. Settings of how and where a run goes on (``trainer.*``
+  such as ``max_epochs``, ``data.root``, ``data.num_workers``, ...) may change.
 * An explicit or found checkpoint is opened (memory-mapped, so cheaply) and refused with a clear
   error when it is missing, damaged or not a genrec checkpoint.
 * The W&B run id stored by ``genrec.callbacks.WandbRunId`` is passed back to the W&B logger, so
@@ -15,15 +22,22 @@ Every rank does the same on the same files, so ranks agree on the checkpoint the
 """
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from genrec.callbacks import WandbRunId
-from genrec.modules.checkpoints import load_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
 
 # Values of ckpt_path that Lightning resolves itself.
 _SYMBOLIC = {"best", "hpc", "registry"}
+# Settings a resumed run may change: linked from the data, where the files are, how fast they load.
+# Every other model and data setting makes another run.
+MAY_DIFFER = {"model.num_items", "model.dataset_fingerprint", "model.tokenizer_config", "data.root", "data.cache_dir",
+              "data.download", "data.use_cache", "data.num_workers", "data.eval_batch_size"}
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -57,30 +71,132 @@ def checkpoint_dirs(trainer: Any) -> list[Path]:
     return dirs
 
 
-def find_last(trainer: Any) -> Path | None:
-    """The most recently written ``last*.ckpt`` of the experiment, or None.
+def last_checkpoints(trainer: Any) -> list[Path]:
+    """Every ``last*.ckpt`` of the experiment and SLURM requeue checkpoint, the most recently written first.
 
     Lightning's SLURM auto-requeue saves ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` when the job
     is signalled; it is usually the freshest state, so it competes too.
     """
     found = [p for d in checkpoint_dirs(trainer) if d.is_dir() for p in d.glob("last*.ckpt") if p.is_file()]
     found += [p for p in Path(_get(trainer, "default_root_dir", os.getcwd())).glob("hpc_ckpt_*.ckpt") if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def find_last(trainer: Any) -> Path | None:
+    """The most recently written ``last*.ckpt`` of the experiment (or SLURM requeue checkpoint), or None."""
+    found = last_checkpoints(trainer)
+    return found[0] if found else None
+
+
+def _plain(value: Any) -> Any:
+    """Namespaces, tuples and dataclass dicts as JSON values, so equal settings compare equal."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    return json.loads(json.dumps(value, default=str))
+
+
+def _canonical(class_path: Any) -> Any:
+    """``genrec.models.SASRec`` and ``genrec.models.sasrec.SASRec`` name one class."""
+    try:
+        module, name = str(class_path).rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        return f"{cls.__module__}.{cls.__qualname__}"
+    except (ValueError, ImportError, AttributeError):
+        return class_path
+
+
+def _flat(tree: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: _canonical(tree) if prefix.endswith(".class_path") else tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        # jsonargparse nests a class's arguments under init_args; checkpoints do not
+        out.update(_flat(value, prefix if key == "init_args" else f"{prefix}.{key}"))
+    return out
+
+
+def _settings(section: Any, prefix: str) -> dict[str, Any]:
+    """``{"model.lr": 0.002, "model.net.dim": 64, ...}`` of a config section (class_path, init_args)."""
+    return _flat(_plain(section), prefix) if section is not None else {}
+
+
+def _checkpoint_settings(ckpt: dict) -> dict[str, Any]:
+    def section(hparams: dict | None) -> dict:
+        hparams = dict(hparams or {})
+        out = {k: v for k, v in hparams.items() if not k.startswith("_")}
+        return {"class_path": hparams["_class_path"], **out} if "_class_path" in hparams else out
+
+    model = section(ckpt.get("hyper_parameters"))
+    net = ckpt.get("genrec", {}).get("net")
+    if net:  # RetrievalModule keeps the net out of its hyper-parameters (it is a module)
+        model["net"] = net
+    return {**_flat(_plain(model), "model"), **_flat(_plain(section(ckpt.get("datamodule_hyper_parameters"))), "data")}
+
+
+def run_differences(config: Any, ckpt: dict) -> list[str]:
+    """The model and data settings in which this command and the checkpoint's run differ, as
+    ``"model.lr: 0.002 in the checkpoint, 0.01 here"``; keys only one side has are left out (an
+    option added or removed since the checkpoint was written)."""
+    ours = {**_settings(_get(config, "model"), "model"), **_settings(_get(config, "data"), "data")}
+    theirs = _checkpoint_settings(ckpt)
+    return [f"{key}: {theirs[key]!r} in the checkpoint, {ours[key]!r} here" for key in sorted(ours.keys() & theirs.keys())
+            if key not in MAY_DIFFER and ours[key] != theirs[key]]
+
+
+def _newest_of_folder(folder: Path) -> Path:
+    found = sorted(list((folder / "checkpoints").glob("last*.ckpt")) + list(folder.glob("last*.ckpt")),
+                   key=lambda p: p.stat().st_mtime_ns)
+    if not found:
+        raise FileNotFoundError(f"--ckpt_path {folder} is a folder without last*.ckpt files (nor checkpoints/last*.ckpt): "
+                                "pass a run folder written by train.py or a .ckpt file")
+    return found[-1]
+
+
+def _last_of_this_run(config: Any) -> tuple[Path | None, dict | None]:
+    """The newest last checkpoint of the experiment whose run has this command's settings."""
+    skipped = []
+    for path in last_checkpoints(config.trainer):
+        ckpt = load_checkpoint(path, mmap=True)
+        differences = run_differences(config, ckpt)
+        if not differences:
+            if skipped:
+                warnings.warn("--ckpt_path last: skipped the checkpoints of other runs of this experiment: "
+                              + "; ".join(skipped), stacklevel=2)
+            return path, ckpt
+        skipped.append(f"{path} ({', '.join(differences)})")
+    if skipped:
+        warnings.warn("--ckpt_path last: no checkpoint of a run with these settings, so this is a new run; skipped those "
+                      "of other runs of this experiment: " + "; ".join(skipped), stacklevel=2)
+    return None, None
 
 
 def prepare(config: Any, subcommand: str | None) -> None:
-    """Resolve and check ``config.ckpt_path`` in place; on ``fit``, continue the checkpoint's W&B run."""
+    """Resolve and check ``config.ckpt_path`` in place; on ``fit``, continue the checkpoint's run (and W&B run)."""
     ckpt_path = _get(config, "ckpt_path")
     if not ckpt_path or ckpt_path in _SYMBOLIC or "://" in str(ckpt_path):
         return
     if ckpt_path == "last":
-        found = find_last(config.trainer)
+        found, ckpt = _last_of_this_run(config) if subcommand == "fit" else (find_last(config.trainer), None)
         if found is None:
             return  # Lightning warns that there is nothing to resume and starts afresh
         config.ckpt_path = ckpt_path = str(found)
-    ckpt = load_checkpoint(ckpt_path, mmap=True)
+    elif Path(ckpt_path).is_dir():
+        config.ckpt_path = ckpt_path = str(_newest_of_folder(Path(ckpt_path)))
+        ckpt = None
+    else:
+        ckpt = None
+    ckpt = ckpt if ckpt is not None else load_checkpoint(ckpt_path, mmap=True)
+    if subcommand != "fit":
+        return
+    differences = run_differences(config, ckpt)
+    if differences:
+        raise CheckpointMismatchError(
+            f"--ckpt_path {ckpt_path} belongs to a run with other settings than this command: {'; '.join(differences)}. "
+            "Resuming would go on with the checkpoint's settings and drop these. To continue that run, pass its own "
+            "config (config.yaml in its run folder); to start a new run with these settings, leave out --ckpt_path"
+        )
     wandb_id = ckpt.get(WandbRunId.KEY)
-    if subcommand != "fit" or not wandb_id:
+    if not wandb_id:
         return
     for spec in _specs(_get(config.trainer, "logger")):
         args = _get(spec, "init_args")

@@ -82,6 +82,25 @@ class PauseAt(L.Callback):
             time.sleep(3600)
 
 
+class PauseUntilSignalled(L.Callback):
+    """Holds rank 0 before the given global step, after writing ``marker``, until the trainer has got a SIGTERM.
+
+    The test sends the signal; the batch then runs and Lightning stops after it, as when a
+    scheduler preempts a job. (A plain ``time.sleep`` would be resumed after the signal handler.)
+    """
+
+    def __init__(self, step: int, marker: str):
+        self.step = step
+        self.marker = Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            self.marker.write_text(f"{trainer.current_epoch} {batch_idx}")
+            deadline = time.monotonic() + 300
+            while not trainer.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
 def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None,
               launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run ``python [LAUNCHER] train.py ARGS`` as a real process in ``cwd``; fails the test with its output on error.
@@ -120,3 +139,28 @@ class NaNLossModule(RetrievalModule):
         if self.global_step in self.nan_steps and self.nan_rank in (-1, self.global_rank):
             loss = loss * float("nan")
         return loss
+
+
+
+class RendezvousModule(RetrievalModule):
+    """RetrievalModule that holds each of ``parties`` processes once its logger has picked its run folder, until all did.
+
+    Lightning picks the folder (``logger.version``) and creates it a moment later, when the logger
+    first writes; ``prepare_data`` runs before that write. Two runs started together thus pick
+    their folders before either exists: the race of two jobs started in one working directory,
+    made certain instead of likely.
+    """
+
+    def __init__(self, net: torch.nn.Module, folder: str = "", parties: int = 2, **kwargs):
+        super().__init__(net, **kwargs)
+        self.folder, self.parties = Path(folder), parties
+
+    def prepare_data(self):
+        self.trainer.logger.version  # noqa: B018  (picks the version)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + 120
+        while len(list(self.folder.iterdir())) < self.parties:
+            if time.monotonic() > deadline:
+                raise TimeoutError("RendezvousModule: the other runs did not get here in 120 s")
+            time.sleep(0.05)

@@ -1,4 +1,4 @@
-"""Kill a real training process mid-epoch with SIGKILL, resume with --ckpt_path last, end where an uninterrupted run ends."""
+"""Stop a real training process mid-epoch (SIGKILL; SIGTERM), resume with --ckpt_path last, end where an uninterrupted run ends."""
 import os
 import signal
 import subprocess
@@ -77,6 +77,50 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatc
     for key, value in whole.trainer.callback_metrics.items():
         if key.startswith("val/"):
             assert float(resumed.trainer.callback_metrics[key]) == float(value), key
+    theirs = resumed.model.state_dict()
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
+
+
+def test_sigterm_exits_143_after_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    # Before, a SIGTERM (preemption, kill, Kubernetes, timeout) ended training with status 0 and no
+    # checkpoint of the state it stopped in, so schedulers took the run for finished.
+    args = args_for(tmp_path)
+    (tmp_path / "whole").mkdir()
+    monkeypatch.chdir(tmp_path / "whole")
+    whole = train_main(args)
+
+    work = tmp_path / "signalled"
+    work.mkdir()
+    marker = tmp_path / "waiting"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, "--trainer.callbacks+=tests.helpers.PauseUntilSignalled",
+         "--trainer.callbacks.step", "17", "--trainer.callbacks.marker", str(marker)],
+        cwd=work, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"training exited before the signal ({proc.returncode}): {proc.stderr.read()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("training did not reach step 17 in 240 s")
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-4000:]
+    folder = work / "runs" / "genrec" / "version_0" / "checkpoints"
+    saved = torch.load(folder / "last-sigterm.ckpt", weights_only=False)
+    assert (saved["global_step"], saved["epoch"]) == (18, 1)  # the batch in flight was finished
+    assert not (folder / "final.ckpt").exists()
+
+    monkeypatch.chdir(work)
+    resumed = train_main(args + ["--ckpt_path", "last"])
+    assert resumed.trainer.ckpt_path.endswith("last-sigterm.ckpt")
+    assert resumed.trainer.global_step == 26
     theirs = resumed.model.state_dict()
     for name, tensor in whole.model.state_dict().items():
         assert torch.equal(tensor, theirs[name]), name

@@ -176,10 +176,15 @@ def load_sequences(source: Source, min_user_interactions: int = 0, min_item_inte
     folder = cache_folder(source, min_user_interactions, min_item_interactions)
     data = preprocess.load(folder) if use_cache else None
     if data is None:
+        if use_cache:
+            preprocess.check_writable(folder)
         data = preprocess.build_sequences(source.load(), min_user_interactions, min_item_interactions,
                                           fingerprint=source.fingerprint())
         if use_cache:
-            preprocess.save(data, folder)
+            try:
+                preprocess.save(data, folder)
+            except OSError as err:  # e.g. the disk filled up while writing
+                raise preprocess.cache_error(folder, err) from None
     return data
 
 
@@ -192,6 +197,13 @@ def check_loader_options(max_seq_len: int, exclude: str, train_windows: str, bat
         raise DataError(f"data.train_windows must be 'last' or 'all' (got {train_windows!r})")
     if batch_size < 1 or eval_batch_size < 1:
         raise DataError("data.batch_size and data.eval_batch_size must be positive")
+
+
+def check_counts(**counts: int) -> None:
+    """k-core thresholds and worker counts: 0 switches them off, a negative value is a typo."""
+    for key, value in counts.items():
+        if not value >= 0:
+            raise DataError(f"data.{key} must be >= 0, got {value!r}")
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -245,6 +257,8 @@ class SequenceDataModule(L.LightningDataModule):
         check_loader_options(max_seq_len, exclude, train_windows, batch_size, eval_batch_size)
         if stochastic_length and not 1 < stochastic_length <= 2:
             raise DataError(f"data.stochastic_length is HSTU's alpha, in (1, 2], or 0 for off (got {stochastic_length})")
+        check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions,
+                     num_workers=num_workers)
         self.save_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
@@ -287,7 +301,7 @@ class SequenceDataModule(L.LightningDataModule):
         rank_zero_info(
             f"genrec: {data.name}: {data.num_users:,} users, {data.num_items:,} items, "
             f"{data.num_interactions:,} interactions; filtered: "
-            + ", ".join(f"{k}={v:,}" for k, v in counts.items() if ("removed" in k or "not" in k or "without" in k))
+            + ", ".join(f"{k}={v:,}" for k, v in preprocess.filtered_counts(counts).items())
         )
         if len(evaluable) == 0:
             raise DataError(f"dataset {data.name!r}: no user has 3 or more interactions, so there is nothing to evaluate")

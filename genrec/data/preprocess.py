@@ -1,7 +1,7 @@
 """Raw tables → per-user chronological item sequences, with every filtered row counted.
 
-Steps, in order: stable chronological sort (ties keep file order; without timestamps file order
-is the order), optional k-core filtering, item ids remapped to 1..N (0 is padding) in order of
+Steps, in order: stable chronological sort (on the full-precision times, fractions of a second
+included; ties keep file order; without timestamps file order is the order), optional k-core filtering, item ids remapped to 1..N (0 is padding) in order of
 their raw ids, users remapped to 0..U-1. The result is stored as CSR arrays and cached as Arrow
 tables (through the ``datasets`` library), so the second run of a config starts in seconds.
 """
@@ -23,8 +23,10 @@ from genrec.data.raw import DataError, RawData
 
 log = logging.getLogger(__name__)
 
+# Counts that measure the data; every other count records something dropped or left out.
+SIZE_COUNTS = ("rows_read", "users_read", "items_read", "users", "items", "interactions")
 # Bump when the processed layout or its semantics change, so stale caches are not reused.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: sub-second times order the sequences
 
 
 @dataclass
@@ -96,6 +98,8 @@ def build_sequences(
     item_codes, item_uniques = pd.factorize(inter["item"], sort=False)
     has_ts = raw.has_timestamps
     ts = inter["timestamp"].to_numpy(np.int64) if has_ts else np.zeros(len(inter), np.int64)
+    # sub-second part, only for ordering: sequences keep whole seconds
+    fraction = inter["timestamp_ns"].to_numpy(np.int64) if "timestamp_ns" in inter else np.zeros(len(inter), np.int64)
 
     counts = dict(raw.counts)
     counts["rows_read"] = len(inter)
@@ -104,7 +108,7 @@ def build_sequences(
     keep = kcore(user_codes, item_codes, min_user_interactions, min_item_interactions)
     counts["rows_removed_by_kcore"] = int((~keep).sum())
     if not keep.all():
-        user_codes, item_codes, ts = user_codes[keep], item_codes[keep], ts[keep]
+        user_codes, item_codes, ts, fraction = user_codes[keep], item_codes[keep], ts[keep], fraction[keep]
     if len(user_codes) == 0:
         raise DataError(
             f"dataset {raw.name!r} is empty after k-core filtering "
@@ -121,8 +125,8 @@ def build_sequences(
     item_ids = np.concatenate([["<pad>"], raw_item_ids[order_by_raw]]).astype(object)
 
     used_users, user_new = np.unique(user_codes, return_inverse=True)
-    # Stable lexsort: by user, then time; equal times keep file order.
-    order = np.lexsort((ts, user_new))
+    # Stable lexsort: by user, then time (seconds, then their fraction); equal times keep file order.
+    order = np.lexsort((fraction, ts, user_new))
     users_sorted = user_new[order]
     seq_items = new_id[item_codes[order]]
     seq_ts = ts[order]
@@ -150,6 +154,12 @@ def build_sequences(
     )
 
 
+def filtered_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Every count of something filtered, the readers' included (e.g. item text without interactions);
+    a multi-domain count is named ``<domain>:<count>``."""
+    return {k: v for k, v in counts.items() if k.rsplit(":", 1)[-1] not in SIZE_COUNTS}
+
+
 def _raw_order(ids: np.ndarray) -> np.ndarray:
     """Numeric raw ids sort numerically, any others as strings."""
     as_num = pd.to_numeric(pd.Series(ids), errors="coerce")
@@ -171,6 +181,21 @@ def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int])
 
 # ---------------------------------------------------------------------------------------------
 # Arrow cache
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before the (slow) read of the raw files, not after it, when the cache cannot be written."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder.parent):
+            pass
+    except OSError as err:
+        raise cache_error(folder, err) from None
+
+
+def cache_error(folder: Path, err: OSError) -> DataError:
+    return DataError(f"cannot write the preprocessing cache {folder} ({type(err).__name__}: {err}); point $GENREC_CACHE "
+                     "(or data.cache_dir) at a writable folder, or set data.use_cache: false to read the raw files every run")
 
 
 def save(data: SequenceData, folder: Path) -> None:

@@ -54,6 +54,7 @@ PLAIN_INTERACTIONS = ("interactions.csv", "interactions.parquet", "interactions.
 # pandas' C parser takes one-character separators only; the unit separator never occurs in text.
 ONE_BYTE_SEP = "\x1f"
 PANDAS_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+INT64_MAX = np.iinfo(np.int64).max
 ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"'\\]+)["']""")
 
 Where = Callable[[int], str]  # row position -> "line N" / "row N", for error messages
@@ -257,9 +258,11 @@ class S3Rec(FileSource):
 
     def load(self) -> RawData:
         path = self.resolve() / self.required_files()[0]
+        data = path.read_bytes()
+        check_not_cut(path, data)
         users: list[str] = []
         items: list[str] = []
-        for lineno, line in enumerate(path.read_text().rstrip().splitlines(), 1):
+        for lineno, line in enumerate(data.decode().rstrip().splitlines(), 1):
             user, *sequence = line.split() or [""]
             if not sequence:
                 raise DataError(f"{path}: line {lineno} has no items; each line must read 'user item item ...'")
@@ -320,6 +323,7 @@ def read_fields(
     """
     layout = sep.replace("\t", "<tab>").join(names)
     data = path.read_bytes()
+    check_not_cut(path, data)
     if len(sep) > 1:
         data, sep = data.replace(sep.encode(), ONE_BYTE_SEP.encode()), ONE_BYTE_SEP
     dtype = {name: str for name in names if name not in numeric}
@@ -333,11 +337,53 @@ def read_fields(
 
 
 def read_csv(path: Path, columns: dict[str, str]) -> pd.DataFrame:
-    """The ``columns`` (file name -> our name) of a CSV file with a header; all but timestamps stay strings."""
+    """The ``columns`` (file name -> our name) of a published CSV file with a header; all but timestamps stay strings."""
+    check_not_cut(path, path.read_bytes())
     dtype = {name: str for name, ours in columns.items() if ours != "timestamp"}
-    frame = select_columns(parse_csv(path, path, dtype=dtype), columns, path)
+    frame = parse_csv(path, path, dtype=dtype)
+    check_no_repeated_header(frame, path, lambda i: f"line {i + 2}")
+    frame = select_columns(frame, columns, path)
     check_complete(frame, list(columns.values()), path, lambda i: f"line {i + 2}", f"columns: {', '.join(columns)}")
     return frame
+
+
+def check_no_repeated_header(frame: pd.DataFrame, path: Path, where: Where) -> None:
+    """A row that repeats the header (``cat a.csv b.csv``) would become a user ``user_id`` and an item ``item_id``."""
+    if frame.empty:
+        return
+    first = frame.columns[0]
+    candidates = frame[(frame[first] == first).to_numpy()]  # cheap on millions of rows: one column first
+    repeated = [i for i, row in enumerate(candidates.itertuples(index=False))
+                if all(str(value) == str(column) for value, column in zip(row, frame.columns))]
+    if repeated:
+        row = frame.index.get_loc(candidates.index[repeated[0]])
+        raise DataError(f"{path}: {where(row)} repeats the header ({', '.join(map(str, frame.columns))}), as when "
+                        "files are joined with cat; remove that line (or join them with the header kept once)")
+
+
+def check_not_cut(path: Path, data: bytes) -> None:
+    """A published file ends with a line break; without one its last line was most likely cut short.
+
+    A cut line can still parse (``1::2::5::97830`` is a smaller timestamp, ``7 12 1`` a smaller item
+    id), so the lost bytes would silently change the data.
+    """
+    if data and not data.endswith((b"\n", b"\r")):
+        last = data.count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {last}, the last, has no line break, so the file looks cut short (an "
+            "interrupted download or copy); fetch it again, or add the line break if that line is complete"
+        )
+
+
+def warn_if_cut(path: Path) -> None:
+    """Files a user writes need not end with a line break, but the last line may have been cut: say so."""
+    with open(path, "rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(max(0, size - 1))
+        last = f.read(1)
+    if size and last not in (b"\n", b"\r"):
+        warnings.warn(f"{path}: the last line has no line break; if the file was cut short (an interrupted copy), "
+                      "its last row is wrong: check it", stacklevel=3)
 
 
 def parse_csv(path: Path, source: Path | IO[bytes], **kwargs: Any) -> pd.DataFrame:
@@ -374,26 +420,58 @@ def check_complete(frame: pd.DataFrame, required: list[str], path: Path, where: 
         raise DataError(f"{path}: {where(int(row))}: no value for {required[col]!r} ({layout}); fix or remove it")
 
 
-def to_int(values: pd.Series, path: Path, where: Where) -> pd.Series:
-    """Integer timestamps; the first value that is not a number is reported with its position."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return values.astype("datetime64[s]").astype("int64")
+def to_seconds(values: pd.Series, path: Path, where: Where) -> tuple[pd.Series, pd.Series | None]:
+    """Unix seconds (floored) and, when some value has a fraction, its nanoseconds within that second.
+
+    Sorting on both keeps the true order of sub-second times, which whole seconds alone would tie.
+    Datetimes (naive ones read as UTC, aware ones converted to UTC) count from the epoch too. The
+    first value that is not a number, or does not fit in int64 seconds, is reported with its position.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values):
+        ticks_per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[np.datetime_data(values.dtype)[0]]
+        ticks = values.to_numpy().view(np.int64)
+        seconds, ticks_left = np.divmod(ticks, ticks_per_second)
+        return _timestamp_columns(seconds, ticks_left * (10**9 // ticks_per_second), values.index)
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
         raise DataError(f"{path}: {where(row)}: {values.name} {values.iloc[row]!r} is not a number (unix seconds)")
-    return numbers.astype("int64")
+    as_float = numbers.to_numpy(np.float64)
+    if pd.api.types.is_integer_dtype(numbers):
+        # uint64 values past int64, or int64 values near its ends that float64 rounds outward
+        out = (numbers.to_numpy() > INT64_MAX) if numbers.dtype == np.uint64 else np.zeros(len(numbers), bool)
+    else:
+        out = ~np.isfinite(as_float) | (as_float < -(2.0**63)) | (as_float >= 2.0**63)
+    if out.any():
+        row = int(np.argmax(out))
+        value = values.iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise DataError(f"{path}: {where(row)}: {values.name} {value!r} is out of range: unix seconds must "
+                        "fit in a signed 64-bit integer; fix or remove that row")
+    if pd.api.types.is_integer_dtype(numbers):
+        return _timestamp_columns(numbers.to_numpy().astype(np.int64), np.zeros(len(numbers), np.int64), values.index)
+    seconds = np.floor(as_float)
+    return _timestamp_columns(seconds.astype(np.int64), np.round((as_float - seconds) * 1e9).astype(np.int64), values.index)
+
+
+def _timestamp_columns(seconds: np.ndarray, nanoseconds: np.ndarray, index: pd.Index) -> tuple[pd.Series, pd.Series | None]:
+    fraction = pd.Series(nanoseconds, index=index, dtype=np.int64) if nanoseconds.any() else None
+    return pd.Series(seconds, index=index, dtype=np.int64), fraction
 
 
 def interaction_frame(frame: pd.DataFrame, path: Path, where: Where = lambda i: f"line {i + 1}") -> pd.DataFrame:
-    """The ``RawData.interactions`` table: string ids, int64 timestamps if present, file order."""
+    """The ``RawData.interactions`` table: string ids, int64 timestamps (and their fractions) if present, file order."""
     if frame.empty:
         raise DataError(f"{path} holds no interactions; check that it is the right file")
     frame = frame.reset_index(drop=True)
     out = pd.DataFrame({"user": frame["user"].astype(str), "item": frame["item"].astype(str)})
     if "timestamp" in frame.columns:
-        out["timestamp"] = to_int(frame["timestamp"], path, where)
+        out["timestamp"], fraction = to_seconds(frame["timestamp"], path, where)
+        if fraction is not None:
+            out["timestamp_ns"] = fraction
     return out
 
 
@@ -419,7 +497,7 @@ def json_lines(path: Path) -> Iterator[tuple[int, str]]:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
                     yield lineno, line
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, EOFError, UnicodeDecodeError) as err:  # EOFError: a gzip file cut short
         raise DataError(f"{path}: unreadable after line {lineno} ({err}); is it complete UTF-8 (gzip)?") from None
 
 
@@ -495,8 +573,10 @@ def read_plain_interactions(path: Path) -> pd.DataFrame:
         frame = pd.DataFrame.from_records([record for _, record in numbered])
         where = lambda i: f"line {numbered[i][0]}"  # noqa: E731
     else:
+        warn_if_cut(path)
         frame = parse_csv(path, path, dtype={"user_id": str, "item_id": str})
         where = lambda i: f"line {i + 2}"  # noqa: E731
+        check_no_repeated_header(frame, path, where)
     columns = {"user_id": "user", "item_id": "item"} | ({"timestamp": "timestamp"} if "timestamp" in frame else {})
     frame = select_columns(frame, columns, path)
     check_complete(frame, list(columns.values()), path, where, f"columns: {', '.join(columns)}")

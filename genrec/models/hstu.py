@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genrec.errors import check_range
 from genrec.models.blocked_attention import MASKED, blocked_silu_attention, buckets_
 from genrec.models.dropout import Dropout
 
@@ -190,6 +191,13 @@ class HSTU(nn.Module):
                  attention_block: int = 256):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        # attn_dim / linear_dim: 0 or null means dim // num_heads
+        sizes = dict(dim=dim, num_blocks=num_blocks, max_seq_len=max_seq_len, num_time_buckets=num_time_buckets,
+                     attn_dim=attn_dim or 1, linear_dim=linear_dim or 1)
+        for key, value in sizes.items():
+            check_range(f"model.net.{key}", value, at_least=1)
+        check_range("model.net.num_heads", num_heads, at_least=1, at_most=dim)
+        check_range("model.net.dropout", dropout, at_least=0, below=1)
         attn_dim = attn_dim or dim // num_heads
         linear_dim = linear_dim or dim // num_heads
         self.dim, self.max_seq_len, self.num_time_buckets = dim, max_seq_len, num_time_buckets

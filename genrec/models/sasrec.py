@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genrec.errors import check_range
+
 
 class SASRecBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, norm: str, attn_dropout: float):
@@ -65,6 +67,12 @@ class SASRec(nn.Module):
                  positions: Literal["from_end", "from_start"] = "from_start", attn_dropout: float | None = None):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        sizes = dict(dim=dim, num_blocks=num_blocks, num_heads=num_heads, max_seq_len=max_seq_len,
+                     ffn_dim=ffn_dim or 1)  # ffn_dim: 0 or null means dim
+        for key, value in sizes.items():
+            check_range(f"model.net.{key}", value, at_least=1)
+        for key, value in (("dropout", dropout), ("attn_dropout", attn_dropout or 0.0)):
+            check_range(f"model.net.{key}", value, at_least=0, below=1)
         if dim % num_heads:
             raise ValueError(f"SASRec dim {dim} must be divisible by num_heads {num_heads}")
         if norm not in ("pre", "post"):

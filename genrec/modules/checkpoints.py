@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: pass the .ckpt file written by train.py (e.g. runs/<name>/version_0/checkpoints/last.ckpt)")
+    verify_integrity(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as err:  # torch raises several unrelated types for a damaged file
@@ -25,6 +27,32 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointMismatchError(f"{path} is not a genrec checkpoint (no state_dict/hyper_parameters): pass a .ckpt written by train.py")
     return ckpt
+
+
+# (path, size, mtime) of files verified in this process: evaluation opens one checkpoint several times
+_verified: set[tuple[str, int, int]] = set()
+
+
+def verify_integrity(path: Path) -> None:
+    """Check the CRC-32 of every member of the zip archive that ``torch.save`` writes.
+
+    ``torch.load`` does not: a checkpoint with changed tensor bytes (a bad disk, an interrupted
+    copy over an old file) loads and gives other numbers. Reading the file once costs far less
+    than a training or evaluation; files not in the zip format (torch's legacy one) carry no CRCs.
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _verified or not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        bad = f"? ({type(err).__name__}: {err})"
+    if bad is not None:
+        raise CheckpointMismatchError(f"checkpoint {path} is damaged: its member {bad} fails the CRC check (a bad disk or an "
+                                      "interrupted copy); train again, or use another checkpoint of the run")
+    _verified.add(key)
 
 
 def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genrec.decoding import CodeTrie, constrained_beam_search
+from genrec.errors import check_range
 from genrec.evaluation import RankingMetrics, ranks_from_topk
 from genrec.models.generative import DecoderConfig, GenerativeDecoder, random_rotations
 from genrec.models.text_prior import TextPrior, TextPriorConfig
@@ -81,8 +82,10 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         if tokenizer_config is None and not tokenizer_ckpt:
             raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
-        if beam_width < 1:
-            raise ValueError(f"model.beam_width must be at least 1, got {beam_width}")
+        check_range("model.beam_width", beam_width, at_least=1)
+        for name, ks in (("hr_ks", hr_ks), ("ndcg_ks", ndcg_ks)):
+            for k in ks:
+                check_range(f"model.{name}", k, at_least=1)
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
         self.save_hyperparameters(ignore=["decoder", "prior", "optim"])
         # plain dicts in the checkpoint and hparams.yaml; from_checkpoint turns them back into configs

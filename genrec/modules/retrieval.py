@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genrec.errors import check_range
 from genrec.evaluation import RankingMetrics, topk_items
 from genrec.evaluation.metrics import batch_ranks
 from genrec.modules.checkpoints import (
@@ -97,8 +98,18 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
                              f"'interleaved', got {negatives!r}")
         if similarity not in ("cosine", "dot"):
             raise ValueError(f"model.similarity must be 'cosine' or 'dot', got {similarity!r}")
-        if negative_groups < 1:
-            raise ValueError(f"model.negative_groups must be at least 1, got {negative_groups}")
+        check_range("model.num_negatives", num_negatives, at_least=1)
+        check_range("model.negative_pool", negative_pool, at_least=0)
+        check_range("model.negative_groups", negative_groups, at_least=1)
+        check_range("model.temperature", temperature, above=0)
+        check_range("model.lr", lr, above=0)
+        check_range("model.weight_decay", weight_decay, at_least=0)
+        for i, beta in enumerate(betas):
+            check_range(f"model.betas[{i}]", beta, at_least=0, below=1)
+        for name, ks in (("hr_ks", hr_ks), ("ndcg_ks", ndcg_ks)):
+            for k in ks:
+                check_range(f"model.{name}", k, at_least=1)
+        check_range("model.eval_chunk_size", eval_chunk_size, at_least=1)
         if negative_pool and negative_pool < num_negatives:
             raise ValueError(f"model.negative_pool ({negative_pool}) must be at least model.num_negatives "
                              f"({num_negatives}), or 0 for 4 x num_negatives")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genrec.errors import check_range
 from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
 from genrec.tokenizers.fsq import DEFAULT_LEVELS
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
@@ -33,6 +34,10 @@ class TokenizerAutoencoder(L.LightningModule):
     def __init__(self, num_tokens: int = 4, levels: Sequence[int] = DEFAULT_LEVELS, hidden_dim: int = 256,
                  lr: float = 1e-3, weight_decay: float = 0.0, num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
+        for key, value in (("num_tokens", num_tokens), ("hidden_dim", hidden_dim)):
+            check_range(f"model.{key}", value, at_least=1)
+        check_range("model.lr", lr, above=0)
+        check_range("model.weight_decay", weight_decay, at_least=0)
         self.save_hyperparameters()
         self.tokenizer: ItemTokenizer | None = None
 

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import string
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
     path = cache_root() / f"{cache_key(encoder, texts)}.npy"
     if use_cache and path.is_file():
         return np.load(path)
+    if use_cache:
+        _check_writable(path.parent)  # before the encoding, which can take minutes
     model = _load_model(resolve_encoder(encoder))
     nonempty = [i for i, t in enumerate(texts) if t]
     # renamed in sentence-transformers 6; older releases only have the long name
@@ -108,8 +111,24 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
                                convert_to_numpy=True, normalize_embeddings=True)
         out[nonempty] = vectors.astype(np.float32)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, out)
-        os.replace(tmp, path)
+        try:
+            np.save(tmp, out)
+            os.replace(tmp, path)
+        except OSError as err:
+            raise _cache_error(path.parent, err) from None
     return out
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise _cache_error(folder, err) from None
+
+
+def _cache_error(folder: Path, err: OSError) -> DataError:
+    return DataError(f"cannot write the text-embedding cache {folder} ({type(err).__name__}: {err}); point $GENREC_CACHE "
+                     "at a writable folder")

@@ -1,8 +1,10 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from genrec.data import DataError, SequenceDataModule
+from genrec.data import DataError, SequenceDataModule, preprocess
 
 
 def write_plain(folder, rows, header="user_id,item_id,timestamp"):
@@ -230,3 +232,41 @@ def test_ml1m_through_the_datamodule():
     assert len(dm.train_set) == 6040
     batch = next(iter(dm.train_dataloader()))
     assert batch["items"].shape[1] <= 200
+
+
+def test_unwritable_cache_fails_before_reading_and_names_the_fixes(tmp_path, monkeypatch):
+    # a file where the cache folder should be: unwritable even for root
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "not-a-folder" / "cache"))
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
+    reads = []
+    read_raw = dm.source.load
+    dm.source.load = lambda: reads.append(1) or read_raw()
+    with pytest.raises(DataError, match=r"cannot write the preprocessing cache .*not-a-folder.*GENREC_CACHE.*data.use_cache: false"):
+        dm.prepare_data()
+    assert reads == []  # refused before the raw files were read
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0}, use_cache=False)
+    assert dm.data.num_users == 50
+
+
+def test_a_cache_write_failing_midway_is_a_data_error(tmp_path, monkeypatch):
+    def disk_full(data, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(preprocess, "save", disk_full)
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
+    with pytest.raises(DataError, match=r"No space left on device.*data.use_cache: false"):
+        dm.prepare_data()
+
+
+def test_every_filtered_count_is_logged_the_readers_included(tmp_path, caplog):
+    # movies.dat lists an unrated movie (30) and repeats one (20): ML-1M has 177 of the first kind
+    (tmp_path / "ratings.dat").write_text("".join(f"{u}::{i}::5::{u * 10 + i}\n" for u in (1, 2) for i in (10, 20, 40)))
+    (tmp_path / "movies.dat").write_text("10::A::G\n20::B::G\n20::B again::G\n30::Unrated::G\n40::D::G\n")
+    with caplog.at_level(logging.INFO):
+        dm = SequenceDataModule(dataset="ml-1m", root=str(tmp_path))
+        dm.prepare_data()
+    line = next(r.getMessage() for r in caplog.records if "filtered:" in r.getMessage())
+    assert "item_text_unknown_ids=1" in line and "item_text_duplicate_ids=1" in line
+    assert "users_not_evaluated_lt3=0" in line and "rows_read" not in line
+    assert dm.data.counts["item_text_unknown_ids"] == 1

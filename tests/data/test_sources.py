@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genrec.data import download, sources
+from genrec.data import download, preprocess, sources
 from genrec.data.raw import DataError, RawData
 from genrec.data.registry import get_source
 from tests.conftest import shared_data
@@ -184,6 +184,52 @@ def test_plain_parquet_datetimes_become_unix_seconds(tmp_path: Path) -> None:
     assert load("plain", tmp_path).interactions["timestamp"].tolist() == [3, 5, 4]
 
 
+def sequence_of(raw: RawData, user: str) -> list[str]:
+    """The user's raw item ids in the order preprocessing puts them."""
+    data = preprocess.build_sequences(raw)
+    u = list(data.user_ids).index(user)
+    return [data.item_ids[i] for i in data.sequence(u)]
+
+
+def test_fractional_csv_timestamps_keep_their_true_order(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu,a,1.9\nu,b,1.2\nu,c,0.5\nu,d,3\n")
+    raw = load("plain", tmp_path)
+    assert raw.interactions["timestamp"].tolist() == [1, 1, 0, 3]
+    assert sequence_of(raw, "u") == ["c", "b", "a", "d"]  # d, the held-out target, stays last
+
+
+@pytest.mark.parametrize("tz", [None, "UTC", "Europe/Berlin"])
+def test_sub_second_and_timezone_aware_parquet_datetimes(tmp_path: Path, tz: str | None) -> None:
+    # what Spark writes: microsecond datetimes with a time zone
+    times = pd.to_datetime(["2020-01-01 00:00:01.9", "2020-01-01 00:00:01.2", "2020-01-01 00:00:02.0"]).as_unit("us")
+    if tz:
+        times = times.tz_localize("UTC").tz_convert(tz)
+    frame = pd.DataFrame({"user_id": ["u"] * 3, "item_id": ["a", "b", "c"], "timestamp": times})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    raw = load("plain", tmp_path)
+    assert raw.interactions["timestamp"].tolist() == [1577836801, 1577836801, 1577836802]
+    assert sequence_of(raw, "u") == ["b", "a", "c"]
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "9223372036854775808", "-1e300"])
+def test_out_of_range_timestamp_names_file_and_line(tmp_path: Path, value: str) -> None:
+    write(tmp_path / "interactions.csv", f"user_id,item_id,timestamp\nu,a,5\nu,b,{value}\n")
+    message = error("plain", tmp_path)
+    assert "interactions.csv: line 3: timestamp" in message and "out of range" in message
+
+
+def test_non_finite_parquet_timestamp_is_refused(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1.5, float("inf")]})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    assert "interactions.parquet: row 2: timestamp inf is out of range" in error("plain", tmp_path)
+
+
+def test_out_of_range_timestamp_in_a_movielens_file(tmp_path: Path) -> None:
+    write(tmp_path / "ratings.dat", "1::10::5::100\n1::20::3::99999999999999999999\n")
+    write(tmp_path / "movies.dat", "10::T::G\n20::U::G\n")
+    assert "ratings.dat: line 2: timestamp" in error("ml-1m", tmp_path)
+
+
 def test_plain_numeric_ids_stay_raw_strings(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id\n007,1\n007,2\n")
     assert load("plain", tmp_path).interactions.values.tolist() == [["007", "1"], ["007", "2"]]
@@ -289,6 +335,55 @@ def test_non_numeric_timestamp(tmp_path: Path, name: str, files: dict[str, str],
         write(tmp_path / file_name, content)
     message = error(name, tmp_path, **({"category": "B"} if name == "amazon" else {}))
     assert f"{next(iter(files))}: {where}" in message and "not a number" in message
+
+
+@pytest.mark.parametrize(
+    "name, files, cut",
+    [
+        ("ml-1m", {"movies.dat": "10::T::G\n20::U::G\n", "ratings.dat": "1::10::5::978300760\n1::20::3::97830"}, "ratings.dat: line 2"),
+        ("ml-1m", {"ratings.dat": "1::10::5::978300760\n", "movies.dat": "10::T::G\n20::U::Dr"}, "movies.dat: line 2"),
+        ("ml-100k", {"u.item": U_ITEM, "u.data": "1\t10\t5\t881250949\n1\t20\t3\t8812"}, "u.data: line 2"),
+        ("ml-20m", {"movies.csv": ML_20M_MOVIES, "ratings.csv": "userId,movieId,rating,timestamp\n1,2,3,1112486027\n1,2,3,11"},
+         "ratings.csv: line 3"),
+        ("s3rec", {"Beauty.txt": "1 5 6 7\n2 6 12"}, "Beauty.txt: line 2"),
+    ],
+)
+def test_a_published_file_cut_mid_line_is_refused(tmp_path: Path, name: str, files: dict[str, str], cut: str) -> None:
+    # the cut line still parses (a smaller timestamp or item id), so only the missing line break tells
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    options = {"category": "Beauty"} if name == "s3rec" else {}
+    message = error(name, tmp_path, **options)
+    assert f"{cut}, the last, has no line break" in message and "cut short" in message
+
+
+def test_a_plain_csv_without_final_line_break_loads_with_a_warning(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp\nu,a,1\nu,b,2")
+    with pytest.warns(UserWarning, match="interactions.csv: the last line has no line break"):
+        raw = load("plain", tmp_path)
+    assert raw.interactions["timestamp"].tolist() == [1, 2]
+
+
+def test_a_gzip_file_cut_short_is_a_data_error(tmp_path: Path) -> None:
+    lines = "".join(json.dumps({"reviewerID": "U", "asin": f"T{i}", "unixReviewTime": i}) + "\n" for i in range(500))
+    (tmp_path / "reviews_Toys_5.json.gz").write_bytes(gzip.compress(lines.encode())[:-40])
+    assert "unreadable after line" in error("amazon", tmp_path, category="Toys")
+
+
+@pytest.mark.parametrize(
+    "name, files, where",
+    [
+        ("plain", {"interactions.csv": "user_id,item_id\nu,a\nu,b\nuser_id,item_id\nv,a\nv,b\n"}, "interactions.csv: line 4"),
+        ("plain", {"interactions.csv": "user_id,item_id,timestamp\nu,a,1\nuser_id,item_id,timestamp\nv,a,2\n"},
+         "interactions.csv: line 3"),
+        ("ml-20m", {"movies.csv": ML_20M_MOVIES + "movieId,title,genres\n3,U,G\n",
+                    "ratings.csv": "userId,movieId,rating,timestamp\n1,2,3,1112486027\n"}, "movies.csv: line 3"),
+    ],
+)
+def test_a_repeated_header_row_is_refused(tmp_path: Path, name: str, files: dict[str, str], where: str) -> None:
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    assert f"{where} repeats the header" in error(name, tmp_path)
 
 
 def test_gz_name_on_a_plain_file(tmp_path: Path) -> None:
