@@ -17,7 +17,7 @@ process's peak resident set during the steps minus its resident set before the f
     python benchmarks/train_speed.py                      # lengths 200 1024 4096
     python benchmarks/train_speed.py --memory --models hstu hstu-blocked sasrec --lengths 200 1024 4096 8192 --tokens 32768
     python benchmarks/train_speed.py --memory --skewed --models hstu hstu-blocked hstu-jagged sasrec --lengths 1024 4096 --tokens 32768
-    python benchmarks/train_speed.py --lengths 200 --negatives position sequence batch
+    python benchmarks/train_speed.py --lengths 200 --negatives position sequence interleaved:8
     python benchmarks/train_speed.py --lengths 200 --models sasrec sasrec-no-attn-dropout   # configs/sasrec/ml-1m.yaml
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[200, 1024, 4096])
     p.add_argument("--models", nargs="+", default=["hstu", "hstu-compiled", "sasrec"],
                    help="hstu, hstu-compiled (attention core through torch.compile), sasrec, sasrec-no-attn-dropout")
-    p.add_argument("--negatives", nargs="+", default=["sequence"], help="position, sequence, batch, subset, interleaved[:groups]")
+    p.add_argument("--negatives", nargs="+", default=["sequence"], help="position, sequence, interleaved[:groups]")
     p.add_argument("--tokens", type=int, default=8192, help="tokens per step")
     p.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
     p.add_argument("--warmup", type=int, default=2)

@@ -46,12 +46,11 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         loss: ``sampled_softmax`` (paper setting) or ``full_softmax``.
         num_negatives: uniform negatives per position for the sampled softmax.
         negatives: ``position`` draws fresh negatives for every position (paper); ``sequence``
-            shares one draw across a sequence's positions, ``batch`` one draw across the batch
-            (both far cheaper on CPU; see benchmarks/); ``subset`` draws ``negative_pool``
-            candidates per sequence and lets every position keep an independent random subset of
-            about ``num_negatives`` of them (each kept with probability K/pool): nearly the
-            per-position draw's diversity at the per-sequence draw's dense-matmul cost.
-        negative_pool: candidates per sequence for ``negatives: subset`` (default 4 x K).
+            shares one draw across a sequence's positions (far cheaper on CPU; see
+            docs/performance.md); ``interleaved``: ``negative_groups`` draws per sequence, position
+            l using draw l mod G (the ML-1M configs: most of a per-position draw's quality at about
+            a per-sequence draw's cost).
+        negative_groups: draws per sequence of ``negatives: interleaved``.
         temperature: softmax temperature on the scores (paper: 0.05).
         similarity: ``cosine`` (paper): the user state (unit-norm from the nets) against unit-norm
             item vectors; ``dot``: against the raw item embeddings, so every item's norm is learned
@@ -72,8 +71,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         num_items: int = 0,
         loss: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax",
         num_negatives: int = 128,
-        negatives: Literal["position", "sequence", "batch", "subset", "interleaved"] = "position",
-        negative_pool: int = 0,
+        negatives: Literal["position", "sequence", "interleaved"] = "position",
         negative_groups: int = 8,
         temperature: float = 0.05,
         similarity: Literal["cosine", "dot"] = "cosine",
@@ -93,13 +91,11 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             raise ValueError("model.num_items must be positive: it is linked from the data module (data.num_items)")
         if loss not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"model.loss must be 'sampled_softmax' or 'full_softmax', got {loss!r}")
-        if negatives not in ("position", "sequence", "batch", "subset", "interleaved"):
-            raise ValueError(f"model.negatives must be 'position', 'sequence', 'batch', 'subset' or "
-                             f"'interleaved', got {negatives!r}")
+        if negatives not in ("position", "sequence", "interleaved"):
+            raise ValueError(f"model.negatives must be 'position', 'sequence' or 'interleaved', got {negatives!r}")
         if similarity not in ("cosine", "dot"):
             raise ValueError(f"model.similarity must be 'cosine' or 'dot', got {similarity!r}")
         check_range("model.num_negatives", num_negatives, at_least=1)
-        check_range("model.negative_pool", negative_pool, at_least=0)
         check_range("model.negative_groups", negative_groups, at_least=1)
         check_range("model.temperature", temperature, above=0)
         check_range("model.lr", lr, above=0)
@@ -110,9 +106,6 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             for k in ks:
                 check_range(f"model.{name}", k, at_least=1)
         check_range("model.eval_chunk_size", eval_chunk_size, at_least=1)
-        if negative_pool and negative_pool < num_negatives:
-            raise ValueError(f"model.negative_pool ({negative_pool}) must be at least model.num_negatives "
-                             f"({num_negatives}), or 0 for 4 x num_negatives")
         check_schedule(lr_schedule, warmup_steps, min_lr_ratio)
         self.save_hyperparameters(ignore=["net"])
         self.net = net
@@ -206,14 +199,11 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         if hp.negatives == "position":
             neg_ids = torch.randint(1, hp.num_items + 1, (len(flat), K), device=dev)
             neg = torch.bmm(_rows(items, neg_ids), flat.unsqueeze(-1)).squeeze(-1)  # (M, K)
-        elif hp.negatives in ("sequence", "subset"):
-            P = K if hp.negatives == "sequence" else (hp.negative_pool or 4 * K)
-            ids = torch.randint(1, hp.num_items + 1, (B, P), device=dev)
-            neg = torch.bmm(states, _rows(items, ids).transpose(1, 2))[valid]  # (B, L, P) -> (M, P)
+        elif hp.negatives == "sequence":
+            ids = torch.randint(1, hp.num_items + 1, (B, K), device=dev)
+            neg = torch.bmm(states, _rows(items, ids).transpose(1, 2))[valid]  # (B, L, K) -> (M, K)
             neg_ids = ids[where[:, 0]]
-            if P > K:  # subset: each position keeps its own random ~K of the sequence's pool
-                neg = neg.masked_fill(torch.rand(neg.shape, device=dev) >= K / P, float("-inf"))
-        elif hp.negatives == "interleaved":
+        else:  # interleaved
             # G draws per sequence; position l uses draw l % G (same FLOPs as one draw per sequence).
             G, L, D = hp.negative_groups, states.shape[1], states.shape[2]
             pad = -L % G
@@ -222,10 +212,6 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
             scores = torch.einsum("bgld,bgkd->bglk", s, _rows(items, ids))  # (B, G, L/G, K)
             neg = scores.transpose(1, 2).reshape(B, L + pad, K)[:, :L][valid]
             neg_ids = ids[where[:, 0], where[:, 1] % G]
-        else:
-            ids = torch.randint(1, hp.num_items + 1, (K,), device=dev)
-            neg = flat @ _rows(items, ids).T  # (M, K)
-            neg_ids = ids.expand(len(flat), K)
         tgt = targets[valid]
         pos = (flat * _rows(items, tgt)).sum(-1, keepdim=True)  # (M, 1)
         neg = neg.masked_fill(neg_ids == tgt.unsqueeze(-1), float("-inf"))
