@@ -206,6 +206,23 @@ def check_counts(**counts: int) -> None:
             raise DataError(f"data.{key} must be >= 0, got {value!r}")
 
 
+def data_options(cls: type) -> list[str]:
+    """The keyword arguments a data module class accepts, those it forwards to its parent through
+    ``**data_options`` included (as LightningCLI resolves them)."""
+    import inspect
+
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                  and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 class SequenceDataModule(L.LightningDataModule):
     """Sequences of one dataset, split leave-one-out, batched for ID-based retrieval models.
 

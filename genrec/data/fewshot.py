@@ -6,11 +6,11 @@ This is the "few-shot in-domain model" of the zero-shot comparison (RecGPT): a m
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from typing import Any, Literal
-
-from genrec.data.datamodule import Exclude, SequenceDataModule
+from genrec.data.datamodule import SequenceDataModule
 from genrec.data.raw import DataError
 
 
@@ -20,24 +20,13 @@ class FewShotDataModule(SequenceDataModule):
     Args:
         train_user_fraction: share of users (drawn with ``fraction_seed``) whose sequences train.
         fraction_seed: seed of that draw, so every run of a config trains on the same users.
-        the rest: as ``SequenceDataModule`` (spelled out so that the CLI and evaluate.py see them).
+        data_options: ``SequenceDataModule``'s arguments (LightningCLI reads them from its signature).
     """
 
-    def __init__(self, train_user_fraction: float = 0.1, fraction_seed: int = 0, dataset: str = "synthetic",
-                 root: str | None = None, dataset_options: dict[str, Any] | None = None, cache_dir: str | None = None,
-                 download: bool = True, use_cache: bool = True, max_seq_len: int = 200,
-                 min_user_interactions: int = 0, min_item_interactions: int = 0, exclude: Exclude = "history",
-                 train_windows: Literal["last", "all"] = "last", bucket_by_length: bool = True, batch_size: int = 128,
-                 eval_batch_size: int = 512, num_workers: int = 0):
+    def __init__(self, train_user_fraction: float = 0.1, fraction_seed: int = 0, **data_options: Any):
         if not 0 < train_user_fraction <= 1:
             raise DataError(f"data.train_user_fraction must be in (0, 1], got {train_user_fraction}")
-        super().__init__(
-            dataset=dataset, root=root, dataset_options=dataset_options, cache_dir=cache_dir, download=download,
-            use_cache=use_cache, max_seq_len=max_seq_len, min_user_interactions=min_user_interactions,
-            min_item_interactions=min_item_interactions, exclude=exclude, train_windows=train_windows,
-            bucket_by_length=bucket_by_length, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-        )
+        super().__init__(**data_options)
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:

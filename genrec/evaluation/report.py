@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import torch
 
+from genrec.data.datamodule import data_options
 from genrec.evaluation.metrics import RankingMetrics
 from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
@@ -29,10 +29,10 @@ def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
     # settings it shares with the training data module still default to the trained ones.
     cls = _import(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
                   or "genrec.data.SequenceDataModule")
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = data_options(cls)
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
-        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(k for k in accepted if k != 'self')}")
+        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(accepted)}")
     hp = {**{k: v for k, v in dict(hp).items() if k in accepted}, **overrides}
     return cls(**hp)
 

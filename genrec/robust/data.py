@@ -8,12 +8,12 @@ module's ``state_dict``, which Lightning stores in every checkpoint.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
-from genrec.data.datamodule import Exclude, SequenceDataModule
+from genrec.data.datamodule import SequenceDataModule
 from genrec.data.preprocess import SequenceData
 from genrec.robust.attacks import AttackConfig, FakeProfiles, generate, inject
 
@@ -26,36 +26,12 @@ class AttackedDataModule(SequenceDataModule):
     Args:
         attack: attack options, e.g. ``{"kind": "bandwagon", "seed": 1}``; None trains on clean data
             (and still exposes ``is_fake``, all False), so one config serves clean and attacked runs.
-        the others: as ``SequenceDataModule``.
+        data_options: ``SequenceDataModule``'s arguments (LightningCLI reads them from its signature).
     """
 
-    def __init__(
-        self,
-        dataset: str = "synthetic",
-        root: str | None = None,
-        dataset_options: dict[str, Any] | None = None,
-        cache_dir: str | None = None,
-        download: bool = True,
-        use_cache: bool = True,
-        max_seq_len: int = 200,
-        min_user_interactions: int = 0,
-        min_item_interactions: int = 0,
-        exclude: Exclude = "history",
-        train_windows: Literal["last", "all"] = "last",
-        bucket_by_length: bool = True,
-        batch_size: int = 128,
-        eval_batch_size: int = 512,
-        num_workers: int = 0,
-        attack: dict[str, Any] | None = None,
-    ):
+    def __init__(self, attack: dict[str, Any] | None = None, **data_options: Any):
         self.attack_config = AttackConfig.from_dict(attack) if attack is not None else None
-        super().__init__(
-            dataset=dataset, root=root, dataset_options=dataset_options, cache_dir=cache_dir, download=download,
-            use_cache=use_cache, max_seq_len=max_seq_len, min_user_interactions=min_user_interactions,
-            min_item_interactions=min_item_interactions, exclude=exclude, train_windows=train_windows,
-            bucket_by_length=bucket_by_length, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-        )
+        super().__init__(**data_options)
         self.save_hyperparameters()
         self.fakes: FakeProfiles | None = None
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from genrec.data import SequenceDataModule
+from genrec.data.datamodule import data_options
 from genrec.evaluation import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
 from genrec.modules import RetrievalModule
@@ -61,9 +62,7 @@ def describe(path: str) -> dict[str, Any]:
 
 
 def clean_datamodule(data_hp: dict[str, Any]) -> SequenceDataModule:
-    import inspect
-
-    accepted = inspect.signature(SequenceDataModule.__init__).parameters
+    accepted = data_options(SequenceDataModule)
     dm = SequenceDataModule(**{k: v for k, v in data_hp.items() if k in accepted})
     dm.setup("test")
     return dm

@@ -26,3 +26,20 @@ def test_training_uses_the_share_of_users_and_evaluation_all_of_them():
 def test_fraction_must_be_a_share():
     with pytest.raises(DataError, match="train_user_fraction"):
         FewShotDataModule(train_user_fraction=0.0)
+
+
+def test_subclass_options_are_the_parents_plus_their_own():
+    """FewShotDataModule and AttackedDataModule forward **data_options: the CLI and evaluate.py see
+    every SequenceDataModule option (new ones included) without a copied signature."""
+    from genrec.data import SequenceDataModule
+    from genrec.data.datamodule import data_options
+    from genrec.robust import AttackedDataModule
+
+    base = data_options(SequenceDataModule)
+    assert "stochastic_length" in base and "fit_on_validation" in base
+    assert data_options(FewShotDataModule) == ["train_user_fraction", "fraction_seed", *base]
+    assert data_options(AttackedDataModule) == ["attack", *base]
+    dm = FewShotDataModule(train_user_fraction=0.5, dataset="synthetic", max_seq_len=12, fit_on_validation=True)
+    assert dm.hparams.fit_on_validation and dm.hparams.train_user_fraction == 0.5
+    with pytest.raises(TypeError):
+        FewShotDataModule(dataset="synthetic", max_len=12)  # a misspelt option is not swallowed
