@@ -10,7 +10,9 @@
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
 (values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
-with the model's metrics beside the popularity baseline computed by the same evaluator.
+with the model's metrics beside the popularity baseline computed by the same evaluator, each with a
+bootstrap 95% confidence interval over users, and ``<out>/<split>_per_user.parquet`` (each user's
+target rank and metrics).
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the popularity baseline")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="R",
+                        help="resamples of the users for the 95%% confidence intervals (default 1000; 0: no intervals)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
     args, rest = parser.parse_known_args(argv)
     overrides = {}
     it = iter(rest)
@@ -69,10 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
     from genrec.evaluation.generative import is_generative, run_generative_evaluation
     from genrec.modules.checkpoints import resolve_checkpoint
 
+    from genrec.evaluation.uncertainty import Bootstrap
+
     ckpt = str(resolve_checkpoint(args.ckpt))
-    if is_generative(ckpt):
-        return run_generative_evaluation(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
-    return run_evaluation(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
+    boot = Bootstrap(args.bootstrap, args.seed) if args.bootstrap else None
+    run = run_generative_evaluation if is_generative(ckpt) else run_evaluation
+    return run(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline, boot=boot)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """train.py / evaluate.py end to end on a tiny synthetic dataset."""
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -62,6 +63,15 @@ def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):
     assert set(saved["metrics"]) == {"model", "popularity"}
     md = (tmp_path / "eval" / "test_report.md").read_text()
     assert "| popularity |" in md and "| model |" in md
+    assert "percentile bootstrap over users (1,000 resamples" in md
+    per_user = pd.read_parquet(tmp_path / "eval" / "test_per_user.parquet")
+    assert len(per_user) == 2 * saved["users"] and set(per_user["scorer"]) == {"model", "popularity"}
+    for scorer, rows in per_user.groupby("scorer"):
+        assert rows["user"].is_unique and (rows["history"] >= 2).all()
+        for key, value in saved["metrics"][scorer].items():
+            assert rows[key].mean() == pytest.approx(value, abs=1e-9)
+            low, high = saved["ci"][scorer][key]
+            assert low <= value <= high and (high > low or value in (0.0, 1.0))
 
 
 def test_evaluate_equals_trainer_test(tmp_path):

@@ -1,4 +1,10 @@
-"""Checkpoint evaluation behind ``evaluate.py``: metrics as JSON plus a Markdown report."""
+"""Checkpoint evaluation behind ``evaluate.py``: metrics as JSON plus a Markdown report.
+
+Beside ``<split>_metrics.json`` the evaluation writes ``<split>_per_user.parquet``: one row per
+(scorer, evaluated user) with the target's rank and the user's metrics (``genrec.evaluation.uncertainty``),
+from which every reported metric gets a bootstrap confidence interval and two runs can be compared
+user by user (``evaluate.py compare``).
+"""
 from __future__ import annotations
 
 import importlib
@@ -8,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+import pandas as pd
 
 from genrec.evaluation.metrics import RankingMetrics
-from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
+from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
 
 
@@ -49,7 +57,7 @@ def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | No
 
 
 def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
-                   out: str | None = None, baseline: bool = True) -> dict:
+                   out: str | None = None, baseline: bool = True, boot: Bootstrap | None = Bootstrap()) -> dict:
     ckpt_path = str(resolve_checkpoint(ckpt_path))
     ckpt = load_checkpoint(ckpt_path)
     module_cls = _import(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
@@ -64,18 +72,24 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
         )
     hp = model.hparams
     metrics = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks)  # noqa: E731
-    results, seconds = {}, 0.0
+    results, records, seconds = {}, {}, 0.0
     pop = PopularityScorer(dm.train_item_counts()) if baseline else None  # one count for all domains
     for label, loader, domain in eval_parts(dm, split):
         start = time.perf_counter()
-        results[f"model{label}"] = evaluate_scorer(model, loader, metrics(), hp.eval_chunk_size, domain)
+        m = metrics()
+        records[f"model{label}"] = UserRanks(m)
+        results[f"model{label}"] = evaluate_scorer(model, loader, m, hp.eval_chunk_size, domain, records[f"model{label}"])
         seconds += time.perf_counter() - start
         if pop is not None:
-            results[f"popularity{label}"] = evaluate_scorer(pop, loader, metrics(), hp.eval_chunk_size, domain)
+            m = metrics()
+            records[f"popularity{label}"] = UserRanks(m)
+            results[f"popularity{label}"] = evaluate_scorer(pop, loader, m, hp.eval_chunk_size, domain,
+                                                            records[f"popularity{label}"])
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
         "dataset": dm.data.name,
+        "fingerprint": dm.fingerprint,
         "users": len(dm.eval_users),
         "items": dm.num_items,
         "exclude": dm.hparams.exclude,
@@ -83,12 +97,62 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
         "metrics": results,
     }
     folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{split}_metrics.json").write_text(json.dumps(report, indent=2))
-    (folder / f"{split}_report.md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"wrote {folder / f'{split}_metrics.json'} and {folder / f'{split}_report.md'}")
+    write_report(report, per_user_frame(records, dm, split), folder, split, boot)
     return report
+
+
+def per_user_frame(records: dict[str, UserRanks], dm: Any, split: str) -> pd.DataFrame:
+    """One row per (scorer, evaluated user): internal and raw ids of user and target, the number of
+    items before the target (``history``), the target's training count, its 0-based rank and the
+    user's metrics (NaN where a scorer does not report that metric)."""
+    data = dm.data
+    positions = dm.test_pos if split == "test" else dm.val_pos  # aligned with dm.eval_users (sorted)
+    counts = dm.train_item_counts().numpy()
+    frames = []
+    for name, record in records.items():
+        users, targets, ranks = record.arrays()
+        pos = positions[np.searchsorted(dm.eval_users, users)]
+        frame = pd.DataFrame({
+            "scorer": name,
+            "user": users,
+            "user_id": data.user_ids[users],
+            "target": targets,
+            "target_id": data.item_ids[targets],
+            "history": pos - data.offsets[users],
+            "target_train_count": counts[targets].astype(np.int64),
+            "rank": ranks,
+        })
+        values = per_user_metrics(ranks, record.hr_ks, record.ndcg_ks, record.mrr, record.max_rank)
+        frames.append(frame.assign(**values))
+    return pd.concat(frames, ignore_index=True)
+
+
+def scorer_metrics(frame: pd.DataFrame, scorer: str) -> dict[str, np.ndarray]:
+    """Per-user metric columns (U,) of one scorer in a per-user frame, sorted by user."""
+    rows = frame[frame["scorer"] == scorer].sort_values("user")
+    return {c: rows[c].to_numpy() for c in metric_columns(rows)}
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if (c.startswith(("hr@", "ndcg@")) or c == "mrr") and frame[c].notna().all()]
+
+
+def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boot: Bootstrap | None,
+                 note: str = "") -> None:
+    """Add bootstrap intervals to ``report`` and write ``<name>_metrics.json``, ``<name>_report.md``
+    (with ``note`` appended) and ``<name>_per_user.parquet`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if boot is not None:
+        report["ci_method"] = boot.describe()
+        report["ci"] = {s: {k: list(v) for k, v in bootstrap_ci(scorer_metrics(frame, s), boot).items()}
+                        for s in report["metrics"]}
+    report["per_user"] = f"{name}_per_user.parquet"
+    frame.to_parquet(folder / report["per_user"], index=False)
+    text = markdown(report) + note
+    (folder / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
+    (folder / f"{name}_report.md").write_text(text)
+    print(text)
+    print(f"wrote {folder / f'{name}_metrics.json'}, {folder / f'{name}_report.md'} and {folder / report['per_user']}")
 
 
 def markdown(report: dict) -> str:
@@ -103,8 +167,13 @@ def markdown(report: dict) -> str:
         "| scorer | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
     ]
+    ci = report.get("ci", {})
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
+        bounds = ci.get(name, {})
+        lines.append(f"| {name} | " + " | ".join(
+            f"{values[k]:.4f} [{bounds[k][0]:.4f}, {bounds[k][1]:.4f}]" if k in bounds else f"{values[k]:.4f}" for k in keys) + " |")
+    if ci:
+        lines += ["", f"{report['ci_method']}, shown as [low, high]; per-user ranks in `{report['per_user']}`."]
     for name in rows:
         if name.startswith("model"):
             label = name[len("model"):]
