@@ -7,6 +7,7 @@
     python evaluate.py --baseline text --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py --baseline text --text-hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py robust --clean clean.ckpt --runs attacked.ckpt defended.ckpt   (genrec.robust.report)
+    python evaluate.py compare runs/hstu/version_0 runs/sasrec/version_0   (paired bootstrap; genrec.evaluation.compare)
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
 (values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> dict:
         from genrec.robust.report import main as robust_report
 
         return robust_report(argv[1:])
+    if argv[:1] == ["compare"]:
+        from genrec.evaluation.compare import main as compare
+
+        return compare(argv[1:])
     args, overrides = parse(argv)
     if args.baseline == "text":
         from genrec.evaluation.text_baseline import run_text_baseline

@@ -72,6 +72,10 @@ def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):
             assert rows[key].mean() == pytest.approx(value, abs=1e-9)
             low, high = saved["ci"][scorer][key]
             assert low <= value <= high and (high > low or value in (0.0, 1.0))
+    # the same checkpoint evaluated again (another seed) compares as no difference at all
+    evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "again"), "--no-baseline", "--seed", "1"])
+    same = evaluate.main(["compare", str(tmp_path / "eval"), str(tmp_path / "again")])["scorers"]["model"]
+    assert same["users"] == saved["users"] and all(m["diff"] == 0 and m["p"] == 1 for m in same["metrics"].values())
 
 
 def test_evaluate_equals_trainer_test(tmp_path):
