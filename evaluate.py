@@ -8,6 +8,7 @@
     python evaluate.py --baseline text --text-hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py robust --clean clean.ckpt --runs attacked.ckpt defended.ckpt   (genrec.robust.report)
     python evaluate.py compare runs/hstu/version_0 runs/sasrec/version_0   (paired bootstrap; genrec.evaluation.compare)
+    python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all   (top-K lists; genrec.prediction)
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
 (values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genrec.evaluation.report import run_evaluation
+from genrec.evaluation.report import data_overrides, run_evaluation
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
@@ -40,22 +41,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
                         help="resamples of the users for the 95%% confidence intervals (default 1000; 0: no intervals)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
     args, rest = parser.parse_known_args(argv)
-    overrides = {}
-    it = iter(rest)
-    import yaml
-
-    for key in it:
-        if not key.startswith("--data."):
-            parser.error(f"unknown argument {key!r}: data options are given as --data.KEY VALUE")
-        name = key[len("--data."):].removeprefix("init_args.")
-        if "=" in name:
-            name, value = name.split("=", 1)
-        else:
-            value = next(it, None)
-            if value is None:
-                parser.error(f"{key} needs a value")
-        overrides[name] = yaml.safe_load(value)
-    return args, overrides
+    return args, data_overrides(parser, rest)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,6 +50,10 @@ def main(argv: list[str] | None = None) -> dict:
         from genrec.robust.report import main as robust_report
 
         return robust_report(argv[1:])
+    if argv[:1] == ["recommend"]:
+        from genrec.prediction import main as recommend
+
+        return recommend(argv[1:])
     if argv[:1] == ["compare"]:
         from genrec.evaluation.compare import main as compare
 

@@ -23,9 +23,29 @@ from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metr
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
 
 
-def _import(path: str) -> Any:
+def import_path(path: str) -> Any:
     module, name = path.rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
+
+
+def data_overrides(parser: Any, rest: list[str]) -> dict[str, Any]:
+    """``--data.KEY VALUE`` (or ``--data.KEY=VALUE``) arguments left by ``parser`` as ``{KEY: value}``,
+    values parsed as YAML; anything else is a parser error."""
+    import yaml
+
+    overrides, it = {}, iter(rest)
+    for key in it:
+        if not key.startswith("--data."):
+            parser.error(f"unknown argument {key!r}: data options are given as --data.KEY VALUE")
+        name = key[len("--data."):].removeprefix("init_args.")
+        if "=" in name:
+            name, value = name.split("=", 1)
+        else:
+            value = next(it, None)
+            if value is None:
+                parser.error(f"{key} needs a value")
+        overrides[name] = yaml.safe_load(value)
+    return overrides
 
 
 def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
@@ -35,7 +55,7 @@ def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
     overrides = dict(overrides)
     # --data.class_path picks another data module (e.g. one domain of a multi-domain run); the
     # settings it shares with the training data module still default to the trained ones.
-    cls = _import(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
+    cls = import_path(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
                   or "genrec.data.SequenceDataModule")
     accepted = inspect.signature(cls.__init__).parameters
     unknown = sorted(set(overrides) - set(accepted))
@@ -60,7 +80,7 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
                    out: str | None = None, baseline: bool = True, boot: Bootstrap | None = Bootstrap()) -> dict:
     ckpt_path = str(resolve_checkpoint(ckpt_path))
     ckpt = load_checkpoint(ckpt_path)
-    module_cls = _import(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
     model = module_cls.from_checkpoint(ckpt_path).eval()
     dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
     dm.setup("test")
