@@ -40,6 +40,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="R",
                         help="resamples of the users for the 95%% confidence intervals (default 1000; 0: no intervals)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the metrics table, breakdown plots and example recommendations to W&B "
+                             "(offline unless WANDB_MODE=online; WANDB_MODE=disabled turns it off)")
     args, rest = parser.parse_known_args(argv)
     return args, data_overrides(parser, rest)
 
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = str(resolve_checkpoint(args.ckpt))
     boot = Bootstrap(args.bootstrap, args.seed) if args.bootstrap else None
     run = run_generative_evaluation if is_generative(ckpt) else run_evaluation
-    return run(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline, boot=boot)
+    return run(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline, boot=boot, wandb=args.wandb)
 
 
 if __name__ == "__main__":

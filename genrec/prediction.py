@@ -21,31 +21,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from genrec.evaluation.recommendations import recommendation_table
+
 Format = Literal["parquet", "csv", "jsonl"]
 FORMATS = ("parquet", "csv", "jsonl")
-
-
-def recommendation_table(data: Any, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """Long table of lists ``items``/``scores`` (U, K) of internal ``users`` (U,) over ``data``
-    (a ``SequenceData``): raw ids and titles joined, sorted by user then position. Empty slots
-    (item 0: the user has fewer than K candidates left) are left out."""
-    order = np.argsort(users, kind="stable")
-    users, items, scores = users[order], items[order], scores[order]
-    k = items.shape[1]
-    filled = items.reshape(-1) > 0
-    flat = items.reshape(-1)[filled]
-    table = pd.DataFrame({
-        "user": np.repeat(users, k)[filled],
-        "user_id": np.repeat(data.user_ids[users], k)[filled],
-        "position": np.tile(np.arange(1, k + 1), len(users))[filled],
-        "item": flat,
-        "item_id": data.item_ids[flat],
-        "score": scores.reshape(-1)[filled],
-    })
-    text = data.item_text
-    if text is not None and "title" in text.columns:
-        table["title"] = text["title"].to_numpy()[flat]
-    return table
 
 
 def write_table(table: pd.DataFrame, path: Path, fmt: Format) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from genrec.evaluation.metrics import RankingMetrics, ranks_from_topk
 from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import build_datamodule, eval_parts, per_user_frame, write_report
 from genrec.evaluation.text_baseline import TextScorer
 from genrec.evaluation.uncertainty import Bootstrap
@@ -43,7 +44,7 @@ def evaluate_generative(model: Any, batches: Any, metrics: RankingMetrics,
 
 def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
                               out: str | None = None, baseline: bool = True, text_decay: float = 0.3,
-                              boot: Bootstrap | None = Bootstrap()) -> dict:
+                              boot: Bootstrap | None = Bootstrap(), wandb: bool = False) -> dict:
     from genrec.modules.generative import GenerativeModule
 
     ckpt = load_checkpoint(ckpt_path)
@@ -91,5 +92,6 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
     note = (f"\nZero-shot: trained on `{hp.dataset_fingerprint}`, evaluated on `{dm.fingerprint}` "
             f"({dm.hparams.get('root')}); collision rate before resolution {model.collision_rate:.2%}.\n"
             if report["zero_shot"] else "")
-    write_report(report, per_user_frame(records, dm, split), folder, name, boot, note)
+    examples = example_recommendations(model, eval_parts(dm, split)[0][1], dm.data) if wandb else None
+    write_report(report, per_user_frame(records, dm, split), folder, name, boot, note, examples)
     return report

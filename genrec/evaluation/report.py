@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from genrec.evaluation import breakdown
 from genrec.evaluation.metrics import RankingMetrics
 from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
 
@@ -77,7 +79,8 @@ def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | No
 
 
 def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
-                   out: str | None = None, baseline: bool = True, boot: Bootstrap | None = Bootstrap()) -> dict:
+                   out: str | None = None, baseline: bool = True, boot: Bootstrap | None = Bootstrap(),
+                   wandb: bool = False) -> dict:
     ckpt_path = str(resolve_checkpoint(ckpt_path))
     ckpt = load_checkpoint(ckpt_path)
     module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
@@ -117,7 +120,8 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
         "metrics": results,
     }
     folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
-    write_report(report, per_user_frame(records, dm, split), folder, split, boot)
+    examples = example_recommendations(model, eval_parts(dm, split)[0][1], dm.data) if wandb else None
+    write_report(report, per_user_frame(records, dm, split), folder, split, boot, examples=examples)
     return report
 
 
@@ -158,9 +162,11 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boot: Bootstrap | None,
-                 note: str = "") -> None:
-    """Add bootstrap intervals to ``report`` and write ``<name>_metrics.json``, ``<name>_report.md``
-    (with ``note`` appended) and ``<name>_per_user.parquet`` into ``folder``."""
+                 note: str = "", examples: pd.DataFrame | None = None) -> None:
+    """Add bootstrap intervals and breakdowns to ``report`` and write ``<name>_metrics.json``,
+    ``<name>_report.md`` (with ``note`` appended), ``<name>_per_user.parquet`` and the breakdown
+    plot ``<name>_breakdown.png`` into ``folder``; with ``examples`` (a few users' recommendations)
+    also log all of it to W&B (``log_to_wandb``)."""
     folder.mkdir(parents=True, exist_ok=True)
     if boot is not None:
         report["ci_method"] = boot.describe()
@@ -168,11 +174,42 @@ def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boo
                         for s in report["metrics"]}
     report["per_user"] = f"{name}_per_user.parquet"
     frame.to_parquet(folder / report["per_user"], index=False)
-    text = markdown(report) + note
+    columns = metric_columns(frame)
+    metric = "hr@10" if "hr@10" in columns else columns[0]
+    tables = breakdown.breakdown(frame, metric, boot)
+    scorers = list(report["metrics"])
+    report["breakdown"] = {"metric": metric, "plot": f"{name}_breakdown.png",
+                           **{k: t.to_dict(orient="records") for k, t in tables.items()}}
+    breakdown.plot(tables, metric, scorers, folder / report["breakdown"]["plot"],
+                   f"{report['split']} {metric}, {report['dataset']}: by history length and target popularity")
+    text = markdown(report) + "\n".join(["", "## Breakdown", *breakdown.markdown(tables, metric, scorers), "",
+                                          f"![{metric} by group]({report['breakdown']['plot']})", ""]) + note
     (folder / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
     (folder / f"{name}_report.md").write_text(text)
     print(text)
-    print(f"wrote {folder / f'{name}_metrics.json'}, {folder / f'{name}_report.md'} and {folder / report['per_user']}")
+    print(f"wrote {folder / f'{name}_metrics.json'}, {folder / f'{name}_report.md'}, {folder / report['per_user']} "
+          f"and {folder / report['breakdown']['plot']}")
+    if examples is not None:
+        log_to_wandb(report, folder, name, examples)
+
+
+def log_to_wandb(report: dict, folder: Path, name: str, examples: pd.DataFrame) -> None:
+    """The metrics table (with intervals), breakdown tables and plot, and example recommendations, as
+    one W&B run ``eval-<name>`` under ``folder`` through ``SafeWandbLogger``: offline unless
+    ``WANDB_MODE`` says otherwise, nothing at all with ``WANDB_MODE=disabled``, and a warning instead
+    of an error when W&B fails."""
+    from genrec.loggers import SafeWandbLogger
+
+    logger = SafeWandbLogger(save_dir=str(folder), project="genrec", name=f"eval-{name}", job_type="evaluation")
+    ci = report.get("ci", {})
+    rows = [[scorer, key, value, *ci.get(scorer, {}).get(key, [None, None])]
+            for scorer, values in report["metrics"].items() for key, value in values.items()]
+    logger.log_table(f"{name}/metrics", columns=["scorer", "metric", "value", "low", "high"], data=rows)
+    for part in ("history", "popularity"):
+        logger.log_table(f"{name}/breakdown_{part}", dataframe=pd.DataFrame(report["breakdown"][part]))
+    logger.log_image(f"{name}/breakdown", images=[str(folder / report["breakdown"]["plot"])])
+    logger.log_table(f"{name}/examples", dataframe=examples.astype({c: str for c in ("user_id", "item_id")}))
+    logger.finish()
 
 
 def markdown(report: dict) -> str:
