@@ -61,21 +61,21 @@ def main(argv: list[str] | None = None) -> dict:
         from genrec.evaluation.compare import main as compare
 
         return compare(argv[1:])
+    from genrec.evaluation.uncertainty import Bootstrap
+
     args, overrides = parse(argv)
+    boot = Bootstrap(args.bootstrap, args.seed) if args.bootstrap else None
     if args.baseline == "text":
         from genrec.evaluation.text_baseline import run_text_baseline
 
         return run_text_baseline(overrides, split=args.split, out=args.out, encoder=args.text_encoder, template=args.text_template,
-                                 hubness=args.text_hubness, hubness_k=args.text_hubness_k)
+                                 hubness=args.text_hubness, hubness_k=args.text_hubness_k, boot=boot)
     if not args.ckpt:
         raise SystemExit("evaluate.py: pass --ckpt CHECKPOINT (or --baseline text with --data.KEY VALUE options)")
     from genrec.evaluation.generative import is_generative, run_generative_evaluation
     from genrec.modules.checkpoints import resolve_checkpoint
 
-    from genrec.evaluation.uncertainty import Bootstrap
-
     ckpt = str(resolve_checkpoint(args.ckpt))
-    boot = Bootstrap(args.bootstrap, args.seed) if args.bootstrap else None
     run = run_generative_evaluation if is_generative(ckpt) else run_evaluation
     return run(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline, boot=boot, wandb=args.wandb)
 

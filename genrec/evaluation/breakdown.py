@@ -43,7 +43,7 @@ def breakdown(frame: pd.DataFrame, metric: str, boot: Bootstrap | None = Bootstr
     """``{"history": table, "popularity": table}``: per group (rows, in order), its users and each
     scorer's ``metric`` with, when ``boot``, its interval (columns ``<scorer>``, ``<scorer> low``,
     ``<scorer> high``). Groups are defined on each scorer's own users, which are the same for all."""
-    frame = frame.assign(history_group=history_bucket(frame["history"].to_numpy()))
+    frame = frame.reset_index(drop=True).assign(history_group=history_bucket(frame["history"].to_numpy()))
     frame["popularity_group"] = ""
     for scorer, rows in frame.groupby("scorer", sort=False):
         frame.loc[rows.index, "popularity_group"] = popularity_quintile(rows["target_train_count"].to_numpy())

@@ -62,7 +62,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot
         raise RunMismatchError(f"{a[0]} and {b[0]} share no model scorer ({sorted(a[1]['metrics'])} vs "
                                f"{sorted(b[1]['metrics'])})")
     out = {"a": str(a[0]), "b": str(b[0]), "split": a[1]["split"], "dataset": a[1]["dataset"],
-           "method": f"paired {boot.describe()}; p two-sided", "scorers": {}}
+           "method": f"paired {boot.describe()}; p two-sided, at least 2 / (resamples + 1)",
+           "resamples": boot.resamples, "scorers": {}}
     for scorer in scorers:
         _check_same_users(a, b, scorer)
         ma, mb = scorer_metrics(a[2], scorer), scorer_metrics(b[2], scorer)
@@ -75,12 +76,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot
 def markdown(comparison: dict) -> str:
     lines = [f"# {comparison['split']} comparison: {comparison['dataset']}", "",
              f"A: `{comparison['a']}`", f"B: `{comparison['b']}`", ""]
+    floor = 2 / (comparison["resamples"] + 1)  # the smallest p the resamples can show
     for scorer, part in comparison["scorers"].items():
         lines += [f"{scorer}, {part['users']:,} users:", "",
                   "| metric | A | B | A - B | 95% CI | p |", "|---|---|---|---|---|---|"]
         for k, m in part["metrics"].items():
             lines.append(f"| {k} | {m['a']:.4f} | {m['b']:.4f} | {m['diff']:+.4f} | [{m['low']:+.4f}, {m['high']:+.4f}] "
-                         f"| {m['p']:.3f} |")
+                         f"| {'≤ ' if m['p'] <= floor else ''}{m['p']:.3f} |")
         lines.append("")
     return "\n".join(lines + [comparison["method"] + "."]) + "\n"
 
