@@ -1,5 +1,4 @@
 """Recommendations out: predict_step + RecommendationWriter against ``recommend``, the CLI, and DDP shards."""
-import json
 import os
 import subprocess
 import sys

@@ -94,20 +94,20 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
             "a retrieval model can only rank the catalogue it was trained on"
         )
     hp = model.hparams
-    metrics = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks)  # noqa: E731
     results, records, seconds = {}, {}, 0.0
+
+    def score(name: str, scorer: Any, loader: Any, domain: tuple[int, int] | None) -> None:
+        metrics = RankingMetrics(hp.hr_ks, hp.ndcg_ks)
+        records[name] = UserRanks(metrics)
+        results[name] = evaluate_scorer(scorer, loader, metrics, hp.eval_chunk_size, domain, records[name])
+
     pop = PopularityScorer(dm.train_item_counts()) if baseline else None  # one count for all domains
     for label, loader, domain in eval_parts(dm, split):
         start = time.perf_counter()
-        m = metrics()
-        records[f"model{label}"] = UserRanks(m)
-        results[f"model{label}"] = evaluate_scorer(model, loader, m, hp.eval_chunk_size, domain, records[f"model{label}"])
+        score(f"model{label}", model, loader, domain)
         seconds += time.perf_counter() - start
         if pop is not None:
-            m = metrics()
-            records[f"popularity{label}"] = UserRanks(m)
-            results[f"popularity{label}"] = evaluate_scorer(pop, loader, m, hp.eval_chunk_size, domain,
-                                                            records[f"popularity{label}"])
+            score(f"popularity{label}", pop, loader, domain)
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
