@@ -8,6 +8,9 @@ where the catalogue has them, its title. Rows are sorted by user index, then pos
 
     python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all --out recs.parquet
     python evaluate.py recommend --ckpt model.ckpt --users users.txt --format csv --out recs.csv
+    python train.py predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \
+        --trainer.callbacks+=genrec.prediction.RecommendationWriter --trainer.callbacks.path recs.parquet \
+        --trainer.callbacks.k 100            # the same through LightningCLI (test users' histories)
 """
 from __future__ import annotations
 
@@ -38,22 +41,27 @@ def write_table(table: pd.DataFrame, path: Path, fmt: Format) -> None:
 
 
 class RecommendationWriter(BasePredictionWriter):
-    """Writes ``predict_step`` outputs to ``path`` as ``format`` (parquet, csv or jsonl).
+    """Writes ``predict_step`` outputs to ``path`` as ``format`` (parquet, csv or jsonl); ``k`` sets
+    the module's list length (``predict_k``) when given.
 
     Each rank keeps its users' lists; at the end of prediction it saves them as
     ``<path>.rank<r>.npz``, all ranks meet at a barrier, and rank 0 merges the shards into ``path``
     (the catalogue's raw ids and titles from the data module) and removes them.
     """
 
-    def __init__(self, path: str, format: Format = "parquet"):
+    def __init__(self, path: str, format: Format = "parquet", k: int | None = None):
         super().__init__(write_interval="batch")
         if format not in FORMATS:
             raise ValueError(f"recommendation format must be one of {FORMATS}, got {format!r}")
-        self.path, self.format = Path(path), format
+        if k is not None and k < 1:
+            raise ValueError(f"recommendation k must be at least 1, got {k}")
+        self.path, self.format, self.k = Path(path), format, k
         self._parts: list[dict[str, np.ndarray]] = []
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._parts = []
+        if self.k is not None:
+            pl_module.predict_k = self.k
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, torch.Tensor],
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
@@ -146,11 +154,10 @@ def main(argv: list[str]) -> Path:
         raise ValueError(f"{ckpt_path} was trained on catalogue {model.hparams.dataset_fingerprint!r}, not {dm.fingerprint!r}: "
                          "a retrieval model can only recommend the catalogue it was trained on")
     dm.set_predict_request(args.on, read_users(args.users, dm.data) if args.users else None)
-    model.predict_k = args.k
     out = Path(args.out) if args.out else Path(ckpt_path).resolve().parent.parent / f"recommendations_{args.on}.{args.format}"
     devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
     trainer = L.Trainer(accelerator=args.accelerator, devices=devices, logger=False, enable_checkpointing=False,
-                        callbacks=[RecommendationWriter(str(out), args.format)],
+                        callbacks=[RecommendationWriter(str(out), args.format, args.k)],
                         strategy="ddp" if devices not in (1, "1") else "auto")
     trainer.predict(model, datamodule=dm, return_predictions=False)
     return out

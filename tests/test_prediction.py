@@ -138,6 +138,19 @@ def test_recommend_cli_with_a_users_file(tmp_path, monkeypatch):
         evaluate.main(["recommend", "--ckpt", str(ckpt), "--users", str(tmp_path / "bad.txt"), "--accelerator", "cpu"])
 
 
+def test_train_py_predict_writes_the_test_users_lists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args(tmp_path, net="genrec.models.SASRec")
+    cli = train_main(args)
+    ckpt = str(tmp_path / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt")
+    args[0] = "predict"
+    del args[args.index("--trainer.max_epochs"):args.index("--trainer.max_epochs") + 2]
+    train_main(args + ["--ckpt_path", ckpt, "--trainer.callbacks+=genrec.prediction.RecommendationWriter",
+                       "--trainer.callbacks.path", str(tmp_path / "recs.parquet"), "--trainer.callbacks.k", "3"])
+    table = pd.read_parquet(tmp_path / "recs.parquet")
+    assert table["user"].unique().tolist() == cli.datamodule.eval_users.tolist() and set(table["position"]) == {1, 2, 3}
+
+
 @pytest.mark.slow
 def test_two_process_recommendations_equal_one_process(tmp_path, monkeypatch):
     # 121 users over 2 ranks in batches of 20: shards of 61 and 60 users, merged by rank 0.
