@@ -7,17 +7,21 @@
     python evaluate.py --baseline text --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py --baseline text --text-hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py robust --clean clean.ckpt --runs attacked.ckpt defended.ckpt   (genrec.robust.report)
+    python evaluate.py compare runs/hstu/version_0 runs/sasrec/version_0   (paired bootstrap; genrec.evaluation.compare)
+    python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all   (top-K lists; genrec.prediction)
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
 (values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
-with the model's metrics beside the popularity baseline computed by the same evaluator.
+with the model's metrics beside the popularity baseline computed by the same evaluator, each with a
+bootstrap 95% confidence interval over users, and ``<out>/<split>_per_user.parquet`` (each user's
+target rank and metrics).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from genrec.evaluation.report import run_evaluation
+from genrec.evaluation.report import data_overrides, run_evaluation
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
@@ -33,23 +37,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the popularity baseline")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="R",
+                        help="resamples of the users for the 95%% confidence intervals (default 1000; 0: no intervals)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the metrics table, breakdown plots and example recommendations to W&B "
+                             "(offline unless WANDB_MODE=online; WANDB_MODE=disabled turns it off)")
     args, rest = parser.parse_known_args(argv)
-    overrides = {}
-    it = iter(rest)
-    import yaml
-
-    for key in it:
-        if not key.startswith("--data."):
-            parser.error(f"unknown argument {key!r}: data options are given as --data.KEY VALUE")
-        name = key[len("--data."):].removeprefix("init_args.")
-        if "=" in name:
-            name, value = name.split("=", 1)
-        else:
-            value = next(it, None)
-            if value is None:
-                parser.error(f"{key} needs a value")
-        overrides[name] = yaml.safe_load(value)
-    return args, overrides
+    return args, data_overrides(parser, rest)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,21 +53,31 @@ def main(argv: list[str] | None = None) -> dict:
         from genrec.robust.report import main as robust_report
 
         return robust_report(argv[1:])
+    if argv[:1] == ["recommend"]:
+        from genrec.prediction import main as recommend
+
+        return recommend(argv[1:])
+    if argv[:1] == ["compare"]:
+        from genrec.evaluation.compare import main as compare
+
+        return compare(argv[1:])
+    from genrec.evaluation.uncertainty import Bootstrap
+
     args, overrides = parse(argv)
+    boot = Bootstrap(args.bootstrap, args.seed) if args.bootstrap else None
     if args.baseline == "text":
         from genrec.evaluation.text_baseline import run_text_baseline
 
         return run_text_baseline(overrides, split=args.split, out=args.out, encoder=args.text_encoder, template=args.text_template,
-                                 hubness=args.text_hubness, hubness_k=args.text_hubness_k)
+                                 hubness=args.text_hubness, hubness_k=args.text_hubness_k, boot=boot)
     if not args.ckpt:
         raise SystemExit("evaluate.py: pass --ckpt CHECKPOINT (or --baseline text with --data.KEY VALUE options)")
     from genrec.evaluation.generative import is_generative, run_generative_evaluation
     from genrec.modules.checkpoints import resolve_checkpoint
 
     ckpt = str(resolve_checkpoint(args.ckpt))
-    if is_generative(ckpt):
-        return run_generative_evaluation(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
-    return run_evaluation(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline)
+    run = run_generative_evaluation if is_generative(ckpt) else run_evaluation
+    return run(ckpt, overrides, split=args.split, out=args.out, baseline=not args.no_baseline, boot=boot, wandb=args.wandb)
 
 
 if __name__ == "__main__":

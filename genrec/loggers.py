@@ -66,6 +66,14 @@ class SafeWandbLogger(WandbLogger):
     after_save_checkpoint = _guard(WandbLogger.after_save_checkpoint)
     finalize = _guard(WandbLogger.finalize)
     watch = _guard(WandbLogger.watch)
+    log_table = _guard(WandbLogger.log_table)
+    log_image = _guard(WandbLogger.log_image)
+
+    @_guard
+    def finish(self) -> None:
+        """End the run (an offline run is then complete on disk, ready for ``wandb sync``)."""
+        if self._experiment is not None:
+            self._experiment.finish()
 
 
 VERSION_FOLDER = re.compile(r"version_(\d+)")

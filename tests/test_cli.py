@@ -1,11 +1,16 @@
 """train.py / evaluate.py end to end on a tiny synthetic dataset."""
 import json
+import os
+import subprocess
+import sys
 
+import pandas as pd
 import pytest
 import torch
 
 from genrec.cli import main as train_main
 from genrec.modules.checkpoints import CheckpointMismatchError
+from tests.conftest import REPO
 
 import evaluate
 
@@ -62,6 +67,46 @@ def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):
     assert set(saved["metrics"]) == {"model", "popularity"}
     md = (tmp_path / "eval" / "test_report.md").read_text()
     assert "| popularity |" in md and "| model |" in md
+    assert "percentile bootstrap over users (1,000 resamples" in md
+    assert "## Breakdown" in md and "![hr@10 by group](test_breakdown.png)" in md and "| Q1 (" in md
+    assert (tmp_path / "eval" / "test_breakdown.png").read_bytes()[:4] == b"\x89PNG"
+    per_user = pd.read_parquet(tmp_path / "eval" / "test_per_user.parquet")
+    assert len(per_user) == 2 * saved["users"] and set(per_user["scorer"]) == {"model", "popularity"}
+    for scorer, rows in per_user.groupby("scorer"):
+        assert rows["user"].is_unique and (rows["history"] >= 2).all()
+        for key, value in saved["metrics"][scorer].items():
+            assert rows[key].mean() == pytest.approx(value, abs=1e-9)
+            low, high = saved["ci"][scorer][key]
+            assert low <= value <= high and (high > low or value in (0.0, 1.0))
+    # the same checkpoint evaluated again (another seed) compares as no difference at all
+    evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "again"), "--no-baseline", "--seed", "1"])
+    same = evaluate.main(["compare", str(tmp_path / "eval"), str(tmp_path / "again")])["scorers"]["model"]
+    assert same["users"] == saved["users"] and all(m["diff"] == 0 and m["p"] == 1 for m in same["metrics"].values())
+
+
+@pytest.mark.slow
+def test_evaluate_logs_tables_plots_and_examples_to_wandb_offline(tmp_path):
+    # its own process, as users run it: W&B reads WANDB_MODE once per process
+    train_main(tiny_args(tmp_path, net="genrec.models.SASRec"))
+    ckpt = str(run_dir(tmp_path) / "checkpoints" / "last.ckpt")
+    subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--ckpt", ckpt, "--out", str(tmp_path / "on"), "--wandb",
+                    "--bootstrap", "100"], cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline"}, check=True,
+                   capture_output=True, timeout=300)
+    files = next((tmp_path / "on" / "wandb").glob("offline-run-*")) / "files" / "media"
+    tables = {p.name.split("_")[0] for p in (files / "table" / "test").glob("*.table.json")}
+    assert tables == {"metrics", "breakdown", "examples"} and list((files / "images" / "test").glob("breakdown_*.png"))
+    examples = json.loads(next((files / "table" / "test").glob("examples_*.table.json")).read_text())
+    assert {"user_id", "position", "item_id", "score", "title", "is_target"} <= set(examples["columns"])
+    assert len(examples["data"]) == 5 * 10
+
+
+def test_evaluate_with_wandb_disabled_writes_the_report_and_no_run(tmp_path, monkeypatch):
+    train_main(tiny_args(tmp_path, net="genrec.models.SASRec"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    report = evaluate.main(["--ckpt", str(run_dir(tmp_path) / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "off"),
+                            "--wandb", "--bootstrap", "100"])
+    assert report["ci"] and (tmp_path / "off" / "test_report.md").exists()
+    assert not list((tmp_path / "off").glob("wandb/*run-*"))
 
 
 def test_evaluate_equals_trainer_test(tmp_path):

@@ -29,6 +29,7 @@ from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedT
 log = logging.getLogger(__name__)
 
 Exclude = Literal["history", "window", "none"]
+PredictOn = Literal["test", "val", "all"]
 
 
 class TrainWindows(Dataset):
@@ -144,9 +145,10 @@ class Collator:
             "query_time": torch.from_numpy(self.timestamps[np.array([w[-1] for w in windows], np.int64)]),
         }
 
-    def eval(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    def history(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """Requests ``(user, end)``: the window of items before position ``end`` and the ids to
+        exclude; ``query_time`` is the last of those items' time (the latest known moment)."""
         users = [u for u, _ in batch]
-        held_out = np.array([p for _, p in batch], np.int64)
         spans = [(max(self.offsets[u], p - self.max_seq_len), p) for u, p in batch]
         items, stamps, lengths = self._pad(spans)
         out = {
@@ -154,13 +156,20 @@ class Collator:
             "items": torch.from_numpy(items),
             "timestamps": torch.from_numpy(stamps),
             "lengths": torch.from_numpy(lengths),
-            "target": torch.from_numpy(self.items[held_out].astype(np.int64)),
-            "query_time": torch.from_numpy(self.timestamps[held_out].astype(np.int64)),
+            "query_time": torch.from_numpy(self.timestamps[np.array([p - 1 for _, p in batch], np.int64)].astype(np.int64)),
         }
         if self.exclude == "history":
             out["exclude"] = torch.from_numpy(self._pad([(self.offsets[u], p) for u, p in batch])[0])
         elif self.exclude == "window":
             out["exclude"] = out["items"]
+        return out
+
+    def eval(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """``history`` before each held-out position, plus its ``target`` and that interaction's time."""
+        out = self.history(batch)
+        held_out = np.array([p for _, p in batch], np.int64)
+        out["target"] = torch.from_numpy(self.items[held_out].astype(np.int64))
+        out["query_time"] = torch.from_numpy(self.timestamps[held_out].astype(np.int64))
         return out
 
 
@@ -279,6 +288,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
+        self.predict_on: PredictOn = "test"
+        self.predict_users: np.ndarray | None = None
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -391,3 +402,31 @@ class SequenceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
+
+    def set_predict_request(self, on: PredictOn = "test", users: np.ndarray | None = None) -> None:
+        """What ``predict_dataloader`` serves: the evaluation batches of split ``on`` (``test`` or
+        ``val``: the history before that target, as evaluation ranks it), or with ``all`` every
+        user's full history (the next item after everything seen); ``users`` (user indices)
+        restricts it to those users, in that order."""
+        if on not in ("test", "val", "all"):
+            raise ValueError(f"predict on 'test', 'val' or 'all', got {on!r}")
+        self.predict_on, self.predict_users = on, None if users is None else np.asarray(users, np.int64)
+
+    def predict_dataloader(self) -> DataLoader:
+        data, on = self.data, self.predict_on
+        if on == "all":
+            users = np.flatnonzero(data.lengths >= 1) if self.predict_users is None else self.predict_users
+            ends = data.offsets[users + 1]
+        else:
+            users = self.eval_users if self.predict_users is None else self.predict_users
+            where = np.searchsorted(self.eval_users, users).clip(max=len(self.eval_users) - 1)
+            missing = users[self.eval_users[where] != users]
+            if len(missing):
+                raise DataError(f"{len(missing):,} requested user(s) have no {on} target (fewer than 3 interactions), "
+                                f"e.g. {data.user_ids[missing[:5]].tolist()}: predict on 'all' (full histories) instead")
+            ends = (self.test_pos if on == "test" else self.val_pos)[where]
+        requests = EvalTargets(data, users, ends, self.hparams.max_seq_len)
+        collate = self.collator.history if on == "all" else self.collator.eval
+        hp = self.hparams
+        return DataLoader(requests, sampler=EvalShardSampler(requests), batch_size=hp.eval_batch_size, collate_fn=collate,
+                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)

@@ -11,7 +11,6 @@ evaluator, with the same history exclusion.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,11 @@ from typing import Any
 import torch
 
 from genrec.evaluation.metrics import RankingMetrics, ranks_from_topk
-from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
-from genrec.evaluation.report import build_datamodule, eval_parts, markdown
+from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+from genrec.evaluation.recommendations import example_recommendations
+from genrec.evaluation.report import build_datamodule, eval_parts, per_user_frame, write_report
 from genrec.evaluation.text_baseline import TextScorer
+from genrec.evaluation.uncertainty import Bootstrap
 from genrec.modules.checkpoints import load_checkpoint
 
 GENERATIVE_MODULE = "genrec.modules.generative.GenerativeModule"
@@ -33,14 +34,17 @@ def is_generative(ckpt_path: str) -> bool:
 
 @torch.no_grad()
 def evaluate_generative(model: Any, batches: Any, metrics: RankingMetrics,
-                        domain: tuple[int, int] | None = None) -> dict[str, float]:
+                        domain: tuple[int, int] | None = None, record: UserRanks | None = None) -> dict[str, float]:
     for batch in batches:
-        model._eval_step(batch, metrics, domain)
+        ranks = model._eval_step(batch, metrics, domain)
+        if record is not None:
+            record.add(batch, ranks)
     return {k: float(v) for k, v in metrics.compute().items()}
 
 
 def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
-                              out: str | None = None, baseline: bool = True, text_decay: float = 0.3) -> dict:
+                              out: str | None = None, baseline: bool = True, text_decay: float = 0.3,
+                              boot: Bootstrap | None = Bootstrap(), wandb: bool = False) -> dict:
     from genrec.modules.generative import GenerativeModule
 
     ckpt = load_checkpoint(ckpt_path)
@@ -50,21 +54,27 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
     model.set_catalogue_from(dm)
     hp = model.hparams
     full = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False)  # noqa: E731
-    results, seconds = {}, 0.0
+    results, records, seconds = {}, {}, 0.0
+
+    def scored(name: str, metrics: RankingMetrics) -> RankingMetrics:
+        records[name] = UserRanks(metrics)
+        return metrics
+
     if baseline:  # built once, shared by every domain
         pop, text = PopularityScorer(dm.train_item_counts()), TextScorer(model.item_text.cpu(), text_decay)
     for label, loader, domain in eval_parts(dm, split):
         start = time.perf_counter()
-        metrics = RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False, max_rank=model.k)
-        results[f"model{label}"] = evaluate_generative(model, loader, metrics, domain)
+        metrics = scored(f"model{label}", RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False, max_rank=model.k))
+        results[f"model{label}"] = evaluate_generative(model, loader, metrics, domain, records[f"model{label}"])
         seconds += time.perf_counter() - start
         if baseline:
-            results[f"popularity{label}"] = evaluate_scorer(pop, loader, full(), domain=domain)
-            results[f"text{label}"] = evaluate_scorer(text, loader, full(), domain=domain)
+            for name, scorer in ((f"popularity{label}", pop), (f"text{label}", text)):
+                results[name] = evaluate_scorer(scorer, loader, scored(name, full()), domain=domain, record=records[name])
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
         "dataset": dm.data.name,
+        "fingerprint": dm.fingerprint,
         "data_root": dm.hparams.get("root"),
         "trained_on": hp.dataset_fingerprint,
         "zero_shot": hp.dataset_fingerprint != dm.fingerprint,
@@ -77,14 +87,11 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
         "metrics": results,
     }
     folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
-    folder.mkdir(parents=True, exist_ok=True)
     target = Path(dm.hparams.root).name if dm.hparams.get("root") else dm.data.name
     name = f"{split}_zero_shot_{target}" if report["zero_shot"] else split
-    text = markdown(report) + (f"\nZero-shot: trained on `{hp.dataset_fingerprint}`, evaluated on `{dm.fingerprint}` "
-                               f"({dm.hparams.get('root')}); collision rate before resolution {model.collision_rate:.2%}.\n"
-                               if report["zero_shot"] else "")
-    (folder / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
-    (folder / f"{name}_report.md").write_text(text)
-    print(text)
-    print(f"wrote {folder / f'{name}_metrics.json'} and {folder / f'{name}_report.md'}")
+    note = (f"\nZero-shot: trained on `{hp.dataset_fingerprint}`, evaluated on `{dm.fingerprint}` "
+            f"({dm.hparams.get('root')}); collision rate before resolution {model.collision_rate:.2%}.\n"
+            if report["zero_shot"] else "")
+    examples = example_recommendations(model, eval_parts(dm, split)[0][1], dm.data) if wandb else None
+    write_report(report, per_user_frame(records, dm, split), folder, name, boot, note, examples)
     return report

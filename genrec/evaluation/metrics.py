@@ -96,12 +96,14 @@ def topk_items(
     k: int,
     exclude: Tensor | None = None,
     chunk_size: int = 65536,
+    pad: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The k best items per user, merged chunk by chunk; equal scores put the lower id first.
 
     Args as in ``target_ranks``. Id 0 and excluded ids are never returned, so k may not exceed the
-    number of candidates left to any user. Scores of -inf are raised to the lowest float32 so that real
-    items always rank above dropped ones.
+    number of candidates left to any user, unless ``pad``: then a user's slots beyond their
+    candidates hold id 0 with score -inf (as constrained beam search fills them). Scores of -inf are
+    raised to the lowest float32 so that real items always rank above dropped ones.
 
     Returns:
         (B, k) float32 scores, descending, and (B, k) long item ids.
@@ -109,7 +111,7 @@ def topk_items(
     n = _check_inputs(query, items, chunk_size)
     batch = query.shape[0]
     drop = None if exclude is None else _as_ids(exclude, batch)
-    most_dropped = 0 if drop is None or not batch else int(_distinct_in_catalogue(drop, n).max())
+    most_dropped = 0 if drop is None or not batch or pad else int(_distinct_in_catalogue(drop, n).max())
     if not 1 <= k <= n - most_dropped:
         raise ValueError(f"k={k} must be in 1..{n - most_dropped} (catalogue {n}, at most {most_dropped} excluded)")
     q = query.float()
@@ -127,6 +129,8 @@ def topk_items(
         best_scores, best_ids = _merge_topk(
             torch.cat([best_scores, scores], 1), torch.cat([best_ids, cols + lo], 1), k
         )
+    if pad:  # only dropped ids score -inf: real scores were clamped above it
+        best_ids = best_ids.masked_fill(best_scores == -torch.inf, 0)
     return best_scores, best_ids
 
 

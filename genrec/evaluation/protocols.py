@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,11 +36,35 @@ class PopularityScorer:
         return self.vectors
 
 
+class UserRanks:
+    """Each evaluated user's target rank, kept batch by batch beside the streamed sums (for per-user
+    results and bootstrap intervals in one process; training-time evaluation keeps sums only).
+    ``metrics`` gives the cut-offs and list length the ranks are read with."""
+
+    def __init__(self, metrics: RankingMetrics):
+        self.hr_ks, self.ndcg_ks, self.mrr, self.max_rank = metrics.hr_ks, metrics.ndcg_ks, metrics.mrr, metrics.max_rank
+        self._parts: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def add(self, batch: dict[str, Tensor], ranks: Tensor) -> None:
+        self._parts.append((batch["user"].cpu(), batch["target"].cpu(), ranks.cpu()))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(users, targets, ranks), each (U,), sorted by user index."""
+        users, targets, ranks = (torch.cat(p).numpy() for p in zip(*self._parts)) if self._parts else (np.zeros(0, np.int64),) * 3
+        order = np.argsort(users, kind="stable")
+        return users[order], targets[order], ranks[order]
+
+
 @torch.no_grad()
 def evaluate_scorer(scorer: Scorer, batches: Iterable[dict[str, Tensor]], metrics: RankingMetrics,
-                    chunk_size: int = 65536, domain: tuple[int, int] | None = None) -> dict[str, float]:
-    """Metrics of ``scorer`` over ``batches``, ranking within ids ``domain = (first, last)`` if given."""
+                    chunk_size: int = 65536, domain: tuple[int, int] | None = None,
+                    record: UserRanks | None = None) -> dict[str, float]:
+    """Metrics of ``scorer`` over ``batches``, ranking within ids ``domain = (first, last)`` if given;
+    ``record`` also keeps each user's rank."""
     items = scorer.item_vectors()
     for batch in batches:
-        metrics.update(batch_ranks(scorer.user_vectors(batch), items, batch, chunk_size, domain))
+        ranks = batch_ranks(scorer.user_vectors(batch), items, batch, chunk_size, domain)
+        metrics.update(ranks)
+        if record is not None:
+            record.add(batch, ranks)
     return {k: float(v) for k, v in metrics.compute().items()}

@@ -1,4 +1,10 @@
-"""Checkpoint evaluation behind ``evaluate.py``: metrics as JSON plus a Markdown report."""
+"""Checkpoint evaluation behind ``evaluate.py``: metrics as JSON plus a Markdown report.
+
+Beside ``<split>_metrics.json`` the evaluation writes ``<split>_per_user.parquet``: one row per
+(scorer, evaluated user) with the target's rank and the user's metrics (``genrec.evaluation.uncertainty``),
+from which every reported metric gets a bootstrap confidence interval and two runs can be compared
+user by user (``evaluate.py compare``).
+"""
 from __future__ import annotations
 
 import importlib
@@ -7,17 +13,41 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+import pandas as pd
 
 from genrec.data.datamodule import data_options
+from genrec.evaluation import breakdown
 from genrec.evaluation.metrics import RankingMetrics
-from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
+from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+from genrec.evaluation.recommendations import example_recommendations
+from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
 
 
-def _import(path: str) -> Any:
+def import_path(path: str) -> Any:
     module, name = path.rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
+
+
+def data_overrides(parser: Any, rest: list[str]) -> dict[str, Any]:
+    """``--data.KEY VALUE`` (or ``--data.KEY=VALUE``) arguments left by ``parser`` as ``{KEY: value}``,
+    values parsed as YAML; anything else is a parser error."""
+    import yaml
+
+    overrides, it = {}, iter(rest)
+    for key in it:
+        if not key.startswith("--data."):
+            parser.error(f"unknown argument {key!r}: data options are given as --data.KEY VALUE")
+        name = key[len("--data."):].removeprefix("init_args.")
+        if "=" in name:
+            name, value = name.split("=", 1)
+        else:
+            value = next(it, None)
+            if value is None:
+                parser.error(f"{key} needs a value")
+        overrides[name] = yaml.safe_load(value)
+    return overrides
 
 
 def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
@@ -27,7 +57,7 @@ def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
     overrides = dict(overrides)
     # --data.class_path picks another data module (e.g. one domain of a multi-domain run); the
     # settings it shares with the training data module still default to the trained ones.
-    cls = _import(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
+    cls = import_path(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
                   or "genrec.data.SequenceDataModule")
     accepted = data_options(cls)
     unknown = sorted(set(overrides) - set(accepted))
@@ -49,10 +79,11 @@ def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | No
 
 
 def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
-                   out: str | None = None, baseline: bool = True) -> dict:
+                   out: str | None = None, baseline: bool = True, boot: Bootstrap | None = Bootstrap(),
+                   wandb: bool = False) -> dict:
     ckpt_path = str(resolve_checkpoint(ckpt_path))
     ckpt = load_checkpoint(ckpt_path)
-    module_cls = _import(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
     model = module_cls.from_checkpoint(ckpt_path).eval()
     dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
     dm.setup("test")
@@ -63,19 +94,25 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
             "a retrieval model can only rank the catalogue it was trained on"
         )
     hp = model.hparams
-    metrics = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks)  # noqa: E731
-    results, seconds = {}, 0.0
+    results, records, seconds = {}, {}, 0.0
+
+    def score(name: str, scorer: Any, loader: Any, domain: tuple[int, int] | None) -> None:
+        metrics = RankingMetrics(hp.hr_ks, hp.ndcg_ks)
+        records[name] = UserRanks(metrics)
+        results[name] = evaluate_scorer(scorer, loader, metrics, hp.eval_chunk_size, domain, records[name])
+
     pop = PopularityScorer(dm.train_item_counts()) if baseline else None  # one count for all domains
     for label, loader, domain in eval_parts(dm, split):
         start = time.perf_counter()
-        results[f"model{label}"] = evaluate_scorer(model, loader, metrics(), hp.eval_chunk_size, domain)
+        score(f"model{label}", model, loader, domain)
         seconds += time.perf_counter() - start
         if pop is not None:
-            results[f"popularity{label}"] = evaluate_scorer(pop, loader, metrics(), hp.eval_chunk_size, domain)
+            score(f"popularity{label}", pop, loader, domain)
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
         "dataset": dm.data.name,
+        "fingerprint": dm.fingerprint,
         "users": len(dm.eval_users),
         "items": dm.num_items,
         "exclude": dm.hparams.exclude,
@@ -83,12 +120,96 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
         "metrics": results,
     }
     folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{split}_metrics.json").write_text(json.dumps(report, indent=2))
-    (folder / f"{split}_report.md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"wrote {folder / f'{split}_metrics.json'} and {folder / f'{split}_report.md'}")
+    examples = example_recommendations(model, eval_parts(dm, split)[0][1], dm.data) if wandb else None
+    write_report(report, per_user_frame(records, dm, split), folder, split, boot, examples=examples)
     return report
+
+
+def per_user_frame(records: dict[str, UserRanks], dm: Any, split: str) -> pd.DataFrame:
+    """One row per (scorer, evaluated user): internal and raw ids of user and target, the number of
+    items before the target (``history``), the target's training count, its 0-based rank and the
+    user's metrics (NaN where a scorer does not report that metric)."""
+    data = dm.data
+    positions = dm.test_pos if split == "test" else dm.val_pos  # aligned with dm.eval_users (sorted)
+    counts = dm.train_item_counts().numpy()
+    frames = []
+    for name, record in records.items():
+        users, targets, ranks = record.arrays()
+        pos = positions[np.searchsorted(dm.eval_users, users)]
+        frame = pd.DataFrame({
+            "scorer": name,
+            "user": users,
+            "user_id": data.user_ids[users],
+            "target": targets,
+            "target_id": data.item_ids[targets],
+            "history": pos - data.offsets[users],
+            "target_train_count": counts[targets].astype(np.int64),
+            "rank": ranks,
+        })
+        values = per_user_metrics(ranks, record.hr_ks, record.ndcg_ks, record.mrr, record.max_rank)
+        frames.append(frame.assign(**values))
+    return pd.concat(frames, ignore_index=True)
+
+
+def scorer_metrics(frame: pd.DataFrame, scorer: str) -> dict[str, np.ndarray]:
+    """Per-user metric columns (U,) of one scorer in a per-user frame, sorted by user."""
+    rows = frame[frame["scorer"] == scorer].sort_values("user")
+    return {c: rows[c].to_numpy() for c in metric_columns(rows)}
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if (c.startswith(("hr@", "ndcg@")) or c == "mrr") and frame[c].notna().all()]
+
+
+def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boot: Bootstrap | None,
+                 note: str = "", examples: pd.DataFrame | None = None) -> None:
+    """Add bootstrap intervals and breakdowns to ``report`` and write ``<name>_metrics.json``,
+    ``<name>_report.md`` (with ``note`` appended), ``<name>_per_user.parquet`` and the breakdown
+    plot ``<name>_breakdown.png`` into ``folder``; with ``examples`` (a few users' recommendations)
+    also log all of it to W&B (``log_to_wandb``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if boot is not None:
+        report["ci_method"] = boot.describe()
+        report["ci"] = {s: {k: list(v) for k, v in bootstrap_ci(scorer_metrics(frame, s), boot).items()}
+                        for s in report["metrics"]}
+    report["per_user"] = f"{name}_per_user.parquet"
+    frame.to_parquet(folder / report["per_user"], index=False)
+    columns = metric_columns(frame)
+    metric = "hr@10" if "hr@10" in columns else columns[0]
+    tables = breakdown.breakdown(frame, metric, boot)
+    scorers = list(report["metrics"])
+    report["breakdown"] = {"metric": metric, "plot": f"{name}_breakdown.png",
+                           **{k: t.to_dict(orient="records") for k, t in tables.items()}}
+    breakdown.plot(tables, metric, scorers, folder / report["breakdown"]["plot"],
+                   f"{report['split']} {metric}, {report['dataset']}: by history length and target popularity")
+    text = markdown(report) + "\n".join(["", "## Breakdown", *breakdown.markdown(tables, metric, scorers), "",
+                                          f"![{metric} by group]({report['breakdown']['plot']})", ""]) + note
+    (folder / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
+    (folder / f"{name}_report.md").write_text(text)
+    print(text)
+    print(f"wrote {folder / f'{name}_metrics.json'}, {folder / f'{name}_report.md'}, {folder / report['per_user']} "
+          f"and {folder / report['breakdown']['plot']}")
+    if examples is not None:
+        log_to_wandb(report, folder, name, examples)
+
+
+def log_to_wandb(report: dict, folder: Path, name: str, examples: pd.DataFrame) -> None:
+    """The metrics table (with intervals), breakdown tables and plot, and example recommendations, as
+    one W&B run ``eval-<name>`` under ``folder`` through ``SafeWandbLogger``: offline unless
+    ``WANDB_MODE`` says otherwise, nothing at all with ``WANDB_MODE=disabled``, and a warning instead
+    of an error when W&B fails."""
+    from genrec.loggers import SafeWandbLogger
+
+    logger = SafeWandbLogger(save_dir=str(folder), project="genrec", name=f"eval-{name}", job_type="evaluation")
+    ci = report.get("ci", {})
+    rows = [[scorer, key, value, *ci.get(scorer, {}).get(key, [None, None])]
+            for scorer, values in report["metrics"].items() for key, value in values.items()]
+    logger.log_table(f"{name}/metrics", columns=["scorer", "metric", "value", "low", "high"], data=rows)
+    for part in ("history", "popularity"):
+        logger.log_table(f"{name}/breakdown_{part}", dataframe=pd.DataFrame(report["breakdown"][part]))
+    logger.log_image(f"{name}/breakdown", images=[str(folder / report["breakdown"]["plot"])])
+    logger.log_table(f"{name}/examples", dataframe=examples.astype({c: str for c in ("user_id", "item_id")}))
+    logger.finish()
 
 
 def markdown(report: dict) -> str:
@@ -103,8 +224,13 @@ def markdown(report: dict) -> str:
         "| scorer | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
     ]
+    ci = report.get("ci", {})
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
+        bounds = ci.get(name, {})
+        lines.append(f"| {name} | " + " | ".join(
+            f"{values[k]:.4f} [{bounds[k][0]:.4f}, {bounds[k][1]:.4f}]" if k in bounds else f"{values[k]:.4f}" for k in keys) + " |")
+    if ci:
+        lines += ["", f"{report['ci_method']}, shown as [low, high]; per-user ranks in `{report['per_user']}`."]
     for name in rows:
         if name.startswith("model"):
             label = name[len("model"):]

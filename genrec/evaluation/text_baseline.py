@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genrec.evaluation.uncertainty import Bootstrap
 from genrec.models.text_prior import recency_user_vectors, text_hubness
 
 
@@ -37,15 +38,16 @@ class TextScorer:
 
 
 def run_text_baseline(data: dict, split: str = "test", out: str | None = None, encoder: str | None = None,
-                      template: str | None = None, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50) -> dict:
-    """Evaluate the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``."""
-    import json
+                      template: str | None = None, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
+                      boot: Bootstrap | None = Bootstrap()) -> dict:
+    """Evaluate the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``,
+    with bootstrap intervals unless ``boot`` is None."""
     from pathlib import Path
 
     from genrec.data import SequenceDataModule
     from genrec.evaluation.metrics import RankingMetrics
-    from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
-    from genrec.evaluation.report import markdown
+    from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+    from genrec.evaluation.report import per_user_frame, write_report
     from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
     dm = SequenceDataModule(**data)
@@ -53,17 +55,17 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     texts = render_texts(dm.data.item_text, template or DEFAULT_TEMPLATE, f"dataset {dm.data.name!r}")
     emb = torch.from_numpy(embed_texts(texts, encoder or DEFAULT_ENCODER))
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    metrics = lambda: RankingMetrics((1, 5, 10), (5, 10), mrr=False)  # noqa: E731
-    results = {"text": evaluate_scorer(TextScorer(emb, decay, hubness, hubness_k), loader, metrics()),
-               "popularity": evaluate_scorer(PopularityScorer(dm.train_item_counts()), loader, metrics())}
+    results, records = {}, {}
+    for name, scorer in (("text", TextScorer(emb, decay, hubness, hubness_k)), ("popularity", PopularityScorer(dm.train_item_counts()))):
+        metrics = RankingMetrics((1, 5, 10), (5, 10), mrr=False)
+        records[name] = UserRanks(metrics)
+        results[name] = evaluate_scorer(scorer, loader, metrics, record=records[name])
     hub = f", hubness {hubness} (k {hubness_k})" if hubness else ""
     report = {"checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}{hub}, template {template or DEFAULT_TEMPLATE!r})",
-              "split": split, "dataset": dm.data.name, "data_root": dm.hparams.root, "users": len(dm.eval_users),
+              "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.root,
+              "users": len(dm.eval_users),
               "items": dm.num_items, "exclude": dm.hparams.exclude, "metrics": results}
     target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
     folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{split}_{target}_metrics.json").write_text(json.dumps(report, indent=2))
-    (folder / f"{split}_{target}_report.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(report, per_user_frame(records, dm, split), folder, f"{split}_{target}", boot)
     return report

@@ -5,6 +5,10 @@ A module supplies ``_eval_step(batch, metrics, domain)``, which ranks each user'
 and updates ``metrics``. With a multi-domain data module (``eval_domains`` lists one
 ``(name, first_id, last_id)`` per evaluation loader) every domain is ranked within its own catalogue
 and logged as ``val/<name>/hr@10`` etc.; ``val/hr@10`` pools all evaluated users.
+
+``predict_step`` answers a request batch (evaluation batches, or full histories from the data
+module's ``predict_dataloader``) with the module's ``recommend``: the top ``predict_k`` items per
+user, the batch's ``exclude`` ids left out as evaluation leaves them out.
 """
 from __future__ import annotations
 
@@ -14,7 +18,15 @@ from genrec.evaluation import RankingMetrics
 
 
 class DomainEvalLoop:
-    """Mixin for LightningModules that define ``val_metrics``/``test_metrics`` and ``_eval_step``."""
+    """Mixin for LightningModules that define ``val_metrics``/``test_metrics``, ``_eval_step`` and
+    ``recommend(batch, k, exclude)``."""
+
+    predict_k: int = 10  # list length of predict_step (evaluate.py recommend --k sets it)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """``{"user": (B,), "items": (B, k), "scores": (B, k)}``, best first."""
+        items, scores = self.recommend(batch, self.predict_k, batch.get("exclude"))
+        return {"user": batch["user"], "items": items, "scores": scores}
 
     def _eval_domains(self) -> list[tuple[str, int, int]]:
         trainer = getattr(self, "_trainer", None)

@@ -176,8 +176,10 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
 
     @torch.no_grad()
     def recommend(self, batch: dict[str, Tensor], k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Top-k item ids and scores for each user of an evaluation batch. ((B, k), (B, k))"""
-        scores, ids = topk_items(self.user_vectors(batch), self.item_vectors(), k, exclude, self.hparams.eval_chunk_size)
+        """Top-k item ids and scores for each user of an evaluation batch. ((B, k), (B, k)); slots
+        beyond a user's candidates (all but fewer than k items excluded) hold id 0 with score -inf."""
+        scores, ids = topk_items(self.user_vectors(batch), self.item_vectors(), k, exclude, self.hparams.eval_chunk_size,
+                                 pad=True)
         return ids, scores
 
     # -- loss ------------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ targets, fake profiles) is read from the checkpoint's data-module state; a run c
 when its checkpoint holds ``FraudsterReweighting`` state, whose final calibrated scores and LM
 detector scores give the detection metrics against the true fake-user labels. The clean model is
 scored on every attack's targets, as the reference for the attack's lift.
+
+Two plots go beside the report and into its Markdown: ``robust_weights.png``, per defended run the
+mean loss weight of fake and of real users after every reweighting update and the final weights'
+distributions; ``robust_targets.png``, T-HR@50 of each target item for the clean, undefended and
+defended models.
 """
 from __future__ import annotations
 
@@ -68,6 +73,11 @@ def clean_datamodule(data_hp: dict[str, Any]) -> SequenceDataModule:
     return dm
 
 
+def per_target_sets(target_sets: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The attacks' target sets plus one single-item set per target, keyed ``<attack> / <item>``."""
+    return {**target_sets, **{f"{a} / {t}": [t] for a, targets in target_sets.items() for t in targets}}
+
+
 def evaluate_run(path: str, dm: SequenceDataModule, split: str, target_sets: dict[str, list[int]]) -> dict[str, Any]:
     model = RetrievalModule.from_checkpoint(path).eval()
     if model.hparams.dataset_fingerprint and model.hparams.dataset_fingerprint != dm.fingerprint:
@@ -115,20 +125,69 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
         if known != info["targets"]:
             raise ValueError(f"two {info['attack']} runs attack different targets ({known} vs {info['targets']}); "
                              "use the same attack seed for the undefended and the defended run")
+    clean_metrics = evaluate_run(clean, dm, split, per_target_sets(target_sets))
     report: dict[str, Any] = {"split": split, "dataset": dm.data.name, "k": K, "clean": clean,
-                              "clean_metrics": evaluate_run(clean, dm, split, target_sets), "attacks": {}}
+                              "clean_metrics": {k: v for k, v in clean_metrics.items() if " / " not in k}, "attacks": {}}
     for info in attacked:
         entry = report["attacks"].setdefault(info["attack"], {"targets": info["targets"], "fakes": info["num_fakes"]})
+        entry.setdefault("per_target", {"clean": [clean_metrics[f"{info['attack']} / {t}"]["t_hr@50"] for t in info["targets"]]})
         side = "defended" if info["defence"] else "undefended"
         if side in entry:
             raise ValueError(f"two {side} runs of the attack {info['attack']!r}: {entry[side]['checkpoint']} and "
                              f"{info['path']}; report them in separate evaluate.py robust calls")
-        metrics = evaluate_run(info["path"], dm, split, {info["attack"]: info["targets"]})
+        metrics = evaluate_run(info["path"], dm, split, per_target_sets({info["attack"]: info["targets"]}))
         entry[side] = {"checkpoint": info["path"], "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
                        **{k: v for k, v in metrics[info["attack"]].items() if k != "pairs"}}
+        entry["per_target"][side] = [metrics[f"{info['attack']} / {t}"]["t_hr@50"] for t in info["targets"]]
         if info["defence"]:
             entry["detection"] = detection(info, dm.data.num_users)
+            entry["weights"] = final_weights(info, dm.data.num_users)
+            entry["weights_over_updates"] = [{k: h[k] for k in ("epoch", "weight_fake", "weight_real") if k in h}
+                                             for h in info["defence"].get("history", [])]
     return report
+
+
+def final_weights(info: dict[str, Any], num_real: int) -> dict[str, list[float]]:
+    """Deciles (0, 10, ..., 100th percentile) of the final loss weights of real and of fake users."""
+    state = info["defence"]
+    w = torch.sigmoid(torch.as_tensor(state["w"]).float()) / torch.sigmoid(torch.tensor(float(state["w0"])))
+    w = w.numpy()
+    groups = {"real": w[:num_real], "fake": w[num_real:num_real + info["num_fakes"]]}
+    return {name: np.quantile(v, np.linspace(0, 1, 11)).tolist() for name, v in groups.items() if len(v)}
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """``robust_weights.png`` (when a run is defended) and ``robust_targets.png`` in ``out``."""
+    from matplotlib.figure import Figure  # no pyplot: no display backend
+
+    written = []
+    defended = [(n, e) for n, e in report["attacks"].items() if e.get("weights")]
+    if defended:
+        fig = Figure(figsize=(10, 3.2 * len(defended)), layout="constrained")
+        axes = fig.subplots(len(defended), 2, squeeze=False)
+        for (name, e), (over, final) in zip(defended, axes):
+            history = e["weights_over_updates"]
+            for group in ("fake", "real"):
+                over.plot(range(1, len(history) + 1), [h.get(f"weight_{group}", np.nan) for h in history], marker="o", label=group)
+                final.plot(np.linspace(0, 100, 11), e["weights"].get(group, [np.nan] * 11), marker=".", label=group)
+            over.set(title=f"{name}: mean weight after each update", xlabel="update", ylabel="loss weight")
+            over.set_xticks(range(1, len(history) + 1))
+            final.set(title="final weights (percentiles)", xlabel="percentile of users", ylabel="loss weight")
+            over.legend(fontsize=8)
+        fig.savefig(out / "robust_weights.png", dpi=100)
+        written.append(out / "robust_weights.png")
+    attacks = list(report["attacks"].items())
+    fig = Figure(figsize=(10, 3 * len(attacks)), layout="constrained")
+    for ax, (name, e) in zip(np.atleast_1d(fig.subplots(len(attacks), 1, squeeze=False)[:, 0]), attacks):
+        sides = [s for s in ("clean", "undefended", "defended") if s in e["per_target"]]
+        x = np.arange(len(e["targets"]))
+        for i, side in enumerate(sides):
+            ax.bar(x + (i - (len(sides) - 1) / 2) * 0.8 / len(sides), e["per_target"][side], 0.8 / len(sides), label=side)
+        ax.set_xticks(x, [f"item {t}" for t in e["targets"]], fontsize=8)
+        ax.set(title=f"{name}: T-HR@{report['k']} per target", ylabel=f"T-HR@{report['k']}")
+        ax.legend(fontsize=8)
+    fig.savefig(out / "robust_targets.png", dpi=100)
+    return written + [out / "robust_targets.png"]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -174,8 +233,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     report = build_report(args.clean, args.runs, args.split, args.root)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    text = markdown(report) + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots(report, out))
     (out / "robust_report.json").write_text(json.dumps(report, indent=2))
-    (out / "robust_report.md").write_text(markdown(report))
-    print(markdown(report))
+    (out / "robust_report.md").write_text(text)
+    print(text)
     print(f"wrote {out / 'robust_report.json'} and {out / 'robust_report.md'}")
     return report

@@ -115,6 +115,17 @@ def test_topk_items_never_fill_with_dropped_items():
         topk_items(query, items, 3, exclude)
 
 
+def test_padded_topk_items_fill_missing_candidates_with_id_0():
+    query = torch.ones(2, 1)
+    items = torch.tensor([[0.0], [-torch.inf], [5.0], [-torch.inf], [1.0]])
+    exclude = torch.tensor([[2, 4], [0, 0]])
+    scores, ids = topk_items(query, items, 3, exclude, chunk_size=2, pad=True)
+    assert ids.tolist() == [[1, 3, 0], [2, 4, 1]]
+    assert scores[0, 2] == -torch.inf and torch.isfinite(scores[1]).all()
+    with pytest.raises(ValueError):
+        topk_items(query, items, 5, exclude, pad=True)  # more than the catalogue
+
+
 def test_ranks_from_topk():
     lists = torch.tensor([[4, 2, 9], [1, 2, 3], [7, 7, 8]])
     assert ranks_from_topk(lists, torch.tensor([9, 5, 7])).tolist() == [2, 3, 0]

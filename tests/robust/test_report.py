@@ -33,7 +33,16 @@ def test_robust_report_from_checkpoints(tmp_path):
     direct = target_metrics(RetrievalModule.from_checkpoint(plain).eval(), dm.test_dataloader(), dm.data,
                             np.array(entry["targets"]), 50)
     assert entry["undefended"]["t_hr@50"] == pytest.approx(direct["t_hr@50"])
+    first = target_metrics(RetrievalModule.from_checkpoint(plain).eval(), dm.test_dataloader(), dm.data,
+                           np.array(entry["targets"][:1]), 50)
+    assert entry["per_target"]["undefended"][0] == pytest.approx(first["t_hr@50"])
+    assert {k: len(v) for k, v in entry["per_target"].items()} == {"clean": 5, "undefended": 5, "defended": 5}
+    weights = entry["weights"]
+    assert len(weights["fake"]) == len(weights["real"]) == 11 and weights["real"] == sorted(weights["real"])
+    assert entry["weights_over_updates"] and {"weight_fake", "weight_real"} <= set(entry["weights_over_updates"][-1])
     md = (tmp_path / "report" / "robust_report.md").read_text()
+    for plot in ("robust_weights.png", "robust_targets.png"):
+        assert f"]({plot})" in md and (tmp_path / "report" / plot).read_bytes()[:4] == b"\x89PNG"
     row = next(line for line in md.splitlines() if line.startswith("| random (budget 0.05) |")).split(" | ")
     base, hit = report["clean_metrics"]["random (budget 0.05)"]["t_hr@50"], entry["undefended"]["t_hr@50"]
     pairs = report["clean_metrics"]["random (budget 0.05)"]["pairs"]

@@ -1,0 +1,106 @@
+"""Paired comparison of two evaluated runs on the same users (``evaluate.py compare RUN_A RUN_B``).
+
+Each run is a report folder (or its ``<split>_metrics.json``) written by ``evaluate.py``, with the
+per-user Parquet beside it. The runs must rank the same catalogue (data fingerprint) on the same
+split for the same users with the same targets; the difference A - B of each metric is then the mean
+of per-user differences, with a paired bootstrap interval and p-value (``genrec.evaluation.uncertainty``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genrec.evaluation.report import scorer_metrics
+from genrec.evaluation.uncertainty import Bootstrap, paired_bootstrap
+
+
+class RunMismatchError(ValueError):
+    """Two runs that cannot be compared user by user."""
+
+
+def load_run(path: str | Path, split: str = "test") -> tuple[Path, dict, pd.DataFrame]:
+    """``(metrics JSON path, report, per-user frame)`` of a report folder or metrics JSON."""
+    path = Path(path)
+    report_path = path if path.suffix == ".json" else path / f"{split}_metrics.json"
+    if not report_path.exists():
+        raise FileNotFoundError(f"{report_path} does not exist: pass a folder evaluate.py wrote its report into "
+                                f"(python evaluate.py --ckpt CKPT --split {split}) or the metrics JSON itself")
+    report = json.loads(report_path.read_text())
+    if "per_user" not in report or "fingerprint" not in report:
+        raise RunMismatchError(f"{report_path} has no per-user results (written by an older evaluate.py): evaluate "
+                               "the checkpoint again to write them")
+    frame = pd.read_parquet(report_path.parent / report["per_user"])
+    return report_path, report, frame
+
+
+def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, pd.DataFrame], scorer: str) -> None:
+    (pa, ra, fa), (pb, rb, fb) = a, b
+    for key, what in (("fingerprint", "catalogues"), ("split", "splits")):
+        if ra[key] != rb[key]:
+            raise RunMismatchError(f"{pa} and {pb} are on different {what} ({ra[key]!r} vs {rb[key]!r}): a paired "
+                                   "comparison needs both runs evaluated on the same data and split")
+    ua, ub = (f[f["scorer"] == scorer].sort_values("user") for f in (fa, fb))
+    if not np.array_equal(ua["user"].to_numpy(), ub["user"].to_numpy()):
+        only_a, only_b = np.setdiff1d(ua["user"], ub["user"]), np.setdiff1d(ub["user"], ua["user"])
+        raise RunMismatchError(f"{pa} and {pb} evaluated different users for {scorer!r} ({len(ua):,} vs {len(ub):,}; "
+                               f"{len(only_a):,} only in the first, {len(only_b):,} only in the second): evaluate both "
+                               "with the same data options")
+    if not np.array_equal(ua["target"].to_numpy(), ub["target"].to_numpy()):
+        raise RunMismatchError(f"{pa} and {pb} hold different targets for the same users: evaluate both with the "
+                               "same data options")
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot: Bootstrap = Bootstrap()) -> dict:
+    """Per model scorer both runs report (``model``, or ``model [domain]``): each metric's value in
+    A and B and the paired difference A - B with its interval and p-value."""
+    a, b = load_run(run_a, split), load_run(run_b, split)
+    scorers = [s for s in a[1]["metrics"] if s.startswith("model") and s in b[1]["metrics"]]
+    if not scorers:
+        raise RunMismatchError(f"{a[0]} and {b[0]} share no model scorer ({sorted(a[1]['metrics'])} vs "
+                               f"{sorted(b[1]['metrics'])})")
+    out = {"a": str(a[0]), "b": str(b[0]), "split": a[1]["split"], "dataset": a[1]["dataset"],
+           "method": f"paired {boot.describe()}; p two-sided, at least 2 / (resamples + 1)",
+           "resamples": boot.resamples, "scorers": {}}
+    for scorer in scorers:
+        _check_same_users(a, b, scorer)
+        ma, mb = scorer_metrics(a[2], scorer), scorer_metrics(b[2], scorer)
+        diffs = paired_bootstrap(ma, mb, boot)
+        out["scorers"][scorer] = {"users": len(next(iter(ma.values()))), "metrics": {
+            k: {"a": float(ma[k].mean()), "b": float(mb[k].mean()), **d} for k, d in diffs.items()}}
+    return out
+
+
+def markdown(comparison: dict) -> str:
+    lines = [f"# {comparison['split']} comparison: {comparison['dataset']}", "",
+             f"A: `{comparison['a']}`", f"B: `{comparison['b']}`", ""]
+    floor = 2 / (comparison["resamples"] + 1)  # the smallest p the resamples can show
+    for scorer, part in comparison["scorers"].items():
+        lines += [f"{scorer}, {part['users']:,} users:", "",
+                  "| metric | A | B | A - B | 95% CI | p |", "|---|---|---|---|---|---|"]
+        for k, m in part["metrics"].items():
+            lines.append(f"| {k} | {m['a']:.4f} | {m['b']:.4f} | {m['diff']:+.4f} | [{m['low']:+.4f}, {m['high']:+.4f}] "
+                         f"| {'≤ ' if m['p'] <= floor else ''}{m['p']:.3f} |")
+        lines.append("")
+    return "\n".join(lines + [comparison["method"] + "."]) + "\n"
+
+
+def main(argv: list[str]) -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="evaluate.py compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_a", help="report folder (or its <split>_metrics.json) of run A")
+    parser.add_argument("run_b", help="report folder (or its <split>_metrics.json) of run B")
+    parser.add_argument("--split", choices=["test", "val"], default="test")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="R", help="paired resamples of the users (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default 0)")
+    parser.add_argument("--out", default=None, help="also write the comparison as JSON to this file")
+    args = parser.parse_args(argv)
+    comparison = compare_runs(args.run_a, args.run_b, args.split, Bootstrap(args.bootstrap, args.seed))
+    print(markdown(comparison))
+    if args.out:
+        Path(args.out).write_text(json.dumps(comparison, indent=2))
+    return comparison

@@ -1,0 +1,111 @@
+"""Per-user metrics and bootstrap uncertainty over users.
+
+Every ranking metric is a mean over evaluated users of a per-user value (HR@k: 1[rank < k], NDCG@k:
+1 / log2(rank + 2) if rank < k, MRR: 1 / (rank + 1)), so its sampling uncertainty comes from which
+users happened to be evaluated. The bootstrap redraws the users with replacement:
+
+* percentile interval: resample the U users ``resamples`` times (seeded), take each resample's mean,
+  report the (1 - level) / 2 and (1 + level) / 2 quantiles of those means (numpy's linear rule);
+* paired comparison of two runs on the same users: the same resampling of the per-user differences;
+  the interval is their percentile interval, the two-sided p-value
+  ``min(1, 2 * min(1 + #(d* <= 0), 1 + #(d* >= 0)) / (resamples + 1))``, i.e. how far zero lies
+  in the tail of the resampled mean differences.
+
+One resample is a row of user counts (how often each user was drawn); the resampled means of all
+metrics at once are then one (R, U) @ (U, M) product, so 1,000 resamples of 6,040 users take
+milliseconds (benchmarks/eval_uncertainty.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+# Resamples drawn per block: the (block, U) count matrix stays small for any number of users.
+_BLOCK = 250
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Bootstrap settings: ``resamples`` draws of the users, ``seed`` of the draws, interval ``level``."""
+
+    resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.resamples < 1:
+            raise ValueError(f"bootstrap resamples must be at least 1, got {self.resamples}")
+        if not 0 < self.level < 1:
+            raise ValueError(f"bootstrap level must be in (0, 1), got {self.level}")
+
+    def describe(self) -> str:
+        return (f"{self.level:.0%} confidence intervals: percentile bootstrap over users "
+                f"({self.resamples:,} resamples with replacement, seed {self.seed})")
+
+
+def per_user_metrics(ranks: np.ndarray, hr_ks: Sequence[int], ndcg_ks: Sequence[int], mrr: bool = True,
+                     max_rank: int | None = None) -> dict[str, np.ndarray]:
+    """Each user's HR@k, NDCG@k (and MRR) from 0-based target ranks (U,), as ``RankingMetrics`` sums
+    them (their means are its values); keys in its order. ``max_rank``: ranks come from top-K lists,
+    rank K = not in the list (MRR counts only ranks below K)."""
+    r = np.asarray(ranks, dtype=np.float64)
+    gain = 1.0 / np.log2(r + 2.0)
+    out = {f"hr@{k}": (r < k).astype(np.float64) for k in sorted(set(hr_ks))}
+    out |= {f"ndcg@{k}": np.where(r < k, gain, 0.0) for k in sorted(set(ndcg_ks))}
+    if mrr:
+        out["mrr"] = np.where(r < (np.inf if max_rank is None else max_rank), 1.0 / (r + 1.0), 0.0)
+    return out
+
+
+def resampled_means(values: np.ndarray, boot: Bootstrap) -> np.ndarray:
+    """(R, M) means of ``values`` (U, M) over ``boot.resamples`` resamples of its rows.
+
+    Resample r draws ``rng.integers(0, U, U)`` from ``default_rng(seed)``, in order, so a loop drawing
+    one resample at a time from the same generator sees the same users.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    users = values.shape[0]
+    if users < 1:
+        raise ValueError("the bootstrap needs at least one user")
+    rng = np.random.default_rng(boot.seed)
+    means = []
+    for start in range(0, boot.resamples, _BLOCK):
+        block = min(_BLOCK, boot.resamples - start)
+        drawn = rng.integers(0, users, size=(block, users))  # (b, U) user indices
+        rows = np.arange(block)[:, None] * users
+        counts = np.bincount((rows + drawn).ravel(), minlength=block * users).reshape(block, users)  # (b, U)
+        means.append(counts.astype(np.float64) @ values / users)  # (b, M)
+    return np.concatenate(means)
+
+
+def _interval(means: np.ndarray, level: float) -> np.ndarray:
+    """(2, M) percentile bounds of resampled means (R, M)."""
+    tail = (1.0 - level) / 2.0
+    return np.quantile(means, [tail, 1.0 - tail], axis=0)
+
+
+def bootstrap_ci(metrics: dict[str, np.ndarray], boot: Bootstrap = Bootstrap()) -> dict[str, tuple[float, float]]:
+    """Percentile interval of each metric's mean over users; ``metrics`` maps name -> (U,) per-user values."""
+    names = list(metrics)
+    bounds = _interval(resampled_means(np.stack([metrics[n] for n in names], 1), boot), boot.level)
+    return {n: (float(bounds[0, i]), float(bounds[1, i])) for i, n in enumerate(names)}
+
+
+def paired_bootstrap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], boot: Bootstrap = Bootstrap()
+                     ) -> dict[str, dict[str, float]]:
+    """Difference ``a - b`` of each metric over the same users (row i of both is one user): the mean
+    difference, its paired percentile interval and two-sided bootstrap p-value."""
+    names = [n for n in a if n in b]
+    if not names:
+        raise ValueError(f"the runs share no metric (one has {sorted(a)}, the other {sorted(b)})")
+    diff = np.stack([np.asarray(a[n], np.float64) - np.asarray(b[n], np.float64) for n in names], 1)  # (U, M)
+    means = resampled_means(diff, boot)  # (R, M)
+    bounds = _interval(means, boot.level)
+    below = 1 + (means <= 0).sum(0)
+    above = 1 + (means >= 0).sum(0)
+    p = np.minimum(1.0, 2.0 * np.minimum(below, above) / (boot.resamples + 1))
+    observed = diff.mean(0)
+    return {n: {"diff": float(observed[i]), "low": float(bounds[0, i]), "high": float(bounds[1, i]), "p": float(p[i])}
+            for i, n in enumerate(names)}

@@ -1,0 +1,163 @@
+"""Top-K recommendations written to a file (``evaluate.py recommend``).
+
+The module's ``predict_step`` (``recommend`` on each request batch) gives every requested user's top
+K item ids and scores; ``RecommendationWriter``, a Lightning ``BasePredictionWriter``, collects them
+per process, and under DDP each rank writes its shard and rank 0 merges the shards into one table:
+one row per (user, position) with the user's raw id, the item's internal and raw id, its score and,
+where the catalogue has them, its title. Rows are sorted by user index, then position (1 = best).
+
+    python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all --out recs.parquet
+    python evaluate.py recommend --ckpt model.ckpt --users users.txt --format csv --out recs.csv
+    python train.py predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \
+        --trainer.callbacks+=genrec.prediction.RecommendationWriter --trainer.callbacks.path recs.parquet \
+        --trainer.callbacks.k 100            # the same through LightningCLI (test users' histories)
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from genrec.evaluation.recommendations import recommendation_table
+
+Format = Literal["parquet", "csv", "jsonl"]
+FORMATS = ("parquet", "csv", "jsonl")
+
+
+def write_table(table: pd.DataFrame, path: Path, fmt: Format) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        table.to_parquet(path, index=False)
+    elif fmt == "csv":
+        table.to_csv(path, index=False)
+    else:
+        table.to_json(path, orient="records", lines=True, force_ascii=False)
+
+
+class RecommendationWriter(BasePredictionWriter):
+    """Writes ``predict_step`` outputs to ``path`` as ``format`` (parquet, csv or jsonl); ``k`` sets
+    the module's list length (``predict_k``) when given.
+
+    Each rank keeps its users' lists; at the end of prediction it saves them as
+    ``<path>.rank<r>.npz``, all ranks meet at a barrier, and rank 0 merges the shards into ``path``
+    (the catalogue's raw ids and titles from the data module) and removes them.
+    """
+
+    def __init__(self, path: str, format: Format = "parquet", k: int | None = None):
+        super().__init__(write_interval="batch")
+        if format not in FORMATS:
+            raise ValueError(f"recommendation format must be one of {FORMATS}, got {format!r}")
+        if k is not None and k < 1:
+            raise ValueError(f"recommendation k must be at least 1, got {k}")
+        self.path, self.format, self.k = Path(path), format, k
+        self._parts: list[dict[str, np.ndarray]] = []
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._parts = []
+        if self.k is not None:
+            pl_module.predict_k = self.k
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, torch.Tensor],
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        self._parts.append({k: v.detach().cpu().numpy() for k, v in prediction.items()})
+
+    def _shard(self, rank: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.rank{rank}.npz")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        k = pl_module.predict_k
+        mine = {key: np.concatenate([p[key] for p in self._parts]) if self._parts else np.zeros((0,) + (k,) * (key != "user"))
+                for key in ("user", "items", "scores")}
+        self._parts = []
+        if trainer.world_size == 1:
+            shards = [mine]
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(self._shard(trainer.global_rank), **mine)
+            trainer.strategy.barrier("recommendation shards written")
+            if trainer.global_rank != 0:
+                return
+            shards = []
+            for rank in range(trainer.world_size):
+                with np.load(self._shard(rank)) as shard:
+                    shards.append({key: shard[key] for key in shard.files})
+                self._shard(rank).unlink()
+        users = np.concatenate([s["user"] for s in shards]).astype(np.int64)
+        if len(np.unique(users)) != len(users):
+            raise RuntimeError("a user was predicted on two ranks: the predict sampler must not pad its shards")
+        table = recommendation_table(trainer.datamodule.data, users, np.concatenate([s["items"] for s in shards]).astype(np.int64),
+                                     np.concatenate([s["scores"] for s in shards]))
+        write_table(table, self.path, self.format)
+        print(f"wrote {len(users):,} users' top {k} to {self.path}")
+
+
+def read_users(path: str, data: Any) -> np.ndarray:
+    """User indices of the raw user ids in ``path`` (one per line, or a CSV/Parquet with ``user_id``), in file order."""
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"--users {path}: no such file (one raw user id per line, or a CSV/Parquet with a user_id column)")
+    if file.suffix == ".parquet":
+        raw = pd.read_parquet(file)["user_id"].astype(str).tolist()
+    elif file.suffix == ".csv":
+        raw = pd.read_csv(file, dtype=str)["user_id"].tolist()
+    else:
+        raw = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    index = {str(u): i for i, u in enumerate(data.user_ids)}
+    unknown = [u for u in raw if u not in index]
+    if unknown:
+        raise ValueError(f"--users {path}: {len(unknown):,} user id(s) not in dataset {data.name!r}, e.g. {unknown[:5]}")
+    return np.array(list(dict.fromkeys(index[u] for u in raw)), np.int64)
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
+    from genrec.evaluation.report import data_overrides
+
+    parser = argparse.ArgumentParser(prog="evaluate.py recommend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
+    parser.add_argument("--k", type=int, default=10, help="items per user (default 10)")
+    parser.add_argument("--on", choices=["test", "val", "all"], default="test",
+                        help="test/val: each user's history before that split's target (as evaluation ranks it); "
+                             "all: every user's full history, the next item after everything seen (default test)")
+    parser.add_argument("--users", default=None, help="only these raw user ids: a text file (one per line), or a CSV/Parquet with user_id")
+    parser.add_argument("--out", default=None, help="output file (default: <run folder>/recommendations_<on>.<format>)")
+    parser.add_argument("--format", choices=FORMATS, default="parquet")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (default auto)")
+    parser.add_argument("--devices", default="1", help="Lightning devices; more than one shards users under DDP (default 1)")
+    args, rest = parser.parse_known_args(argv)
+    return args, data_overrides(parser, rest)
+
+
+def main(argv: list[str]) -> Path:
+    from genrec.evaluation.generative import is_generative
+    from genrec.evaluation.report import build_datamodule, import_path
+    from genrec.modules.checkpoints import load_checkpoint, resolve_checkpoint
+
+    args, overrides = parse(argv)
+    ckpt_path = str(resolve_checkpoint(args.ckpt))
+    ckpt = load_checkpoint(ckpt_path)
+    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    model = module_cls.from_checkpoint(ckpt_path).eval()
+    dm = build_datamodule(ckpt, overrides, ckpt_path)
+    dm.setup("predict")
+    if getattr(dm, "eval_domains", None):
+        raise ValueError("recommend ranks one catalogue: pass --data.class_path genrec.data.SequenceDataModule with one "
+                         "domain's data options instead of a multi-domain data module")
+    # a generative model tokenizes this catalogue's text in its setup (zero-shot on another catalogue)
+    if not is_generative(ckpt_path) and model.hparams.get("dataset_fingerprint") and model.hparams.dataset_fingerprint != dm.fingerprint:
+        raise ValueError(f"{ckpt_path} was trained on catalogue {model.hparams.dataset_fingerprint!r}, not {dm.fingerprint!r}: "
+                         "a retrieval model can only recommend the catalogue it was trained on")
+    dm.set_predict_request(args.on, read_users(args.users, dm.data) if args.users else None)
+    out = Path(args.out) if args.out else Path(ckpt_path).resolve().parent.parent / f"recommendations_{args.on}.{args.format}"
+    devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
+    trainer = L.Trainer(accelerator=args.accelerator, devices=devices, logger=False, enable_checkpointing=False,
+                        callbacks=[RecommendationWriter(str(out), args.format, args.k)],
+                        strategy="ddp" if devices not in (1, "1") else "auto")
+    trainer.predict(model, datamodule=dm, return_predictions=False)
+    return out

@@ -1,0 +1,68 @@
+"""evaluate.py compare on report folders written by the evaluation's own report writer."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import evaluate
+from genrec.evaluation.compare import RunMismatchError, compare_runs
+from genrec.evaluation.report import write_report
+from genrec.evaluation.uncertainty import Bootstrap, per_user_metrics
+
+
+def write_run(folder, ranks, users=None, targets=None, fingerprint="synthetic:50:abc", split="test"):
+    users = np.arange(len(ranks)) if users is None else users
+    targets = (users % 50) + 1 if targets is None else targets
+    frame = pd.DataFrame({"scorer": "model", "user": users, "user_id": users, "target": targets, "target_id": targets,
+                          "history": 5, "target_train_count": 3, "rank": ranks})
+    values = per_user_metrics(ranks, (1, 10), (10,), True)
+    frame = frame.assign(**values)
+    report = {"checkpoint": str(folder), "split": split, "dataset": "synthetic", "fingerprint": fingerprint,
+              "users": len(users), "items": 50, "exclude": "history",
+              "metrics": {"model": {k: float(v.mean()) for k, v in values.items()}}}
+    write_report(report, frame, folder, split, Bootstrap(200))
+    return folder
+
+
+def ranks(seed, n=1500):
+    return np.random.default_rng(seed).geometric(0.08, n) - 1
+
+
+def test_compare_detects_a_planted_difference(tmp_path, capsys):
+    base = ranks(0)
+    better = np.where(np.random.default_rng(1).random(len(base)) < 0.08, 0, base)  # 8% of users moved to rank 0
+    out = evaluate.main(["compare", str(write_run(tmp_path / "a", better)), str(write_run(tmp_path / "b", base))])
+    hr = out["scorers"]["model"]["metrics"]["hr@1"]
+    assert hr["diff"] == pytest.approx((better == 0).mean() - (base == 0).mean())
+    assert 0 < hr["low"] < hr["diff"] < hr["high"] and hr["p"] < 0.01
+    assert out["scorers"]["model"]["metrics"]["mrr"]["p"] < 0.01
+    assert "| hr@1 |" in capsys.readouterr().out
+
+
+def test_compare_does_not_find_a_null_difference(tmp_path):
+    # B is A with a random half of its users' ranks redrawn from the same distribution: no difference.
+    a = ranks(0)
+    b = np.where(np.random.default_rng(2).random(len(a)) < 0.5, a, ranks(3))
+    out = compare_runs(write_run(tmp_path / "a", a), write_run(tmp_path / "b", b))["scorers"]["model"]["metrics"]
+    for key, m in out.items():
+        assert m["low"] < 0 < m["high"] and m["p"] > 0.05, key
+
+
+def test_compare_of_a_run_with_itself_is_exactly_zero(tmp_path):
+    run = write_run(tmp_path / "a", ranks(0))
+    out = compare_runs(run, run / "test_metrics.json")["scorers"]["model"]["metrics"]
+    assert all(m["diff"] == 0 and m["p"] == 1 for m in out.values())
+
+
+def test_compare_refuses_runs_on_other_users_catalogues_targets_or_splits(tmp_path):
+    r = ranks(0, 100)
+    a = write_run(tmp_path / "a", r)
+    with pytest.raises(RunMismatchError, match="different catalogues"):
+        compare_runs(a, write_run(tmp_path / "cat", r, fingerprint="synthetic:50:other"))
+    with pytest.raises(RunMismatchError, match=r"different users for 'model' \(100 vs 99; 1 only in the first"):
+        compare_runs(a, write_run(tmp_path / "users", r[1:], users=np.arange(1, 100)))
+    with pytest.raises(RunMismatchError, match="different targets"):
+        compare_runs(a, write_run(tmp_path / "targets", r, targets=np.full(100, 7)))
+    with pytest.raises(RunMismatchError, match="different splits"):
+        compare_runs(a, write_run(tmp_path / "val", r, split="val") / "val_metrics.json")
+    with pytest.raises(FileNotFoundError, match="evaluate.py wrote its report"):
+        compare_runs(a, tmp_path / "nothing")
