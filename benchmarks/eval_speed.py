@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genrec.evaluation import RankingMetrics, target_ranks
+from genrec.metrics import RankingMetrics, target_ranks
 
 RUNS = {"genrec": 3, "torchmetrics": 1}  # one torchmetrics run already takes ~10 s
 

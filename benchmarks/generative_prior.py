@@ -17,7 +17,7 @@ import torch
 
 from genrec.data import SequenceDataModule
 from genrec.evaluation.generative import evaluate_generative
-from genrec.evaluation.metrics import RankingMetrics
+from genrec.metrics import RankingMetrics
 from genrec.modules.generative import GenerativeModule
 
 

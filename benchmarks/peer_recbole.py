@@ -32,7 +32,7 @@ def ours(epochs: int, negatives: str, bucket: bool) -> dict:
     import torch
 
     from genrec.data import SequenceDataModule
-    from genrec.evaluation.metrics import RankingMetrics
+    from genrec.metrics import RankingMetrics
     from genrec.evaluation.protocols import evaluate_scorer
     from genrec.models import SASRec
     from genrec.modules import RetrievalModule

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from genrec.data import SequenceDataModule
-from genrec.evaluation.metrics import RankingMetrics
+from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
 from genrec.evaluation.text_baseline import TextScorer
 from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts

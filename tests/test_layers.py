@@ -21,6 +21,10 @@ FORBIDDEN = {
     "genrec.tokenizers.text": ["genrec.data", "genrec.modules", "genrec.evaluation", "genrec.robust"],
     "genrec.tokenizers.item_tokenizer": ["genrec.data", "genrec.modules", "genrec.evaluation", "genrec.robust"],
     "genrec.data": ["genrec.models", "genrec.modules", "genrec.evaluation", "genrec.robust", "genrec.cli"],
+    # the ranking metrics sit below the modules that log them; evaluation runs sit above the modules
+    "genrec.metrics": ["genrec.data", "genrec.models", "genrec.modules", "genrec.evaluation", "genrec.robust",
+                       "genrec.decoding", "genrec.tokenizers", "genrec.cli", "genrec.prediction"],
+    "genrec.modules": ["genrec.evaluation", "genrec.robust", "genrec.cli", "genrec.prediction"],
 }
 
 

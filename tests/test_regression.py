@@ -2,7 +2,7 @@
 import pytest
 
 from genrec.cli import main as train_main
-from genrec.evaluation.metrics import RankingMetrics
+from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
 from tests.conftest import shared_data
 

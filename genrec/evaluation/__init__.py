@@ -1,11 +1,3 @@
-"""Full-catalogue ranking evaluation: streamed target ranks, top-k lists and ranking metrics."""
-from genrec.evaluation.metrics import (
-    RankingMetrics,
-    popularity_vectors,
-    ranks_from_topk,
-    restrict_to_domain,
-    target_ranks,
-    topk_items,
-)
-
-__all__ = ["RankingMetrics", "popularity_vectors", "ranks_from_topk", "restrict_to_domain", "target_ranks", "topk_items"]
+"""Evaluation runs: a checkpoint (or a training-free baseline) scored on a split, with the
+popularity baseline, bootstrap intervals, breakdowns, comparisons and the written reports. The
+ranking metrics themselves are one layer down, in ``genrec.metrics``, so modules can use them."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from genrec.evaluation.metrics import RankingMetrics, ranks_from_topk
+from genrec.metrics import RankingMetrics, ranks_from_topk
 from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import build_datamodule, eval_parts, per_user_frame, write_report

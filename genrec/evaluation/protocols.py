@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genrec.evaluation.metrics import RankingMetrics, batch_ranks, popularity_vectors
+from genrec.metrics import RankingMetrics, batch_ranks, popularity_vectors
 
 
 class Scorer(Protocol):

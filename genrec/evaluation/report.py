@@ -18,7 +18,7 @@ import pandas as pd
 
 from genrec.data.datamodule import data_options
 from genrec.evaluation import breakdown
-from genrec.evaluation.metrics import RankingMetrics
+from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics

@@ -45,7 +45,7 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     from pathlib import Path
 
     from genrec.data import SequenceDataModule
-    from genrec.evaluation.metrics import RankingMetrics
+    from genrec.metrics import RankingMetrics
     from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
     from genrec.evaluation.report import per_user_frame, write_report
     from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts

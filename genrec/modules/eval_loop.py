@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from genrec.evaluation import RankingMetrics
+from genrec.metrics import RankingMetrics
 
 
 class DomainEvalLoop:

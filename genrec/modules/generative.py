@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.errors import check_range
-from genrec.evaluation import RankingMetrics, ranks_from_topk
+from genrec.metrics import RankingMetrics, ranks_from_topk
 from genrec.models.generative import DecoderConfig, GenerativeDecoder, random_rotations
 from genrec.models.text_prior import TextPrior, TextPriorConfig
 from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genrec.errors import check_range
-from genrec.evaluation import RankingMetrics, topk_items
-from genrec.evaluation.metrics import batch_ranks
+from genrec.metrics import RankingMetrics, batch_ranks, topk_items
 from genrec.modules.checkpoints import (
     CheckpointMismatchError,
     build_net,

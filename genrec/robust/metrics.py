@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from genrec.data.preprocess import SequenceData
-from genrec.evaluation import topk_items
+from genrec.metrics import topk_items
 from genrec.evaluation.protocols import Scorer
 
 

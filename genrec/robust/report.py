@@ -28,7 +28,7 @@ import torch
 
 from genrec.data import SequenceDataModule
 from genrec.data.datamodule import data_options
-from genrec.evaluation import RankingMetrics
+from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
 from genrec.modules import RetrievalModule
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint

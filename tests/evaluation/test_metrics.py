@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from genrec.evaluation import RankingMetrics, popularity_vectors, ranks_from_topk, target_ranks, topk_items
+from genrec.metrics import RankingMetrics, popularity_vectors, ranks_from_topk, target_ranks, topk_items
 
 N = 53  # prime, so no chunk size below it divides the catalogue
 CHUNKS = [1, 4, 7, 16, N, 1000]

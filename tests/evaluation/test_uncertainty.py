@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.evaluation import RankingMetrics
+from genrec.metrics import RankingMetrics
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, paired_bootstrap, per_user_metrics, resampled_means
 
 
