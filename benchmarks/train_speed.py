@@ -12,11 +12,15 @@ batch is still padded to L, and its real tokens are reported), as user histories
 
 With ``--memory`` every row runs in a fresh process and also reports its peak memory: the
 process's peak resident set during the steps minus its resident set before the first one
-(model, optimizer state and batch built; CPU).
+(model, optimizer state and batch built) on CPU, and on CUDA (``--device cuda``) the peak
+allocated GPU memory during the steps minus the allocation before them. ``--bf16`` times bf16
+autocast too (on CUDA the HSTU paper's setting).
 
     python benchmarks/train_speed.py                      # lengths 200 1024 4096
     python benchmarks/train_speed.py --memory --models hstu hstu-blocked sasrec --lengths 200 1024 4096 8192 --tokens 32768
     python benchmarks/train_speed.py --memory --skewed --models hstu hstu-blocked hstu-jagged sasrec --lengths 1024 4096 --tokens 32768
+    python benchmarks/train_speed.py --device cuda --bf16 --memory --models hstu hstu-blocked hstu-jagged sasrec \
+        --lengths 1024 4096 8192 16384 --tokens 65536     # a lent GPU: the same table
     python benchmarks/train_speed.py --lengths 200 --negatives position sequence interleaved:8
     python benchmarks/train_speed.py --lengths 200 --models sasrec sasrec-no-attn-dropout   # configs/sasrec/ml-1m.yaml
 """
@@ -69,14 +73,18 @@ def batch(B: int, L: int, num_items: int, skewed: bool = False) -> dict[str, tor
 
 def time_steps(m: RetrievalModule, b: dict, warmup: int, repeats: int, bf16: bool) -> float:
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    device = next(m.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     for i in range(warmup + repeats):
+        sync()
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = m.training_step(b, 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -90,12 +98,21 @@ def _rss_mib() -> float:
 def run_one(model: str, L: int, neg: str, bf16: bool, args) -> dict[str, float]:
     """One row in this process: median s/step and the peak memory the steps added (MiB)."""
     B = max(1, args.tokens // L)
-    b = batch(B, L, args.num_items, args.skewed)
+    device = torch.device(args.device)
+    b = {k: v.to(device) for k, v in batch(B, L, args.num_items, args.skewed).items()}
     torch.manual_seed(0)
-    m = make(model, L, neg, args.num_items)
-    before = _rss_mib()
+    m = make(model, L, neg, args.num_items).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        before = _rss_mib()
     s = time_steps(m, b, args.warmup, args.repeats, bf16)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"s": s, "batch": B, "tokens": int(b["lengths"].sum()), "peak_mib": peak - before}
 
 
@@ -112,13 +129,15 @@ def main() -> None:
     p.add_argument("--num-items", type=int, default=3706)
     p.add_argument("--memory", action="store_true", help="run each row in a fresh process and report its peak memory")
     p.add_argument("--skewed", action="store_true", help="skewed sequence lengths within each batch (padded to L)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--one", nargs=4, metavar=("MODEL", "LENGTH", "NEGATIVES", "BF16"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:  # a child of --memory: one row, printed as JSON
         model, L, neg, bf16 = args.one
         print(json.dumps(run_one(model, int(L), neg, bf16 == "1", args)))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} tokens/step")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, {args.tokens} tokens/step")
     print("| model | length | batch | negatives | dtype | s/step | real tokens/s |" + (" peak MiB |" if args.memory else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if args.memory else ""))
     for L in args.lengths:
@@ -128,7 +147,7 @@ def main() -> None:
                     if args.memory:
                         child = [sys.executable, __file__, "--one", model, str(L), neg, str(int(bf16)),
                                  "--tokens", str(args.tokens), "--warmup", str(args.warmup),
-                                 "--repeats", str(args.repeats), "--num-items", str(args.num_items),
+                                 "--repeats", str(args.repeats), "--num-items", str(args.num_items), "--device", args.device,
                                  *(["--skewed"] if args.skewed else [])]
                         done = subprocess.run(child, capture_output=True, text=True)
                         if done.returncode:
