@@ -60,6 +60,22 @@ def test_tokenizer_then_generative_model_then_in_domain_and_zero_shot_evaluation
         assert 0 <= report["metrics"]["model"][key] <= 1
     assert (tmp_path / "eval" / "test_zero_shot_synthetic_metrics.json").exists()
 
+    # recommendations from the zero-shot catalogue: only its own items, never a user's history
+    out = evaluate.main(["recommend", "--ckpt", str(ckpt), "--k", "5", "--on", "all", "--out", "recs.parquet",
+                         "--data.dataset_options", synthetic(50, 50, seed=3)])
+    import pandas as pd
+
+    from genrec.data import SequenceDataModule
+
+    recs = pd.read_parquet(out)
+    other = SequenceDataModule(dataset="synthetic", dataset_options=json.loads(synthetic(50, 50, seed=3)), max_seq_len=8)
+    other.setup("fit")
+    data = other.data
+    assert recs["user"].nunique() == data.num_users and recs.groupby("user").size().max() == 5
+    assert set(recs["item_id"]) <= set(data.item_ids[1:].tolist())
+    for user, rows in recs.groupby("user"):
+        assert not set(rows["item"]) & set(data.items[data.offsets[user]:data.offsets[user + 1]].tolist())
+
 
 def test_text_baseline_runs_without_a_checkpoint(tmp_path):
     report = evaluate.main(["--baseline", "text", "--out", "tb", "--text-template", TEMPLATE, "--data.dataset", "synthetic",

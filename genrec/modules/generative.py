@@ -215,7 +215,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         dm = self.trainer.datamodule
         if self.catalogue_key != dm.fingerprint:
             self.set_catalogue_from(dm)
-        if self.hparams.num_items and self.hparams.num_items != len(self.item_codes) - 1:
+        # training must cover the linked catalogue; predicting may be zero-shot on another one
+        if stage == "fit" and self.hparams.num_items and self.hparams.num_items != len(self.item_codes) - 1:
             raise CheckpointMismatchError(f"model.num_items={self.hparams.num_items} but the catalogue has {len(self.item_codes) - 1} items")
 
     def _inputs(self, items: Tensor) -> tuple[Tensor, Tensor | None]:
