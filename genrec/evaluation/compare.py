@@ -36,13 +36,15 @@ def load_run(path: str | Path, split: str = "test") -> tuple[Path, dict, pd.Data
     return report_path, report, frame
 
 
-def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, pd.DataFrame], scorer: str) -> None:
+def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, pd.DataFrame], scorer: str,
+                      scorer_b: str | None = None) -> None:
     (pa, ra, fa), (pb, rb, fb) = a, b
+    scorer_b = scorer_b or scorer
     for key, what in (("fingerprint", "catalogues"), ("split", "splits")):
         if ra[key] != rb[key]:
             raise RunMismatchError(f"{pa} and {pb} are on different {what} ({ra[key]!r} vs {rb[key]!r}): a paired "
                                    "comparison needs both runs evaluated on the same data and split")
-    ua, ub = (f[f["scorer"] == scorer].sort_values("user") for f in (fa, fb))
+    ua, ub = fa[fa["scorer"] == scorer].sort_values("user"), fb[fb["scorer"] == scorer_b].sort_values("user")
     if not np.array_equal(ua["user"].to_numpy(), ub["user"].to_numpy()):
         only_a, only_b = np.setdiff1d(ua["user"], ub["user"]), np.setdiff1d(ub["user"], ua["user"])
         raise RunMismatchError(f"{pa} and {pb} evaluated different users for {scorer!r} ({len(ua):,} vs {len(ub):,}; "
@@ -53,22 +55,31 @@ def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, p
                                "same data options")
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot: Bootstrap = Bootstrap()) -> dict:
-    """Per model scorer both runs report (``model``, or ``model [domain]``): each metric's value in
-    A and B and the paired difference A - B with its interval and p-value."""
+def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot: Bootstrap = Bootstrap(),
+                 pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Per model scorer both runs report (``model``, or ``model [domain]``), or per ``(scorer of A,
+    scorer of B)`` in ``pairs`` (e.g. ``("model", "text")`` against a text-baseline report, or
+    ``("model", "popularity")`` with one run twice): each metric's value in A and B and the paired
+    difference A - B with its interval and p-value."""
     a, b = load_run(run_a, split), load_run(run_b, split)
-    scorers = [s for s in a[1]["metrics"] if s.startswith("model") and s in b[1]["metrics"]]
-    if not scorers:
-        raise RunMismatchError(f"{a[0]} and {b[0]} share no model scorer ({sorted(a[1]['metrics'])} vs "
-                               f"{sorted(b[1]['metrics'])})")
+    if pairs is None:
+        pairs = [(s, s) for s in a[1]["metrics"] if s.startswith("model") and s in b[1]["metrics"]]
+        if not pairs:
+            raise RunMismatchError(f"{a[0]} and {b[0]} share no model scorer ({sorted(a[1]['metrics'])} vs "
+                                   f"{sorted(b[1]['metrics'])}): name the scorers to pair with --scorers A=B")
+    for (sa, sb) in pairs:
+        for path, report, name in ((a[0], a[1], sa), (b[0], b[1], sb)):
+            if name not in report["metrics"]:
+                raise RunMismatchError(f"{path} has no scorer {name!r}; it has {sorted(report['metrics'])}")
     out = {"a": str(a[0]), "b": str(b[0]), "split": a[1]["split"], "dataset": a[1]["dataset"],
            "method": f"paired {boot.describe()}; p two-sided, at least 2 / (resamples + 1)",
            "resamples": boot.resamples, "scorers": {}}
-    for scorer in scorers:
-        _check_same_users(a, b, scorer)
-        ma, mb = scorer_metrics(a[2], scorer), scorer_metrics(b[2], scorer)
+    for scorer, scorer_b in pairs:
+        _check_same_users(a, b, scorer, scorer_b)
+        ma, mb = scorer_metrics(a[2], scorer), scorer_metrics(b[2], scorer_b)
         diffs = paired_bootstrap(ma, mb, boot)
-        out["scorers"][scorer] = {"users": len(next(iter(ma.values()))), "metrics": {
+        label = scorer if scorer == scorer_b else f"{scorer} (A) vs {scorer_b} (B)"
+        out["scorers"][label] = {"users": len(next(iter(ma.values()))), "metrics": {
             k: {"a": float(ma[k].mean()), "b": float(mb[k].mean()), **d} for k, d in diffs.items()}}
     return out
 
@@ -98,8 +109,12 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="R", help="paired resamples of the users (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default 0)")
     parser.add_argument("--out", default=None, help="also write the comparison as JSON to this file")
+    parser.add_argument("--scorers", nargs="+", default=None, metavar="A=B",
+                        help="scorer pairs to compare, scorer of run A = scorer of run B (e.g. model=text, "
+                             "model=popularity; a bare name pairs it with itself; default: the model scorers)")
     args = parser.parse_args(argv)
-    comparison = compare_runs(args.run_a, args.run_b, args.split, Bootstrap(args.bootstrap, args.seed))
+    pairs = [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in args.scorers] if args.scorers else None
+    comparison = compare_runs(args.run_a, args.run_b, args.split, Bootstrap(args.bootstrap, args.seed), pairs)
     print(markdown(comparison))
     if args.out:
         Path(args.out).write_text(json.dumps(comparison, indent=2))

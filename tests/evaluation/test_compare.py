@@ -1,4 +1,6 @@
 """evaluate.py compare on report folders written by the evaluation's own report writer."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,3 +68,25 @@ def test_compare_refuses_runs_on_other_users_catalogues_targets_or_splits(tmp_pa
         compare_runs(a, write_run(tmp_path / "val", r, split="val") / "val_metrics.json")
     with pytest.raises(FileNotFoundError, match="evaluate.py wrote its report"):
         compare_runs(a, tmp_path / "nothing")
+
+
+def test_compare_pairs_named_scorers_across_and_within_runs(tmp_path):
+    """--scorers A=B: a model against another report's scorer of another name (a text baseline's),
+    or a run's model against its own popularity baseline."""
+    base = ranks(0)
+    better = np.where(np.random.default_rng(1).random(len(base)) < 0.08, 0, base)
+    model = write_run(tmp_path / "model", better)
+    text = write_run(tmp_path / "text", base)
+    report = tmp_path / "text" / "test_metrics.json"
+    data = json.loads(report.read_text())
+    data["metrics"] = {"text": data["metrics"]["model"]}
+    report.write_text(json.dumps(data))
+    per_user = tmp_path / "text" / data["per_user"]
+    pd.read_parquet(per_user).assign(scorer="text").to_parquet(per_user)
+    out = evaluate.main(["compare", str(model), str(text), "--scorers", "model=text"])
+    hr = out["scorers"]["model (A) vs text (B)"]["metrics"]["hr@1"]
+    assert hr["diff"] == pytest.approx((better == 0).mean() - (base == 0).mean()) and hr["p"] < 0.01
+    with pytest.raises(RunMismatchError, match="share no model scorer"):
+        compare_runs(model, text)
+    with pytest.raises(RunMismatchError, match="no scorer 'popularity'"):
+        compare_runs(model, text, pairs=[("model", "popularity")])
