@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from genrec import errors
 from genrec.data.raw import DataError, RawData
 
 log = logging.getLogger(__name__)
@@ -183,19 +184,17 @@ def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int])
 # Arrow cache
 
 
+CACHE_FIX = ("point $GENREC_CACHE (or data.cache_dir) at a writable folder, or set data.use_cache: false to read "
+             "the raw files every run")
+
+
 def check_writable(folder: Path) -> None:
     """Fail before the (slow) read of the raw files, not after it, when the cache cannot be written."""
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder.parent):
-            pass
-    except OSError as err:
-        raise cache_error(folder, err) from None
+    errors.check_writable(folder, "preprocessing cache", CACHE_FIX, probe=folder.parent)
 
 
 def cache_error(folder: Path, err: OSError) -> DataError:
-    return DataError(f"cannot write the preprocessing cache {folder} ({type(err).__name__}: {err}); point $GENREC_CACHE "
-                     "(or data.cache_dir) at a writable folder, or set data.use_cache: false to read the raw files every run")
+    return errors.cache_write_error("preprocessing cache", folder, err, CACHE_FIX)
 
 
 def save(data: SequenceData, folder: Path) -> None:

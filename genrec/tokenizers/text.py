@@ -13,14 +13,13 @@ import logging
 import os
 import re
 import string
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from genrec.errors import DataError
+from genrec.errors import DataError, cache_write_error, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
     if use_cache and path.is_file():
         return np.load(path)
     if use_cache:
-        _check_writable(path.parent)  # before the encoding, which can take minutes
+        check_writable(path.parent, *CACHE)  # before the encoding, which can take minutes
     model = _load_model(resolve_encoder(encoder))
     nonempty = [i for i, t in enumerate(texts) if t]
     # renamed in sentence-transformers 6; older releases only have the long name
@@ -116,19 +115,8 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
             np.save(tmp, out)
             os.replace(tmp, path)
         except OSError as err:
-            raise _cache_error(path.parent, err) from None
+            raise cache_write_error(CACHE[0], path.parent, err, CACHE[1]) from None
     return out
 
 
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise _cache_error(folder, err) from None
-
-
-def _cache_error(folder: Path, err: OSError) -> DataError:
-    return DataError(f"cannot write the text-embedding cache {folder} ({type(err).__name__}: {err}); point $GENREC_CACHE "
-                     "at a writable folder")
+CACHE = ("text-embedding cache", "point $GENREC_CACHE at a writable folder")
