@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from genrec.data import SequenceDataModule
-from genrec.evaluation.generative import evaluate_generative
+from genrec.evaluation.generative_eval import evaluate_generative
 from genrec.metrics import RankingMetrics
 from genrec.modules.generative import GenerativeModule
 

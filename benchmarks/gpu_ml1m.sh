@@ -22,7 +22,7 @@ run() {  # name config extra...
   "$py" train.py fit --config "$cfg" --data.init_args.root "$root" --trainer.enable_progress_bar false \
     --trainer.logger "[{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: $out, name: $name}}]" \
     "$@" $extra > "$out/$name.log" 2>&1 \
-    && "$py" evaluate.py --ckpt "$out/$name/version_0" >> "$out/$name.log" 2>&1
+    && "$py" evaluate.py model --ckpt "$out/$name/version_0" >> "$out/$name.log" 2>&1
   echo "$name rc=$? wall=$((SECONDS - t0))" >> "$out/walls.txt"
 }
 rm -f "$out/walls.txt"

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from genrec.commands import add_data_options
 from genrec.evaluation.recommendations import recommendation_table
 
 Format = Literal["parquet", "csv", "jsonl"]
@@ -115,11 +116,7 @@ def read_users(path: str, data: Any) -> np.ndarray:
     return np.array(list(dict.fromkeys(index[u] for u in raw)), np.int64)
 
 
-def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
-    from genrec.evaluation.report import data_overrides
-
-    parser = argparse.ArgumentParser(prog="evaluate.py recommend", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
     parser.add_argument("--k", type=int, default=10, help="items per user (default 10)")
     parser.add_argument("--on", choices=["test", "val", "all"], default="test",
@@ -130,31 +127,24 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--format", choices=FORMATS, default="parquet")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (default auto)")
     parser.add_argument("--devices", default="1", help="Lightning devices; more than one shards users under DDP (default 1)")
-    args, rest = parser.parse_known_args(argv)
-    return args, data_overrides(parser, rest)
+    add_data_options(parser, "those the checkpoint was trained with")
 
 
-def main(argv: list[str]) -> Path:
-    from genrec.evaluation.generative import is_generative
-    from genrec.evaluation.report import build_datamodule, import_path
-    from genrec.modules.checkpoints import load_checkpoint, resolve_checkpoint
+def run(args: argparse.Namespace) -> Path:
+    from genrec.evaluation.runs import load_run
 
-    args, overrides = parse(argv)
-    ckpt_path = str(resolve_checkpoint(args.ckpt))
-    ckpt = load_checkpoint(ckpt_path)
-    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
-    model = module_cls.from_checkpoint(ckpt_path).eval()
-    dm = build_datamodule(ckpt, overrides, ckpt_path)
+    trained = load_run(args.ckpt)
+    model, dm = trained.model, trained.datamodule(args.data)
     dm.setup("predict")
     if getattr(dm, "eval_domains", None):
         raise ValueError("recommend ranks one catalogue: pass --data.class_path genrec.data.SequenceDataModule with one "
                          "domain's data options instead of a multi-domain data module")
     # a generative model tokenizes this catalogue's text in its setup (zero-shot on another catalogue)
-    if not is_generative(ckpt_path) and model.hparams.get("dataset_fingerprint") and model.hparams.dataset_fingerprint != dm.fingerprint:
-        raise ValueError(f"{ckpt_path} was trained on catalogue {model.hparams.dataset_fingerprint!r}, not {dm.fingerprint!r}: "
+    if not trained.generative and model.hparams.get("dataset_fingerprint") and model.hparams.dataset_fingerprint != dm.fingerprint:
+        raise ValueError(f"{trained.path} was trained on catalogue {model.hparams.dataset_fingerprint!r}, not {dm.fingerprint!r}: "
                          "a retrieval model can only recommend the catalogue it was trained on")
     dm.set_predict_request(args.on, read_users(args.users, dm.data) if args.users else None)
-    out = Path(args.out) if args.out else Path(ckpt_path).resolve().parent.parent / f"recommendations_{args.on}.{args.format}"
+    out = Path(args.out) if args.out else trained.folder / f"recommendations_{args.on}.{args.format}"
     devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
     trainer = L.Trainer(accelerator=args.accelerator, devices=devices, logger=False, enable_checkpointing=False,
                         callbacks=[RecommendationWriter(str(out), args.format, args.k)],

@@ -61,7 +61,7 @@ def test_fit_logs_metrics_saves_config_and_checkpoints(tmp_path):
 def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):
     train_main(tiny_args(tmp_path, net="genrec.models.SASRec"))
     ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
-    report = evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "eval")])
+    report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", str(tmp_path / "eval")])
     saved = json.loads((tmp_path / "eval" / "test_metrics.json").read_text())
     assert saved["metrics"]["model"]["hr@10"] == pytest.approx(report["metrics"]["model"]["hr@10"])
     assert set(saved["metrics"]) == {"model", "popularity"}
@@ -79,7 +79,7 @@ def test_evaluate_writes_json_and_markdown_with_popularity(tmp_path):
             low, high = saved["ci"][scorer][key]
             assert low <= value <= high and (high > low or value in (0.0, 1.0))
     # the same checkpoint evaluated again (another seed) compares as no difference at all
-    evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "again"), "--no-baseline", "--seed", "1"])
+    evaluate.main(["model", "--ckpt", str(ckpt), "--out", str(tmp_path / "again"), "--no-baseline", "--seed", "1"])
     same = evaluate.main(["compare", str(tmp_path / "eval"), str(tmp_path / "again")])["scorers"]["model"]
     assert same["users"] == saved["users"] and all(m["diff"] == 0 and m["p"] == 1 for m in same["metrics"].values())
 
@@ -89,7 +89,7 @@ def test_evaluate_logs_tables_plots_and_examples_to_wandb_offline(tmp_path):
     # its own process, as users run it: W&B reads WANDB_MODE once per process
     train_main(tiny_args(tmp_path, net="genrec.models.SASRec"))
     ckpt = str(run_dir(tmp_path) / "checkpoints" / "last.ckpt")
-    subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--ckpt", ckpt, "--out", str(tmp_path / "on"), "--wandb",
+    subprocess.run([sys.executable, str(REPO / "evaluate.py"), "model", "--ckpt", ckpt, "--out", str(tmp_path / "on"), "--wandb",
                     "--bootstrap", "100"], cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline"}, check=True,
                    capture_output=True, timeout=300)
     files = next((tmp_path / "on" / "wandb").glob("offline-run-*")) / "files" / "media"
@@ -103,7 +103,7 @@ def test_evaluate_logs_tables_plots_and_examples_to_wandb_offline(tmp_path):
 def test_evaluate_with_wandb_disabled_writes_the_report_and_no_run(tmp_path, monkeypatch):
     train_main(tiny_args(tmp_path, net="genrec.models.SASRec"))
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    report = evaluate.main(["--ckpt", str(run_dir(tmp_path) / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "off"),
+    report = evaluate.main(["model", "--ckpt", str(run_dir(tmp_path) / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "off"),
                             "--wandb", "--bootstrap", "100"])
     assert report["ci"] and (tmp_path / "off" / "test_report.md").exists()
     assert not list((tmp_path / "off").glob("wandb/*run-*"))
@@ -113,7 +113,7 @@ def test_evaluate_equals_trainer_test(tmp_path):
     cli = train_main(tiny_args(tmp_path))
     ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt), verbose=False)[0]
-    report = evaluate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "eval"), "--no-baseline"])
+    report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", str(tmp_path / "eval"), "--no-baseline"])
     for key, value in report["metrics"]["model"].items():
         assert tested[f"test/{key}"] == pytest.approx(value, abs=1e-6)
 
@@ -123,7 +123,7 @@ def test_checkpoint_from_another_dataset_is_refused(tmp_path):
     ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     other = json.dumps({"num_users": 120, "num_items": 90, "seed": 0})
     with pytest.raises(CheckpointMismatchError, match="trained on catalogue"):
-        evaluate.main(["--ckpt", str(ckpt), "--data.dataset_options", other])
+        evaluate.main(["model", "--ckpt", str(ckpt), "--data.dataset_options", other])
 
 
 def test_test_subcommand_refuses_checkpoint_of_other_dataset(tmp_path):
@@ -142,16 +142,16 @@ def test_corrupt_checkpoint_gets_a_clear_error(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointMismatchError, match="cannot be read"):
-        evaluate.main(["--ckpt", str(bad)])
+        evaluate.main(["model", "--ckpt", str(bad)])
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        evaluate.main(["--ckpt", str(tmp_path / "missing.ckpt")])
+        evaluate.main(["model", "--ckpt", str(tmp_path / "missing.ckpt")])
 
 
 def test_unknown_data_override_is_named(tmp_path):
     train_main(tiny_args(tmp_path))
     ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError, match="unknown data option.*max_len"):
-        evaluate.main(["--ckpt", str(ckpt), "--data.max_len", "3"])
+        evaluate.main(["model", "--ckpt", str(ckpt), "--data.max_len", "3"])
 
 
 def test_training_survives_a_broken_wandb(tmp_path, monkeypatch):
@@ -172,7 +172,7 @@ def test_training_survives_a_broken_wandb(tmp_path, monkeypatch):
 def test_run_folder_resolves_to_the_best_checkpoint(tmp_path):
     train_main(tiny_args(tmp_path, epochs=2))
     run = run_dir(tmp_path)
-    report = evaluate.main(["--ckpt", str(run), "--out", str(tmp_path / "eval"), "--no-baseline"])
+    report = evaluate.main(["model", "--ckpt", str(run), "--out", str(tmp_path / "eval"), "--no-baseline"])
     assert report["checkpoint"].endswith(".ckpt") and "last" not in report["checkpoint"]
     assert "epoch" in report["checkpoint"]
 

@@ -134,7 +134,7 @@ def test_a_checkpoint_with_corrupted_tensor_bytes_is_refused_by_resume_and_evalu
     assert bad.stat().st_size == last_ckpt(tmp_path).stat().st_size
     torch.load(bad, weights_only=False)  # torch itself reads it without complaint
     with pytest.raises(CheckpointMismatchError, match=r"bad.ckpt is damaged: its member .*/data/\d+ fails the CRC check"):
-        evaluate.main(["--ckpt", str(bad), "--out", str(tmp_path / "eval")])
+        evaluate.main(["model", "--ckpt", str(bad), "--out", str(tmp_path / "eval")])
     with pytest.raises(CheckpointMismatchError, match="is damaged"):
         train_main(tiny_args(tmp_path, epochs=2) + ["--ckpt_path", str(bad)])
-    evaluate.main(["--ckpt", str(last_ckpt(tmp_path)), "--out", str(tmp_path / "eval"), "--no-baseline"])  # the intact one loads
+    evaluate.main(["model", "--ckpt", str(last_ckpt(tmp_path)), "--out", str(tmp_path / "eval"), "--no-baseline"])  # the intact one loads

@@ -49,12 +49,12 @@ def test_tokenizer_then_generative_model_then_in_domain_and_zero_shot_evaluation
     assert "val/ndcg@10" in cli.trainer.callback_metrics and "val/hr@5" in cli.trainer.callback_metrics
     ckpt = next((tmp_path / "runs" / "gen").glob("version_0/checkpoints/last.ckpt"))
 
-    report = evaluate.main(["--ckpt", str(ckpt), "--out", "eval"])
+    report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval"])
     assert not report["zero_shot"] and set(report["metrics"]) == {"model", "popularity", "text"}
     assert (tmp_path / "eval" / "test_report.md").exists()
 
     # zero-shot: another catalogue (50 items of other text), tokenized by the saved tokenizer
-    report = evaluate.main(["--ckpt", str(ckpt), "--out", "eval", "--data.dataset_options", synthetic(50, 50, seed=3)])
+    report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval", "--data.dataset_options", synthetic(50, 50, seed=3)])
     assert report["zero_shot"] and report["items"] not in (0, 40)
     for key in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"):
         assert 0 <= report["metrics"]["model"][key] <= 1
@@ -78,7 +78,7 @@ def test_tokenizer_then_generative_model_then_in_domain_and_zero_shot_evaluation
 
 
 def test_text_baseline_runs_without_a_checkpoint(tmp_path):
-    report = evaluate.main(["--baseline", "text", "--out", "tb", "--text-template", TEMPLATE, "--data.dataset", "synthetic",
+    report = evaluate.main(["baseline", "--out", "tb", "--template", TEMPLATE, "--data.dataset", "synthetic",
                             "--data.dataset_options", synthetic(60, 40)])
     assert set(report["metrics"]) == {"text", "popularity"}
     # synthetic users follow latent interests that the item categories name, so text beats popularity
@@ -86,15 +86,15 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
     # --text-encoder picks the encoder (a fine-tuned folder, say); a missing one is an error naming it
     from genrec.data.raw import DataError
     with pytest.raises(DataError, match="no-such-encoder"):
-        evaluate.main(["--baseline", "text", "--out", "tb", "--text-template", TEMPLATE, "--text-encoder", str(tmp_path / "no-such-encoder"),
+        evaluate.main(["baseline", "--out", "tb", "--template", TEMPLATE, "--encoder", str(tmp_path / "no-such-encoder"),
                        "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
     # --text-hubness c scores cos(u, e_i) - c h_i; its report says so and goes to its own folder
-    hub = evaluate.main(["--baseline", "text", "--text-hubness", "0.5", "--text-hubness-k", "5", "--text-template", TEMPLATE,
+    hub = evaluate.main(["baseline", "--hubness", "0.5", "--hubness-k", "5", "--template", TEMPLATE,
                          "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
     assert "hubness 0.5 (k 5)" in hub["checkpoint"] and hub["metrics"]["popularity"] == report["metrics"]["popularity"]
     assert (tmp_path / "runs" / "text-baseline-hubness0.5" / "test_synthetic_report.md").exists()
     with pytest.raises(ValueError, match="at least 1"):
-        evaluate.main(["--baseline", "text", "--text-hubness", "0.5", "--text-hubness-k", "0", "--text-template", TEMPLATE,
+        evaluate.main(["baseline", "--hubness", "0.5", "--hubness-k", "0", "--template", TEMPLATE,
                        "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
 
 
@@ -122,9 +122,9 @@ def test_a_generative_model_trains_on_two_domains_and_evaluates_each_in_its_own_
     assert cli.model.item_codes.shape[0] == 30 + 25 + 1  # one tokenized catalogue over both domains
     assert {"val/hr@5", "val/a/hr@5", "val/b/ndcg@10"} <= set(cli.trainer.callback_metrics)
     ckpt = next((tmp_path / "runs" / "gen").glob("version_0/checkpoints/last.ckpt"))
-    report = evaluate.main(["--ckpt", str(ckpt), "--out", "eval"])
+    report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval"])
     assert {"model [a]", "text [b]", "popularity [b]"} <= set(report["metrics"])
     # zero-shot on a third catalogue, one domain: pick the single-dataset data module by class path
-    report = evaluate.main(["--ckpt", str(ckpt), "--out", "eval", "--data.class_path", "genrec.data.SequenceDataModule",
+    report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval", "--data.class_path", "genrec.data.SequenceDataModule",
                             "--data.dataset", "synthetic", "--data.dataset_options", synthetic(40, 35, seed=3)])
     assert report["zero_shot"] and report["items"] == 35 and set(report["metrics"]) == {"model", "popularity", "text"}

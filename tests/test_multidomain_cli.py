@@ -30,12 +30,12 @@ def test_train_and_evaluate_each_domain_within_its_catalogue(tmp_path):
     logged = cli.trainer.callback_metrics
     assert {"val/ndcg@10", "val/a/ndcg@10", "val/b/ndcg@10"} <= set(logged)
     run = next((tmp_path / "runs").glob("*/version_0"))
-    report = evaluate.main(["--ckpt", str(run), "--out", str(tmp_path / "eval")])
+    report = evaluate.main(["model", "--ckpt", str(run), "--out", str(tmp_path / "eval")])
     assert set(report["metrics"]) == {"model [a]", "popularity [a]", "model [b]", "popularity [b]"}
     md = (tmp_path / "eval" / "test_report.md").read_text()
     assert "HR@10 ratio model / popularity [b]" in md
     # the checkpoint's catalogue is the joint one: evaluating on domain b alone is refused, by name
     with pytest.raises(Exception, match="trained on catalogue"):
-        evaluate.main(["--ckpt", str(run), "--out", str(tmp_path / "eval-b"), "--data.class_path",
+        evaluate.main(["model", "--ckpt", str(run), "--out", str(tmp_path / "eval-b"), "--data.class_path",
                        "genrec.data.SequenceDataModule", "--data.dataset", "synthetic",
                        "--data.dataset_options", json.dumps(DOMAINS[1]["dataset_options"])])

@@ -16,7 +16,7 @@ def test_quickstart_beats_popularity_threefold(tmp_path):
              "--trainer.enable_progress_bar", "false"]
     subprocess.run(train, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=2400)
     ckpt = tmp_path / "runs/genrec/version_0/checkpoints/last.ckpt"
-    subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--ckpt", str(ckpt)], cwd=tmp_path, env=env,
+    subprocess.run([sys.executable, str(REPO / "evaluate.py"), "model", "--ckpt", str(ckpt)], cwd=tmp_path, env=env,
                    check=True, capture_output=True, timeout=300)
     report = json.loads((tmp_path / "runs/genrec/version_0/test_metrics.json").read_text())
     model, pop = report["metrics"]["model"], report["metrics"]["popularity"]

@@ -1,4 +1,4 @@
-"""Paired comparison of two evaluated runs on the same users (``evaluate.py compare RUN_A RUN_B``).
+"""Paired comparison of two evaluated runs on the same users (``evaluate.py compare REPORT_A REPORT_B``).
 
 Each run is a report folder (or its ``<split>_metrics.json``) written by ``evaluate.py``, with the
 per-user Parquet beside it. The runs must rank the same catalogue (data fingerprint) on the same
@@ -7,6 +7,7 @@ of per-user differences, with a paired bootstrap interval and p-value (``genrec.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -21,13 +22,13 @@ class RunMismatchError(ValueError):
     """Two runs that cannot be compared user by user."""
 
 
-def load_run(path: str | Path, split: str = "test") -> tuple[Path, dict, pd.DataFrame]:
+def load_report(path: str | Path, split: str = "test") -> tuple[Path, dict, pd.DataFrame]:
     """``(metrics JSON path, report, per-user frame)`` of a report folder or metrics JSON."""
     path = Path(path)
     report_path = path if path.suffix == ".json" else path / f"{split}_metrics.json"
     if not report_path.exists():
         raise FileNotFoundError(f"{report_path} does not exist: pass a folder evaluate.py wrote its report into "
-                                f"(python evaluate.py --ckpt CKPT --split {split}) or the metrics JSON itself")
+                                f"(python evaluate.py model --ckpt CKPT --split {split}) or the metrics JSON itself")
     report = json.loads(report_path.read_text())
     if "per_user" not in report or "fingerprint" not in report:
         raise RunMismatchError(f"{report_path} has no per-user results (written by an older evaluate.py): evaluate "
@@ -61,7 +62,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot
     scorer of B)`` in ``pairs`` (e.g. ``("model", "text")`` against a text-baseline report, or
     ``("model", "popularity")`` with one run twice): each metric's value in A and B and the paired
     difference A - B with its interval and p-value."""
-    a, b = load_run(run_a, split), load_run(run_b, split)
+    a, b = load_report(run_a, split), load_report(run_b, split)
     if pairs is None:
         pairs = [(s, s) for s in a[1]["metrics"] if s.startswith("model") and s in b[1]["metrics"]]
         if not pairs:
@@ -98,11 +99,7 @@ def markdown(comparison: dict) -> str:
     return "\n".join(lines + [comparison["method"] + "."]) + "\n"
 
 
-def main(argv: list[str]) -> dict:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="evaluate.py compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_a", help="report folder (or its <split>_metrics.json) of run A")
     parser.add_argument("run_b", help="report folder (or its <split>_metrics.json) of run B")
     parser.add_argument("--split", choices=["test", "val"], default="test")
@@ -112,7 +109,9 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--scorers", nargs="+", default=None, metavar="A=B",
                         help="scorer pairs to compare, scorer of run A = scorer of run B (e.g. model=text, "
                              "model=popularity; a bare name pairs it with itself; default: the model scorers)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
     pairs = [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in args.scorers] if args.scorers else None
     comparison = compare_runs(args.run_a, args.run_b, args.split, Bootstrap(args.bootstrap, args.seed), pairs)
     print(markdown(comparison))

@@ -1,128 +1,22 @@
-"""Checkpoint evaluation behind ``evaluate.py``: metrics as JSON plus a Markdown report.
+"""The report writer of every evaluation (model, baselines, zero-shot, robustness): metrics as JSON plus a Markdown report.
 
-Beside ``<split>_metrics.json`` the evaluation writes ``<split>_per_user.parquet``: one row per
+Beside ``<split>_metrics.json`` an evaluation writes ``<split>_per_user.parquet``: one row per
 (scorer, evaluated user) with the target's rank and the user's metrics (``genrec.evaluation.uncertainty``),
 from which every reported metric gets a bootstrap confidence interval and two runs can be compared
 user by user (``evaluate.py compare``).
 """
 from __future__ import annotations
 
-import importlib
 import json
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from genrec.data.datamodule import data_options
 from genrec.evaluation import breakdown
-from genrec.metrics import RankingMetrics
-from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
-from genrec.evaluation.recommendations import example_recommendations
+from genrec.evaluation.protocols import UserRanks
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
-
-
-def import_path(path: str) -> Any:
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
-
-
-def data_overrides(parser: Any, rest: list[str]) -> dict[str, Any]:
-    """``--data.KEY VALUE`` (or ``--data.KEY=VALUE``) arguments left by ``parser`` as ``{KEY: value}``,
-    values parsed as YAML; anything else is a parser error."""
-    import yaml
-
-    overrides, it = {}, iter(rest)
-    for key in it:
-        if not key.startswith("--data."):
-            parser.error(f"unknown argument {key!r}: data options are given as --data.KEY VALUE")
-        name = key[len("--data."):].removeprefix("init_args.")
-        if "=" in name:
-            name, value = name.split("=", 1)
-        else:
-            value = next(it, None)
-            if value is None:
-                parser.error(f"{key} needs a value")
-        overrides[name] = yaml.safe_load(value)
-    return overrides
-
-
-def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
-    hp = ckpt.get("datamodule_hyper_parameters")
-    if hp is None:
-        raise CheckpointMismatchError(f"{source} holds no data module settings; pass a checkpoint written by train.py")
-    overrides = dict(overrides)
-    # --data.class_path picks another data module (e.g. one domain of a multi-domain run); the
-    # settings it shares with the training data module still default to the trained ones.
-    cls = import_path(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
-                  or "genrec.data.SequenceDataModule")
-    accepted = data_options(cls)
-    unknown = sorted(set(overrides) - set(accepted))
-    if unknown:
-        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(accepted)}")
-    hp = {**{k: v for k, v in dict(hp).items() if k in accepted}, **overrides}
-    return cls(**hp)
-
-
-def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
-    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
-    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
-    that domain's id range."""
-    loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    domains = getattr(dm, "eval_domains", None)
-    if not domains:
-        return [("", loaders, None)]
-    return [(f" [{name}]", loader, (lo, hi)) for (name, lo, hi), loader in zip(domains, loaders)]
-
-
-def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
-                   out: str | None = None, baseline: bool = True, boot: Bootstrap | None = Bootstrap(),
-                   wandb: bool = False) -> dict:
-    ckpt_path = str(resolve_checkpoint(ckpt_path))
-    ckpt = load_checkpoint(ckpt_path)
-    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
-    model = module_cls.from_checkpoint(ckpt_path).eval()
-    dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
-    dm.setup("test")
-    trained_on = model.hparams.get("dataset_fingerprint", "")
-    if trained_on and trained_on != dm.fingerprint:
-        raise CheckpointMismatchError(
-            f"{ckpt_path} was trained on catalogue {trained_on!r}, but these data give {dm.fingerprint!r}: "
-            "a retrieval model can only rank the catalogue it was trained on"
-        )
-    hp = model.hparams
-    results, records, seconds = {}, {}, 0.0
-
-    def score(name: str, scorer: Any, loader: Any, domain: tuple[int, int] | None) -> None:
-        metrics = RankingMetrics(hp.hr_ks, hp.ndcg_ks)
-        records[name] = UserRanks(metrics)
-        results[name] = evaluate_scorer(scorer, loader, metrics, hp.eval_chunk_size, domain, records[name])
-
-    pop = PopularityScorer(dm.train_item_counts()) if baseline else None  # one count for all domains
-    for label, loader, domain in eval_parts(dm, split):
-        start = time.perf_counter()
-        score(f"model{label}", model, loader, domain)
-        seconds += time.perf_counter() - start
-        if pop is not None:
-            score(f"popularity{label}", pop, loader, domain)
-    report = {
-        "checkpoint": str(ckpt_path),
-        "split": split,
-        "dataset": dm.data.name,
-        "fingerprint": dm.fingerprint,
-        "users": len(dm.eval_users),
-        "items": dm.num_items,
-        "exclude": dm.hparams.exclude,
-        "eval_seconds": round(seconds, 2),
-        "metrics": results,
-    }
-    folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
-    examples = example_recommendations(model, eval_parts(dm, split)[0][1], dm.data) if wandb else None
-    write_report(report, per_user_frame(records, dm, split), folder, split, boot, examples=examples)
-    return report
 
 
 def per_user_frame(records: dict[str, UserRanks], dm: Any, split: str) -> pd.DataFrame:
@@ -184,13 +78,20 @@ def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boo
                    f"{report['split']} {metric}, {report['dataset']}: by history length and target popularity")
     text = markdown(report) + "\n".join(["", "## Breakdown", *breakdown.markdown(tables, metric, scorers), "",
                                           f"![{metric} by group]({report['breakdown']['plot']})", ""]) + note
-    (folder / f"{name}_metrics.json").write_text(json.dumps(report, indent=2))
-    (folder / f"{name}_report.md").write_text(text)
-    print(text)
-    print(f"wrote {folder / f'{name}_metrics.json'}, {folder / f'{name}_report.md'}, {folder / report['per_user']} "
-          f"and {folder / report['breakdown']['plot']}")
+    save_report(report, text, folder / f"{name}_metrics.json", folder / f"{name}_report.md",
+                [folder / report["per_user"], folder / report["breakdown"]["plot"]])
     if examples is not None:
         log_to_wandb(report, folder, name, examples)
+
+
+def save_report(report: dict, text: str, json_path: Path, md_path: Path, beside: Sequence[Path] = ()) -> None:
+    """Write ``report`` as JSON and ``text`` as Markdown, print the text and every file written
+    (``beside``: those already written next to them)."""
+    json_path.write_text(json.dumps(report, indent=2))
+    md_path.write_text(text)
+    print(text)
+    files = [json_path, md_path, *beside]
+    print(f"wrote {', '.join(map(str, files[:-1]))} and {files[-1]}")
 
 
 def log_to_wandb(report: dict, folder: Path, name: str, examples: pd.DataFrame) -> None:

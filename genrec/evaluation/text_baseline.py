@@ -6,14 +6,23 @@ cosine to it; with ``hubness`` c the score is ``cos(u, e_i) - c h_i``, ``h_i`` t
 cosine to its nearest catalogue neighbours (``text_hubness``). It goes through the same evaluator
 as every model (``evaluate_scorer``), so history exclusion and tie-breaking are the same. A learned
 text model that does not beat it has learned nothing that text similarity alone does not give.
+
+    python evaluate.py baseline --data.dataset plain --data.root ../shared/data/amazon-office
+    python evaluate.py baseline --hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
+
+Writes ``<out>/<split>_<data folder>_metrics.json``, ``_report.md`` and ``_per_user.parquet`` beside
+the popularity baseline, with bootstrap intervals, through the report writer of every evaluation.
 """
 from __future__ import annotations
+
+import argparse
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genrec.evaluation.uncertainty import Bootstrap
+from genrec.commands import add_data_options
+from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments, bootstrap_from
 from genrec.models.text_prior import recency_user_vectors, text_hubness
 
 
@@ -69,3 +78,21 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
     write_report(report, per_user_frame(records, dm, split), folder, f"{split}_{target}", boot)
     return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", default=None, help="item text template (default: '{title}. {brand}. {categories}')")
+    parser.add_argument("--encoder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2; "
+                        "e.g. a folder written by python -m genrec.tokenizers.finetune)")
+    parser.add_argument("--hubness", type=float, default=0.0, metavar="C",
+                        help="score cos(u, e_i) - C * h_i, h_i an item's mean cosine to its nearest catalogue neighbours (default 0: off)")
+    parser.add_argument("--hubness-k", type=int, default=50, help="neighbours in h_i of --hubness (default 50)")
+    parser.add_argument("--split", choices=["test", "val"], default="test")
+    parser.add_argument("--out", default=None, help="report folder (default: runs/text-baseline, -hubness<C> with --hubness)")
+    add_bootstrap_arguments(parser)
+    add_data_options(parser, "the SequenceDataModule defaults")
+
+
+def run(args: argparse.Namespace) -> dict:
+    return run_text_baseline(args.data, split=args.split, out=args.out, encoder=args.encoder, template=args.template,
+                             hubness=args.hubness, hubness_k=args.hubness_k, boot=bootstrap_from(args))

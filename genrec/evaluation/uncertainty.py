@@ -18,7 +18,7 @@ milliseconds (benchmarks/eval_uncertainty.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -109,3 +109,14 @@ def paired_bootstrap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], boot: B
     observed = diff.mean(0)
     return {n: {"diff": float(observed[i]), "low": float(bounds[0, i]), "high": float(bounds[1, i]), "p": float(p[i])}
             for i, n in enumerate(names)}
+
+
+def add_bootstrap_arguments(parser: Any) -> None:
+    """``--bootstrap R`` and ``--seed``, read back by ``bootstrap_from``."""
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="R",
+                        help="resamples of the users for the 95%% confidence intervals (default 1000; 0: no intervals)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+
+
+def bootstrap_from(args: Any) -> Bootstrap | None:
+    return Bootstrap(args.bootstrap, args.seed) if args.bootstrap else None

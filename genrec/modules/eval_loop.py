@@ -1,6 +1,6 @@
 """The validation/test loop shared by the genrec modules, over one domain or several.
 
-A module supplies ``_eval_step(batch, metrics, domain)``, which ranks each user's target within
+A module supplies ``rank_targets(batch, metrics, domain)``, which ranks each user's target within
 ``domain`` (``(first_id, last_id)`` of that domain's catalogue, or None for the whole catalogue)
 and updates ``metrics``. With a multi-domain data module (``eval_domains`` lists one
 ``(name, first_id, last_id)`` per evaluation loader) every domain is ranked within its own catalogue
@@ -18,7 +18,7 @@ from genrec.metrics import RankingMetrics
 
 
 class DomainEvalLoop:
-    """Mixin for LightningModules that define ``val_metrics``/``test_metrics``, ``_eval_step`` and
+    """Mixin for LightningModules that define ``val_metrics``/``test_metrics``, ``rank_targets`` and
     ``recommend(batch, k, exclude)``."""
 
     predict_k: int = 10  # list length of predict_step (evaluate.py recommend --k sets it)
@@ -46,10 +46,10 @@ class DomainEvalLoop:
         pooled: RankingMetrics = getattr(self, f"{split}_metrics")
         domains = self._eval_domains()
         if not domains:
-            self._eval_step(batch, pooled)
+            self.rank_targets(batch, pooled)
             return
         name, lo, hi = domains[dataloader_idx]
-        ranks = self._eval_step(batch, self._domain_metrics(split, name), (lo, hi))
+        ranks = self.rank_targets(batch, self._domain_metrics(split, name), (lo, hi))
         pooled.update(ranks)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -311,7 +311,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         return constrained_beam_search(step, trie, len(lengths), self.hparams.beam_width, k, exclude,
                                        child_bias=bias, normalize=True)
 
-    def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics,
+    def rank_targets(self, batch: dict[str, Tensor], metrics: RankingMetrics,
                    domain: tuple[int, int] | None = None) -> Tensor:
         """Decode each user's top-K within the catalogue, or within ids ``domain = (first, last)``."""
         target, exclude = batch["target"], batch.get("exclude")

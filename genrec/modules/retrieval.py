@@ -257,7 +257,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def _eval_step(self, batch: dict[str, Tensor], metrics: RankingMetrics,
+    def rank_targets(self, batch: dict[str, Tensor], metrics: RankingMetrics,
                    domain: tuple[int, int] | None = None) -> Tensor:
         """Rank each target among the catalogue, or among ids ``domain = (first, last)`` only."""
         ranks = batch_ranks(self.user_vectors(batch), self._eval_items, batch, self.hparams.eval_chunk_size, domain)

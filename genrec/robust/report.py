@@ -19,7 +19,6 @@ defended models.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,9 @@ from genrec.data import SequenceDataModule
 from genrec.data.datamodule import data_options
 from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
-from genrec.modules import RetrievalModule
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.evaluation.report import save_report
+from genrec.evaluation.runs import Run, load_run
+from genrec.modules.checkpoints import CheckpointMismatchError
 from genrec.robust.attacks import AttackConfig
 from genrec.robust.callback import saved_signal_scores
 from genrec.robust.detector import detection_metrics, max_percentiles, percentiles
@@ -52,12 +52,14 @@ def saved_state(ckpt: dict, suffix: str) -> dict | None:
 
 
 def describe(path: str) -> dict[str, Any]:
-    """What a checkpoint says about its attack and defence."""
-    ckpt = load_checkpoint(path)
+    """What a checkpoint says about its attack and defence, and its ``Run``."""
+    run = load_run(path)
+    ckpt = run.ckpt
     fakes = (saved_state(ckpt, "AttackedDataModule") or {}).get("fakes")
     defence = saved_state(ckpt, "FraudsterReweighting")
     return {
         "path": str(path),
+        "run": run,
         "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
         "attack": None if fakes is None else AttackConfig.from_dict(fakes["config"]).label(),
         "targets": None if fakes is None else fakes["targets"],
@@ -78,10 +80,10 @@ def per_target_sets(target_sets: dict[str, list[int]]) -> dict[str, list[int]]:
     return {**target_sets, **{f"{a} / {t}": [t] for a, targets in target_sets.items() for t in targets}}
 
 
-def evaluate_run(path: str, dm: SequenceDataModule, split: str, target_sets: dict[str, list[int]]) -> dict[str, Any]:
-    model = RetrievalModule.from_checkpoint(path).eval()
+def evaluate_run(run: Run, dm: SequenceDataModule, split: str, target_sets: dict[str, list[int]]) -> dict[str, Any]:
+    model = run.model
     if model.hparams.dataset_fingerprint and model.hparams.dataset_fingerprint != dm.fingerprint:
-        raise CheckpointMismatchError(f"{path} was trained on another catalogue than the clean checkpoint; compare runs of one dataset")
+        raise CheckpointMismatchError(f"{run.path} was trained on another catalogue than the clean checkpoint; compare runs of one dataset")
     loader = lambda: dm.test_dataloader() if split == "test" else dm.val_dataloader()
     hp = model.hparams
     clean = evaluate_scorer(model, loader(), RankingMetrics((10,), (10,)), hp.eval_chunk_size)
@@ -125,7 +127,7 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
         if known != info["targets"]:
             raise ValueError(f"two {info['attack']} runs attack different targets ({known} vs {info['targets']}); "
                              "use the same attack seed for the undefended and the defended run")
-    clean_metrics = evaluate_run(clean, dm, split, per_target_sets(target_sets))
+    clean_metrics = evaluate_run(clean_info["run"], dm, split, per_target_sets(target_sets))
     report: dict[str, Any] = {"split": split, "dataset": dm.data.name, "k": K, "clean": clean,
                               "clean_metrics": {k: v for k, v in clean_metrics.items() if " / " not in k}, "attacks": {}}
     for info in attacked:
@@ -135,7 +137,7 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
         if side in entry:
             raise ValueError(f"two {side} runs of the attack {info['attack']!r}: {entry[side]['checkpoint']} and "
                              f"{info['path']}; report them in separate evaluate.py robust calls")
-        metrics = evaluate_run(info["path"], dm, split, per_target_sets({info["attack"]: info["targets"]}))
+        metrics = evaluate_run(info["run"], dm, split, per_target_sets({info["attack"]: info["targets"]}))
         entry[side] = {"checkpoint": info["path"], "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
                        **{k: v for k, v in metrics[info["attack"]].items() if k != "pairs"}}
         entry["per_target"][side] = [metrics[f"{info['attack']} / {t}"]["t_hr@50"] for t in info["targets"]]
@@ -221,21 +223,19 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="evaluate.py robust", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean", required=True, help="checkpoint trained without attack")
     parser.add_argument("--runs", nargs="+", required=True, help="attacked checkpoints, with and without FraudsterReweighting")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--root", default=None, help="data folder (default: the one the clean checkpoint names)")
     parser.add_argument("--out", default="runs/robust/report", help="folder for robust_report.{json,md}")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     report = build_report(args.clean, args.runs, args.split, args.root)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(report) + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots(report, out))
-    (out / "robust_report.json").write_text(json.dumps(report, indent=2))
-    (out / "robust_report.md").write_text(text)
-    print(text)
-    print(f"wrote {out / 'robust_report.json'} and {out / 'robust_report.md'}")
+    written = plots(report, out)
+    text = markdown(report) + "".join(f"\n![{p.stem}]({p.name})\n" for p in written)
+    save_report(report, text, out / "robust_report.json", out / "robust_report.md", written)
     return report

@@ -4,7 +4,7 @@ Pairs are consecutive items of the users' training sequences (validation and tes
 never read); each batch scores every first item's text against every second item's and the loss is
 the cross-entropy of the true pair in both directions (in-batch negatives, as sentence-transformers'
 ``MultipleNegativesRankingLoss``). The result is a sentence-transformers folder: pass it as
-``text_encoder`` of a tokenizer config (or ``evaluate.py --baseline text --text-encoder``). What it learns is a
+``text_encoder`` of a tokenizer config (or ``evaluate.py baseline --encoder``). What it learns is a
 function of text, so it applies to catalogues it was not fine-tuned on (zero-shot).
 
     python -m genrec.tokenizers.finetune --root ../shared/data/amazon-scientific \\
@@ -103,24 +103,30 @@ def finetune_encoder(roots: list[str], out: str, encoder: str = DEFAULT_ENCODER,
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", action="append", required=True, help="dataset folder with item text (repeat for several)")
     parser.add_argument("--out", required=True, help="folder to save the fine-tuned sentence-transformers model to")
-    parser.add_argument("--dataset", default="plain")
-    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
-    parser.add_argument("--template", default=DEFAULT_TEMPLATE)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--dataset", default="plain", help="dataset registry name of the folders (default plain)")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"sentence-transformers name or folder to start from (default {DEFAULT_ENCODER})")
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help="item text template (default: %(default)r)")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    parser.add_argument("--batch-size", type=int, default=64, help="pairs per batch, the in-batch negatives (default 64)")
+    parser.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate (default 2e-5)")
+    parser.add_argument("--max-seq-length", type=int, default=64, help="encoder tokens per item text (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the batch order (default 0)")
+
+
+def run(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = finetune_encoder(args.root, args.out, args.encoder, args.template, args.dataset, args.steps,
                                args.batch_size, args.lr, max_seq_length=args.max_seq_length, seed=args.seed)
     print(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from genrec import commands
+
+    commands.main(commands.command_parser("python -m genrec.tokenizers.finetune", sys.modules[__name__]))

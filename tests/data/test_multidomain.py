@@ -83,7 +83,7 @@ def test_a_retrieval_model_ranks_each_user_within_their_own_domain():
     model.eval()
     model.on_validation_epoch_start()
     with torch.no_grad():
-        ranks = model._eval_step(batch, model.val_metrics, (lo, hi))
+        ranks = model.rank_targets(batch, model.val_metrics, (lo, hi))
         scores = model.user_vectors(batch) @ model.item_vectors().T
     for r in range(len(batch["target"])):
         s = scores[r].clone()

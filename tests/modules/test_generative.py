@@ -130,7 +130,7 @@ def test_validation_counts_hits_and_never_excludes_the_target():
     items, _ = m.recommend(b, 10, None)
     b["target"] = items[:, 0]
     b["exclude"] = torch.cat([b["items"], items[:, :1]], 1)  # the target is also in the history
-    m._eval_step(b, m.val_metrics)
+    m.rank_targets(b, m.val_metrics)
     assert m.val_metrics.compute()["hr@10"].item() == pytest.approx(1.0)
 
 
@@ -167,7 +167,7 @@ def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
     assert torch.allclose(scores.exp().sum(1), torch.ones(4), atol=1e-4)
     b["target"] = items[:, 3]
     with torch.no_grad():
-        ranks = m._eval_step(b, m.val_metrics, domain)
+        ranks = m.rank_targets(b, m.val_metrics, domain)
     assert ranks.tolist() == [3, 3, 3, 3]
 
 

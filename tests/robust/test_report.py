@@ -71,7 +71,7 @@ def test_robust_report_root_overrides_the_checkpoints_data_folder(tmp_path, monk
     monkeypatch.setattr(report, "clean_datamodule", stop)
     for argv, root in ((["--root", "/abs/ml-1m"], "/abs/ml-1m"), ([], "../rel/ml-1m")):
         with pytest.raises(RuntimeError, match="stop here"):
-            report.main(["--clean", "c.ckpt", "--runs", "a.ckpt", "--out", str(tmp_path), *argv])
+            evaluate.main(["robust", "--clean", "c.ckpt", "--runs", "a.ckpt", "--out", str(tmp_path), *argv])
         assert seen.pop()["root"] == root
 
 

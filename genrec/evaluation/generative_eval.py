@@ -17,39 +17,32 @@ from typing import Any
 
 import torch
 
-from genrec.metrics import RankingMetrics, ranks_from_topk
 from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
 from genrec.evaluation.recommendations import example_recommendations
-from genrec.evaluation.report import build_datamodule, eval_parts, per_user_frame, write_report
+from genrec.evaluation.report import per_user_frame, write_report
+from genrec.evaluation.runs import Run, eval_parts
 from genrec.evaluation.text_baseline import TextScorer
 from genrec.evaluation.uncertainty import Bootstrap
-from genrec.modules.checkpoints import load_checkpoint
-
-GENERATIVE_MODULE = "genrec.modules.generative.GenerativeModule"
-
-
-def is_generative(ckpt_path: str) -> bool:
-    return load_checkpoint(ckpt_path).get("genrec", {}).get("module") == GENERATIVE_MODULE
+from genrec.metrics import RankingMetrics
 
 
 @torch.no_grad()
 def evaluate_generative(model: Any, batches: Any, metrics: RankingMetrics,
                         domain: tuple[int, int] | None = None, record: UserRanks | None = None) -> dict[str, float]:
     for batch in batches:
-        ranks = model._eval_step(batch, metrics, domain)
+        ranks = model.rank_targets(batch, metrics, domain)
         if record is not None:
             record.add(batch, ranks)
     return {k: float(v) for k, v in metrics.compute().items()}
 
 
-def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
+def run_generative_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str = "test",
                               out: str | None = None, baseline: bool = True, text_decay: float = 0.3,
                               boot: Bootstrap | None = Bootstrap(), wandb: bool = False) -> dict:
-    from genrec.modules.generative import GenerativeModule
-
-    ckpt = load_checkpoint(ckpt_path)
-    model = GenerativeModule.from_checkpoint(ckpt_path).eval()
-    dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
+    """Metrics of a generative ``run`` (and of the popularity and text baselines unless ``baseline``
+    is False), written by ``write_report``."""
+    model = run.model
+    dm = run.datamodule(overrides)
     dm.setup("test")
     model.set_catalogue_from(dm)
     hp = model.hparams
@@ -71,7 +64,7 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
             for name, scorer in ((f"popularity{label}", pop), (f"text{label}", text)):
                 results[name] = evaluate_scorer(scorer, loader, scored(name, full()), domain=domain, record=records[name])
     report = {
-        "checkpoint": str(ckpt_path),
+        "checkpoint": str(run.path),
         "split": split,
         "dataset": dm.data.name,
         "fingerprint": dm.fingerprint,
@@ -86,7 +79,7 @@ def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None =
         "eval_seconds": round(seconds, 2),
         "metrics": results,
     }
-    folder = Path(out) if out else Path(ckpt_path).resolve().parent.parent
+    folder = Path(out) if out else run.folder
     target = Path(dm.hparams.root).name if dm.hparams.get("root") else dm.data.name
     name = f"{split}_zero_shot_{target}" if report["zero_shot"] else split
     note = (f"\nZero-shot: trained on `{hp.dataset_fingerprint}`, evaluated on `{dm.fingerprint}` "

@@ -1,0 +1,74 @@
+"""A trained run as every evaluation command sees it: its checkpoint loaded once, its module and data module rebuilt from it.
+
+Every command reads the module class, data settings and identity from ``Run.ckpt`` instead of
+loading the file again; the module's own ``from_checkpoint`` still opens it to rebuild the weights.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genrec.data.datamodule import data_options
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
+
+GENERATIVE_MODULE = "genrec.modules.generative.GenerativeModule"
+
+
+def import_path(path: str) -> Any:
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class Run:
+    """``path``: the checkpoint file; ``ckpt``: its contents; ``model``: the module rebuilt from it, in eval mode."""
+
+    path: Path
+    ckpt: dict
+    model: Any
+
+    @property
+    def generative(self) -> bool:
+        return self.ckpt.get("genrec", {}).get("module") == GENERATIVE_MODULE
+
+    @property
+    def folder(self) -> Path:
+        """The run folder (reports go there unless told otherwise)."""
+        return self.path.resolve().parent.parent
+
+    def datamodule(self, overrides: dict[str, Any] | None = None) -> Any:
+        """The data module the run was trained with, ``overrides`` (data options) applied."""
+        hp = self.ckpt.get("datamodule_hyper_parameters")
+        if hp is None:
+            raise CheckpointMismatchError(f"{self.path} holds no data module settings; pass a checkpoint written by train.py")
+        overrides = dict(overrides or {})
+        # --data.class_path picks another data module (e.g. one domain of a multi-domain run); the
+        # settings it shares with the training data module still default to the trained ones.
+        cls = import_path(overrides.pop("class_path", None) or self.ckpt.get("genrec", {}).get("datamodule")
+                          or "genrec.data.SequenceDataModule")
+        accepted = data_options(cls)
+        unknown = sorted(set(overrides) - set(accepted))
+        if unknown:
+            raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(accepted)}")
+        return cls(**{**{k: v for k, v in dict(hp).items() if k in accepted}, **overrides})
+
+
+def load_run(path: str | Path) -> Run:
+    """The run of a checkpoint file, or of a run folder's best checkpoint (``resolve_checkpoint``)."""
+    path = resolve_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    return Run(path, ckpt, module_cls.from_checkpoint(str(path)).eval())
+
+
+def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
+    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
+    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
+    that domain's id range."""
+    loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    domains = getattr(dm, "eval_domains", None)
+    if not domains:
+        return [("", loaders, None)]
+    return [(f" [{name}]", loader, (lo, hi)) for (name, lo, hi), loader in zip(domains, loaders)]

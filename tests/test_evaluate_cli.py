@@ -1,0 +1,81 @@
+"""evaluate.py's subcommands and the finetune entry point: one parser style, options in --help, clear errors."""
+import subprocess
+import sys
+
+import pytest
+
+import evaluate
+from genrec import commands
+from genrec.tokenizers import finetune
+from tests.conftest import REPO
+
+OPTIONS = {
+    "model": ["--ckpt", "--split", "--out", "--no-baseline", "--bootstrap", "--seed", "--wandb", "--data.KEY VALUE"],
+    "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--split", "--out", "--bootstrap", "--data.KEY VALUE"],
+    "robust": ["--clean", "--runs", "--split", "--root", "--out"],
+    "compare": ["run_a", "run_b", "--split", "--bootstrap", "--seed", "--out", "--scorers"],
+    "recommend": ["--ckpt", "--k", "--on", "--users", "--out", "--format", "--accelerator", "--devices", "--data.KEY VALUE"],
+}
+
+
+def help_text(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        evaluate.main(argv)
+    assert exit.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_subcommand():
+    # its own process, as users run it
+    out = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--help"], cwd=REPO, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert set(OPTIONS) == set(evaluate.COMMANDS)
+    for name in OPTIONS:
+        assert f"\n    {name}" in out
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_subcommand_help_lists_its_options(name, capsys):
+    out = help_text([name, "--help"], capsys)
+    assert f"usage: evaluate.py {name}" in out
+    for option in OPTIONS[name]:
+        assert option in out, option
+    assert ("--data.KEY VALUE" in out) == ("--data.KEY VALUE" in OPTIONS[name])
+
+
+def test_unknown_subcommand_and_bad_options_are_named(capsys):
+    for argv, message in (([], "required: COMMAND"), (["score"], "invalid choice: 'score'"),
+                          (["--ckpt", "x.ckpt"], "invalid choice: 'x.ckpt'"),
+                          (["model", "--ckpt", "x", "--bogus", "1"], "unknown argument '--bogus'"),
+                          (["model", "--ckpt", "x", "--data.root"], "--data.root needs a value"),
+                          (["compare", "a", "b", "--data.root", "x"], "unrecognized arguments: --data.root x"),
+                          (["model", "--split", "train", "--ckpt", "x"], "invalid choice: 'train'")):
+        with pytest.raises(SystemExit) as exit:
+            evaluate.main(argv)
+        assert exit.value.code == 2
+        assert message in capsys.readouterr().err, argv
+
+
+def test_data_overrides_are_parsed_as_yaml_wherever_they_stand():
+    parser = commands.subcommand_parser("evaluate.py", "", evaluate.COMMANDS)
+    args = commands.parse(parser, ["model", "--data.root", "data/x", "--ckpt", "run", "--data.max_seq_len=20",
+                                   "--split", "val", "--data.init_args.dataset_options", '{"seed": 3}'])
+    assert (args.command, args.ckpt, args.split) == ("model", "run", "val")
+    assert args.data == {"root": "data/x", "max_seq_len": 20, "dataset_options": {"seed": 3}}
+    assert args.run is evaluate.COMMANDS["model"].run
+    assert commands.parse(parser, ["recommend", "--ckpt", "run"]).data == {}
+
+
+def test_finetune_parser_is_built_the_same_way(capsys):
+    parser = commands.command_parser("python -m genrec.tokenizers.finetune", finetune)
+    with pytest.raises(SystemExit):
+        commands.parse(parser, ["--help"])
+    out = capsys.readouterr().out
+    for option in ("--root", "--out", "--dataset", "--encoder", "--template", "--steps", "--batch-size", "--lr",
+                   "--max-seq-length", "--seed"):
+        assert option in out
+    args = commands.parse(parser, ["--root", "a", "--root", "b", "--out", "enc", "--steps", "3"])
+    assert (args.root, args.steps, args.run) == (["a", "b"], 3, finetune.run)
+    with pytest.raises(SystemExit):
+        commands.parse(parser, ["--root", "a", "--out", "enc", "--data.root", "x"])
+    assert "unrecognized arguments: --data.root x" in capsys.readouterr().err
