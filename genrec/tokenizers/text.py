@@ -29,23 +29,47 @@ DEFAULT_TEMPLATE = "{title}. {brand}. {categories}"
 _EMPTY_SEGMENTS = re.compile(r"(?:\s*\.\s*){2,}")
 
 
+def template_fields(template: str) -> list[str]:
+    """The column names a ``str.format`` template reads, in order."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
 def render_texts(item_text: pd.DataFrame | None, template: str, source: str = "item text") -> list[str]:
     """One string per row of ``item_text`` (row 0, the padding id, gives "").
 
-    ``template`` is a ``str.format`` pattern over the text columns, e.g. ``"{title}. {brand}"``.
+    ``template`` is a ``str.format`` pattern over the text columns, e.g. ``"{title}. {brand}"``. A
+    field the catalogue lacks renders empty, with a warning (one template serves domains with
+    different fields, e.g. titles only); ``text_coverage`` counts what each field left empty. A
+    template none of whose fields the catalogue has is an error: every text would be empty.
     """
     if item_text is None:
         raise DataError(f"{source} has no item text: a text-tokenized model needs an items file (e.g. items.jsonl for 'plain')")
-    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    fields = template_fields(template)
     missing = [f for f in fields if f not in item_text.columns]
+    if missing and len(missing) == len(fields):
+        raise DataError(f"text template {template!r} names {missing}, none of which {source} has; "
+                        f"available columns: {list(item_text.columns)}")
     if missing:
-        raise DataError(f"text template {template!r} names {missing}, which {source} lacks; available columns: {list(item_text.columns)}")
-    columns = {f: item_text[f].fillna("").astype(str).tolist() for f in fields}
+        log.warning("text template %r: %s lacks %s; they render empty for all %d items", template, source, missing,
+                    len(item_text) - 1)
+    columns = {f: item_text[f].fillna("").astype(str).tolist() if f in item_text.columns else [""] * len(item_text)
+               for f in fields}
     texts = []
     for row in range(len(item_text)):
         text = template.format(**{f: columns[f][row].strip() for f in fields})
         texts.append(_EMPTY_SEGMENTS.sub(". ", text).strip(" .") if row else "")
     return texts
+
+
+def text_coverage(item_text: pd.DataFrame, template: str) -> dict[str, int]:
+    """Items (row 0, the padding, excluded) whose value of each template field is empty or absent,
+    ``"all fields"`` those whose whole text is empty: for reports beside a zero-shot result."""
+    items = item_text.iloc[1:]
+    out = {}
+    for f in template_fields(template):
+        out[f] = int(items[f].fillna("").astype(str).str.strip().eq("").sum()) if f in items.columns else len(items)
+    out["all fields"] = sum(not t for t in render_texts(item_text, template)[1:])
+    return out
 
 
 def resolve_encoder(name: str) -> str:

@@ -5,6 +5,7 @@ import torch
 
 from genrec.data import DataError
 from genrec.tokenizers import ItemTokenizer, render_texts, resolve_collisions
+from genrec.tokenizers.text import text_coverage
 
 
 def test_forward_reconstructs_with_the_embedding_shape():
@@ -53,6 +54,17 @@ def test_template_drops_empty_fields_and_names_missing_columns():
     text = pd.DataFrame({"title": ["", "Pen.", "Ink"], "brand": ["", "", "Acme"]})
     assert render_texts(text, "{title}. {brand}") == ["", "Pen", "Ink. Acme"]
     with pytest.raises(DataError, match="categories"):
-        render_texts(text, "{title}. {categories}")
+        render_texts(text, "{categories}. {genre}")
     with pytest.raises(DataError, match="items file"):
         render_texts(None, "{title}")
+
+
+def test_a_field_the_catalogue_lacks_renders_empty_and_is_counted(caplog):
+    """One template for domains with different fields: a titles-only catalogue renders its titles,
+    warns about the missing fields and counts them; an item with no text at all is counted too."""
+    titles = pd.DataFrame({"title": ["", "Heat (1995)", " ", "Up"]})
+    with caplog.at_level("WARNING"):
+        assert render_texts(titles, "{title}. {brand}. {categories}", "dataset 'plain'") == ["", "Heat (1995)", "", "Up"]
+    assert "['brand', 'categories']" in caplog.text and "dataset 'plain'" in caplog.text
+    assert text_coverage(titles, "{title}. {brand}. {categories}") == {
+        "title": 1, "brand": 3, "categories": 3, "all fields": 1}
