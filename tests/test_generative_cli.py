@@ -56,6 +56,7 @@ def test_tokenizer_then_generative_model_then_in_domain_and_zero_shot_evaluation
     # zero-shot: another catalogue (50 items of other text), tokenized by the saved tokenizer
     report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval", "--data.dataset_options", synthetic(50, 50, seed=3)])
     assert report["zero_shot"] and report["items"] not in (0, 40)
+    assert report["text_coverage"] == {"title": 0, "categories": 0, "all fields": 0}
     for key in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"):
         assert 0 <= report["metrics"]["model"][key] <= 1
     assert (tmp_path / "eval" / "test_zero_shot_synthetic_metrics.json").exists()
@@ -93,6 +94,12 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
                          "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
     assert "hubness 0.5 (k 5)" in hub["checkpoint"] and hub["metrics"]["popularity"] == report["metrics"]["popularity"]
     assert (tmp_path / "runs" / "text-baseline-hubness0.5" / "test_synthetic_report.md").exists()
+    # a template field the catalogue lacks (synthetic items have no brand) renders empty and is counted
+    wide = evaluate.main(["baseline", "--out", "tb", "--template", "{title}. {brand}. {categories}", "--data.dataset", "synthetic",
+                          "--data.dataset_options", synthetic(60, 40)])
+    assert wide["text_coverage"] == {"title": 0, "brand": 40, "categories": 0, "all fields": 0}
+    assert wide["metrics"]["text"] == report["metrics"]["text"]  # the same texts: an empty field leaves no trace
+    assert "brand 40" in (tmp_path / "tb" / "test_synthetic_report.md").read_text()
     with pytest.raises(ValueError, match="at least 1"):
         evaluate.main(["baseline", "--hubness", "0.5", "--hubness-k", "0", "--template", TEMPLATE,
                        "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])

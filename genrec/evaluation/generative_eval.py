@@ -22,6 +22,7 @@ from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import per_user_frame, write_report
 from genrec.evaluation.runs import Run, eval_parts
 from genrec.evaluation.text_baseline import TextScorer
+from genrec.tokenizers.text import text_coverage
 from genrec.evaluation.uncertainty import Bootstrap
 from genrec.metrics import RankingMetrics
 
@@ -75,6 +76,8 @@ def run_generative_evaluation(run: Run, overrides: dict[str, Any] | None = None,
         "items": dm.num_items,
         "exclude": dm.hparams.exclude,
         "collision_rate": model.collision_rate,
+        "text_template": model.tokenizer.text_template,
+        "text_coverage": text_coverage(dm.data.item_text, model.tokenizer.text_template),
         "beam_width": hp.beam_width,
         "eval_seconds": round(seconds, 2),
         "metrics": results,

@@ -132,6 +132,11 @@ def markdown(report: dict) -> str:
             f"{values[k]:.4f} [{bounds[k][0]:.4f}, {bounds[k][1]:.4f}]" if k in bounds else f"{values[k]:.4f}" for k in keys) + " |")
     if ci:
         lines += ["", f"{report['ci_method']}, shown as [low, high]; per-user ranks in `{report['per_user']}`."]
+    if "text_coverage" in report:
+        empty = report["text_coverage"]
+        fields = ", ".join(f"{f} {n:,}" for f, n in empty.items() if f != "all fields")
+        lines += ["", f"Item text (template `{report['text_template']}`), items with an empty field: {fields}; "
+                      f"with no text at all: {empty['all fields']:,} of {report['items']:,}."]
     for name in rows:
         if name.startswith("model"):
             label = name[len("model"):]

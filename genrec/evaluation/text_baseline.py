@@ -57,7 +57,7 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     from genrec.metrics import RankingMetrics
     from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
     from genrec.evaluation.report import per_user_frame, write_report
-    from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
+    from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts, text_coverage
 
     dm = SequenceDataModule(**data)
     dm.setup("test")
@@ -73,7 +73,9 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     report = {"checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}{hub}, template {template or DEFAULT_TEMPLATE!r})",
               "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.root,
               "users": len(dm.eval_users),
-              "items": dm.num_items, "exclude": dm.hparams.exclude, "metrics": results}
+              "items": dm.num_items, "exclude": dm.hparams.exclude, "metrics": results,
+              "text_template": template or DEFAULT_TEMPLATE,
+              "text_coverage": text_coverage(dm.data.item_text, template or DEFAULT_TEMPLATE)}
     target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
     folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
     write_report(report, per_user_frame(records, dm, split), folder, f"{split}_{target}", boot)
