@@ -5,7 +5,8 @@ Same width and depth for both (d 50, 2 blocks, 1 head, ML-1M-sized catalogue of 
 full-length sequences (the padded worst case), forward + backward + AdamW. Prints the median of
 --repeats timed steps after --warmup steps, per model, length and options. Models: ``hstu``
 (dense attention), ``hstu-blocked`` (``attention: blocked``, 256 queries per block),
-``hstu-jagged`` (``attention: jagged``: the batch packed without padding), ``hstu-compiled``,
+``hstu-jagged`` (``attention: jagged``: the batch packed without padding; ``hstu-jagged:64``: 64 queries per
+block), ``hstu-compiled``,
 ``sasrec`` (``scaled_dot_product_attention``, the reference Transformer). With ``--skewed`` the
 sequences of a batch have skewed lengths (log-normal, median L/4, σ 1, clipped to [2, L]; the
 batch is still padded to L, and its real tokens are reported), as user histories have.
@@ -42,8 +43,10 @@ from genrec.modules import RetrievalModule
 
 def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalModule:
     if model.startswith("hstu"):
+        model, _, block = model.partition(":")  # e.g. hstu-jagged:64, queries per attention block
         net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled",
-                   attention={"hstu-blocked": "blocked", "hstu-jagged": "jagged"}.get(model, "dense"))
+                   attention={"hstu-blocked": "blocked", "hstu-jagged": "jagged"}.get(model, "dense"),
+                   attention_block=int(block or 256))
     else:
         # sasrec: dropout 0.2 on attention weights too (the paper's); sasrec-no-attn-dropout: none there
         net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length,

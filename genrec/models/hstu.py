@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from genrec.errors import check_range
 from genrec.models.blocked_attention import MASKED, blocked_silu_attention, buckets_
 from genrec.models.dropout import Dropout
+from genrec.models.jagged_attention import JaggedLayout, jagged_silu_attention, pack
 
 
 def time_buckets(dt: Tensor, num_buckets: int = 128, divisor: float = 0.301) -> Tensor:
@@ -119,7 +120,7 @@ class Positions(NamedTuple):
     buckets: Tensor | None = None
     query_t: Tensor | None = None
     key_t: Tensor | None = None
-    segments: Tensor | None = None  # jagged: the sequence of each packed position
+    layout: JaggedLayout | None = None  # jagged: the packed row's query blocks and key windows
 
 
 class HSTULayer(nn.Module):
@@ -146,10 +147,11 @@ class HSTULayer(nn.Module):
         q = q.view(B, L, H, da).transpose(1, 2)  # (B, H, L, da)
         k = k.view(B, L, H, da).transpose(1, 2)
         v = (v / self.max_seq_len).view(B, L, H, dl).transpose(1, 2)  # (B, H, L, dl); 1/n folded in
-        if self.attention_block:
+        if pos.layout is not None:
+            y = jagged_silu_attention(q[0], k[0], v[0], self.rab.pos_w, self.rab.time_w, pos.layout)[None]
+        elif self.attention_block:
             y = blocked_silu_attention(q, k, v, self.rab.pos_w, self.rab.time_w if pos.query_t is not None else None,
-                                       pos.query_t, pos.key_t, self.max_seq_len, self.num_buckets, self.attention_block,
-                                       pos.segments)
+                                       pos.query_t, pos.key_t, self.max_seq_len, self.num_buckets, self.attention_block)
         else:
             bias = self.rab(pos.rel, pos.buckets, pos.mask_bias).unsqueeze(1)  # (B or 1, 1, L, L)
             y = silu_attention(q, k, v, bias, self.compile_attention)  # (B, H, L, dl)
@@ -177,10 +179,12 @@ class HSTU(nn.Module):
             and rebuilds each block in the backward pass (``genrec.models.blocked_attention``), so
             peak memory grows linearly in L; ``jagged`` packs the batch's sequences into one row
             without padding (T = Σ lengths tokens) through the input layer, every layer's
-            projections and the blocked attention, each query seeing only its own sequence, and
-            scatters the states back to (B, L) for the loss (docs/performance.md: which is faster
-            where).
-        attention_block: queries per block of ``attention: blocked`` and ``jagged``.
+            projections and attention (``genrec.models.jagged_attention``; ``forward_packed``
+            takes packed input directly), each query seeing only its own sequence, and scatters
+            the states back to (B, L) for the loss (docs/performance.md: which is faster where).
+        attention_block: queries per block of ``attention: blocked`` and ``jagged`` (a jagged
+            block reads up to ``attention_block + longest sequence`` keys: short histories want
+            small blocks).
     """
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
@@ -271,18 +275,41 @@ class HSTU(nn.Module):
             h = layer(h, pos)
         return F.normalize(h, dim=-1, eps=1e-6)
 
+    @property
+    def packed(self) -> bool:
+        """Whether the module should hand this net packed sequences (``forward_packed``)."""
+        return self.attention == "jagged"
+
     def _forward_jagged(self, x: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None) -> Tensor:
-        """The valid positions packed into one (1, T, D) row; zeros at the padding of the (B, L, D) output."""
+        """``forward_packed`` of the valid positions; zeros at the padding of the (B, L, D) output."""
         B, L, D = x.shape
-        at = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).reshape(-1).nonzero().squeeze(1)  # (T,)
-        segments, positions = at // L, at % L
-        h = x.reshape(B * L, D).index_select(0, at) * math.sqrt(D) + self.pos_emb.weight.index_select(0, positions)
-        h = self.input_dropout(h)[None]  # (1, T, D)
-        pos = Positions(segments=segments)
+        at, _ = pack(lengths, L)
+        offsets = F.pad(lengths.cumsum(0), (1, 0))
+        h = self.forward_packed(x.reshape(B * L, D).index_select(0, at), timestamps.reshape(-1)[at], offsets, query_time)
+        return h.new_zeros(B * L, D).index_copy_(0, at, h).view(B, L, D)
+
+    def forward_packed(self, x: Tensor, timestamps: Tensor, offsets: Tensor, query_time: Tensor | None = None) -> Tensor:
+        """User states of sequences packed back to back: (T, D) embedded items and (T,) timestamps,
+        sequence b at ``[offsets[b], offsets[b + 1])``; (T, D) out. Each sequence's last query time
+        is ``query_time[b]`` (as ``forward``'s)."""
+        T, D = x.shape
+        lengths = offsets[1:] - offsets[:-1]
+        if len(lengths) and int(lengths.max()) > self.max_seq_len:
+            raise ValueError(f"sequence length {int(lengths.max())} exceeds HSTU max_seq_len {self.max_seq_len}")
+        segments = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), lengths)
+        positions = torch.arange(T, device=x.device) - offsets[segments]
+        h = self.input_dropout(x * math.sqrt(D) + self.pos_emb.weight.index_select(0, positions))[None]  # (1, T, D)
+        query_t = key_t = None
         if self.use_time_bias:
-            query_t = self._query_times(timestamps, lengths, query_time).reshape(-1)[at][None]
-            pos = pos._replace(query_t=query_t, key_t=timestamps.reshape(-1)[at].to(torch.float64)[None])
+            key_t = timestamps.to(torch.float64)
+            last = torch.zeros(T, dtype=torch.bool, device=x.device)
+            last[offsets[1:][lengths > 0] - 1] = True
+            own_last = key_t[(offsets[1:] - 1).clamp(min=0)]
+            final = query_time.to(torch.float64) if query_time is not None and self.query_time == "target" else own_last
+            query_t = torch.where(last, final[segments], torch.cat([key_t[1:], key_t[-1:]]))
+        layout = JaggedLayout.build(segments, query_t, key_t, self.layers[0].attention_block, self.max_seq_len,
+                                    self.num_time_buckets, self.layers[0].num_heads)
+        pos = Positions(layout=layout)
         for layer in self.layers:
             h = layer(h, pos)
-        out = h.new_zeros(B * L, D).index_copy_(0, at, F.normalize(h[0], dim=-1, eps=1e-6))
-        return out.view(B, L, D)
+        return F.normalize(h[0], dim=-1, eps=1e-6)

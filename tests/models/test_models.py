@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from genrec.models import jagged_attention
 from genrec.models import HSTU, SASRec
 from genrec.models.hstu import time_buckets
 
@@ -178,9 +179,14 @@ def test_blocked_attention_equals_dense_forward_and_gradients(block, use_time):
 
 @pytest.mark.parametrize("block", [1, 5, 64])
 @pytest.mark.parametrize("use_time", [True, False])
-def test_jagged_batches_equal_the_padded_path(block, use_time):
-    """Packed sequences of very different lengths (1 to 20), every block size: the valid positions'
-    outputs and all gradients equal the dense padded path's; the padding's outputs are zero."""
+@pytest.mark.parametrize("budget", ["one chunk", "many chunks"])
+def test_jagged_batches_equal_the_padded_path(block, use_time, budget, monkeypatch):
+    """Packed sequences of very different lengths (1 to 20), every block size, the blocks in one
+    chunk with the bias indices kept for the batch or in many chunks rebuilt each time: the valid
+    positions' outputs and all gradients equal the dense padded path's; the padding's are zero."""
+    if budget == "many chunks":
+        monkeypatch.setattr(jagged_attention, "CHUNK_ELEMENTS", 2 * block * 20)
+        monkeypatch.setattr(jagged_attention, "CACHE_ELEMENTS", 0)
     torch.manual_seed(0)
     kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=20, dropout=0.0, use_time_bias=use_time)
     dense, jagged = HSTU(**kw), HSTU(**kw, attention="jagged", attention_block=block)
@@ -252,3 +258,16 @@ def test_sasrec_attention_dropout_is_its_own_setting():
     assert not torch.equal(only_attn(x, t, lengths), only_attn(x, t, lengths))
     none = SASRec(dim=8, dropout=0.0, attn_dropout=0.0, max_seq_len=6).train()
     assert torch.equal(none(x, t, lengths), none(x, t, lengths))
+
+
+def test_jagged_layout_reads_each_block_from_its_first_sequence_start(monkeypatch):
+    """Blocks read keys from their first query's sequence start on; a small budget splits the
+    blocks into chunks no larger than it, a large one keeps one chunk."""
+    segments = torch.repeat_interleave(torch.arange(3), torch.tensor([5, 2, 9]))  # T = 16
+    layout = jagged_attention.JaggedLayout.build(segments, None, None, block=4, n=10, num_buckets=8)
+    assert layout.lo.tolist() == [0, 0, 7, 7]  # blocks start at 0, 4, 8, 12
+    assert [(c.b0, c.b1, c.width) for c in layout.chunks] == [(0, 4, 9)]
+    monkeypatch.setattr(jagged_attention, "CHUNK_ELEMENTS", 64)
+    small = jagged_attention.JaggedLayout.build(segments, None, None, block=4, n=10, num_buckets=8)
+    assert [(c.b0, c.b1, c.width) for c in small.chunks] == [(0, 2, 8), (2, 3, 5), (3, 4, 9)]
+    assert all((c.b1 - c.b0) * 4 * c.width <= 64 for c in small.chunks)
