@@ -18,7 +18,7 @@ import torch
 from genrec.data import SequenceDataModule
 from genrec.evaluation.generative import evaluate_generative
 from genrec.metrics import RankingMetrics
-from genrec.modules.generative import GenerativeModule
+from genrec.modules import GenerativeModule
 
 
 def main() -> None:

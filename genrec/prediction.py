@@ -137,12 +137,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
 def main(argv: list[str]) -> Path:
     from genrec.evaluation.generative import is_generative
     from genrec.evaluation.report import build_datamodule, import_path
-    from genrec.modules.checkpoints import load_checkpoint, resolve_checkpoint
+    from genrec.modules.checkpoints import load_checkpoint, module_class_path, resolve_checkpoint
 
     args, overrides = parse(argv)
     ckpt_path = str(resolve_checkpoint(args.ckpt))
     ckpt = load_checkpoint(ckpt_path)
-    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    module_cls = import_path(module_class_path(ckpt))
     model = module_cls.from_checkpoint(ckpt_path).eval()
     dm = build_datamodule(ckpt, overrides, ckpt_path)
     dm.setup("predict")

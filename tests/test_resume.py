@@ -29,7 +29,7 @@ def args_for(tmp_path):
     # 200 users in batches of 16: 13 steps per epoch; 2 epochs with dropout, so RNG state matters.
     (tmp_path / "callbacks.yaml").write_text(CALLBACKS)
     args = tiny_args(tmp_path, users=200, epochs=2)
-    args[args.index("--data.batch_size") + 1] = "16"
+    args[args.index("--data.loader.batch_size") + 1] = "16"
     return args[:1] + ["--config", str(tmp_path / "callbacks.yaml")] + args[1:] + [
         "--trainer.deterministic", "true", "--model.net.dropout", "0.3"]
 

@@ -23,13 +23,13 @@ from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import build_datamodule, eval_parts, per_user_frame, write_report
 from genrec.evaluation.text_baseline import TextScorer
 from genrec.evaluation.uncertainty import Bootstrap
-from genrec.modules.checkpoints import load_checkpoint
+from genrec.modules.checkpoints import load_checkpoint, module_class_path
 
-GENERATIVE_MODULE = "genrec.modules.generative.GenerativeModule"
+GENERATIVE_MODULE = "genrec.modules.generative_module.GenerativeModule"
 
 
 def is_generative(ckpt_path: str) -> bool:
-    return load_checkpoint(ckpt_path).get("genrec", {}).get("module") == GENERATIVE_MODULE
+    return module_class_path(load_checkpoint(ckpt_path)) == GENERATIVE_MODULE
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def evaluate_generative(model: Any, batches: Any, metrics: RankingMetrics,
 def run_generative_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, split: str = "test",
                               out: str | None = None, baseline: bool = True, text_decay: float = 0.3,
                               boot: Bootstrap | None = Bootstrap(), wandb: bool = False) -> dict:
-    from genrec.modules.generative import GenerativeModule
+    from genrec.modules.generative_module import GenerativeModule
 
     ckpt = load_checkpoint(ckpt_path)
     model = GenerativeModule.from_checkpoint(ckpt_path).eval()

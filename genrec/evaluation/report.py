@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from genrec.data.datamodule import data_options
+from genrec.data.datamodule import rebuild_options
 from genrec.evaluation import breakdown
 from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, module_class_path, resolve_checkpoint
 
 
 def import_path(path: str) -> Any:
@@ -59,12 +59,7 @@ def build_datamodule(ckpt: dict, overrides: dict[str, Any], source: str) -> Any:
     # settings it shares with the training data module still default to the trained ones.
     cls = import_path(overrides.pop("class_path", None) or ckpt.get("genrec", {}).get("datamodule")
                   or "genrec.data.SequenceDataModule")
-    accepted = data_options(cls)
-    unknown = sorted(set(overrides) - set(accepted))
-    if unknown:
-        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(accepted)}")
-    hp = {**{k: v for k, v in dict(hp).items() if k in accepted}, **overrides}
-    return cls(**hp)
+    return cls(**rebuild_options(cls, dict(hp), overrides))
 
 
 def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
@@ -83,7 +78,7 @@ def run_evaluation(ckpt_path: str, overrides: dict[str, Any] | None = None, spli
                    wandb: bool = False) -> dict:
     ckpt_path = str(resolve_checkpoint(ckpt_path))
     ckpt = load_checkpoint(ckpt_path)
-    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    module_cls = import_path(module_class_path(ckpt))
     model = module_cls.from_checkpoint(ckpt_path).eval()
     dm = build_datamodule(ckpt, overrides or {}, ckpt_path)
     dm.setup("test")

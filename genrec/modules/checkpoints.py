@@ -99,6 +99,20 @@ def class_path(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
+# Checkpoints written before the Lightning modules' files were renamed (retrieval.py and
+# generative.py became retrieval_module.py and generative_module.py) name the old paths.
+RENAMED_MODULES = {
+    "genrec.modules.retrieval.RetrievalModule": "genrec.modules.retrieval_module.RetrievalModule",
+    "genrec.modules.generative.GenerativeModule": "genrec.modules.generative_module.GenerativeModule",
+}
+
+
+def module_class_path(ckpt: dict) -> str:
+    """The class path of the Lightning module that wrote ``ckpt`` (``checkpoint_identity``)."""
+    path = ckpt.get("genrec", {}).get("module") or "genrec.modules.retrieval_module.RetrievalModule"
+    return RENAMED_MODULES.get(path, path)
+
+
 def checkpoint_identity(module: Any) -> dict[str, Any]:
     """What evaluate.py needs to rebuild a run: the module's and its data module's class paths."""
     dm = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
