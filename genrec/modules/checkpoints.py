@@ -62,7 +62,10 @@ def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (KeyError, ValueError, ImportError, AttributeError) as err:
         raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
-    return cls(**net_config.get("init_args", {}))
+    args = dict(net_config.get("init_args", {}))
+    if "compile_attention" in args:  # an HSTU saved before compile_attention became attention: compiled
+        args["attention"] = "compiled" if args.pop("compile_attention") else args.get("attention", "dense")
+    return cls(**args)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
