@@ -11,7 +11,7 @@
     python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all   (top-K lists; genrec.prediction)
 
 Data options default to those the checkpoint was trained with; ``--data.KEY VALUE`` overrides one
-(values are parsed as YAML). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
+(values are parsed as YAML), a grouped one by its dotted key (``--data.loader.eval_batch_size 1024``). Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md``
 with the model's metrics beside the popularity baseline computed by the same evaluator, each with a
 bootstrap 95% confidence interval over users, and ``<out>/<split>_per_user.parquet`` (each user's
 target rank and metrics).

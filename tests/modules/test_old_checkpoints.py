@@ -68,3 +68,12 @@ def test_an_old_checkpoint_evaluates_as_the_same_one_written_today(tmp_path):
     old = run_evaluation(str(path), out=str(tmp_path / "old"), baseline=False, boot=None)
     new = run_evaluation(str(today), out=str(tmp_path / "new"), baseline=False, boot=None)
     assert old["metrics"] == new["metrics"] and old["metrics"]["model"]["hr@10"] > 0
+
+
+def test_an_old_hstu_nets_compile_attention_maps_to_attention():
+    from genrec.modules.checkpoints import build_net
+
+    old = {"dim": 8, "num_blocks": 1, "max_seq_len": 6, "compile_attention": False, "attention": "dense"}
+    assert build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": old}).attention == "dense"
+    compiled = build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": {**old, "compile_attention": True}})
+    assert compiled.attention == "compiled"
