@@ -275,11 +275,11 @@ def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any
     accepted = data_options(cls)
     known = [k for k in accepted if k != "loader"] + ([f"loader.{k}" for k in LOADER_KEYS] if "loader" in accepted else [])
     overrides = dict(overrides or {})
-    loader_overrides = overrides.pop("loader", None) or {}
+    loader_overrides = dict(overrides.pop("loader", None) or {})
     loader_overrides.update({k.removeprefix("loader."): overrides.pop(k) for k in list(overrides) if k.startswith("loader.")})
-    unknown = sorted(set(overrides) - set(known)) + sorted(f"loader.{k}" for k in set(loader_overrides) - set(LOADER_KEYS))
-    if unknown or (loader_overrides and "loader" not in accepted):
-        raise ValueError(f"unknown data option(s) {unknown or sorted(loader_overrides)} for {cls.__name__}; known: {sorted(known)}")
+    unknown = sorted(set(overrides) - set(known)) + sorted(f"loader.{k}" for k in loader_overrides if f"loader.{k}" not in known)
+    if unknown:
+        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
     hp = dict(hparams)
     loader = {**(hp.pop("loader", None) or {}), **{k: hp.pop(k) for k in LOADER_KEYS if k in hp}}  # flat: an old checkpoint
     out = {**{k: v for k, v in hp.items() if k in accepted}, **overrides}

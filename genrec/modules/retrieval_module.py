@@ -57,7 +57,6 @@ def grouped_hparams(hp: dict[str, Any]) -> dict[str, Any]:
     return {**out, **groups}
 
 
-
 class RetrievalModule(DomainEvalLoop, L.LightningModule):
     """Train and evaluate a sequence encoder for next-item retrieval.
 

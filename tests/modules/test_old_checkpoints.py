@@ -1,5 +1,6 @@
 """Checkpoints written before the options were grouped (flat hyper-parameters, the modules' old file
 paths) load into the grouped configs and evaluate as checkpoints written today do."""
+import pytest
 import torch
 
 from genrec.data import LoaderConfig, SequenceDataModule
@@ -55,6 +56,9 @@ def test_flat_hyper_parameters_map_into_the_configs(tmp_path):
     dm = build_datamodule(ckpt, {"loader.eval_batch_size": 8, "max_seq_len": 6}, str(path))
     assert dm.loader_config == LoaderConfig(train_windows="all", bucket_by_length=False, batch_size=16, eval_batch_size=8)
     assert dm.hparams.max_seq_len == 6
+    for moved in ("batch_size", "loader.batch"):  # the old flat name of a moved key is refused by name too
+        with pytest.raises(ValueError, match=rf"unknown data option.*'{moved}'.*'loader.batch_size'"):
+            build_datamodule(ckpt, {moved: 8}, str(path))
 
 
 def test_an_old_checkpoint_evaluates_as_the_same_one_written_today(tmp_path):
