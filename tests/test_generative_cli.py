@@ -32,7 +32,7 @@ def test_tokenizer_then_generative_model_then_in_domain_and_zero_shot_evaluation
                                                        "init_args": {"save_dir": "runs", "name": "tok"}}]),
                       "--data", "genrec.data.item_text.ItemTextDataModule",
                       "--data.datasets", json.dumps([{"dataset": "synthetic", "dataset_options": json.loads(synthetic(60, 40))}]),
-                      "--data.text_template", TEMPLATE, "--data.loader.batch_size", "16",
+                      "--data.text_template", TEMPLATE, "--data.batch_size", "16",
                       "--model", "genrec.modules.tokenizer_ae.TokenizerAutoencoder", "--model.hidden_dim", "32",
                       "--trainer.callbacks", json.dumps([{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                                           "init_args": {"save_last": True}}])])
@@ -107,7 +107,7 @@ def test_a_generative_model_trains_on_two_domains_and_evaluates_each_in_its_own_
                                                  "init_args": {"save_dir": "runs", "name": "tok"}}]),
                 "--data", "genrec.data.item_text.ItemTextDataModule",
                 "--data.datasets", json.dumps([{k: v for k, v in d.items() if k != "name"} for d in domains]),
-                "--data.text_template", TEMPLATE, "--data.loader.batch_size", "16",
+                "--data.text_template", TEMPLATE, "--data.batch_size", "16",
                 "--model", "genrec.modules.tokenizer_ae.TokenizerAutoencoder", "--model.hidden_dim", "32",
                 "--trainer.callbacks", json.dumps([{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                                     "init_args": {"save_last": True}}])])
