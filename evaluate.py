@@ -7,7 +7,8 @@
     python evaluate.py compare runs/hstu/version_0 runs/sasrec/version_0  # paired bootstrap of two reports
     python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all   # top-K lists to a file
 
-``model``, ``baseline`` and ``recommend`` also take ``--data.KEY VALUE``, overriding one data option.
+``model``, ``baseline`` and ``recommend`` also take ``--data.KEY VALUE``, overriding one data option
+(values parsed as YAML); a grouped one by its dotted key (``--data.loader.eval_batch_size 1024``).
 """
 from __future__ import annotations
 

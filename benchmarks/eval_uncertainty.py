@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from genrec.data import SequenceDataModule
+from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.evaluation.breakdown import breakdown
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
 from genrec.models import HSTU, SASRec
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--ckpt", default=None, help="time this ML-1M retrieval checkpoint instead of the untrained nets")
     args = parser.parse_args()
-    dm = SequenceDataModule(dataset="ml-1m", root=args.data, max_seq_len=200, eval_batch_size=512)
+    dm = SequenceDataModule(dataset="ml-1m", root=args.data, max_seq_len=200, loader=LoaderConfig(eval_batch_size=512))
     dm.setup("predict")
     users = dm.data.num_users
     rows = []

@@ -15,10 +15,10 @@ import argparse
 
 import torch
 
-from genrec.data import SequenceDataModule
+from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.evaluation.generative_eval import evaluate_generative
 from genrec.metrics import RankingMetrics
-from genrec.modules.generative import GenerativeModule
+from genrec.modules import GenerativeModule
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dm = SequenceDataModule(dataset=args.dataset, root=args.root, max_seq_len=args.max_seq_len, exclude="history",
-                            eval_batch_size=256)
+                            loader=LoaderConfig(eval_batch_size=256))
     dm.setup("test")
     rows = []
     for variant in ("full model", "prior alone"):

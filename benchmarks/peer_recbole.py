@@ -31,18 +31,19 @@ def ours(epochs: int, negatives: str, bucket: bool) -> dict:
     """Child process: train genrec SASRec for ``epochs`` full epochs, time each epoch and evaluation."""
     import torch
 
-    from genrec.data import SequenceDataModule
+    from genrec.data import LoaderConfig, SequenceDataModule
     from genrec.metrics import RankingMetrics
     from genrec.evaluation.protocols import evaluate_scorer
     from genrec.models import SASRec
     from genrec.modules import RetrievalModule
+    from genrec.modules.negatives import LossConfig
 
     torch.manual_seed(42)
-    dm = SequenceDataModule(dataset="ml-1m", root=str(ML1M), max_seq_len=200, batch_size=128,
-                            eval_batch_size=512, bucket_by_length=bucket)
+    dm = SequenceDataModule(dataset="ml-1m", root=str(ML1M), max_seq_len=200,
+                            loader=LoaderConfig(batch_size=128, eval_batch_size=512, bucket_by_length=bucket))
     dm.setup("fit")
     model = RetrievalModule(SASRec(dim=50, num_blocks=2, num_heads=1, ffn_dim=50, dropout=0.2, max_seq_len=200),
-                            num_items=dm.num_items, negatives=negatives)
+                            num_items=dm.num_items, loss=LossConfig(negatives=negatives))
     model.log = lambda *args, **kwargs: None
     opt = model.configure_optimizers()
     train_s, eval_s = [], []

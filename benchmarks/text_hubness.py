@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from genrec.data import SequenceDataModule
+from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
 from genrec.evaluation.text_baseline import TextScorer
@@ -34,7 +34,7 @@ def main() -> None:
     print("| dataset | split | c | k | HR@10 | NDCG@10 |")
     print("|---|---|---|---|---|---|")
     for root in args.root:
-        dm = SequenceDataModule(dataset="plain", root=root, max_seq_len=args.max_seq_len, exclude="history", eval_batch_size=1024)
+        dm = SequenceDataModule(dataset="plain", root=root, max_seq_len=args.max_seq_len, exclude="history", loader=LoaderConfig(eval_batch_size=1024))
         dm.setup("test")
         texts = render_texts(dm.data.item_text, DEFAULT_TEMPLATE, f"dataset {dm.data.name!r}")
         emb = torch.from_numpy(embed_texts(texts, DEFAULT_ENCODER))

@@ -39,20 +39,21 @@ import torch
 
 from genrec.models import HSTU, SASRec
 from genrec.modules import RetrievalModule
+from genrec.modules.negatives import LossConfig
 
 
 def make(model: str, length: int, negatives: str, num_items: int) -> RetrievalModule:
     if model.startswith("hstu"):
         model, _, block = model.partition(":")  # e.g. hstu-jagged:64, queries per attention block
-        net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length, compile_attention=model == "hstu-compiled",
-                   attention={"hstu-blocked": "blocked", "hstu-jagged": "jagged"}.get(model, "dense"),
+        net = HSTU(dim=50, num_blocks=2, num_heads=1, max_seq_len=length,
+                   attention={"hstu-compiled": "compiled", "hstu-blocked": "blocked", "hstu-jagged": "jagged"}.get(model, "dense"),
                    attention_block=int(block or 256))
     else:
         # sasrec: dropout 0.2 on attention weights too (the paper's); sasrec-no-attn-dropout: none there
         net = SASRec(dim=50, num_blocks=2, num_heads=1, max_seq_len=length,
                      attn_dropout=0.0 if model == "sasrec-no-attn-dropout" else None)
     neg, _, groups = negatives.partition(":")  # e.g. interleaved:16
-    m = RetrievalModule(net, num_items=num_items, negatives=neg, negative_groups=int(groups or 8))
+    m = RetrievalModule(net, num_items=num_items, loss=LossConfig(negatives=neg, negative_groups=int(groups or 8)))
     m.log = lambda *args, **kwargs: None  # no trainer attached
     return m
 

@@ -92,10 +92,10 @@ class NonFiniteLossGuard(L.Callback):
         if self.action == "skip":
             raise NonFiniteLossError(
                 f"non-finite loss at global step {step}{rank}: {what}; {self.skipped} steps were skipped already "
-                f"(max_skips={self.max_skips}), so training is diverging: lower model.lr or check the data"
+                f"(max_skips={self.max_skips}), so training is diverging: lower model.optim.lr or check the data"
             )
         raise NonFiniteLossError(
-            f"non-finite loss at global step {step}{rank}: {what}. Nothing was updated with it. Lower model.lr, "
+            f"non-finite loss at global step {step}{rank}: {what}. Nothing was updated with it. Lower model.optim.lr, "
             "check the data of that batch, or add genrec.callbacks.NonFiniteLossGuard with action: skip to "
             "trainer.callbacks to drop such steps"
         )

@@ -12,7 +12,7 @@
 * A run folder (``runs/genrec/version_3``) means its newest ``last*.ckpt``.
 * On ``fit``, an explicit or found checkpoint whose model or data settings differ from this
   command's is refused, naming the keys. Settings of how and where a run goes on (``trainer.*``
-  such as ``max_epochs``, ``data.root``, ``data.num_workers``, ...) may change.
+  such as ``max_epochs``, ``data.root``, ``data.loader.num_workers``, ...) may change.
 * An explicit or found checkpoint is opened (memory-mapped, so cheaply) and refused with a clear
   error when it is missing, damaged or not a genrec checkpoint.
 * The W&B run id stored by ``genrec.callbacks.WandbRunId`` is passed back to the W&B logger, so
@@ -37,7 +37,7 @@ _SYMBOLIC = {"best", "hpc", "registry"}
 # Settings a resumed run may change: linked from the data, where the files are, how fast they load.
 # Every other model and data setting makes another run.
 MAY_DIFFER = {"model.num_items", "model.dataset_fingerprint", "model.tokenizer_config", "data.root", "data.cache_dir",
-              "data.download", "data.use_cache", "data.num_workers", "data.eval_batch_size"}
+              "data.download", "data.use_cache", "data.loader.num_workers", "data.loader.eval_batch_size"}
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -116,7 +116,7 @@ def _flat(tree: Any, prefix: str) -> dict[str, Any]:
 
 
 def _settings(section: Any, prefix: str) -> dict[str, Any]:
-    """``{"model.lr": 0.002, "model.net.dim": 64, ...}`` of a config section (class_path, init_args)."""
+    """``{"model.optim.lr": 0.002, "model.net.dim": 64, ...}`` of a config section (class_path, init_args)."""
     return _flat(_plain(section), prefix) if section is not None else {}
 
 
@@ -135,7 +135,7 @@ def _checkpoint_settings(ckpt: dict) -> dict[str, Any]:
 
 def run_differences(config: Any, ckpt: dict) -> list[str]:
     """The model and data settings in which this command and the checkpoint's run differ, as
-    ``"model.lr: 0.002 in the checkpoint, 0.01 here"``; keys only one side has are left out (an
+    ``"model.optim.lr: 0.002 in the checkpoint, 0.01 here"``; keys only one side has are left out (an
     option added or removed since the checkpoint was written)."""
     ours = {**_settings(_get(config, "model"), "model"), **_settings(_get(config, "data"), "data")}
     theirs = _checkpoint_settings(ckpt)

@@ -69,8 +69,8 @@ class CountingDataModule(SequenceDataModule):
         self.source.load = counted_load
 
 
-class PauseAt(L.Callback):
-    """Freezes rank 0 before the given global step, after writing ``marker``: the test then SIGKILLs it."""
+class PauseBefore(L.Callback):
+    """Holds rank 0 before the given global step, after writing ``marker`` (``epoch batch``), in ``hold``."""
 
     def __init__(self, step: int, marker: str):
         self.step = step
@@ -79,26 +79,30 @@ class PauseAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step and trainer.global_rank == 0:
             self.marker.write_text(f"{trainer.current_epoch} {batch_idx}")
-            time.sleep(3600)
+            self.hold(trainer)
+
+    def hold(self, trainer) -> None:
+        raise NotImplementedError
 
 
-class PauseUntilSignalled(L.Callback):
+class PauseAt(PauseBefore):
+    """Freezes rank 0 before the given global step, after writing ``marker``: the test then SIGKILLs it."""
+
+    def hold(self, trainer) -> None:
+        time.sleep(3600)
+
+
+class PauseUntilSignalled(PauseBefore):
     """Holds rank 0 before the given global step, after writing ``marker``, until the trainer has got a SIGTERM.
 
     The test sends the signal; the batch then runs and Lightning stops after it, as when a
     scheduler preempts a job. (A plain ``time.sleep`` would be resumed after the signal handler.)
     """
 
-    def __init__(self, step: int, marker: str):
-        self.step = step
-        self.marker = Path(marker)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step and trainer.global_rank == 0:
-            self.marker.write_text(f"{trainer.current_epoch} {batch_idx}")
-            deadline = time.monotonic() + 300
-            while not trainer.received_sigterm and time.monotonic() < deadline:
-                time.sleep(0.05)
+    def hold(self, trainer) -> None:
+        deadline = time.monotonic() + 300
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def run_train(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None,

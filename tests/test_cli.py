@@ -28,12 +28,12 @@ def tiny_args(tmp_path, net="genrec.models.HSTU", users=120, seed=0, epochs=1, e
         "--data.dataset", "synthetic",
         "--data.dataset_options", json.dumps({"num_users": users, "num_items": 80, "seed": seed}),
         "--data.max_seq_len", "12",
-        "--data.batch_size", "32",
+        "--data.loader.batch_size", "32",
         "--model", "genrec.modules.RetrievalModule",
         "--model.net", net,
         "--model.net.dim", "16",
         "--model.net.max_seq_len", "12",
-        "--model.num_negatives", "16",
+        "--model.loss.num_negatives", "16",
         *extra,
     ]
 

@@ -38,7 +38,7 @@ def newest_run(tmp_path):
 def test_two_process_test_metrics_equal_one_process_on_the_same_checkpoint(tmp_path):
     # 121 users over 2 ranks in batches of 20: shards of 61 and 60 users, 4 and 3 batches. A padding
     # sampler would score one user twice.
-    args = tiny_args(tmp_path, users=121) + ["--data.eval_batch_size", "20"]
+    args = tiny_args(tmp_path, users=121) + ["--data.loader.eval_batch_size", "20"]
     fit = train_main(args)
     ckpt = str(tmp_path / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt")
     eval_users = fit.datamodule.eval_users.tolist()
@@ -74,7 +74,7 @@ def test_two_process_training_shards_data_and_matches_one_process(tmp_path, monk
     # Same seed and global batch (2 x 16 vs 1 x 32): the step batches hold the same users; negatives
     # and dropout differ (drawn per rank), so metrics agree within a tolerance, not exactly.
     args = tiny_args(tmp_path, users=200, epochs=3)
-    args[args.index("--data.batch_size") + 1] = "16"
+    args[args.index("--data.loader.batch_size") + 1] = "16"
     (tmp_path / "ddp").mkdir()
     ddp_args = list(args)
     ddp_args[ddp_args.index("--data") + 1] = "tests.helpers.CountingDataModule"
@@ -103,7 +103,7 @@ def test_two_process_training_shards_data_and_matches_one_process(tmp_path, monk
     (tmp_path / "one").mkdir()
     monkeypatch.chdir(tmp_path / "one")
     single_args = list(args)
-    single_args[single_args.index("--data.batch_size") + 1] = "32"
+    single_args[single_args.index("--data.loader.batch_size") + 1] = "32"
     single = train_main(single_args).trainer.callback_metrics
     assert multi["val/hr@10"] > 1.5 * 10 / 80  # it learned: well above chance among <= 80 candidates
     for key in ("val/hr@10", "val/ndcg@10", "val/mrr"):

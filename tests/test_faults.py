@@ -95,10 +95,10 @@ def test_resume_on_another_dataset_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--model.num_negatives", "0", r"model.num_negatives must be >= 1, got 0"),  # trained with loss 0, frozen
-    ("--model.temperature", "0", r"model.temperature must be > 0"),
-    ("--model.lr", "-0.001", r"model.lr must be > 0"),
-    ("--model.betas", "[0.9, 1.0]", r"model.betas\[1\] must be >= 0 and < 1"),
+    ("--model.loss.num_negatives", "0", r"model.loss.num_negatives must be >= 1, got 0"),  # trained with loss 0, frozen
+    ("--model.loss.temperature", "0", r"model.loss.temperature must be > 0"),
+    ("--model.optim.lr", "-0.001", r"model.optim.lr must be > 0"),
+    ("--model.optim.betas", "[0.9, 1.0]", r"model.optim.betas\[1\] must be >= 0 and < 1"),
     ("--model.hr_ks", "[0, 10]", r"model.hr_ks must be >= 1"),
     ("--model.net.dropout", "1.0", r"model.net.dropout must be >= 0 and < 1"),
     ("--model.net.num_blocks", "0", r"model.net.num_blocks must be >= 1"),

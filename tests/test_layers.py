@@ -1,6 +1,7 @@
 """The package's structure as the README's architecture page states it: no import cycle in
 ``genrec/`` and no import from a lower layer up into a higher one (an AST scan of every file, so
-imports inside functions count too; imports under ``if TYPE_CHECKING:`` do not run and do not)."""
+imports inside functions count too; imports under ``if TYPE_CHECKING:`` do not run and do not); and no constructor wider than
+``MAX_INIT_ARGS`` arguments."""
 from __future__ import annotations
 
 import ast
@@ -143,3 +144,35 @@ def test_every_module_imports():
     code = "import importlib\nfor n in %r:\n    importlib.import_module(n)\n" % names
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+MAX_INIT_ARGS = 12
+
+
+def wide_constructors(paths, root: Path = ROOT) -> list[str]:
+    """``file:Class (n)`` for every class whose ``__init__`` takes more than ``MAX_INIT_ARGS``
+    arguments besides ``self``, ``*args`` and ``**kwargs``: past that, the knobs belong in a typed
+    config dataclass (``LossConfig``, ``LoaderConfig``, ...) that ``--print_config`` documents."""
+    wide = []
+    for path in paths:
+        for node in ast.walk(ast.parse(Path(path).read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for init in (n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"):
+                a = init.args
+                count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) - 1
+                if count > MAX_INIT_ARGS:
+                    wide.append(f"{Path(path).relative_to(root)}:{node.name} ({count})")
+    return wide
+
+
+def test_wide_constructor_finder_sees_a_planted_one(tmp_path):
+    args = ", ".join(f"a{i}=0" for i in range(MAX_INIT_ARGS + 1))
+    (tmp_path / "wide.py").write_text(f"class Wide:\n    def __init__(self, {args}, *rest, **more):\n        pass\n"
+                                      f"class Narrow:\n    def __init__(self, {args[5:]}, **more):\n        pass\n")
+    assert wide_constructors([tmp_path / "wide.py"], tmp_path) == [f"wide.py:Wide ({MAX_INIT_ARGS + 1})"]
+
+
+def test_no_constructor_in_genrec_takes_more_than_12_arguments():
+    wide = wide_constructors(sorted((ROOT / "genrec").rglob("*.py")))
+    assert not wide, f"constructors with more than {MAX_INIT_ARGS} arguments (group them into a config dataclass): {wide}"

@@ -22,9 +22,9 @@ def test_train_and_evaluate_each_domain_within_its_catalogue(tmp_path):
         "fit", "--seed_everything", "0", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--data", "genrec.data.MultiDomainDataModule", "--data.domains", json.dumps(DOMAINS),
-        "--data.max_seq_len", "10", "--data.batch_size", "32",
+        "--data.max_seq_len", "10", "--data.loader.batch_size", "32",
         "--model", "genrec.modules.RetrievalModule", "--model.net", "genrec.models.SASRec",
-        "--model.net.dim", "16", "--model.net.max_seq_len", "10", "--model.num_negatives", "16",
+        "--model.net.dim", "16", "--model.net.max_seq_len", "10", "--model.loss.num_negatives", "16",
     ])
     assert cli.model.hparams.num_items == 70  # one joint id space
     logged = cli.trainer.callback_metrics

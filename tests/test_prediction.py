@@ -11,7 +11,7 @@ import torch
 
 import evaluate
 from genrec.cli import main as train_main
-from genrec.data import SequenceDataModule
+from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.models import HSTU
 from genrec.modules import RetrievalModule
 from genrec.prediction import RecommendationWriter
@@ -24,7 +24,7 @@ N = 80
 
 def datamodule(users=50, items=N, **options):
     options = {"num_users": users, "num_items": items, "num_interests": 5, "mean_length": 8, "seed": 0, **options}
-    dm = SequenceDataModule(dataset="synthetic", dataset_options=options, max_seq_len=6, eval_batch_size=16)
+    dm = SequenceDataModule(dataset="synthetic", dataset_options=options, max_seq_len=6, loader=LoaderConfig(eval_batch_size=16))
     dm.setup("predict")
     return dm
 
@@ -155,7 +155,7 @@ def test_train_py_predict_writes_the_test_users_lists(tmp_path, monkeypatch):
 def test_two_process_recommendations_equal_one_process(tmp_path, monkeypatch):
     # 121 users over 2 ranks in batches of 20: shards of 61 and 60 users, merged by rank 0.
     monkeypatch.chdir(tmp_path)
-    train_main(tiny_args(tmp_path, users=121) + ["--data.eval_batch_size", "20"])
+    train_main(tiny_args(tmp_path, users=121) + ["--data.loader.eval_batch_size", "20"])
     ckpt = str(tmp_path / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt")
     tables = {}
     for devices in (1, 2):

@@ -20,10 +20,10 @@ def test_hstu_on_ml100k_clears_the_quality_floor(tmp_path, monkeypatch):
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.check_val_every_n_epoch", "12",
         "--data", "genrec.data.SequenceDataModule", "--data.dataset", "ml-100k", "--data.root", str(root),
-        "--data.max_seq_len", "100", "--data.batch_size", "64",
+        "--data.max_seq_len", "100", "--data.loader.batch_size", "64",
         "--model", "genrec.modules.RetrievalModule", "--model.net", "genrec.models.HSTU",
         "--model.net.dim", "50", "--model.net.max_seq_len", "100",
-        "--model.negatives", "sequence", "--model.lr", "0.002",
+        "--model.loss.negatives", "sequence", "--model.optim.lr", "0.002",
     ])
     metrics = cli.trainer.callback_metrics
     dm = cli.datamodule

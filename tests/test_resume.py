@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,9 +30,33 @@ def args_for(tmp_path):
     # 200 users in batches of 16: 13 steps per epoch; 2 epochs with dropout, so RNG state matters.
     (tmp_path / "callbacks.yaml").write_text(CALLBACKS)
     args = tiny_args(tmp_path, users=200, epochs=2)
-    args[args.index("--data.batch_size") + 1] = "16"
+    args[args.index("--data.loader.batch_size") + 1] = "16"
     return args[:1] + ["--config", str(tmp_path / "callbacks.yaml")] + args[1:] + [
         "--trainer.deterministic", "true", "--model.net.dropout", "0.3"]
+
+
+def paused_run(args: list[str], callback: str, work: Path, marker: Path, before: str) -> subprocess.Popen:
+    """``train.py ARGS`` in a real process in ``work``, held before step 17 by ``tests.helpers.CALLBACK``;
+    returned once it is held there (``marker`` written). ``before``: what the test does next, for its messages."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, f"--trainer.callbacks+=tests.helpers.{callback}",
+         "--trainer.callbacks.step", "17", "--trainer.callbacks.marker", str(marker)],
+        cwd=work, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"training exited before {before} ({proc.returncode}): {proc.stderr.read()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("training did not reach step 17 in 240 s")
+            time.sleep(0.2)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+        raise
+    return proc
 
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
@@ -46,19 +71,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatc
     work = tmp_path / "killed"
     work.mkdir()
     marker = tmp_path / "paused"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, "--trainer.callbacks+=tests.helpers.PauseAt",
-         "--trainer.callbacks.step", "17", "--trainer.callbacks.marker", str(marker)],
-        cwd=work, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    proc = paused_run(args, "PauseAt", work, marker, "the kill")
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"training exited before the kill ({proc.returncode}): {proc.stderr.read()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("training did not reach step 17 in 240 s")
-            time.sleep(0.2)
         assert marker.read_text() == "1 4"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -93,19 +107,8 @@ def test_sigterm_exits_143_after_a_checkpoint_that_resumes_exactly(tmp_path, mon
     work = tmp_path / "signalled"
     work.mkdir()
     marker = tmp_path / "waiting"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, "--trainer.callbacks+=tests.helpers.PauseUntilSignalled",
-         "--trainer.callbacks.step", "17", "--trainer.callbacks.marker", str(marker)],
-        cwd=work, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    proc = paused_run(args, "PauseUntilSignalled", work, marker, "the signal")
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"training exited before the signal ({proc.returncode}): {proc.stderr.read()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("training did not reach step 17 in 240 s")
-            time.sleep(0.2)
         os.kill(proc.pid, signal.SIGTERM)
         stderr = proc.communicate(timeout=120)[1]
     finally:

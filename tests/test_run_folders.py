@@ -54,16 +54,16 @@ def test_ckpt_path_last_continues_only_a_run_with_the_same_settings(tmp_path, mo
 
     # A new experiment with another lr under the same name: before, it continued the first run
     # (already at max_epochs, so it trained nothing) with lr 0.001, exit 0 and no warning.
-    with pytest.warns(UserWarning, match=r"no checkpoint of a run with these settings.*model.lr: 0.001 in the checkpoint, 0.01 here"):
-        other = train_main(tiny_args(tmp_path) + ["--model.lr", "0.01", "--ckpt_path", "last"])
-    assert other.model.hparams.lr == 0.01 and other.trainer.global_step == steps_per_epoch()
+    with pytest.warns(UserWarning, match=r"no checkpoint of a run with these settings.*model.optim.lr: 0.001 in the checkpoint, 0.01 here"):
+        other = train_main(tiny_args(tmp_path) + ["--model.optim.lr", "0.01", "--ckpt_path", "last"])
+    assert other.model.hparams.optim["lr"] == 0.01 and other.trainer.global_step == steps_per_epoch()
     assert other.trainer.log_dir.endswith("version_1")
 
     # The first run's job, requeued with one more epoch: it continues its own run, not the newer
     # checkpoint of the lr 0.01 run.
     with pytest.warns(UserWarning, match="skipped the checkpoints of other runs"):
         resumed = train_main(tiny_args(tmp_path, epochs=2) + ["--ckpt_path", "last"])
-    assert resumed.model.hparams.lr == 0.001 and resumed.trainer.global_step == 2 * steps_per_epoch()
+    assert resumed.model.hparams.optim["lr"] == 0.001 and resumed.trainer.global_step == 2 * steps_per_epoch()
     assert "version_0/checkpoints/last" in resumed.trainer.ckpt_path
 
 
@@ -71,9 +71,9 @@ def test_an_explicit_checkpoint_of_other_settings_is_refused_naming_the_keys(tmp
     monkeypatch.chdir(tmp_path)
     train_main(tiny_args(tmp_path))
     ckpt = tmp_path / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt"
-    args = tiny_args(tmp_path, epochs=2) + ["--model.lr", "0.01", "--data.max_seq_len", "10", "--ckpt_path", str(ckpt)]
+    args = tiny_args(tmp_path, epochs=2) + ["--model.optim.lr", "0.01", "--data.max_seq_len", "10", "--ckpt_path", str(ckpt)]
     with pytest.raises(CheckpointMismatchError, match=r"data.max_seq_len: 12 in the checkpoint, 10 here; "
-                                                      r"model.lr: 0.001 in the checkpoint, 0.01 here"):
+                                                      r"model.optim.lr: 0.001 in the checkpoint, 0.01 here"):
         train_main(args)
     # the run folder itself names its newest last checkpoint; trainer settings may change
     resumed = train_main(tiny_args(tmp_path, epochs=2) + ["--ckpt_path", str(ckpt.parent.parent)])

@@ -9,7 +9,9 @@ are counted in ``counts``). Batches are right-padded with 0 to the longest seque
 """
 from __future__ import annotations
 
+import inspect
 import logging
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,15 +199,48 @@ def load_sequences(source: Source, min_user_interactions: int = 0, min_item_inte
     return data
 
 
-def check_loader_options(max_seq_len: int, exclude: str, train_windows: str, batch_size: int, eval_batch_size: int) -> None:
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Which training windows the loaders serve and how they batch them.
+
+    Args:
+        train_windows: ``last`` (one window per user per epoch) or ``all`` (tile long sequences).
+        stochastic_length: HSTU's Stochastic Length α in (1, 2] (0 = off): a training window of n
+            inputs longer than ⌊max_seq_len^(α/2)⌋ is cut to that many, a random ordered subset of
+            its items, with probability 1 − max_seq_len^α / n² (``Collator._window``); evaluation
+            always sees the whole window. Quality and time on ML-1M: docs/results/id-models.md.
+        bucket_by_length: batch training windows of similar length together (less padding;
+            see ``genrec.data.batching``); ``false`` gives plain shuffled batches. Either way the
+            order follows ``seed_everything`` and the epoch.
+        batch_size, eval_batch_size: sequences per training and per evaluation batch.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+    """
+
+    train_windows: Literal["last", "all"] = "last"
+    stochastic_length: float = 0.0
+    bucket_by_length: bool = True
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.train_windows not in ("last", "all"):
+            raise DataError(f"data.loader.train_windows must be 'last' or 'all' (got {self.train_windows!r})")
+        if self.stochastic_length and not 1 < self.stochastic_length <= 2:
+            raise DataError(f"data.loader.stochastic_length is HSTU's alpha, in (1, 2], or 0 for off (got {self.stochastic_length})")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise DataError("data.loader.batch_size and data.loader.eval_batch_size must be positive")
+        check_counts(**{"loader.num_workers": self.num_workers})
+
+
+LOADER_KEYS = tuple(f.name for f in fields(LoaderConfig))
+
+
+def check_loader_options(max_seq_len: int, exclude: str) -> None:
     if max_seq_len < 2:
         raise DataError(f"data.max_seq_len must be at least 2 (got {max_seq_len}): a model needs a history and a target")
     if exclude not in ("history", "window", "none"):
         raise DataError(f"data.exclude must be 'history', 'window' or 'none' (got {exclude!r})")
-    if train_windows not in ("last", "all"):
-        raise DataError(f"data.train_windows must be 'last' or 'all' (got {train_windows!r})")
-    if batch_size < 1 or eval_batch_size < 1:
-        raise DataError("data.batch_size and data.eval_batch_size must be positive")
 
 
 def check_counts(**counts: int) -> None:
@@ -218,8 +253,6 @@ def check_counts(**counts: int) -> None:
 def data_options(cls: type) -> list[str]:
     """The keyword arguments a data module class accepts, those it forwards to its parent through
     ``**data_options`` included (as LightningCLI resolves them)."""
-    import inspect
-
     names: list[str] = []
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
@@ -230,6 +263,29 @@ def data_options(cls: type) -> list[str]:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return names
+
+
+def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters, with
+    ``overrides`` (``{"root": ..., "loader.batch_size": 256}``, as ``--data.KEY`` gives them) applied.
+
+    Checkpoints written before the loader options were grouped hold them flat (``batch_size``
+    etc.); they are moved into ``loader``.
+    """
+    accepted = data_options(cls)
+    known = [k for k in accepted if k != "loader"] + ([f"loader.{k}" for k in LOADER_KEYS] if "loader" in accepted else [])
+    overrides = dict(overrides or {})
+    loader_overrides = dict(overrides.pop("loader", None) or {})
+    loader_overrides.update({k.removeprefix("loader."): overrides.pop(k) for k in list(overrides) if k.startswith("loader.")})
+    unknown = sorted(set(overrides) - set(known)) + sorted(f"loader.{k}" for k in loader_overrides if f"loader.{k}" not in known)
+    if unknown:
+        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    hp = dict(hparams)
+    loader = {**(hp.pop("loader", None) or {}), **{k: hp.pop(k) for k in LOADER_KEYS if k in hp}}  # flat: an old checkpoint
+    out = {**{k: v for k, v in hp.items() if k in accepted}, **overrides}
+    if "loader" in accepted:
+        out["loader"] = LoaderConfig(**{**loader, **loader_overrides})
+    return out
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -246,17 +302,10 @@ class SequenceDataModule(L.LightningDataModule):
             for MovieLens).
         exclude: what evaluation removes from the candidates: the user's whole ``history`` before
             the target, only the model's input ``window``, or ``none``.
-        train_windows: ``last`` (one window per user per epoch) or ``all`` (tile long sequences).
-        bucket_by_length: batch training windows of similar length together (less padding;
-            see ``genrec.data.batching``); ``false`` gives plain shuffled batches. Either way the
-            order follows ``seed_everything`` and the epoch.
         fit_on_validation: also train on each user's validation target (the HSTU paper code's
             protocol, which holds out only the test item). Validation metrics are then seen-data
             metrics: choose the epoch count on a run without it, then refit with it for that count.
-        stochastic_length: HSTU's Stochastic Length α in (1, 2] (0 = off): a training window of n
-            inputs longer than ⌊max_seq_len^(α/2)⌋ is cut to that many, a random ordered subset of
-            its items, with probability 1 − max_seq_len^α / n² (``Collator._window``); evaluation
-            always sees the whole window. Quality and time on ML-1M: docs/results/id-models.md.
+        loader: training windows and batching (``LoaderConfig``).
     """
 
     def __init__(
@@ -271,25 +320,24 @@ class SequenceDataModule(L.LightningDataModule):
         min_user_interactions: int = 0,
         min_item_interactions: int = 0,
         exclude: Exclude = "history",
-        train_windows: Literal["last", "all"] = "last",
-        bucket_by_length: bool = True,
         fit_on_validation: bool = False,
-        stochastic_length: float = 0.0,
-        batch_size: int = 128,
-        eval_batch_size: int = 512,
-        num_workers: int = 0,
+        loader: LoaderConfig = LoaderConfig(),
     ):
         super().__init__()
-        check_loader_options(max_seq_len, exclude, train_windows, batch_size, eval_batch_size)
-        if stochastic_length and not 1 < stochastic_length <= 2:
-            raise DataError(f"data.stochastic_length is HSTU's alpha, in (1, 2], or 0 for off (got {stochastic_length})")
-        check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions,
-                     num_workers=num_workers)
-        self.save_hyperparameters()
+        check_loader_options(max_seq_len, exclude)
+        check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
+        self.loader_config = loader
+        self.save_data_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
         self.predict_on: PredictOn = "test"
         self.predict_users: np.ndarray | None = None
+
+    def save_data_hyperparameters(self) -> None:
+        """``save_hyperparameters`` of the calling ``__init__``, ``loader`` as a plain dict (checkpoints
+        and hparams.yaml hold no genrec classes; ``rebuild_options`` turns it back into the config)."""
+        self.save_hyperparameters(ignore=["loader"], frame=inspect.currentframe().f_back)
+        self.hparams["loader"] = asdict(self.loader_config)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -377,21 +425,22 @@ class SequenceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         data = self._load()
         hp = self.hparams
-        self.collator = Collator(data, hp.max_seq_len, hp.exclude, hp.get("stochastic_length", 0.0))
-        self.train_set = TrainWindows(data, self.train_end, hp.max_seq_len, hp.train_windows)
+        lc = self.loader_config
+        self.collator = Collator(data, hp.max_seq_len, hp.exclude, lc.stochastic_length)
+        self.train_set = TrainWindows(data, self.train_end, hp.max_seq_len, lc.train_windows)
         self.val_set = EvalTargets(data, self.eval_users, self.val_pos, hp.max_seq_len)
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos, hp.max_seq_len)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         # Our samplers shard across DDP ranks themselves (Lightning keeps them): training shards are
         # disjoint and resumable mid-epoch, evaluation shards unpadded so every user counts once.
-        hp = self.hparams
-        common = dict(num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+        lc = self.loader_config
+        common = dict(num_workers=lc.num_workers, persistent_workers=lc.num_workers > 0)
         if train:
-            sampler = (BucketedTrainSampler(dataset, self.train_set.ends - self.train_set.starts, hp.batch_size)
-                       if hp.bucket_by_length else ShardedTrainSampler(dataset))
-            return ResumableDataLoader(dataset, sampler, batch_size=hp.batch_size, collate_fn=self.collator.train, **common)
-        return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=hp.eval_batch_size,
+            sampler = (BucketedTrainSampler(dataset, self.train_set.ends - self.train_set.starts, lc.batch_size)
+                       if lc.bucket_by_length else ShardedTrainSampler(dataset))
+            return ResumableDataLoader(dataset, sampler, batch_size=lc.batch_size, collate_fn=self.collator.train, **common)
+        return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=lc.eval_batch_size,
                           collate_fn=self.collator.eval, **common)
 
     def train_dataloader(self) -> DataLoader:
@@ -427,6 +476,6 @@ class SequenceDataModule(L.LightningDataModule):
             ends = (self.test_pos if on == "test" else self.val_pos)[where]
         requests = EvalTargets(data, users, ends, self.hparams.max_seq_len)
         collate = self.collator.history if on == "all" else self.collator.eval
-        hp = self.hparams
-        return DataLoader(requests, sampler=EvalShardSampler(requests), batch_size=hp.eval_batch_size, collate_fn=collate,
-                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+        lc = self.loader_config
+        return DataLoader(requests, sampler=EvalShardSampler(requests), batch_size=lc.eval_batch_size, collate_fn=collate,
+                          num_workers=lc.num_workers, persistent_workers=lc.num_workers > 0)

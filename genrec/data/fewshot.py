@@ -27,7 +27,7 @@ class FewShotDataModule(SequenceDataModule):
         if not 0 < train_user_fraction <= 1:
             raise DataError(f"data.train_user_fraction must be in (0, 1], got {train_user_fraction}")
         super().__init__(**data_options)
-        self.save_hyperparameters()
+        self.save_data_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)

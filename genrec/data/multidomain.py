@@ -11,14 +11,14 @@ catalogue, so a user is only ever ranked against, and recommended, items of thei
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from genrec.data.datamodule import EvalTargets, Exclude, SequenceDataModule, check_loader_options, load_sequences
+from genrec.data.datamodule import EvalTargets, Exclude, LoaderConfig, SequenceDataModule, check_loader_options, load_sequences
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import Source, get_source
@@ -34,19 +34,19 @@ class MultiDomainDataModule(SequenceDataModule):
             (default: the dataset name; must be unique), ``root``, ``dataset_options``,
             ``min_user_interactions``, ``min_item_interactions``: as ``SequenceDataModule``'s.
         eval_on: names of the domains that validation and test cover (default: all), in order.
-        the rest: loader settings shared by every domain, as ``SequenceDataModule``'s.
+        the rest: settings shared by every domain, as ``SequenceDataModule``'s (``loader``: ``LoaderConfig``).
     """
 
     def __init__(self, domains: list[dict[str, Any]], eval_on: list[str] | None = None, cache_dir: str | None = None,
                  download: bool = True, use_cache: bool = True, max_seq_len: int = 200, exclude: Exclude = "history",
-                 train_windows: Literal["last", "all"] = "last", bucket_by_length: bool = True, batch_size: int = 128,
-                 eval_batch_size: int = 512, num_workers: int = 0):
+                 loader: LoaderConfig = LoaderConfig()):
         # Not SequenceDataModule.__init__: there is no single source; the domains hold theirs.
         super(SequenceDataModule, self).__init__()
-        check_loader_options(max_seq_len, exclude, train_windows, batch_size, eval_batch_size)
+        check_loader_options(max_seq_len, exclude)
         if not domains:
             raise DataError("data.domains is empty: list at least one domain, e.g. [{dataset: plain, root: ...}]")
-        self.save_hyperparameters()
+        self.loader_config = loader
+        self.save_data_hyperparameters()
         self.names: list[str] = []
         self.parts: list[tuple[Source, int, int]] = []  # source, k-core settings
         for i, spec in enumerate(domains):

@@ -159,7 +159,7 @@ class ResumableDataLoader(DataLoader):
         if not same:
             # Lightning counts the epoch's finished batches in the old batch size; they no longer line up.
             raise ValueError(
-                f"the checkpoint was saved mid-epoch by {state['num_replicas']} process(es) with data.batch_size="
+                f"the checkpoint was saved mid-epoch by {state['num_replicas']} process(es) with data.loader.batch_size="
                 f"{state['batch_size']}; this run has {sampler.num_replicas} and {self.batch_size}: resume it with "
                 "the same number of processes and batch size, or from a checkpoint written at the end of an epoch"
             )

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genrec.data.datamodule import data_options
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
+from genrec.data.datamodule import rebuild_options
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, module_class_path, resolve_checkpoint
 
-GENERATIVE_MODULE = "genrec.modules.generative.GenerativeModule"
+GENERATIVE_MODULE = "genrec.modules.generative_module.GenerativeModule"
 
 
 def import_path(path: str) -> Any:
@@ -31,7 +31,7 @@ class Run:
 
     @property
     def generative(self) -> bool:
-        return self.ckpt.get("genrec", {}).get("module") == GENERATIVE_MODULE
+        return module_class_path(self.ckpt) == GENERATIVE_MODULE
 
     @property
     def folder(self) -> Path:
@@ -48,18 +48,14 @@ class Run:
         # settings it shares with the training data module still default to the trained ones.
         cls = import_path(overrides.pop("class_path", None) or self.ckpt.get("genrec", {}).get("datamodule")
                           or "genrec.data.SequenceDataModule")
-        accepted = data_options(cls)
-        unknown = sorted(set(overrides) - set(accepted))
-        if unknown:
-            raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(accepted)}")
-        return cls(**{**{k: v for k, v in dict(hp).items() if k in accepted}, **overrides})
+        return cls(**rebuild_options(cls, dict(hp), overrides))
 
 
 def load_run(path: str | Path) -> Run:
     """The run of a checkpoint file, or of a run folder's best checkpoint (``resolve_checkpoint``)."""
     path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
-    module_cls = import_path(ckpt.get("genrec", {}).get("module") or "genrec.modules.RetrievalModule")
+    module_cls = import_path(module_class_path(ckpt))
     return Run(path, ckpt, module_cls.from_checkpoint(str(path)).eval())
 
 

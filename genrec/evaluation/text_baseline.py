@@ -54,12 +54,13 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     from pathlib import Path
 
     from genrec.data import SequenceDataModule
+    from genrec.data.datamodule import rebuild_options
     from genrec.metrics import RankingMetrics
     from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
     from genrec.evaluation.report import per_user_frame, write_report
     from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts, text_coverage
 
-    dm = SequenceDataModule(**data)
+    dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data))
     dm.setup("test")
     texts = render_texts(dm.data.item_text, template or DEFAULT_TEMPLATE, f"dataset {dm.data.name!r}")
     emb = torch.from_numpy(embed_texts(texts, encoder or DEFAULT_ENCODER))

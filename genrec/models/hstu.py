@@ -172,10 +172,10 @@ class HSTU(nn.Module):
         query_time: ``target``: the last position's query time is the batch's ``query_time``
             (the time of the interaction it predicts; the paper's protocol), falling back to the
             last item's own time when the batch has none; ``last``: always the last item's own time.
-        compile_attention: run the attention core through ``torch.compile`` (needs a C++
-            compiler on CPU; the first batches of each new shape pay the compilation).
         attention: ``dense`` builds the (B, L, L) bias and (B, H, L, L) scores and keeps them for
-            the backward pass; ``blocked`` computes attention ``attention_block`` queries at a time
+            the backward pass; ``compiled``: the same through ``torch.compile`` (needs a C++
+            compiler on CPU; the first batches of each new shape pay the compilation); ``blocked``
+            computes attention ``attention_block`` queries at a time
             and rebuilds each block in the backward pass (``genrec.models.blocked_attention``), so
             peak memory grows linearly in L; ``jagged`` packs the batch's sequences into one row
             without padding (T = Σ lengths tokens) through the input layer, every layer's
@@ -189,9 +189,9 @@ class HSTU(nn.Module):
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
                  linear_dim: int | None = None, dropout: float = 0.2, max_seq_len: int = 200,
-                 num_time_buckets: int = 128, use_time_bias: bool = True, compile_attention: bool = False,
+                 num_time_buckets: int = 128, use_time_bias: bool = True,
                  query_time: Literal["target", "last"] = "target",
-                 attention: Literal["dense", "blocked", "jagged"] = "dense",
+                 attention: Literal["dense", "compiled", "blocked", "jagged"] = "dense",
                  attention_block: int = 256):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -209,19 +209,17 @@ class HSTU(nn.Module):
         if query_time not in ("target", "last"):
             raise ValueError(f"HSTU query_time must be 'target' or 'last', got {query_time!r}")
         self.query_time = query_time
-        if attention not in ("dense", "blocked", "jagged"):
-            raise ValueError(f"HSTU attention must be 'dense', 'blocked' or 'jagged', got {attention!r}")
+        if attention not in ("dense", "compiled", "blocked", "jagged"):
+            raise ValueError(f"HSTU attention must be 'dense', 'compiled', 'blocked' or 'jagged', got {attention!r}")
         if attention_block < 1:
             raise ValueError(f"HSTU attention_block must be at least 1 query, got {attention_block}")
-        if attention != "dense" and compile_attention:
-            raise ValueError("HSTU compile_attention compiles the dense core; set attention: dense with it")
         self.attention = attention
         self.pos_emb = nn.Embedding(max_seq_len, dim)
         nn.init.normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
             HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, num_time_buckets, use_time_bias,
-                      compile_attention, attention_block if attention != "dense" else 0)
+                      attention == "compiled", attention_block if attention in ("blocked", "jagged") else 0)
             for _ in range(num_blocks)
         )
         self._mask_cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}

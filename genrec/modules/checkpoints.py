@@ -62,7 +62,10 @@ def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (KeyError, ValueError, ImportError, AttributeError) as err:
         raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
-    return cls(**net_config.get("init_args", {}))
+    args = dict(net_config.get("init_args", {}))
+    if "compile_attention" in args:  # an HSTU saved before compile_attention became attention: compiled
+        args["attention"] = "compiled" if args.pop("compile_attention") else args.get("attention", "dense")
+    return cls(**args)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -97,6 +100,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def class_path(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+# Checkpoints written before the Lightning modules' files were renamed (retrieval.py and
+# generative.py became retrieval_module.py and generative_module.py) name the old paths.
+RENAMED_MODULES = {
+    "genrec.modules.retrieval.RetrievalModule": "genrec.modules.retrieval_module.RetrievalModule",
+    "genrec.modules.generative.GenerativeModule": "genrec.modules.generative_module.GenerativeModule",
+}
+
+
+def module_class_path(ckpt: dict) -> str:
+    """The class path of the Lightning module that wrote ``ckpt`` (``checkpoint_identity``)."""
+    path = ckpt.get("genrec", {}).get("module") or "genrec.modules.retrieval_module.RetrievalModule"
+    return RENAMED_MODULES.get(path, path)
 
 
 def checkpoint_identity(module: Any) -> dict[str, Any]:

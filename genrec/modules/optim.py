@@ -12,16 +12,19 @@ from typing import Callable, Iterable, Literal, Sequence
 
 import torch
 
+from genrec.errors import check_range
+
 Schedule = Literal["constant", "cosine"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """AdamW and its learning-rate schedule.
 
     Args:
         lr: peak learning rate.
         weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's moment decay rates.
         lr_schedule: ``constant`` or ``cosine`` (warm-up, then a half cosine to ``min_lr_ratio * lr``).
         warmup_steps: linear warm-up steps.
         min_lr_ratio: the cosine's final learning rate as a share of ``lr``.
@@ -29,6 +32,7 @@ class OptimConfig:
 
     lr: float = 1e-3
     weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: Schedule = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
@@ -38,6 +42,11 @@ class OptimConfig:
             raise ValueError(f"model.optim.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"model.optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2:
+            raise ValueError(f"model.optim.betas must be two numbers, got {self.betas}")
+        for i, beta in enumerate(self.betas):
+            check_range(f"model.optim.betas[{i}]", beta, at_least=0, below=1)
+        object.__setattr__(self, "betas", tuple(self.betas))  # a YAML list compares equal to the default
         check_schedule(self.lr_schedule, self.warmup_steps, self.min_lr_ratio, prefix="model.optim.")
 
 
@@ -83,7 +92,7 @@ def adamw(
     total = total_steps() if schedule == "cosine" else 0
     if schedule == "cosine" and (total <= 0 or total == math.inf):
         raise ValueError(
-            "model.lr_schedule needs a finite number of training steps: set trainer.max_epochs or trainer.max_steps"
+            "model.optim.lr_schedule needs a finite number of training steps: set trainer.max_epochs or trainer.max_steps"
         )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(step, int(total), schedule, warmup_steps, min_lr_ratio)

@@ -32,7 +32,7 @@ class AttackedDataModule(SequenceDataModule):
     def __init__(self, attack: dict[str, Any] | None = None, **data_options: Any):
         self.attack_config = AttackConfig.from_dict(attack) if attack is not None else None
         super().__init__(**data_options)
-        self.save_hyperparameters()
+        self.save_data_hyperparameters()
         self.fakes: FakeProfiles | None = None
 
     def _split(self) -> None:

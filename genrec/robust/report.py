@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from genrec.data import SequenceDataModule
-from genrec.data.datamodule import data_options
+from genrec.data.datamodule import rebuild_options
 from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
 from genrec.evaluation.report import save_report
@@ -69,8 +69,7 @@ def describe(path: str) -> dict[str, Any]:
 
 
 def clean_datamodule(data_hp: dict[str, Any]) -> SequenceDataModule:
-    accepted = data_options(SequenceDataModule)
-    dm = SequenceDataModule(**{k: v for k, v in data_hp.items() if k in accepted})
+    dm = SequenceDataModule(**rebuild_options(SequenceDataModule, data_hp))
     dm.setup("test")
     return dm
 

@@ -8,6 +8,7 @@ ones are drawn by popularity. The profile ends with the targets.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,10 +29,13 @@ BATCH = 128
 @torch.enable_grad()
 def train_surrogate(data: SequenceData, train_end: np.ndarray, config: AttackConfig, seed: int):
     from genrec.modules import RetrievalModule
+    from genrec.modules.negatives import LossConfig
+    from genrec.modules.retrieval_module import RETRIEVAL_OPTIM
 
     torch.manual_seed(seed)
     net = SASRec(dim=config.surrogate_dim, num_blocks=2, num_heads=1, dropout=0.2, max_seq_len=SURROGATE_LEN)
-    module = RetrievalModule(net, num_items=data.num_items, num_negatives=128, negatives="sequence", lr=2e-3)
+    module = RetrievalModule(net, num_items=data.num_items, loss=LossConfig(negatives="sequence"),
+                             optim=replace(RETRIEVAL_OPTIM, lr=2e-3))
     windows = TrainWindows(data, train_end, SURROGATE_LEN, "last")
     collate = Collator(data, SURROGATE_LEN).train
     opt = module.configure_optimizers()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.data import DataError, SequenceDataModule, preprocess
+from genrec.data import DataError, LoaderConfig, SequenceDataModule, preprocess
 
 
 def write_plain(folder, rows, header="user_id,item_id,timestamp"):
@@ -33,7 +33,7 @@ def raw(dm, ids):
 
 
 def test_split_and_stable_sort(tiny):
-    dm = make(tiny, max_seq_len=10, batch_size=8)
+    dm = make(tiny, max_seq_len=10, loader=LoaderConfig(batch_size=8))
     assert dm.num_items == 5 and dm.data.num_users == 3
     users = list(dm.data.user_ids)
     b = users.index("b")
@@ -53,7 +53,7 @@ def test_split_and_stable_sort(tiny):
 
 def test_batches_carry_the_time_of_the_predicted_interaction(tiny):
     # user a: 10@1 11@2 12@3 13@4 14@5; training predicts up to 12, validation 13, test 14
-    dm = make(tiny, max_seq_len=10, batch_size=8)
+    dm = make(tiny, max_seq_len=10, loader=LoaderConfig(batch_size=8))
     a = list(dm.data.user_ids).index("a")
     for loader, expected in [(dm.train_dataloader(), 3), (dm.val_dataloader(), 4), (dm.test_dataloader(), 5)]:
         batch = next(iter(loader))
@@ -63,7 +63,7 @@ def test_batches_carry_the_time_of_the_predicted_interaction(tiny):
 
 def test_no_leakage_of_eval_targets_into_training(tmp_path):
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 200, "num_items": 150, "seed": 3},
-                            max_seq_len=8, train_windows="all", batch_size=16)
+                            max_seq_len=8, loader=LoaderConfig(train_windows="all", batch_size=16))
     dm.prepare_data()
     dm.setup("fit")
     data = dm.data
@@ -82,7 +82,7 @@ def test_no_leakage_of_eval_targets_into_training(tmp_path):
 
 
 def test_fit_on_validation_trains_on_the_validation_target_but_never_the_test_target(tiny):
-    dm = make(tiny, max_seq_len=10, batch_size=8, fit_on_validation=True)
+    dm = make(tiny, max_seq_len=10, loader=LoaderConfig(batch_size=8), fit_on_validation=True)
     a = list(dm.data.user_ids).index("a")
     batch = next(iter(dm.train_dataloader()))
     row = batch["user"].tolist().index(a)
@@ -90,7 +90,7 @@ def test_fit_on_validation_trains_on_the_validation_target_but_never_the_test_ta
     assert raw(dm, batch["targets"][row, :n].tolist()) == ["11", "12", "13"]  # 13 = a's validation target
     tb = next(iter(dm.test_dataloader()))
     assert raw(dm, [tb["target"][tb["user"].tolist().index(a)].item()]) == ["14"]  # test target held out
-    plain = make(tiny, max_seq_len=10, batch_size=8)
+    plain = make(tiny, max_seq_len=10, loader=LoaderConfig(batch_size=8))
     batch = next(iter(plain.train_dataloader()))
     row = batch["user"].tolist().index(a)
     assert raw(plain, batch["targets"][row, : batch["lengths"][row].item()].tolist()) == ["11", "12"]
@@ -98,7 +98,7 @@ def test_fit_on_validation_trains_on_the_validation_target_but_never_the_test_ta
 
 def test_all_windows_cover_every_training_target_once(tmp_path):
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 100, "seed": 1},
-                            max_seq_len=7, train_windows="all", batch_size=1000)
+                            max_seq_len=7, loader=LoaderConfig(train_windows="all", batch_size=1000))
     dm.prepare_data()
     dm.setup("fit")
     data = dm.data
@@ -116,7 +116,7 @@ def test_all_windows_cover_every_training_target_once(tmp_path):
 def test_stochastic_length_cuts_long_windows_to_ordered_subsets_at_the_papers_rate():
     N, alpha = 16, 1.5
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 400, "num_items": 300, "seed": 2},
-                            max_seq_len=N, batch_size=1000, stochastic_length=alpha)
+                            max_seq_len=N, loader=LoaderConfig(batch_size=1000, stochastic_length=alpha))
     dm.prepare_data()
     dm.setup("fit")
     data, m = dm.data, int(N ** (alpha / 2))  # 8
@@ -142,12 +142,12 @@ def test_stochastic_length_cuts_long_windows_to_ordered_subsets_at_the_papers_ra
     assert long > 300 and abs(cut - expected) < 4 * expected**0.5
     # evaluation sees whole windows
     assert next(iter(dm.test_dataloader()))["lengths"].max().item() == N
-    with pytest.raises(DataError, match="data.stochastic_length"):
-        SequenceDataModule(dataset="synthetic", stochastic_length=2.5)
+    with pytest.raises(DataError, match="data.loader.stochastic_length"):
+        LoaderConfig(stochastic_length=2.5)
 
 
 def test_last_window_keeps_most_recent_items_and_pads_right(tiny):
-    dm = make(tiny, max_seq_len=2, batch_size=8)
+    dm = make(tiny, max_seq_len=2, loader=LoaderConfig(batch_size=8))
     batch = next(iter(dm.train_dataloader()))
     a = list(dm.data.user_ids).index("a")
     row = batch["user"].tolist().index(a)

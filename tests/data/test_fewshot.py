@@ -36,7 +36,7 @@ def test_subclass_options_are_the_parents_plus_their_own():
     from genrec.robust import AttackedDataModule
 
     base = data_options(SequenceDataModule)
-    assert "stochastic_length" in base and "fit_on_validation" in base
+    assert "loader" in base and "fit_on_validation" in base
     assert data_options(FewShotDataModule) == ["train_user_fraction", "fraction_seed", *base]
     assert data_options(AttackedDataModule) == ["attack", *base]
     dm = FewShotDataModule(train_user_fraction=0.5, dataset="synthetic", max_seq_len=12, fit_on_validation=True)

@@ -3,16 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.data import DataError, MultiDomainDataModule, SequenceDataModule
+from genrec.data import DataError, LoaderConfig, MultiDomainDataModule, SequenceDataModule
 from genrec.models import SASRec
 from genrec.modules import RetrievalModule
+from genrec.modules.negatives import LossConfig
 
 A = {"name": "a", "dataset": "synthetic", "dataset_options": {"num_users": 60, "num_items": 40, "num_interests": 5, "seed": 1}}
 B = {"name": "b", "dataset": "synthetic", "dataset_options": {"num_users": 50, "num_items": 30, "num_interests": 5, "seed": 2}}
 
 
 def multi(**kw):
-    return MultiDomainDataModule(domains=[A, B], max_seq_len=8, batch_size=16, eval_batch_size=16, **kw)
+    return MultiDomainDataModule(domains=[A, B], max_seq_len=8, loader=LoaderConfig(batch_size=16, eval_batch_size=16), **kw)
 
 
 def single(spec):
@@ -67,7 +68,7 @@ def test_a_retrieval_model_ranks_each_user_within_their_own_domain():
     dm = multi()
     dm.setup("fit")
     model = RetrievalModule(SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=8), num_items=dm.num_items,
-                            num_negatives=8, hr_ks=(1, 10), ndcg_ks=(10,))
+                            loss=LossConfig(num_negatives=8), hr_ks=(1, 10), ndcg_ks=(10,))
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.fit(model, datamodule=dm)

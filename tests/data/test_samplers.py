@@ -105,7 +105,7 @@ def test_mid_epoch_state_refuses_another_world_size_or_batch():
     next(it)
     with pytest.raises(ValueError, match="saved mid-epoch by 2 process.*same number of processes"):
         loader(world=1).load_state_dict(first.state_dict())
-    with pytest.raises(ValueError, match="data.batch_size=4"):
+    with pytest.raises(ValueError, match="data.loader.batch_size=4"):
         loader(world=2, batch=8).load_state_dict(first.state_dict())
     with pytest.raises(ValueError, match="had 37 sequences, this run has 40"):
         loader(n=40, world=2).load_state_dict(first.state_dict())

@@ -136,7 +136,7 @@ def test_fast_time_buckets_equal_the_reference():
 def test_compiled_attention_matches_eager():
     torch.manual_seed(0)
     eager = HSTU(dim=16, num_heads=2, max_seq_len=10, dropout=0.0)
-    compiled = HSTU(dim=16, num_heads=2, max_seq_len=10, dropout=0.0, compile_attention=True)
+    compiled = HSTU(dim=16, num_heads=2, max_seq_len=10, dropout=0.0, attention="compiled")
     compiled.load_state_dict(eager.state_dict())
     x, ts, lengths = _inputs(B=3, L=10, D=16)
     out_e, out_c = eager(x, ts, lengths), compiled(x, ts, lengths)
@@ -219,9 +219,6 @@ def test_blocked_attention_options_are_checked():
         HSTU(attention="flash")
     with pytest.raises(ValueError, match="attention_block"):
         HSTU(attention="blocked", attention_block=0)
-    for attention in ("blocked", "jagged"):
-        with pytest.raises(ValueError, match="compile_attention"):
-            HSTU(attention=attention, compile_attention=True)
 
 
 def test_sasrec_positions_count_back_from_the_most_recent_item():

@@ -4,7 +4,7 @@ import torch
 from genrec.models.generative import DecoderConfig
 from genrec.models.text_prior import TextPriorConfig, text_hubness
 from genrec.modules.checkpoints import CheckpointMismatchError
-from genrec.modules.generative import GenerativeModule
+from genrec.modules import GenerativeModule
 from tests.evaluation.test_text_baseline import brute_hubness
 
 TOKENIZER = {"embed_dim": 8, "num_tokens": 2, "levels": [5, 4], "hidden_dim": 8}

@@ -6,7 +6,8 @@ import torch
 
 from genrec.models import SASRec
 from genrec.modules import RetrievalModule
-from genrec.modules.optim import lr_factor
+from genrec.modules.negatives import LossConfig
+from genrec.modules.optim import OptimConfig, lr_factor
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():
@@ -31,8 +32,8 @@ def test_the_trainer_steps_the_schedule():
                      "timestamps": torch.arange(5), "lengths": torch.tensor(5)} for i in range(16)]
             return torch.utils.data.DataLoader(rows, batch_size=4)
 
-    m = RetrievalModule(SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=5), num_items=20, lr=0.01,
-                        lr_schedule="cosine", warmup_steps=2, num_negatives=4)
+    m = RetrievalModule(SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=5), num_items=20,
+                        loss=LossConfig(num_negatives=4), optim=OptimConfig(lr=0.01, lr_schedule="cosine", warmup_steps=2))
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0)
     trainer.fit(m, datamodule=Data())
@@ -41,9 +42,10 @@ def test_the_trainer_steps_the_schedule():
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 8
 
 
-@pytest.mark.parametrize("kw, key", [({"lr_schedule": "step"}, "model.lr_schedule"),
-                                     ({"warmup_steps": -1}, "model.warmup_steps"),
-                                     ({"min_lr_ratio": 2.0}, "model.min_lr_ratio")])
+@pytest.mark.parametrize("kw, key", [({"lr_schedule": "step"}, "model.optim.lr_schedule"),
+                                     ({"warmup_steps": -1}, "model.optim.warmup_steps"),
+                                     ({"min_lr_ratio": 2.0}, "model.optim.min_lr_ratio"),
+                                     ({"betas": (0.9, 1.0)}, r"model.optim.betas\[1\]")])
 def test_bad_schedules_are_named(kw, key):
     with pytest.raises(ValueError, match=key):
-        RetrievalModule(SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=5), num_items=20, **kw)
+        OptimConfig(**kw)

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from genrec.models import SASRec
 from genrec.modules import RetrievalModule
+from genrec.modules.negatives import LossConfig
 
 
 def batch(B=3, L=6, N=20, seed=0):
@@ -18,15 +19,16 @@ def batch(B=3, L=6, N=20, seed=0):
             "targets": targets, "lengths": lengths}
 
 
-def module(N=20, **kw):
+def module(N=20, similarity="cosine", **loss):
     torch.manual_seed(0)
-    m = RetrievalModule(SASRec(dim=8, max_seq_len=6, dropout=0.0), num_items=N, **kw).eval()
+    m = RetrievalModule(SASRec(dim=8, max_seq_len=6, dropout=0.0), num_items=N, loss=LossConfig(**loss),
+                        similarity=similarity).eval()
     m.log = lambda *a, **k: None
     return m
 
 
 def test_full_softmax_is_cross_entropy_over_the_catalogue():
-    m, b = module(loss="full_softmax", temperature=0.5), batch()
+    m, b = module(kind="full_softmax", temperature=0.5), batch()
     states = m.encode(b)
     valid = b["targets"] > 0
     logits = states[valid] @ m.item_vectors()[1:].T / 0.5
@@ -88,7 +90,7 @@ def test_interleaved_negatives_give_position_l_the_draw_l_mod_G():
 
 
 def test_user_weights_scale_each_users_terms():
-    m, b = module(loss="full_softmax"), batch()
+    m, b = module(kind="full_softmax"), batch()
     valid = b["targets"] > 0
     per_pos = F.cross_entropy(m._logits(m.encode(b), b["targets"], valid), b["targets"][valid], reduction="none")
     m.set_user_weights(torch.tensor([1.0, 0.0, 2.0]))
@@ -108,12 +110,12 @@ def test_recommend_returns_catalogue_items_outside_the_exclusion():
 
 
 def test_bad_options_are_named():
-    with pytest.raises(ValueError, match="model.negatives"):
+    with pytest.raises(ValueError, match="model.loss.negatives"):
         module(negatives="everywhere")
     for dead in ("batch", "subset"):  # removed: no result used them
-        with pytest.raises(ValueError, match="model.negatives"):
+        with pytest.raises(ValueError, match="model.loss.negatives"):
             module(negatives=dead)
-    with pytest.raises(ValueError, match="model.negative_groups"):
+    with pytest.raises(ValueError, match="model.loss.negative_groups"):
         module(negatives="interleaved", negative_groups=0)
     with pytest.raises(ValueError, match="num_items"):
         RetrievalModule(SASRec(dim=8), num_items=0)
@@ -134,7 +136,7 @@ def test_dot_similarity_scores_raw_item_embeddings_so_an_items_norm_scales_its_s
     assert torch.allclose(u @ dot.item_vectors()[5], 10 * (u @ before), atol=1e-6)
     assert torch.allclose(u @ cos.item_vectors()[5], u @ F.normalize(before, dim=-1), atol=1e-6)
     # training uses the same raw vectors: the full-softmax loss is CE over state @ embedding / T
-    m = module(similarity="dot", loss="full_softmax", temperature=0.5)
+    m = module(similarity="dot", kind="full_softmax", temperature=0.5)
     valid = b["targets"] > 0
     logits = m.encode(b)[valid] @ m.item_emb.weight[1:].T / 0.5
     assert torch.allclose(m.training_step(b, 0), F.cross_entropy(logits, b["targets"][valid] - 1), atol=1e-5)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.data import DataError, SequenceDataModule
+from genrec.data import DataError, LoaderConfig, SequenceDataModule
 from genrec.robust import AttackConfig, AttackedDataModule
 from genrec.robust.attacks import FakeProfiles, generate, segment_items, text_neighbours, train_counts
 from genrec.robust.metrics import interacted, target_metrics
@@ -12,7 +12,7 @@ SYN = {"num_users": 300, "num_items": 200, "seed": 5}
 
 
 def make(attack=None, cls=AttackedDataModule, **kw):
-    kw = {"dataset": "synthetic", "dataset_options": SYN, "max_seq_len": 20, "batch_size": 64, **kw}
+    kw = {"dataset": "synthetic", "dataset_options": SYN, "max_seq_len": 20, "loader": LoaderConfig(batch_size=64), **kw}
     dm = cls(**kw, attack=attack) if cls is AttackedDataModule else cls(**kw)
     dm.setup("fit")
     return dm

@@ -334,6 +334,6 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
     def configure_optimizers(self):
         o = self.optim_config
         params = [p for p in self.parameters() if p.requires_grad]
-        return adamw(params, lr=o.lr, weight_decay=o.weight_decay, betas=(0.9, 0.999), schedule=o.lr_schedule,
+        return adamw(params, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, schedule=o.lr_schedule,
                      warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio,
                      total_steps=lambda: self.trainer.estimated_stepping_batches)

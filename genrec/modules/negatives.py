@@ -1,0 +1,115 @@
+"""The retrieval loss: sampled softmax over uniform random negatives, or full softmax.
+
+A negative equal to the positive is masked out. Scores are similarities (from
+``RetrievalModule.item_vectors``) divided by a temperature. Three ways to draw the negatives trade
+quality against cost (docs/performance.md): ``position`` (fresh ones at every position),
+``sequence`` (one draw shared by a sequence's positions) and ``interleaved`` (``negative_groups``
+draws per sequence, position l using draw l mod G).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genrec.errors import check_range
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """How the retrieval loss contrasts a position's next item with other items.
+
+    Args:
+        kind: ``sampled_softmax`` (paper setting) or ``full_softmax`` (every catalogue item).
+        num_negatives: uniform negatives per position for the sampled softmax.
+        negatives: ``position`` draws fresh negatives for every position (paper); ``sequence``
+            shares one draw across a sequence's positions (far cheaper on CPU); ``interleaved``:
+            ``negative_groups`` draws per sequence, position l using draw l mod G (most of a
+            per-position draw's quality at about a per-sequence draw's cost).
+        negative_groups: draws per sequence of ``negatives: interleaved``.
+        temperature: softmax temperature on the scores (paper: 0.05).
+    """
+
+    kind: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax"
+    num_negatives: int = 128
+    negatives: Literal["position", "sequence", "interleaved"] = "position"
+    negative_groups: int = 8
+    temperature: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sampled_softmax", "full_softmax"):
+            raise ValueError(f"model.loss.kind must be 'sampled_softmax' or 'full_softmax', got {self.kind!r}")
+        if self.negatives not in ("position", "sequence", "interleaved"):
+            raise ValueError(f"model.loss.negatives must be 'position', 'sequence' or 'interleaved', got {self.negatives!r}")
+        check_range("model.loss.num_negatives", self.num_negatives, at_least=1)
+        check_range("model.loss.negative_groups", self.negative_groups, at_least=1)
+        check_range("model.loss.temperature", self.temperature, above=0)
+
+
+def rows(table: Tensor, ids: Tensor) -> Tensor:
+    """``table[ids]`` through ``index_select``, whose backward (``index_add_``) is several times
+    faster on CPU than the accumulating ``index_put_`` behind advanced indexing."""
+    return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[-1])
+
+
+def logits(cfg: LossConfig, items: Tensor, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+    """Logits of the valid positions, positive first: (M, 1+K), or (M, N+1) for full softmax.
+
+    ``items`` (N+1, D) are the item vectors (row 0 = padding), ``states`` (B, L, D) the user states
+    and ``targets`` (B, L) the next items, ``valid`` (B, L) the positions that have one.
+    """
+    num_items = len(items) - 1
+    if cfg.kind == "full_softmax":
+        out = states[valid] @ items.T  # (M, N+1)
+        out[:, 0] = float("-inf")
+        return out / cfg.temperature
+    B, K, dev = states.shape[0], cfg.num_negatives, states.device
+    flat, where = states[valid], torch.nonzero(valid)  # (M, D), (M, 2): (sequence, position)
+    if cfg.negatives == "position":
+        neg_ids = torch.randint(1, num_items + 1, (len(flat), K), device=dev)
+        neg = torch.bmm(rows(items, neg_ids), flat.unsqueeze(-1)).squeeze(-1)  # (M, K)
+    elif cfg.negatives == "sequence":
+        ids = torch.randint(1, num_items + 1, (B, K), device=dev)
+        neg = torch.bmm(states, rows(items, ids).transpose(1, 2))[valid]  # (B, L, K) -> (M, K)
+        neg_ids = ids[where[:, 0]]
+    else:  # interleaved
+        # G draws per sequence; position l uses draw l % G (same FLOPs as one draw per sequence).
+        G, L, D = cfg.negative_groups, states.shape[1], states.shape[2]
+        pad = -L % G
+        s = F.pad(states, (0, 0, 0, pad)).view(B, (L + pad) // G, G, D).transpose(1, 2)  # (B, G, L/G, D)
+        ids = torch.randint(1, num_items + 1, (B, G, K), device=dev)
+        scores = torch.einsum("bgld,bgkd->bglk", s, rows(items, ids))  # (B, G, L/G, K)
+        neg = scores.transpose(1, 2).reshape(B, L + pad, K)[:, :L][valid]
+        neg_ids = ids[where[:, 0], where[:, 1] % G]
+    tgt = targets[valid]
+    pos = (flat * rows(items, tgt)).sum(-1, keepdim=True)  # (M, 1)
+    neg = neg.masked_fill(neg_ids == tgt.unsqueeze(-1), float("-inf"))
+    return torch.cat([pos, neg], dim=-1) / cfg.temperature
+
+
+def position_losses(cfg: LossConfig, items: Tensor, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+    """Cross-entropy of each valid position (row-major order), positive against negatives. (M,)
+
+    Equal to cross-entropy over ``logits``; the interleaved draws take a dense path instead:
+    positions stay in their (B, G, L/G) group layout, accidental hits are masked by a broadcast
+    compare, and the loss is logaddexp(positive, logsumexp(negatives)) - positive, so no
+    (M, 1 + K) logits are gathered, concatenated or transposed.
+    """
+    if cfg.kind == "full_softmax" or cfg.negatives != "interleaved":
+        out = logits(cfg, items, states, targets, valid)
+        labels = targets[valid] if cfg.kind == "full_softmax" else torch.zeros_like(targets[valid])
+        return F.cross_entropy(out, labels, reduction="none")
+    B, L, D = states.shape
+    G, K, T = cfg.negative_groups, cfg.num_negatives, cfg.temperature
+    pad = -L % G
+    ids = torch.randint(1, len(items), (B, G, K), device=states.device)  # as logits draws
+    s = F.pad(states / T, (0, 0, 0, pad)).view(B, (L + pad) // G, G, D).transpose(1, 2)  # (B, G, L/G, D)
+    t = F.pad(targets, (0, pad)).view(B, (L + pad) // G, G).transpose(1, 2)  # (B, G, L/G)
+    neg = torch.matmul(s, rows(items, ids).transpose(-1, -2))  # (B, G, L/G, K)
+    neg = neg.masked_fill(ids[:, :, None, :] == t[..., None], float("-inf"))
+    lse = torch.logsumexp(neg, dim=-1).transpose(1, 2).reshape(B, L + pad)[:, :L]  # (B, L)
+    pos = (states * rows(items, targets)).sum(-1) / T  # (B, L)
+    return (torch.logaddexp(pos, lse) - pos)[valid]

@@ -1,0 +1,85 @@
+"""Checkpoints written before the options were grouped (flat hyper-parameters, the modules' old file
+paths) load into the grouped configs and evaluate as checkpoints written today do."""
+import pytest
+import torch
+
+from genrec.data import LoaderConfig, SequenceDataModule
+from genrec.data.datamodule import rebuild_options
+from genrec.evaluation.model_eval import run_evaluation
+from genrec.evaluation.runs import load_run
+from genrec.models import SASRec
+from genrec.modules import RetrievalModule
+from genrec.modules.checkpoints import class_path, module_class_path
+from genrec.modules.negatives import LossConfig
+from genrec.modules.optim import OptimConfig
+
+FLAT_MODEL = {"_class_path": "genrec.modules.RetrievalModule", "loss": "sampled_softmax", "num_negatives": 16,
+              "negatives": "interleaved", "negative_groups": 4, "temperature": 0.1, "similarity": "cosine",
+              "lr": 0.002, "weight_decay": 0.0, "betas": [0.9, 0.98], "lr_schedule": "cosine", "warmup_steps": 20,
+              "min_lr_ratio": 0.0, "hr_ks": [1, 10], "ndcg_ks": [10], "eval_chunk_size": 65536,
+              "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+FLAT_DATA = {"_class_path": "genrec.data.SequenceDataModule", "dataset": "synthetic", "root": None,
+             "dataset_options": {"num_users": 60, "num_items": 80, "seed": 0}, "cache_dir": None, "download": True,
+             "use_cache": False, "max_seq_len": 8, "min_user_interactions": 0, "min_item_interactions": 0,
+             "exclude": "history", "train_windows": "all", "bucket_by_length": False, "fit_on_validation": False,
+             "stochastic_length": 0.0, "batch_size": 16, "eval_batch_size": 32, "num_workers": 0,
+             "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+
+
+def old_checkpoint(tmp_path):
+    """A checkpoint as genrec wrote it before the grouping, and the module it holds."""
+    dm = SequenceDataModule(**rebuild_options(SequenceDataModule, FLAT_DATA))
+    torch.manual_seed(0)
+    net = SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=8)
+    model = RetrievalModule(net, num_items=dm.num_items, loss=LossConfig(num_negatives=16, negatives="interleaved",
+                                                                         negative_groups=4, temperature=0.1),
+                            optim=OptimConfig(lr=0.002, weight_decay=0.0, betas=(0.9, 0.98), lr_schedule="cosine",
+                                              warmup_steps=20), hr_ks=[1, 10], ndcg_ks=[10],
+                            dataset_fingerprint=dm.fingerprint)
+    ckpt = {"state_dict": model.state_dict(),
+            "hyper_parameters": {**FLAT_MODEL, "num_items": dm.num_items, "dataset_fingerprint": dm.fingerprint},
+            "datamodule_hyper_parameters": dict(FLAT_DATA),
+            "genrec": {"module": "genrec.modules.retrieval.RetrievalModule",
+                       "datamodule": "genrec.data.datamodule.SequenceDataModule",
+                       "net": {"class_path": class_path(net), "init_args": dict(net.init_args)}}}
+    path = tmp_path / "old.ckpt"
+    torch.save(ckpt, path)
+    return path, model, dm
+
+
+def test_flat_hyper_parameters_map_into_the_configs(tmp_path):
+    path, model, _ = old_checkpoint(tmp_path)
+    ckpt = torch.load(path, weights_only=False)
+    assert module_class_path(ckpt) == "genrec.modules.retrieval_module.RetrievalModule"
+    back = RetrievalModule.from_checkpoint(str(path))
+    assert back.loss_config == model.loss_config and back.optim_config == model.optim_config
+    assert dict(back.hparams) == dict(model.hparams)
+    run = load_run(path)
+    dm = run.datamodule({"loader.eval_batch_size": 8, "max_seq_len": 6})
+    assert dm.loader_config == LoaderConfig(train_windows="all", bucket_by_length=False, batch_size=16, eval_batch_size=8)
+    assert dm.hparams.max_seq_len == 6
+    for moved in ("batch_size", "loader.batch"):  # the old flat name of a moved key is refused by name too
+        with pytest.raises(ValueError, match=rf"unknown data option.*'{moved}'.*'loader.batch_size'"):
+            run.datamodule({moved: 8})
+
+
+def test_an_old_checkpoint_evaluates_as_the_same_one_written_today(tmp_path):
+    path, model, dm = old_checkpoint(tmp_path)
+    today = tmp_path / "today.ckpt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["hyper_parameters"] = dict(model.hparams)
+    ckpt["datamodule_hyper_parameters"] = dict(dm.hparams)
+    ckpt["genrec"]["module"] = class_path(model)
+    torch.save(ckpt, today)
+    old = run_evaluation(load_run(path), out=str(tmp_path / "old"), baseline=False, boot=None)
+    new = run_evaluation(load_run(today), out=str(tmp_path / "new"), baseline=False, boot=None)
+    assert old["metrics"] == new["metrics"] and old["metrics"]["model"]["hr@10"] > 0
+
+
+def test_an_old_hstu_nets_compile_attention_maps_to_attention():
+    from genrec.modules.checkpoints import build_net
+
+    old = {"dim": 8, "num_blocks": 1, "max_seq_len": 6, "compile_attention": False, "attention": "dense"}
+    assert build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": old}).attention == "dense"
+    compiled = build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": {**old, "compile_attention": True}})
+    assert compiled.attention == "compiled"
