@@ -6,8 +6,10 @@ update, timed on ML-1M with the options of ``configs/robust/defence.yaml``.
 The data module and the SASRec recommender are built from ``configs/robust/sasrec-ml-1m.yaml``
 (1% fakes of ``--attack``); the recommender is untrained, which changes nothing in what the parts
 cost. The setup parts run once per fit, the update parts at every scheduled epoch; the update is
-run ``--repeats`` times, so the second one shows the warm-started calibrator and the signal scores
-that are computed once. Prints a Markdown table (seconds per part, the median over repeats).
+run ``--repeats`` times, so the later ones show the warm-started calibrator (``warm_epochs``). For
+reference, one undefended training epoch of the same module is timed in the same process (the
+ratio of the two is what a shared machine's load changes least). Prints a Markdown table (wall
+seconds per part, the median over repeats).
 """
 from __future__ import annotations
 
@@ -49,9 +51,19 @@ def defence_callback(cache_dir: str):
                 if c["class_path"].endswith("FraudsterReweighting"))
     parser = ArgumentParser()
     parser.add_argument("--cb", type=FraudsterReweighting)
-    cb = parser.instantiate_classes(parser.parse_object({"cb": spec})).cb
+    cb = parser.instantiate(parser.parse_object({"cb": spec})).cb
     cb.cache_dir = cache_dir
     return cb
+
+
+def training_epoch(dm, module) -> float:
+    import lightning as L
+
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    return time.perf_counter() - start
 
 
 class Stub:
@@ -71,6 +83,7 @@ def main() -> None:
     torch.manual_seed(0)
     dm, module = build(args.root, None if args.attack == "none" else args.attack)
     times: dict[str, list[float]] = defaultdict(list)
+    times["reference: one undefended training epoch"].append(training_epoch(dm, module))
     with tempfile.TemporaryDirectory() as cache:
         cb = defence_callback(cache)
         cb.timings = times
