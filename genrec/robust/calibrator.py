@@ -27,6 +27,10 @@ class CalibratorConfig:
     layers: int = 1
     dropout: float = 0.1
     epochs: int = 20
+    # Epochs of an update that starts from the previous update's calibrator (None: ``epochs``). A
+    # warm start needs only to follow the recommender's drift since then, and training is most of
+    # an update's cost (benchmarks/robust_cost.py).
+    warm_epochs: int | None = None
     batch_size: int = 256
     lr: float = 1e-3
     align_weight: float = 1.0
@@ -37,7 +41,7 @@ class CalibratorConfig:
     def __post_init__(self) -> None:
         if self.dim % self.heads:
             raise ValueError(f"calibrator dim {self.dim} must be divisible by heads {self.heads}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or (self.warm_epochs is not None and self.warm_epochs < 1):
             raise ValueError(f"calibrator epochs, batch_size and lr must be positive, got {self}")
 
 
@@ -94,8 +98,8 @@ class Calibrator(nn.Module):
         logits = self.head(torch.cat([pooled, lm], -1)).squeeze(-1)
         return logits, self.align(pooled)
 
-    def fit(self, features: SequenceFeatures, labels: Tensor) -> float:
-        """Trains ``config.epochs`` passes; returns the last epoch's mean loss."""
+    def fit(self, features: SequenceFeatures, labels: Tensor, epochs: int | None = None) -> float:
+        """Trains ``epochs`` passes (default ``config.epochs``); returns the last epoch's mean loss."""
         c = self.config
         gen = torch.Generator().manual_seed(c.seed)
         opt = torch.optim.AdamW(self.parameters(), lr=c.lr)
@@ -103,7 +107,7 @@ class Calibrator(nn.Module):
         pos_weight = (1 - labels).sum() / labels.sum().clamp(min=1)
         self.train()
         total = 0.0
-        for _ in range(c.epochs):
+        for _ in range(epochs or c.epochs):
             total, batches = 0.0, 0
             for idx in torch.randperm(len(labels), generator=gen).split(c.batch_size):
                 batch = features.select(idx)

@@ -27,6 +27,9 @@ attack's), so they are down-weighted by the same updates.
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -139,6 +142,7 @@ class FraudsterReweighting(L.Callback):
         # The simulated known-attack fakes (FakeProfiles), generated in setup on every rank.
         self._known_profiles = None
         self.num_own_users: int | None = None  # the data module's users; decoys (train_known) follow them
+        self.timings: dict[str, list[float]] = defaultdict(list)  # seconds per part, per call (benchmarks/robust_cost.py)
 
     # -- weights ---------------------------------------------------------------------------------
 
@@ -229,6 +233,12 @@ class FraudsterReweighting(L.Callback):
 
     # -- work (global rank 0) --------------------------------------------------------------------
 
+    @contextmanager
+    def _timed(self, part: str):
+        start = time.perf_counter()
+        yield
+        self.timings[part].append(time.perf_counter() - start)
+
     def _histories(self, dm) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The data module's own users' training histories (not the decoys)."""
         data = dm.data
@@ -240,11 +250,13 @@ class FraudsterReweighting(L.Callback):
         cache = self.cache_dir or str(Path(trainer.log_dir or ".") / "lm_cache")
         encoder = build_encoder({"cache_dir": cache, **self.encoder_options})
         histories, stamps = self._histories(dm)
-        lm_users = encoder.users(histories, data.item_text)
-        lm_fakes = encoder.users(known.sequences, data.item_text)
+        with self._timed("setup: LM embedding"):
+            lm_users = encoder.users(histories, data.item_text)
+            lm_fakes = encoder.users(known.sequences, data.item_text)
         x = np.concatenate([lm_users, lm_fakes])
         y = np.concatenate([np.zeros(len(lm_users)), np.ones(len(lm_fakes))])
-        lm_scores = Detector(x.shape[1], self.detector_config).fit(x, y).predict(lm_users)
+        with self._timed("setup: LM detector training"):
+            lm_scores = Detector(x.shape[1], self.detector_config).fit(x, y).predict(lm_users)
         labels = getattr(dm, "is_fake", None)
         if labels is not None and labels.any():
             metrics = detection_metrics(lm_scores, labels, self.threshold)
@@ -253,29 +265,38 @@ class FraudsterReweighting(L.Callback):
         return {"lm_users": lm_users, "lm_fakes": lm_fakes, "lm_scores": lm_scores}
 
     def _update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        start = time.perf_counter()
         dm, k = trainer.datamodule, self._known
         max_len = dm.hparams.max_seq_len
         histories, stamps = self._histories(dm)
-        users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len)
         known = self._known_profiles  # generated in setup, identically on every rank
-        fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len)
+        with self._timed("update: user scoring by the recommender"):
+            users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len)
+            fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len)
         calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
+        epochs = self.calibrator_config.epochs
         if self.calibrator_state is not None:
             calibrator.load_state_dict(self.calibrator_state)
+            epochs = self.calibrator_config.warm_epochs or epochs
         labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
-        loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels)
-        scores = calibrator.predict(users)
-        decoys = calibrator.predict(fakes) if self.train_known else np.zeros(0, np.float32)
+        with self._timed("update: calibrator training"):
+            loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels, epochs)
+        with self._timed("update: calibrator scoring"):
+            scores = calibrator.predict(users)
+            decoys = calibrator.predict(fakes) if self.train_known else np.zeros(0, np.float32)
         update_scores = np.concatenate([scores, decoys])
         signal_scores = {}
         if self.signals:  # relative to the data module's users; decoys are scored against them too
             view = self._view(dm, users, fakes, histories, stamps)
-            signal_scores = {s.name: np.asarray(s.score(view), np.float32) for s in self.signals}
+            for s in self.signals:
+                with self._timed(f"update: {s.name} signal"):
+                    signal_scores[s.name] = np.asarray(s.score(view), np.float32)
             update_scores = max_percentiles(update_scores, *signal_scores.values())
             signal_scores = {name: v[: len(scores)] for name, v in signal_scores.items()}
         weights = self.update_weights(update_scores)
         own = weights[: len(scores)]
-        entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "weight_min": weights.min().item(),
+        entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "calibrator_epochs": epochs,
+                 "update_seconds": time.perf_counter() - start, "weight_min": weights.min().item(),
                  "weight_max": weights.max().item(), "weight_std": weights.std().item()}
         if len(decoys):
             entry["weight_decoy"] = weights[len(scores):].mean().item()

@@ -216,3 +216,37 @@ def test_ml100k_injected_users_end_with_lower_weights(tmp_path, update):
     assert weights[fake].mean() < 0.8 * weights[~fake].mean()
     assert weights.sum().item() == pytest.approx(len(weights), rel=1e-4)
     assert cb.history[-1]["auc"] > 0.8
+
+
+COORDINATION = json.dumps([*json.loads(ANOMALY), {"class_path": "genrec.robust.CoordinationSignal",
+                                                    "init_args": {"windows": [5], "threshold": 2.0}}])
+
+
+def test_coordination_signal_logs_and_reports_beside_the_anomaly_one(tmp_path):
+    """As configs/robust/defence.yaml: both signals; each logs as robust/<name>_* and has its own
+    detection row in evaluate.py robust. Warm-started updates train the calibrator warm_epochs."""
+    with pytest.raises(ValueError, match="warm_epochs"):
+        FraudsterReweighting(calibrator={"warm_epochs": 0})
+    cli = train_main(tiny_args(tmp_path, epochs=3, attack="copy", update={"scores": "rank", "flag_fraction": 0.1}, extra=(
+        "--trainer.callbacks.signals", COORDINATION,
+        "--trainer.callbacks.calibrator", json.dumps({"epochs": 3, "warm_epochs": 1, "dim": 16}))))
+    cb, dm = reweighting(cli), cli.datamodule
+    assert [s.name for s in cb.signals] == ["anomaly", "coordination"]
+    assert [h["calibrator_epochs"] for h in cb.history] == [3, 1]
+    assert all(h["update_seconds"] > 0 for h in cb.history)
+    assert len(cb.timings["update: coordination signal"]) == len(cb.timings["update: calibrator training"]) == 2
+    coordination = cb.signal_scores["coordination"]
+    assert len(coordination) == len(dm.is_fake) and coordination.max() > 0
+    last = cb.history[-1]
+    assert last["coordination_auc"] == pytest.approx(roc_auc(coordination, dm.is_fake))
+    # the update ranks by the largest of the three percentiles
+    assert last["update_auc"] == pytest.approx(roc_auc(max_percentiles(cb.scores, cb.signal_scores["anomaly"], coordination), dm.is_fake))
+    logged = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"robust/coordination_auc", "robust/coordination_precision", "robust/anomaly_auc",
+            "robust/calibrator_epochs", "robust/update_seconds"} <= set(logged)
+    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
+    state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
+    rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
+    assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "update (max percentile)"]
+    assert rows["coordination"]["auc"] == pytest.approx(last["coordination_auc"])
+    assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
