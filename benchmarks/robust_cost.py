@@ -14,6 +14,8 @@ seconds per part, the median over repeats).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import statistics
 import tempfile
 import time
@@ -28,17 +30,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(root: str, attack: str | None):
+    from genrec.data import LoaderConfig
     from genrec.models import SASRec
     from genrec.modules import RetrievalModule
     from genrec.robust import AttackedDataModule
 
     base = yaml.safe_load((ROOT / "configs/robust/sasrec-ml-1m.yaml").read_text())
     data = {**base["data"]["init_args"], "root": root, "attack": {"kind": attack, "seed": 1} if attack else None}
+    data["loader"] = LoaderConfig(**data.get("loader", {}))
     dm = AttackedDataModule(**data)
     dm.setup("fit")
     model = base["model"]["init_args"]
     net = SASRec(**model["net"]["init_args"])
-    module = RetrievalModule(net, num_items=dm.data.num_items, **{k: v for k, v in model.items() if k != "net"})
+    # as LightningCLI does: a config's group keys override the module's default group
+    defaults = inspect.signature(RetrievalModule.__init__).parameters
+    options = {k: dataclasses.replace(defaults[k].default, **v) if k in ("loss", "optim") else v
+               for k, v in model.items() if k != "net"}
+    module = RetrievalModule(net, num_items=dm.data.num_items, **options)
     return dm, module
 
 
