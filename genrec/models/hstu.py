@@ -180,8 +180,9 @@ class HSTU(nn.Module):
             peak memory grows linearly in L; ``jagged`` packs the batch's sequences into one row
             without padding (T = Σ lengths tokens) through the input layer, every layer's
             projections and attention (``genrec.models.jagged_attention``; ``forward_packed``
-            takes packed input directly), each query seeing only its own sequence, and scatters
-            the states back to (B, L) for the loss (docs/performance.md: which is faster where).
+            takes packed input directly, and ``RetrievalModule`` hands it only the valid items
+            and scores only the valid positions), each query seeing only its own sequence
+            (docs/performance.md: which is faster where).
         attention_block: queries per block of ``attention: blocked`` and ``jagged`` (a jagged
             block reads up to ``attention_block + longest sequence`` keys: short histories want
             small blocks).

@@ -113,3 +113,19 @@ def position_losses(cfg: LossConfig, items: Tensor, states: Tensor, targets: Ten
     lse = torch.logsumexp(neg, dim=-1).transpose(1, 2).reshape(B, L + pad)[:, :L]  # (B, L)
     pos = (states * rows(items, targets)).sum(-1) / T  # (B, L)
     return (torch.logaddexp(pos, lse) - pos)[valid]
+
+
+def packed_position_losses(cfg: LossConfig, items: Tensor, states: Tensor, targets: Tensor, at: Tensor,
+                           shape: tuple[int, int]) -> Tensor:
+    """``position_losses`` of packed sequences: ``states`` (T, D) and next items ``targets`` (T,) of
+    the valid positions, ``at`` their indices into the flattened (B, L) batch of ``shape``. Draws per
+    position and the full softmax read the packed rows as they are; draws shared by a sequence's
+    positions (``sequence``, ``interleaved``) group them by sequence, which the (B, L) layout does,
+    so the states are scattered into it (zeros at the padding, which no loss reads). The same values
+    and draws as ``position_losses`` on the padded batch. (T,)"""
+    if cfg.kind == "full_softmax" or cfg.negatives == "position":
+        return position_losses(cfg, items, states[None], targets[None], torch.ones_like(targets[None], dtype=torch.bool))
+    B, L = shape
+    padded = states.new_zeros(B * L, states.shape[-1]).index_copy(0, at, states).view(B, L, -1)
+    next_items = targets.new_zeros(B * L).index_copy(0, at, targets).view(B, L)
+    return position_losses(cfg, items, padded, next_items, next_items > 0)

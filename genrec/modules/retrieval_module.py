@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from genrec.errors import check_range
 from genrec.metrics import RankingMetrics, batch_ranks, topk_items
+from genrec.models.jagged_attention import pack
 from genrec.modules import negatives
 from genrec.modules.checkpoints import (
     CheckpointMismatchError,
@@ -160,13 +161,34 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
 
     def encode(self, batch: dict[str, Tensor]) -> Tensor:
         """Per-position user states. (B, L, D)"""
+        if getattr(self.net, "packed", False):
+            states, at = self.encode_packed(batch)
+            B, L = batch["items"].shape
+            return states.new_zeros(B * L, states.shape[-1]).index_copy(0, at, states).view(B, L, -1)
         return self.net(self.item_emb(batch["items"]), batch["timestamps"], batch["lengths"],
                         query_time=batch.get("query_time"))
 
+    def encode_packed(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """States of the valid positions only, for a net that takes packed sequences (``net.packed``,
+        e.g. HSTU with ``attention: jagged``): items are embedded and encoded without padding.
+        ((T, D), and their (T,) indices into the flattened (B, L) batch)"""
+        items, lengths = batch["items"], batch["lengths"]
+        at, _ = pack(lengths, items.shape[1])
+        offsets = F.pad(lengths.cumsum(0), (1, 0))
+        states = self.net.forward_packed(self.item_emb(items.reshape(-1)[at]), batch["timestamps"].reshape(-1)[at],
+                                         offsets, query_time=batch.get("query_time"))
+        return states, at
+
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
-        """The state after each user's last history item. (B, D)"""
+        """The state after each user's last history item (zeros for an empty history). (B, D)"""
+        lengths = batch["lengths"]
+        if getattr(self.net, "packed", False):
+            states, _ = self.encode_packed(batch)
+            out, some = states.new_zeros(len(lengths), states.shape[-1]), lengths > 0
+            out[some] = states[lengths.cumsum(0)[some] - 1]
+            return out
         states = self.encode(batch)
-        last = (batch["lengths"] - 1).clamp(min=0)
+        last = (lengths - 1).clamp(min=0)
         return states[torch.arange(len(states), device=states.device), last]
 
     @torch.no_grad()
@@ -193,13 +215,18 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         targets = batch["targets"]
-        valid = targets > 0
-        states = self.encode(batch)
-        per_pos = self._position_losses(states, targets, valid)
+        if getattr(self.net, "packed", False):  # the loss of the valid positions, never padded
+            states, at = self.encode_packed(batch)
+            per_pos = negatives.packed_position_losses(self.loss_config, self.item_vectors(), states,
+                                                       targets.reshape(-1)[at], at, tuple(targets.shape))
+            sequence = torch.div(at, targets.shape[1], rounding_mode="floor")
+        else:
+            valid = targets > 0
+            per_pos = self._position_losses(self.encode(batch), targets, valid)
+            sequence = valid.nonzero()[:, 0]  # row-major, as per_pos
         if self.user_weights is not None:
-            w = self.user_weights.to(per_pos.device)[batch["user"]]  # (B,)
-            per_pos = per_pos * w[:, None].expand_as(targets)[valid]
-        loss = per_pos.sum() / valid.sum().clamp(min=1)
+            per_pos = per_pos * self.user_weights.to(per_pos.device)[batch["user"]][sequence]
+        loss = per_pos.sum() / max(len(per_pos), 1)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(targets))
         return loss
 

@@ -144,3 +144,41 @@ def test_dot_similarity_scores_raw_item_embeddings_so_an_items_norm_scales_its_s
     keys = set(m.state_dict())
     m.on_validation_epoch_start()
     assert set(m.state_dict()) == keys
+
+
+@pytest.mark.parametrize("loss", [LossConfig(negatives="position", num_negatives=7), LossConfig(negatives="sequence", num_negatives=7),
+                                  LossConfig(negatives="interleaved", num_negatives=7, negative_groups=3),
+                                  LossConfig(kind="full_softmax")])
+def test_a_jagged_net_trains_on_packed_positions_as_the_padded_path_does(loss):
+    """HSTU with ``attention: jagged`` is embedded, encoded and scored on the valid positions only;
+    with the same weights and seed its loss (user weights included), gradients and user vectors
+    equal the dense padded path's, for every negative-sampling mode."""
+    from genrec.models import HSTU
+
+    kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=12, dropout=0.0)
+    torch.manual_seed(0)
+    dense = RetrievalModule(HSTU(**kw), num_items=30, loss=loss)
+    jagged = RetrievalModule(HSTU(**kw, attention="jagged", attention_block=5), num_items=30, loss=loss)
+    jagged.load_state_dict(dense.state_dict())
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([12, 1, 7, 3])
+    valid = torch.arange(12)[None, :] < lengths[:, None]
+    items = torch.randint(1, 31, (4, 12), generator=g) * valid
+    batch = {"items": items, "targets": torch.randint(1, 31, (4, 12), generator=g) * valid, "lengths": lengths,
+             "timestamps": torch.cumsum(torch.randint(1, 1000, (4, 12), generator=g), 1) * valid,
+             "query_time": torch.full((4,), 10**6), "user": torch.tensor([3, 0, 2, 1])}
+    losses = []
+    for m in (dense, jagged):
+        m.log = lambda *a, **k: None
+        m.set_user_weights(torch.tensor([1.0, 0.5, 0.0, 2.0]))
+        torch.manual_seed(5)
+        out = m.training_step(batch, 0)
+        out.backward()
+        losses.append(out)
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+    for (name, a), b in zip(dense.named_parameters(), jagged.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(jagged.user_vectors(batch), dense.user_vectors(batch), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(jagged.encode(batch)[valid], dense.encode(batch)[valid], atol=1e-5, rtol=1e-5)
+        assert jagged.encode(batch)[~valid].abs().sum() == 0
