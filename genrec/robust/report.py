@@ -116,8 +116,10 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
     clean_info = describe(clean)
     infos = [describe(r) for r in runs]
     attacked = [i for i in infos if i["attack"]]
-    if not attacked:
-        raise ValueError("none of --runs holds an attack: pass checkpoints trained with genrec.robust.AttackedDataModule and data.attack set")
+    defended_clean = [i for i in infos if not i["attack"] and i["defence"]]
+    if not attacked and not defended_clean:
+        raise ValueError("none of --runs holds an attack or a defence: pass checkpoints trained with "
+                         "genrec.robust.AttackedDataModule and data.attack set, or with FraudsterReweighting")
     dm = clean_datamodule({**clean_info["data"], **({"root": root} if root else {})})
     # One target set per attack kind; runs of one kind must share it to be compared.
     target_sets: dict[str, list[int]] = {}
@@ -143,16 +145,34 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
         if info["defence"]:
             entry["detection"] = detection(info, dm.data.num_users)
             entry["weights"] = final_weights(info, dm.data.num_users)
+            entry["real_weights"] = real_weights(info, dm.data.num_users)
             entry["weights_over_updates"] = [{k: h[k] for k in ("epoch", "weight_fake", "weight_real") if k in h}
                                              for h in info["defence"].get("history", [])]
+    # The price of the defence when nobody attacks: how it treats real users on clean data.
+    for info in defended_clean:
+        metrics = evaluate_run(info["run"], dm, split, {})
+        report.setdefault("defended_without_attack", []).append(
+            {"checkpoint": info["path"], "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
+             "real_weights": real_weights(info, dm.data.num_users)})
     return report
+
+
+def _weights(state: dict[str, Any]) -> np.ndarray:
+    """Each user's final loss weight, σ(w) / σ(w0)."""
+    return (torch.sigmoid(torch.as_tensor(state["w"]).float()) / torch.sigmoid(torch.tensor(float(state["w0"])))).numpy()
+
+
+def real_weights(info: dict[str, Any], num_real: int) -> dict[str, float]:
+    """How many real users the defence down-weighted, and by how much (their final loss weights;
+    users ranked below the mean gain a little, so weights can exceed 1)."""
+    w = _weights(info["defence"])[:num_real]
+    return {"users": num_real, "below_0.5": int((w < 0.5).sum()), "below_0.9": int((w < 0.9).sum()),
+            "mean": float(w.mean()), "min": float(w.min()), "lost_weight": float((1 - np.minimum(w, 1)).sum())}
 
 
 def final_weights(info: dict[str, Any], num_real: int) -> dict[str, list[float]]:
     """Deciles (0, 10, ..., 100th percentile) of the final loss weights of real and of fake users."""
-    state = info["defence"]
-    w = torch.sigmoid(torch.as_tensor(state["w"]).float()) / torch.sigmoid(torch.tensor(float(state["w0"])))
-    w = w.numpy()
+    w = _weights(info["defence"])
     groups = {"real": w[:num_real], "fake": w[num_real:num_real + info["num_fakes"]]}
     return {name: np.quantile(v, np.linspace(0, 1, 11)).tolist() for name, v in groups.items() if len(v)}
 
@@ -178,6 +198,8 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(out / "robust_weights.png", dpi=100)
         written.append(out / "robust_weights.png")
     attacks = list(report["attacks"].items())
+    if not attacks:  # defended runs without an attack only: no targets to plot
+        return written
     fig = Figure(figsize=(10, 3 * len(attacks)), layout="constrained")
     for ax, (name, e) in zip(np.atleast_1d(fig.subplots(len(attacks), 1, squeeze=False)[:, 0]), attacks):
         sides = [s for s in ("clean", "undefended", "defended") if s in e["per_target"]]
@@ -219,6 +241,14 @@ def markdown(report: dict[str, Any]) -> str:
         for name, d in det:
             for which, m in d.items():
                 lines.append(f"| {name} | {which} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['auc']:.3f} | {m['flagged']} |")
+    price = [(f"{n} (defended)", e["defended"], e["real_weights"]) for n, e in report["attacks"].items() if e.get("real_weights")]
+    price += [("no attack (defended)", e, e["real_weights"]) for e in report.get("defended_without_attack", [])]
+    if price:
+        lines += ["", "Real users' final loss weights under the defence (1 = untouched):", "",
+                  "| run | HR@10 (vs clean) | real users | weight < .9 | weight < .5 | mean | min |", "|---|---|---|---|---|---|---|"]
+        for name, m, w in price:
+            lines.append(f"| {name} | {m['hr@10']:.4f} ({m['hr@10'] / c['hr@10'] - 1:+.1%}) | {w['users']:,} | "
+                         f"{w['below_0.9']:,} | {w['below_0.5']:,} | {w['mean']:.3f} | {w['min']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -50,11 +50,34 @@ def test_robust_report_from_checkpoints(tmp_path):
     assert row[4] == (f"{hit / base:.1f}x" if base else ("inf" if hit else "–"))  # the attack's lift
     d = entry["defended"]["t_hr@50"]
     assert row[9] == (f"{d / hit - 1:+.0%}" if hit else "–")  # defended vs undefended
-    with pytest.raises(ValueError, match="none of --runs holds an attack"):
+    real = entry["real_weights"]
+    assert real["users"] == 200 and 0 <= real["below_0.5"] <= real["below_0.9"] <= 200
+    assert real["min"] <= real["mean"] and f"| random (budget 0.05) (defended) | {entry['defended']['hr@10']:.4f}" in md
+    with pytest.raises(ValueError, match="none of --runs holds an attack or a defence"):
         evaluate.main(["robust", "--clean", clean, "--runs", clean, "--out", str(tmp_path / "r2")])
     # two undefended runs of one attack would share a row: an error naming both, not an overwrite
     with pytest.raises(ValueError, match=r"two undefended runs of the attack 'random \(budget 0.05\)'.*plain"):
         evaluate.main(["robust", "--clean", clean, "--runs", plain, plain, "--out", str(tmp_path / "r3")])
+
+
+def test_the_price_of_the_defence_on_clean_data_is_reported(tmp_path):
+    """A defended run without an attack: its clean metrics and how many real users it down-weighted,
+    read from the callback's final weights."""
+    train_main(tiny_args(tmp_path / "clean", epochs=2, attack=None, defended=False))
+    train_main(tiny_args(tmp_path / "price", epochs=3, attack=None, update={"lr": 50.0}))
+    clean, price = last_ckpt(tmp_path / "clean"), last_ckpt(tmp_path / "price")
+    report = evaluate.main(["robust", "--clean", clean, "--runs", price, "--out", str(tmp_path / "report")])
+    assert report["attacks"] == {}
+    (entry,) = report["defended_without_attack"]
+    import torch
+
+    state = torch.load(price, weights_only=False)["callbacks"]
+    state = next(v for k, v in state.items() if "FraudsterReweighting" in k)
+    w = (torch.sigmoid(torch.as_tensor(state["w"]).float()) / torch.sigmoid(torch.tensor(float(state["w0"]))))[:200]
+    assert entry["real_weights"]["below_0.5"] == int((w < 0.5).sum()) > 0  # lr 50: the flagged users lose weight
+    assert entry["real_weights"]["mean"] == pytest.approx(float(w.mean()))
+    md = (tmp_path / "report" / "robust_report.md").read_text()
+    assert f"| no attack (defended) | {entry['hr@10']:.4f}" in md
 
 
 def test_robust_report_root_overrides_the_checkpoints_data_folder(tmp_path, monkeypatch):
