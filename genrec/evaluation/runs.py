@@ -1,7 +1,7 @@
 """A trained run as every evaluation command sees it: its checkpoint loaded once, its module and data module rebuilt from it.
 
-Every command reads the module class, data settings and identity from ``Run.ckpt`` instead of
-loading the file again; the module's own ``from_checkpoint`` still opens it to rebuild the weights.
+Every command reads the module class, data settings, identity and weights from ``Run.ckpt``: the
+file is read once (``from_checkpoint`` takes its contents).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def load_run(path: str | Path) -> Run:
     path = resolve_checkpoint(path)
     ckpt = load_checkpoint(path)
     module_cls = import_path(module_class_path(ckpt))
-    return Run(path, ckpt, module_cls.from_checkpoint(str(path)).eval())
+    return Run(path, ckpt, module_cls.from_checkpoint(str(path), ckpt=ckpt).eval())
 
 
 def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:

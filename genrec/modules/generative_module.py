@@ -114,9 +114,9 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.user_weights: Tensor | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> "GenerativeModule":
+    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu", ckpt: dict | None = None) -> "GenerativeModule":
         """Rebuild the module (tokenizer included) from its checkpoint alone."""
-        ckpt = load_checkpoint(path, map_location)
+        ckpt = load_checkpoint(path, map_location) if ckpt is None else ckpt  # given: already read (load_run)
         hp = dict(ckpt["hyper_parameters"])
         if "tokenizer_config" not in hp or hp["tokenizer_config"] is None:
             raise CheckpointMismatchError(f"{path} is not a GenerativeModule checkpoint (no tokenizer_config)")

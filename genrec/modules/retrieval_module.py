@@ -113,9 +113,9 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         self.user_weights: Tensor | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> "RetrievalModule":
+    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu", ckpt: dict | None = None) -> "RetrievalModule":
         """Rebuild module and net from a checkpoint alone."""
-        ckpt = load_checkpoint(path, map_location)
+        ckpt = load_checkpoint(path, map_location) if ckpt is None else ckpt  # given: already read (load_run)
         hp = grouped_hparams(ckpt["hyper_parameters"])
         net = build_net(ckpt.get("genrec", {}).get("net", {}), path)
         accepted = inspect.signature(cls.__init__).parameters

@@ -83,3 +83,16 @@ def test_an_old_hstu_nets_compile_attention_maps_to_attention():
     assert build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": old}).attention == "dense"
     compiled = build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": {**old, "compile_attention": True}})
     assert compiled.attention == "compiled"
+
+
+def test_load_run_reads_the_checkpoint_file_once(tmp_path, monkeypatch):
+    import genrec.modules.checkpoints as checkpoints
+
+    path, model, _ = old_checkpoint(tmp_path)
+    reads = []
+    real = checkpoints.torch.load
+    monkeypatch.setattr(checkpoints.torch, "load", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    run = load_run(path)
+    assert len(reads) == 1
+    for (name, a), b in zip(model.state_dict().items(), run.model.state_dict().values()):
+        torch.testing.assert_close(b, a, msg=name)
