@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from genrec.errors import check_range
 from genrec.models.blocked_attention import MASKED, blocked_silu_attention, buckets_
 from genrec.models.dropout import Dropout
-from genrec.models.jagged_attention import JaggedLayout, jagged_silu_attention, pack
+from genrec.models.jagged_attention import JaggedLayout, jagged_silu_attention, pack, unpack
 
 
 def time_buckets(dt: Tensor, num_buckets: int = 128, divisor: float = 0.301) -> Tensor:
@@ -282,10 +282,9 @@ class HSTU(nn.Module):
     def _forward_jagged(self, x: Tensor, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None) -> Tensor:
         """``forward_packed`` of the valid positions; zeros at the padding of the (B, L, D) output."""
         B, L, D = x.shape
-        at, _ = pack(lengths, L)
-        offsets = F.pad(lengths.cumsum(0), (1, 0))
+        at, offsets = pack(lengths, L)
         h = self.forward_packed(x.reshape(B * L, D).index_select(0, at), timestamps.reshape(-1)[at], offsets, query_time)
-        return h.new_zeros(B * L, D).index_copy_(0, at, h).view(B, L, D)
+        return unpack(h, at, B, L)
 
     def forward_packed(self, x: Tensor, timestamps: Tensor, offsets: Tensor, query_time: Tensor | None = None) -> Tensor:
         """User states of sequences packed back to back: (T, D) embedded items and (T,) timestamps,

@@ -171,8 +171,12 @@ def jagged_silu_attention(q: Tensor, k: Tensor, v: Tensor, pos_w: Tensor, time_w
 
 
 def pack(lengths: Tensor, L: int) -> tuple[Tensor, Tensor]:
-    """Indices into a flattened (B, L) batch of its valid positions (row-major), and each one's
-    sequence. ((T,), (T,))"""
+    """Indices into a flattened (B, L) batch of its valid positions (row-major), and the sequences'
+    offsets into the packed row (sequence b at ``[offsets[b], offsets[b + 1])``). ((T,), (B + 1,))"""
     at = (torch.arange(L, device=lengths.device)[None, :] < lengths[:, None]).reshape(-1).nonzero().squeeze(1)
-    return at, torch.div(at, L, rounding_mode="floor")
+    return at, F.pad(lengths.cumsum(0), (1, 0))
 
+
+def unpack(values: Tensor, at: Tensor, B: int, L: int) -> Tensor:
+    """Packed rows (T, ...) back into a (B, L, ...) batch at ``at`` (``pack``'s), zeros elsewhere."""
+    return values.new_zeros(B * L, *values.shape[1:]).index_copy(0, at, values).view(B, L, *values.shape[1:])

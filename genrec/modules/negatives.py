@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genrec.errors import check_range
+from genrec.models.jagged_attention import unpack
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,5 @@ def packed_position_losses(cfg: LossConfig, items: Tensor, states: Tensor, targe
     if cfg.kind == "full_softmax" or cfg.negatives == "position":
         return position_losses(cfg, items, states[None], targets[None], torch.ones_like(targets[None], dtype=torch.bool))
     B, L = shape
-    padded = states.new_zeros(B * L, states.shape[-1]).index_copy(0, at, states).view(B, L, -1)
-    next_items = targets.new_zeros(B * L).index_copy(0, at, targets).view(B, L)
+    padded, next_items = unpack(states, at, B, L), unpack(targets, at, B, L)
     return position_losses(cfg, items, padded, next_items, next_items > 0)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from genrec.errors import check_range
 from genrec.metrics import RankingMetrics, batch_ranks, topk_items
-from genrec.models.jagged_attention import pack
+from genrec.models.jagged_attention import pack, unpack
 from genrec.modules import negatives
 from genrec.modules.checkpoints import (
     CheckpointMismatchError,
@@ -164,7 +164,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         if getattr(self.net, "packed", False):
             states, at = self.encode_packed(batch)
             B, L = batch["items"].shape
-            return states.new_zeros(B * L, states.shape[-1]).index_copy(0, at, states).view(B, L, -1)
+            return unpack(states, at, B, L)
         return self.net(self.item_emb(batch["items"]), batch["timestamps"], batch["lengths"],
                         query_time=batch.get("query_time"))
 
@@ -173,8 +173,7 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         e.g. HSTU with ``attention: jagged``): items are embedded and encoded without padding.
         ((T, D), and their (T,) indices into the flattened (B, L) batch)"""
         items, lengths = batch["items"], batch["lengths"]
-        at, _ = pack(lengths, items.shape[1])
-        offsets = F.pad(lengths.cumsum(0), (1, 0))
+        at, offsets = pack(lengths, items.shape[1])
         states = self.net.forward_packed(self.item_emb(items.reshape(-1)[at]), batch["timestamps"].reshape(-1)[at],
                                          offsets, query_time=batch.get("query_time"))
         return states, at
