@@ -50,3 +50,56 @@ class BucketedTrainSampler(ShardedTrainSampler):
     def _order(self) -> list[int]:
         rng = np.random.default_rng((self.seed, self.epoch))
         return bucketed_order(self.lengths, self.batch_size * self.num_replicas, rng).tolist()
+
+
+def domain_blocks(sizes: np.ndarray, total_blocks: int, balance: float) -> np.ndarray:
+    """Blocks per domain in an epoch of ``total_blocks``: shares ``∝ size^(1 - balance)`` (0 = as the
+    data come, 1 = every domain equally), rounded by largest remainder, at least one block each."""
+    if not 0 <= balance <= 1:
+        raise ValueError(f"domain balance must be in [0, 1], got {balance}")
+    sizes = np.asarray(sizes, np.float64)
+    share = sizes ** (1 - balance)
+    share = share / share.sum() * max(total_blocks, len(sizes))
+    blocks = np.floor(share).astype(np.int64)
+    left = int(max(total_blocks, len(sizes)) - blocks.sum())
+    blocks[np.argsort(-(share - blocks), kind="stable")[:left]] += 1
+    return np.maximum(blocks, 1)
+
+
+class DomainBlockSampler(ShardedTrainSampler):
+    """``ShardedTrainSampler`` whose every step holds windows of one domain, domains mixed by ``balance``.
+
+    Each epoch has as many full steps (``batch_size × num_replicas`` windows) as the data hold;
+    domain d gets ``domain_blocks`` of them, its windows drawn without replacement, cycling through
+    fresh permutations when it gets more than it has (a small domain is repeated, a large one
+    subsampled, differently every epoch). Inside a domain, ``lengths`` (when given) groups windows
+    of similar length as ``BucketedTrainSampler`` does. The steps of all domains are shuffled.
+    Because every rank's batch is a slice of one step, every batch is one domain's: a model can
+    normalise its loss over that domain's catalogue.
+    """
+
+    def __init__(self, dataset: Sized, domains: np.ndarray, batch_size: int, balance: float = 0.0,
+                 lengths: np.ndarray | None = None, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.domains = np.asarray(domains, np.int64)
+        if len(self.domains) != len(dataset):
+            raise ValueError(f"one domain per training window: got {len(self.domains)} for {len(dataset)} windows")
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.block = batch_size * self.num_replicas
+        present = np.unique(self.domains)
+        sizes = np.array([(self.domains == d).sum() for d in present])
+        self.blocks = dict(zip(present.tolist(), domain_blocks(sizes, len(dataset) // self.block, balance).tolist()))
+        self.used = sum(self.blocks.values()) * self.block  # global samples per epoch
+
+    def _order(self) -> list[int]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        steps = []
+        for d, n in self.blocks.items():
+            own = np.flatnonzero(self.domains == d)
+            need = n * self.block
+            picks = np.concatenate([rng.permutation(own) for _ in range(-(-need // len(own)))])[:need]
+            if self.lengths is not None:
+                picks = picks[bucketed_order(self.lengths[picks], self.block, rng)]
+            steps += np.split(picks, n)
+        rng.shuffle(steps)
+        return np.concatenate(steps).tolist()

@@ -437,11 +437,17 @@ class SequenceDataModule(L.LightningDataModule):
         lc = self.loader_config
         common = dict(num_workers=lc.num_workers, persistent_workers=lc.num_workers > 0)
         if train:
-            sampler = (BucketedTrainSampler(dataset, self.train_set.ends - self.train_set.starts, lc.batch_size)
-                       if lc.bucket_by_length else ShardedTrainSampler(dataset))
-            return ResumableDataLoader(dataset, sampler, batch_size=lc.batch_size, collate_fn=self.collator.train, **common)
+            return ResumableDataLoader(dataset, self.train_sampler(dataset), batch_size=lc.batch_size,
+                                       collate_fn=self.collator.train, **common)
         return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=lc.eval_batch_size,
                           collate_fn=self.collator.eval, **common)
+
+    def train_sampler(self, dataset: TrainWindows) -> ShardedTrainSampler:
+        """The epoch order of the training windows: length-bucketed steps or a plain shuffle."""
+        lc = self.loader_config
+        if lc.bucket_by_length:
+            return BucketedTrainSampler(dataset, dataset.ends - dataset.starts, lc.batch_size)
+        return ShardedTrainSampler(dataset)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

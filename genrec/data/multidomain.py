@@ -7,6 +7,10 @@ all of them), its users follow the previous domain's users, and raw ids are pref
 name. Training windows come from every domain (shuffled together); validation and test have one
 loader per evaluated domain, and ``eval_domains`` tells the modules which id range is that domain's
 catalogue, so a user is only ever ranked against, and recommended, items of their own domain.
+
+Every training step holds one domain's windows (``DomainBlockSampler``), so a model can normalise
+its loss over that domain's catalogue, as evaluation ranks within it; ``domain_balance`` sets how
+often each domain comes (0: in proportion to its windows, 1: every domain equally often).
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from genrec.data.datamodule import EvalTargets, Exclude, LoaderConfig, SequenceDataModule, check_loader_options, load_sequences
+from genrec.data.batching import DomainBlockSampler
+from genrec.data.datamodule import (EvalTargets, Exclude, LoaderConfig, SequenceDataModule, TrainWindows,
+                                    check_loader_options, load_sequences)
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import Source, get_source
@@ -34,15 +40,25 @@ class MultiDomainDataModule(SequenceDataModule):
             (default: the dataset name; must be unique), ``root``, ``dataset_options``,
             ``min_user_interactions``, ``min_item_interactions``: as ``SequenceDataModule``'s.
         eval_on: names of the domains that validation and test cover (default: all), in order.
+        domain_balance: in [0, 1]; domain d's share of each epoch's training steps is proportional
+            to ``windows_d ** (1 - domain_balance)`` (0: as the data come; 1: equal shares, small
+            domains repeated and large ones subsampled; 0.5 between).
+        val_users_per_domain: validate each domain on a fixed random sample of this many of its
+            evaluation users (0: all). Test always covers every user; the sample is reported.
         the rest: settings shared by every domain, as ``SequenceDataModule``'s (``loader``: ``LoaderConfig``).
     """
 
-    def __init__(self, domains: list[dict[str, Any]], eval_on: list[str] | None = None, cache_dir: str | None = None,
+    def __init__(self, domains: list[dict[str, Any]], eval_on: list[str] | None = None, domain_balance: float = 0.0,
+                 val_users_per_domain: int = 0, cache_dir: str | None = None,
                  download: bool = True, use_cache: bool = True, max_seq_len: int = 200, exclude: Exclude = "history",
                  loader: LoaderConfig = LoaderConfig()):
         # Not SequenceDataModule.__init__: there is no single source; the domains hold theirs.
         super(SequenceDataModule, self).__init__()
         check_loader_options(max_seq_len, exclude)
+        if not 0 <= domain_balance <= 1:
+            raise DataError(f"data.domain_balance must be in [0, 1] (0: domains as large as their data, 1: equal), got {domain_balance}")
+        if val_users_per_domain < 0:
+            raise DataError(f"data.val_users_per_domain must be 0 (all users) or positive, got {val_users_per_domain}")
         if not domains:
             raise DataError("data.domains is empty: list at least one domain, e.g. [{dataset: plain, root: ...}]")
         self.loader_config = loader
@@ -104,9 +120,28 @@ class MultiDomainDataModule(SequenceDataModule):
         for name in self.eval_names:
             lo, hi = self.user_ranges[name]
             mine = (self.eval_users >= lo) & (self.eval_users < hi)
-            users = self.eval_users[mine]
-            self.val_sets.append(EvalTargets(self.data, users, self.val_pos[mine], hp.max_seq_len))
-            self.test_sets.append(EvalTargets(self.data, users, self.test_pos[mine], hp.max_seq_len))
+            users, val_pos, test_pos = self.eval_users[mine], self.val_pos[mine], self.test_pos[mine]
+            self.test_sets.append(EvalTargets(self.data, users, test_pos, hp.max_seq_len))
+            cap = hp.val_users_per_domain
+            if cap and len(users) > cap:  # a fixed sample, the same in every run of this data
+                keep = np.sort(np.random.default_rng(0).choice(len(users), cap, replace=False))
+                rank_zero_info(f"genrec: domain {name!r}: validating on {cap:,} of its {len(users):,} users "
+                               "(data.val_users_per_domain); test covers all")
+                users, val_pos = users[keep], val_pos[keep]
+            self.val_sets.append(EvalTargets(self.data, users, val_pos, hp.max_seq_len))
+
+    def train_sampler(self, dataset: TrainWindows) -> DomainBlockSampler:
+        """Steps of one domain each, domains mixed by ``domain_balance`` (reported per domain)."""
+        lc = self.loader_config
+        starts = np.array([self.user_ranges[n][0] for n in self.names])
+        domain = np.searchsorted(starts, dataset.users, side="right") - 1
+        lengths = dataset.ends - dataset.starts if lc.bucket_by_length else None
+        sampler = DomainBlockSampler(dataset, domain, lc.batch_size, self.hparams.domain_balance, lengths)
+        per_step = lc.batch_size * sampler.num_replicas
+        rank_zero_info("genrec: training windows per epoch (data.domain_balance=%g): " % self.hparams.domain_balance
+                       + ", ".join(f"{n} {(domain == d).sum():,} -> {sampler.blocks.get(d, 0) * per_step:,}"
+                                   for d, n in enumerate(self.names)))
+        return sampler
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(s, train=False) for s in self.val_sets]

@@ -140,6 +140,7 @@ class ResumableDataLoader(DataLoader):
             "num_replicas": sampler.num_replicas,
             "batch_size": self.batch_size,
             "dataset_len": len(self.dataset),
+            "used": sampler.used,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -151,7 +152,7 @@ class ResumableDataLoader(DataLoader):
             )
         sampler.set_epoch(state["epoch"])
         sampler.seed = state["seed"]
-        saved_used = state["dataset_len"] - state["dataset_len"] % state["num_replicas"]
+        saved_used = state.get("used", state["dataset_len"] - state["dataset_len"] % state["num_replicas"])
         if not 0 < state["consumed"] < saved_used:  # saved at an epoch boundary: start the next pass afresh
             sampler.start = 0
             return

@@ -125,12 +125,16 @@ class TextPrior(nn.Module):
         """User vectors at every position (B, L, E), or after the last item with ``lengths`` (B, E)."""
         return recency_user_vectors(self.unit, items, self.config.decay, lengths)
 
-    def item_scores(self, users: Tensor) -> Tensor:
-        """Every catalogue item's score for user vectors (R, E) → (R, N+1), column 0 = padding."""
-        cos = users @ self.unit.T
+    def item_scores(self, users: Tensor, span: tuple[int, int] | None = None) -> Tensor:
+        """Every catalogue item's score for user vectors (R, E) → (R, N+1), column 0 = padding; with
+        ``span = (first, last)`` only those items' (R, last - first + 2): column j is item first + j - 1."""
+        lo, hi = span or (1, len(self.unit) - 1)
+        rows = torch.arange(lo - 1, hi + 1, device=self.unit.device)
+        rows[0] = 0  # padding
+        cos = users @ self.unit[rows].T
         if self.hubness_scale is not None:
-            cos = cos - self.hubness_scale * self.hub
+            cos = cos - self.hubness_scale * self.hub[rows]
         scores = self.scale * cos
         if self.popularity_scale is not None:
-            scores = scores + self.popularity_scale * self.logpop
+            scores = scores + self.popularity_scale * self.logpop[rows]
         return scores

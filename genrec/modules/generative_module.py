@@ -8,7 +8,9 @@ it never saw (zero-shot). In ``setup`` the data module's catalogue is taken.
 
 Training: for every position with a next item, cross-entropy of each of that item's T tokens over
 the tokens the catalogue allows there: the codes used at the first position (about 1,500 of the
-15,360 on Amazon Scientific), then the children of the target's prefix in the catalogue trie.
+15,360 on Amazon Scientific), then the children of the target's prefix in the catalogue trie. With
+several domains (a ``MultiDomainDataModule``, whose every training batch is one domain's) that is
+the trie of the batch's domain, the catalogue its users are evaluated in.
 Decoding normalises over the same sets, so the model is a distribution over catalogue items only,
 training and decoding agree, and a new catalogue brings its own trie. Evaluation: constrained beam
 search returns the top-K items (history excluded when the batch says so, the target never
@@ -108,6 +110,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
         self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
+        self.domains: list[tuple[int, int]] = []  # (first_id, last_id) of each domain of the catalogue
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
         self.catalogue_key: str | None = None
         self.collision_rate = 0.0
@@ -178,24 +181,27 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             self.prior.set_items(self.item_text, counts, domains)
         self.trie = CodeTrie(local[1:]).to(self.device)
         self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
+        self.domains = sorted(domains) if domains else []
         if self.net.feature_dim:
             self.net.set_code_features(self.code_features())
         self.catalogue_key = key
         self.collision_rate = cat.collision_rate
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
-    def prior_scores(self, item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None) -> list[Tensor]:
-        """The prior of every trie node from its items' scores (R, N+1) (``TextPrior.item_scores``): per level
-        t, ``log Σ exp(score_i)`` over the items below each node of level t+1 (R, nodes); the last
-        level is indexed by item id (R, N+1).
+    def prior_scores(self, item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None, first: int = 1) -> list[Tensor]:
+        """The prior of every trie node from its items' scores (R, 1 + n) (``TextPrior.item_scores``;
+        column j is item ``first + j - 1``, column 0 padding): per level t, ``log Σ exp(score_i)`` over
+        the items below each node of level t+1 (R, nodes); the last level is indexed by column
+        (``prior_at``).
 
-        exclude (R, H) item ids left out of the sums (0 = padding).
+        exclude (R, H) item ids left out of the sums (0 = padding; ids outside the span are ignored).
         """
         scores = item_scores.clone()
         scores[:, 0] = float("-inf")
         if exclude is not None:
-            scores = scores.scatter(1, exclude, float("-inf"))
-        below = scores[:, trie.paths[:, -1]]  # (R, N_trie): the trie's items
+            column = exclude - (first - 1)
+            scores = scores.scatter(1, column.masked_fill((column < 1) | (column >= scores.shape[1]), 0), float("-inf"))
+        below = scores[:, trie.paths[:, -1] - (first - 1)]  # (R, N_trie): the trie's items
         out = []
         for t in range(trie.depth - 1):
             node = trie.paths[:, t].expand_as(below)
@@ -204,6 +210,13 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             total = torch.zeros_like(top).scatter_add_(1, node, (below - top.gather(1, node)).exp())
             out.append(top + total.log())
         return out + [scores]
+
+    @staticmethod
+    def prior_at(priors: list[Tensor], t: int, nxt: Tensor, first: int = 1) -> Tensor:
+        """``prior_scores``' level ``t`` at child nodes ``nxt`` (R, K) (item ids at the last level)."""
+        if t == len(priors) - 1:
+            nxt = (nxt - (first - 1)).clamp(min=0)  # invalid slots (id 0) read the padding column
+        return priors[t].gather(1, nxt)
 
     @torch.no_grad()
     def code_features(self) -> Tensor:
@@ -251,18 +264,21 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         target_ids = batch["targets"][valid]  # (M,)
         target = self.item_codes[target_ids]  # (M, T)
         queries = self.net.next_queries(states[valid], target)  # (M, T, D)
+        domain = self._batch_domain(target_ids)
+        trie, first = self._domain_trie(domain) or self.trie, domain[0] if domain else 1
         priors = None
         if self.prior is not None:
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
-            priors = self.prior_scores(self.prior.item_scores(self.prior.users(items)[valid]), self.trie, history)
-        path = self.trie.paths[target_ids - 1]  # (M, T): each target's trie node per level (items 1..N = rows 0..N-1)
+            scores = self.prior.item_scores(self.prior.users(items)[valid], domain)
+            priors = self.prior_scores(scores, trie, history, first)
+        path = trie.paths[target_ids - first]  # (M, T): each target's trie node per level (trie rows follow item ids)
         per_item = 0
         for t in range(target.shape[1]):
-            logits, nxt, allowed = self.child_logits(queries[:, t], t, path[:, t - 1] if t else None)
+            logits, nxt, allowed = self.child_logits(queries[:, t], t, path[:, t - 1] if t else None, trie)
             if priors is not None:
-                logits = logits + priors[t].gather(1, nxt)
+                logits = logits + self.prior_at(priors, t, nxt, first)
             logp = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
             label = (nxt == path[:, t, None]).float().argmax(-1, keepdim=True)  # the target's child
             per_item = per_item - logp.gather(1, label)[:, 0]
@@ -273,35 +289,48 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(valid))
         return loss
 
-    def child_logits(self, queries: Tensor, t: int, parents: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Learned logits of token t over the children of each row's trie node at level t (the root
-        when ``t == 0``): queries (M, D), parents (M,) → logits, child nodes, validity, each (M, K)."""
+    def _batch_domain(self, target_ids: Tensor) -> tuple[int, int] | None:
+        """The ``(first_id, last_id)`` of the one domain all targets belong to; None with one domain
+        (or targets of several, which a ``MultiDomainDataModule`` never batches together)."""
+        if len(self.domains) < 2 or not len(target_ids):
+            return None
+        lo, hi = int(target_ids.min()), int(target_ids.max())
+        return next(((a, b) for a, b in self.domains if a <= lo and hi <= b), None)
+
+    def child_logits(self, queries: Tensor, t: int, parents: Tensor | None,
+                     trie: CodeTrie | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Learned logits of token t over the children of each row's node at level t of ``trie`` (default
+        the catalogue's; the root when ``t == 0``): queries (M, D), parents (M,) → logits, child
+        nodes, validity, each (M, K)."""
+        trie = self.trie if trie is None else trie
         table = self.net.code_table(self.slot_vocab[t], t)  # (V_t, D)
         if t == 0:  # the root's children: the codes used at the first position, as a dense table
             logits = self.token_logits(queries, 0, table)
-            nxt, allowed = self.trie.root_children(logits.shape[1])
+            nxt, allowed = trie.root_children(logits.shape[1])
             return logits, nxt.expand_as(logits), allowed.expand_as(logits)
-        local, nxt, allowed = self.trie.children(t, parents)  # (M, K)
+        local, nxt, allowed = trie.children(t, parents)  # (M, K)
         return torch.einsum("md,mkd->mk", queries, table[local]), nxt, allowed
 
     # -- decoding --------------------------------------------------------------------------------
 
     @torch.no_grad()
     def recommend(self, batch: dict[str, Tensor], k: int, exclude: Tensor | None = None,
-                  trie: CodeTrie | None = None) -> tuple[Tensor, Tensor]:
-        """Top-k catalogue items (of ``trie``, default the whole catalogue) and their log-probs. ((B, k), (B, k))"""
+                  domain: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """Top-k catalogue items (of ids ``domain = (first, last)``, default the whole catalogue) and
+        their log-probs. ((B, k), (B, k))"""
         codes, text = self._inputs(batch["items"])
         lengths = batch["lengths"]
         states = self.net(codes, text, lengths)
         last = states[torch.arange(len(states), device=states.device), (lengths - 1).clamp(min=0)]  # (B, T, D)
         tables = [self.net.code_table(v, t) for t, v in enumerate(self.slot_vocab)]
-        trie = self.trie if trie is None else trie
+        trie, first = self._domain_trie(domain) or self.trie, domain[0] if domain else 1
         bias = None
         if self.prior is not None:
-            priors = self.prior_scores(self.prior.item_scores(self.prior.users(batch["items"], lengths)), trie, exclude)
+            scores = self.prior.item_scores(self.prior.users(batch["items"], lengths), domain)
+            priors = self.prior_scores(scores, trie, exclude, first)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
-                return priors[t].gather(1, nxt.reshape(len(nxt), -1)).view_as(nxt)
+                return self.prior_at(priors, t, nxt.reshape(len(nxt), -1), first).view_as(nxt)
 
         def step(t: int, prefix: Tensor) -> Tensor:  # prefix (B, W, t) local indices
             state = last[:, t, None].expand(-1, prefix.shape[1], -1)  # (B, W, D)
@@ -317,7 +346,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         target, exclude = batch["target"], batch.get("exclude")
         if exclude is not None:
             exclude = exclude.masked_fill(exclude == target[:, None], 0)  # the target is never excluded
-        items, _ = self.recommend(batch, self.k, exclude, self._domain_trie(domain))
+        items, _ = self.recommend(batch, self.k, exclude, domain)
         ranks = ranks_from_topk(items, target)
         metrics.update(ranks)
         return ranks

@@ -93,3 +93,41 @@ def test_a_retrieval_model_ranks_each_user_within_their_own_domain():
         t = batch["target"][r]
         ahead = (mine > scores[r, t]).sum() + ((mine == scores[r, t]) & (torch.arange(lo, hi + 1) < t)).sum()
         assert ranks[r].item() == ahead.item()
+
+
+def test_every_training_batch_is_one_domains_and_balance_sets_the_mix():
+    sizes = {}
+    for balance in (0.0, 1.0):
+        dm = MultiDomainDataModule(domains=[A, B], max_seq_len=8, domain_balance=balance, loader=LoaderConfig(batch_size=4))
+        dm.setup("fit")
+        first_b = dm.item_ranges["b"][0]
+        counts = {"a": 0, "b": 0}
+        for batch in dm.train_dataloader():
+            items = batch["items"][batch["items"] > 0]
+            in_b = items >= first_b
+            assert in_b.all() or (~in_b).all()  # never two domains in one step
+            counts["b" if in_b.all() else "a"] += len(batch["user"])
+        sizes[balance] = counts
+    # 60 vs 50 users in 27 steps of 4: in proportion 15 vs 12 steps, balanced 14 vs 13
+    assert (sizes[0.0]["a"], sizes[0.0]["b"]) == (60, 48) and (sizes[1.0]["a"], sizes[1.0]["b"]) == (56, 52)
+
+
+def test_validation_samples_users_per_domain_but_test_keeps_them_all():
+    dm = multi(val_users_per_domain=20)
+    dm.setup("fit")
+    full = multi()
+    full.setup("fit")
+    assert [len(s) for s in dm.val_sets] == [20, 20]
+    assert [len(s) for s in dm.test_sets] == [len(s) for s in full.test_sets]
+    again = multi(val_users_per_domain=20)
+    again.setup("fit")  # the same sample every time
+    np.testing.assert_array_equal(dm.val_sets[0].users, again.val_sets[0].users)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"domain_balance": 1.5}, "data.domain_balance must be in"),
+    ({"val_users_per_domain": -1}, "data.val_users_per_domain"),
+])
+def test_bad_sampling_options_are_named(kw, match):
+    with pytest.raises(DataError, match=match):
+        multi(**kw)

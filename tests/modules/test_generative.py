@@ -155,7 +155,7 @@ def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
     m, b = module(), batch()
     domain = (11, 24)
     with torch.no_grad():
-        items, _ = m.recommend(b, 10, b["exclude"], m._domain_trie(domain))
+        items, _ = m.recommend(b, 10, b["exclude"], domain)
     assert ((items >= 11) & (items <= 24)).all()
     assert all(len(set(row.tolist())) == 10 for row in items)
     assert not any(set(row.tolist()) & set(h.tolist()) for row, h in zip(items, b["exclude"]))
@@ -163,7 +163,7 @@ def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
     # log-probs over the domain's trie, and they sum to one over the domain
     with torch.no_grad():
         assert torch.allclose(_, by_hand_log_probs(m, b, items, catalogue=list(range(11, 25))), atol=1e-4)
-        whole, scores = m.recommend(b, 14, None, m._domain_trie(domain))
+        whole, scores = m.recommend(b, 14, None, domain)
     assert torch.allclose(scores.exp().sum(1), torch.ones(4), atol=1e-4)
     b["target"] = items[:, 3]
     with torch.no_grad():
@@ -335,3 +335,43 @@ def test_rotate_text_trains_under_a_fresh_rotation_each_step_and_decodes_without
     assert plain.training_step(b, 0).item() == pytest.approx(plain.training_step(b, 0).item())
     with torch.no_grad():
         assert torch.equal(m.recommend(b, 5, b["exclude"])[0], plain.recommend(b, 5, b["exclude"])[0])
+
+
+def test_with_several_domains_training_and_decoding_normalise_over_the_batchs_domain():
+    """A batch of one domain's users: the loss is the cross-entropy over that domain's items only
+    (prior included, the history left out of its sums), the same distribution decoding ranks."""
+    m = module(scale=1.0)
+    m.set_catalogue_embeddings(m.item_text.clone(), key="test", domains=[(25, 30), (1, 10), (11, 24)])
+    assert m.domains == [(1, 10), (11, 24), (25, 30)]
+    g = torch.Generator().manual_seed(3)
+    items = torch.randint(11, 25, (4, 6), generator=g)
+    lengths = torch.tensor([6, 4, 2, 1])
+    pad = torch.arange(6)[None] >= lengths[:, None]
+    items[pad] = 0
+    target = torch.randint(11, 25, (4,), generator=g)
+    targets = torch.zeros_like(items)
+    targets[torch.arange(4), lengths - 1] = target  # one target per user, after their whole window
+    b = {"user": torch.arange(4), "items": items, "lengths": lengths, "targets": targets, "target": target}
+    m.eval()
+    with torch.no_grad():
+        loss = m.training_step(b, 0)
+        history = items.masked_fill(items == target[:, None], 0)
+        expected = by_hand_log_probs(m, b, target[:, None], history, catalogue=list(range(11, 25)))
+        assert loss.item() == pytest.approx(-expected.mean().item() / 2, rel=1e-4)
+        # the same users scored over the whole catalogue (one domain) give another loss
+        m.domains = []
+        assert m.training_step(b, 0).item() != pytest.approx(loss.item(), rel=1e-3)
+        m.domains = [(1, 10), (11, 24), (25, 30)]
+        items_d, scores = m.recommend(b, 5, history, (11, 24))
+    assert ((items_d >= 11) & (items_d <= 24)).all()
+    assert torch.allclose(scores, by_hand_log_probs(m, b, items_d, history, catalogue=list(range(11, 25))), atol=1e-4)
+    # a batch mixing domains (not one a MultiDomainDataModule serves) falls back to the whole catalogue
+    assert m._batch_domain(torch.tensor([3, 12])) is None and m._batch_domain(torch.tensor([12, 24])) == (11, 24)
+
+
+def test_prior_scores_of_a_span_equal_the_whole_catalogues_on_it():
+    m, b = module(scale=2.0, hubness=True, hubness_k=3), batch()
+    users = m.prior.users(b["items"], b["lengths"])
+    whole = m.prior.item_scores(users)
+    span = m.prior.item_scores(users, (11, 24))
+    assert span.shape == (4, 15) and torch.allclose(span[:, 1:], whole[:, 11:25])
