@@ -48,7 +48,7 @@ from genrec.errors import check_range
 from genrec.metrics import RankingMetrics, ranks_from_topk
 from genrec.models.generative import DecoderConfig, GenerativeDecoder, random_rotations
 from genrec.models.text_prior import TextPrior, TextPriorConfig
-from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint, resolve_checkpoint
 from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.modules.optim import OptimConfig, adamw
 from genrec.modules.tokenizer_ae import load_tokenizer
@@ -72,14 +72,26 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         optim: AdamW and its learning-rate schedule (``OptimConfig``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
         hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
+        init_from: a trained ``GenerativeModule``'s checkpoint file or run folder (its best
+            checkpoint) to start from (fine-tuning, e.g. few-shot on a new domain): its weights,
+            tokenizer and, unless given, its ``decoder`` and ``prior`` settings.
         num_items, dataset_fingerprint: linked from the data module.
     """
 
     def __init__(self, tokenizer_ckpt: str = "", tokenizer_config: dict[str, Any] | None = None,
                  decoder: DecoderConfig | None = None, prior: TextPriorConfig | None = None,
                  optim: OptimConfig | None = None, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
-                 ndcg_ks: Sequence[int] = (5, 10), num_items: int = 0, dataset_fingerprint: str = ""):
+                 ndcg_ks: Sequence[int] = (5, 10), init_from: str = "", num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
+        start = None
+        if init_from:
+            start = load_checkpoint(resolve_checkpoint(init_from))
+            hp = start["hyper_parameters"]
+            if not hp.get("tokenizer_config") or "decoder" not in hp:
+                raise CheckpointMismatchError(f"model.init_from={init_from} is not a GenerativeModule checkpoint of this genrec version")
+            tokenizer_config = tokenizer_config or hp["tokenizer_config"]
+            decoder = decoder or DecoderConfig(**hp["decoder"])
+            prior = prior or (TextPriorConfig(**hp["prior"]) if hp.get("prior") else None)
         decoder, optim = decoder or DecoderConfig(), optim or OptimConfig()
         if tokenizer_config is None and not tokenizer_ckpt:
             raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
@@ -115,6 +127,13 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.catalogue_key: str | None = None
         self.collision_rate = 0.0
         self.user_weights: Tensor | None = None
+        if start is not None:
+            try:
+                self.load_state_dict(start["state_dict"])
+            except RuntimeError as err:
+                raise CheckpointMismatchError(
+                    f"model.init_from={init_from} does not fit this model ({str(err).splitlines()[0]}): leave model.decoder "
+                    "and model.prior unset to take the checkpoint's, or give the settings it was trained with") from None
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu", ckpt: dict | None = None) -> "GenerativeModule":
@@ -128,6 +147,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                           "decoder/prior/optim (genrec < 0.2): retrain it with the current configs")
         accepted = inspect.signature(cls.__init__).parameters
         hp = {k: v for k, v in hp.items() if k in accepted}
+        hp["init_from"] = ""  # the weights below replace whatever it started from
         hp["decoder"], hp["optim"] = DecoderConfig(**hp["decoder"]), OptimConfig(**hp["optim"])
         hp["prior"] = TextPriorConfig(**hp["prior"]) if hp.get("prior") else None
         module = cls(**hp)

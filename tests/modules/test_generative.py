@@ -375,3 +375,25 @@ def test_prior_scores_of_a_span_equal_the_whole_catalogues_on_it():
     whole = m.prior.item_scores(users)
     span = m.prior.item_scores(users, (11, 24))
     assert span.shape == (4, 15) and torch.allclose(span[:, 1:], whole[:, 11:25])
+
+
+def test_init_from_starts_from_a_trained_checkpoints_weights_and_settings(tmp_path):
+    import lightning as L
+
+    m = module(codes="text-rotated", scale=3.0, hubness=True)
+    with torch.no_grad():
+        m.prior.scale.fill_(7.0)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0)
+    trainer.strategy.connect(m)
+    trainer.save_checkpoint(tmp_path / "pre.ckpt")
+    tuned = GenerativeModule(init_from=str(tmp_path / "pre.ckpt"))  # tokenizer, decoder and prior from the checkpoint
+    assert tuned.decoder_config == m.decoder_config and tuned.prior.scale.item() == 7.0
+    for (name, a), b in zip(m.state_dict().items(), tuned.state_dict().values()):
+        assert torch.equal(a, b), name
+    # its own checkpoint rebuilds without the file it started from
+    trainer.strategy.connect(tuned)
+    trainer.save_checkpoint(tmp_path / "tuned.ckpt")
+    (tmp_path / "pre.ckpt").rename(tmp_path / "gone.ckpt")
+    assert GenerativeModule.from_checkpoint(str(tmp_path / "tuned.ckpt")).prior.scale.item() == 7.0
+    with pytest.raises(CheckpointMismatchError, match="model.init_from=.*does not fit this model"):
+        GenerativeModule(init_from=str(tmp_path / "gone.ckpt"), decoder=DecoderConfig(dim=32, num_heads=2))
