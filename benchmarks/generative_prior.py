@@ -19,11 +19,12 @@ from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.evaluation.generative_eval import evaluate_generative
 from genrec.metrics import RankingMetrics
 from genrec.modules import GenerativeModule
+from genrec.modules.checkpoints import resolve_checkpoint
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, help="a GenerativeModule checkpoint trained with model.text_prior: true")
+    parser.add_argument("--ckpt", required=True, help="a GenerativeModule checkpoint trained with model.prior, or its run folder (best checkpoint)")
     parser.add_argument("--root", required=True, help="folder of a plain dataset with item text (interactions.csv, items.jsonl)")
     parser.add_argument("--dataset", default="plain")
     parser.add_argument("--max-seq-len", type=int, default=10)
@@ -35,7 +36,7 @@ def main() -> None:
     dm.setup("test")
     rows = []
     for variant in ("full model", "prior alone"):
-        module = GenerativeModule.from_checkpoint(args.ckpt).eval()
+        module = GenerativeModule.from_checkpoint(str(resolve_checkpoint(args.ckpt))).eval()
         if module.prior is None:
             raise SystemExit(f"{args.ckpt} was trained without model.prior: there is no prior to compare against")
         if args.beam:

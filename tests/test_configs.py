@@ -9,7 +9,13 @@ import yaml
 from genrec.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
-LAYERED = {"generative/multidomain-gpu.yaml": "generative/multidomain.yaml"}  # config: the one it is layered on
+LAYERED = {  # config: the one it is layered on
+    "generative/multidomain-gpu.yaml": "generative/multidomain.yaml",
+    "generative/lodo-beauty.yaml": "generative/multidomain.yaml",
+    "generative/lodo-yelp.yaml": "generative/multidomain.yaml",
+    "tokenizer/lodo-beauty.yaml": "tokenizer/multidomain.yaml",
+    "tokenizer/lodo-yelp.yaml": "tokenizer/multidomain.yaml",
+}
 
 
 def configs():
