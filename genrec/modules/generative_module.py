@@ -53,7 +53,7 @@ from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.modules.optim import OptimConfig, adamw
 from genrec.modules.tokenizer_ae import load_tokenizer
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
-from genrec.tokenizers.text import embed_texts, render_texts
+from genrec.tokenizers.text import embed_catalogue, render_texts
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         finds neighbours (None: one catalogue)."""
         tok = self.tokenizer
         texts = render_texts(item_text, tok.text_template, source)
-        self.set_catalogue_embeddings(torch.from_numpy(embed_texts(texts, tok.text_encoder)), key, counts, domains)
+        embeddings = embed_catalogue(texts, tok.text_encoder, sorted(domains) if domains else None)
+        self.set_catalogue_embeddings(torch.from_numpy(embeddings), key, counts, domains)
 
     def set_catalogue_from(self, dm: Any) -> None:
         """The catalogue of a data module. ``prior_popularity`` gets its training counts only when it is

@@ -143,4 +143,20 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
     return out
 
 
+def embed_catalogue(texts: list[str], encoder: str = DEFAULT_ENCODER,
+                    domains: list[tuple[int, int]] | None = None) -> np.ndarray:
+    """``embed_texts`` of a catalogue's texts (row 0 = padding). A catalogue of several domains
+    (``(first_id, last_id)`` each, covering every item) is embedded domain by domain, each as the
+    list ``[texts[0], *its items]`` that the tokenizer or a single-domain run of that dataset embeds,
+    so they share cache entries: a new mix of cached domains costs no encoder pass."""
+    if not domains:
+        return embed_texts(texts, encoder)
+    parts = [embed_texts([texts[0], *texts[lo : hi + 1]], encoder) for lo, hi in domains]
+    out = np.zeros((len(texts), parts[0].shape[1]), np.float32)
+    out[0] = parts[0][0]
+    for (lo, hi), part in zip(domains, parts):
+        out[lo : hi + 1] = part[1:]
+    return out
+
+
 CACHE = ("text-embedding cache", "point $GENREC_CACHE at a writable folder")
