@@ -301,7 +301,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             if priors is not None:
                 logits = logits + self.prior_at(priors, t, nxt, first)
             logp = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
-            label = (nxt == path[:, t, None]).float().argmax(-1, keepdim=True)  # the target's child
+            label = ((nxt == path[:, t, None]) & allowed).float().argmax(-1, keepdim=True)  # the target's child
             per_item = per_item - logp.gather(1, label)[:, 0]
         if self.user_weights is not None:
             w = self.user_weights.to(per_item.device)[batch["user"]]  # (B,)

@@ -339,32 +339,39 @@ def test_rotate_text_trains_under_a_fresh_rotation_each_step_and_decodes_without
 
 def test_with_several_domains_training_and_decoding_normalise_over_the_batchs_domain():
     """A batch of one domain's users: the loss is the cross-entropy over that domain's items only
-    (prior included, the history left out of its sums), the same distribution decoding ranks."""
+    (prior included, the history left out of its sums), the same distribution decoding ranks; in
+    every domain, also those whose first codes are not the catalogue's first."""
     m = module(scale=1.0)
-    m.set_catalogue_embeddings(m.item_text.clone(), key="test", domains=[(25, 30), (1, 10), (11, 24)])
+    emb = m.item_text.clone()
+    emb[1:] = emb[1:][m.item_local[1:, 0].argsort(stable=True)]  # items by first code: the last domain lacks code 0
+    m.set_catalogue_embeddings(emb, key="test", domains=[(25, 30), (1, 10), (11, 24)])
     assert m.domains == [(1, 10), (11, 24), (25, 30)]
-    g = torch.Generator().manual_seed(3)
-    items = torch.randint(11, 25, (4, 6), generator=g)
-    lengths = torch.tensor([6, 4, 2, 1])
-    pad = torch.arange(6)[None] >= lengths[:, None]
-    items[pad] = 0
-    target = torch.randint(11, 25, (4,), generator=g)
-    targets = torch.zeros_like(items)
-    targets[torch.arange(4), lengths - 1] = target  # one target per user, after their whole window
-    b = {"user": torch.arange(4), "items": items, "lengths": lengths, "targets": targets, "target": target}
+    assert any(m.item_local[lo : hi + 1, 0].min() > 0 for lo, hi in m.domains)  # a domain without the first code
     m.eval()
-    with torch.no_grad():
-        loss = m.training_step(b, 0)
-        history = items.masked_fill(items == target[:, None], 0)
-        expected = by_hand_log_probs(m, b, target[:, None], history, catalogue=list(range(11, 25)))
-        assert loss.item() == pytest.approx(-expected.mean().item() / 2, rel=1e-4)
-        # the same users scored over the whole catalogue (one domain) give another loss
-        m.domains = []
-        assert m.training_step(b, 0).item() != pytest.approx(loss.item(), rel=1e-3)
-        m.domains = [(1, 10), (11, 24), (25, 30)]
-        items_d, scores = m.recommend(b, 5, history, (11, 24))
-    assert ((items_d >= 11) & (items_d <= 24)).all()
-    assert torch.allclose(scores, by_hand_log_probs(m, b, items_d, history, catalogue=list(range(11, 25))), atol=1e-4)
+    for seed, (lo, hi) in enumerate(m.domains):
+        g = torch.Generator().manual_seed(seed)
+        items = torch.randint(lo, hi + 1, (4, 6), generator=g)
+        lengths = torch.tensor([6, 4, 2, 1])
+        pad = torch.arange(6)[None] >= lengths[:, None]
+        items[pad] = 0
+        target = torch.randint(lo, hi + 1, (4,), generator=g)
+        target[0] = lo + m.item_local[lo : hi + 1, 0].argmin()  # the domain's first root child
+        targets = torch.zeros_like(items)
+        targets[torch.arange(4), lengths - 1] = target  # one target per user, after their whole window
+        b = {"user": torch.arange(4), "items": items, "lengths": lengths, "targets": targets, "target": target}
+        catalogue = list(range(lo, hi + 1))
+        with torch.no_grad():
+            loss = m.training_step(b, 0)
+            history = items.masked_fill(items == target[:, None], 0)
+            expected = by_hand_log_probs(m, b, target[:, None], history, catalogue=catalogue)
+            assert loss.item() == pytest.approx(-expected.mean().item() / 2, rel=1e-4), (lo, hi)
+            # the same users scored over the whole catalogue (one domain) give another loss
+            m.domains = []
+            assert m.training_step(b, 0).item() != pytest.approx(loss.item(), rel=1e-3)
+            m.domains = [(1, 10), (11, 24), (25, 30)]
+            found, scores = m.recommend(b, 5, None, (lo, hi))  # the smallest domain has 6 items
+        assert ((found >= lo) & (found <= hi)).all()
+        assert torch.allclose(scores, by_hand_log_probs(m, b, found, catalogue=catalogue), atol=1e-4)
     # a batch mixing domains (not one a MultiDomainDataModule serves) falls back to the whole catalogue
     assert m._batch_domain(torch.tensor([3, 12])) is None and m._batch_domain(torch.tensor([12, 24])) == (11, 24)
 
