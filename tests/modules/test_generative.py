@@ -384,6 +384,38 @@ def test_prior_scores_of_a_span_equal_the_whole_catalogues_on_it():
     assert span.shape == (4, 15) and torch.allclose(span[:, 1:], whole[:, 11:25])
 
 
+def test_prior_scores_are_the_log_sum_exp_below_every_node_and_so_are_their_gradients():
+    from genrec.decoding import CodeTrie
+
+    g = torch.Generator().manual_seed(0)
+    N, first = 40, 11  # a domain's items 11..50, four tokens from small alphabets: prefixes are shared
+    codes = torch.cat([torch.randint(0, 3, (N, 3), generator=g), torch.arange(N)[:, None]], 1)
+    trie = CodeTrie(codes, torch.arange(first, first + N))
+    scale = torch.tensor(3.0, requires_grad=True)
+    raw = torch.randn(5, N + 1, generator=g)
+    exclude = torch.tensor([[12, 0, 13], [50, 3, 0], [0, 0, 0], [11, 11, 60], [20, 21, 22]])  # 3, 60: outside the span
+    under = first + torch.nonzero(trie.paths[:, 1] == 0)[:, 0]  # every item below one node of level 2
+    exclude = torch.cat([exclude, torch.zeros(5, len(under), dtype=torch.long)], 1)
+    exclude[2, : len(under)] = under
+    priors = GenerativeModule.prior_scores(None, scale * raw, trie, exclude, first)
+    # brute force: per node, log-sum-exp over the items whose prefix it is, the excluded ones left out
+    brute_scale = torch.tensor(3.0, requires_grad=True)
+    scores = brute_scale * raw[:, 1:]
+    kept = torch.stack([~torch.isin(torch.arange(first, first + N), row) for row in exclude])
+    brute = []
+    for t in range(3):
+        cols = []
+        for node in range(trie.num_nodes(t)):
+            below = (trie.paths[:, t] == node)[None] & kept
+            cols.append(scores.masked_fill(~below, float("-inf")).logsumexp(1))
+        brute.append(torch.stack(cols, 1))
+        assert torch.allclose(priors[t], brute[t], atol=1e-5), t
+    assert torch.isinf(priors[1][2, 0]) and torch.isinf(priors[2][2]).any()  # all excluded below: -inf, not NaN
+    sum(p[p.isfinite()].sum() for p in priors[:3]).backward()
+    sum(p[p.isfinite()].sum() for p in brute).backward()
+    assert torch.allclose(scale.grad, brute_scale.grad, rtol=1e-5)
+
+
 def test_init_from_starts_from_a_trained_checkpoints_weights_and_settings(tmp_path):
     import lightning as L
 
