@@ -131,7 +131,10 @@ def test_a_generative_model_trains_on_two_domains_and_evaluates_each_in_its_own_
     ckpt = next((tmp_path / "runs" / "gen").glob("version_0/checkpoints/last.ckpt"))
     report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval"])
     assert {"model [a]", "text [b]", "popularity [b]"} <= set(report["metrics"])
+    by_domain = report["collision_rate_by_domain"]  # each domain's share of resolved items, pooled as the report's
+    assert set(by_domain) == {"a", "b"} and (30 * by_domain["a"] + 25 * by_domain["b"]) / 55 == pytest.approx(report["collision_rate"])
     # zero-shot on a third catalogue, one domain: pick the single-dataset data module by class path
     report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval", "--data.class_path", "genrec.data.SequenceDataModule",
                             "--data.dataset", "synthetic", "--data.dataset_options", synthetic(40, 35, seed=3)])
     assert report["zero_shot"] and report["items"] == 35 and set(report["metrics"]) == {"model", "popularity", "text"}
+    assert "collision_rate_by_domain" not in report

@@ -126,6 +126,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
         self.catalogue_key: str | None = None
         self.collision_rate = 0.0
+        self.collided: Tensor | None = None  # (N+1,) bool: items whose tokens collision resolution changed
         self.user_weights: Tensor | None = None
         if start is not None:
             try:
@@ -207,6 +208,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             self.net.set_code_features(self.code_features())
         self.catalogue_key = key
         self.collision_rate = cat.collision_rate
+        self.collided = cat.collided
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
 
     def prior_scores(self, item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None, first: int = 1) -> list[Tensor]:
@@ -387,6 +389,13 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             lo, hi = domain
             self._domain_tries[domain] = CodeTrie(self.item_local[lo : hi + 1].cpu(), torch.arange(lo, hi + 1)).to(self.device)
         return self._domain_tries[domain]
+
+    def collision_rates(self, ranges: dict[str, tuple[int, int]]) -> dict[str, float]:
+        """Share of each domain's items (``name -> (first_id, last_id)``) whose tokens collided with an
+        earlier item's (of any domain) and were changed by resolution."""
+        if self.collided is None:
+            raise RuntimeError("no catalogue: call set_catalogue(...) first")
+        return {name: float(self.collided[lo : hi + 1].float().mean()) for name, (lo, hi) in ranges.items()}
 
     def configure_optimizers(self):
         o = self.optim_config

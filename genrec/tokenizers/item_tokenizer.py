@@ -35,6 +35,7 @@ class TokenizedCatalogue:
 
     codes: Tensor  # (N+1, T) long
     collisions: int  # items whose tokens were taken by an earlier item before resolution
+    collided: Tensor | None = None  # (N+1,) bool: those items (row 0 False)
 
     @property
     def num_items(self) -> int:
@@ -94,7 +95,9 @@ class ItemTokenizer(nn.Module):
                                                   self.fsq.all_codes().cpu().numpy())
         full = torch.zeros(embeddings.shape[0], self.num_tokens, dtype=torch.long)
         full[1:] = torch.from_numpy(resolved)
-        return TokenizedCatalogue(full, collisions)
+        collided = torch.zeros(embeddings.shape[0], dtype=torch.bool)
+        collided[1:] = torch.from_numpy((resolved != codes.cpu().numpy()).any(1))
+        return TokenizedCatalogue(full, collisions, collided)
 
 
 def resolve_collisions(codes: np.ndarray, last_latent: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, int]:

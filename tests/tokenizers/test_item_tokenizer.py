@@ -33,6 +33,7 @@ def test_duplicate_items_are_made_unique_and_the_first_keeps_its_tokens():
     assert cat.collisions == 30 - raw.unique(dim=0).shape[0] and cat.collisions >= 2
     assert torch.equal(cat.codes[5], raw[4])  # item 5 (row 4) is the first of its group
     assert cat.collision_rate == pytest.approx(cat.collisions / 30)
+    assert int(cat.collided.sum()) == cat.collisions and cat.collided[[6, 10]].all() and not cat.collided[[0, 5]].any()
     assert torch.equal(tok.tokenize(emb).codes, cat.codes)  # deterministic
 
 
