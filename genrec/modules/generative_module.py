@@ -224,22 +224,15 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         if exclude is not None:
             column = exclude - (first - 1)
             scores = scores.scatter(1, column.masked_fill((column < 1) | (column >= scores.shape[1]), 0), float("-inf"))
-        if trie.depth == 1:
-            return [scores]
         below = scores[:, trie.paths[:, -1] - (first - 1)]  # (R, N_trie): the trie's items
-        # One shift per row (its best item) for every node: it cancels in the log-sum-exp and in its
-        # gradient, so it is taken without one. An item more than 80 below its row's best counts as 80
-        # below (float32's exp would flush it to 0; such a node's prior is e^-80 of the best anyway).
-        shift = below.detach().amax(1, keepdim=True).clamp(min=-1e30)  # every item excluded: -inf below, not NaN
-        x = below - shift
-        weight = torch.where(torch.isneginf(x), x, x.clamp(min=-80.0)).exp()
-        # bottom-up: a node's sum is the sum of its children's, so only the deepest level sums over items
-        node = trie.paths[:, -2].expand_as(weight)
-        sums = [torch.zeros(len(weight), trie.num_nodes(trie.depth - 2), device=weight.device).scatter_add(1, node, weight)]
-        for t in reversed(range(trie.depth - 2)):  # each node of level t+2 → its parent of level t+1
-            parent = trie.paths[:, t].new_zeros(trie.num_nodes(t + 1)).scatter_(0, trie.paths[:, t + 1], trie.paths[:, t])
-            sums.append(sums[-1].new_zeros(len(weight), trie.num_nodes(t)).scatter_add(1, parent.expand_as(sums[-1]), sums[-1]))
-        return [shift + total.log() for total in sums[::-1]] + [scores]
+        out = []
+        for t in range(trie.depth - 1):
+            node = trie.paths[:, t].expand_as(below)
+            top = below.new_full((len(below), trie.num_nodes(t)), float("-inf")).scatter_reduce(1, node, below, "amax")
+            top = top.clamp(min=-1e30)  # nodes with every item excluded: -inf stays -inf below, not NaN
+            total = torch.zeros_like(top).scatter_add_(1, node, (below - top.gather(1, node)).exp())
+            out.append(top + total.log())
+        return out + [scores]
 
     @staticmethod
     def prior_at(priors: list[Tensor], t: int, nxt: Tensor, first: int = 1) -> Tensor:
