@@ -10,8 +10,8 @@
   When there is none yet (the first submission of a job that always passes ``--ckpt_path last``),
   ``last`` is left to Lightning, which warns and trains from the start.
 * A run folder (``runs/genrec/version_3``) means its newest ``last*.ckpt``.
-* On ``fit``, an explicit or found checkpoint whose model or data settings differ from this
-  command's is refused, naming the keys. Settings of how and where a run goes on (``trainer.*``
+* On ``fit``, an explicit or found checkpoint whose model or data settings or ``seed_everything``
+  differ from this command's is refused, naming the keys. Settings of how and where a run goes on (``trainer.*``
   such as ``max_epochs``, ``data.root``, ``data.loader.num_workers``, ...) may change.
 * An explicit or found checkpoint is opened (memory-mapped, so cheaply) and refused with a clear
   error when it is missing, damaged or not a genrec checkpoint.
@@ -139,6 +139,13 @@ def run_differences(config: Any, ckpt: dict) -> list[str]:
     option added or removed since the checkpoint was written)."""
     ours = {**_settings(_get(config, "model"), "model"), **_settings(_get(config, "data"), "data")}
     theirs = _checkpoint_settings(ckpt)
+    # The seed of the batches' draws (RankStepSeed's state) and of the data order goes on from the
+    # checkpoint, so another seed_everything would be dropped: it makes another run. A random seed
+    # (seed_everything: true) cannot be repeated and is not compared.
+    seed = _get(config, "seed_everything")
+    saved = ckpt.get("callbacks", {}).get("RankStepSeed", {}).get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and saved is not None:
+        ours["seed_everything"], theirs["seed_everything"] = seed, saved
     return [f"{key}: {theirs[key]!r} in the checkpoint, {ours[key]!r} here" for key in sorted(ours.keys() & theirs.keys())
             if key not in MAY_DIFFER and ours[key] != theirs[key]]
 

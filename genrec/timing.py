@@ -9,22 +9,36 @@ import lightning as L
 class EpochTimer(L.Callback):
     """Logs ``time/train_epoch_s`` (validation excluded) and ``time/val_s``.
 
-    Validation runs inside Lightning's training epoch, so its duration is subtracted.
+    Validation runs inside Lightning's training epoch, so its duration is subtracted. A run resumed
+    mid-epoch (or from a checkpoint written at a validation end) enters that epoch without
+    ``on_train_epoch_start``; it logs no ``time/train_epoch_s`` for the part of the epoch it saw,
+    which would read as a whole epoch's time.
     """
+
+    def __init__(self) -> None:
+        self._train_start: float | None = None
+        self._val_start: float | None = None
+        self._val_total = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_start, self._val_start, self._val_total = None, None, 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_start = time.perf_counter()
         self._val_total = 0.0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("time/train_epoch_s", time.perf_counter() - self._train_start - self._val_total)
+        if self._train_start is not None:
+            pl_module.log("time/train_epoch_s", time.perf_counter() - self._train_start - self._val_total)
+        self._train_start = None
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_start = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self._val_start is None:
             return
         elapsed = time.perf_counter() - self._val_start
-        self._val_total = getattr(self, "_val_total", 0.0) + elapsed
+        self._val_total += elapsed
+        self._val_start = None
         pl_module.log("time/val_s", elapsed)

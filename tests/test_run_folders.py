@@ -78,3 +78,18 @@ def test_an_explicit_checkpoint_of_other_settings_is_refused_naming_the_keys(tmp
     # the run folder itself names its newest last checkpoint; trainer settings may change
     resumed = train_main(tiny_args(tmp_path, epochs=2) + ["--ckpt_path", str(ckpt.parent.parent)])
     assert resumed.trainer.global_step == 2 * steps_per_epoch()
+
+
+def test_resuming_with_another_seed_is_refused_naming_it(tmp_path, monkeypatch):
+    # Before, the resumed run went on with the checkpoint's seed (RankStepSeed's state, the data order)
+    # and dropped this command's, without a word.
+    monkeypatch.chdir(tmp_path)
+    train_main(tiny_args(tmp_path))
+    ckpt = tmp_path / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt"
+    args = tiny_args(tmp_path, epochs=2)
+    args[args.index("--seed_everything") + 1] = "7"
+    with pytest.raises(CheckpointMismatchError, match=r"seed_everything: 0 in the checkpoint, 7 here"):
+        train_main(args + ["--ckpt_path", str(ckpt)])
+    with pytest.warns(UserWarning, match=r"no checkpoint of a run with these settings.*seed_everything: 0 in the checkpoint, 7 here"):
+        fresh = train_main(args + ["--ckpt_path", "last"])
+    assert fresh.trainer.global_step == 2 * steps_per_epoch() and fresh.trainer.log_dir.endswith("version_1")

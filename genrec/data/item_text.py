@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from genrec.data.datamodule import SequenceDataModule
 from genrec.data.raw import DataError
+from genrec.data.samplers import ResumableDataLoader, ShardedTrainSampler
 from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
 DATASET_KEYS = {"dataset", "root", "dataset_options", "min_user_interactions", "min_item_interactions"}
@@ -90,7 +91,9 @@ class ItemTextDataModule(L.LightningDataModule):
         self.train_set = TensorDataset(x[order[n_val:]] if n_val < len(x) else x)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True)
+        # Shuffled from (seed_everything, epoch) and counted in checkpoints, so a run resumed mid-epoch
+        # trains on the batches an uninterrupted run would have, and DDP ranks take disjoint shards.
+        return ResumableDataLoader(self.train_set, ShardedTrainSampler(self.train_set), batch_size=self.hparams.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size)
