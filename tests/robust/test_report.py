@@ -89,8 +89,9 @@ def test_robust_report_root_overrides_the_checkpoints_data_folder(tmp_path, monk
         seen.append(data_hp)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(report, "describe", lambda path: {"path": path, "attack": "random", "targets": [1],
-                                                          "data": {"dataset": "ml-1m", "root": "../rel/ml-1m"}})
+    monkeypatch.setattr(report, "describe", lambda path: {
+        "path": path, "attack": None if path == "c.ckpt" else "random", "attack_config": {"kind": "random"}, "targets": [1],
+        "num_fakes": 0 if path == "c.ckpt" else 1, "defence": None, "data": {"dataset": "ml-1m", "root": "../rel/ml-1m"}})
     monkeypatch.setattr(report, "clean_datamodule", stop)
     for argv, root in ((["--root", "/abs/ml-1m"], "/abs/ml-1m"), ([], "../rel/ml-1m")):
         with pytest.raises(RuntimeError, match="stop here"):
