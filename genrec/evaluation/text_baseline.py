@@ -63,6 +63,8 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     from genrec.outputs import check_outputs
     from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts, text_coverage
 
+    if hubness and hubness_k < 1:  # option errors come before any file check
+        raise ValueError(f"--hubness-k must be at least 1, got {hubness_k}")
     dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data))
     dm.setup("test")
     template = template or DEFAULT_TEMPLATE
