@@ -5,9 +5,12 @@ K item ids and scores; ``RecommendationWriter``, a Lightning ``BasePredictionWri
 per process, and under DDP each rank writes its shard and rank 0 merges the shards into one table:
 one row per (user, position) with the user's raw id, the item's internal and raw id, its score and,
 where the catalogue has them, its title. Rows are sorted by user index, then position (1 = best).
+The format follows the file's suffix (``.parquet``, ``.csv``, ``.jsonl``); a ``--format`` that
+contradicts it is an error. An existing file is replaced only when genrec wrote it for the same
+checkpoint and request (``genrec.outputs``); anything else needs ``--overwrite``.
 
     python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all --out recs.parquet
-    python evaluate.py recommend --ckpt model.ckpt --users users.txt --format csv --out recs.csv
+    python evaluate.py recommend --ckpt model.ckpt --users users.txt --out recs.csv
     python train.py predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \
         --trainer.callbacks+=genrec.prediction.RecommendationWriter --trainer.callbacks.path recs.parquet \
         --trainer.callbacks.k 100            # the same through LightningCLI (test users' histories)
@@ -26,9 +29,11 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from genrec.commands import add_data_options
 from genrec.evaluation.recommendations import recommendation_table
+from genrec.outputs import check_outputs, format_of, record_outputs
 
 Format = Literal["parquet", "csv", "jsonl"]
 FORMATS = ("parquet", "csv", "jsonl")
+SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 
 
 def write_table(table: pd.DataFrame, path: Path, fmt: Format) -> None:
@@ -42,27 +47,38 @@ def write_table(table: pd.DataFrame, path: Path, fmt: Format) -> None:
 
 
 class RecommendationWriter(BasePredictionWriter):
-    """Writes ``predict_step`` outputs to ``path`` as ``format`` (parquet, csv or jsonl); ``k`` sets
-    the module's list length (``predict_k``) when given.
+    """Writes ``predict_step`` outputs to ``path`` as ``format`` (parquet, csv or jsonl; default: the
+    one ``path``'s suffix names, which a given ``format`` must agree with); ``k`` sets the module's
+    list length (``predict_k``) when given. An existing ``path`` is refused, before any prediction,
+    unless genrec wrote it for the same ``owner`` (default: the checkpoint and ``k``) or ``overwrite``.
 
     Each rank keeps its users' lists; at the end of prediction it saves them as
     ``<path>.rank<r>.npz``, all ranks meet at a barrier, and rank 0 merges the shards into ``path``
     (the catalogue's raw ids and titles from the data module) and removes them.
     """
 
-    def __init__(self, path: str, format: Format = "parquet", k: int | None = None):
+    def __init__(self, path: str, format: Format | None = None, k: int | None = None, overwrite: bool = False,
+                 owner: dict[str, Any] | None = None):
         super().__init__(write_interval="batch")
-        if format not in FORMATS:
+        if format is not None and format not in FORMATS:
             raise ValueError(f"recommendation format must be one of {FORMATS}, got {format!r}")
         if k is not None and k < 1:
             raise ValueError(f"recommendation k must be at least 1, got {k}")
-        self.path, self.format, self.k = Path(path), format, k
+        self.path, self.k, self.overwrite, self.owner = Path(path), k, overwrite, owner
+        self.format = format_of(self.path, format, SUFFIXES, "format")
         self._parts: list[dict[str, np.ndarray]] = []
+
+    def _owner(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        if self.owner is not None:
+            return self.owner
+        ckpt = trainer.ckpt_path
+        return {"command": "recommend", "checkpoint": str(Path(ckpt).resolve()) if ckpt else None, "k": pl_module.predict_k}
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._parts = []
         if self.k is not None:
             pl_module.predict_k = self.k
+        check_outputs([self.path], self._owner(trainer, pl_module), self.overwrite)  # every rank: all stop together
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, torch.Tensor],
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
@@ -95,6 +111,7 @@ class RecommendationWriter(BasePredictionWriter):
         table = recommendation_table(trainer.datamodule.data, users, np.concatenate([s["items"] for s in shards]).astype(np.int64),
                                      np.concatenate([s["scores"] for s in shards]))
         write_table(table, self.path, self.format)
+        record_outputs([self.path], self._owner(trainer, pl_module))
         print(f"wrote {len(users):,} users' top {k} to {self.path}")
 
 
@@ -123,8 +140,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test/val: each user's history before that split's target (as evaluation ranks it); "
                              "all: every user's full history, the next item after everything seen (default test)")
     parser.add_argument("--users", default=None, help="only these raw user ids: a text file (one per line), or a CSV/Parquet with user_id")
-    parser.add_argument("--out", default=None, help="output file (default: <run folder>/recommendations_<on>.<format>)")
-    parser.add_argument("--format", choices=FORMATS, default="parquet")
+    parser.add_argument("--out", default=None, help="output file, its format named by its suffix: .parquet, .csv or "
+                        ".jsonl (default: <run folder>/recommendations_<on>.<format>)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="file format; must agree with the suffix of --out (default: the suffix's, else parquet)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even when another checkpoint, request or program wrote it")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (default auto)")
     parser.add_argument("--devices", default="1", help="Lightning devices; more than one shards users under DDP (default 1)")
     add_data_options(parser, "those the checkpoint was trained with")
@@ -144,10 +165,13 @@ def run(args: argparse.Namespace) -> Path:
         raise ValueError(f"{trained.path} was trained on catalogue {model.hparams.dataset_fingerprint!r}, not {dm.fingerprint!r}: "
                          "a retrieval model can only recommend the catalogue it was trained on")
     dm.set_predict_request(args.on, read_users(args.users, dm.data) if args.users else None)
-    out = Path(args.out) if args.out else trained.folder / f"recommendations_{args.on}.{args.format}"
+    out = Path(args.out) if args.out else trained.folder / f"recommendations_{args.on}.{args.format or 'parquet'}"
+    owner = {"command": "evaluate.py recommend", "checkpoint": str(trained.path.resolve()), "k": args.k, "on": args.on,
+             "users": str(Path(args.users).resolve()) if args.users else None, "catalogue": dm.fingerprint,
+             "exclude": dm.hparams.get("exclude")}
     devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
     trainer = L.Trainer(accelerator=args.accelerator, devices=devices, logger=False, enable_checkpointing=False,
-                        callbacks=[RecommendationWriter(str(out), args.format, args.k)],
+                        callbacks=[RecommendationWriter(str(out), args.format, args.k, args.overwrite, owner)],
                         strategy="ddp" if devices not in (1, "1") else "auto")
     trainer.predict(model, datamodule=dm, return_predictions=False)
     return out

@@ -10,11 +10,14 @@ from genrec.tokenizers import finetune
 from tests.conftest import REPO
 
 OPTIONS = {
-    "model": ["--ckpt", "--split", "--out", "--no-baseline", "--bootstrap", "--seed", "--wandb", "--data.KEY VALUE"],
-    "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--split", "--out", "--bootstrap", "--data.KEY VALUE"],
-    "robust": ["--clean", "--runs", "--split", "--root", "--out"],
-    "compare": ["run_a", "run_b", "--split", "--bootstrap", "--seed", "--out", "--scorers"],
-    "recommend": ["--ckpt", "--k", "--on", "--users", "--out", "--format", "--accelerator", "--devices", "--data.KEY VALUE"],
+    "model": ["--ckpt", "--split", "--out", "--no-baseline", "--overwrite", "--bootstrap", "--seed", "--wandb",
+              "--data.KEY VALUE"],
+    "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--split", "--out", "--overwrite", "--bootstrap",
+                 "--data.KEY VALUE"],
+    "robust": ["--clean", "--runs", "--split", "--root", "--out", "--overwrite"],
+    "compare": ["run_a", "run_b", "--split", "--bootstrap", "--seed", "--out", "--overwrite", "--scorers"],
+    "recommend": ["--ckpt", "--k", "--on", "--users", "--out", "--format", "--overwrite", "--accelerator", "--devices",
+                  "--data.KEY VALUE"],
 }
 
 

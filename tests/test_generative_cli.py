@@ -87,16 +87,20 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
     # --text-encoder picks the encoder (a fine-tuned folder, say); a missing one is an error naming it
     from genrec.data.raw import DataError
     with pytest.raises(DataError, match="no-such-encoder"):
-        evaluate.main(["baseline", "--out", "tb", "--template", TEMPLATE, "--encoder", str(tmp_path / "no-such-encoder"),
+        evaluate.main(["baseline", "--out", "tb-other", "--template", TEMPLATE, "--encoder", str(tmp_path / "no-such-encoder"),
                        "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
     # --text-hubness c scores cos(u, e_i) - c h_i; its report says so and goes to its own folder
     hub = evaluate.main(["baseline", "--hubness", "0.5", "--hubness-k", "5", "--template", TEMPLATE,
                          "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
     assert "hubness 0.5 (k 5)" in hub["checkpoint"] and hub["metrics"]["popularity"] == report["metrics"]["popularity"]
     assert (tmp_path / "runs" / "text-baseline-hubness0.5" / "test_synthetic_report.md").exists()
-    # a template field the catalogue lacks (synthetic items have no brand) renders empty and is counted
-    wide = evaluate.main(["baseline", "--out", "tb", "--template", "{title}. {brand}. {categories}", "--data.dataset", "synthetic",
-                          "--data.dataset_options", synthetic(60, 40)])
+    # a template field the catalogue lacks (synthetic items have no brand) renders empty and is counted;
+    # another template's report in the same folder is replaced only with --overwrite
+    wide_args = ["baseline", "--out", "tb", "--template", "{title}. {brand}. {categories}", "--data.dataset", "synthetic",
+                 "--data.dataset_options", synthetic(60, 40)]
+    with pytest.raises(FileExistsError, match="differ in checkpoint"):
+        evaluate.main(wide_args)
+    wide = evaluate.main([*wide_args, "--overwrite"])
     assert wide["text_coverage"] == {"title": 0, "brand": 40, "categories": 0, "all fields": 0}
     assert wide["metrics"]["text"] == report["metrics"]["text"]  # the same texts: an empty field leaves no trace
     assert "brand 40" in (tmp_path / "tb" / "test_synthetic_report.md").read_text()

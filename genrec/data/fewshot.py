@@ -26,6 +26,8 @@ class FewShotDataModule(SequenceDataModule):
     def __init__(self, train_user_fraction: float = 0.1, fraction_seed: int = 0, **data_options: Any):
         if not 0 < train_user_fraction <= 1:
             raise DataError(f"data.train_user_fraction must be in (0, 1], got {train_user_fraction}")
+        if fraction_seed < 0:
+            raise DataError(f"data.fraction_seed must be >= 0, got {fraction_seed}")
         super().__init__(**data_options)
         self.save_data_hyperparameters()
 

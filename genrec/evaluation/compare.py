@@ -1,9 +1,13 @@
 """Paired comparison of two evaluated runs on the same users (``evaluate.py compare REPORT_A REPORT_B``).
 
 Each run is a report folder (or its ``<split>_metrics.json``) written by ``evaluate.py``, with the
-per-user Parquet beside it. The runs must rank the same catalogue (data fingerprint) on the same
-split for the same users with the same targets; the difference A - B of each metric is then the mean
-of per-user differences, with a paired bootstrap interval and p-value (``genrec.evaluation.uncertainty``).
+per-user Parquet beside it. The runs must share every field of the protocol their reports record
+(``genrec.evaluation.protocols.protocol``: split, catalogue, exclusion, filters, cut-offs, and the
+text template where both have one) and rank the same users with the same targets; otherwise the
+comparison is refused, naming the field. The difference A - B of each metric is then the mean of
+per-user differences, with a paired bootstrap interval and p-value (``genrec.evaluation.uncertainty``).
+``--out`` writes the comparison as JSON (``.json``) or Markdown (``.md``), as its suffix says; an
+existing file of other inputs needs ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genrec.evaluation.protocols import SCORER_FIELDS
 from genrec.evaluation.report import scorer_metrics
 from genrec.evaluation.uncertainty import Bootstrap, paired_bootstrap
+from genrec.outputs import check_outputs, format_of, record_outputs
 
 
 class RunMismatchError(ValueError):
@@ -30,21 +36,30 @@ def load_report(path: str | Path, split: str = "test") -> tuple[Path, dict, pd.D
         raise FileNotFoundError(f"{report_path} does not exist: pass a folder evaluate.py wrote its report into "
                                 f"(python evaluate.py model --ckpt CKPT --split {split}) or the metrics JSON itself")
     report = json.loads(report_path.read_text())
-    if "per_user" not in report or "fingerprint" not in report:
-        raise RunMismatchError(f"{report_path} has no per-user results (written by an older evaluate.py): evaluate "
-                               "the checkpoint again to write them")
+    if "per_user" not in report or "protocol" not in report:
+        raise RunMismatchError(f"{report_path} has no per-user results or does not record its protocol (written by an "
+                               "older evaluate.py): evaluate the checkpoint again to write them")
     frame = pd.read_parquet(report_path.parent / report["per_user"])
     return report_path, report, frame
+
+
+def _check_same_protocol(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, pd.DataFrame]) -> None:
+    (pa, ra, _), (pb, rb, _) = a, b
+    qa, qb = ra["protocol"], rb["protocol"]
+    for key in sorted(set(qa) | set(qb)):
+        if key in SCORER_FIELDS and not (key in qa and key in qb):
+            continue
+        if qa.get(key) != qb.get(key):
+            raise RunMismatchError(
+                f"{pa} and {pb} were evaluated with different {key} ({qa.get(key, 'not recorded')!r} vs "
+                f"{qb.get(key, 'not recorded')!r}): a paired comparison needs every protocol field the same; evaluate "
+                "both with the same data options")
 
 
 def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, pd.DataFrame], scorer: str,
                       scorer_b: str | None = None) -> None:
     (pa, ra, fa), (pb, rb, fb) = a, b
     scorer_b = scorer_b or scorer
-    for key, what in (("fingerprint", "catalogues"), ("split", "splits")):
-        if ra[key] != rb[key]:
-            raise RunMismatchError(f"{pa} and {pb} are on different {what} ({ra[key]!r} vs {rb[key]!r}): a paired "
-                                   "comparison needs both runs evaluated on the same data and split")
     ua, ub = fa[fa["scorer"] == scorer].sort_values("user"), fb[fb["scorer"] == scorer_b].sort_values("user")
     if not np.array_equal(ua["user"].to_numpy(), ub["user"].to_numpy()):
         only_a, only_b = np.setdiff1d(ua["user"], ub["user"]), np.setdiff1d(ub["user"], ua["user"])
@@ -63,6 +78,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot
     ``("model", "popularity")`` with one run twice): each metric's value in A and B and the paired
     difference A - B with its interval and p-value."""
     a, b = load_report(run_a, split), load_report(run_b, split)
+    _check_same_protocol(a, b)
     if pairs is None:
         pairs = [(s, s) for s in a[1]["metrics"] if s.startswith("model") and s in b[1]["metrics"]]
         if not pairs:
@@ -105,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="R", help="paired resamples of the users (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default 0)")
-    parser.add_argument("--out", default=None, help="also write the comparison as JSON to this file")
+    parser.add_argument("--out", default=None, help="also write the comparison to this file: JSON (.json) or Markdown (.md)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out even when other inputs or another program wrote it")
     parser.add_argument("--scorers", nargs="+", default=None, metavar="A=B",
                         help="scorer pairs to compare, scorer of run A = scorer of run B (e.g. model=text, "
                              "model=popularity; a bare name pairs it with itself; default: the model scorers)")
@@ -113,8 +130,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     pairs = [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in args.scorers] if args.scorers else None
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        fmt = format_of(out, None, {".json": "json", ".md": "markdown"})
+        owner = {"command": "evaluate.py compare", "a": str(Path(args.run_a).resolve()), "b": str(Path(args.run_b).resolve()),
+                 "split": args.split, "scorers": pairs}
+        check_outputs([out], owner, args.overwrite)
     comparison = compare_runs(args.run_a, args.run_b, args.split, Bootstrap(args.bootstrap, args.seed), pairs)
     print(markdown(comparison))
-    if args.out:
-        Path(args.out).write_text(json.dumps(comparison, indent=2))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(comparison, indent=2) if fmt == "json" else markdown(comparison))
+        record_outputs([out], owner)
     return comparison

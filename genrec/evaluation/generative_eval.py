@@ -7,7 +7,8 @@ tokenized from their text by the checkpoint's own tokenizer (same encoder and te
 constrained to that catalogue, and nothing is trained on it. The model's top-K list (K = largest
 cut-off) gives HR@k / NDCG@k; the popularity baseline (target training counts) and the
 training-free text baseline (same encoder) are ranked over the full catalogue by the same
-evaluator, with the same history exclusion.
+evaluator, with the same history exclusion. The report's files follow ``evaluate.py model``'s rule:
+replaced only by a rerun of the same checkpoint with the same protocol, else ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from typing import Any
 
 import torch
 
-from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer, protocol
 from genrec.evaluation.recommendations import example_recommendations
-from genrec.evaluation.report import per_user_frame, write_report
+from genrec.evaluation.report import owner, per_user_frame, report_paths, write_report
 from genrec.evaluation.runs import Run, eval_parts
 from genrec.evaluation.text_baseline import TextScorer
 from genrec.tokenizers.text import text_coverage
 from genrec.evaluation.uncertainty import Bootstrap
 from genrec.metrics import RankingMetrics
+from genrec.outputs import check_outputs
 
 
 @torch.no_grad()
@@ -39,14 +41,33 @@ def evaluate_generative(model: Any, batches: Any, metrics: RankingMetrics,
 
 def run_generative_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str = "test",
                               out: str | None = None, baseline: bool = True, text_decay: float = 0.3,
-                              boot: Bootstrap | None = Bootstrap(), wandb: bool = False) -> dict:
+                              boot: Bootstrap | None = Bootstrap(), wandb: bool = False, overwrite: bool = False) -> dict:
     """Metrics of a generative ``run`` (and of the popularity and text baselines unless ``baseline``
     is False), written by ``write_report``."""
     model = run.model
     dm = run.datamodule(overrides)
     dm.setup("test")
-    model.set_catalogue_from(dm)
     hp = model.hparams
+    zero_shot = hp.dataset_fingerprint != dm.fingerprint
+    report = {
+        "command": "evaluate.py model",
+        "checkpoint": str(run.path.resolve()),
+        "protocol": protocol(dm, split, hp.hr_ks, hp.ndcg_ks, model.tokenizer.text_template),
+        "split": split,
+        "dataset": dm.data.name,
+        "fingerprint": dm.fingerprint,
+        "data_root": dm.hparams.get("root"),
+        "trained_on": hp.dataset_fingerprint,
+        "zero_shot": zero_shot,
+        "users": len(dm.eval_users),
+        "items": dm.num_items,
+        "exclude": dm.hparams.exclude,
+    }
+    folder = Path(out) if out else run.folder
+    target = Path(dm.hparams.root).name if dm.hparams.get("root") else dm.data.name
+    name = f"{split}_zero_shot_{target}" if zero_shot else split
+    check_outputs(report_paths(folder, name), owner(report), overwrite)  # before the slow part
+    model.set_catalogue_from(dm)
     full = lambda: RankingMetrics(hp.hr_ks, hp.ndcg_ks, mrr=False)  # noqa: E731
     results, records, seconds = {}, {}, 0.0
 
@@ -62,19 +83,10 @@ def run_generative_evaluation(run: Run, overrides: dict[str, Any] | None = None,
         results[f"model{label}"] = evaluate_generative(model, loader, metrics, domain, records[f"model{label}"])
         seconds += time.perf_counter() - start
         if baseline:
-            for name, scorer in ((f"popularity{label}", pop), (f"text{label}", text)):
-                results[name] = evaluate_scorer(scorer, loader, scored(name, full()), domain=domain, record=records[name])
-    report = {
-        "checkpoint": str(run.path),
-        "split": split,
-        "dataset": dm.data.name,
-        "fingerprint": dm.fingerprint,
-        "data_root": dm.hparams.get("root"),
-        "trained_on": hp.dataset_fingerprint,
-        "zero_shot": hp.dataset_fingerprint != dm.fingerprint,
-        "users": len(dm.eval_users),
-        "items": dm.num_items,
-        "exclude": dm.hparams.exclude,
+            for scorer_name, scorer in ((f"popularity{label}", pop), (f"text{label}", text)):
+                results[scorer_name] = evaluate_scorer(scorer, loader, scored(scorer_name, full()), domain=domain,
+                                                       record=records[scorer_name])
+    report |= {
         "collision_rate": model.collision_rate,
         **({"collision_rate_by_domain": model.collision_rates(dm.item_ranges)} if getattr(dm, "item_ranges", None) else {}),
         "text_template": model.tokenizer.text_template,
@@ -83,12 +95,9 @@ def run_generative_evaluation(run: Run, overrides: dict[str, Any] | None = None,
         "eval_seconds": round(seconds, 2),
         "metrics": results,
     }
-    folder = Path(out) if out else run.folder
-    target = Path(dm.hparams.root).name if dm.hparams.get("root") else dm.data.name
-    name = f"{split}_zero_shot_{target}" if report["zero_shot"] else split
     note = (f"\nZero-shot: trained on `{hp.dataset_fingerprint}`, evaluated on `{dm.fingerprint}` "
             f"({dm.hparams.get('root')}); collision rate before resolution {model.collision_rate:.2%}.\n"
             if report["zero_shot"] else "")
     examples = example_recommendations(model, eval_parts(dm, split)[0][1], dm.data) if wandb else None
-    write_report(report, per_user_frame(records, dm, split), folder, name, boot, note, examples)
+    write_report(report, per_user_frame(records, dm, split), folder, name, boot, note, examples, overwrite)
     return report

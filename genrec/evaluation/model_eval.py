@@ -9,7 +9,9 @@ Writes ``<out>/<split>_metrics.json`` and ``<out>/<split>_report.md`` with the m
 the popularity baseline (and, for a generative model, the text baseline) computed by the same
 evaluator, each with a bootstrap 95% confidence interval over users, and
 ``<out>/<split>_per_user.parquet`` (each user's target rank and metrics). A generative checkpoint
-goes through ``genrec.evaluation.generative_eval`` (zero-shot on another catalogue).
+goes through ``genrec.evaluation.generative_eval`` (zero-shot on another catalogue). A report
+already there is replaced only by a rerun of the same checkpoint with the same protocol (split,
+exclusion, filters, cut-offs); anything else needs ``--overwrite`` (``genrec.outputs``).
 """
 from __future__ import annotations
 
@@ -19,17 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from genrec.commands import add_data_options
-from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
+from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer, protocol
 from genrec.evaluation.recommendations import example_recommendations
-from genrec.evaluation.report import per_user_frame, write_report
+from genrec.evaluation.report import owner, per_user_frame, report_paths, write_report
 from genrec.evaluation.runs import Run, eval_parts, load_run
 from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments, bootstrap_from
 from genrec.metrics import RankingMetrics
 from genrec.modules.checkpoints import CheckpointMismatchError
+from genrec.outputs import check_outputs
 
 
 def run_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str = "test", out: str | None = None,
-                   baseline: bool = True, boot: Bootstrap | None = Bootstrap(), wandb: bool = False) -> dict:
+                   baseline: bool = True, boot: Bootstrap | None = Bootstrap(), wandb: bool = False,
+                   overwrite: bool = False) -> dict:
     """Metrics of a retrieval ``run`` (and of popularity unless ``baseline`` is False), written by ``write_report``."""
     model = run.model
     dm = run.datamodule(overrides)
@@ -41,6 +45,19 @@ def run_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str
             "a retrieval model can only rank the catalogue it was trained on"
         )
     hp = model.hparams
+    report = {
+        "command": "evaluate.py model",
+        "checkpoint": str(run.path.resolve()),
+        "protocol": protocol(dm, split, hp.hr_ks, hp.ndcg_ks),
+        "split": split,
+        "dataset": dm.data.name,
+        "fingerprint": dm.fingerprint,
+        "users": len(dm.eval_users),
+        "items": dm.num_items,
+        "exclude": dm.hparams.exclude,
+    }
+    folder = Path(out) if out else run.folder
+    check_outputs(report_paths(folder, split), owner(report), overwrite)  # before the slow part
     results, records, seconds = {}, {}, 0.0
 
     def score(name: str, scorer: Any, loader: Any, domain: tuple[int, int] | None) -> None:
@@ -55,19 +72,9 @@ def run_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str
         seconds += time.perf_counter() - start
         if pop is not None:
             score(f"popularity{label}", pop, loader, domain)
-    report = {
-        "checkpoint": str(run.path),
-        "split": split,
-        "dataset": dm.data.name,
-        "fingerprint": dm.fingerprint,
-        "users": len(dm.eval_users),
-        "items": dm.num_items,
-        "exclude": dm.hparams.exclude,
-        "eval_seconds": round(seconds, 2),
-        "metrics": results,
-    }
+    report |= {"eval_seconds": round(seconds, 2), "metrics": results}
     examples = example_recommendations(model, eval_parts(dm, split)[0][1], dm.data) if wandb else None
-    write_report(report, per_user_frame(records, dm, split), Path(out) if out else run.folder, split, boot, examples=examples)
+    write_report(report, per_user_frame(records, dm, split), folder, split, boot, examples=examples, overwrite=overwrite)
     return report
 
 
@@ -76,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baselines")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing report files even when another checkpoint, protocol or program wrote them")
     add_bootstrap_arguments(parser)
     parser.add_argument("--wandb", action="store_true",
                         help="also log the metrics table, breakdown plots and example recommendations to W&B "
@@ -90,4 +99,4 @@ def run(args: argparse.Namespace) -> dict:
     else:
         evaluate = run_evaluation
     return evaluate(trained, args.data, split=args.split, out=args.out, baseline=not args.no_baseline,
-                    boot=bootstrap_from(args), wandb=args.wandb)
+                    boot=bootstrap_from(args), wandb=args.wandb, overwrite=args.overwrite)

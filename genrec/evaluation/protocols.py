@@ -8,13 +8,39 @@ excluded). A scorer is anything with ``user_vectors(batch) -> (B, D)`` and ``ite
 """
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from genrec.metrics import RankingMetrics, batch_ranks, popularity_vectors
+
+
+# Fields only some scorers have (a retrieval model reads no text): compared where both reports record them.
+SCORER_FIELDS = ("template",)
+
+
+def protocol(dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int], template: str | None = None) -> dict[str, Any]:
+    """Everything besides the scorer that decides a report's numbers: the split, the catalogue, what
+    is excluded from the candidates, the data filters, the metric cut-offs and (for text scorers) the
+    item text template. Two reports are compared user by user only when all of it matches; the
+    users and their targets are checked on the per-user rows themselves."""
+    hp = dm.hparams
+    out: dict[str, Any] = {
+        "split": split,
+        "catalogue": dm.fingerprint,
+        "exclude": hp.exclude,
+        # unset, empty and 0 all mean "no filter"
+        "filters": {key: hp.get(key) for key in ("dataset", "dataset_options", "min_user_interactions", "min_item_interactions")
+                    if hp.get(key)},
+        "k": {"hr": sorted(set(hr_ks)), "ndcg": sorted(set(ndcg_ks))},
+    }
+    if hp.exclude == "window":  # the window's length decides what is excluded
+        out["window"] = hp.max_seq_len
+    if template is not None:
+        out["template"] = template
+    return out
 
 
 class Scorer(Protocol):

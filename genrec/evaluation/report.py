@@ -3,7 +3,9 @@
 Beside ``<split>_metrics.json`` an evaluation writes ``<split>_per_user.parquet``: one row per
 (scorer, evaluated user) with the target's rank and the user's metrics (``genrec.evaluation.uncertainty``),
 from which every reported metric gets a bootstrap confidence interval and two runs can be compared
-user by user (``evaluate.py compare``).
+user by user (``evaluate.py compare``). Each report records the command, checkpoint and
+protocol it was made with (``owner``): a rerun with all three the same replaces its files, anything
+else that exists is refused without ``--overwrite`` (``genrec.outputs``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pandas as pd
 from genrec.evaluation import breakdown
 from genrec.evaluation.protocols import UserRanks
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
+from genrec.outputs import check_outputs, record_outputs
 
 
 def per_user_frame(records: dict[str, UserRanks], dm: Any, split: str) -> pd.DataFrame:
@@ -55,12 +58,25 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if (c.startswith(("hr@", "ndcg@")) or c == "mrr") and frame[c].notna().all()]
 
 
+def owner(report: dict) -> dict:
+    """Who a report's files belong to: the command, the checkpoint (or scorer) and the protocol."""
+    return {"command": report["command"], "checkpoint": report["checkpoint"], "protocol": report["protocol"]}
+
+
+def report_paths(folder: Path, name: str) -> list[Path]:
+    """The files ``write_report`` writes for ``name`` into ``folder``."""
+    return [folder / f"{name}_{part}" for part in ("metrics.json", "report.md", "per_user.parquet", "breakdown.png")]
+
+
 def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boot: Bootstrap | None,
-                 note: str = "", examples: pd.DataFrame | None = None) -> None:
-    """Add bootstrap intervals and breakdowns to ``report`` and write ``<name>_metrics.json``,
-    ``<name>_report.md`` (with ``note`` appended), ``<name>_per_user.parquet`` and the breakdown
-    plot ``<name>_breakdown.png`` into ``folder``; with ``examples`` (a few users' recommendations)
-    also log all of it to W&B (``log_to_wandb``)."""
+                 note: str = "", examples: pd.DataFrame | None = None, overwrite: bool = False) -> None:
+    """Add bootstrap intervals and breakdowns to ``report`` and write ``report_paths(folder, name)``:
+    ``<name>_metrics.json``, ``<name>_report.md`` (with ``note`` appended), ``<name>_per_user.parquet``
+    and the breakdown plot ``<name>_breakdown.png``; with ``examples`` (a few users'
+    recommendations) also log all of it to W&B (``log_to_wandb``). Existing files of another owner
+    are refused unless ``overwrite``."""
+    paths = report_paths(folder, name)
+    check_outputs(paths, owner(report), overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     if boot is not None:
         report["ci_method"] = boot.describe()
@@ -78,19 +94,21 @@ def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boo
                    f"{report['split']} {metric}, {report['dataset']}: by history length and target popularity")
     text = markdown(report) + "\n".join(["", "## Breakdown", *breakdown.markdown(tables, metric, scorers), "",
                                           f"![{metric} by group]({report['breakdown']['plot']})", ""]) + note
-    save_report(report, text, folder / f"{name}_metrics.json", folder / f"{name}_report.md",
-                [folder / report["per_user"], folder / report["breakdown"]["plot"]])
+    save_report(report, text, paths[0], paths[1], paths[2:], owner(report))
     if examples is not None:
         log_to_wandb(report, folder, name, examples)
 
 
-def save_report(report: dict, text: str, json_path: Path, md_path: Path, beside: Sequence[Path] = ()) -> None:
+def save_report(report: dict, text: str, json_path: Path, md_path: Path, beside: Sequence[Path] = (),
+                owner: dict | None = None) -> None:
     """Write ``report`` as JSON and ``text`` as Markdown, print the text and every file written
-    (``beside``: those already written next to them)."""
+    (``beside``: those already written next to them), and record them all as ``owner``'s."""
     json_path.write_text(json.dumps(report, indent=2))
     md_path.write_text(text)
     print(text)
     files = [json_path, md_path, *beside]
+    if owner is not None:
+        record_outputs(files, owner)
     print(f"wrote {', '.join(map(str, files[:-1]))} and {files[-1]}")
 
 

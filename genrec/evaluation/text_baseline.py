@@ -12,6 +12,8 @@ text model that does not beat it has learned nothing that text similarity alone 
 
 Writes ``<out>/<split>_<data folder>_metrics.json``, ``_report.md`` and ``_per_user.parquet`` beside
 the popularity baseline, with bootstrap intervals, through the report writer of every evaluation.
+A report there from another encoder, template, decay, hubness or protocol is refused without
+``--overwrite`` (``genrec.outputs``).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class TextScorer:
 
 def run_text_baseline(data: dict, split: str = "test", out: str | None = None, encoder: str | None = None,
                       template: str | None = None, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
-                      boot: Bootstrap | None = Bootstrap()) -> dict:
+                      boot: Bootstrap | None = Bootstrap(), overwrite: bool = False) -> dict:
     """Evaluate the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``,
     with bootstrap intervals unless ``boot`` is None."""
     from pathlib import Path
@@ -56,30 +58,36 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     from genrec.data import SequenceDataModule
     from genrec.data.datamodule import rebuild_options
     from genrec.metrics import RankingMetrics
-    from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer
-    from genrec.evaluation.report import per_user_frame, write_report
+    from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer, protocol
+    from genrec.evaluation.report import owner, per_user_frame, report_paths, write_report
+    from genrec.outputs import check_outputs
     from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts, text_coverage
 
+    if hubness and hubness_k < 1:  # option errors come before any file check
+        raise ValueError(f"--hubness-k must be at least 1, got {hubness_k}")
     dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data))
     dm.setup("test")
-    texts = render_texts(dm.data.item_text, template or DEFAULT_TEMPLATE, f"dataset {dm.data.name!r}")
+    template = template or DEFAULT_TEMPLATE
+    hr_ks, ndcg_ks = (1, 5, 10), (5, 10)
+    hub = f", hubness {hubness} (k {hubness_k})" if hubness else ""
+    report = {"command": "evaluate.py baseline",
+              "checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}{hub}, template {template!r})",
+              "protocol": protocol(dm, split, hr_ks, ndcg_ks, template),
+              "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.root,
+              "users": len(dm.eval_users), "items": dm.num_items, "exclude": dm.hparams.exclude, "text_template": template}
+    target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
+    folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
+    check_outputs(report_paths(folder, f"{split}_{target}"), owner(report), overwrite)  # before the encoder runs
+    texts = render_texts(dm.data.item_text, template, f"dataset {dm.data.name!r}")
     emb = torch.from_numpy(embed_texts(texts, encoder or DEFAULT_ENCODER))
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     results, records = {}, {}
     for name, scorer in (("text", TextScorer(emb, decay, hubness, hubness_k)), ("popularity", PopularityScorer(dm.train_item_counts()))):
-        metrics = RankingMetrics((1, 5, 10), (5, 10), mrr=False)
+        metrics = RankingMetrics(hr_ks, ndcg_ks, mrr=False)
         records[name] = UserRanks(metrics)
         results[name] = evaluate_scorer(scorer, loader, metrics, record=records[name])
-    hub = f", hubness {hubness} (k {hubness_k})" if hubness else ""
-    report = {"checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}{hub}, template {template or DEFAULT_TEMPLATE!r})",
-              "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.root,
-              "users": len(dm.eval_users),
-              "items": dm.num_items, "exclude": dm.hparams.exclude, "metrics": results,
-              "text_template": template or DEFAULT_TEMPLATE,
-              "text_coverage": text_coverage(dm.data.item_text, template or DEFAULT_TEMPLATE)}
-    target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
-    folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
-    write_report(report, per_user_frame(records, dm, split), folder, f"{split}_{target}", boot)
+    report |= {"metrics": results, "text_coverage": text_coverage(dm.data.item_text, template)}
+    write_report(report, per_user_frame(records, dm, split), folder, f"{split}_{target}", boot, overwrite=overwrite)
     return report
 
 
@@ -92,10 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hubness-k", type=int, default=50, help="neighbours in h_i of --hubness (default 50)")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: runs/text-baseline, -hubness<C> with --hubness)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing report files even when another scorer, protocol or program wrote them")
     add_bootstrap_arguments(parser)
     add_data_options(parser, "the SequenceDataModule defaults")
 
 
 def run(args: argparse.Namespace) -> dict:
     return run_text_baseline(args.data, split=args.split, out=args.out, encoder=args.encoder, template=args.template,
-                             hubness=args.hubness, hubness_k=args.hubness_k, boot=bootstrap_from(args))
+                             hubness=args.hubness, hubness_k=args.hubness_k, boot=bootstrap_from(args),
+                             overwrite=args.overwrite)

@@ -39,6 +39,8 @@ class Bootstrap:
             raise ValueError(f"bootstrap resamples must be at least 1, got {self.resamples}")
         if not 0 < self.level < 1:
             raise ValueError(f"bootstrap level must be in (0, 1), got {self.level}")
+        if self.seed < 0:  # numpy would refuse it only after the whole evaluation
+            raise ValueError(f"bootstrap seed (--seed) must be >= 0, got {self.seed}")
 
     def describe(self) -> str:
         return (f"{self.level:.0%} confidence intervals: percentile bootstrap over users "

@@ -81,6 +81,8 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DataError(f"attack.kind must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise DataError(f"attack.seed must be an integer in [0, 2**63), got {self.seed!r}")
         if not 0 < self.budget <= 1:
             raise DataError(f"attack.budget is the fraction of real users to add as fakes, in (0, 1]; got {self.budget}")
         if self.num_targets < 1 and not self.targets:

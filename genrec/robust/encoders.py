@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import string
 from abc import ABC, abstractmethod
@@ -29,6 +30,10 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 import torch
+
+from genrec.errors import DataError
+
+log = logging.getLogger(__name__)
 
 LOREC_TEMPLATE = (
     "In {domain}, a user's interaction sequence is as follows: {items}. "
@@ -70,7 +75,16 @@ class UserEncoder(ABC):
         if missing:
             raise ValueError(f"encoder item_template uses {missing}, but the item text has only {list(item_text.columns)}: "
                              "change item_template")
-        return [self.item_template.format(**row) for row in item_text[fields].astype(str).to_dict("records")]
+        values = item_text[fields].fillna("").astype(str)  # a missing value is no text, not the word "nan"
+        empty = int(values.iloc[1:].apply(lambda c: c.str.strip().eq("")).all(axis=1).sum())
+        if empty and empty == len(values) - 1:
+            raise DataError(f"encoder item_template {self.item_template!r}: {fields} are empty for every one of the "
+                            f"{empty:,} items, so every user would get the same text; change item_template "
+                            f"(columns: {list(item_text.columns)})")
+        if empty:
+            log.warning("encoder item_template %r: %d of %d items have empty %s", self.item_template, empty,
+                        len(values) - 1, fields)
+        return [self.item_template.format(**row) for row in values.to_dict("records")]
 
     def users(self, histories: Sequence[np.ndarray], item_text: pd.DataFrame) -> np.ndarray:
         """One vector per history (internal item ids; ``item_text`` row i describes item i). (U, D)"""

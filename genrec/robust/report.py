@@ -11,6 +11,12 @@ when its checkpoint holds ``FraudsterReweighting`` state, whose final calibrated
 detector scores give the detection metrics against the true fake-user labels. The clean model is
 scored on every attack's targets, as the reference for the attack's lift.
 
+Every input's attack state is checked: the clean checkpoint must hold neither an attack nor a
+defence, every run must share the clean run's data settings (``DATA_PROTOCOL``), and the undefended
+and defended runs of one attack must hold the same attack (every ``AttackConfig`` field); a mismatch
+is an error naming the checkpoint and the field. The report files are replaced only by a rerun on
+the same checkpoints; anything else in ``--out`` needs ``--overwrite`` (``genrec.outputs``).
+
 Two plots go beside the report and into its Markdown: ``robust_weights.png``, per defended run the
 mean loss weight of fake and of real users after every reweighting update and the final weights'
 distributions; ``robust_targets.png``, T-HR@50 of each target item for the clean, undefended and
@@ -32,12 +38,17 @@ from genrec.evaluation.protocols import evaluate_scorer
 from genrec.evaluation.report import save_report
 from genrec.evaluation.runs import Run, load_run
 from genrec.modules.checkpoints import CheckpointMismatchError
+from genrec.outputs import check_outputs
 from genrec.robust.attacks import AttackConfig
 from genrec.robust.callback import saved_signal_scores
 from genrec.robust.detector import detection_metrics, max_percentiles, percentiles
 from genrec.robust.metrics import target_metrics
 
 K = 50
+# Data settings that decide what a model saw and how it is evaluated; the clean run and every attacked
+# or defended run must agree on each one both record.
+DATA_PROTOCOL = ("dataset", "dataset_options", "max_seq_len", "min_user_interactions", "min_item_interactions",
+                 "exclude", "fit_on_validation")
 
 
 def saved_state(ckpt: dict, suffix: str) -> dict | None:
@@ -62,6 +73,7 @@ def describe(path: str) -> dict[str, Any]:
         "run": run,
         "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
         "attack": None if fakes is None else AttackConfig.from_dict(fakes["config"]).label(),
+        "attack_config": None if fakes is None else AttackConfig.from_dict(fakes["config"]).to_dict(),
         "targets": None if fakes is None else fakes["targets"],
         "num_fakes": 0 if fakes is None else len(fakes["sequences"]),
         "defence": defence,
@@ -110,11 +122,38 @@ def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]
     return out
 
 
+def check_inputs(clean: dict[str, Any], infos: list[dict[str, Any]]) -> None:
+    """Refuse inputs whose attack state or data settings make the report's comparisons wrong."""
+    if clean["attack"] or clean["defence"]:
+        what = (f"an attack ({clean['attack']}, {clean['num_fakes']} fake users)" if clean["attack"]
+                else "FraudsterReweighting state (a defence)")
+        raise ValueError(f"--clean {clean['path']} holds {what}: the clean reference must be trained on clean data "
+                         "without defence (no data.attack, no FraudsterReweighting); pass such a run's checkpoint")
+    for info in infos:
+        for key in DATA_PROTOCOL:
+            if key in clean["data"] and key in info["data"] and clean["data"][key] != info["data"][key]:
+                raise ValueError(f"{info['path']} was trained with data.{key} {info['data'][key]!r}, the clean run "
+                                 f"{clean['path']} with {clean['data'][key]!r}: every run must share the clean run's "
+                                 "data settings (apart from the attack)")
+    first: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        if not info["attack"]:
+            continue
+        known = first.setdefault(info["attack"], info)
+        a, b = known["attack_config"], info["attack_config"]
+        differ = ", ".join(f"attack.{k} {a.get(k)!r} vs {v!r}" for k, v in b.items() if a.get(k) != v)
+        if differ:
+            raise ValueError(f"two {info['attack']} runs hold different attacks ({differ}; {known['path']} and "
+                             f"{info['path']}): the undefended and the defended run of one attack must be trained "
+                             "with the same attack options, seed included")
+
+
 def build_report(clean: str, runs: list[str], split: str = "test", root: str | None = None) -> dict[str, Any]:
     """``root``: the data folder, instead of the one the clean checkpoint names (a checkpoint stores
     the folder as it was given, so a relative one breaks from another working directory)."""
     clean_info = describe(clean)
     infos = [describe(r) for r in runs]
+    check_inputs(clean_info, infos)
     attacked = [i for i in infos if i["attack"]]
     defended_clean = [i for i in infos if not i["attack"] and i["defence"]]
     if not attacked and not defended_clean:
@@ -258,13 +297,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--root", default=None, help="data folder (default: the one the clean checkpoint names)")
     parser.add_argument("--out", default="runs/robust/report", help="folder for robust_report.{json,md}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace report files in --out even when other checkpoints or another program wrote them")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    report = build_report(args.clean, args.runs, args.split, args.root)
     out = Path(args.out)
+    owner = {"command": "evaluate.py robust", "clean": str(Path(args.clean).resolve()),
+             "runs": [str(Path(r).resolve()) for r in args.runs], "split": args.split, "root": args.root}
+    files = [out / f for f in ("robust_report.json", "robust_report.md", "robust_weights.png", "robust_targets.png")]
+    check_outputs(files, owner, args.overwrite)  # before any checkpoint is evaluated
+    report = build_report(args.clean, args.runs, args.split, args.root)
     out.mkdir(parents=True, exist_ok=True)
     written = plots(report, out)
     text = markdown(report) + "".join(f"\n![{p.stem}]({p.name})\n" for p in written)
-    save_report(report, text, out / "robust_report.json", out / "robust_report.md", written)
+    save_report(report, text, files[0], files[1], written, owner)
     return report

@@ -53,6 +53,8 @@ def finetune_encoder(roots: list[str], out: str, encoder: str = DEFAULT_ENCODER,
     """
     if steps < 1 or batch_size < 2:
         raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {steps} and {batch_size}")
+    if seed < 0:
+        raise ValueError(f"seed (--seed) must be >= 0, got {seed}")
     texts, pairs, repeats = [], [], 0
     for root in roots:
         dm = SequenceDataModule(dataset=dataset, root=root)

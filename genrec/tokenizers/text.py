@@ -40,7 +40,8 @@ def render_texts(item_text: pd.DataFrame | None, template: str, source: str = "i
     ``template`` is a ``str.format`` pattern over the text columns, e.g. ``"{title}. {brand}"``. A
     field the catalogue lacks renders empty, with a warning (one template serves domains with
     different fields, e.g. titles only); ``text_coverage`` counts what each field left empty. A
-    template none of whose fields the catalogue has is an error: every text would be empty.
+    template none of whose fields the catalogue has, or whose fields are empty for every item, is an
+    error: every text would be empty. Items left with no text are counted in a warning.
     """
     if item_text is None:
         raise DataError(f"{source} has no item text: a text-tokenized model needs an items file (e.g. items.jsonl for 'plain')")
@@ -58,6 +59,14 @@ def render_texts(item_text: pd.DataFrame | None, template: str, source: str = "i
     for row in range(len(item_text)):
         text = template.format(**{f: columns[f][row].strip() for f in fields})
         texts.append(_EMPTY_SEGMENTS.sub(". ", text).strip(" .") if row else "")
+    empty = sum(not t for t in texts[1:])
+    if empty and empty == len(texts) - 1:
+        raise DataError(f"text template {template!r}: every one of the {empty:,} items of {source} has empty {fields}, "
+                        "so every item would get the same text; use a template whose fields hold text "
+                        f"(columns: {list(item_text.columns)})")
+    if empty:
+        log.warning("text template %r: %d of %d items of %s have no text at all (empty %s); they get the empty text's "
+                    "embedding", template, empty, len(texts) - 1, source, fields)
     return texts
 
 

@@ -43,3 +43,8 @@ def test_subclass_options_are_the_parents_plus_their_own():
     assert dm.hparams.fit_on_validation and dm.hparams.train_user_fraction == 0.5
     with pytest.raises(TypeError):
         FewShotDataModule(dataset="synthetic", max_len=12)  # a misspelt option is not swallowed
+
+
+def test_a_negative_fraction_seed_is_refused_by_its_key_name():
+    with pytest.raises(DataError, match="data.fraction_seed must be >= 0, got -1"):
+        FewShotDataModule(fraction_seed=-1, dataset="synthetic")

@@ -11,14 +11,17 @@ from genrec.evaluation.report import write_report
 from genrec.evaluation.uncertainty import Bootstrap, per_user_metrics
 
 
-def write_run(folder, ranks, users=None, targets=None, fingerprint="synthetic:50:abc", split="test"):
+def write_run(folder, ranks, users=None, targets=None, fingerprint="synthetic:50:abc", split="test", **protocol):
     users = np.arange(len(ranks)) if users is None else users
     targets = (users % 50) + 1 if targets is None else targets
     frame = pd.DataFrame({"scorer": "model", "user": users, "user_id": users, "target": targets, "target_id": targets,
                           "history": 5, "target_train_count": 3, "rank": ranks})
     values = per_user_metrics(ranks, (1, 10), (10,), True)
     frame = frame.assign(**values)
-    report = {"checkpoint": str(folder), "split": split, "dataset": "synthetic", "fingerprint": fingerprint,
+    protocol = {"split": split, "catalogue": fingerprint, "exclude": "history", "filters": {"dataset": "synthetic"},
+                "k": {"hr": [1, 10], "ndcg": [10]}, **protocol}
+    report = {"command": "test", "checkpoint": str(folder), "protocol": protocol, "split": split, "dataset": "synthetic",
+              "fingerprint": fingerprint,
               "users": len(users), "items": 50, "exclude": "history",
               "metrics": {"model": {k: float(v.mean()) for k, v in values.items()}}}
     write_report(report, frame, folder, split, Bootstrap(200))
@@ -58,13 +61,13 @@ def test_compare_of_a_run_with_itself_is_exactly_zero(tmp_path):
 def test_compare_refuses_runs_on_other_users_catalogues_targets_or_splits(tmp_path):
     r = ranks(0, 100)
     a = write_run(tmp_path / "a", r)
-    with pytest.raises(RunMismatchError, match="different catalogues"):
+    with pytest.raises(RunMismatchError, match="different catalogue"):
         compare_runs(a, write_run(tmp_path / "cat", r, fingerprint="synthetic:50:other"))
     with pytest.raises(RunMismatchError, match=r"different users for 'model' \(100 vs 99; 1 only in the first"):
         compare_runs(a, write_run(tmp_path / "users", r[1:], users=np.arange(1, 100)))
     with pytest.raises(RunMismatchError, match="different targets"):
         compare_runs(a, write_run(tmp_path / "targets", r, targets=np.full(100, 7)))
-    with pytest.raises(RunMismatchError, match="different splits"):
+    with pytest.raises(RunMismatchError, match="different split"):
         compare_runs(a, write_run(tmp_path / "val", r, split="val") / "val_metrics.json")
     with pytest.raises(FileNotFoundError, match="evaluate.py wrote its report"):
         compare_runs(a, tmp_path / "nothing")
@@ -90,3 +93,52 @@ def test_compare_pairs_named_scorers_across_and_within_runs(tmp_path):
         compare_runs(model, text)
     with pytest.raises(RunMismatchError, match="no scorer 'popularity'"):
         compare_runs(model, text, pairs=[("model", "popularity")])
+
+
+@pytest.mark.parametrize("field, a, b", [
+    ("exclude", "history", "none"),
+    ("filters", {"dataset": "synthetic"}, {"dataset": "synthetic", "min_user_interactions": 5}),
+    ("k", {"hr": [1, 10], "ndcg": [10]}, {"hr": [1, 10], "ndcg": [5]}),
+    ("window", None, 50),
+    ("template", "{title}", "{title}. {brand}"),
+])
+def test_compare_refuses_reports_of_another_protocol_naming_the_field(tmp_path, field, a, b):
+    """Same users, same targets, same catalogue: only the protocol differs, and the comparison is refused."""
+    r = ranks(0, 100)
+    first = write_run(tmp_path / "a", r, **({field: a} if a is not None else {}))
+    second = write_run(tmp_path / "b", r, **{field: b})
+    with pytest.raises(RunMismatchError, match=f"different {field} "):
+        compare_runs(first, second)
+
+
+def test_a_template_only_one_report_records_is_not_a_mismatch(tmp_path):
+    # a retrieval model reads no text: its report has no template to compare with the text baseline's
+    r = ranks(0, 100)
+    out = compare_runs(write_run(tmp_path / "a", r), write_run(tmp_path / "b", r, template="{title}"))
+    assert out["scorers"]["model"]["users"] == 100
+
+
+def test_a_report_without_its_protocol_is_refused(tmp_path):
+    run = write_run(tmp_path / "a", ranks(0, 100))
+    report = json.loads((run / "test_metrics.json").read_text())
+    del report["protocol"]
+    (run / "test_metrics.json").write_text(json.dumps(report))
+    with pytest.raises(RunMismatchError, match="does not record its protocol"):
+        compare_runs(run, run)
+
+
+def test_compare_out_follows_its_suffix_and_keeps_other_files(tmp_path):
+    a, b = write_run(tmp_path / "a", ranks(0, 100)), write_run(tmp_path / "b", ranks(1, 100))
+    evaluate.main(["compare", str(a), str(b), "--bootstrap", "50", "--out", str(tmp_path / "c.md")])
+    assert (tmp_path / "c.md").read_text().startswith("# test comparison")
+    evaluate.main(["compare", str(a), str(b), "--bootstrap", "50", "--out", str(tmp_path / "c.json")])
+    assert json.loads((tmp_path / "c.json").read_text())["split"] == "test"
+    evaluate.main(["compare", str(a), str(b), "--bootstrap", "50", "--seed", "3", "--out", str(tmp_path / "c.json")])  # its own
+    with pytest.raises(ValueError, match="cannot tell the format from the suffix '.csv'"):
+        evaluate.main(["compare", str(a), str(b), "--out", str(tmp_path / "c.csv")])
+    with pytest.raises(FileExistsError, match="differ in b"):
+        evaluate.main(["compare", str(a), str(a), "--bootstrap", "50", "--out", str(tmp_path / "c.json")])
+    (tmp_path / "notes.md").write_text("mine")
+    with pytest.raises(FileExistsError, match="not written by genrec"):
+        evaluate.main(["compare", str(a), str(b), "--out", str(tmp_path / "notes.md")])
+    assert (tmp_path / "notes.md").read_text() == "mine"

@@ -96,3 +96,9 @@ def test_bad_settings_are_refused():
         Bootstrap(resamples=0)
     with pytest.raises(ValueError, match="level"):
         Bootstrap(level=1.0)
+
+
+def test_a_negative_bootstrap_seed_is_refused_before_any_evaluation():
+    # numpy would refuse it only when the intervals are drawn, after the whole evaluation
+    with pytest.raises(ValueError, match=r"bootstrap seed \(--seed\) must be >= 0, got -1"):
+        Bootstrap(100, seed=-1)

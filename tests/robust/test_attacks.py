@@ -237,3 +237,10 @@ def test_target_metrics_count_only_users_who_never_saw_the_target():
     assert out["t_ndcg@50"] == pytest.approx(expected)
     scores[3] = scores[7] = -1.0  # both last: no hits
     assert target_metrics(FixedScorer(scores), dm.test_dataloader(), dm.data, targets, k=50)["t_hr@50"] == 0
+
+
+def test_a_negative_attack_seed_is_refused_by_its_key_name():
+    with pytest.raises(DataError, match=r"attack.seed must be an integer in \[0, 2\*\*63\), got -1"):
+        AttackConfig(seed=-1)
+    with pytest.raises(DataError, match="attack.seed"):
+        AttackedDataModule(attack={"kind": "random", "seed": -1}, dataset="synthetic")

@@ -103,3 +103,12 @@ def test_causal_lm_mean_pooling_ignores_padding(tmp_path):
     np.testing.assert_allclose(together, alone, atol=1e-5)
     users = enc.users([np.array([1, 3])], TEXT)
     np.testing.assert_allclose(users[0], alone[[0, 2]].mean(0), atol=1e-5)
+
+
+def test_item_texts_render_missing_values_empty_and_refuse_a_catalogue_without_text():
+    from genrec.errors import DataError
+
+    enc = HashingEncoder()
+    assert enc.item_texts(TEXT.assign(title=["", "Heat", None, "Alien", "Fargo"]))[2] == "(Item title: )"  # not "nan"
+    with pytest.raises(DataError, match=r"\['title'\] are empty for every one of the 4 items"):
+        enc.item_texts(TEXT.assign(title=["", "", None, " ", ""]))

@@ -89,8 +89,9 @@ def test_robust_report_root_overrides_the_checkpoints_data_folder(tmp_path, monk
         seen.append(data_hp)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(report, "describe", lambda path: {"path": path, "attack": "random", "targets": [1],
-                                                          "data": {"dataset": "ml-1m", "root": "../rel/ml-1m"}})
+    monkeypatch.setattr(report, "describe", lambda path: {
+        "path": path, "attack": None if path == "c.ckpt" else "random", "attack_config": {"kind": "random"}, "targets": [1],
+        "num_fakes": 0 if path == "c.ckpt" else 1, "defence": None, "data": {"dataset": "ml-1m", "root": "../rel/ml-1m"}})
     monkeypatch.setattr(report, "clean_datamodule", stop)
     for argv, root in ((["--root", "/abs/ml-1m"], "/abs/ml-1m"), ([], "../rel/ml-1m")):
         with pytest.raises(RuntimeError, match="stop here"):
@@ -116,3 +117,48 @@ def _data_hp(path):
     import torch
 
     return dict(torch.load(path, weights_only=False)["datamodule_hyper_parameters"])
+
+
+def test_an_attacked_or_defended_clean_reference_is_refused(tmp_path):
+    """An attacked checkpoint as --clean would be its own reference (a lift of 1.0x): refused, in a real process."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    train_main(tiny_args(tmp_path / "plain", epochs=1, defended=False))
+    plain = last_ckpt(tmp_path / "plain")
+    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "robust", "--clean", plain, "--runs", plain,
+                           "--out", str(tmp_path / "report")], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0 and not (tmp_path / "report").exists()
+    assert f"--clean {plain} holds an attack (random (budget 0.05), 10 fake users)" in proc.stderr
+
+
+def info(path, attack=None, defence=None, **data):
+    config = None if attack is None else {"kind": "random", "budget": 0.05, "seed": 1, "targets": [3, 4], **attack}
+    return {"path": path, "attack": None if attack is None else "random (budget 0.05)", "attack_config": config,
+            "num_fakes": 0 if attack is None else 10, "defence": defence,
+            "data": {"dataset": "synthetic", "max_seq_len": 12, "exclude": "history", **data}}
+
+
+def test_every_input_s_attack_state_and_data_settings_are_checked():
+    from genrec.robust.report import check_inputs
+
+    clean = info("clean.ckpt")
+    check_inputs(clean, [info("u.ckpt", {}), info("d.ckpt", {}, defence={"w": []})])
+    with pytest.raises(ValueError, match="--clean d.ckpt holds FraudsterReweighting state"):
+        check_inputs(info("d.ckpt", defence={"w": []}), [info("u.ckpt", {})])
+    # the same targets from another seed: other fake profiles, so not one attack's two sides
+    with pytest.raises(ValueError, match=r"hold different attacks \(attack.seed 1 vs 2; u.ckpt and d.ckpt\)"):
+        check_inputs(clean, [info("u.ckpt", {}), info("d.ckpt", {"seed": 2}, defence={"w": []})])
+    with pytest.raises(ValueError, match=r"u.ckpt was trained with data.exclude 'none', the clean run clean.ckpt with 'history'"):
+        check_inputs(clean, [info("u.ckpt", {}, exclude="none")])
+
+
+def test_robust_keeps_report_files_it_did_not_write(tmp_path):
+    (tmp_path / "robust_report.md").write_text("my notes")
+    with pytest.raises(FileExistsError, match="robust_report.md exists and was not written by genrec"):
+        evaluate.main(["robust", "--clean", "c.ckpt", "--runs", "a.ckpt", "--out", str(tmp_path)])
+    assert (tmp_path / "robust_report.md").read_text() == "my notes"

@@ -27,3 +27,35 @@ def test_a_multi_domain_catalogue_is_embedded_domain_by_domain_sharing_the_singl
     # each domain's list is the one a single-domain run of it embeds, so the cache serves both
     for part in (["", "red wool socks", "a blue kettle"], ["", "jazz bar downtown", "pizza and wings"]):
         assert (text.cache_root() / f"{text.cache_key(text.DEFAULT_ENCODER, part)}.npy").is_file()
+
+
+def test_a_catalogue_whose_template_fields_are_all_empty_is_refused_and_partly_empty_is_warned(caplog):
+    import pandas as pd
+
+    empty = pd.DataFrame({"title": ["", "", None, "  "], "brand": ["", "", "", ""]})
+    with pytest.raises(DataError, match=r"every one of the 3 items of shop has empty \['title', 'brand'\]"):
+        text.render_texts(empty, "{title}. {brand}", "shop")
+    some = empty.assign(title=["", "Kettle", None, ""])
+    with caplog.at_level("WARNING", logger="genrec.tokenizers.text"):
+        assert text.render_texts(some, "{title}. {brand}", "shop") == ["", "Kettle", "", ""]
+    assert "2 of 3 items of shop have no text at all" in caplog.text
+
+
+def test_the_text_baseline_refuses_a_catalogue_without_text(tmp_path):
+    """In a real process, as users run it: before, every item got the same embedding and a report."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    data = tmp_path / "shop"
+    data.mkdir()
+    rows = [f"u{u},i{(u + t) % 6},{t}" for u in range(8) for t in range(4)]
+    (data / "interactions.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    (data / "items.jsonl").write_text("".join(f'{{"item_id": "i{i}", "title": ""}}\n' for i in range(6)))
+    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "baseline", "--template", "{title}", "--out", "tb",
+                           "--data.dataset", "plain", "--data.root", str(data)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0 and not (tmp_path / "tb").exists()
+    assert "every one of the 6 items of dataset 'plain' has empty ['title']" in proc.stderr
