@@ -499,3 +499,93 @@ def test_root_and_download_false_never_download(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(DataError, match="download=True"):
         get_source("ml-100k", cache_dir=str(tmp_path), download=False).load()
     assert requested == []
+
+
+# ---- one id, one item (issue 38) -------------------------------------------------------------
+
+
+def ids_of(raw: RawData) -> tuple[list[str], list[str]]:
+    return raw.interactions["user"].tolist(), raw.interactions["item"].tolist()
+
+
+@pytest.mark.parametrize(
+    "name, files, changed",
+    [
+        ("plain", {"interactions.csv": "user_id, item_id\nu1, a\nu1,a \n"}, {"item_ids_stripped": 2}),
+        ("ml-1m", {"ratings.dat": "u1:: a::5::1\nu1::a::4::2\n", "movies.dat": " a::A::G\n"},
+         {"item_ids_stripped": 1, "item_text_ids_stripped": 1}),
+        ("ml-100k", {"u.data": "u1\t a\t5\t1\nu1 \ta\t4\t2\n", "u.item": "a|A||||" + "|".join("0" * 19) + "\n"},
+         {"user_ids_stripped": 1, "item_ids_stripped": 1}),
+        ("amazon", {"reviews_B_5.json": '{"reviewerID": "u1", "asin": " a", "unixReviewTime": 1}\n'
+                                        '{"reviewerID": "u1 ", "asin": "a", "unixReviewTime": 2}\n'},
+         {"user_ids_stripped": 1, "item_ids_stripped": 1}),
+    ],
+)
+def test_spaces_around_an_id_do_not_make_another_item(tmp_path: Path, name: str, files: dict[str, str],
+                                                      changed: dict[str, int]) -> None:
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    raw = load(name, tmp_path, **({"category": "B"} if name == "amazon" else {}))
+    assert ids_of(raw) == (["u1", "u1"], ["a", "a"])
+    assert {key: count for key, count in raw.counts.items() if key.endswith("_stripped")} == changed
+
+
+def test_an_id_written_as_a_json_number_or_string_is_one_id(tmp_path: Path) -> None:
+    lines = [{"user_id": 1, "item_id": "a"}, {"user_id": "1", "item_id": 7.0}, {"user_id": 1.0, "item_id": 7},
+             {"user_id": "007", "item_id": 1.5}, {"user_id": 12345678901234567891, "item_id": "1.0"}]
+    write(tmp_path / "interactions.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    raw = load("plain", tmp_path)
+    assert ids_of(raw) == (["1", "1", "1", "007", "12345678901234567891"], ["a", "7", "7", "1.5", "1.0"])
+    assert raw.counts == {"user_ids_float_to_int": 1, "item_ids_float_to_int": 1}
+
+
+def test_parquet_float_ids_are_the_integers_they_hold(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"user_id": [1.0, 1.0, 2.0], "item_id": pd.Series([10, 11, 10], dtype="int32")})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    raw = load("plain", tmp_path)
+    assert ids_of(raw) == (["1", "1", "2"], ["10", "11", "10"]) and raw.counts == {"user_ids_float_to_int": 3}
+
+
+def test_item_text_ids_take_the_same_form_as_the_interactions(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,1\nu,2\n")
+    write(tmp_path / "items.jsonl", '{"item_id": 1.0, "title": "One"}\n{"item_id": " 2", "title": "Two"}\n')
+    raw = load("plain", tmp_path)  # unknown_item_text="error": an unmatched id would fail
+    assert raw.items[["item", "title"]].values.tolist() == [["1", "One"], ["2", "Two"]]
+    assert raw.counts["item_text_ids_float_to_int"] == 1 and raw.counts["item_text_ids_stripped"] == 1
+
+
+@pytest.mark.parametrize("name", ["plain", "ml-1m"])
+def test_na_like_text_is_an_id_and_only_an_empty_field_is_missing(tmp_path: Path, name: str) -> None:
+    ids = ["NA", "None", "null", "NaN", "n/a"]
+    if name == "plain":
+        write(tmp_path / "interactions.csv", "user_id,item_id\n" + "".join(f"{i},{i}\n" for i in ids))
+    else:
+        write(tmp_path / "ratings.dat", "".join(f"{i}::{i}::5::1\n" for i in ids))
+        write(tmp_path / "movies.dat", "".join(f"{i}::{i} (2000)::G\n" for i in ids))
+    raw = load(name, tmp_path)
+    assert ids_of(raw) == (ids, ids)
+    if name == "ml-1m":
+        assert raw.items["title"].tolist() == [f"{i} (2000)" for i in ids]
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\n,b\n")
+    write(tmp_path / "ratings.dat", "u::a::5::1\n::b::5::1\n")
+    where = "interactions.csv: line 3" if name == "plain" else "ratings.dat: line 2"
+    assert f"{where}: no value for 'user'" in error(name, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value, kind", [('["a", "b"]', "a list"), ('{"id": 1}', "a dict"), ("true", "a boolean"), ("Infinity", "an infinite number")]
+)
+def test_an_id_that_is_not_text_or_a_number_names_the_line(tmp_path: Path, value: str, kind: str) -> None:
+    write(tmp_path / "interactions.jsonl", f'{{"user_id": "u", "item_id": "a"}}\n\n{{"user_id": "u", "item_id": {value}}}\n')
+    message = error("plain", tmp_path)
+    assert f"interactions.jsonl: line 3: the item id" in message and f"is {kind}, not an id" in message
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_blank_id_names_the_line(tmp_path: Path, suffix: str) -> None:
+    if suffix == "jsonl":
+        write(tmp_path / "interactions.jsonl", '{"user_id": "u", "item_id": "a"}\n{"user_id": "u", "item_id": "  "}\n')
+    else:
+        write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\nu,  \n")
+    where = "interactions.jsonl: line 2" if suffix == "jsonl" else "interactions.csv: line 3"
+    assert f"{where}: the item id '  ' is blank" in error("plain", tmp_path)
