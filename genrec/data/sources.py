@@ -441,6 +441,7 @@ def read_fields(
     check_not_cut(path, data)
     encoding = detect_encoding(data) if encoding == "auto" else encoding
     if len(sep) > 1:
+        decode(data, path, encoding, MOVIELENS_ENCODING_FIX)  # finds a bad byte where it is, before sep is shortened
         data, sep = data.replace(sep.encode(), ONE_BYTE_SEP.encode()), ONE_BYTE_SEP
     dtype = {name: str for name in names if name not in numeric}
     options = {"sep": sep, "header": None, "names": names, "dtype": dtype, "encoding": encoding}
@@ -609,7 +610,7 @@ def to_seconds(values: pd.Series, path: Path, where: Where) -> tuple[pd.Series, 
                 values.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool) if values.dtype == object else None)
     if booleans is not None and booleans.any():  # pandas would count True as the second 1
         row = int(np.argmax(booleans))
-        raise DataError(f"{path}: {where(row)}: {values.name} {values.iloc[row]!r} is a boolean, not a time (unix "
+        raise DataError(f"{path}: {where(row)}: {values.name} {bool(values.iloc[row])} is a boolean, not a time (unix "
                         "seconds); fix or remove that row")
     if pd.api.types.is_datetime64_dtype(values):
         ticks_per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[np.datetime_data(values.dtype)[0]]

@@ -589,3 +589,113 @@ def test_a_blank_id_names_the_line(tmp_path: Path, suffix: str) -> None:
         write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\nu,  \n")
     where = "interactions.jsonl: line 2" if suffix == "jsonl" else "interactions.csv: line 3"
     assert f"{where}: the item id '  ' is blank" in error("plain", tmp_path)
+
+
+# ---- readers that name the file (issue 38) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, files, where",
+    [
+        ("ml-1m", {"ratings.dat": b"1::10::5::1\n1::2\xe9::5::2\n", "movies.dat": b"10::A::G\n"}, "ratings.dat: line 2, byte 5 (0xe9)"),
+        ("ml-100k", {"u.data": b"1\t10\t5\t1\n\xff\t10\t5\t2\n", "u.item": U_ITEM.encode()}, "u.data: line 2, byte 1 (0xff)"),
+        ("ml-20m", {"ratings.csv": b"userId,movieId,rating,timestamp\n1,2,3,7\n1,\xe92,3,8\n", "movies.csv": ML_20M_MOVIES.encode()},
+         "ratings.csv: line 3, byte 3 (0xe9)"),
+        ("plain", {"interactions.csv": b"user_id,item_id\nu,a\nu,caf\xe9\n"}, "interactions.csv: line 3, byte 6 (0xe9)"),
+        ("plain", {"interactions.jsonl": b'{"user_id": "u", "item_id": "a"}\n{"user_id": "u", "item_id": "\xe9"}\n'},
+         "interactions.jsonl: line 2, byte 30 (0xe9)"),
+        ("s3rec", {"Beauty.txt": b"1 2 3\n2 3 \xe9\n"}, "Beauty.txt: line 2, byte 5 (0xe9)"),
+    ],
+)
+def test_a_byte_the_encoding_cannot_read_names_the_line(tmp_path: Path, name: str, files: dict[str, bytes], where: str) -> None:
+    for file, content in files.items():
+        (tmp_path / file).write_bytes(content)
+    message = error(name, tmp_path, **({"category": "Beauty"} if name == "s3rec" else {}))
+    assert f"{where} is not valid utf-8" in message
+    assert ("dataset_options.encoding" if name.startswith("ml") else "save the file as") in message
+
+
+@pytest.mark.parametrize("name, movies", [("ml-1m", "movies.dat"), ("ml-100k", "u.item")])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_movie_titles_are_read_in_the_encoding_they_were_saved_in(tmp_path: Path, name: str, movies: str, encoding: str) -> None:
+    # the releases are latin-1; an editor re-saves them as UTF-8, which latin-1 would read as "AmÃ©lie"
+    if name == "ml-1m":
+        write(tmp_path / "ratings.dat", "1::10::5::1\n")
+        write(tmp_path / movies, "10::Amélie (2001)::Comedy\n", encoding)
+    else:
+        write(tmp_path / "u.data", "1\t10\t5\t1\n")
+        write(tmp_path / movies, "10|Amélie (2001)||||" + "|".join("0" * 19) + "\n", encoding)
+    assert load(name, tmp_path).items["title"].tolist() == ["Amélie (2001)"]
+    assert load(name, tmp_path, encoding=encoding).items["title"].tolist() == ["Amélie (2001)"]
+    if encoding == "latin-1":
+        where = "movies.dat: line 1, byte 7" if name == "ml-1m" else "u.item: line 1, byte 6"
+        assert f"{where} (0xe9) is not valid utf-8" in error(name, tmp_path, encoding="utf-8")
+
+
+def test_an_unknown_encoding_option_is_refused() -> None:
+    with pytest.raises(DataError, match="encoding='latin-2x' is not a codec"):
+        get_source("ml-1m", encoding="latin-2x")
+
+
+def test_a_gzipped_csv_cut_short_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    rows = "user_id,item_id\n" + "".join(f"u{i % 7},i{i}\n" for i in range(2000))
+    write(tmp_path / "interactions.csv.gz", rows)
+    assert len(load("plain", tmp_path, interactions_file="interactions.csv.gz").interactions) == 2000
+    (tmp_path / "interactions.csv.gz").write_bytes((tmp_path / "interactions.csv.gz").read_bytes()[:-30])
+    message = error("plain", tmp_path, interactions_file="interactions.csv.gz")
+    assert "interactions.csv.gz: unreadable" in message and "cut short" in message
+
+
+def test_gzipped_json_lines_are_read_as_json_lines(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.jsonl.gz", '{"user_id": "u", "item_id": "a", "timestamp": 5}\n')
+    assert load("plain", tmp_path, interactions_file="interactions.jsonl.gz").interactions.values.tolist() == [["u", "a", 5]]
+
+
+# ---- timestamps and columns read once (issue 38) ---------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_a_boolean_timestamp_is_refused(tmp_path: Path, suffix: str) -> None:
+    frame, path = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [False, True]}), tmp_path / f"interactions.{suffix}"
+    {"csv": lambda: frame.to_csv(path, index=False), "parquet": lambda: frame.to_parquet(path),
+     "jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()  # fmt: skip
+    assert f"interactions.{suffix}: {'row' if suffix == 'parquet' else 'line'} {2 if suffix == 'csv' else 1}: timestamp False is a boolean" in error("plain", tmp_path)
+
+
+def test_a_boolean_among_numeric_json_timestamps_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.jsonl", '{"user_id": "u", "item_id": "a", "timestamp": 5}\n{"user_id": "u", "item_id": "b", "timestamp": true}\n')
+    assert "interactions.jsonl: line 2: timestamp True is a boolean" in error("plain", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, files, where",
+    [
+        ("plain", {"interactions.csv": "user_id,item_id,timestamp,timestamp\nu,a,1,9\nu,b,2,8\n"},
+         "interactions.csv: line 1, the header, names the column(s) ['timestamp'] more than once"),
+        ("plain", {"interactions.csv": "user_id,item_id, user_id\nu,a,v\n"},
+         "interactions.csv: line 1, the header, names the column(s) ['user_id'] more than once"),
+        ("plain", {"interactions.jsonl": '{"user_id": "u", "item_id": "a", "timestamp": 1}\n'
+                                         '{"user_id": "u", "item_id": "b", "timestamp": 2, "timestamp": 0}\n'},
+         "interactions.jsonl: line 2 names the field(s) ['timestamp'] more than once"),
+        ("ml-20m", {"ratings.csv": "userId,movieId,rating,timestamp,timestamp\n1,2,3,7,9\n", "movies.csv": ML_20M_MOVIES},
+         "ratings.csv: line 1, the header, names the column(s) ['timestamp'] more than once"),
+    ],
+)
+def test_a_column_named_twice_is_refused(tmp_path: Path, name: str, files: dict[str, str], where: str) -> None:
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    assert where in error(name, tmp_path)
+
+
+def test_a_parquet_column_named_twice_is_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array(["u", "u"]), pa.array(["a", "b"]), pa.array([1, 2]), pa.array([9, 8])]
+    pq.write_table(pa.table(columns, names=["user_id", "item_id", "timestamp", "timestamp"]), tmp_path / "interactions.parquet")
+    assert "interactions.parquet names the column(s) ['timestamp'] more than once" in error("plain", tmp_path)
+
+
+def test_a_column_whose_name_only_looks_renamed_is_read(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp.1\nu,a,1\n")
+    assert load("plain", tmp_path).interactions.values.tolist() == [["u", "a"]]
