@@ -381,7 +381,7 @@ def canonical_ids(values: pd.Series, what: str, path: Path, where: Where, counts
     key = key or f"{what}_ids"
     if pd.api.types.is_integer_dtype(values.dtype) and not values.hasnans:
         return values.astype(str)
-    if pd.api.types.infer_dtype(values, skipna=False) == "string":  # all text (the common case): one vectorised pass
+    if not values.hasnans and pd.api.types.infer_dtype(values) == "string":  # all text, the common case: vectorised
         canonical = values.astype(str).str.strip()
         changes = {"stripped": int((canonical.str.len() != values.str.len()).sum())}
         blank = canonical.eq("").to_numpy()
