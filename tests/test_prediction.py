@@ -201,7 +201,7 @@ def test_a_parquet_users_file_without_user_id_is_refused(tmp_path):
 def test_users_file_ids_take_the_datasets_canonical_form(tmp_path, capsys):
     (tmp_path / "interactions.csv").write_text("user_id,item_id\n" + "".join(f"{u},{i}\n" for u in ("NA", "7") for i in "abc"))
     data = SequenceDataModule(dataset="plain", root=str(tmp_path)).data
-    (tmp_path / "users.txt").write_text(" 7\nNA\n7\n")
+    (tmp_path / "users.txt").write_text("\ufeff 7\nNA\n7\n")  # with the byte-order mark an editor may write
     pd.DataFrame({"user_id": [7.0, 7.0]}).to_parquet(tmp_path / "users.parquet")
     (tmp_path / "users.csv").write_text("user_id\nNA\n")
     index = {u: i for i, u in enumerate(data.user_ids)}

@@ -572,10 +572,10 @@ def detect_encoding(data: bytes) -> str:
 
 
 def decode(data: bytes, path: Path, encoding: str, fix: str = "", first_line: int = 1) -> str:
-    """``data`` (which starts at line ``first_line``) as text, or a ``DataError`` naming the line and
-    byte that ``encoding`` cannot decode."""
+    """``data`` (which starts at line ``first_line``) as text, without the byte-order mark some editors
+    write first, or a ``DataError`` naming the line and byte that ``encoding`` cannot decode."""
     try:
-        return data.decode(encoding)
+        return data.decode(encoding).removeprefix("\ufeff")  # else the first id would be another one, "\ufeffu1"
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + first_line
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1

@@ -699,3 +699,14 @@ def test_a_parquet_column_named_twice_is_refused(tmp_path: Path) -> None:
 def test_a_column_whose_name_only_looks_renamed_is_read(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item_id,timestamp.1\nu,a,1\n")
     assert load("plain", tmp_path).interactions.values.tolist() == [["u", "a"]]
+
+
+@pytest.mark.parametrize(
+    "name, file, content",
+    [("s3rec", "Beauty.txt", "u1 a b\n"), ("plain", "interactions.jsonl", '{"user_id": "u1", "item_id": "a"}\n'),
+     ("plain", "interactions.csv", "user_id,item_id\nu1,a\n"), ("ml-1m", "ratings.dat", "u1::a::5::1\n")],
+)
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path: Path, name: str, file: str, content: str) -> None:
+    write(tmp_path / file, content, "utf-8-sig")
+    write(tmp_path / "movies.dat", "a::A::G\n", "utf-8-sig")
+    assert load(name, tmp_path, **({"category": "Beauty"} if name == "s3rec" else {})).interactions["user"][0] == "u1"
