@@ -11,6 +11,7 @@ import urllib.error
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -73,6 +74,47 @@ def test_plain_real(folder: str, size: tuple[int, int, int]) -> None:
     assert_size(raw, *size)
     assert len(raw.items) == size[1]
     assert list(raw.items.columns) == ["item", "title", "description", "brand", "categories"]
+
+
+def digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        array = np.asarray(part)
+        h.update(array.tobytes() if array.dtype != object else "\x00".join(map(str, part)).encode())
+    return h.hexdigest()[:16]
+
+
+# What the readers made of the real data before ids had one canonical form (commit 39f41e1): the
+# README's tables were measured on exactly these sequences (items, times), user ids, item id maps
+# and item text.
+BEFORE_CANONICAL_IDS = [
+    ("ml-1m", "ml-1m", {}, "892d1693c7991669 85a0b4bcea2b1f35 83142380ff08625c 9aabd36b86bdb1ae"),
+    ("ml-100k", "ml-100k", {}, "1d9a0f6727a36712 b99041e3636b7f44 117ce399493a57ce f8bc8593d4f46473"),
+    ("plain", "amazon-scientific", {}, "b284f91fac83097a 846e40e8b28b0ab4 66afba3643e0ad02 7c45f76548775075"),
+    ("plain", "amazon-office", {}, "823c2e7cbfa6aaa7 a13d21fbcf7cd241 b5a29b0615e429db 8b0adc3f54573351"),
+    ("plain", "amazon-beauty-text", {}, "6a8d367627228504 97b4db1338e8e21b 470ccfe987400847 71e5c4133ca946ef"),
+    ("plain", "amazon-toys-text", {}, "e86331494f8125d6 60ec3b98a8ffa71a ca34a639ad0714a6 6cc24c128184e868"),
+    ("plain", "yelp", {}, "afc9e8b1e8c80b6d 93a8cf0d011aef84 05c2e7deb2f5bcef 30a61f29a65cbb8c"),
+    ("plain", "amazon-cellphones", {}, "ae74ea231cc63084 c915260e3f34c7fc 1e22e8e7abedc033 91ba4fa2b7055962"),
+    ("plain", "microlens-50k", {}, "1693c8cc68f2053c ebed85676a9b7a31 f10a2a79635a6a8b f736c84fd4915dca"),
+    ("s3rec", "amazon-ids", {"category": "Beauty"}, "b519f4f4b2cf0c62 e8f63b9af6215c05 a818ad2be3e6eb59 None"),
+    ("s3rec", "amazon-ids", {"category": "Sports_and_Outdoors"}, "ef5123a9ebef4bc5 32c418eedff0cb3f 94fed5c1e216b1b4 None"),
+    ("s3rec", "amazon-ids", {"category": "Toys_and_Games"}, "1ff2e0abeed06650 fc643f97c067e8af abdef10fc45faa92 None"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, folder, options, expected", BEFORE_CANONICAL_IDS)
+def test_real_datasets_give_the_same_sequences_and_id_maps_as_before_canonical_ids(
+    name: str, folder: str, options: dict[str, str], expected: str
+) -> None:
+    raw = load(name, shared_data(folder), **options)
+    data = preprocess.build_sequences(raw)
+    text = None if data.item_text is None else digest(
+        *[data.item_text[c].astype(str).tolist() for c in data.item_text.columns], list(data.item_text.columns))
+    found = [digest(data.offsets, data.items, data.timestamps), digest(list(data.user_ids)), digest(list(data.item_ids)), text]
+    assert " ".join(map(str, found)) == expected
+    assert not {key for key in raw.counts if key.endswith(("_stripped", "_float_to_int"))}
 
 
 # ---- formats, synthetic ----------------------------------------------------------------------
