@@ -15,8 +15,8 @@ import math
 import re
 import warnings
 import zlib
-from decimal import Decimal
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -548,7 +548,7 @@ def header_names(frame: pd.DataFrame, path: Path, source: Path | IO[bytes], enco
     names = [str(name) for name in frame.columns]
     if any(MANGLED.fullmatch(name) for name in names):  # ``name.1`` may be pandas' rename of a repeated name
         data = source.getvalue() if isinstance(source, io.BytesIO) else read_bytes(path)
-        names = next(csv.reader(io.StringIO(data.decode(encoding))))
+        names = next(csv.reader(io.StringIO(decode(data, path, encoding))))
     names = [name.strip() for name in names]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -659,8 +659,7 @@ def interaction_frame(frame: pd.DataFrame, path: Path, counts: dict[str, int],
     return out
 
 
-def item_frame(items: pd.DataFrame, path: Path, counts: dict[str, int], where: Where = lambda i: f"line {i + 1}",
-               ) -> pd.DataFrame:
+def item_frame(items: pd.DataFrame, path: Path, counts: dict[str, int], where: Where) -> pd.DataFrame:
     """Item text with canonical ids, so that text and interactions name an item alike."""
     items = items.reset_index(drop=True)
     return items.assign(item=canonical_ids(items["item"], "item", path, where, counts, "item_text_ids"))
@@ -698,7 +697,7 @@ class RepeatedKeys(ValueError):
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object as a dict, refusing a key given twice (``json`` would keep the last silently)."""
+    """A JSON object as a dict, refusing a key given twice."""
     record = dict(pairs)
     if len(record) < len(pairs):
         keys = [key for key, _ in pairs]
