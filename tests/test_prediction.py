@@ -211,3 +211,9 @@ def test_users_file_ids_take_the_datasets_canonical_form(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "users.txt: user_ids_stripped=1, listed_again=1" in out
     assert "users.parquet: user_ids_float_to_int=2, listed_again=1" in out
+
+
+def test_an_empty_user_request_is_refused_as_empty():
+    dm = datamodule()
+    with pytest.raises(DataError, match="no users to predict for"):
+        dm.set_predict_request("all", np.zeros(0, np.int64))
