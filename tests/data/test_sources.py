@@ -620,7 +620,7 @@ def test_na_like_text_is_an_id_and_only_an_empty_field_is_missing(tmp_path: Path
 def test_an_id_that_is_not_text_or_a_number_names_the_line(tmp_path: Path, value: str, kind: str) -> None:
     write(tmp_path / "interactions.jsonl", f'{{"user_id": "u", "item_id": "a"}}\n\n{{"user_id": "u", "item_id": {value}}}\n')
     message = error("plain", tmp_path)
-    assert f"interactions.jsonl: line 3: the item id" in message and f"is {kind}, not an id" in message
+    assert "interactions.jsonl: line 3: the item id" in message and f"is {kind}, not an id" in message
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
@@ -696,16 +696,18 @@ def test_gzipped_json_lines_are_read_as_json_lines(tmp_path: Path) -> None:
 # ---- timestamps and columns read once (issue 38) ---------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
-def test_a_boolean_timestamp_is_refused(tmp_path: Path, suffix: str) -> None:
-    frame, path = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [False, True]}), tmp_path / f"interactions.{suffix}"
+@pytest.mark.parametrize("suffix, where", [("csv", "line 2"), ("jsonl", "line 1"), ("parquet", "row 1")])
+def test_a_boolean_timestamp_is_refused(tmp_path: Path, suffix: str, where: str) -> None:
+    frame = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [False, True]})
+    path = tmp_path / f"interactions.{suffix}"
     {"csv": lambda: frame.to_csv(path, index=False), "parquet": lambda: frame.to_parquet(path),
      "jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()  # fmt: skip
-    assert f"interactions.{suffix}: {'row' if suffix == 'parquet' else 'line'} {2 if suffix == 'csv' else 1}: timestamp False is a boolean" in error("plain", tmp_path)
+    assert f"interactions.{suffix}: {where}: timestamp False is a boolean" in error("plain", tmp_path)
 
 
 def test_a_boolean_among_numeric_json_timestamps_is_refused(tmp_path: Path) -> None:
-    write(tmp_path / "interactions.jsonl", '{"user_id": "u", "item_id": "a", "timestamp": 5}\n{"user_id": "u", "item_id": "b", "timestamp": true}\n')
+    lines = '{"user_id": "u", "item_id": "a", "timestamp": 5}\n{"user_id": "u", "item_id": "b", "timestamp": true}\n'
+    write(tmp_path / "interactions.jsonl", lines)
     assert "interactions.jsonl: line 2: timestamp True is a boolean" in error("plain", tmp_path)
 
 
