@@ -28,6 +28,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from genrec.commands import add_data_options
+from genrec.data import sources
+from genrec.errors import DataError
 from genrec.evaluation.recommendations import recommendation_table
 from genrec.outputs import check_outputs, format_of, record_outputs
 
@@ -115,22 +117,43 @@ class RecommendationWriter(BasePredictionWriter):
         print(f"wrote {len(users):,} users' top {k} to {self.path}")
 
 
-def read_users(path: str, data: Any) -> np.ndarray:
-    """User indices of the raw user ids in ``path`` (one per line, or a CSV/Parquet with ``user_id``), in file order."""
+def read_user_ids(path: str) -> list[str]:
+    """The raw user ids in ``path`` (one per line, or a CSV/Parquet with ``user_id``) in file order,
+    each once, in the dataset readers' canonical form (docs/datasets.md); what that changed is printed."""
     file = Path(path)
-    if not file.exists():
+    if not file.is_file():
         raise FileNotFoundError(f"--users {path}: no such file (one raw user id per line, or a CSV/Parquet with a user_id column)")
-    if file.suffix == ".parquet":
-        raw = pd.read_parquet(file)["user_id"].astype(str).tolist()
-    elif file.suffix == ".csv":
-        raw = pd.read_csv(file, dtype=str)["user_id"].tolist()
-    else:
-        raw = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    counts: dict[str, int] = {}
+    try:
+        if file.suffix == ".parquet":
+            frame, where = sources.read_parquet(file), lambda i: f"row {i + 1}"
+        elif file.suffix == ".csv":
+            frame, where = sources.parse_csv(file, file, dtype={"user_id": str}), lambda i: f"line {i + 2}"
+        else:
+            text = sources.decode(file.read_bytes(), file, "utf-8")
+            lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+            frame, where = pd.DataFrame({"user_id": [line for _, line in lines]}), lambda i: f"line {lines[i][0]}"
+        if frame.empty:
+            raise DataError(f"{file} holds no user ids; list one raw user id per line, or give a CSV/Parquet file a "
+                            "user_id column with one a row")
+        column = sources.select_columns(frame, {"user_id": "user"}, file)["user"]
+        ids = sources.canonical_ids(column, "user", file, where, counts).tolist()
+    except DataError as err:
+        raise DataError(f"--users {err}") from None
+    unique = list(dict.fromkeys(ids))
+    changed = {**counts, "listed_again": len(ids) - len(unique)}
+    if any(changed.values()):
+        print(f"--users {path}: " + ", ".join(f"{key}={count:,}" for key, count in changed.items() if count))
+    return unique
+
+
+def user_indices(ids: list[str], path: str, data: Any) -> np.ndarray:
+    """The user indices of raw user ``ids`` (read from ``path``), in their order."""
     index = {str(u): i for i, u in enumerate(data.user_ids)}
-    unknown = [u for u in raw if u not in index]
+    unknown = [u for u in ids if u not in index]
     if unknown:
-        raise ValueError(f"--users {path}: {len(unknown):,} user id(s) not in dataset {data.name!r}, e.g. {unknown[:5]}")
-    return np.array(list(dict.fromkeys(index[u] for u in raw)), np.int64)
+        raise DataError(f"--users {path}: {len(unknown):,} user id(s) not in dataset {data.name!r}, e.g. {unknown[:5]}")
+    return np.array([index[u] for u in ids], np.int64)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,6 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Path:
     from genrec.evaluation.runs import load_run
 
+    wanted = read_user_ids(args.users) if args.users else None  # a bad file fails before the model and data load
     trained = load_run(args.ckpt)
     model, dm = trained.model, trained.datamodule(args.data)
     dm.setup("predict")
@@ -164,7 +188,7 @@ def run(args: argparse.Namespace) -> Path:
     if not trained.generative and model.hparams.get("dataset_fingerprint") and model.hparams.dataset_fingerprint != dm.fingerprint:
         raise ValueError(f"{trained.path} was trained on catalogue {model.hparams.dataset_fingerprint!r}, not {dm.fingerprint!r}: "
                          "a retrieval model can only recommend the catalogue it was trained on")
-    dm.set_predict_request(args.on, read_users(args.users, dm.data) if args.users else None)
+    dm.set_predict_request(args.on, None if wanted is None else user_indices(wanted, args.users, dm.data))
     out = Path(args.out) if args.out else trained.folder / f"recommendations_{args.on}.{args.format or 'parquet'}"
     owner = {"command": "evaluate.py recommend", "checkpoint": str(trained.path.resolve()), "k": args.k, "on": args.on,
              "users": str(Path(args.users).resolve()) if args.users else None, "catalogue": dm.fingerprint,

@@ -14,7 +14,8 @@ from genrec.cli import main as train_main
 from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.models import HSTU
 from genrec.modules import RetrievalModule
-from genrec.prediction import RecommendationWriter
+from genrec.data.raw import DataError
+from genrec.prediction import RecommendationWriter, read_user_ids, user_indices
 from tests.helpers import REPO
 from tests.modules.test_generative import module as generative_module
 from tests.test_cli import tiny_args
@@ -169,3 +170,50 @@ def test_two_process_recommendations_equal_one_process(tmp_path, monkeypatch):
         tables[devices] = pd.read_parquet(out)
     assert tables[1]["user"].nunique() == 121 and not list(tmp_path.glob("*.npz"))
     pd.testing.assert_frame_equal(tables[1], tables[2])
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("users.csv", "userId\nu1\n", "users.csv: no column 'user_id'; columns found: ['userId']"),
+        ("users.csv", "", "users.csv is empty"),
+        ("users.csv", "user_id\n", "users.csv holds no user ids"),
+        ("users.txt", "", "users.txt holds no user ids"),
+        ("users.txt", "\n  \n", "users.txt holds no user ids"),
+        ("users.txt", b"u1\ncaf\xe9\n", "users.txt: line 2, byte 4 (0xe9) is not valid utf-8"),
+        ("users.csv", "user_id,name\nu1,a\n,b\n", "users.csv: line 3: no user id"),
+    ],
+)
+def test_a_bad_users_file_is_refused_naming_it_before_anything_loads(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError) as info:  # the checkpoint does not exist: the users file is read first
+        evaluate.main(["recommend", "--ckpt", str(tmp_path / "missing.ckpt"), "--users", str(path)])
+    assert str(info.value).startswith("--users ") and message in str(info.value)
+
+
+def test_a_parquet_users_file_without_user_id_is_refused(tmp_path):
+    pd.DataFrame({"user": ["u1"]}).to_parquet(tmp_path / "users.parquet")
+    with pytest.raises(DataError, match=r"users.parquet: no column 'user_id'; columns found: \['user'\]"):
+        read_user_ids(str(tmp_path / "users.parquet"))
+
+
+def test_users_file_ids_take_the_datasets_canonical_form(tmp_path, capsys):
+    (tmp_path / "interactions.csv").write_text("user_id,item_id\n" + "".join(f"{u},{i}\n" for u in ("NA", "7") for i in "abc"))
+    data = SequenceDataModule(dataset="plain", root=str(tmp_path)).data
+    (tmp_path / "users.txt").write_text("\ufeff 7\nNA\n7\n")  # with the byte-order mark an editor may write
+    pd.DataFrame({"user_id": [7.0, 7.0]}).to_parquet(tmp_path / "users.parquet")
+    (tmp_path / "users.csv").write_text("user_id\nNA\n")
+    index = {u: i for i, u in enumerate(data.user_ids)}
+    for name, expected in [("users.txt", ["7", "NA"]), ("users.parquet", ["7"]), ("users.csv", ["NA"])]:
+        ids = read_user_ids(str(tmp_path / name))
+        assert ids == expected and user_indices(ids, name, data).tolist() == [index[u] for u in expected]
+    out = capsys.readouterr().out
+    assert "users.txt: user_ids_stripped=1, listed_again=1" in out
+    assert "users.parquet: user_ids_float_to_int=2, listed_again=1" in out
+
+
+def test_an_empty_user_request_is_refused_as_empty():
+    dm = datamodule()
+    with pytest.raises(DataError, match="no users to predict for"):
+        dm.set_predict_request("all", np.zeros(0, np.int64))

@@ -465,6 +465,9 @@ class SequenceDataModule(L.LightningDataModule):
         restricts it to those users, in that order."""
         if on not in ("test", "val", "all"):
             raise ValueError(f"predict on 'test', 'val' or 'all', got {on!r}")
+        if users is not None and len(users) == 0:  # else the empty request is blamed on the number of processes
+            raise DataError("no users to predict for: the request lists none; list at least one user, or pass "
+                            "None to predict for every user")
         self.predict_on, self.predict_users = on, None if users is None else np.asarray(users, np.int64)
 
     def predict_dataloader(self) -> DataLoader:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # Counts that measure the data; every other count records something dropped or left out.
 SIZE_COUNTS = ("rows_read", "users_read", "items_read", "users", "items", "interactions")
 # Bump when the processed layout or its semantics change, so stale caches are not reused.
-PREPROCESS_VERSION = 2  # 2: sub-second times order the sequences
+PREPROCESS_VERSION = 3  # 2: sub-second times order the sequences; 3: canonical ids (docs/datasets.md)
 
 
 @dataclass

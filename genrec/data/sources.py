@@ -6,13 +6,17 @@ names the file, the line (1-based, as an editor shows it) or column, and what to
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import gzip
 import io
 import json
+import math
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -56,6 +60,12 @@ ONE_BYTE_SEP = "\x1f"
 PANDAS_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 INT64_MAX = np.iinfo(np.int64).max
 ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"'\\]+)["']""")
+MANGLED = re.compile(r".+\.\d+")  # pandas renames a repeated column name ``name`` to ``name.1``
+# only an empty field is missing: "NA", "None" or "null" are ids and titles like any other text
+NA_FIELDS = {"keep_default_na": False, "na_values": [""]}
+UNREADABLE_GZIP = (EOFError, gzip.BadGzipFile, zlib.error)
+MOVIELENS_ENCODING_FIX = ("fetch the official file again, or set data.dataset_options.encoding to the encoding the "
+                          "file was saved in (e.g. latin-1)")
 
 Where = Callable[[int], str]  # row position -> "line N" / "row N", for error messages
 
@@ -128,9 +138,28 @@ class FileSource(Source):
 
 
 class MovieLens(FileSource):
-    """The GroupLens releases; their catalogs also list movies nobody rated, which are dropped and counted."""
+    """The GroupLens releases; their catalogs also list movies nobody rated, which are dropped and counted.
 
-    defaults = {"unknown_item_text": "ignore"}
+    ``encoding`` ``auto`` reads the catalogue as UTF-8 when it is valid UTF-8 (a copy re-saved by an
+    editor) and else as latin-1 (the ML-1M and ML-100K releases), and the ratings as UTF-8 (they are
+    ASCII); any other codec name is used for every file.
+    """
+
+    defaults = {"unknown_item_text": "ignore", "encoding": "auto"}
+
+    def check_options(self) -> None:
+        super().check_options()
+        encoding = self.options["encoding"]
+        if encoding != "auto":
+            try:
+                codecs.lookup(encoding)
+            except (LookupError, TypeError):
+                raise DataError(f"{self.name}: encoding={encoding!r} is not a codec Python knows; use 'auto', "
+                                "'utf-8' or 'latin-1'") from None
+
+    @property
+    def ratings_encoding(self) -> str:
+        return "utf-8" if self.options["encoding"] == "auto" else self.options["encoding"]
 
     def required_files(self) -> list[str]:
         return [name for name in MOVIELENS[self.name].extract if name not in self.optional_files()]
@@ -141,8 +170,11 @@ class MovieLens(FileSource):
     def downloads(self) -> list[Download]:
         return [MOVIELENS[self.name]]
 
-    def _raw(self, interactions: pd.DataFrame, movies: pd.DataFrame, movies_path: Path) -> RawData:
+    def _raw(self, ratings: pd.DataFrame, ratings_path: Path, movies: pd.DataFrame, movies_path: Path,
+             where: Where = lambda i: f"line {i + 1}") -> RawData:
         counts: dict[str, int] = {}
+        interactions = interaction_frame(ratings, ratings_path, counts, where)
+        movies = item_frame(movies, movies_path, counts, where)
         movies = keep_known_items(movies, interactions, movies_path, self._items_policy(), counts)
         return RawData(self.name, interactions, movies, counts)
 
@@ -151,37 +183,38 @@ class MovieLens(FileSource):
 class MovieLens1M(MovieLens):
     def load(self) -> RawData:
         folder = self.resolve()
-        ratings = read_fields(folder / "ratings.dat", "::", RATING_FIELDS, numeric=("rating", "timestamp"))
-        movies = read_fields(folder / "movies.dat", "::", ["item", "title", "genres"], encoding="latin-1")
+        ratings = read_fields(folder / "ratings.dat", "::", RATING_FIELDS, ("rating", "timestamp"), self.ratings_encoding)
+        movies = read_fields(folder / "movies.dat", "::", ["item", "title", "genres"], encoding=self.options["encoding"])
         movies["genres"] = movies["genres"].str.replace("|", ", ", regex=False)
-        return self._raw(interaction_frame(ratings, folder / "ratings.dat"), movies, folder / "movies.dat")
+        return self._raw(ratings, folder / "ratings.dat", movies, folder / "movies.dat")
 
 
 @register_source("ml-100k")
 class MovieLens100K(MovieLens):
     def load(self) -> RawData:
         folder = self.resolve()
-        ratings = read_fields(folder / "u.data", "\t", RATING_FIELDS, numeric=("rating", "timestamp"))
+        ratings = read_fields(folder / "u.data", "\t", RATING_FIELDS, ("rating", "timestamp"), self.ratings_encoding)
         genres = read_genre_names(folder / "u.genre")
         fields = ["item", "title", "release_date", "video_release_date", "url", *genres]
-        movies = read_fields(folder / "u.item", "|", fields, encoding="latin-1", may_be_empty=fields[1:5])
+        movies = read_fields(folder / "u.item", "|", fields, encoding=self.options["encoding"], may_be_empty=fields[1:5])
         flags = movies[list(genres)].to_numpy() == "1"
         movies["genres"] = [", ".join(np.asarray(genres)[row]) for row in flags]
         movies = movies[["item", "title", "genres"]]
-        return self._raw(interaction_frame(ratings, folder / "u.data"), movies, folder / "u.item")
+        return self._raw(ratings, folder / "u.data", movies, folder / "u.item")
 
 
 @register_source("ml-20m")
 class MovieLens20M(MovieLens):
     def load(self) -> RawData:
         folder = self.resolve()
-        ratings = read_csv(folder / "ratings.csv", {"userId": "user", "movieId": "item", "timestamp": "timestamp"})
-        movies = read_csv(folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"})
+        columns = {"userId": "user", "movieId": "item", "timestamp": "timestamp"}
+        ratings = read_csv(folder / "ratings.csv", columns, self.ratings_encoding)
+        movies = read_csv(folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"},
+                          self.options["encoding"])
         # "(no genres listed)" is the release's placeholder for missing text
         genres = movies["genres"].replace("(no genres listed)", "")
         movies["genres"] = genres.str.replace("|", ", ", regex=False)
-        interactions = interaction_frame(ratings, folder / "ratings.csv", lambda i: f"line {i + 2}")
-        return self._raw(interactions, movies, folder / "movies.csv")
+        return self._raw(ratings, folder / "ratings.csv", movies, folder / "movies.csv", lambda i: f"line {i + 2}")
 
 
 @register_source("amazon")
@@ -230,8 +263,8 @@ class Amazon(FileSource):
     def load(self) -> RawData:
         folder = self.resolve()
         reviews, meta = self._file_names()
-        interactions = read_amazon_reviews(folder / reviews)
         counts: dict[str, int] = {}
+        interactions = read_amazon_reviews(folder / reviews, counts)
         items = None
         if meta is not None and (folder / meta).is_file():
             known = set(interactions["item"].unique())
@@ -262,13 +295,17 @@ class S3Rec(FileSource):
         check_not_cut(path, data)
         users: list[str] = []
         items: list[str] = []
-        for lineno, line in enumerate(data.decode().rstrip().splitlines(), 1):
+        lines: list[int] = []
+        for lineno, line in enumerate(decode(data, path, "utf-8").rstrip().splitlines(), 1):
             user, *sequence = line.split() or [""]
             if not sequence:
                 raise DataError(f"{path}: line {lineno} has no items; each line must read 'user item item ...'")
             users.extend([user] * len(sequence))
             items.extend(sequence)
-        return RawData(self.name, interaction_frame(pd.DataFrame({"user": users, "item": items}), path))
+            lines.extend([lineno] * len(sequence))
+        counts: dict[str, int] = {}
+        frame = pd.DataFrame({"user": users, "item": items})
+        return RawData(self.name, interaction_frame(frame, path, counts, lambda i: f"line {lines[i]}"), counts=counts)
 
 
 @register_source("plain")
@@ -296,13 +333,90 @@ class Plain(FileSource):
 
     def load(self) -> RawData:
         folder = self.resolve()
-        interactions = read_plain_interactions(folder / self.required_files()[0])
         counts: dict[str, int] = {}
+        interactions = read_plain_interactions(folder / self.required_files()[0], counts)
         items = None
         if (folder / "items.jsonl").is_file():
-            items = read_items_jsonl(folder / "items.jsonl")
+            items = read_items_jsonl(folder / "items.jsonl", counts)
             items = keep_known_items(items, interactions, folder / "items.jsonl", self._items_policy(), counts)
         return RawData(self.name, interactions, items, counts)
+
+
+# ---- ids -------------------------------------------------------------------------------------
+
+
+def canonical_id(value: Any) -> tuple[str | None, str | None]:
+    """The canonical form of one raw id (docs/datasets.md), or None when it is missing, and what
+    that form changed: ``"stripped"`` (surrounding whitespace), ``"float_to_int"`` (``1.0`` -> ``1``).
+
+    Text keeps its characters (``007`` stays ``007``); a number is written without a fraction when
+    it has none, so the JSON values ``1``, ``"1"`` and ``1.0`` are one id. Anything else (a list, a
+    boolean, an infinite number) raises ``TypeError`` saying what it is.
+    """
+    if isinstance(value, str):
+        stripped = value.strip()
+        return stripped or None, "stripped" if len(stripped) != len(value) else None
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None, None
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("a boolean")
+    if isinstance(value, (int, np.integer)):
+        return str(int(value)), None
+    if isinstance(value, (float, np.floating, Decimal)):
+        if value != value:  # NaN, how pandas and JSON write a missing number
+            return None, None
+        if not math.isfinite(value):
+            raise TypeError("an infinite number")
+        if value == int(value):
+            return str(int(value)), "float_to_int"
+        return (str(value.normalize()) if isinstance(value, Decimal) else repr(float(value))), None
+    raise TypeError(f"a {type(value).__name__}")
+
+
+def canonical_ids(values: pd.Series, what: str, path: Path, where: Where, counts: dict[str, int],
+                  key: str | None = None) -> pd.Series:
+    """``canonical_id`` of every value; ``counts[<key>_stripped]`` and ``counts[<key>_float_to_int]``
+    (``key`` defaults to ``<what>_ids``) count the values it changed, when there are any. A missing
+    id or one that is not text or a number is a ``DataError`` naming the file and row."""
+    key = key or f"{what}_ids"
+    if pd.api.types.is_integer_dtype(values.dtype) and not values.hasnans:
+        return values.astype(str)
+    if not values.hasnans and pd.api.types.infer_dtype(values) == "string":  # all text, the common case: vectorised
+        canonical = values.astype(str).str.strip()
+        changes = {"stripped": int((canonical.str.len() != values.str.len()).sum())}
+        blank = canonical.eq("").to_numpy()
+        if blank.any():
+            row = int(np.argmax(blank))
+            raise DataError(f"{path}: {where(row)}: the {what} id {values.iloc[row]!r} is blank; fix or remove that row")
+    else:
+        ids: list[str] = []
+        changes = {"stripped": 0, "float_to_int": 0}
+        for row, value in enumerate(values.tolist()):
+            canonical_value, change = checked_id(value, what, path, where(row))
+            if change:
+                changes[change] += 1
+            ids.append(canonical_value)
+        canonical = pd.Series(ids, index=values.index, dtype=str)
+    count_changes(changes, key, counts)
+    return canonical
+
+
+def checked_id(value: Any, what: str, path: Path, place: str) -> tuple[str, str | None]:
+    """``canonical_id``, with a missing id or one that is neither text nor a number a ``DataError`` at ``place``."""
+    try:
+        canonical, change = canonical_id(value)
+    except TypeError as kind:
+        raise DataError(f"{path}: {place}: the {what} id {value!r} is {kind}, not an id; write ids as text or "
+                        "integers") from None
+    if canonical is None:
+        raise DataError(f"{path}: {place}: no {what} id (the value is empty or null); fix or remove that row")
+    return canonical, change
+
+
+def count_changes(changes: dict[str, int], key: str, counts: dict[str, int]) -> None:
+    for change, count in changes.items():
+        if count:
+            counts[f"{key}_{change}"] = counts.get(f"{key}_{change}", 0) + count
 
 
 # ---- delimited files -------------------------------------------------------------------------
@@ -319,16 +433,19 @@ def read_fields(
     """A header-less file with ``len(names)`` fields a line; quotes are ordinary characters there.
 
     Every field must be non-empty except ``may_be_empty`` (filled with ""); ``numeric`` fields are
-    left for pandas to type, the others stay strings.
+    left for pandas to type, the others stay strings. ``encoding`` ``auto`` is UTF-8 when the bytes
+    are valid UTF-8, else latin-1 (which decodes any byte).
     """
     layout = sep.replace("\t", "<tab>").join(names)
     data = path.read_bytes()
     check_not_cut(path, data)
+    encoding = detect_encoding(data) if encoding == "auto" else encoding
     if len(sep) > 1:
+        decode(data, path, encoding, MOVIELENS_ENCODING_FIX)  # finds a bad byte where it is, before sep is shortened
         data, sep = data.replace(sep.encode(), ONE_BYTE_SEP.encode()), ONE_BYTE_SEP
     dtype = {name: str for name in names if name not in numeric}
     options = {"sep": sep, "header": None, "names": names, "dtype": dtype, "encoding": encoding}
-    frame = parse_csv(path, io.BytesIO(data), quoting=csv.QUOTE_NONE, **options)
+    frame = parse_csv(path, io.BytesIO(data), MOVIELENS_ENCODING_FIX, quoting=csv.QUOTE_NONE, **options)
     optional = may_be_empty or []
     required = [name for name in names if name not in optional]
     check_complete(frame, required, path, lambda i: f"line {i + 1}", f"each line must read {layout}")
@@ -336,11 +453,13 @@ def read_fields(
     return frame
 
 
-def read_csv(path: Path, columns: dict[str, str]) -> pd.DataFrame:
+def read_csv(path: Path, columns: dict[str, str], encoding: str = "utf-8") -> pd.DataFrame:
     """The ``columns`` (file name -> our name) of a published CSV file with a header; all but timestamps stay strings."""
-    check_not_cut(path, path.read_bytes())
+    data = path.read_bytes()
+    check_not_cut(path, data)
+    encoding = detect_encoding(data) if encoding == "auto" else encoding
     dtype = {name: str for name, ours in columns.items() if ours != "timestamp"}
-    frame = parse_csv(path, path, dtype=dtype)
+    frame = parse_csv(path, io.BytesIO(data), MOVIELENS_ENCODING_FIX, dtype=dtype, encoding=encoding)
     check_no_repeated_header(frame, path, lambda i: f"line {i + 2}")
     frame = select_columns(frame, columns, path)
     check_complete(frame, list(columns.values()), path, lambda i: f"line {i + 2}", f"columns: {', '.join(columns)}")
@@ -386,24 +505,82 @@ def warn_if_cut(path: Path) -> None:
                       "its last row is wrong: check it", stacklevel=3)
 
 
-def parse_csv(path: Path, source: Path | IO[bytes], **kwargs: Any) -> pd.DataFrame:
-    """pandas' C parser with its errors restated as ``DataError`` naming ``path``; trailing blank lines dropped."""
-    first_line = 1 if kwargs.get("header", "infer") is None else 2
+def parse_csv(path: Path, source: Path | IO[bytes], encoding_fix: str = "", **kwargs: Any) -> pd.DataFrame:
+    """pandas' C parser with its errors restated as ``DataError`` naming ``path``; trailing blank lines dropped.
+
+    Only an empty field is missing (``NA`` is text); a header's names lose surrounding spaces, and a
+    name it repeats is an error, since pandas would read only the first of those columns.
+    """
+    header = kwargs.get("header", "infer") is not None
+    encoding = kwargs.setdefault("encoding", "utf-8")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(source, index_col=False, skip_blank_lines=False, **kwargs)
+            if header and isinstance(kwargs.get("dtype"), dict):  # the names as written, ``user_id, item_id`` too
+                written = pd.read_csv(source, nrows=0, encoding=encoding).columns
+                kwargs["dtype"] = {name: kwargs["dtype"][name.strip()] for name in written if name.strip() in kwargs["dtype"]}
+                if not isinstance(source, Path):
+                    source.seek(0)
+            frame = pd.read_csv(source, index_col=False, skip_blank_lines=False, **NA_FIELDS, **kwargs)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty; it should hold interactions or item text") from None
+        raise DataError(f"{path} is empty; check that it is the right file, written completely") from None
     except pd.errors.ParserError as err:
         found = PANDAS_FIELD_COUNT.search(str(err))
         detail = f"line {found[2]} has {found[3]} fields, expected {found[1]}" if found else str(err).strip()
         raise DataError(f"{path}: {detail}; fix or remove that line") from None
     except pd.errors.ParserWarning:  # pandas truncates a too-long first line instead of failing
-        raise DataError(f"{path}: line {first_line} has more fields than expected; fix or remove it") from None
+        raise DataError(f"{path}: line {2 if header else 1} has more fields than expected; fix or remove it") from None
+    except UnicodeDecodeError:
+        decode(source.getvalue() if isinstance(source, io.BytesIO) else read_bytes(path), path, encoding, encoding_fix)
+        raise
+    except UNREADABLE_GZIP as err:
+        raise DataError(f"{path}: unreadable ({type(err).__name__}: {err}); the gzip file looks cut short or "
+                        "damaged: fetch or write it again") from None
+    if header:
+        frame.columns = header_names(frame, path, source, encoding)
     filled = frame.notna().to_numpy().any(axis=1)
     last = len(filled) - int(np.argmax(filled[::-1])) if filled.any() else 0
     return frame.iloc[:last]
+
+
+def header_names(frame: pd.DataFrame, path: Path, source: Path | IO[bytes], encoding: str) -> list[str]:
+    """The header's column names as written, less surrounding spaces (``user_id, item_id``); each once."""
+    names = [str(name) for name in frame.columns]
+    if any(MANGLED.fullmatch(name) for name in names):  # ``name.1`` may be pandas' rename of a repeated name
+        data = source.getvalue() if isinstance(source, io.BytesIO) else read_bytes(path)
+        names = next(csv.reader(io.StringIO(decode(data, path, encoding))))
+    names = [name.strip() for name in names]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: line 1, the header, names the column(s) {repeated} more than once, and only one of "
+                        "them could be read; rename or remove the others")
+    return names
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, gunzipped when its name ends with ``.gz``."""
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+
+
+def detect_encoding(data: bytes) -> str:
+    """UTF-8 when ``data`` is valid UTF-8, else latin-1: text in latin-1 beyond ASCII is almost never valid UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8"
+
+
+def decode(data: bytes, path: Path, encoding: str, fix: str = "", first_line: int = 1) -> str:
+    """``data`` (which starts at line ``first_line``) as text, without the byte-order mark some editors
+    write first, or a ``DataError`` naming the line and byte that ``encoding`` cannot decode."""
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")  # else the first id would be another one, "\ufeffu1"
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + first_line
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(f"{path}: line {line}, byte {column} (0x{data[err.start]:02x}) is not valid {encoding}; "
+                        f"{fix or f'save the file as {encoding}'}") from None
 
 
 def select_columns(frame: pd.DataFrame, columns: dict[str, str], path: Path) -> pd.DataFrame:
@@ -429,6 +606,12 @@ def to_seconds(values: pd.Series, path: Path, where: Where) -> tuple[pd.Series, 
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    booleans = (np.ones(len(values), bool) if pd.api.types.is_bool_dtype(values) else
+                values.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool) if values.dtype == object else None)
+    if booleans is not None and booleans.any():  # pandas would count True as the second 1
+        row = int(np.argmax(booleans))
+        raise DataError(f"{path}: {where(row)}: {values.name} {bool(values.iloc[row])} is a boolean, not a time (unix "
+                        "seconds); fix or remove that row")
     if pd.api.types.is_datetime64_dtype(values):
         ticks_per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[np.datetime_data(values.dtype)[0]]
         ticks = values.to_numpy().view(np.int64)
@@ -462,17 +645,24 @@ def _timestamp_columns(seconds: np.ndarray, nanoseconds: np.ndarray, index: pd.I
     return pd.Series(seconds, index=index, dtype=np.int64), fraction
 
 
-def interaction_frame(frame: pd.DataFrame, path: Path, where: Where = lambda i: f"line {i + 1}") -> pd.DataFrame:
-    """The ``RawData.interactions`` table: string ids, int64 timestamps (and their fractions) if present, file order."""
+def interaction_frame(frame: pd.DataFrame, path: Path, counts: dict[str, int],
+                      where: Where = lambda i: f"line {i + 1}") -> pd.DataFrame:
+    """The ``RawData.interactions`` table: canonical ids, int64 timestamps (and their fractions) if present, file order."""
     if frame.empty:
         raise DataError(f"{path} holds no interactions; check that it is the right file")
     frame = frame.reset_index(drop=True)
-    out = pd.DataFrame({"user": frame["user"].astype(str), "item": frame["item"].astype(str)})
+    out = pd.DataFrame({column: canonical_ids(frame[column], column, path, where, counts) for column in ("user", "item")})
     if "timestamp" in frame.columns:
         out["timestamp"], fraction = to_seconds(frame["timestamp"], path, where)
         if fraction is not None:
             out["timestamp_ns"] = fraction
     return out
+
+
+def item_frame(items: pd.DataFrame, path: Path, counts: dict[str, int], where: Where) -> pd.DataFrame:
+    """Item text with canonical ids, so that text and interactions name an item alike."""
+    items = items.reset_index(drop=True)
+    return items.assign(item=canonical_ids(items["item"], "item", path, where, counts, "item_text_ids"))
 
 
 def read_genre_names(path: Path) -> tuple[str, ...]:
@@ -489,21 +679,40 @@ def read_genre_names(path: Path) -> tuple[str, ...]:
 
 
 def json_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) for every non-blank line of a possibly gzipped file."""
+    """(line number, line) for every non-blank line of a possibly gzipped UTF-8 file."""
     opener = gzip.open if path.suffix == ".gz" else open
     lineno = 0
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):  # decoded line by line, so an undecodable byte is found on its line
+                line = decode(raw, path, "utf-8", "JSON lines are UTF-8: save the file as UTF-8", lineno)
                 if line.strip():
                     yield lineno, line
-    except (OSError, EOFError, UnicodeDecodeError) as err:  # EOFError: a gzip file cut short
+    except (OSError, *UNREADABLE_GZIP) as err:  # EOFError: a gzip file cut short
         raise DataError(f"{path}: unreadable after line {lineno} ({err}); is it complete UTF-8 (gzip)?") from None
 
 
+class RepeatedKeys(ValueError):
+    pass
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice."""
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        keys = [key for key, _ in pairs]
+        raise RepeatedKeys(sorted({key for key in keys if keys.count(key) > 1}))
+    return record
+
+
 def parse_record(line: str, path: Path, lineno: int, python_literals: bool = False) -> dict[str, Any]:
+    """One object of a JSON-lines file; in JSON (not the Python literals of Amazon's 2014 metadata) a
+    field named twice is an error, where ``json`` would keep the last silently."""
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_pairs_hook=None if python_literals else unique_keys)
+    except RepeatedKeys as repeated:
+        raise DataError(f"{path}: line {lineno} names the field(s) {repeated.args[0]} more than once, and only one of "
+                        "them could be read; rename or remove the others") from None
     except json.JSONDecodeError as err:
         if not python_literals:
             raise DataError(f"{path}: line {lineno} is not valid JSON ({err.msg}); write one object a line") from None
@@ -522,32 +731,36 @@ def field(record: dict[str, Any], key: str, path: Path, lineno: int) -> Any:
     return record[key]
 
 
-def read_amazon_reviews(path: Path) -> pd.DataFrame:
+def read_amazon_reviews(path: Path, counts: dict[str, int]) -> pd.DataFrame:
     rows: dict[str, list[Any]] = {"user": [], "item": [], "timestamp": []}
     lines: list[int] = []
     for lineno, line in json_lines(path):
         record = parse_record(line, path, lineno, python_literals=True)
-        rows["user"].append(str(field(record, "reviewerID", path, lineno)))
-        rows["item"].append(str(field(record, "asin", path, lineno)))
+        rows["user"].append(field(record, "reviewerID", path, lineno))
+        rows["item"].append(field(record, "asin", path, lineno))
         rows["timestamp"].append(field(record, "unixReviewTime", path, lineno))
         lines.append(lineno)
-    return interaction_frame(pd.DataFrame(rows, dtype=object), path, lambda i: f"line {lines[i]}")
+    return interaction_frame(pd.DataFrame(rows, dtype=object), path, counts, lambda i: f"line {lines[i]}")
 
 
 def read_amazon_meta(path: Path, known: set[str], policy: str, counts: dict[str, int]) -> pd.DataFrame:
     records: list[dict[str, str]] = []
     unknown: list[str] = []
+    changes = {"stripped": 0, "float_to_int": 0}
     for lineno, line in json_lines(path):
         match = ASIN.search(line)
-        if match and match.group(1) not in known:
-            unknown.append(match.group(1))
+        if match and match.group(1).strip() not in known:  # most products are not in the 5-core: skip the full parse
+            unknown.append(match.group(1).strip())
             continue
         record = parse_record(line, path, lineno, python_literals=True)
-        asin = str(field(record, "asin", path, lineno))
+        asin, change = checked_id(field(record, "asin", path, lineno), "item", path, f"line {lineno}")
         if asin in known:
             records.append({"item": asin, **amazon_text(record)})
+            if change:
+                changes[change] += 1
         else:
             unknown.append(asin)
+    count_changes(changes, "item_text_ids", counts)
     report_unknown_items(unknown, path, policy, counts)
     return dedupe_items(pd.DataFrame(records, columns=["item", *AMAZON_TEXT]), counts)
 
@@ -562,42 +775,62 @@ def amazon_text(record: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def read_plain_interactions(path: Path) -> pd.DataFrame:
-    if path.suffix == ".parquet":
+def read_plain_interactions(path: Path, counts: dict[str, int]) -> pd.DataFrame:
+    """A CSV, Parquet or JSON-lines table (told apart by the name, less a ``.gz``) of ``user_id,item_id[,timestamp]``."""
+    kind = Path(path.name.removesuffix(".gz")).suffix
+    if kind == ".parquet":
         frame = read_parquet(path)
         where: Where = lambda i: f"row {i + 1}"  # noqa: E731
-    elif path.suffix == ".jsonl":
+    elif kind == ".jsonl":
         numbered = [(lineno, parse_record(line, path, lineno)) for lineno, line in json_lines(path)]
         if not numbered:
             raise DataError(f"{path} holds no interactions; check that it is the right file")
-        frame = pd.DataFrame.from_records([record for _, record in numbered])
+        records = [record for _, record in numbered]
+        frame = pd.DataFrame.from_records(records)
+        for name in ("user_id", "item_id"):  # the values as parsed: pandas would turn 1 beside 1.5 into 1.0
+            if name in frame:
+                frame[name] = pd.Series([record.get(name) for record in records], dtype=object)
         where = lambda i: f"line {numbered[i][0]}"  # noqa: E731
     else:
-        warn_if_cut(path)
+        if path.suffix != ".gz":  # a gzip file cut short fails to decompress instead
+            warn_if_cut(path)
         frame = parse_csv(path, path, dtype={"user_id": str, "item_id": str})
         where = lambda i: f"line {i + 2}"  # noqa: E731
         check_no_repeated_header(frame, path, where)
     columns = {"user_id": "user", "item_id": "item"} | ({"timestamp": "timestamp"} if "timestamp" in frame else {})
     frame = select_columns(frame, columns, path)
     check_complete(frame, list(columns.values()), path, where, f"columns: {', '.join(columns)}")
-    return interaction_frame(frame, path, where)
+    return interaction_frame(frame, path, counts, where)
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
     try:
+        names = pq.read_schema(path).names
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise DataError(f"{path} names the column(s) {repeated} more than once, and only one of them could be "
+                            "read; rename or remove the others")
         return pd.read_parquet(path)
+    except DataError:
+        raise
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"{path} is not a readable parquet file ({err})") from None
 
 
-def read_items_jsonl(path: Path) -> pd.DataFrame:
+def read_items_jsonl(path: Path, counts: dict[str, int]) -> pd.DataFrame:
     """One object per line with ``item_id`` and text fields; lists are joined, missing text is ""."""
-    records = []
+    records, lines = [], []
     for lineno, line in json_lines(path):
         record = parse_record(line, path, lineno)
-        item = str(field(record, "item_id", path, lineno))
+        item = field(record, "item_id", path, lineno)
         records.append({"item": item, **{key: text(value) for key, value in record.items() if key != "item_id"}})
-    return pd.DataFrame(records).fillna("") if records else pd.DataFrame({"item": []})
+        lines.append(lineno)
+    if not records:
+        return pd.DataFrame({"item": pd.Series([], dtype=str)})
+    items = pd.DataFrame(records, dtype=object).fillna("")
+    return item_frame(items, path, counts, lambda i: f"line {lines[i]}")
 
 
 # ---- item text -------------------------------------------------------------------------------

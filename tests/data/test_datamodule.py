@@ -270,3 +270,12 @@ def test_every_filtered_count_is_logged_the_readers_included(tmp_path, caplog):
     assert "item_text_unknown_ids=1" in line and "item_text_duplicate_ids=1" in line
     assert "users_not_evaluated_lt3=0" in line and "rows_read" not in line
     assert dm.data.counts["item_text_unknown_ids"] == 1
+
+
+def test_ids_the_readers_rewrote_are_counted_in_the_log(tmp_path, caplog):
+    (tmp_path / "interactions.csv").write_text("user_id,item_id\nu, a\nu,a\nu,b\n")
+    with caplog.at_level(logging.INFO):
+        dm = SequenceDataModule(dataset="plain", root=str(tmp_path))
+        dm.prepare_data()
+    line = next(r.getMessage() for r in caplog.records if "filtered:" in r.getMessage())
+    assert "item_ids_stripped=1" in line and dm.data.num_items == 2

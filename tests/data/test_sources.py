@@ -11,6 +11,7 @@ import urllib.error
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -73,6 +74,47 @@ def test_plain_real(folder: str, size: tuple[int, int, int]) -> None:
     assert_size(raw, *size)
     assert len(raw.items) == size[1]
     assert list(raw.items.columns) == ["item", "title", "description", "brand", "categories"]
+
+
+def digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        array = np.asarray(part)
+        h.update(array.tobytes() if array.dtype != object else "\x00".join(map(str, part)).encode())
+    return h.hexdigest()[:16]
+
+
+# What the readers made of the real data before ids had one canonical form (commit 39f41e1): the
+# README's tables were measured on exactly these sequences (items, times), user ids, item id maps
+# and item text.
+BEFORE_CANONICAL_IDS = [
+    ("ml-1m", "ml-1m", {}, "892d1693c7991669 85a0b4bcea2b1f35 83142380ff08625c 9aabd36b86bdb1ae"),
+    ("ml-100k", "ml-100k", {}, "1d9a0f6727a36712 b99041e3636b7f44 117ce399493a57ce f8bc8593d4f46473"),
+    ("plain", "amazon-scientific", {}, "b284f91fac83097a 846e40e8b28b0ab4 66afba3643e0ad02 7c45f76548775075"),
+    ("plain", "amazon-office", {}, "823c2e7cbfa6aaa7 a13d21fbcf7cd241 b5a29b0615e429db 8b0adc3f54573351"),
+    ("plain", "amazon-beauty-text", {}, "6a8d367627228504 97b4db1338e8e21b 470ccfe987400847 71e5c4133ca946ef"),
+    ("plain", "amazon-toys-text", {}, "e86331494f8125d6 60ec3b98a8ffa71a ca34a639ad0714a6 6cc24c128184e868"),
+    ("plain", "yelp", {}, "afc9e8b1e8c80b6d 93a8cf0d011aef84 05c2e7deb2f5bcef 30a61f29a65cbb8c"),
+    ("plain", "amazon-cellphones", {}, "ae74ea231cc63084 c915260e3f34c7fc 1e22e8e7abedc033 91ba4fa2b7055962"),
+    ("plain", "microlens-50k", {}, "1693c8cc68f2053c ebed85676a9b7a31 f10a2a79635a6a8b f736c84fd4915dca"),
+    ("s3rec", "amazon-ids", {"category": "Beauty"}, "b519f4f4b2cf0c62 e8f63b9af6215c05 a818ad2be3e6eb59 None"),
+    ("s3rec", "amazon-ids", {"category": "Sports_and_Outdoors"}, "ef5123a9ebef4bc5 32c418eedff0cb3f 94fed5c1e216b1b4 None"),
+    ("s3rec", "amazon-ids", {"category": "Toys_and_Games"}, "1ff2e0abeed06650 fc643f97c067e8af abdef10fc45faa92 None"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, folder, options, expected", BEFORE_CANONICAL_IDS)
+def test_real_datasets_give_the_same_sequences_and_id_maps_as_before_canonical_ids(
+    name: str, folder: str, options: dict[str, str], expected: str
+) -> None:
+    raw = load(name, shared_data(folder), **options)
+    data = preprocess.build_sequences(raw)
+    text = None if data.item_text is None else digest(
+        *[data.item_text[c].astype(str).tolist() for c in data.item_text.columns], list(data.item_text.columns))
+    found = [digest(data.offsets, data.items, data.timestamps), digest(list(data.user_ids)), digest(list(data.item_ids)), text]
+    assert " ".join(map(str, found)) == expected
+    assert not {key for key in raw.counts if key.endswith(("_stripped", "_float_to_int"))}
 
 
 # ---- formats, synthetic ----------------------------------------------------------------------
@@ -499,3 +541,216 @@ def test_root_and_download_false_never_download(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(DataError, match="download=True"):
         get_source("ml-100k", cache_dir=str(tmp_path), download=False).load()
     assert requested == []
+
+
+# ---- one id, one item (issue 38) -------------------------------------------------------------
+
+
+def ids_of(raw: RawData) -> tuple[list[str], list[str]]:
+    return raw.interactions["user"].tolist(), raw.interactions["item"].tolist()
+
+
+@pytest.mark.parametrize(
+    "name, files, changed",
+    [
+        ("plain", {"interactions.csv": "user_id, item_id\nu1, a\nu1,a \n"}, {"item_ids_stripped": 2}),
+        ("ml-1m", {"ratings.dat": "u1:: a::5::1\nu1::a::4::2\n", "movies.dat": " a::A::G\n"},
+         {"item_ids_stripped": 1, "item_text_ids_stripped": 1}),
+        ("ml-100k", {"u.data": "u1\t a\t5\t1\nu1 \ta\t4\t2\n", "u.item": "a|A||||" + "|".join("0" * 19) + "\n"},
+         {"user_ids_stripped": 1, "item_ids_stripped": 1}),
+        ("amazon", {"reviews_B_5.json": '{"reviewerID": "u1", "asin": " a", "unixReviewTime": 1}\n'
+                                        '{"reviewerID": "u1 ", "asin": "a", "unixReviewTime": 2}\n'},
+         {"user_ids_stripped": 1, "item_ids_stripped": 1}),
+    ],
+)
+def test_spaces_around_an_id_do_not_make_another_item(tmp_path: Path, name: str, files: dict[str, str],
+                                                      changed: dict[str, int]) -> None:
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    raw = load(name, tmp_path, **({"category": "B"} if name == "amazon" else {}))
+    assert ids_of(raw) == (["u1", "u1"], ["a", "a"])
+    assert {key: count for key, count in raw.counts.items() if key.endswith("_stripped")} == changed
+
+
+def test_an_id_written_as_a_json_number_or_string_is_one_id(tmp_path: Path) -> None:
+    lines = [{"user_id": 1, "item_id": "a"}, {"user_id": "1", "item_id": 7.0}, {"user_id": 1.0, "item_id": 7},
+             {"user_id": "007", "item_id": 1.5}, {"user_id": 12345678901234567891, "item_id": "1.0"}]
+    write(tmp_path / "interactions.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    raw = load("plain", tmp_path)
+    assert ids_of(raw) == (["1", "1", "1", "007", "12345678901234567891"], ["a", "7", "7", "1.5", "1.0"])
+    assert raw.counts == {"user_ids_float_to_int": 1, "item_ids_float_to_int": 1}
+
+
+def test_parquet_float_ids_are_the_integers_they_hold(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"user_id": [1.0, 1.0, 2.0], "item_id": pd.Series([10, 11, 10], dtype="int32")})
+    frame.to_parquet(tmp_path / "interactions.parquet")
+    raw = load("plain", tmp_path)
+    assert ids_of(raw) == (["1", "1", "2"], ["10", "11", "10"]) and raw.counts == {"user_ids_float_to_int": 3}
+
+
+def test_item_text_ids_take_the_same_form_as_the_interactions(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,1\nu,2\n")
+    write(tmp_path / "items.jsonl", '{"item_id": 1.0, "title": "One"}\n{"item_id": " 2", "title": "Two"}\n')
+    raw = load("plain", tmp_path)  # unknown_item_text="error": an unmatched id would fail
+    assert raw.items[["item", "title"]].values.tolist() == [["1", "One"], ["2", "Two"]]
+    assert raw.counts["item_text_ids_float_to_int"] == 1 and raw.counts["item_text_ids_stripped"] == 1
+
+
+@pytest.mark.parametrize("name", ["plain", "ml-1m"])
+def test_na_like_text_is_an_id_and_only_an_empty_field_is_missing(tmp_path: Path, name: str) -> None:
+    ids = ["NA", "None", "null", "NaN", "n/a"]
+    if name == "plain":
+        write(tmp_path / "interactions.csv", "user_id,item_id\n" + "".join(f"{i},{i}\n" for i in ids))
+    else:
+        write(tmp_path / "ratings.dat", "".join(f"{i}::{i}::5::1\n" for i in ids))
+        write(tmp_path / "movies.dat", "".join(f"{i}::{i} (2000)::G\n" for i in ids))
+    raw = load(name, tmp_path)
+    assert ids_of(raw) == (ids, ids)
+    if name == "ml-1m":
+        assert raw.items["title"].tolist() == [f"{i} (2000)" for i in ids]
+    write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\n,b\n")
+    write(tmp_path / "ratings.dat", "u::a::5::1\n::b::5::1\n")
+    where = "interactions.csv: line 3" if name == "plain" else "ratings.dat: line 2"
+    assert f"{where}: no value for 'user'" in error(name, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value, kind", [('["a", "b"]', "a list"), ('{"id": 1}', "a dict"), ("true", "a boolean"), ("Infinity", "an infinite number")]
+)
+def test_an_id_that_is_not_text_or_a_number_names_the_line(tmp_path: Path, value: str, kind: str) -> None:
+    write(tmp_path / "interactions.jsonl", f'{{"user_id": "u", "item_id": "a"}}\n\n{{"user_id": "u", "item_id": {value}}}\n')
+    message = error("plain", tmp_path)
+    assert "interactions.jsonl: line 3: the item id" in message and f"is {kind}, not an id" in message
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_blank_id_names_the_line(tmp_path: Path, suffix: str) -> None:
+    if suffix == "jsonl":
+        write(tmp_path / "interactions.jsonl", '{"user_id": "u", "item_id": "a"}\n{"user_id": "u", "item_id": "  "}\n')
+    else:
+        write(tmp_path / "interactions.csv", "user_id,item_id\nu,a\nu,  \n")
+    where = "interactions.jsonl: line 2" if suffix == "jsonl" else "interactions.csv: line 3"
+    assert f"{where}: the item id '  ' is blank" in error("plain", tmp_path)
+
+
+# ---- readers that name the file (issue 38) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, files, where",
+    [
+        ("ml-1m", {"ratings.dat": b"1::10::5::1\n1::2\xe9::5::2\n", "movies.dat": b"10::A::G\n"}, "ratings.dat: line 2, byte 5 (0xe9)"),
+        ("ml-100k", {"u.data": b"1\t10\t5\t1\n\xff\t10\t5\t2\n", "u.item": U_ITEM.encode()}, "u.data: line 2, byte 1 (0xff)"),
+        ("ml-20m", {"ratings.csv": b"userId,movieId,rating,timestamp\n1,2,3,7\n1,\xe92,3,8\n", "movies.csv": ML_20M_MOVIES.encode()},
+         "ratings.csv: line 3, byte 3 (0xe9)"),
+        ("plain", {"interactions.csv": b"user_id,item_id\nu,a\nu,caf\xe9\n"}, "interactions.csv: line 3, byte 6 (0xe9)"),
+        ("plain", {"interactions.jsonl": b'{"user_id": "u", "item_id": "a"}\n{"user_id": "u", "item_id": "\xe9"}\n'},
+         "interactions.jsonl: line 2, byte 30 (0xe9)"),
+        ("s3rec", {"Beauty.txt": b"1 2 3\n2 3 \xe9\n"}, "Beauty.txt: line 2, byte 5 (0xe9)"),
+    ],
+)
+def test_a_byte_the_encoding_cannot_read_names_the_line(tmp_path: Path, name: str, files: dict[str, bytes], where: str) -> None:
+    for file, content in files.items():
+        (tmp_path / file).write_bytes(content)
+    message = error(name, tmp_path, **({"category": "Beauty"} if name == "s3rec" else {}))
+    assert f"{where} is not valid utf-8" in message
+    assert ("dataset_options.encoding" if name.startswith("ml") else "save the file as") in message
+
+
+@pytest.mark.parametrize("name, movies", [("ml-1m", "movies.dat"), ("ml-100k", "u.item")])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_movie_titles_are_read_in_the_encoding_they_were_saved_in(tmp_path: Path, name: str, movies: str, encoding: str) -> None:
+    # the releases are latin-1; an editor re-saves them as UTF-8, which latin-1 would read as "AmÃ©lie"
+    if name == "ml-1m":
+        write(tmp_path / "ratings.dat", "1::10::5::1\n")
+        write(tmp_path / movies, "10::Amélie (2001)::Comedy\n", encoding)
+    else:
+        write(tmp_path / "u.data", "1\t10\t5\t1\n")
+        write(tmp_path / movies, "10|Amélie (2001)||||" + "|".join("0" * 19) + "\n", encoding)
+    assert load(name, tmp_path).items["title"].tolist() == ["Amélie (2001)"]
+    assert load(name, tmp_path, encoding=encoding).items["title"].tolist() == ["Amélie (2001)"]
+    if encoding == "latin-1":
+        where = "movies.dat: line 1, byte 7" if name == "ml-1m" else "u.item: line 1, byte 6"
+        assert f"{where} (0xe9) is not valid utf-8" in error(name, tmp_path, encoding="utf-8")
+
+
+def test_an_unknown_encoding_option_is_refused() -> None:
+    with pytest.raises(DataError, match="encoding='latin-2x' is not a codec"):
+        get_source("ml-1m", encoding="latin-2x")
+
+
+def test_a_gzipped_csv_cut_short_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    rows = "user_id,item_id\n" + "".join(f"u{i % 7},i{i}\n" for i in range(2000))
+    write(tmp_path / "interactions.csv.gz", rows)
+    assert len(load("plain", tmp_path, interactions_file="interactions.csv.gz").interactions) == 2000
+    (tmp_path / "interactions.csv.gz").write_bytes((tmp_path / "interactions.csv.gz").read_bytes()[:-30])
+    message = error("plain", tmp_path, interactions_file="interactions.csv.gz")
+    assert "interactions.csv.gz: unreadable" in message and "cut short" in message
+
+
+def test_gzipped_json_lines_are_read_as_json_lines(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.jsonl.gz", '{"user_id": "u", "item_id": "a", "timestamp": 5}\n')
+    assert load("plain", tmp_path, interactions_file="interactions.jsonl.gz").interactions.values.tolist() == [["u", "a", 5]]
+
+
+# ---- timestamps and columns read once (issue 38) ---------------------------------------------
+
+
+@pytest.mark.parametrize("suffix, where", [("csv", "line 2"), ("jsonl", "line 1"), ("parquet", "row 1")])
+def test_a_boolean_timestamp_is_refused(tmp_path: Path, suffix: str, where: str) -> None:
+    frame = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [False, True]})
+    path = tmp_path / f"interactions.{suffix}"
+    {"csv": lambda: frame.to_csv(path, index=False), "parquet": lambda: frame.to_parquet(path),
+     "jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()  # fmt: skip
+    assert f"interactions.{suffix}: {where}: timestamp False is a boolean" in error("plain", tmp_path)
+
+
+def test_a_boolean_among_numeric_json_timestamps_is_refused(tmp_path: Path) -> None:
+    lines = '{"user_id": "u", "item_id": "a", "timestamp": 5}\n{"user_id": "u", "item_id": "b", "timestamp": true}\n'
+    write(tmp_path / "interactions.jsonl", lines)
+    assert "interactions.jsonl: line 2: timestamp True is a boolean" in error("plain", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, files, where",
+    [
+        ("plain", {"interactions.csv": "user_id,item_id,timestamp,timestamp\nu,a,1,9\nu,b,2,8\n"},
+         "interactions.csv: line 1, the header, names the column(s) ['timestamp'] more than once"),
+        ("plain", {"interactions.csv": "user_id,item_id, user_id\nu,a,v\n"},
+         "interactions.csv: line 1, the header, names the column(s) ['user_id'] more than once"),
+        ("plain", {"interactions.jsonl": '{"user_id": "u", "item_id": "a", "timestamp": 1}\n'
+                                         '{"user_id": "u", "item_id": "b", "timestamp": 2, "timestamp": 0}\n'},
+         "interactions.jsonl: line 2 names the field(s) ['timestamp'] more than once"),
+        ("ml-20m", {"ratings.csv": "userId,movieId,rating,timestamp,timestamp\n1,2,3,7,9\n", "movies.csv": ML_20M_MOVIES},
+         "ratings.csv: line 1, the header, names the column(s) ['timestamp'] more than once"),
+    ],
+)
+def test_a_column_named_twice_is_refused(tmp_path: Path, name: str, files: dict[str, str], where: str) -> None:
+    for file, content in files.items():
+        write(tmp_path / file, content)
+    assert where in error(name, tmp_path)
+
+
+def test_a_parquet_column_named_twice_is_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array(["u", "u"]), pa.array(["a", "b"]), pa.array([1, 2]), pa.array([9, 8])]
+    pq.write_table(pa.table(columns, names=["user_id", "item_id", "timestamp", "timestamp"]), tmp_path / "interactions.parquet")
+    assert "interactions.parquet names the column(s) ['timestamp'] more than once" in error("plain", tmp_path)
+
+
+def test_a_column_whose_name_only_looks_renamed_is_read(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item_id,timestamp.1\nu,a,1\n")
+    assert load("plain", tmp_path).interactions.values.tolist() == [["u", "a"]]
+
+
+@pytest.mark.parametrize(
+    "name, file, content",
+    [("s3rec", "Beauty.txt", "u1 a b\n"), ("plain", "interactions.jsonl", '{"user_id": "u1", "item_id": "a"}\n'),
+     ("plain", "interactions.csv", "user_id,item_id\nu1,a\n"), ("ml-1m", "ratings.dat", "u1::a::5::1\n")],
+)
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path: Path, name: str, file: str, content: str) -> None:
+    write(tmp_path / file, content, "utf-8-sig")
+    write(tmp_path / "movies.dat", "a::A::G\n", "utf-8-sig")
+    assert load(name, tmp_path, **({"category": "Beauty"} if name == "s3rec" else {})).interactions["user"][0] == "u1"
