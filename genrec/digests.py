@@ -38,6 +38,12 @@ def folder_digests(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def folder_identity(folder: Path) -> str:
+    """One line per file under ``folder``: its path and digest. For cache keys of a model folder:
+    a model saved again into it (even to the same sizes and times) gets a new key."""
+    return "".join(f"\n{name}:{digest}" for name, digest in folder_digests(folder).items())
+
+
 def first_mismatch(folder: Path, recorded: dict[str, str]) -> tuple[Path, str] | None:
     """The first file of ``recorded`` that is missing under ``folder`` or whose bytes changed, and how."""
     for name, digest in recorded.items():

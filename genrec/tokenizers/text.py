@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genrec.digests import folder_digests, load_array, save_array
+from genrec.digests import folder_identity, load_array, save_array
 from genrec.errors import DataError, cache_write_error, check_writable
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def encoder_identity(encoder: str) -> str:
     folder = Path(resolve_encoder(encoder))
     if not folder.is_dir():
         return encoder
-    return encoder + "".join(f"\n{name}:{digest}" for name, digest in folder_digests(folder).items())
+    return encoder + folder_identity(folder)
 
 
 def cache_key(encoder: str, texts: list[str]) -> str:
