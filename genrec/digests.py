@@ -25,9 +25,9 @@ TRAILER_SIZE = len(TRAILER) + 16
 def file_digest(path: Path) -> str:
     """XXH3-128 of the file's bytes, read in chunks into one reused buffer."""
     digest = xxhash.xxh3_128()
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as f:
+        buffer = bytearray(min(CHUNK, os.fstat(f.fileno()).st_size + 1))
+        view = memoryview(buffer)
         while n := f.readinto(buffer):
             digest.update(view[:n])
     return digest.hexdigest()

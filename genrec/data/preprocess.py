@@ -259,7 +259,7 @@ def _publish(tmp: Path, folder: Path) -> None:
 
 
 def _is_current(folder: Path) -> bool:
-    return _check(folder) is None
+    return check(folder) is None
 
 
 def _meta_digest(meta: dict) -> str:
@@ -267,7 +267,7 @@ def _meta_digest(meta: dict) -> str:
     return xxhash.xxh3_128(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | None:
+def check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | None:
     """What makes the cache in ``folder`` unusable, as (file, problem), or None when it is complete,
     of the current version, built from the inputs with ``fingerprint`` (when given) and every byte of
     it is as written."""
@@ -293,7 +293,7 @@ def load(folder: Path, fingerprint: str | None = None) -> SequenceData | None:
     rebuild is never silent."""
     if not folder.exists():
         return None
-    problem = _check(folder, fingerprint)
+    problem = check(folder, fingerprint)
     if problem is None:
         try:
             return _read(folder)
