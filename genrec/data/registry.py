@@ -59,9 +59,14 @@ class Source:
         """Reads every input file in full: a file rewritten with the same size and modification time
         (or restored from a backup) must not be served from the cache of its old bytes."""
         parts: dict[str, Any] = {"name": self.name, "options": self.options}
-        parts["files"] = [[p.name, file_digest(p)] for p in self.input_files() if p.is_file()]
+        parts["files"] = sorted(self.file_digests().items())
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+    def file_digests(self) -> dict[str, str]:
+        """The content digest of each input file that exists, by file name."""
+        return {p.name: file_digest(p) for p in self.input_files() if p.is_file()}
 
 
 def default_cache_dir() -> Path:
