@@ -26,6 +26,8 @@ def test_benchmark_prints_cold_and_cache_hit_rows(tmp_path):
                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600, check=True).stdout
     row = next(line for line in out.splitlines() if line.startswith("| 20,000 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 9 and all(float(c.replace(",", "")) > 0 for c in cells)
+    assert len(cells) == 11 and all(float(c.replace(",", "")) > 0 for c in cells[:9])
+    checks, inputs = (float(x.strip("()")) for x in cells[9].split())
+    assert 0 < inputs <= checks and float(cells[10].rstrip("%")) > 0
     assert (tmp_path / "cache-20000" / "processed" / "ml-20m").is_dir()  # the cache the second run hit
     assert out.rstrip().endswith("all within 8.0 GiB")

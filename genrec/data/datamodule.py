@@ -175,22 +175,30 @@ class Collator:
         return out
 
 
-def cache_folder(source: Source, min_user_interactions: int, min_item_interactions: int) -> Path:
-    """Where the preprocessed tables of ``source`` under these filtering settings are cached."""
-    key = f"{source.fingerprint()}-k{min_user_interactions}-{min_item_interactions}-v{preprocess.PREPROCESS_VERSION}"
+def cache_folder(source: Source, min_user_interactions: int, min_item_interactions: int,
+                 fingerprint: str | None = None) -> Path:
+    """Where the preprocessed tables of ``source`` under these filtering settings are cached;
+    ``fingerprint`` is ``source.fingerprint()`` when the caller has it already (it reads every input file)."""
+    fingerprint = fingerprint or source.fingerprint()
+    key = f"{fingerprint}-k{min_user_interactions}-{min_item_interactions}-v{preprocess.PREPROCESS_VERSION}"
     return source.cache_dir / "processed" / source.name / key
 
 
 def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
                    use_cache: bool = True) -> SequenceData:
     """Read, filter and index a source's interactions, through the Arrow cache when allowed."""
-    folder = cache_folder(source, min_user_interactions, min_item_interactions)
-    data = preprocess.load(folder) if use_cache else None
+    fingerprint = source.fingerprint()
+    folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
+    data = preprocess.load(folder, fingerprint) if use_cache else None
     if data is None:
         if use_cache:
             preprocess.check_writable(folder)
         data = preprocess.build_sequences(source.load(), min_user_interactions, min_item_interactions,
-                                          fingerprint=source.fingerprint())
+                                          fingerprint=fingerprint)
+        if source.fingerprint() != fingerprint:
+            files = ", ".join(str(p) for p in source.input_files())
+            raise DataError(f"{files} changed while being read, so the data read may mix two versions; "
+                            "run again once nothing writes to them")
         if use_cache:
             try:
                 preprocess.save(data, folder)

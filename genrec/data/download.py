@@ -1,8 +1,13 @@
-"""Fetch official dataset files into the cache: checksummed, written atomically, zips unpacked."""
+"""Fetch official dataset files into the cache: checksummed, written atomically, zips unpacked.
+
+Each file kept is recorded with its content digest in ``MANIFEST``, so that a copy changed on disk
+since its checked download (bytes rotting, a stray write) is noticed before it is read.
+"""
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import tempfile
 import zipfile
@@ -12,8 +17,10 @@ from typing import BinaryIO
 from urllib.request import urlopen
 
 from genrec.data.raw import DataError
+from genrec.digests import file_digest
 
 TIMEOUT_S = 60.0
+MANIFEST = ".downloaded.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,26 @@ def fetch(downloads: list[Download], folder: Path, timeout: float = TIMEOUT_S) -
         if item.extract:
             extract(target, folder, item.extract)
             target.unlink()
+        record(folder, item.extract or (item.filename,))
+
+
+def record(folder: Path, names: tuple[str, ...]) -> None:
+    """Add the digests of the downloaded files ``names`` to the folder's manifest."""
+    kept = {**recorded(folder), **{name: file_digest(folder / name) for name in names}}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST}.", suffix=".part")
+    with os.fdopen(fd, "w") as f:
+        json.dump(kept, f, indent=1)
+    os.replace(tmp, folder / MANIFEST)
+
+
+def recorded(folder: Path) -> dict[str, str]:
+    """The digests recorded for the folder's downloaded files; none when the manifest is absent or
+    damaged (the files are then used unchecked, as files a user put there)."""
+    try:
+        kept = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return kept if isinstance(kept, dict) else {}
 
 
 def extract(archive: Path, folder: Path, names: tuple[str, ...]) -> None:

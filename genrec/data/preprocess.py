@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import xxhash
 
-from genrec import errors
+from genrec import digests, errors
 from genrec.data.raw import DataError, RawData
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 # Counts that measure the data; every other count records something dropped or left out.
 SIZE_COUNTS = ("rows_read", "users_read", "items_read", "users", "items", "interactions")
 # Bump when the processed layout or its semantics change, so stale caches are not reused.
-PREPROCESS_VERSION = 3  # 2: sub-second times order the sequences; 3: canonical ids (docs/datasets.md)
+PREPROCESS_VERSION = 3  # 2: sub-second times order the sequences; 3: canonical ids (docs/datasets.md), digests of the cache's files
 
 
 @dataclass
@@ -223,7 +224,9 @@ def save(data: SequenceData, folder: Path) -> None:
             "has_timestamps": data.has_timestamps,
             "counts": data.counts,
             "fingerprint": data.fingerprint,
+            "files": digests.folder_digests(tmp),
         }
+        meta["digest"] = _meta_digest(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _publish(tmp, folder)
     finally:
@@ -256,22 +259,54 @@ def _publish(tmp: Path, folder: Path) -> None:
 
 
 def _is_current(folder: Path) -> bool:
+    return check(folder) is None
+
+
+def _meta_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "digest"}
+    return xxhash.xxh3_128(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | None:
+    """What makes the cache in ``folder`` unusable, as (file, problem), or None when it is complete,
+    of the current version, built from the inputs with ``fingerprint`` (when given) and every byte of
+    it is as written."""
+    meta_file = folder / "meta.json"
     try:
-        return json.loads((folder / "meta.json").read_text()).get("version") == PREPROCESS_VERSION
-    except (OSError, ValueError):
-        return False
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        return meta_file, "is missing"
+    except (OSError, ValueError) as err:
+        return meta_file, f"cannot be read ({type(err).__name__}: {err}; cut short?)"
+    if not isinstance(meta, dict) or meta.get("version") != PREPROCESS_VERSION:
+        return meta_file, f"is not of version {PREPROCESS_VERSION}"
+    if meta.get("digest") != _meta_digest(meta) or not isinstance(meta.get("files"), dict):
+        return meta_file, "does not match its own digest (changed or damaged since it was written)"
+    if fingerprint is not None and meta["fingerprint"] != fingerprint:
+        return meta_file, f"was built from other input files (fingerprint {meta['fingerprint']}, not {fingerprint})"
+    return digests.first_mismatch(folder, meta["files"])
 
 
-def load(folder: Path) -> SequenceData | None:
-    """The cached data, or None when there is no complete cache of the current version."""
+def load(folder: Path, fingerprint: str | None = None) -> SequenceData | None:
+    """The cached data, or None when there is no usable cache: none at all, or one that fails
+    ``_check`` or cannot be read, which is logged as a warning naming the file so the caller's
+    rebuild is never silent."""
+    if not folder.exists():
+        return None
+    problem = check(folder, fingerprint)
+    if problem is None:
+        try:
+            return _read(folder)
+        except Exception as err:  # pyarrow and datasets raise many unrelated types for a damaged file
+            problem = folder, f"cannot be read ({type(err).__name__}: {err})"
+    log.warning("preprocessing cache file %s %s; rebuilding it from the raw files", *problem)
+    return None
+
+
+def _read(folder: Path) -> SequenceData:
     import datasets
 
-    meta_file = folder / "meta.json"
-    if not meta_file.exists():
-        return None
-    meta = json.loads(meta_file.read_text())
-    if meta.get("version") != PREPROCESS_VERSION:
-        return None
+    meta = json.loads((folder / "meta.json").read_text())
     seqs = datasets.load_from_disk(str(folder / "sequences")).data.table
     items = seqs.column("items").combine_chunks()
     stamps = seqs.column("timestamps").combine_chunks()

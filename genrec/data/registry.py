@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genrec.data.raw import DataError, RawData
+from genrec.digests import file_digest
 
 SOURCES: dict[str, type["Source"]] = {}
 
@@ -36,7 +37,7 @@ class Source:
     ``root`` is a folder that already holds the official files; when it is None the files are
     looked up in (and downloaded to) ``cache_dir/<name>``. ``options`` are reader-specific
     keyword arguments (e.g. the Amazon category). ``load`` returns the raw tables; ``fingerprint``
-    identifies the exact input (file names, sizes, modification times, options) for caching.
+    identifies the exact input (the name, the options, each file's name and content digest) for caching.
     """
 
     name: str = ""
@@ -55,12 +56,17 @@ class Source:
         raise NotImplementedError
 
     def fingerprint(self) -> str:
+        """Reads every input file in full: a file rewritten with the same size and modification time
+        (or restored from a backup) must not be served from the cache of its old bytes."""
         parts: dict[str, Any] = {"name": self.name, "options": self.options}
-        parts["files"] = [
-            [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.input_files() if p.exists()
-        ]
+        parts["files"] = sorted(self.file_digests().items())
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+    def file_digests(self) -> dict[str, str]:
+        """The content digest of each input file that exists, by file name."""
+        return {p.name: file_digest(p) for p in self.input_files() if p.is_file()}
 
 
 def default_cache_dir() -> Path:

@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import math
 import re
 import warnings
@@ -23,9 +24,11 @@ from typing import IO, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from genrec.data.download import Download, fetch
+from genrec.data.download import Download, fetch, recorded
 from genrec.data.raw import DataError, RawData
 from genrec.data.registry import Source, register_source
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_ITEM_TEXT_POLICIES = ("error", "ignore")
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -106,6 +109,25 @@ class FileSource(Source):
 
     def input_files(self) -> list[Path]:
         return [self.folder / name for name in self.required_files() + self.optional_files()]
+
+    def file_digests(self) -> dict[str, str]:
+        """Downloads missing files first (the cache key must be that of the files read), and again
+        any downloaded file whose bytes changed since its checked download."""
+        self.resolve()
+        digests = super().file_digests()
+        kept = recorded(self.folder) if self.root is None else {}
+        changed = [self.folder / name for name, digest in kept.items() if name in digests and digests[name] != digest]
+        if not changed:
+            return digests
+        names = ", ".join(map(str, changed))
+        if not (self.download and self.downloads()):
+            raise DataError(f"{names} changed since it was downloaded and checked (a damaged disk or a stray write); "
+                            "delete it to download it again")
+        log.warning("%s changed since it was downloaded and checked; downloading it again", names)
+        for path in changed:
+            path.unlink()
+        self.resolve()
+        return super().file_digests()
 
     def resolve(self) -> Path:
         """The folder holding every required file, downloading into the cache when needed and allowed."""

