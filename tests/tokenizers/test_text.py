@@ -59,3 +59,12 @@ def test_the_text_baseline_refuses_a_catalogue_without_text(tmp_path):
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode != 0 and not (tmp_path / "tb").exists()
     assert "every one of the 6 items of dataset 'plain' has empty ['title']" in proc.stderr
+
+
+def test_a_folder_encoders_cache_key_changes_when_its_files_change(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"1")
+    key = text.cache_key(str(tmp_path), ["text"])
+    assert text.cache_key(str(tmp_path), ["text"]) == key
+    (tmp_path / "model.safetensors").write_bytes(b"22")
+    assert text.cache_key(str(tmp_path), ["text"]) != key
+    assert text.cache_key("all-MiniLM-L6-v2", ["text"]) == text.cache_key("all-MiniLM-L6-v2", ["text"])
