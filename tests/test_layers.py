@@ -18,8 +18,9 @@ A module may import its own package, and any package of a lower layer; never one
 or above. Every module of ``genrec/`` must sit in a layer, so a new package has to be placed here
 before its first test passes. The scan is of every file's syntax tree: imports inside functions
 count, and so do imports under ``if TYPE_CHECKING:``: a type hint that names a class still ties its
-module to that class's module, and a circle of such ties is a circle all the same. Also here: no
-constructor wider than ``MAX_INIT_ARGS`` arguments."""
+module to that class's module, and a circle of such ties is a circle all the same. The
+architecture page lists every module and names every layer entry. Also here: no constructor wider
+than ``MAX_INIT_ARGS`` arguments."""
 from __future__ import annotations
 
 import ast
@@ -214,6 +215,15 @@ def test_no_import_runs_up_or_across_a_layer(layer):
 
 def test_no_import_cycle_in_genrec():
     assert cycles(import_graph(module_names())) == []
+
+
+def test_the_architecture_page_names_every_module_and_layer():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "genrec").rglob("*.py"))
+               if path.name != "__init__.py" and str(path.relative_to(ROOT)) not in page]
+    assert missing == [], f"docs/architecture.md does not list {missing}"
+    unnamed = [entry for _, entries in LAYERS for entry in entries if f"`{entry}`" not in page]
+    assert unnamed == [], f"docs/architecture.md's layer table does not name {unnamed}"
 
 
 def test_every_module_imports():
