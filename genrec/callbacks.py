@@ -73,7 +73,8 @@ class NonFiniteLossGuard(L.Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if params and scaler is None:
             # A NaN or inf entry makes its tensor's sum non-finite (finite gradients would have to
-            # add up beyond 3e38 to be mistaken); sums are ~10x cheaper than isfinite().all() on CPU.
+            # add up beyond 3e38 to be mistaken); far cheaper than isfinite().all() per tensor on CPU
+            # (benchmarks/cpu_choices.py).
             sums = torch.stack([p.grad.detach().sum(dtype=torch.float32) for p in params])
             if not torch.isfinite(sums).all():
                 local.append(f"non-finite gradient after {self._where}")

@@ -319,8 +319,9 @@ def _target_copies(items: Tensor, targets: Tensor) -> Tensor | None:
 def _target_scores(q: Tensor, items: Tensor, targets: Tensor) -> Tensor:
     """(B,) scores of the targets, computed by a matmul as the chunk scores are.
 
-    An elementwise dot product sums in another order and differed in the last bit for ~8% of random
-    float targets, which would break ties between the target and items with identical vectors.
+    An elementwise dot product sums in another order and can differ in the last bit
+    (``benchmarks/cpu_choices.py``), which would break ties between the target and items with
+    identical vectors.
     """
     parts = []
     for i in range(0, q.shape[0], _TARGET_BLOCK):
@@ -376,8 +377,8 @@ def _padded(width: int) -> int:
 def _count_greater(s: Tensor, threshold: Tensor, flags: Tensor) -> Tensor:
     """(B,) number of entries of each row of s (B, C) above its threshold (B,); flags is a (B, >= C) bool buffer.
 
-    On CPU, summing a bool tensor is ~4x slower than the comparison that made it, and this runs on
-    every (user, item) pair. Viewing the flags as int64 adds 8 of them per add; with at most 128 words
+    On CPU, summing a bool tensor costs a multiple of the comparison that made it
+    (``benchmarks/cpu_choices.py``), and this runs on every (user, item) pair. Viewing the flags as int64 adds 8 of them per add; with at most 128 words
     per group no byte lane overflows, so each group sum can be read back as bytes.
     """
     rows, width = s.shape

@@ -5,8 +5,7 @@ import sys
 import pytest
 
 import evaluate
-from genrec import commands
-from genrec.tokenizers import finetune
+from genrec import commands, finetune_encoder
 from tests.conftest import REPO
 
 OPTIONS = {
@@ -70,7 +69,7 @@ def test_data_overrides_are_parsed_as_yaml_wherever_they_stand():
 
 
 def test_finetune_parser_is_built_the_same_way(capsys):
-    parser = commands.command_parser("python -m genrec.tokenizers.finetune", finetune)
+    parser = commands.command_parser("python -m genrec.finetune_encoder", finetune_encoder)
     with pytest.raises(SystemExit):
         commands.parse(parser, ["--help"])
     out = capsys.readouterr().out
@@ -78,7 +77,7 @@ def test_finetune_parser_is_built_the_same_way(capsys):
                    "--max-seq-length", "--seed"):
         assert option in out
     args = commands.parse(parser, ["--root", "a", "--root", "b", "--out", "enc", "--steps", "3"])
-    assert (args.root, args.steps, args.run) == (["a", "b"], 3, finetune.run)
+    assert (args.root, args.steps, args.run) == (["a", "b"], 3, finetune_encoder.run)
     with pytest.raises(SystemExit):
         commands.parse(parser, ["--root", "a", "--out", "enc", "--data.root", "x"])
     assert "unrecognized arguments: --data.root x" in capsys.readouterr().err

@@ -94,7 +94,7 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", default=None, help="item text template (default: '{title}. {brand}. {categories}')")
     parser.add_argument("--encoder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2; "
-                        "e.g. a folder written by python -m genrec.tokenizers.finetune)")
+                        "e.g. a folder written by python -m genrec.finetune_encoder)")
     parser.add_argument("--hubness", type=float, default=0.0, metavar="C",
                         help="score cos(u, e_i) - C * h_i, h_i an item's mean cosine to its nearest catalogue neighbours (default 0: off)")
     parser.add_argument("--hubness-k", type=int, default=50, help="neighbours in h_i of --hubness (default 50)")

@@ -7,10 +7,10 @@ collisions resolved, and a trie of the tokens built, so the same checkpoint can 
 it never saw (zero-shot). In ``setup`` the data module's catalogue is taken.
 
 Training: for every position with a next item, cross-entropy of each of that item's T tokens over
-the tokens the catalogue allows there: the codes used at the first position (about 1,500 of the
-15,360 on Amazon Scientific), then the children of the target's prefix in the catalogue trie. With
-several domains (a ``MultiDomainDataModule``, whose every training batch is one domain's) that is
-the trie of the batch's domain, the catalogue its users are evaluated in.
+the tokens the catalogue allows there: the codes used at the first position (a small share of the
+FSQ codes; docs/results/generative.md counts them), then the children of the target's prefix in
+the catalogue trie. With several domains (a ``MultiDomainDataModule``, whose every training batch
+is one domain's) that is the trie of the batch's domain, the catalogue its users are evaluated in.
 Decoding normalises over the same sets, so the model is a distribution over catalogue items only,
 training and decoding agree, and a new catalogue brings its own trie. Evaluation: constrained beam
 search returns the top-K items (history excluded when the batch says so, the target never

@@ -62,14 +62,15 @@ class WeightUpdate:
             ``"rank"``, each user's score percentile in [0, 1]. Raw probabilities from a calibrator
             trained on ~1% positives are tiny for most users and near 1 for a few: the mean is set
             by those few, so fakes that outrank almost every real user can still sit below it, and
-            the few false positives take the whole loss (measured on ML-1M bandwagon: AUC .88,
-            fakes' mean weight 1.014, real users' .9999, a handful of real users at 0).
+            the few false positives take the whole loss (docs/history/robust-earlier.md, the
+            defence on bandwagon).
             Percentiles move every user by where it ranks, so any AUC above .5 lowers fakes' weights.
         flag_fraction: with ``scores="rank"``, the top fraction of users that count as flagged:
             the update subtracts ``clip((p - (1 - f)) / f, 0, 1)`` of percentile ``p`` (``f = 1``:
             the percentile itself). Every user above the median losing weight at every update
-            pushes many real users towards 0 too (ML-1M segment, HSTU: clean HR@10 -10%); a small
-            ``f`` (about twice the expected share of fakes) concentrates the loss on the top.
+            pushes many real users towards 0 too, at a cost in clean quality
+            (docs/history/robust-earlier.md); a small ``f`` (about twice the expected share of
+            fakes) concentrates the loss on the top.
     """
 
     start_epoch: int = 2

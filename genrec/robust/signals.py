@@ -2,10 +2,9 @@
 
 A calibrator trained on one simulated attack learns which *side* of the real users its fakes lie
 on, and attacks lie on different sides. A recommender that has fitted them predicts random,
-bandwagon and segment fakes *worse* than real users (ML-1M, HSTU: mean next-item cosine
-.17/.08/.22 against .34) and model-based fakes *better* (.63: their fillers were chosen for being
-predictable), so "low fit = fake" learned from random fakes ranks model-based fakes below real
-users. A signal is untrained instead: it scores every user from what the callback reads at an update
+bandwagon and segment fakes *worse* than real users and model-based fakes *better* (their fillers
+were chosen for being predictable; docs/results/robust.md measures it), so "low fit = fake" learned
+from random fakes ranks model-based fakes below real users. A signal is untrained instead: it scores every user from what the callback reads at an update
 (``UserView``), larger meaning more suspect, and the update ranks each user by the largest of its
 percentiles under the calibrator and every signal (``genrec.robust.detector.max_percentiles``).
 

@@ -125,3 +125,12 @@ def test_a_model_folder_rewritten_with_the_same_sizes_and_times_gets_a_new_cache
     weights.write_bytes(b"\x02" * 64)  # fine-tuned again: same size
     os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert text.cache_key(str(folder), ["a title"]) != key
+
+
+def test_a_folder_encoders_cache_key_changes_when_its_files_change(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"1")
+    key = text.cache_key(str(tmp_path), ["text"])
+    assert text.cache_key(str(tmp_path), ["text"]) == key
+    (tmp_path / "model.safetensors").write_bytes(b"22")
+    assert text.cache_key(str(tmp_path), ["text"]) != key
+    assert text.cache_key("all-MiniLM-L6-v2", ["text"]) == text.cache_key("all-MiniLM-L6-v2", ["text"])

@@ -7,7 +7,7 @@ the cross-entropy of the true pair in both directions (in-batch negatives, as se
 ``text_encoder`` of a tokenizer config (or ``evaluate.py baseline --encoder``). What it learns is a
 function of text, so it applies to catalogues it was not fine-tuned on (zero-shot).
 
-    python -m genrec.tokenizers.finetune --root ../shared/data/amazon-scientific \\
+    python -m genrec.finetune_encoder --root ../shared/data/amazon-scientific \\
         --out runs/encoder-scientific --steps 100
 """
 from __future__ import annotations
@@ -131,4 +131,4 @@ if __name__ == "__main__":
 
     from genrec import commands
 
-    commands.main(commands.command_parser("python -m genrec.tokenizers.finetune", sys.modules[__name__]))
+    commands.main(commands.command_parser("python -m genrec.finetune_encoder", sys.modules[__name__]))

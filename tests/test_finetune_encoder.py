@@ -1,11 +1,15 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from genrec.data import SequenceDataModule
-from genrec.tokenizers.finetune import consecutive_pairs, finetune_encoder
-from genrec.tokenizers.text import cache_key, embed_texts
+from genrec.finetune_encoder import consecutive_pairs, finetune_encoder
+from genrec.tokenizers.text import embed_texts
+from tests.conftest import REPO
 
 TITLES = {"a": "red apple", "b": "steel hammer", "c": "blue ocean", "d": "paper notebook",
           "e": "green pear", "f": "copper wire", "g": "violin bow", "h": "garden hose"}
@@ -50,10 +54,9 @@ def test_finetuning_pulls_consecutive_items_together_and_saves_a_loadable_encode
         finetune_encoder([str(root)], str(tmp_path / "x"), template="{title}", steps=1, batch_size=64)
 
 
-def test_a_folder_encoders_cache_key_changes_when_its_files_change(tmp_path):
-    (tmp_path / "model.safetensors").write_bytes(b"1")
-    key = cache_key(str(tmp_path), ["text"])
-    assert cache_key(str(tmp_path), ["text"]) == key
-    (tmp_path / "model.safetensors").write_bytes(b"22")
-    assert cache_key(str(tmp_path), ["text"]) != key
-    assert cache_key("all-MiniLM-L6-v2", ["text"]) == cache_key("all-MiniLM-L6-v2", ["text"])
+
+def test_python_m_genrec_finetune_encoder_runs():
+    proc = subprocess.run([sys.executable, "-m", "genrec.finetune_encoder", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert "python -m genrec.finetune_encoder" in proc.stdout and "--root" in proc.stdout
