@@ -318,6 +318,8 @@ def test_targets_per_fake_as_a_range_draws_a_subset_size_per_fake():
     assert set(sizes) == {2, 3, 4}  # every size in the range occurs, nothing outside it
     for seq, d in zip(fakes.sequences, fakes.donors):  # each carried target once, nothing else added
         assert len(seq) == end[d] - data.offsets[d] + len(set(seq[np.isin(seq, fakes.targets)].tolist()))
+    restored = FakeProfiles.from_state(fakes.state())  # as a checkpoint holds them
+    assert restored.config == fakes.config and restored.config.label() == fakes.config.label()
     with pytest.raises(DataError, match="targets_per_fake"):
         generate(data, end, {"kind": "copy", "targets_per_fake": [2, 6]}, window=10)
     for bad in ([3, 2], [0, 2], [1, 2, 3], 0, True):
@@ -341,3 +343,21 @@ def test_model_based_profiles_spread_their_targets_with_splice_anywhere():
         assert seq[~np.isin(seq, dm.targets)].tolist() == base[:-5].tolist()  # the same fillers, in order
         moved += not np.isin(seq[-5:], dm.targets).all()
     assert moved == len(dm.fakes)
+
+
+@pytest.mark.parametrize("options, digest", [
+    ({"kind": "random"}, "7c419c498fa6dd3b"),
+    ({"kind": "bandwagon", "target_repeats": 2}, "7297f8c15da65bd3"),
+    ({"kind": "copy", "targets_in_last": 10}, "8e333d3c017b4b26"),
+    ({"kind": "copy", "targets_per_fake": 2}, "b3f55fa72408b8b4"),
+    ({"kind": "augmented"}, "3459bff610725eaa"),
+])
+def test_the_default_splice_draws_the_fakes_it_drew_before_splice_existed(options, digest):
+    """Digests of the fakes the generator drew before ``splice`` and subset ranges were added: the
+    attacks in saved configs and in the README's commands stay the same attacks."""
+    import hashlib
+
+    dm = make(cls=SequenceDataModule, dataset_options={"num_users": 300, "num_items": 200, "seed": 5})
+    f = generate(dm.data, dm.train_end, {**options, "seed": 7, "budget": 0.05}, window=20)
+    drawn = np.concatenate([*f.sequences, *f.timestamps]).astype(np.int64).tobytes()
+    assert hashlib.sha256(drawn).hexdigest()[:16] == digest
