@@ -27,7 +27,7 @@ ATTACKS = {
     "copy, targets in the last 10": {"kind": "copy", "targets_in_last": 10},
     "copy, 2 of 5 targets per fake": {"kind": "copy", "targets_in_last": 10, "targets_per_fake": 2},
     "copy, targets in the last 50": {"kind": "copy", "targets_in_last": 50},
-    "copy, targets anywhere": {"kind": "copy", "targets_in_last": 10**9},
+    "copy, targets anywhere": {"kind": "copy", "splice": "anywhere"},
     "augmented, targets in the last 10": {"kind": "augmented", "targets_in_last": 10},
     "random": {"kind": "random"},
     "bandwagon": {"kind": "bandwagon"},

@@ -9,9 +9,8 @@ lengths follow the real distribution. All randomness comes from ``AttackConfig.s
 
 - ``random``: uniformly random items plus the targets.
 - ``bandwagon``: items from the most popular ``popular_fraction`` of the catalogue plus the targets
-  (default the popular half: on ML-1M with HSTU, fillers from the top 10% lifted the targets'
-  T-HR@50 only 2.0x, from the top half 10.7x; a narrow popular pool puts the targets where real
-  users' own next items crowd them out).
+  (default the popular half: a narrow popular pool puts the targets where real users' own next
+  items crowd them out; docs/history/robust-earlier.md).
 - ``segment``: items sharing all of a target's values of ``segment_field`` (e.g. all its genres;
   one shared genre such as Drama covers most of ML-1M and would make this attack random), or with
   ``segment_neighbours: k`` each target's ``k`` nearest items by text embedding (MiniLM).
@@ -24,105 +23,29 @@ lengths follow the real distribution. All randomness comes from ``AttackConfig.s
 - ``augmented`` (after AUSH): a real user's history extended with ``filler_fraction`` × its length
   of fillers from the popular ``popular_fraction`` of the catalogue at random positions (never
   the user's own items), then the targets spliced in as for ``copy``.
-Imitations carry all targets, or with ``targets_per_fake: k`` a random k of them each.
+Imitations carry all targets, or with ``targets_per_fake`` a random subset of them each (``k``, or
+a size drawn per fake from ``[lo, hi]``).
 
-Random, bandwagon and segment profiles place the targets at random positions among their last
-``targets_in_last`` items (default: the model's input length), so the targets stay inside the
-window a model trains on; model-based profiles end with the targets unless ``targets_in_last`` is
-set. On ML-1M with SASRec (seed 1, one run each), targets among the last 10 items lifted T-HR@50
-more than among the last 50 (random 4.1x vs 2.7x, bandwagon 5.3x vs 1.5x), but not monotonically
-(random 5.7x at 20, 2.8x at 5; docs/history/robust-earlier.md). ``target_repeats`` puts every target that many times into a profile
-(model-based profiles end with them all): on ML-1M with SASRec one occurrence per profile lifted
-the targets' T-HR@50 only 2.7x (random attack, 1% fakes), too weak to test a defence.
+Where the targets go (``splice``): ``recent`` (default) places them at random positions among a
+profile's last ``targets_in_last`` items (default: the model's input length), so they stay inside
+the window a model trains on; model-based profiles then end with the targets unless
+``targets_in_last`` is set. ``anywhere`` spreads them over the whole profile, and ``mixed`` draws
+one of the two per fake. ``target_repeats`` puts every target that many times into a profile
+(model-based profiles end with them all): one occurrence per profile is too weak to test a defence
+on (docs/history/robust-earlier.md).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from genrec.data.preprocess import SequenceData
 from genrec.errors import DataError
+from genrec.robust.attack_config import IMITATIONS, KIND_OPTIONS, KINDS, AttackConfig, Kind  # noqa: F401  (re-exported)
 
-Kind = Literal["random", "bandwagon", "segment", "model", "copy", "augmented"]
-KINDS = ("random", "bandwagon", "segment", "model", "copy", "augmented")
-IMITATIONS = ("copy", "augmented")  # fakes built from real users' histories
-
-
-# Options only some kinds read; every other option applies to all kinds.
-KIND_OPTIONS = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field", "segment_neighbours"},
-                "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"},
-                "copy": {"targets_per_fake"}, "augmented": {"targets_per_fake", "filler_fraction", "popular_fraction"}}
-
-
-@dataclass
-class AttackConfig:
-    """One attack; the whole object is saved with the run, so a run can be repeated exactly."""
-
-    kind: Kind = "random"
-    budget: float = 0.01
-    num_targets: int = 5
-    targets: list[int] | None = None
-    avoid_targets: list[int] = field(default_factory=list)
-    seed: int = 0
-    targets_in_last: int | None = None
-    target_repeats: int = 1
-    popular_fraction: float = 0.5
-    segment_field: str = "genres"
-    segment_neighbours: int = 0
-    surrogate_epochs: int = 10
-    surrogate_dim: int = 32
-    candidates: int = 32
-    model_steps: int = 50
-    targets_per_fake: int | None = None
-    filler_fraction: float = 0.3
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise DataError(f"attack.kind must be one of {KINDS}, got {self.kind!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
-            raise DataError(f"attack.seed must be an integer in [0, 2**63), got {self.seed!r}")
-        if not 0 < self.budget <= 1:
-            raise DataError(f"attack.budget is the fraction of real users to add as fakes, in (0, 1]; got {self.budget}")
-        if self.num_targets < 1 and not self.targets:
-            raise DataError(f"attack.num_targets must be at least 1, got {self.num_targets}")
-        if not 0 < self.popular_fraction <= 1:
-            raise DataError(f"attack.popular_fraction must be in (0, 1], got {self.popular_fraction}")
-        if self.segment_neighbours < 0:
-            raise DataError(f"attack.segment_neighbours must be >= 0 (0: segment by segment_field), got {self.segment_neighbours}")
-        for key in ("surrogate_epochs", "surrogate_dim", "candidates", "model_steps", "target_repeats"):
-            if getattr(self, key) < 1:
-                raise DataError(f"attack.{key} must be at least 1, got {getattr(self, key)}")
-        if self.targets_per_fake is not None and self.targets_per_fake < 1:
-            raise DataError(f"attack.targets_per_fake must be at least 1 (null: all targets), got {self.targets_per_fake}")
-        if self.filler_fraction < 0:
-            raise DataError(f"attack.filler_fraction must be >= 0, got {self.filler_fraction}")
-        if self.targets_in_last is not None and self.targets_in_last < 1:
-            raise DataError(f"attack.targets_in_last must be at least 1 (null: the model's input length), got {self.targets_in_last}")
-
-    @classmethod
-    def from_dict(cls, options: dict[str, Any] | "AttackConfig") -> "AttackConfig":
-        if isinstance(options, AttackConfig):
-            return options
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise DataError(f"unknown attack option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def label(self) -> str:
-        """The kind, plus every option this kind reads that differs from the default, other than the
-        seed and the targets (runs with the same label and seed are one attack), e.g.
-        ``bandwagon (target_repeats 4, popular_fraction 0.1)``."""
-        default = AttackConfig(kind=self.kind).to_dict()
-        ignored = {"kind", "seed", "targets", "avoid_targets", *set().union(*KIND_OPTIONS.values())}
-        ignored -= KIND_OPTIONS.get(self.kind, set())
-        changed = [f"{k} {v}" for k, v in self.to_dict().items() if k not in ignored and default[k] != v]
-        return self.kind + (f" ({', '.join(changed)})" if changed else "")
+ANYWHERE = np.iinfo(np.int64).max  # a tail longer than any profile: splice over the whole of it
 
 
 @dataclass
@@ -199,22 +122,31 @@ def generate(data: SequenceData, train_end: np.ndarray, config: AttackConfig | d
     planted = np.tile(targets, config.target_repeats)  # every target, target_repeats times
     lengths = np.maximum(train_end[donors] - data.offsets[donors], len(planted) + 1)
     stamps = [_donor_stamps(data, train_end, d, n) for d, n in zip(donors, lengths)]
-    tail = config.targets_in_last or window
-    if config.targets_per_fake is not None and config.targets_per_fake > len(targets):
+    tails = _tails(config, num_fakes, window, rng)
+    sizes = config.subset_sizes()
+    if sizes is not None and sizes[1] > len(targets):
         raise DataError(f"attack.targets_per_fake ({config.targets_per_fake}) exceeds the {len(targets)} targets")
     if config.kind in IMITATIONS:
-        sequences, stamps = _imitations(data, train_end, counts, targets, donors, config, tail, rng)
+        sequences, stamps = _imitations(data, train_end, counts, targets, donors, config, tails, rng)
         return FakeProfiles(sequences, stamps, targets, config, donors=donors)
     if config.kind == "model":
         from genrec.robust.surrogate import model_based_profiles
 
         sequences = model_based_profiles(data, train_end, counts, targets, lengths, config, rng, planted)
-        if config.targets_in_last:  # the targets among the last items instead of after them all
-            sequences = [_with_targets(s[: -len(planted)], planted, tail, rng) for s in sequences]
+        if config.targets_in_last or config.splice != "recent":  # the targets among the fillers instead of after them
+            sequences = [_with_targets(s[: -len(planted)], planted, t, rng) for s, t in zip(sequences, tails)]
     else:
         pool = _filler_pool(data, counts, targets, config)
-        sequences = [_with_targets(_draw(pool, n - len(planted), rng), planted, tail, rng) for n in lengths]
+        sequences = [_with_targets(_draw(pool, n - len(planted), rng), planted, t, rng) for n, t in zip(lengths, tails)]
     return FakeProfiles(sequences, [s[: len(q)] for s, q in zip(stamps, sequences)], targets, config)
+
+
+def _tails(config: AttackConfig, num_fakes: int, window: int, rng: np.random.Generator) -> np.ndarray:
+    """Per fake, how many of its last positions may hold the targets (``ANYWHERE``: all of them)."""
+    recent = config.targets_in_last or window
+    if config.splice == "mixed":  # drawn only here, so the other splices' random streams stay as they were
+        return np.where(rng.random(num_fakes) < 0.5, recent, ANYWHERE)
+    return np.full(num_fakes, ANYWHERE if config.splice == "anywhere" else recent, np.int64)
 
 
 def _donor_stamps(data: SequenceData, train_end: np.ndarray, donor: int, n: int) -> np.ndarray:
@@ -280,7 +212,7 @@ def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _slots(n: int, k: int, tail: int, rng: np.random.Generator) -> np.ndarray:
     """A mask of k random positions among the last ``max(tail, k)`` of n."""
-    last = min(n, max(tail, k))
+    last = int(min(n, max(tail, k)))
     mask = np.zeros(n, bool)
     mask[rng.choice(np.arange(n - last, n), k, replace=False)] = True
     return mask
@@ -308,22 +240,28 @@ def _splice(base: np.ndarray, stamps: np.ndarray, inserted: np.ndarray, tail: in
 
 
 def _imitations(data: SequenceData, train_end: np.ndarray, counts: np.ndarray, targets: np.ndarray,
-                donors: np.ndarray, config: AttackConfig, tail: int,
+                donors: np.ndarray, config: AttackConfig, tails: np.ndarray,
                 rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``copy`` and ``augmented`` profiles: each donor's training history with the targets spliced in."""
     popular = np.argsort(-counts[1:], kind="stable")[: max(1, int(np.ceil(config.popular_fraction * data.num_items)))] + 1
+    sizes = config.subset_sizes()
     sequences, stamps = [], []
-    for d in donors:
+    for d, tail in zip(donors, tails):
         items, times = data.items[data.offsets[d] : train_end[d]], data.timestamps[data.offsets[d] : train_end[d]]
         if config.kind == "augmented" and config.filler_fraction > 0:
             pool = np.setdiff1d(popular, np.concatenate([targets, items]))
             fillers = _draw(pool, int(round(config.filler_fraction * len(items))), rng)
             items, times = _splice(items, times, fillers, len(items) + len(fillers), rng)
-        carried = targets if config.targets_per_fake is None else rng.choice(targets, config.targets_per_fake, replace=False)
+        carried = targets if sizes is None else rng.choice(targets, _subset_size(sizes, rng), replace=False)
         items, times = _splice(items, times, np.tile(carried, config.target_repeats), tail, rng)
         sequences.append(items)
         stamps.append(times)
     return sequences, stamps
+
+
+def _subset_size(sizes: tuple[int, int], rng: np.random.Generator) -> int:
+    lo, hi = sizes
+    return lo if lo == hi else int(rng.integers(lo, hi + 1))  # a fixed size draws nothing, as it always has
 
 
 def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles,

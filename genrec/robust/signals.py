@@ -27,6 +27,21 @@ recent window with ``z`` above ``threshold``, over each window ``w`` in ``window
 percentile counting. It needs no knowledge of the targets, reads only histories, and is sparse
 (ML-20M-sized data in seconds: ``benchmarks/robust_coordination.py``).
 
+``DenseBlockSignal``: position-free lockstep. Fakes that carry the same few targets form a dense
+block of users × items wherever the targets sit in their histories; their own histories (copied,
+augmented) are otherwise unrelated. The block shows in item pairs: two of the targets are held
+together by many users (``support``), far more often than their popularity predicts (``lift``,
+``cooccurrence · U / (deg_i · deg_j)``, popularity-discounted by construction). Item pairs with at
+least ``min_support`` users and a lift of at least ``min_lift`` are *strong*, weighted
+``1 + log(lift / min_lift)``; a user scores the summed weight of the strong pairs inside its
+history. Organic pairs that pass (sequels, series) are few and scattered over the real users,
+while every fake holds the whole clique its targets form. Only items with ``min_support`` to
+``U / min_lift`` users can be in a strong pair (a more popular item cannot reach the lift), so the
+co-occurrence is counted over those items only, in chunks (``scipy.sparse``), each user's
+``max_items`` rarest of them (long histories would otherwise dominate the cost).
+A global densest-block peeling (FRAUDAR) does not find these fakes: each fake adds only a handful
+of edges, while the densest blocks of a real log are organic and far denser (docs/results/robust.md).
+
 A new signal subclasses ``UserSignal`` (a ``name`` for its logs, ``robust/<name>_*``, and
 ``score``) and is listed in the callback's ``signals``.
 """
@@ -36,6 +51,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -134,6 +150,86 @@ class CoordinationSignal(UserSignal):
     def score(self, view: UserView) -> np.ndarray:
         per_window = self.window_scores(view)
         return per_window[0] if len(per_window) == 1 else max_percentiles(*per_window)
+
+
+class DenseBlockSignal(UserSignal):
+    """Users holding many strong item pairs: pairs far more often held together than their
+    popularity predicts, by at least ``min_support`` users (module docs).
+
+    Args:
+        min_lift: the lift above which a pair counts (``cooccurrence · U / (deg_i · deg_j)``).
+        min_support: the fewest users that must hold a pair, as a fraction of the users (a block
+            smaller than that is not an attack worth the name).
+        max_items: per user, how many of its candidate items (the rarest first) count towards
+            co-occurrence; every item still counts when the user is scored.
+        chunk: items per co-occurrence block (memory: ``chunk × candidates`` counts at most).
+    """
+
+    name = "dense_block"
+
+    def __init__(self, min_lift: float = 20.0, min_support: float = 0.0025, max_items: int = 200, chunk: int = 2048):
+        if not min_lift > 1:
+            raise ValueError(f"DenseBlockSignal: min_lift must be above 1 (independent items have lift 1), got {min_lift}")
+        if not 0 < min_support < 1:
+            raise ValueError(f"DenseBlockSignal: min_support is a fraction of the users, in (0, 1); got {min_support}")
+        if max_items < 2 or chunk < 1:
+            raise ValueError(f"DenseBlockSignal: max_items must be >= 2 and chunk >= 1, got {max_items}, {chunk}")
+        self.min_lift, self.min_support = float(min_lift), float(min_support)
+        self.max_items, self.chunk = int(max_items), int(chunk)
+
+    def strong_pairs(self, histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:
+        """(N+1, N+1) symmetric: each strong pair's weight ``1 + log(lift / min_lift)``, else 0."""
+        users = interaction_matrix(histories, num_items)
+        num_users = users.shape[0]
+        deg = np.asarray(users.sum(0)).ravel()
+        support = max(2, int(np.ceil(self.min_support * num_users)))
+        candidates = np.flatnonzero((deg >= support) & (deg * self.min_lift <= num_users))
+        empty = sp.csr_matrix((num_items + 1, num_items + 1))
+        if len(candidates) < 2:
+            return empty
+        sub = _rarest_per_row(users[:, candidates].tocsr(), deg[candidates], self.max_items)  # (U, C)
+        by_item = sub.T.tocsr()  # (C, U)
+        rows, cols, weights = [], [], []
+        for lo in range(0, len(candidates), self.chunk):
+            co = (by_item[lo : lo + self.chunk] @ sub).tocoo()  # (chunk, C) co-occurrence counts
+            i, j = co.row + lo, co.col
+            lift = co.data * num_users / (deg[candidates[i]] * deg[candidates[j]])
+            keep = (i < j) & (co.data >= support) & (lift >= self.min_lift)
+            rows.append(candidates[i[keep]])
+            cols.append(candidates[j[keep]])
+            weights.append(1 + np.log(lift[keep] / self.min_lift))
+        r, c, w = np.concatenate(rows), np.concatenate(cols), np.concatenate(weights)
+        return sp.csr_matrix((np.r_[w, w], (np.r_[r, c], np.r_[c, r])), shape=empty.shape)
+
+    def score(self, view: UserView) -> np.ndarray:
+        num_items = max(len(view.counts) - 1, max((int(h.max()) for h in view.histories if len(h)), default=0))
+        users = interaction_matrix(view.histories, num_items)
+        pairs = self.strong_pairs(view.histories, num_items)
+        return np.asarray((users @ pairs).multiply(users).sum(1)).ravel() / 2  # each pair seen from both items
+
+
+def interaction_matrix(histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:
+    """(U, N+1) 1 where a user holds an item (repeats count once; padding id 0 never)."""
+    lengths = np.array([len(h) for h in histories], np.int64)
+    items = np.concatenate(histories).astype(np.int64) if len(histories) else np.zeros(0, np.int64)
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    real = items > 0
+    m = sp.csr_matrix((np.ones(int(real.sum()), np.float32), (rows[real], items[real])), shape=(len(histories), num_items + 1))
+    m.sum_duplicates()
+    m.data[:] = 1
+    return m
+
+
+def _rarest_per_row(m: sp.csr_matrix, deg: np.ndarray, k: int) -> sp.csr_matrix:
+    """``m`` keeping, in each row, its ``k`` entries of the smallest ``deg``."""
+    lengths = np.diff(m.indptr)
+    if lengths.max(initial=0) <= k:
+        return m
+    rows = np.repeat(np.arange(m.shape[0]), lengths)
+    order = np.lexsort((deg[m.indices], rows))  # by row, rarest first
+    rank = np.arange(len(order)) - np.repeat(m.indptr[:-1], lengths)
+    keep = order[rank < k]
+    return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
 
 
 def log_count_windows(histories: list[np.ndarray], counts: np.ndarray, windows: tuple[int, ...] = ()) -> Tensor:

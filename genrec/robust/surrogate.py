@@ -9,7 +9,6 @@ ones are drawn by popularity. The profile ends with the targets.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,9 +17,7 @@ import torch.nn.functional as F
 from genrec.data.datamodule import Collator, TrainWindows
 from genrec.data.preprocess import SequenceData
 from genrec.models import SASRec
-
-if TYPE_CHECKING:  # attacks.py calls this module; importing it back at run time would close a circle
-    from genrec.robust.attacks import AttackConfig
+from genrec.robust.attack_config import AttackConfig
 
 SURROGATE_LEN = 50
 BATCH = 128

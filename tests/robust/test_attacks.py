@@ -244,3 +244,120 @@ def test_a_negative_attack_seed_is_refused_by_its_key_name():
         AttackConfig(seed=-1)
     with pytest.raises(DataError, match="attack.seed"):
         AttackedDataModule(attack={"kind": "random", "seed": -1}, dataset="synthetic")
+
+
+def _long_histories():
+    """Long histories, so that a profile's last ``window`` positions are a small part of it."""
+    dm = make(cls=SequenceDataModule, dataset_options={"num_users": 1000, "num_items": 2000, "seed": 7,
+                                                        "min_length": 60, "mean_length": 90}, max_seq_len=10)
+    return dm.data, dm.train_end
+
+
+def _planted(fakes, data, end):
+    """(sequence, positions of its targets) of the fakes whose donor never had a target (there, every
+    target in the profile was planted)."""
+    for i, seq in enumerate(fakes.sequences):
+        d = fakes.donors[i] if fakes.donors is not None else None
+        if d is None or not np.isin(fakes.targets, data.items[data.offsets[d]:end[d]]).any():
+            yield seq, np.flatnonzero(np.isin(seq, fakes.targets))
+
+
+def test_the_attack_config_lives_apart_and_keeps_every_spelling():
+    from genrec import robust
+    from genrec.robust import attack_config, attacks, surrogate
+
+    assert attacks.AttackConfig is robust.AttackConfig is attack_config.AttackConfig is surrogate.AttackConfig
+    old = {"kind": "copy", "budget": 0.02, "seed": 3, "targets_in_last": 10}  # as configs and older checkpoints spell it
+    config = AttackConfig.from_dict(old)
+    assert config.splice == "recent" and config.label() == "copy (budget 0.02, targets_in_last 10)"
+    assert AttackConfig.from_dict(config.to_dict()) == config
+    assert AttackConfig(kind="copy", splice="anywhere", targets_per_fake=[2, 4]).label() == \
+        "copy (splice anywhere, targets_per_fake [2, 4])"
+
+
+@pytest.mark.parametrize("splice", ["recent", "anywhere", "mixed"])
+@pytest.mark.parametrize("kind", ["copy", "augmented", "random"])
+def test_splice_puts_the_targets_recent_anywhere_or_either_per_fake(kind, splice):
+    data, end = _long_histories()
+    fakes = generate(data, end, {"kind": kind, "seed": 3, "budget": 0.1, "splice": splice}, window=10)
+    assert len(fakes) == 100
+    in_window, spread = [], []
+    for seq, pos in _planted(fakes, data, end):
+        assert sorted(seq[pos].tolist()) == fakes.targets.tolist()  # every target once
+        in_window.append(pos.min() >= len(seq) - 10)
+        spread.append(pos.min() / len(seq))
+    assert len(in_window) > 60
+    share = np.mean(in_window)
+    if splice == "recent":
+        assert share == 1.0
+    elif splice == "anywhere":  # a 10-item tail of 60+ items holds all five by chance almost never
+        assert share < 0.05 and np.mean(spread) < 0.5
+    else:
+        assert 0.35 < share < 0.65
+
+
+@pytest.mark.parametrize("splice", ["recent", "anywhere", "mixed"])
+def test_imitations_borrow_their_donors_timestamps_wherever_the_targets_go(splice):
+    data, end = _long_histories()
+    for kind in ("copy", "augmented"):
+        fakes = generate(data, end, {"kind": kind, "seed": 5, "splice": splice, "budget": 0.03}, window=10)
+        for seq, stamps, d in zip(fakes.sequences, fakes.timestamps, fakes.donors):
+            own_t = data.timestamps[data.offsets[d]:end[d]]
+            assert len(stamps) == len(seq) and (np.diff(stamps) >= 0).all()  # still in time order
+            assert np.isin(stamps, own_t).all()  # every time is one of the donor's
+            if kind == "copy":
+                np.testing.assert_array_equal(_without(seq, fakes.targets),
+                                              _without(data.items[data.offsets[d]:end[d]], fakes.targets))
+
+
+def test_targets_per_fake_as_a_range_draws_a_subset_size_per_fake():
+    data, end = _long_histories()
+    fakes = generate(data, end, {"kind": "copy", "seed": 2, "budget": 0.1, "targets_per_fake": [2, 4],
+                                 "splice": "anywhere"}, window=10)
+    sizes = [len(set(seq[np.isin(seq, fakes.targets)].tolist())) for seq in fakes.sequences]
+    assert set(sizes) == {2, 3, 4}  # every size in the range occurs, nothing outside it
+    for seq, d in zip(fakes.sequences, fakes.donors):  # each carried target once, nothing else added
+        assert len(seq) == end[d] - data.offsets[d] + len(set(seq[np.isin(seq, fakes.targets)].tolist()))
+    restored = FakeProfiles.from_state(fakes.state())  # as a checkpoint holds them
+    assert restored.config == fakes.config and restored.config.label() == fakes.config.label()
+    with pytest.raises(DataError, match="targets_per_fake"):
+        generate(data, end, {"kind": "copy", "targets_per_fake": [2, 6]}, window=10)
+    for bad in ([3, 2], [0, 2], [1, 2, 3], 0, True):
+        with pytest.raises(DataError, match="attack.targets_per_fake"):
+            AttackConfig(kind="copy", targets_per_fake=bad)
+    with pytest.raises(DataError, match="attack.splice"):
+        AttackConfig(splice="middle")
+
+
+@pytest.mark.parametrize("budget, expected", [(0.005, 5), (0.01, 10), (0.02, 20), (0.03, 30)])
+def test_the_budget_is_that_share_of_the_real_users(budget, expected):
+    data, end = _long_histories()
+    assert len(generate(data, end, {"kind": "copy", "seed": 1, "budget": budget, "splice": "mixed"}, window=10)) == expected
+
+
+def test_model_based_profiles_spread_their_targets_with_splice_anywhere():
+    dm = make({"kind": "model", "seed": 0, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4, "splice": "anywhere"})
+    plain = make({"kind": "model", "seed": 0, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4})
+    moved = 0
+    for seq, base in zip(dm.fakes.sequences, plain.fakes.sequences):
+        assert seq[~np.isin(seq, dm.targets)].tolist() == base[:-5].tolist()  # the same fillers, in order
+        moved += not np.isin(seq[-5:], dm.targets).all()
+    assert moved == len(dm.fakes)
+
+
+@pytest.mark.parametrize("options, digest", [
+    ({"kind": "random"}, "7c419c498fa6dd3b"),
+    ({"kind": "bandwagon", "target_repeats": 2}, "7297f8c15da65bd3"),
+    ({"kind": "copy", "targets_in_last": 10}, "8e333d3c017b4b26"),
+    ({"kind": "copy", "targets_per_fake": 2}, "b3f55fa72408b8b4"),
+    ({"kind": "augmented"}, "3459bff610725eaa"),
+])
+def test_the_default_splice_draws_the_fakes_it_drew_before_splice_existed(options, digest):
+    """Digests of the fakes the generator drew before ``splice`` and subset ranges were added: the
+    attacks in saved configs and in the README's commands stay the same attacks."""
+    import hashlib
+
+    dm = make(cls=SequenceDataModule, dataset_options={"num_users": 300, "num_items": 200, "seed": 5})
+    f = generate(dm.data, dm.train_end, {**options, "seed": 7, "budget": 0.05}, window=20)
+    drawn = np.concatenate([*f.sequences, *f.timestamps]).astype(np.int64).tobytes()
+    assert hashlib.sha256(drawn).hexdigest()[:16] == digest

@@ -250,3 +250,32 @@ def test_coordination_signal_logs_and_reports_beside_the_anomaly_one(tmp_path):
     assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "update (max percentile)"]
     assert rows["coordination"]["auc"] == pytest.approx(last["coordination_auc"])
     assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
+
+
+DENSE_BLOCK = json.dumps([*json.loads(COORDINATION), {"class_path": "genrec.robust.DenseBlockSignal",
+                                                      "init_args": {"min_lift": 1.5, "min_support": 0.02}}])
+
+
+def test_dense_block_signal_joins_the_defence_from_the_config(tmp_path):
+    """A ``signals:`` entry naming genrec.robust.DenseBlockSignal: a defended run scores, logs and
+    reports it beside the other signals, and the update ranks by the largest percentile of all."""
+    cli = train_main(tiny_args(tmp_path, epochs=3, attack="copy", update={"scores": "rank", "flag_fraction": 0.1}, extra=(
+        "--data.attack", json.dumps({"kind": "copy", "budget": 0.05, "seed": 1, "splice": "anywhere"}),
+        "--trainer.callbacks.signals", DENSE_BLOCK)))
+    cb, dm = reweighting(cli), cli.datamodule
+    assert [s.name for s in cb.signals] == ["anomaly", "coordination", "dense_block"]
+    assert cb.signals[2].min_lift == 1.5 and dm.fakes.config.splice == "anywhere"
+    dense = cb.signal_scores["dense_block"]
+    assert len(dense) == len(dm.is_fake) and dense.max() > 0  # 80 items: no pair is rare, a low bar passes some
+    last = cb.history[-1]
+    assert last["dense_block_auc"] == pytest.approx(roc_auc(dense, dm.is_fake))
+    assert last["update_auc"] == pytest.approx(roc_auc(max_percentiles(
+        cb.scores, cb.signal_scores["anomaly"], cb.signal_scores["coordination"], dense), dm.is_fake))
+    assert len(cb.timings["update: dense_block signal"]) == 2
+    logged = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()[0].split(",")
+    assert "robust/dense_block_auc" in logged
+    ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
+    state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
+    rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
+    assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "dense_block", "update (max percentile)"]
+    assert rows["dense_block"]["auc"] == pytest.approx(last["dense_block_auc"])

@@ -8,7 +8,8 @@ from genrec.robust.calibrator import sequence_features
 from genrec.data import SequenceDataModule
 from genrec.robust.attacks import generate, inject, train_counts
 from genrec.robust.detector import roc_auc
-from genrec.robust.signals import (AnomalySignal, CoordinationSignal, UserView, anomaly_groups, anomaly_scores,
+from genrec.robust.signals import (AnomalySignal, CoordinationSignal, DenseBlockSignal, UserView, _rarest_per_row,
+                                   anomaly_groups, anomaly_scores, interaction_matrix,
                                    log_count_windows)
 
 
@@ -122,3 +123,90 @@ def test_coordination_finds_imitation_fakes_without_knowing_the_targets(attack, 
     # on the clean data nothing stands out: most users score 0
     clean = CoordinationSignal(windows=(10,)).score(_view(histories[: data.num_users], train_counts(data, end)))
     assert (clean == 0).mean() > 0.5
+
+
+def _attacked_histories(attack, dataset_options, budget=0.02):
+    dm = SequenceDataModule(dataset="synthetic", dataset_options=dataset_options, max_seq_len=50)
+    dm.setup("fit")
+    data, end = dm.data, dm.train_end
+    clean = [data.items[data.offsets[u]:end[u]] for u in range(data.num_users)]
+    if attack is None:
+        return clean, None, data.num_items
+    fakes = generate(data, end, {**attack, "seed": 1, "budget": budget}, window=50)
+    poisoned, pend = inject(data, end, fakes)
+    histories = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
+    return histories, np.arange(poisoned.num_users) >= data.num_users, data.num_items
+
+
+# 2,000 items: the least popular half, where targets come from, is rare as in real logs. The
+# generator's successor chains make organic pairs of lift up to about 38, so the lift bar sits above.
+STRUCTURED = {"num_users": 2000, "num_items": 2000, "seed": 4}
+DENSE = {"min_lift": 30.0, "min_support": 0.005}
+
+
+@pytest.mark.parametrize("attack, auc", [({"kind": "copy", "splice": "anywhere"}, 0.95),
+                                         ({"kind": "augmented", "splice": "mixed"}, 0.95),
+                                         ({"kind": "copy", "splice": "anywhere", "targets_per_fake": [3, 5]}, 0.9)])
+def test_dense_block_finds_imitation_fakes_wherever_their_targets_sit(attack, auc):
+    histories, fake, num_items = _attacked_histories(attack, STRUCTURED)
+    scores = DenseBlockSignal(**DENSE).score(_view(histories, np.zeros(num_items + 1)))
+    assert roc_auc(scores, fake) > auc
+    # the recent-window signal is blind to targets spliced anywhere
+    assert roc_auc(CoordinationSignal().score(_view(histories, np.zeros(num_items + 1))), fake) < 0.8
+    # position-free: shuffling every history changes no score
+    rng = np.random.default_rng(0)
+    shuffled = [rng.permutation(h) for h in histories]
+    np.testing.assert_allclose(DenseBlockSignal(**DENSE).score(_view(shuffled, np.zeros(num_items + 1))), scores)
+
+
+def test_dense_block_flags_no_block_where_there_is_none():
+    """Items drawn independently of each other (one interest, no successor chains): no item pair is
+    held together beyond chance, so no pair is strong and every user scores 0, at the defaults and
+    at the test's bar; the same data with copy fakes added has exactly their block."""
+    flat = {"num_users": 2000, "num_items": 2000, "seed": 4, "transition_prob": 0.0, "num_interests": 1}
+    clean, _, num_items = _attacked_histories(None, flat)
+    for signal in (DenseBlockSignal(), DenseBlockSignal(**DENSE)):
+        assert signal.strong_pairs(clean, num_items).nnz == 0
+        assert (signal.score(_view(clean, np.zeros(num_items + 1))) == 0).all()
+    histories, fake, _ = _attacked_histories({"kind": "copy", "splice": "anywhere"}, flat)
+    signal = DenseBlockSignal()
+    pairs = signal.strong_pairs(histories, num_items).tocoo()
+    targets = np.unique(np.concatenate([h[np.isin(h, pairs.row)] for h in histories[-3:]]))
+    assert len(targets) == 5 and pairs.nnz == 2 * 10  # the five targets' ten pairs, nothing else
+    scores = signal.score(_view(histories, np.zeros(num_items + 1)))
+    assert (scores[fake] > 0).all() and (scores[~fake] == 0).mean() > 0.95
+
+
+def test_strong_pairs_are_the_pairs_of_enough_support_and_lift():
+    rng = np.random.default_rng(3)
+    histories = [rng.choice(np.arange(1, 41), rng.integers(3, 12), replace=False) for _ in range(400)]
+    for h in histories[:30]:  # 30 users hold items 41 and 42 together, 10 more hold 41 alone
+        h.resize(len(h) + 2, refcheck=False)
+        h[-2:] = [41, 42]
+    histories += [np.array([41, 5]) for _ in range(10)]
+    signal = DenseBlockSignal(min_lift=5.0, min_support=0.05, max_items=50)
+    pairs = signal.strong_pairs(histories, 42).toarray()
+    x = np.zeros((len(histories), 43))
+    for u, h in enumerate(histories):
+        x[u, h] = 1
+    co, deg, n = x.T @ x, x.sum(0), len(histories)
+    lift = co * n / np.maximum(np.outer(deg, deg), 1)
+    strong = (co >= np.ceil(0.05 * n)) & (lift >= 5.0) & ~np.eye(43, dtype=bool)
+    assert strong[41, 42] and strong.sum() == 2  # only the planted pair
+    np.testing.assert_allclose(pairs, np.where(strong, 1 + np.log(np.where(strong, lift, 5.0) / 5.0), 0), rtol=1e-5)
+    scores = signal.score(_view(histories, np.zeros(43)))
+    np.testing.assert_allclose(scores, x[:, 41] * x[:, 42] * pairs[41, 42], rtol=1e-5)
+    # max_items: co-occurrence counts only each user's rarest candidate items
+    m = interaction_matrix([np.array([1, 2, 3]), np.array([3, 4])], 4)
+    kept = _rarest_per_row(m, np.array([0, 5, 1, 9, 2]), 2)
+    assert kept.toarray().tolist() == [[0, 1, 1, 0, 0], [0, 0, 0, 1, 1]]  # item 3, the most popular, dropped from row 0
+    for bad in ({"min_lift": 1.0}, {"min_support": 0.0}, {"min_support": 1.0}, {"max_items": 1}, {"chunk": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DenseBlockSignal(**bad)
+
+
+def test_dense_block_counts_in_chunks_as_in_one_block():
+    histories, _, num_items = _attacked_histories({"kind": "copy", "splice": "anywhere"}, STRUCTURED)
+    whole = DenseBlockSignal(**DENSE).strong_pairs(histories, num_items)
+    chunked = DenseBlockSignal(**DENSE, chunk=7).strong_pairs(histories, num_items)
+    assert whole.nnz > 20 and (whole != chunked).nnz == 0
