@@ -9,7 +9,7 @@ def test_unwritable_embedding_cache_fails_before_encoding(tmp_path, monkeypatch)
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "not-a-folder"))
     loaded = []
-    monkeypatch.setattr(text, "_load_model", lambda path: loaded.append(path))
+    monkeypatch.setattr(text, "_load_model", lambda path, identity="": loaded.append(path))
     with pytest.raises(DataError, match=r"cannot write the text-embedding cache .*not-a-folder.*GENREC_CACHE"):
         text.embed_texts(["a title"], progress=False)
     assert loaded == []  # the encoder was never loaded, let alone run
@@ -99,7 +99,7 @@ def test_a_damaged_embedding_cache_is_recomputed_with_a_warning_naming_the_file(
 
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
     model = FakeModel()
-    monkeypatch.setattr(text, "_load_model", lambda path: model)
+    monkeypatch.setattr(text, "_load_model", lambda path, identity="": model)
     texts = ["", "red wool socks", "a blue kettle", "jazz bar", "pizza and wings"]
     good = text.embed_texts(texts, encoder="fake", progress=False)
     path = text.cache_root() / f"{text.cache_key('fake', texts)}.npy"
