@@ -129,6 +129,7 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         self.val_metrics = RankingMetrics((1, 5, 10), (5, 10), mrr=False)
         self.test_metrics = RankingMetrics((1, 5, 10), (5, 10), mrr=False)
         self.best = -math.inf  # best val/ndcg@10 so far, whose encoder <run>/encoder holds
+        self.best_folder = ""  # where that encoder was written (an earlier run folder, after a resume)
         self._scorer: TextScorer | None = None
         self.texts: list[str] = []  # the joint catalogue's item texts, from the data module
 
@@ -172,7 +173,7 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         if self.log_scale is not None:
             self.loss_fn.scale = self.scale()
         contrastive = self.loss_fn.compute_loss_from_embeddings([users, positives], None)
-        logs = {"train/contrastive": contrastive, "train/scale": torch.as_tensor(float(self.scale()))}
+        logs = {"train/contrastive": contrastive, "train/scale": torch.as_tensor(self.scale()).detach()}
         loss = contrastive
         if self.hparams.uniformity:
             uniform = uniformity_loss(items[items.norm(dim=-1) > 0])
@@ -230,7 +231,7 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
             return
         if float(values["val/ndcg@10"]) > self.best:
             self.best = float(values["val/ndcg@10"])
-            self.save_encoder("encoder", values)
+            self.best_folder = str(self.save_encoder("encoder", values))
 
     def on_test_epoch_end(self) -> None:
         self._log_split("test")
@@ -239,7 +240,11 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
 
     def on_train_end(self) -> None:
         metrics = self.trainer.callback_metrics
-        self.save_encoder("encoder-last", {k: v for k, v in metrics.items() if k.startswith("val/")})
+        last = self.save_encoder("encoder-last", {k: v for k, v in metrics.items() if k.startswith("val/")})
+        # a resumed run logs to a new folder: bring the best encoder, written before the stop, beside the last
+        best = last.with_name("encoder")
+        if self.trainer.is_global_zero and not best.exists() and Path(self.best_folder).is_dir():
+            shutil.copytree(self.best_folder, best)
 
     # -- saving ------------------------------------------------------------------------------------
 
@@ -262,7 +267,8 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         return folder
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["genrec"] = {**checkpoint_identity(self), "best_val_ndcg@10": self.best}
+        checkpoint["genrec"] = {**checkpoint_identity(self), "best_val_ndcg@10": self.best, "best_encoder": self.best_folder}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.best = checkpoint.get("genrec", {}).get("best_val_ndcg@10", -math.inf)
+        self.best_folder = checkpoint.get("genrec", {}).get("best_encoder", "")
