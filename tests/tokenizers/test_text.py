@@ -125,3 +125,22 @@ def test_a_model_folder_rewritten_with_the_same_sizes_and_times_gets_a_new_cache
     weights.write_bytes(b"\x02" * 64)  # fine-tuned again: same size
     os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert text.cache_key(str(folder), ["a title"]) != key
+
+
+def test_an_encoder_folder_saved_again_in_the_same_process_is_loaded_afresh(tmp_path):
+    import numpy as np
+    import torch
+
+    from tests.helpers import tiny_encoder
+
+    folder = tiny_encoder(tmp_path / "enc")
+    texts = ["", "red wool socks", "a blue kettle"]
+    before = text.embed_texts(texts, str(folder), use_cache=False, progress=False)
+    model = text.load_encoder(str(folder))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.save(str(folder))  # e.g. a fine-tune writing its new best encoder over the old one
+    after = text.embed_texts(texts, str(folder), use_cache=False, progress=False)
+    np.testing.assert_allclose(after[1:], text.encode_with(model.eval(), texts)[1:], atol=1e-5)
+    assert np.abs(after - before).max() > 1e-2
