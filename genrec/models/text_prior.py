@@ -31,6 +31,8 @@ class TextPriorConfig:
         popularity_scale: initial ``β`` (learned).
         hubness: subtract ``γ h_i`` from the cosine, ``γ`` learned from 0.
         hubness_k: neighbours in ``h_i``.
+        center: score in each catalogue's centred space (``center_catalogue``), user vectors and
+            hubness included, as ``evaluate.py baseline --center`` does.
     """
 
     decay: float = 0.3
@@ -39,6 +41,7 @@ class TextPriorConfig:
     popularity_scale: float = 1.0
     hubness: bool = False
     hubness_k: int = 50
+    center: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.decay <= 1:
@@ -156,6 +159,8 @@ class TextPrior(nn.Module):
         the ``(first_id, last_id)`` of each domain within which hubness finds neighbours."""
         device = self.scale.device
         self.unit = F.normalize(embeddings.float(), dim=-1).to(device)
+        if self.config.center:
+            self.unit = center_catalogue(self.unit, domains)
         self.logpop = (torch.zeros(len(embeddings)) if counts is None else counts.float().log1p()).to(device)
         self.hub = (text_hubness(self.unit, self.config.hubness_k, domains) if self.hubness_scale is not None
                     else torch.zeros(len(embeddings), device=device))
