@@ -1,8 +1,7 @@
 """One way to build the argparse entry points: a command module supplies ``add_arguments(parser)`` and ``run(args)``.
 
 ``evaluate.py`` makes one subcommand of each evaluation module (``subcommand_parser``); a
-single-command entry point such as ``python -m genrec.finetune_encoder`` builds its parser from
-the same pair (``command_parser``). ``train.py`` is LightningCLI's, whose subcommands are Lightning's.
+single-command entry point builds its parser from the same pair (``command_parser``). ``train.py`` is LightningCLI's, whose subcommands are Lightning's.
 A command that calls ``add_data_options`` also takes ``--data.KEY VALUE``, overriding one option of
 the data module; it finds them in ``args.data``.
 """

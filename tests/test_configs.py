@@ -15,6 +15,9 @@ LAYERED = {  # config: the one it is layered on
     "generative/lodo-yelp.yaml": "generative/multidomain.yaml",
     "tokenizer/lodo-beauty.yaml": "tokenizer/multidomain.yaml",
     "tokenizer/lodo-yelp.yaml": "tokenizer/multidomain.yaml",
+    "encoder/lodo-beauty.yaml": "encoder/multidomain.yaml",
+    "encoder/lodo-yelp.yaml": "encoder/multidomain.yaml",
+    "encoder/scientific.yaml": "encoder/multidomain.yaml",
 }
 
 

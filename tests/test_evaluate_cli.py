@@ -1,17 +1,17 @@
-"""evaluate.py's subcommands and the finetune entry point: one parser style, options in --help, clear errors."""
+"""evaluate.py's subcommands: one parser style, options in --help, clear errors."""
 import subprocess
 import sys
 
 import pytest
 
 import evaluate
-from genrec import commands, finetune_encoder
+from genrec import commands
 from tests.conftest import REPO
 
 OPTIONS = {
     "model": ["--ckpt", "--split", "--out", "--no-baseline", "--overwrite", "--bootstrap", "--seed", "--wandb",
               "--data.KEY VALUE"],
-    "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--split", "--out", "--overwrite", "--bootstrap",
+    "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--center", "--split", "--out", "--overwrite", "--bootstrap",
                  "--data.KEY VALUE"],
     "robust": ["--clean", "--runs", "--split", "--root", "--out", "--overwrite"],
     "compare": ["run_a", "run_b", "--split", "--bootstrap", "--seed", "--out", "--overwrite", "--scorers"],
@@ -66,18 +66,3 @@ def test_data_overrides_are_parsed_as_yaml_wherever_they_stand():
     assert args.data == {"root": "data/x", "max_seq_len": 20, "dataset_options": {"seed": 3}}
     assert args.run is evaluate.COMMANDS["model"].run
     assert commands.parse(parser, ["recommend", "--ckpt", "run"]).data == {}
-
-
-def test_finetune_parser_is_built_the_same_way(capsys):
-    parser = commands.command_parser("python -m genrec.finetune_encoder", finetune_encoder)
-    with pytest.raises(SystemExit):
-        commands.parse(parser, ["--help"])
-    out = capsys.readouterr().out
-    for option in ("--root", "--out", "--dataset", "--encoder", "--template", "--steps", "--batch-size", "--lr",
-                   "--max-seq-length", "--seed"):
-        assert option in out
-    args = commands.parse(parser, ["--root", "a", "--root", "b", "--out", "enc", "--steps", "3"])
-    assert (args.root, args.steps, args.run) == (["a", "b"], 3, finetune_encoder.run)
-    with pytest.raises(SystemExit):
-        commands.parse(parser, ["--root", "a", "--out", "enc", "--data.root", "x"])
-    assert "unrecognized arguments: --data.root x" in capsys.readouterr().err

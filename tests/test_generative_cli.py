@@ -109,6 +109,16 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
                        "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
 
 
+def test_text_baseline_center_scores_in_the_centred_space_and_every_report_measures_the_crowding(tmp_path):
+    args = ["baseline", "--template", TEMPLATE, "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)]
+    plain = evaluate.main(args)
+    centred = evaluate.main(args + ["--center"])
+    assert "centred" in centred["checkpoint"] and "centred" not in plain["checkpoint"]
+    assert (tmp_path / "runs" / "text-baseline-centred" / "test_synthetic_report.md").exists()  # its own folder
+    assert 0 < plain["mean_pair_cosine"] == centred["mean_pair_cosine"] < 1  # the encoder's own space, before centring
+    assert centred["metrics"]["text"] != plain["metrics"]["text"]
+
+
 @pytest.mark.slow
 def test_a_generative_model_trains_on_two_domains_and_evaluates_each_in_its_own_catalogue(tmp_path):
     domains = [{"name": "a", "dataset": "synthetic", "dataset_options": json.loads(synthetic(50, 30, seed=1))},

@@ -12,7 +12,7 @@ The layers, bottom first, as the imports stand (``farm-studio look`` draws the s
 5. ``modules``: the Lightning modules that join a net, its loss and its metrics.
 6. ``evaluation`` (a trained run scored) and ``resume`` (a run continued): neither knows the other.
 7. ``robust``: attacks and defences, built on training and evaluation.
-8. entry points: ``cli`` (train.py), ``prediction`` (evaluate.py recommend), ``finetune_encoder``.
+8. entry points: ``cli`` (train.py), ``prediction`` (evaluate.py recommend).
 
 A module may import its own package, and any package of a lower layer; never one of its own layer
 or above. Every module of ``genrec/`` must sit in a layer, so a new package has to be placed here
@@ -43,7 +43,7 @@ LAYERS = [
     ("lightning modules", ["genrec.modules"]),
     ("runs: evaluation and resumption", ["genrec.evaluation", "genrec.resume"]),
     ("robustness", ["genrec.robust"]),
-    ("entry points", ["genrec.cli", "genrec.prediction", "genrec.finetune_encoder"]),
+    ("entry points", ["genrec.cli", "genrec.prediction"]),
 ]
 
 

@@ -9,6 +9,12 @@ text model that does not beat it has learned nothing that text similarity alone 
 
     python evaluate.py baseline --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py baseline --hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
+    python evaluate.py baseline --encoder runs/encoder-multidomain/version_0/encoder --hubness 0.5 --center \
+        --data.dataset plain --data.root ../shared/data/amazon-office
+
+``--encoder`` takes any sentence-transformers folder, e.g. one fine-tuned by
+``genrec.modules.encoder_finetune``; ``--center`` scores in the catalogue-centred space
+(``center_catalogue``), and every report holds the catalogue's ``mean_pair_cosine``.
 
 Writes ``<out>/<split>_<data folder>_metrics.json``, ``_report.md`` and ``_per_user.parquet`` beside
 the popularity baseline, with bootstrap intervals, through the report writer of every evaluation.
@@ -18,6 +24,7 @@ A report there from another encoder, template, decay, hubness or protocol is ref
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,24 +32,34 @@ from torch import Tensor
 
 from genrec.commands import add_data_options
 from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments, bootstrap_from
-from genrec.models.text_prior import recency_user_vectors, text_hubness
+from genrec.models.text_prior import center_catalogue, mean_pair_cosine, recency_user_vectors, text_hubness
 
 
 class TextScorer:
-    """Scorer over item text embeddings (N+1, E), row 0 = padding."""
+    """Scorer over item text embeddings (N+1, E), row 0 = padding.
 
-    def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50):
+    ``center``: subtract each catalogue's mean item vector and renormalise before anything else
+    (``center_catalogue``), so user vectors, cosines and hubness all see the centred space.
+    ``domains`` (``(first_id, last_id)`` each) are the catalogues of a multi-domain id space: each
+    is centred on its own mean and finds hubness neighbours within itself.
+    """
+
+    def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
+                 center: bool = False, domains: Sequence[tuple[int, int]] | None = None):
         if not 0 < decay <= 1:
             raise ValueError(f"text baseline decay must be in (0, 1], got {decay}")
         self.items = F.normalize(item_embeddings.float(), dim=-1)
+        if center:
+            self.items = center_catalogue(self.items, domains)
         self.decay = decay
         # the hubness term rides on one extra dimension: user (u, 1) · item (e_i, -c h_i)
         self.hubness = bool(hubness)
-        self.vectors = torch.cat([self.items, -hubness * text_hubness(self.items, hubness_k)[:, None]], 1) if hubness else self.items
+        self.vectors = (torch.cat([self.items, -hubness * text_hubness(self.items, hubness_k, domains)[:, None]], 1)
+                        if hubness else self.items)
 
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
         users = recency_user_vectors(self.items, batch["items"], self.decay, batch["lengths"])  # (B, E)
-        return torch.cat([users, torch.ones(len(users), 1)], 1) if self.hubness else users
+        return torch.cat([users, torch.ones(len(users), 1, device=users.device)], 1) if self.hubness else users
 
     def item_vectors(self) -> Tensor:
         return self.vectors  # one tensor for every call: evaluation caches per-items work by identity
@@ -50,7 +67,7 @@ class TextScorer:
 
 def run_text_baseline(data: dict, split: str = "test", out: str | None = None, encoder: str | None = None,
                       template: str | None = None, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
-                      boot: Bootstrap | None = Bootstrap(), overwrite: bool = False) -> dict:
+                      center: bool = False, boot: Bootstrap | None = Bootstrap(), overwrite: bool = False) -> dict:
     """Evaluate the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``,
     with bootstrap intervals unless ``boot`` is None."""
     from pathlib import Path
@@ -69,24 +86,26 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     dm.setup("test")
     template = template or DEFAULT_TEMPLATE
     hr_ks, ndcg_ks = (1, 5, 10), (5, 10)
-    hub = f", hubness {hubness} (k {hubness_k})" if hubness else ""
+    hub = (f", hubness {hubness} (k {hubness_k})" if hubness else "") + (", centred" if center else "")
     report = {"command": "evaluate.py baseline",
               "checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}{hub}, template {template!r})",
               "protocol": protocol(dm, split, hr_ks, ndcg_ks, template),
               "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.root,
               "users": len(dm.eval_users), "items": dm.num_items, "exclude": dm.hparams.exclude, "text_template": template}
     target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
-    folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
+    folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "") + ("-centred" if center else "")))
     check_outputs(report_paths(folder, f"{split}_{target}"), owner(report), overwrite)  # before the encoder runs
     texts = render_texts(dm.data.item_text, template, f"dataset {dm.data.name!r}")
     emb = torch.from_numpy(embed_texts(texts, encoder or DEFAULT_ENCODER))
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     results, records = {}, {}
-    for name, scorer in (("text", TextScorer(emb, decay, hubness, hubness_k)), ("popularity", PopularityScorer(dm.train_item_counts()))):
+    for name, scorer in (("text", TextScorer(emb, decay, hubness, hubness_k, center)), ("popularity", PopularityScorer(dm.train_item_counts()))):
         metrics = RankingMetrics(hr_ks, ndcg_ks, mrr=False)
         records[name] = UserRanks(metrics)
         results[name] = evaluate_scorer(scorer, loader, metrics, record=records[name])
-    report |= {"metrics": results, "text_coverage": text_coverage(dm.data.item_text, template)}
+    # how crowded the encoder leaves this catalogue (before any centring): a fine-tune's collapse shows here
+    report |= {"metrics": results, "text_coverage": text_coverage(dm.data.item_text, template),
+               "mean_pair_cosine": round(mean_pair_cosine(emb)[0], 4)}
     write_report(report, per_user_frame(records, dm, split), folder, f"{split}_{target}", boot, overwrite=overwrite)
     return report
 
@@ -94,10 +113,13 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", default=None, help="item text template (default: '{title}. {brand}. {categories}')")
     parser.add_argument("--encoder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2; "
-                        "e.g. a folder written by python -m genrec.finetune_encoder)")
+                        "e.g. <run>/encoder written by python train.py fit --config configs/encoder/multidomain.yaml)")
     parser.add_argument("--hubness", type=float, default=0.0, metavar="C",
                         help="score cos(u, e_i) - C * h_i, h_i an item's mean cosine to its nearest catalogue neighbours (default 0: off)")
     parser.add_argument("--hubness-k", type=int, default=50, help="neighbours in h_i of --hubness (default 50)")
+    parser.add_argument("--center", action="store_true",
+                        help="subtract the catalogue's mean item embedding and renormalise before scoring (against an "
+                        "encoder that crowds items together)")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--out", default=None, help="report folder (default: runs/text-baseline, -hubness<C> with --hubness)")
     parser.add_argument("--overwrite", action="store_true",
@@ -108,5 +130,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     return run_text_baseline(args.data, split=args.split, out=args.out, encoder=args.encoder, template=args.template,
-                             hubness=args.hubness, hubness_k=args.hubness_k, boot=bootstrap_from(args),
+                             hubness=args.hubness, hubness_k=args.hubness_k, center=args.center, boot=bootstrap_from(args),
                              overwrite=args.overwrite)

@@ -31,6 +31,8 @@ class TextPriorConfig:
         popularity_scale: initial ``β`` (learned).
         hubness: subtract ``γ h_i`` from the cosine, ``γ`` learned from 0.
         hubness_k: neighbours in ``h_i``.
+        center: score in each catalogue's centred space (``center_catalogue``), user vectors and
+            hubness included, as ``evaluate.py baseline --center`` does.
     """
 
     decay: float = 0.3
@@ -39,6 +41,7 @@ class TextPriorConfig:
     popularity_scale: float = 1.0
     hubness: bool = False
     hubness_k: int = 50
+    center: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.decay <= 1:
@@ -96,6 +99,45 @@ def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None
     return out
 
 
+def center_catalogue(unit: Tensor, domains: Sequence[tuple[int, int]] | None = None) -> Tensor:
+    """``unit`` (N+1, E) with each domain's mean item vector subtracted and the rows renormalised.
+
+    A fine-tuned encoder tends to crowd a catalogue into a narrow cone (random items' cosine rises
+    towards 1); cosines after centring measure where items sit relative to their own catalogue.
+    Zero rows (the padding, items without text) stay zero and do not enter the mean; ids outside
+    every domain are left as they are.
+    """
+    out = unit.clone()
+    for lo, hi in domains or [(1, len(unit) - 1)]:
+        items = unit[lo : hi + 1]
+        present = items.norm(dim=-1) > 0
+        if present.any():
+            centred = F.normalize(items - items[present].mean(0), dim=-1)
+            out[lo : hi + 1] = torch.where(present[:, None], centred, items)
+    return out
+
+
+@torch.no_grad()
+def mean_pair_cosine(unit: Tensor, domains: Sequence[tuple[int, int]] | None = None, pairs: int = 10_000,
+                     seed: int = 0) -> list[float]:
+    """Mean cosine between random pairs of distinct items of each domain (one value per domain): how
+    far a catalogue has collapsed (near 1: every item looks alike to the encoder). Items without
+    text are left out; a domain with fewer than two items gives nan. The pairs are a fixed sample
+    (``seed``), so values before and after a fine-tune compare the same pairs."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for lo, hi in domains or [(1, len(unit) - 1)]:
+        ids = lo + torch.nonzero(unit[lo : hi + 1].norm(dim=-1) > 0).flatten().cpu()
+        if len(ids) < 2:
+            out.append(float("nan"))
+            continue
+        a = torch.randint(len(ids), (pairs,), generator=g)
+        b = (a + torch.randint(1, len(ids), (pairs,), generator=g)) % len(ids)  # never a itself
+        left, right = unit[ids[a].to(unit.device)], unit[ids[b].to(unit.device)]
+        out.append(float((F.normalize(left, dim=-1) * F.normalize(right, dim=-1)).sum(-1).mean()))
+    return out
+
+
 class TextPrior(nn.Module):
     """Learned scalars ``λ`` (``scale``), ``γ`` (``hubness_scale``), ``β`` (``popularity_scale``) over a
     catalogue's text, set by ``set_items``; the catalogue tables are not saved (they belong to
@@ -117,6 +159,8 @@ class TextPrior(nn.Module):
         the ``(first_id, last_id)`` of each domain within which hubness finds neighbours."""
         device = self.scale.device
         self.unit = F.normalize(embeddings.float(), dim=-1).to(device)
+        if self.config.center:
+            self.unit = center_catalogue(self.unit, domains)
         self.logpop = (torch.zeros(len(embeddings)) if counts is None else counts.float().log1p()).to(device)
         self.hub = (text_hubness(self.unit, self.config.hubness_k, domains) if self.hubness_scale is not None
                     else torch.zeros(len(embeddings), device=device))

@@ -58,7 +58,7 @@ class DomainEvalLoop:
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._run_eval("test", batch, dataloader_idx)
 
-    def _log_split(self, split: str) -> None:
+    def _log_split(self, split: str) -> dict[str, Tensor]:
         pooled: RankingMetrics = getattr(self, f"{split}_metrics")
         values = {f"{split}/{k}": v.float() for k, v in pooled.compute().items()}
         pooled.reset()
@@ -67,6 +67,7 @@ class DomainEvalLoop:
             values.update({f"{split}/{name}/{k}": v.float() for k, v in metrics.compute().items()})
             metrics.reset()
         self.log_dict(values, add_dataloader_idx=False)
+        return values
 
     def on_validation_epoch_end(self) -> None:
         self._log_split("val")

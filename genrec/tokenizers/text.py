@@ -95,15 +95,41 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-@lru_cache(maxsize=2)
-def _load_model(path: str):
+def load_encoder(name: str):
+    """A fresh ``SentenceTransformer`` (its own copy of the weights, safe to train) from a name or folder."""
     from sentence_transformers import SentenceTransformer
 
+    path = resolve_encoder(name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return SentenceTransformer(path, device="cpu")
     except OSError as err:
         raise DataError(f"cannot load the sentence-transformers model {path!r} ({err}): pass a local folder or an installed model name") from None
+
+
+@lru_cache(maxsize=2)
+def _load_model(path: str, identity: str = ""):
+    # keyed by the folder's content too: a folder saved again in this process (a fine-tune's best
+    # encoder) must not be served from the copy loaded before
+    return load_encoder(path)
+
+
+def embedding_dim(model) -> int:
+    # renamed in sentence-transformers 6; older releases only have the long name
+    return (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+
+
+def encode_with(model, texts: list[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
+    """(len(texts), E) float32 unit vectors of ``model`` (a ``SentenceTransformer``); empty strings
+    (padding) give zero rows. The one place texts become vectors, for the cache and for a
+    fine-tune's validation alike."""
+    nonempty = [i for i, t in enumerate(texts) if t]
+    out = np.zeros((len(texts), embedding_dim(model)), np.float32)
+    if nonempty:
+        vectors = model.encode([texts[i] for i in nonempty], batch_size=batch_size, show_progress_bar=progress,
+                               convert_to_numpy=True, normalize_embeddings=True)
+        out[nonempty] = vectors.astype(np.float32)
+    return out
 
 
 def cache_root() -> Path:
@@ -136,15 +162,7 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
         return cached
     if use_cache:
         check_writable(path.parent, *CACHE)  # before the encoding, which can take minutes
-    model = _load_model(resolve_encoder(encoder))
-    nonempty = [i for i, t in enumerate(texts) if t]
-    # renamed in sentence-transformers 6; older releases only have the long name
-    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
-    out = np.zeros((len(texts), dim), np.float32)
-    if nonempty:
-        vectors = model.encode([texts[i] for i in nonempty], batch_size=batch_size, show_progress_bar=progress,
-                               convert_to_numpy=True, normalize_embeddings=True)
-        out[nonempty] = vectors.astype(np.float32)
+    out = encode_with(_load_model(resolve_encoder(encoder), encoder_identity(encoder)), texts, batch_size, progress)
     if use_cache:
         try:
             save_array(path, out)

@@ -60,3 +60,36 @@ def test_the_hubness_correction_subtracts_c_times_h_from_every_users_cosines():
     scores = corrected.user_vectors(batch) @ corrected.item_vectors().T
     h = torch.cat([torch.zeros(1), brute_hubness(emb, 4, 1, 20)])
     assert torch.allclose(scores, plain.user_vectors(batch) @ plain.item_vectors().T - 0.5 * h, atol=1e-6)
+
+
+def test_centring_subtracts_each_catalogues_own_mean_and_leaves_zero_rows_alone():
+    from genrec.models.text_prior import center_catalogue
+
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(11, 6) + torch.tensor([4.0, 0, 0, 0, 0, 0]), dim=-1)  # a narrow cone
+    emb[0] = 0
+    emb[3] = 0  # an item without text
+    centred = center_catalogue(emb, [(1, 5), (6, 10)])
+    for lo, hi in ((1, 5), (6, 10)):
+        rows = [i for i in range(lo, hi + 1) if i != 3]
+        expected = torch.nn.functional.normalize(emb[rows] - emb[rows].mean(0), dim=-1)
+        torch.testing.assert_close(centred[rows], expected)
+    assert (centred[0] == 0).all() and (centred[3] == 0).all()
+    # the scorer with center scores in that space, user vectors included
+    batch = {"items": torch.tensor([[1, 2], [7, 0]]), "lengths": torch.tensor([2, 1])}
+    scorer, reference = TextScorer(emb, center=True, domains=[(1, 5), (6, 10)]), TextScorer(centred)
+    torch.testing.assert_close(scorer.user_vectors(batch) @ scorer.item_vectors().T,
+                               reference.user_vectors(batch) @ reference.item_vectors().T)
+
+
+def test_mean_pair_cosine_measures_how_crowded_each_catalogue_is():
+    from genrec.models.text_prior import center_catalogue, mean_pair_cosine
+
+    same = torch.zeros(9, 4)
+    same[1:5] = torch.tensor([1.0, 0, 0, 0])  # domain one: every item alike
+    same[5:9] = torch.eye(4)  # domain two: orthogonal items
+    assert mean_pair_cosine(same, [(1, 4), (5, 8)]) == pytest.approx([1.0, 0.0], abs=1e-6)
+    torch.manual_seed(0)
+    cone = torch.nn.functional.normalize(torch.randn(200, 8) + 3, dim=-1)
+    cone[0] = 0
+    assert mean_pair_cosine(cone)[0] > 0.8 and abs(mean_pair_cosine(center_catalogue(cone))[0]) < 0.05

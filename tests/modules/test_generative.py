@@ -324,6 +324,18 @@ def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new
     assert torch.allclose(m.prior.hub, text_hubness(torch.nn.functional.normalize(emb, dim=-1), 4, [(1, 12), (13, 30)]))
 
 
+def test_the_centred_prior_scores_in_each_catalogues_centred_space():
+    from genrec.models.text_prior import center_catalogue
+
+    m = module(hubness=True, hubness_k=4, center=True)
+    centred = center_catalogue(torch.nn.functional.normalize(m.item_text, dim=-1))
+    torch.testing.assert_close(m.prior.unit, centred)
+    torch.testing.assert_close(m.prior.hub, text_hubness(centred, 4))
+    m.prior.set_items(m.item_text, domains=[(1, 12), (13, 30)])  # per domain, each on its own mean
+    torch.testing.assert_close(m.prior.unit, center_catalogue(torch.nn.functional.normalize(m.item_text, dim=-1),
+                                                              [(1, 12), (13, 30)]))
+
+
 def test_rotate_text_trains_under_a_fresh_rotation_each_step_and_decodes_without_one():
     m, b = module(codes="text-rotated", decay=0.3), batch()
     m.eval()  # no dropout: any difference between two steps is the rotation

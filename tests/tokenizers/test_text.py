@@ -9,7 +9,7 @@ def test_unwritable_embedding_cache_fails_before_encoding(tmp_path, monkeypatch)
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "not-a-folder"))
     loaded = []
-    monkeypatch.setattr(text, "_load_model", lambda path: loaded.append(path))
+    monkeypatch.setattr(text, "_load_model", lambda path, identity="": loaded.append(path))
     with pytest.raises(DataError, match=r"cannot write the text-embedding cache .*not-a-folder.*GENREC_CACHE"):
         text.embed_texts(["a title"], progress=False)
     assert loaded == []  # the encoder was never loaded, let alone run
@@ -99,7 +99,7 @@ def test_a_damaged_embedding_cache_is_recomputed_with_a_warning_naming_the_file(
 
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
     model = FakeModel()
-    monkeypatch.setattr(text, "_load_model", lambda path: model)
+    monkeypatch.setattr(text, "_load_model", lambda path, identity="": model)
     texts = ["", "red wool socks", "a blue kettle", "jazz bar", "pizza and wings"]
     good = text.embed_texts(texts, encoder="fake", progress=False)
     path = text.cache_root() / f"{text.cache_key('fake', texts)}.npy"
@@ -134,3 +134,22 @@ def test_a_folder_encoders_cache_key_changes_when_its_files_change(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"22")
     assert text.cache_key(str(tmp_path), ["text"]) != key
     assert text.cache_key("all-MiniLM-L6-v2", ["text"]) == text.cache_key("all-MiniLM-L6-v2", ["text"])
+
+
+def test_an_encoder_folder_saved_again_in_the_same_process_is_loaded_afresh(tmp_path):
+    import numpy as np
+    import torch
+
+    from tests.helpers import tiny_encoder
+
+    folder = tiny_encoder(tmp_path / "enc")
+    texts = ["", "red wool socks", "a blue kettle"]
+    before = text.embed_texts(texts, str(folder), use_cache=False, progress=False)
+    model = text.load_encoder(str(folder))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model.save(str(folder))  # e.g. a fine-tune writing its new best encoder over the old one
+    after = text.embed_texts(texts, str(folder), use_cache=False, progress=False)
+    np.testing.assert_allclose(after[1:], text.encode_with(model.eval(), texts)[1:], atol=1e-5)
+    assert np.abs(after - before).max() > 1e-2

@@ -1,0 +1,152 @@
+"""(query, next item) pairs from the training part of several domains' sequences, to fine-tune a text encoder.
+
+A pair is a position ``t`` of a user's training part (never the validation or test target, which
+``SequenceDataModule``'s split holds out) with at least one earlier item: the positive is the item
+at ``t``, the query the ``history`` items before it (``item`` queries: the one previous item;
+``user`` queries: the last ``history`` items, which the module turns into the text formula's
+recency-weighted user vector). A pair whose positive is one of its own query items (a repeat) is
+left out and counted: it would pull an item towards itself, and evaluation never ranks an item the
+user has already had.
+
+Validation and test are ``MultiDomainDataModule``'s: per-domain loaders over the held-out targets,
+validation on a fixed user sample per domain (``val_users_per_domain``).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import Dataset
+
+from genrec.data.batching import DomainBlockSampler
+from genrec.data.datamodule import LoaderConfig
+from genrec.data.multidomain import MultiDomainDataModule
+from genrec.data.preprocess import SequenceData
+from genrec.data.raw import DataError
+from genrec.data.samplers import ResumableDataLoader
+from genrec.tokenizers.text import DEFAULT_TEMPLATE, render_texts
+
+QueryKind = Literal["item", "user"]
+BatchMix = Literal["domain", "mixed"]
+
+
+class TrainPairs(Dataset):
+    """Pairs ``(positions before t, t)`` of the training parts; ``history`` items at most per query.
+
+    ``positive`` (P,) positions of the positives, ``length`` (P,) how many items precede each in
+    its query (1 .. history), ``user`` (P,) the user; ``left_out`` counts repeats per user.
+    """
+
+    def __init__(self, data: SequenceData, train_end: np.ndarray, history: int):
+        starts = data.offsets[:-1]
+        sizes = np.maximum(train_end - starts, 0)
+        user = np.repeat(np.arange(data.num_users), sizes)
+        pos = np.repeat(starts, sizes) + np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        before = pos - starts[user]  # items before t in the user's sequence
+        keep = before >= 1
+        user, pos, before = user[keep], pos[keep], before[keep]
+        length = np.minimum(before, history)
+        repeat = np.zeros(len(pos), bool)
+        for lag in range(1, history + 1):
+            inside = lag <= length
+            repeat[inside] |= data.items[pos[inside] - lag] == data.items[pos[inside]]
+        self.left_out = np.bincount(user[repeat], minlength=data.num_users)
+        self.user, self.positive, self.length = user[~repeat], pos[~repeat], length[~repeat]
+
+    def __len__(self) -> int:
+        return len(self.positive)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class PairCollator:
+    """Pair indices → ``query`` (B, history) item ids, oldest first and right-padded with 0,
+    ``lengths`` (B,), ``positive`` (B,) item ids, ``domain`` (B,) domain indices."""
+
+    def __init__(self, data: SequenceData, pairs: TrainPairs, domain: np.ndarray, history: int):
+        self.items, self.pairs, self.domain, self.history = data.items, pairs, domain, history
+
+    def __call__(self, batch: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(batch, np.int64)
+        pos, length = self.pairs.positive[idx], self.pairs.length[idx]
+        back = np.arange(self.history)[None] - length[:, None]  # (B, history): column j is item t - length + j
+        inside = back < 0
+        query = np.where(inside, self.items[np.where(inside, pos[:, None] + back, 0)], 0)
+        return {"query": torch.from_numpy(query), "lengths": torch.from_numpy(length),
+                "positive": torch.from_numpy(self.items[pos].astype(np.int64)), "domain": torch.from_numpy(self.domain[idx])}
+
+
+class PairDataModule(MultiDomainDataModule):
+    """Query/positive pairs of several domains for contrastive encoder fine-tuning.
+
+    Args:
+        domains, eval_on, val_users_per_domain, max_seq_len, exclude, and the rest: as
+            ``MultiDomainDataModule``'s; validation and test batches are its batches.
+        query: ``item`` (the previous item's text) or ``user`` (the last ``history`` items).
+        history: items in a ``user`` query (the text formula's window; at decay 0.3 the fifth
+            item back weighs under 1% of the newest).
+        batches: ``domain`` (every batch one domain's pairs: in-batch negatives from the same
+            catalogue, as evaluation ranks within it) or ``mixed`` (pairs of all domains together).
+        domain_balance: each domain's share of the pairs drawn is ``pairs_d ** (1 - domain_balance)``
+            (1: every domain equally often; 0: as the data come).
+        text_template: ``str.format`` pattern over the item text columns.
+        loader: ``batch_size`` is the pairs per step (the in-batch negatives), ``eval_batch_size`` the
+            validation users per batch.
+    """
+
+    def __init__(self, domains: list[dict[str, Any]], query: QueryKind = "item", history: int = 5,
+                 batches: BatchMix = "domain", domain_balance: float = 1.0, text_template: str = DEFAULT_TEMPLATE,
+                 eval_on: list[str] | None = None, val_users_per_domain: int = 0, cache_dir: str | None = None,
+                 download: bool = True, use_cache: bool = True, max_seq_len: int = 200, exclude: str = "history",
+                 loader: LoaderConfig = LoaderConfig(batch_size=64)):
+        super().__init__(domains, eval_on, domain_balance, val_users_per_domain, cache_dir, download, use_cache,
+                         max_seq_len, exclude, loader)
+        if query not in ("item", "user"):
+            raise DataError(f"data.query must be 'item' (the previous item) or 'user' (the last history items), got {query!r}")
+        if batches not in ("domain", "mixed"):
+            raise DataError(f"data.batches must be 'domain' (one domain per batch) or 'mixed', got {batches!r}")
+        if history < 1:
+            raise DataError(f"data.history must be at least 1, got {history}")
+        if loader.batch_size < 2:
+            raise DataError(f"data.loader.batch_size must be at least 2: the other pairs of a batch are the negatives, got {loader.batch_size}")
+        self.hparams.update(query=query, history=history, batches=batches, text_template=text_template)
+        self.query_items = 1 if query == "item" else history
+        self._texts: list[str] | None = None
+
+    @property
+    def item_texts(self) -> list[str]:
+        """One text per id of the joint catalogue (row 0, the padding, is "")."""
+        if self._texts is None:
+            self._texts = render_texts(self.data.item_text, self.hparams.text_template, f"domains {self.names}")
+        return self._texts
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        self.item_texts  # a template error should stop the run before any training
+        self.pairs = TrainPairs(self.data, self.train_end, self.query_items)
+        starts = np.array([self.user_ranges[n][0] for n in self.names])
+        self.pair_domain = np.searchsorted(starts, self.pairs.user, side="right") - 1
+        self.pair_collator = PairCollator(self.data, self.pairs, self.pair_domain, self.query_items)
+        user_domain = np.searchsorted(starts, np.arange(self.data.num_users), side="right") - 1
+        left_out = np.bincount(user_domain, weights=self.pairs.left_out, minlength=len(self.names))
+        if not len(self.pairs):
+            raise DataError(f"domains {self.names} have no training pair (a training item after another, not a repeat)")
+        rank_zero_info(f"genrec: {self.hparams.query} pairs from training parts only: "
+                       + ", ".join(f"{n} {(self.pair_domain == d).sum():,} ({int(left_out[d]):,} repeats left out)"
+                                   for d, n in enumerate(self.names)))
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        lc = self.loader_config
+        mixed = self.hparams.batches == "mixed"
+        # mixed: blocks of one pair, so the balance still holds but a batch draws from every domain
+        sampler = DomainBlockSampler(self.pairs, self.pair_domain, 1 if mixed else lc.batch_size, self.hparams.domain_balance)
+        per_block = sampler.block
+        rank_zero_info(f"genrec: pairs per epoch ({self.hparams.batches} batches, data.domain_balance="
+                       f"{self.hparams.domain_balance:g}): " + ", ".join(
+                           f"{n} {(self.pair_domain == d).sum():,} -> {sampler.blocks.get(d, 0) * per_block:,}"
+                           for d, n in enumerate(self.names)))
+        return ResumableDataLoader(self.pairs, sampler, batch_size=lc.batch_size, collate_fn=self.pair_collator,
+                                   num_workers=lc.num_workers, persistent_workers=lc.num_workers > 0)
