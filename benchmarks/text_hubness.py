@@ -16,7 +16,7 @@ import torch
 from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.metrics import RankingMetrics
 from genrec.evaluation.protocols import evaluate_scorer
-from genrec.evaluation.text_baseline import TextScorer
+from genrec.models.text_prior import TextScorer
 from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
 

@@ -5,7 +5,7 @@ The layers, bottom first, as the imports stand (``farm-studio look`` draws the s
 
 1. ``errors``: the exception types (and the package's face, ``genrec/__init__.py``).
 2. leaf libraries, each standing alone: ``metrics`` (streaming ranking metrics), ``decoding``
-   (trie, beam search), ``outputs`` (result files), ``commands`` (the argparse helpers every
+   (trie, beam search), ``outputs`` (result files), ``digests`` (content hashes of cached files), ``commands`` (the argparse helpers every
    command module builds its parser with), ``loggers``, ``callbacks``, ``timing``.
 3. ``tokenizers``: text embeddings, FSQ, the item tokenizer.
 4. ``data`` (files, splits, batches) and ``models`` (the plain nets): neither knows the other.
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ``genrec`` itself is its ``__init__.py`` alone.
 LAYERS = [
     ("errors", ["genrec", "genrec.errors"]),
-    ("leaf libraries", ["genrec.metrics", "genrec.decoding", "genrec.outputs", "genrec.commands",
+    ("leaf libraries", ["genrec.metrics", "genrec.decoding", "genrec.outputs", "genrec.digests", "genrec.commands",
                         "genrec.loggers", "genrec.callbacks", "genrec.timing"]),
     ("tokenizers", ["genrec.tokenizers"]),
     ("data and nets", ["genrec.data", "genrec.models"]),

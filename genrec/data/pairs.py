@@ -13,6 +13,7 @@ validation on a fixed user sample per domain (``val_users_per_domain``).
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -79,17 +80,38 @@ class PairCollator:
                 "positive": torch.from_numpy(self.items[pos].astype(np.int64)), "domain": torch.from_numpy(self.domain[idx])}
 
 
+@dataclass(frozen=True)
+class PairConfig:
+    """Which pairs a batch holds.
+
+    Args:
+        query: ``item`` (the previous item's text) or ``user`` (the last ``history`` items).
+        history: items in a ``user`` query (the text formula's window; at decay 0.3 the fifth
+            item back weighs under 1% of the newest).
+        batches: ``domain`` (every batch one domain's pairs: in-batch negatives from the same
+            catalogue, as evaluation ranks within it) or ``mixed`` (pairs of all domains together).
+    """
+
+    query: QueryKind = "item"
+    history: int = 5
+    batches: BatchMix = "domain"
+
+    def __post_init__(self) -> None:
+        if self.query not in ("item", "user"):
+            raise DataError(f"data.pairing.query must be 'item' (the previous item) or 'user' (the last history items), got {self.query!r}")
+        if self.batches not in ("domain", "mixed"):
+            raise DataError(f"data.pairing.batches must be 'domain' (one domain per batch) or 'mixed', got {self.batches!r}")
+        if self.history < 1:
+            raise DataError(f"data.pairing.history must be at least 1, got {self.history}")
+
+
 class PairDataModule(MultiDomainDataModule):
     """Query/positive pairs of several domains for contrastive encoder fine-tuning.
 
     Args:
         domains, eval_on, val_users_per_domain, max_seq_len, exclude, and the rest: as
             ``MultiDomainDataModule``'s; validation and test batches are its batches.
-        query: ``item`` (the previous item's text) or ``user`` (the last ``history`` items).
-        history: items in a ``user`` query (the text formula's window; at decay 0.3 the fifth
-            item back weighs under 1% of the newest).
-        batches: ``domain`` (every batch one domain's pairs: in-batch negatives from the same
-            catalogue, as evaluation ranks within it) or ``mixed`` (pairs of all domains together).
+        pairing: the query kind, its history and how batches mix domains (``PairConfig``).
         domain_balance: each domain's share of the pairs drawn is ``pairs_d ** (1 - domain_balance)``
             (1: every domain equally often; 0: as the data come).
         text_template: ``str.format`` pattern over the item text columns.
@@ -97,23 +119,18 @@ class PairDataModule(MultiDomainDataModule):
             validation users per batch.
     """
 
-    def __init__(self, domains: list[dict[str, Any]], query: QueryKind = "item", history: int = 5,
-                 batches: BatchMix = "domain", domain_balance: float = 1.0, text_template: str = DEFAULT_TEMPLATE,
+    def __init__(self, domains: list[dict[str, Any]], pairing: PairConfig = PairConfig(), domain_balance: float = 1.0,
+                 text_template: str = DEFAULT_TEMPLATE,
                  eval_on: list[str] | None = None, val_users_per_domain: int = 0, cache_dir: str | None = None,
                  download: bool = True, use_cache: bool = True, max_seq_len: int = 200, exclude: str = "history",
                  loader: LoaderConfig = LoaderConfig(batch_size=64)):
         super().__init__(domains, eval_on, domain_balance, val_users_per_domain, cache_dir, download, use_cache,
                          max_seq_len, exclude, loader)
-        if query not in ("item", "user"):
-            raise DataError(f"data.query must be 'item' (the previous item) or 'user' (the last history items), got {query!r}")
-        if batches not in ("domain", "mixed"):
-            raise DataError(f"data.batches must be 'domain' (one domain per batch) or 'mixed', got {batches!r}")
-        if history < 1:
-            raise DataError(f"data.history must be at least 1, got {history}")
         if loader.batch_size < 2:
             raise DataError(f"data.loader.batch_size must be at least 2: the other pairs of a batch are the negatives, got {loader.batch_size}")
-        self.hparams.update(query=query, history=history, batches=batches, text_template=text_template)
-        self.query_items = 1 if query == "item" else history
+        self.hparams.update(pairing=asdict(pairing), text_template=text_template)
+        self.pairing = pairing
+        self.query_items = 1 if pairing.query == "item" else pairing.history
         self._texts: list[str] | None = None
 
     @property
@@ -134,17 +151,17 @@ class PairDataModule(MultiDomainDataModule):
         left_out = np.bincount(user_domain, weights=self.pairs.left_out, minlength=len(self.names))
         if not len(self.pairs):
             raise DataError(f"domains {self.names} have no training pair (a training item after another, not a repeat)")
-        rank_zero_info(f"genrec: {self.hparams.query} pairs from training parts only: "
+        rank_zero_info(f"genrec: {self.pairing.query} pairs from training parts only: "
                        + ", ".join(f"{n} {(self.pair_domain == d).sum():,} ({int(left_out[d]):,} repeats left out)"
                                    for d, n in enumerate(self.names)))
 
     def train_dataloader(self) -> ResumableDataLoader:
         lc = self.loader_config
-        mixed = self.hparams.batches == "mixed"
+        mixed = self.pairing.batches == "mixed"
         # mixed: blocks of one pair, so the balance still holds but a batch draws from every domain
         sampler = DomainBlockSampler(self.pairs, self.pair_domain, 1 if mixed else lc.batch_size, self.hparams.domain_balance)
         per_block = sampler.block
-        rank_zero_info(f"genrec: pairs per epoch ({self.hparams.batches} batches, data.domain_balance="
+        rank_zero_info(f"genrec: pairs per epoch ({self.pairing.batches} batches, data.domain_balance="
                        f"{self.hparams.domain_balance:g}): " + ", ".join(
                            f"{n} {(self.pair_domain == d).sum():,} -> {sampler.blocks.get(d, 0) * per_block:,}"
                            for d, n in enumerate(self.names)))

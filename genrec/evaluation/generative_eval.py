@@ -22,7 +22,7 @@ from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_sc
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import owner, per_user_frame, report_paths, write_report
 from genrec.evaluation.runs import Run, eval_parts
-from genrec.evaluation.text_baseline import TextScorer
+from genrec.models.text_prior import TextScorer
 from genrec.tokenizers.text import text_coverage
 from genrec.evaluation.uncertainty import Bootstrap
 from genrec.metrics import RankingMetrics

@@ -24,45 +24,12 @@ A report there from another encoder, template, decay, hubness or protocol is ref
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from genrec.commands import add_data_options
 from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments, bootstrap_from
-from genrec.models.text_prior import center_catalogue, mean_pair_cosine, recency_user_vectors, text_hubness
-
-
-class TextScorer:
-    """Scorer over item text embeddings (N+1, E), row 0 = padding.
-
-    ``center``: subtract each catalogue's mean item vector and renormalise before anything else
-    (``center_catalogue``), so user vectors, cosines and hubness all see the centred space.
-    ``domains`` (``(first_id, last_id)`` each) are the catalogues of a multi-domain id space: each
-    is centred on its own mean and finds hubness neighbours within itself.
-    """
-
-    def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
-                 center: bool = False, domains: Sequence[tuple[int, int]] | None = None):
-        if not 0 < decay <= 1:
-            raise ValueError(f"text baseline decay must be in (0, 1], got {decay}")
-        self.items = F.normalize(item_embeddings.float(), dim=-1)
-        if center:
-            self.items = center_catalogue(self.items, domains)
-        self.decay = decay
-        # the hubness term rides on one extra dimension: user (u, 1) · item (e_i, -c h_i)
-        self.hubness = bool(hubness)
-        self.vectors = (torch.cat([self.items, -hubness * text_hubness(self.items, hubness_k, domains)[:, None]], 1)
-                        if hubness else self.items)
-
-    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
-        users = recency_user_vectors(self.items, batch["items"], self.decay, batch["lengths"])  # (B, E)
-        return torch.cat([users, torch.ones(len(users), 1, device=users.device)], 1) if self.hubness else users
-
-    def item_vectors(self) -> Tensor:
-        return self.vectors  # one tensor for every call: evaluation caches per-items work by identity
+from genrec.models.text_prior import TextScorer, mean_pair_cosine
 
 
 def run_text_baseline(data: dict, split: str = "test", out: str | None = None, encoder: str | None = None,

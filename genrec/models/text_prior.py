@@ -7,7 +7,7 @@ history's unit text embeddings; an item's score is ``λ (cos(u, e_i) - γ h_i) +
 for cross-lingual retrieval, Conneau et al. 2018) and ``count_i`` its training interactions.
 Everything but the learned ``λ, γ, β`` is computed from a catalogue's text, so the prior applies to
 a catalogue never trained on. The training-free text baseline
-(``genrec.evaluation.text_baseline.TextScorer``) uses the same user vector and hubness.
+(``TextScorer``, below) uses the same user vector and hubness.
 """
 from __future__ import annotations
 
@@ -182,3 +182,33 @@ class TextPrior(nn.Module):
         if self.popularity_scale is not None:
             scores = scores + self.popularity_scale * self.logpop[rows]
         return scores
+
+
+class TextScorer:
+    """Scorer over item text embeddings (N+1, E), row 0 = padding.
+
+    ``center``: subtract each catalogue's mean item vector and renormalise before anything else
+    (``center_catalogue``), so user vectors, cosines and hubness all see the centred space.
+    ``domains`` (``(first_id, last_id)`` each) are the catalogues of a multi-domain id space: each
+    is centred on its own mean and finds hubness neighbours within itself.
+    """
+
+    def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
+                 center: bool = False, domains: Sequence[tuple[int, int]] | None = None):
+        if not 0 < decay <= 1:
+            raise ValueError(f"text baseline decay must be in (0, 1], got {decay}")
+        self.items = F.normalize(item_embeddings.float(), dim=-1)
+        if center:
+            self.items = center_catalogue(self.items, domains)
+        self.decay = decay
+        # the hubness term rides on one extra dimension: user (u, 1) · item (e_i, -c h_i)
+        self.hubness = bool(hubness)
+        self.vectors = (torch.cat([self.items, -hubness * text_hubness(self.items, hubness_k, domains)[:, None]], 1)
+                        if hubness else self.items)
+
+    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
+        users = recency_user_vectors(self.items, batch["items"], self.decay, batch["lengths"])  # (B, E)
+        return torch.cat([users, torch.ones(len(users), 1, device=users.device)], 1) if self.hubness else users
+
+    def item_vectors(self) -> Tensor:
+        return self.vectors  # one tensor for every call: evaluation caches per-items work by identity

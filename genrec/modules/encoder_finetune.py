@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,9 +33,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from genrec.errors import check_range
-from genrec.evaluation.text_baseline import TextScorer
 from genrec.metrics import RankingMetrics, batch_ranks
-from genrec.models.text_prior import mean_pair_cosine, recency_user_vectors
+from genrec.models.text_prior import TextScorer, mean_pair_cosine, recency_user_vectors
 from genrec.modules.checkpoints import checkpoint_identity
 from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.tokenizers.text import DEFAULT_ENCODER, embedding_dim, encode_with, load_encoder
@@ -78,6 +78,52 @@ def uniformity_loss(unit: Tensor, t: float = 2.0) -> Tensor:
     return torch.logsumexp(-t * sq[off], 0) - math.log(off.sum().item())
 
 
+@dataclass(frozen=True)
+class ContrastiveConfig:
+    """What the encoder is trained to do.
+
+    Args:
+        loss: ``symmetric`` (query→item and item→query) or ``forward`` (query→item).
+        temperature: the softmax temperature, ``scale = 1 / temperature``; its start with
+            ``learn_temperature`` (capped at a scale of ``MAX_SCALE``).
+        learn_temperature: learn the scale, as CLIP does.
+        uniformity: weight of the uniformity term (0: off).
+    """
+
+    loss: Literal["symmetric", "forward"] = "symmetric"
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    uniformity: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"model.objective.loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        check_range("model.objective.temperature", self.temperature, above=0)
+        check_range("model.objective.uniformity", self.uniformity, at_least=0)
+
+
+@dataclass(frozen=True)
+class FormulaConfig:
+    """The training-free text formula that validation scores with (``TextScorer``'s settings).
+
+    Args:
+        decay: recency weight per step back in the user vector, in (0, 1].
+        hubness: weight of the hubness correction (0: off).
+        hubness_k: neighbours in an item's hubness.
+        center: centre each catalogue on its mean item vector before scoring.
+    """
+
+    decay: float = 0.3
+    hubness: float = 0.5
+    hubness_k: int = 50
+    center: bool = False
+
+    def __post_init__(self) -> None:
+        check_range("model.scorer.hubness_k", self.hubness_k, at_least=1)
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"model.scorer.decay must be in (0, 1], got {self.decay}")
+
+
 class EncoderFinetune(DomainEvalLoop, L.LightningModule):
     """A ``SentenceTransformer`` trained contrastively on ``PairDataModule`` pairs.
 
@@ -85,37 +131,26 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         encoder: sentence-transformers name or folder to start from.
         train_layers: ``all``, or how many top transformer layers train (with the modules after
             the transformer); the rest stay frozen.
-        loss: ``symmetric`` (query→item and item→query) or ``forward`` (query→item).
-        temperature: the softmax temperature, ``scale = 1 / temperature``; its start with
-            ``learn_temperature`` (capped at a scale of ``MAX_SCALE``).
-        uniformity: weight of the uniformity term (0: off).
+        objective: the contrastive loss, its temperature and the uniformity term (``ContrastiveConfig``).
+        scorer: the text formula validation scores with (``FormulaConfig``).
         max_seq_length: encoder tokens per item text; saved with the encoder, so scoring reads
             texts as training did.
         lr, weight_decay: AdamW's.
-        decay, hubness, hubness_k, center: the text formula that validation scores with
-            (``TextScorer``'s).
         encode_batch_size: texts per batch when encoding catalogues for validation.
         num_items, dataset_fingerprint: linked from the data module (logged, not used).
     """
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, train_layers: int | Literal["all"] = "all",
-                 loss: Literal["symmetric", "forward"] = "symmetric", temperature: float = 0.05,
-                 learn_temperature: bool = False, uniformity: float = 0.0, max_seq_length: int = 64,
-                 lr: float = 2e-5, weight_decay: float = 0.01, decay: float = 0.3, hubness: float = 0.5,
-                 hubness_k: int = 50, center: bool = False, encode_batch_size: int = 128,
+                 objective: ContrastiveConfig = ContrastiveConfig(), scorer: FormulaConfig = FormulaConfig(),
+                 max_seq_length: int = 64, lr: float = 2e-5, weight_decay: float = 0.01, encode_batch_size: int = 128,
                  num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"model.loss must be one of {list(LOSSES)}, got {loss!r}")
-        check_range("model.temperature", temperature, above=0)
-        check_range("model.uniformity", uniformity, at_least=0)
         check_range("model.max_seq_length", max_seq_length, at_least=1)
         check_range("model.lr", lr, above=0)
         check_range("model.weight_decay", weight_decay, at_least=0)
-        check_range("model.hubness_k", hubness_k, at_least=1)
-        if not 0 < decay <= 1:
-            raise ValueError(f"model.decay must be in (0, 1], got {decay}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["objective", "scorer"])
+        self.hparams.update(objective=asdict(objective), scorer=asdict(scorer))
+        self.objective, self.scorer = objective, scorer
         self.encoder = load_encoder(encoder)
         self.encoder.max_seq_length = max_seq_length
         self.encoder.train()  # loaded for inference (dropout off); Lightning keeps the mode a submodule has
@@ -124,8 +159,8 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
                        f"({sum(p.numel() for p in self.encoder.parameters() if p.requires_grad):,} parameters)")
         # the query embeddings come from this module's own forward (a mean over the history), so the
         # loss only ever sees embeddings and needs no model
-        self.loss_fn = LOSSES[loss](None, scale=1 / temperature)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / temperature))) if learn_temperature else None
+        self.loss_fn = LOSSES[objective.loss](None, scale=1 / objective.temperature)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / objective.temperature))) if objective.learn_temperature else None
         self.val_metrics = RankingMetrics((1, 5, 10), (5, 10), mrr=False)
         self.test_metrics = RankingMetrics((1, 5, 10), (5, 10), mrr=False)
         self.best = -math.inf  # best val/ndcg@10 so far, whose encoder <run>/encoder holds
@@ -162,7 +197,7 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         ids, local = torch.unique(torch.cat([zero, query.flatten(), positive]), return_inverse=True)  # ids[0] = 0: padding
         table = self.embed([self.texts[i] for i in ids.tolist()])  # (U, E), row 0 the padding's zeros
         local_query = local[1 : 1 + query.numel()].view_as(query)
-        users = recency_user_vectors(table, local_query, self.hparams.decay, batch["lengths"])  # (B, E)
+        users = recency_user_vectors(table, local_query, self.scorer.decay, batch["lengths"])  # (B, E)
         return users, table[local[1 + query.numel():]], table[1:]
 
     def scale(self) -> Tensor | float:
@@ -175,9 +210,9 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         contrastive = self.loss_fn.compute_loss_from_embeddings([users, positives], None)
         logs = {"train/contrastive": contrastive, "train/scale": torch.as_tensor(self.scale()).detach()}
         loss = contrastive
-        if self.hparams.uniformity:
+        if self.objective.uniformity:
             uniform = uniformity_loss(items[items.norm(dim=-1) > 0])
-            loss = loss + self.hparams.uniformity * uniform
+            loss = loss + self.objective.uniformity * uniform
             logs["train/uniformity"] = uniform
         self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
         self.log_dict(logs, batch_size=len(users))
@@ -201,8 +236,8 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         unit = torch.zeros(len(texts), embedding_dim(self.encoder))
         for lo, hi in domains:
             unit[lo : hi + 1] = torch.from_numpy(encode_with(self.encoder, texts[lo : hi + 1], self.hparams.encode_batch_size))
-        hp = self.hparams
-        scorer = TextScorer(unit.to(self.device), hp.decay, hp.hubness, hp.hubness_k, hp.center, domains)
+        f = self.scorer
+        scorer = TextScorer(unit.to(self.device), f.decay, f.hubness, f.hubness_k, f.center, domains)
         return scorer, mean_pair_cosine(unit, domains)
 
     def rank_targets(self, batch: dict[str, Tensor], metrics: RankingMetrics,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from genrec.data import LoaderConfig
-from genrec.data.pairs import PairDataModule
+from genrec.data.pairs import PairConfig, PairDataModule
 from genrec.errors import DataError
 from tests.helpers import text_domain
 
@@ -13,12 +13,12 @@ TWO = {f"v{i}": "pqrst" if i % 2 else "pqrts" for i in range(6)}
 TITLES = {c: f"item {c}" for c in "abcyzpqrst"}
 
 
-def module(tmp_path, batch_size=2, **kwargs):
+def module(tmp_path, batch_size=2, domain_balance=1.0, **pairing):
     one = text_domain(tmp_path / "one", ONE, {k: TITLES[k] for k in "abcyz"})
     two = text_domain(tmp_path / "two", TWO, {k: TITLES[k] for k in "pqrst"})
     dm = PairDataModule([{"name": "one", "dataset": "plain", "root": str(one)},
                          {"name": "two", "dataset": "plain", "root": str(two)}],
-                        loader=LoaderConfig(batch_size=batch_size), **kwargs)
+                        PairConfig(**pairing), domain_balance, loader=LoaderConfig(batch_size=batch_size))
     dm.setup("fit")
     return dm
 
@@ -51,7 +51,7 @@ def test_a_user_query_holds_the_last_history_items_oldest_first(tmp_path):
     assert (("a", "b"), "c", 2) in rows and (("a",), "b", 1) in rows and (("c", "a"), "b", 2) in rows
     assert (("a", "a"), "b", 2) in rows and not any(p in q for q, p, _ in rows)  # u3's (a) -> a is a repeat
     assert dm.pairs.left_out.sum() == 1
-    with pytest.raises(DataError, match="data.history"):
+    with pytest.raises(DataError, match="data.pairing.history"):
         module(tmp_path / "x", query="user", history=0)
 
 

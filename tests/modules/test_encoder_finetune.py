@@ -7,8 +7,8 @@ import torch
 
 from genrec.cli import main as train_main
 from genrec.data import LoaderConfig
-from genrec.data.pairs import PairDataModule
-from genrec.evaluation.text_baseline import TextScorer
+from genrec.data.pairs import PairConfig, PairDataModule
+from genrec.models.text_prior import TextScorer
 from genrec.modules.encoder_finetune import EncoderFinetune, freeze_below, transformer_layers
 from genrec.tokenizers.text import embed_texts
 from tests.helpers import last_metrics, text_domain, tiny_encoder
@@ -30,7 +30,7 @@ def domains(tmp_path):
 
 
 def test_a_user_query_is_the_text_formulas_user_vector(tmp_path, encoder):
-    dm = PairDataModule(domains(tmp_path), query="user", history=3, loader=LoaderConfig(batch_size=8))
+    dm = PairDataModule(domains(tmp_path), PairConfig(query="user", history=3), loader=LoaderConfig(batch_size=8))
     dm.setup("fit")
     model = EncoderFinetune(str(encoder), max_seq_length=32).eval()  # dropout off: as the formula encodes
     model.texts = dm.item_texts
@@ -64,7 +64,7 @@ def config(tmp_path, encoder, steps, **model):
                         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                          "init_args": {"save_top_k": 0, "save_last": True, "every_n_train_steps": 2}}]},
         "data": {"class_path": "genrec.data.pairs.PairDataModule",
-                 "init_args": {"domains": domains(tmp_path), "query": "user", "history": 2,
+                 "init_args": {"domains": domains(tmp_path), "pairing": {"query": "user", "history": 2},
                                "loader": {"batch_size": 6, "eval_batch_size": 8}}},
         "model": {"class_path": "genrec.modules.encoder_finetune.EncoderFinetune",
                   "init_args": {"encoder": str(encoder), "train_layers": 2, "lr": 3e-3, "max_seq_length": 32, **model}},
@@ -86,7 +86,7 @@ def fixed_loss(model, dm, batches=4):
 
 def test_fine_tuning_lowers_the_loss_and_saves_an_encoder_that_embed_texts_loads(tmp_path, encoder, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = train_main(config(tmp_path, encoder, steps=16, learn_temperature=True, uniformity=0.1))
+    cli = train_main(config(tmp_path, encoder, steps=16, objective={"learn_temperature": True, "uniformity": 0.1}))
     model, dm = cli.model, cli.datamodule
     run = tmp_path / "runs" / "enc" / "version_0"
     metrics = last_metrics(run, "val/")
