@@ -25,6 +25,9 @@ FORBIDDEN = {
     # the ranking metrics sit below the modules that log them; evaluation runs sit above the modules
     "genrec.metrics": ["genrec.data", "genrec.models", "genrec.modules", "genrec.evaluation", "genrec.robust",
                        "genrec.decoding", "genrec.tokenizers", "genrec.cli", "genrec.prediction"],
+    # what every model and baseline is to evaluation, below both
+    "genrec.recommender": ["genrec.data", "genrec.models", "genrec.modules", "genrec.evaluation", "genrec.robust",
+                           "genrec.decoding", "genrec.tokenizers", "genrec.cli", "genrec.prediction"],
     "genrec.modules": ["genrec.evaluation", "genrec.robust", "genrec.cli", "genrec.prediction"],
     # evaluation sits below the robustness report and the entry points that use it
     "genrec.evaluation": ["genrec.robust", "genrec.cli", "genrec.prediction"],

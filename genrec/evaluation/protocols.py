@@ -3,18 +3,18 @@
 In-domain, leave-one-out: for each evaluated user the held-out item of the split (validation: the
 second-to-last interaction, test: the last) is ranked against the full catalogue, with the user's
 earlier items excluded as the data module's ``exclude`` option says (the target itself is never
-excluded). A scorer is anything with ``user_vectors(batch) -> (B, D)`` and ``item_vectors() ->
-(N+1, D)``; models and baselines go through the same code.
+excluded). Every ``genrec.recommender.Recommender``, model or baseline, goes through the same code
+(``genrec.evaluation.runner``).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from genrec.metrics import RankingMetrics, batch_ranks, popularity_vectors
+from genrec.metrics import RankingMetrics
 
 
 # Fields only some scorers have (a retrieval model reads no text): compared where both reports record them.
@@ -43,25 +43,6 @@ def protocol(dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int], 
     return out
 
 
-class Scorer(Protocol):
-    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor: ...
-
-    def item_vectors(self) -> Tensor: ...
-
-
-class PopularityScorer:
-    """Ranks items by their training interaction count, the same list for every user."""
-
-    def __init__(self, train_counts: Tensor):
-        self.vectors = popularity_vectors(train_counts)
-
-    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
-        return torch.ones(len(batch["target"]), 1)
-
-    def item_vectors(self) -> Tensor:
-        return self.vectors
-
-
 class UserRanks:
     """Each evaluated user's target rank, kept batch by batch beside the streamed sums (for per-user
     results and bootstrap intervals in one process; training-time evaluation keeps sums only).
@@ -79,18 +60,3 @@ class UserRanks:
         users, targets, ranks = (torch.cat(p).numpy() for p in zip(*self._parts)) if self._parts else (np.zeros(0, np.int64),) * 3
         order = np.argsort(users, kind="stable")
         return users[order], targets[order], ranks[order]
-
-
-@torch.no_grad()
-def evaluate_scorer(scorer: Scorer, batches: Iterable[dict[str, Tensor]], metrics: RankingMetrics,
-                    chunk_size: int = 65536, domain: tuple[int, int] | None = None,
-                    record: UserRanks | None = None) -> dict[str, float]:
-    """Metrics of ``scorer`` over ``batches``, ranking within ids ``domain = (first, last)`` if given;
-    ``record`` also keeps each user's rank."""
-    items = scorer.item_vectors()
-    for batch in batches:
-        ranks = batch_ranks(scorer.user_vectors(batch), items, batch, chunk_size, domain)
-        metrics.update(ranks)
-        if record is not None:
-            record.add(batch, ranks)
-    return {k: float(v) for k, v in metrics.compute().items()}

@@ -12,8 +12,7 @@ from typing import Any
 
 from genrec.data.datamodule import rebuild_options
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, module_class_path, resolve_checkpoint
-
-GENERATIVE_MODULE = "genrec.modules.generative_module.GenerativeModule"
+from genrec.recommender import Recommender
 
 
 def import_path(path: str) -> Any:
@@ -27,11 +26,7 @@ class Run:
 
     path: Path
     ckpt: dict
-    model: Any
-
-    @property
-    def generative(self) -> bool:
-        return module_class_path(self.ckpt) == GENERATIVE_MODULE
+    model: Recommender
 
     @property
     def folder(self) -> Path:
@@ -57,14 +52,3 @@ def load_run(path: str | Path) -> Run:
     ckpt = load_checkpoint(path)
     module_cls = import_path(module_class_path(ckpt))
     return Run(path, ckpt, module_cls.from_checkpoint(str(path), ckpt=ckpt).eval())
-
-
-def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
-    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
-    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
-    that domain's id range."""
-    loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    domains = getattr(dm, "eval_domains", None)
-    if not domains:
-        return [("", loaders, None)]
-    return [(f" [{name}]", loader, (lo, hi)) for (name, lo, hi), loader in zip(domains, loaders)]

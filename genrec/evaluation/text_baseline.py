@@ -1,94 +1,50 @@
-"""Training-free text baseline: rank items by cosine to a recency-weighted mean of the history's text.
-
-The user vector is ``sum_a decay**a * e(item at age a)`` over the model input window (age 0 = the
-most recent item), with ``e`` the items' unit-norm sentence embeddings; candidates are scored by the
-cosine to it; with ``hubness`` c the score is ``cos(u, e_i) - c h_i``, ``h_i`` the item's mean
-cosine to its nearest catalogue neighbours (``text_hubness``). It goes through the same evaluator
-as every model (``evaluate_scorer``), so history exclusion and tie-breaking are the same. A learned
-text model that does not beat it has learned nothing that text similarity alone does not give.
+"""Evaluate the training-free text baseline (``baselines.TextScorer``) beside popularity, without a checkpoint.
 
     python evaluate.py baseline --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py baseline --hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
 
-Writes ``<out>/<split>_<data folder>_metrics.json``, ``_report.md`` and ``_per_user.parquet`` beside
-the popularity baseline, with bootstrap intervals, through the report writer of every evaluation.
-A report there from another encoder, template, decay, hubness or protocol is refused without
-``--overwrite`` (``genrec.outputs``).
+The items' text (``--template``) is embedded by ``--encoder`` and both baselines go through the one
+evaluation path (``genrec.evaluation.runner``) into ``<out>/<split>_<data folder>_metrics.json``,
+``_report.md`` and ``_per_user.parquet``, with bootstrap intervals. A report there from another
+encoder, template, decay, hubness or protocol is refused without ``--overwrite`` (``genrec.outputs``).
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from genrec.commands import add_data_options
+from genrec.data import SequenceDataModule
+from genrec.data.datamodule import rebuild_options
+from genrec.evaluation.baselines import PopularityScorer, TextScorer
+from genrec.evaluation.report import owner, report_paths
+from genrec.evaluation.runner import data_name, report_header, run_report
 from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments, bootstrap_from
-from genrec.models.text_prior import recency_user_vectors, text_hubness
-
-
-class TextScorer:
-    """Scorer over item text embeddings (N+1, E), row 0 = padding."""
-
-    def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50):
-        if not 0 < decay <= 1:
-            raise ValueError(f"text baseline decay must be in (0, 1], got {decay}")
-        self.items = F.normalize(item_embeddings.float(), dim=-1)
-        self.decay = decay
-        # the hubness term rides on one extra dimension: user (u, 1) · item (e_i, -c h_i)
-        self.hubness = bool(hubness)
-        self.vectors = torch.cat([self.items, -hubness * text_hubness(self.items, hubness_k)[:, None]], 1) if hubness else self.items
-
-    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
-        users = recency_user_vectors(self.items, batch["items"], self.decay, batch["lengths"])  # (B, E)
-        return torch.cat([users, torch.ones(len(users), 1)], 1) if self.hubness else users
-
-    def item_vectors(self) -> Tensor:
-        return self.vectors  # one tensor for every call: evaluation caches per-items work by identity
+from genrec.outputs import check_outputs
+from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
 
 def run_text_baseline(data: dict, split: str = "test", out: str | None = None, encoder: str | None = None,
                       template: str | None = None, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
                       boot: Bootstrap | None = Bootstrap(), overwrite: bool = False) -> dict:
-    """Evaluate the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``,
+    """The report of the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``,
     with bootstrap intervals unless ``boot`` is None."""
-    from pathlib import Path
-
-    from genrec.data import SequenceDataModule
-    from genrec.data.datamodule import rebuild_options
-    from genrec.metrics import RankingMetrics
-    from genrec.evaluation.protocols import PopularityScorer, UserRanks, evaluate_scorer, protocol
-    from genrec.evaluation.report import owner, per_user_frame, report_paths, write_report
-    from genrec.outputs import check_outputs
-    from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts, text_coverage
-
     if hubness and hubness_k < 1:  # option errors come before any file check
         raise ValueError(f"--hubness-k must be at least 1, got {hubness_k}")
     dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data))
     dm.setup("test")
-    template = template or DEFAULT_TEMPLATE
-    hr_ks, ndcg_ks = (1, 5, 10), (5, 10)
+    template, encoder = template or DEFAULT_TEMPLATE, encoder or DEFAULT_ENCODER
     hub = f", hubness {hubness} (k {hubness_k})" if hubness else ""
-    report = {"command": "evaluate.py baseline",
-              "checkpoint": f"text baseline ({encoder or DEFAULT_ENCODER}, decay {decay}{hub}, template {template!r})",
-              "protocol": protocol(dm, split, hr_ks, ndcg_ks, template),
-              "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.root,
-              "users": len(dm.eval_users), "items": dm.num_items, "exclude": dm.hparams.exclude, "text_template": template}
-    target = Path(dm.hparams.root).name if dm.hparams.root else dm.data.name
+    report = report_header("evaluate.py baseline", f"text baseline ({encoder}, decay {decay}{hub}, template {template!r})",
+                           dm, split, (1, 5, 10), (5, 10), template)
     folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "")))
-    check_outputs(report_paths(folder, f"{split}_{target}"), owner(report), overwrite)  # before the encoder runs
-    texts = render_texts(dm.data.item_text, template, f"dataset {dm.data.name!r}")
-    emb = torch.from_numpy(embed_texts(texts, encoder or DEFAULT_ENCODER))
-    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    results, records = {}, {}
-    for name, scorer in (("text", TextScorer(emb, decay, hubness, hubness_k)), ("popularity", PopularityScorer(dm.train_item_counts()))):
-        metrics = RankingMetrics(hr_ks, ndcg_ks, mrr=False)
-        records[name] = UserRanks(metrics)
-        results[name] = evaluate_scorer(scorer, loader, metrics, record=records[name])
-    report |= {"metrics": results, "text_coverage": text_coverage(dm.data.item_text, template)}
-    write_report(report, per_user_frame(records, dm, split), folder, f"{split}_{target}", boot, overwrite=overwrite)
-    return report
+    name = f"{split}_{data_name(dm)}"
+    check_outputs(report_paths(folder, name), owner(report), overwrite)  # before the encoder runs
+    emb = torch.from_numpy(embed_texts(render_texts(dm.data.item_text, template, f"dataset {dm.data.name!r}"), encoder))
+    recommenders = {"text": TextScorer(emb, decay, hubness, hubness_k), "popularity": PopularityScorer(dm.train_item_counts())}
+    return run_report(report, recommenders, dm, folder, name, mrr=False, boot=boot, overwrite=overwrite)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

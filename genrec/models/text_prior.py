@@ -7,7 +7,7 @@ history's unit text embeddings; an item's score is ``λ (cos(u, e_i) - γ h_i) +
 for cross-lingual retrieval, Conneau et al. 2018) and ``count_i`` its training interactions.
 Everything but the learned ``λ, γ, β`` is computed from a catalogue's text, so the prior applies to
 a catalogue never trained on. The training-free text baseline
-(``genrec.evaluation.text_baseline.TextScorer``) uses the same user vector and hubness.
+(``genrec.evaluation.baselines.TextScorer``) uses the same user vector and hubness.
 """
 from __future__ import annotations
 

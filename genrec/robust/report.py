@@ -34,8 +34,8 @@ import torch
 from genrec.data import SequenceDataModule
 from genrec.data.datamodule import rebuild_options
 from genrec.metrics import RankingMetrics
-from genrec.evaluation.protocols import evaluate_scorer
 from genrec.evaluation.report import save_report
+from genrec.evaluation.runner import evaluate_recommender
 from genrec.evaluation.runs import Run, load_run
 from genrec.modules.checkpoints import CheckpointMismatchError
 from genrec.outputs import check_outputs
@@ -96,11 +96,10 @@ def evaluate_run(run: Run, dm: SequenceDataModule, split: str, target_sets: dict
     if model.hparams.dataset_fingerprint and model.hparams.dataset_fingerprint != dm.fingerprint:
         raise CheckpointMismatchError(f"{run.path} was trained on another catalogue than the clean checkpoint; compare runs of one dataset")
     loader = lambda: dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    hp = model.hparams
-    clean = evaluate_scorer(model, loader(), RankingMetrics((10,), (10,)), hp.eval_chunk_size)
+    clean = evaluate_recommender(model, loader(), RankingMetrics((10,), (10,)))
     out = {"hr@10": clean["hr@10"], "ndcg@10": clean["ndcg@10"]}
     for attack, targets in target_sets.items():
-        out[attack] = target_metrics(model, loader(), dm.data, np.asarray(targets), K, hp.eval_chunk_size)
+        out[attack] = target_metrics(model, loader(), dm.data, np.asarray(targets), K)
     return out
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genrec.evaluation.text_baseline import TextScorer
+from genrec.evaluation.baselines import TextScorer
 from genrec.models.text_prior import text_hubness
 
 

@@ -174,7 +174,7 @@ def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():
 def test_text_prior_uses_the_text_baselines_user_vector():
     m, b = module(scale=1.0), batch()
     # user vector = the text baseline's: unit recency-weighted mean of the history's unit embeddings
-    from genrec.evaluation.text_baseline import TextScorer
+    from genrec.evaluation.baselines import TextScorer
     scorer = TextScorer(m.item_text, decay=m.prior.config.decay)
     users = m.prior.users(b["items"], b["lengths"])
     assert torch.allclose(users, scorer.user_vectors(b), atol=1e-5)
@@ -195,7 +195,7 @@ def test_the_prior_alone_decodes_exactly_the_text_baselines_ranking():
     with torch.no_grad():
         m.net.heads.zero_()
         items, scores = m.recommend(b, 10, b["exclude"])
-    from genrec.evaluation.text_baseline import TextScorer
+    from genrec.evaluation.baselines import TextScorer
     cos = (torch.nn.functional.normalize(m.item_text, dim=-1) @ TextScorer(m.item_text, decay=0.3).user_vectors(b).T).T
     cos[:, 0] = float("-inf")
     cos = cos.scatter(1, b["exclude"], float("-inf"))
@@ -246,7 +246,7 @@ def test_the_popularity_prior_adds_beta_log_counts_and_is_off_on_a_catalogue_wit
     m, b = module(scale=5.0, popularity=True, popularity_scale=0.7), batch()
     counts = torch.randint(0, 50, (31,)).float()
     m.set_catalogue_embeddings(m.item_text.clone(), "test", counts)
-    from genrec.evaluation.text_baseline import TextScorer
+    from genrec.evaluation.baselines import TextScorer
     cos = (torch.nn.functional.normalize(m.item_text, dim=-1) @ TextScorer(m.item_text, decay=0.3).user_vectors(b).T).T
     with torch.no_grad():
         m.net.heads.zero_()
@@ -285,7 +285,7 @@ def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new
     start (the text baseline), learned; a new catalogue gets its own h (zero-shot)."""
     from types import SimpleNamespace
 
-    from genrec.evaluation.text_baseline import TextScorer
+    from genrec.evaluation.baselines import TextScorer
     with pytest.raises(ValueError, match="model.prior.hubness_k"):
         module(hubness=True, hubness_k=0)
     m, b = module(scale=5.0, hubness=True, hubness_k=4), batch()

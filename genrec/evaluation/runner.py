@@ -1,0 +1,91 @@
+"""The one evaluation path of ``evaluate.py``: any ``Recommender``s on one split of any data module, into one report.
+
+Protocol (``genrec.metrics``, ``protocols.protocol``): leave-one-out, each evaluated user's held-out
+target ranked by every recommender's ``rank_targets`` against the full catalogue (a generative
+model: within its decoded top-K list), the data module's history exclusion applied, the target never
+excluded. Ranks stream batch by batch; no recommender's full score matrix is ever kept. A
+multi-domain data module is ranked per domain, within that domain's catalogue (``eval_parts``).
+Retrieval models, the generative model and the baselines go through the same code and write the
+same report (``report.write_report``: metrics with bootstrap intervals, per-user ranks,
+breakdowns, the protocol and who wrote it), which ``evaluate.py compare`` and W&B read.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from genrec.evaluation.protocols import UserRanks, protocol
+from genrec.evaluation.recommendations import example_recommendations
+from genrec.evaluation.report import per_user_frame, write_report
+from genrec.evaluation.uncertainty import Bootstrap
+from genrec.metrics import RankingMetrics
+from genrec.recommender import Recommender
+from genrec.tokenizers.text import text_coverage
+
+
+@torch.no_grad()
+def evaluate_recommender(recommender: Recommender, batches: Iterable[dict[str, Tensor]], metrics: RankingMetrics,
+                         domain: tuple[int, int] | None = None, record: UserRanks | None = None) -> dict[str, float]:
+    """Metrics of ``recommender`` over ``batches``, ranking within ids ``domain = (first, last)`` if
+    given; ``record`` also keeps each user's rank."""
+    for batch in batches:
+        ranks = recommender.rank_targets(batch, metrics, domain)
+        if record is not None:
+            record.add(batch, ranks)
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
+    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
+    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
+    that domain's id range."""
+    loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    domains = getattr(dm, "eval_domains", None)
+    if not domains:
+        return [("", loaders, None)]
+    return [(f" [{name}]", loader, (lo, hi)) for (name, lo, hi), loader in zip(domains, loaders)]
+
+
+def data_name(dm: Any) -> str:
+    """The evaluated data as report file names show it: the data folder's name, else the dataset's."""
+    return Path(dm.hparams.root).name if dm.hparams.get("root") else dm.data.name
+
+
+def report_header(command: str, checkpoint: str, dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int],
+                  template: str | None = None) -> dict[str, Any]:
+    """What every report starts with: who wrote it (``report.owner``: ``command``, ``checkpoint`` or
+    the scorer's description, the protocol) and the data it ranks; with the item text ``template``
+    of a text scorer, how many items it leaves without text."""
+    report = {"command": command, "checkpoint": checkpoint, "protocol": protocol(dm, split, hr_ks, ndcg_ks, template),
+              "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.get("root"),
+              "users": len(dm.eval_users), "items": dm.num_items, "exclude": dm.hparams.exclude}
+    if template is not None:
+        report |= {"text_template": template, "text_coverage": text_coverage(dm.data.item_text, template)}
+    return report
+
+
+def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, folder: Path, name: str,
+               mrr: bool = True, boot: Bootstrap | None = Bootstrap(), note: str = "", wandb: bool = False,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Rank ``dm``'s split (``report["split"]``) by every recommender, at the cut-offs of the report's
+    protocol (MRR too if ``mrr``), add the metrics and seconds taken to ``report`` and write it as
+    ``name`` into ``folder`` (``write_report``; ``note`` ends its Markdown). With ``wandb``, a few
+    users' lists of the first recommender go to W&B beside the metrics."""
+    ks = report["protocol"]["k"]
+    results, records, seconds = {}, {}, {}
+    parts = eval_parts(dm, report["split"])
+    for label, loader, domain in parts:
+        for scorer, recommender in recommenders.items():
+            start = time.perf_counter()
+            metrics = RankingMetrics(ks["hr"], ks["ndcg"], mrr=mrr, max_rank=recommender.max_rank)
+            records[scorer + label] = UserRanks(metrics)
+            results[scorer + label] = evaluate_recommender(recommender, loader, metrics, domain, records[scorer + label])
+            seconds[scorer] = round(seconds.get(scorer, 0.0) + time.perf_counter() - start, 2)
+    report |= {"eval_seconds": seconds, "metrics": results}
+    examples = example_recommendations(next(iter(recommenders.values())), parts[0][1], dm.data) if wandb else None
+    write_report(report, per_user_frame(records, dm, report["split"]), folder, name, boot, note, examples, overwrite)
+    return report
