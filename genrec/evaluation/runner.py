@@ -68,17 +68,13 @@ def report_header(command: str, checkpoint: str, dm: Any, split: str, hr_ks: Seq
     return report
 
 
-def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, folder: Path, name: str,
-               mrr: bool = True, boot: Bootstrap | None = Bootstrap(), note: str = "", wandb: bool = False,
-               overwrite: bool = False) -> dict[str, Any]:
+def score(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, mrr: bool = True) -> dict[str, UserRanks]:
     """Rank ``dm``'s split (``report["split"]``) by every recommender, at the cut-offs of the report's
-    protocol (MRR too if ``mrr``), add the metrics and seconds taken to ``report`` and write it as
-    ``name`` into ``folder`` (``write_report``; ``note`` ends its Markdown). With ``wandb``, a few
-    users' lists of the first recommender go to W&B beside the metrics."""
+    protocol (MRR too if ``mrr``); add the metrics and seconds taken to ``report`` and return each
+    scorer's per-user ranks."""
     ks = report["protocol"]["k"]
     results, records, seconds = {}, {}, {}
-    parts = eval_parts(dm, report["split"])
-    for label, loader, domain in parts:
+    for label, loader, domain in eval_parts(dm, report["split"]):
         for scorer, recommender in recommenders.items():
             start = time.perf_counter()
             metrics = RankingMetrics(ks["hr"], ks["ndcg"], mrr=mrr, max_rank=recommender.max_rank)
@@ -86,6 +82,16 @@ def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm:
             results[scorer + label] = evaluate_recommender(recommender, loader, metrics, domain, records[scorer + label])
             seconds[scorer] = round(seconds.get(scorer, 0.0) + time.perf_counter() - start, 2)
     report |= {"eval_seconds": seconds, "metrics": results}
-    examples = example_recommendations(next(iter(recommenders.values())), parts[0][1], dm.data) if wandb else None
+    return records
+
+
+def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, folder: Path, name: str,
+               mrr: bool = True, boot: Bootstrap | None = Bootstrap(), note: str = "", wandb: bool = False,
+               overwrite: bool = False) -> dict[str, Any]:
+    """``score`` and write the report as ``name`` into ``folder`` (``write_report``; ``note`` ends its
+    Markdown). With ``wandb``, a few users' lists of the first recommender go to W&B beside it."""
+    records = score(report, recommenders, dm, mrr)
+    examples = example_recommendations(next(iter(recommenders.values())), eval_parts(dm, report["split"])[0][1],
+                                       dm.data) if wandb else None
     write_report(report, per_user_frame(records, dm, report["split"]), folder, name, boot, note, examples, overwrite)
     return report
