@@ -1,13 +1,9 @@
-"""What every model and baseline is to evaluation: a ``Recommender``.
-
-A recommender ranks each user's held-out target of an evaluation batch (``rank_targets``: the
-protocol of ``genrec.metrics``, history exclusion and tie-breaking included) and lists a user's
-top k (``recommend``). Retrieval modules, the generative module (constrained beam search) and the
-training-free baselines (popularity, text similarity) all are one; the in-training loop
-(``genrec.modules.eval_loop``), ``evaluate.py`` (``genrec.evaluation.runner``) and the W&B examples
-call nothing else. Those that score by a dot product of a user vector and an item vector get both
-methods from ``VectorRecommender``, which streams the catalogue chunk by chunk and keeps only ranks
-or the top k, never all scores.
+"""What every model and baseline is to evaluation: a ``Recommender``, which ranks each user's held-out
+target (``rank_targets``, under the protocol of ``genrec.metrics``) and lists a user's top k
+(``recommend``). The retrieval and generative modules and the training-free baselines are ones; the
+in-training loop (``genrec.modules.eval_loop``), ``evaluate.py`` (``genrec.evaluation.runner``) and
+``recommend`` call nothing else. Dot-product scorers get both from ``VectorRecommender``, which
+streams the catalogue chunk by chunk, keeping ranks or the top k, never all scores.
 """
 from __future__ import annotations
 
@@ -42,12 +38,10 @@ class VectorRecommender:
     max_rank: int | None = None
     chunk_size: int = 65536  # items scored at a time (bounds memory)
 
-    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B, D)"""
+    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:  # (B, D)
         raise NotImplementedError
 
-    def item_vectors(self) -> Tensor:
-        """(N+1, D), row 0 = padding."""
+    def item_vectors(self) -> Tensor:  # (N+1, D), row 0 = padding
         raise NotImplementedError
 
     def ranking_items(self) -> Tensor:

@@ -23,13 +23,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from genrec.commands import add_data_options
 from genrec.evaluation.baselines import PopularityScorer, TextScorer
 from genrec.evaluation.report import owner, report_paths
-from genrec.evaluation.runner import data_name, report_header, run_report
+from genrec.evaluation.runner import add_report_arguments, data_name, report_header, run_report
 from genrec.evaluation.runs import Run, load_run
-from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments, bootstrap_from
-from genrec.modules.checkpoints import CheckpointMismatchError
+from genrec.evaluation.uncertainty import Bootstrap, bootstrap_from
 from genrec.modules.generative_module import GenerativeModule
 from genrec.outputs import check_outputs
 
@@ -41,13 +39,9 @@ def run_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str
     ``overrides``; ``text_decay``: the text baseline's recency decay."""
     model, dm = run.model, run.datamodule(overrides)
     dm.setup("test")
+    run.check_catalogue(dm)
     hp, generative = model.hparams, isinstance(model, GenerativeModule)
     trained_on = hp.get("dataset_fingerprint", "")
-    if not generative and trained_on and trained_on != dm.fingerprint:
-        raise CheckpointMismatchError(
-            f"{run.path} was trained on catalogue {trained_on!r}, but these data give {dm.fingerprint!r}: "
-            "a retrieval model can only rank the catalogue it was trained on"
-        )
     report = report_header("evaluate.py model", str(run.path.resolve()), dm, split, hp.hr_ks, hp.ndcg_ks,
                            model.tokenizer.text_template if generative else None)
     zero_shot = generative and trained_on != dm.fingerprint
@@ -74,16 +68,11 @@ def run_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
-    parser.add_argument("--split", choices=["test", "val"], default="test")
-    parser.add_argument("--out", default=None, help="report folder (default: the run folder of the checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baselines")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing report files even when another checkpoint, protocol or program wrote them")
-    add_bootstrap_arguments(parser)
     parser.add_argument("--wandb", action="store_true",
                         help="also log the metrics table, breakdown plots and example recommendations to W&B "
                              "(offline unless WANDB_MODE=online; WANDB_MODE=disabled turns it off)")
-    add_data_options(parser, "those the checkpoint was trained with")
+    add_report_arguments(parser, "the run folder of the checkpoint", "those the checkpoint was trained with")
 
 
 def run(args: argparse.Namespace) -> dict:

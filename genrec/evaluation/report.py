@@ -15,11 +15,32 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
 from genrec.evaluation import breakdown
-from genrec.evaluation.protocols import UserRanks
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
+from genrec.metrics import RankingMetrics
 from genrec.outputs import check_outputs, record_outputs
+
+
+class UserRanks:
+    """Each evaluated user's target rank, kept batch by batch beside the streamed sums (for per-user
+    results and bootstrap intervals in one process; training-time evaluation keeps sums only).
+    ``metrics`` gives the cut-offs and list length the ranks are read with."""
+
+    def __init__(self, metrics: RankingMetrics):
+        self.hr_ks, self.ndcg_ks, self.mrr, self.max_rank = metrics.hr_ks, metrics.ndcg_ks, metrics.mrr, metrics.max_rank
+        self._parts: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def add(self, batch: dict[str, Tensor], ranks: Tensor) -> None:
+        self._parts.append((batch["user"].cpu(), batch["target"].cpu(), ranks.cpu()))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(users, targets, ranks), each (U,), sorted by user index."""
+        users, targets, ranks = (torch.cat(p).numpy() for p in zip(*self._parts)) if self._parts else (np.zeros(0, np.int64),) * 3
+        order = np.argsort(users, kind="stable")
+        return users[order], targets[order], ranks[order]
 
 
 def per_user_frame(records: dict[str, UserRanks], dm: Any, split: str) -> pd.DataFrame:

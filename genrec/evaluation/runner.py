@@ -1,16 +1,18 @@
 """The one evaluation path of ``evaluate.py``: any ``Recommender``s on one split of any data module, into one report.
 
-Protocol (``genrec.metrics``, ``protocols.protocol``): leave-one-out, each evaluated user's held-out
-target ranked by every recommender's ``rank_targets`` against the full catalogue (a generative
-model: within its decoded top-K list), the data module's history exclusion applied, the target never
-excluded. Ranks stream batch by batch; no recommender's full score matrix is ever kept. A
+Protocol (``genrec.metrics``; its fields: ``protocol``): leave-one-out, each evaluated user's
+held-out item of the split (validation: the second-to-last interaction, test: the last) ranked by
+every recommender's ``rank_targets`` against the full catalogue (a generative model: within its
+decoded top-K list), the user's earlier items excluded as the data module's ``exclude`` option
+says, the target never excluded. Ranks stream batch by batch; no full score matrix is ever kept. A
 multi-domain data module is ranked per domain, within that domain's catalogue (``eval_parts``).
-Retrieval models, the generative model and the baselines go through the same code and write the
-same report (``report.write_report``: metrics with bootstrap intervals, per-user ranks,
-breakdowns, the protocol and who wrote it), which ``evaluate.py compare`` and W&B read.
+Models and baselines go through the same code into the same report (``report.write_report``:
+metrics with bootstrap intervals, per-user ranks, breakdowns, the protocol and who wrote it), which
+``evaluate.py compare`` and W&B read.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -18,13 +20,39 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from genrec.evaluation.protocols import UserRanks, protocol
+from genrec.commands import add_data_options
 from genrec.evaluation.recommendations import example_recommendations
-from genrec.evaluation.report import per_user_frame, write_report
-from genrec.evaluation.uncertainty import Bootstrap
+from genrec.evaluation.report import UserRanks, per_user_frame, write_report
+from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments
 from genrec.metrics import RankingMetrics
 from genrec.recommender import Recommender
 from genrec.tokenizers.text import text_coverage
+
+
+# Fields only some scorers have (a retrieval model reads no text): compared where both reports record them.
+SCORER_FIELDS = ("template",)
+
+
+def protocol(dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int], template: str | None = None) -> dict[str, Any]:
+    """Everything besides the scorer that decides a report's numbers: the split, the catalogue, what
+    is excluded from the candidates, the data filters, the metric cut-offs and (for text scorers) the
+    item text template. Two reports are compared user by user only when all of it matches; the
+    users and their targets are checked on the per-user rows themselves."""
+    hp = dm.hparams
+    out: dict[str, Any] = {
+        "split": split,
+        "catalogue": dm.fingerprint,
+        "exclude": hp.exclude,
+        # unset, empty and 0 all mean "no filter"
+        "filters": {key: hp.get(key) for key in ("dataset", "dataset_options", "min_user_interactions", "min_item_interactions")
+                    if hp.get(key)},
+        "k": {"hr": sorted(set(hr_ks)), "ndcg": sorted(set(ndcg_ks))},
+    }
+    if hp.exclude == "window":  # the window's length decides what is excluded
+        out["window"] = hp.max_seq_len
+    if template is not None:
+        out["template"] = template
+    return out
 
 
 @torch.no_grad()
@@ -95,3 +123,14 @@ def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm:
                                        dm.data) if wandb else None
     write_report(report, per_user_frame(records, dm, report["split"]), folder, name, boot, note, examples, overwrite)
     return report
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, out: str, data: str) -> None:
+    """The options of a command writing a report: ``--split``, ``--out`` (``out``: its default),
+    ``--overwrite``, the bootstrap's and ``--data.KEY VALUE`` (``data``: what unset ones are)."""
+    parser.add_argument("--split", choices=["test", "val"], default="test")
+    parser.add_argument("--out", default=None, help=f"report folder (default: {out})")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing report files even when another "
+                        "checkpoint, scorer, protocol or program wrote them")
+    add_bootstrap_arguments(parser)
+    add_data_options(parser, data)

@@ -12,6 +12,7 @@ from typing import Any
 
 from genrec.data.datamodule import rebuild_options
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, module_class_path, resolve_checkpoint
+from genrec.modules.generative_module import GenerativeModule
 from genrec.recommender import Recommender
 
 
@@ -32,6 +33,14 @@ class Run:
     def folder(self) -> Path:
         """The run folder (reports go there unless told otherwise)."""
         return self.path.resolve().parent.parent
+
+    def check_catalogue(self, dm: Any) -> None:
+        """Refuse ``dm`` unless the model was trained on its catalogue; a generative model ranks any
+        catalogue from its items' text (zero-shot), so it is never refused."""
+        trained_on = self.model.hparams.get("dataset_fingerprint", "")
+        if trained_on and trained_on != dm.fingerprint and not isinstance(self.model, GenerativeModule):
+            raise CheckpointMismatchError(f"{self.path} was trained on catalogue {trained_on!r}, but these data give "
+                                          f"{dm.fingerprint!r}: a retrieval model ranks only the catalogue it was trained on")
 
     def datamodule(self, overrides: dict[str, Any] | None = None) -> Any:
         """The data module the run was trained with, ``overrides`` (data options) applied."""

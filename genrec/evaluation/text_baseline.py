@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 
-from genrec.commands import add_data_options
 from genrec.data import SequenceDataModule
 from genrec.data.datamodule import rebuild_options
 from genrec.evaluation.baselines import PopularityScorer, TextScorer
 from genrec.evaluation.report import owner, report_paths
-from genrec.evaluation.runner import data_name, report_header, run_report
-from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments, bootstrap_from
+from genrec.evaluation.runner import add_report_arguments, data_name, report_header, run_report
+from genrec.evaluation.uncertainty import Bootstrap, bootstrap_from
 from genrec.outputs import check_outputs
 from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
@@ -54,12 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hubness", type=float, default=0.0, metavar="C",
                         help="score cos(u, e_i) - C * h_i, h_i an item's mean cosine to its nearest catalogue neighbours (default 0: off)")
     parser.add_argument("--hubness-k", type=int, default=50, help="neighbours in h_i of --hubness (default 50)")
-    parser.add_argument("--split", choices=["test", "val"], default="test")
-    parser.add_argument("--out", default=None, help="report folder (default: runs/text-baseline, -hubness<C> with --hubness)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing report files even when another scorer, protocol or program wrote them")
-    add_bootstrap_arguments(parser)
-    add_data_options(parser, "the SequenceDataModule defaults")
+    add_report_arguments(parser, "runs/text-baseline, -hubness<C> with --hubness", "the SequenceDataModule defaults")
 
 
 def run(args: argparse.Namespace) -> dict:

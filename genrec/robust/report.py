@@ -37,12 +37,10 @@ import torch
 
 from genrec.data import SequenceDataModule
 from genrec.data.datamodule import rebuild_options
-from genrec.evaluation.protocols import UserRanks
-from genrec.evaluation.report import per_user_frame, report_paths, write_report
+from genrec.evaluation.report import UserRanks, per_user_frame, report_paths, write_report
 from genrec.evaluation.runner import report_header, score
 from genrec.evaluation.runs import Run, load_run
 from genrec.evaluation.uncertainty import Bootstrap
-from genrec.modules.checkpoints import CheckpointMismatchError
 from genrec.outputs import check_outputs, record_outputs
 from genrec.robust.attacks import AttackConfig
 from genrec.robust.callback import saved_signal_scores
@@ -178,10 +176,7 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
         names[name] = info
     names |= {"no attack (defended)" + (f" {n + 1}" if len(defended_clean) > 1 else ""): i for n, i in enumerate(defended_clean)}
     for info in names.values():
-        trained_on = info["run"].model.hparams.dataset_fingerprint
-        if trained_on and trained_on != dm.fingerprint:
-            raise CheckpointMismatchError(f"{info['path']} was trained on another catalogue than the clean checkpoint; "
-                                          "compare runs of one dataset")
+        info["run"].check_catalogue(dm)
     report = report_header("evaluate.py robust", f"clean {clean}; runs {' '.join(runs)}", dm, split, (10,), (10,))
     records = score(report, {name: info["run"].model for name, info in names.items()}, dm, mrr=False)
     clean_metrics = target_sets_metrics(clean_info["run"], dm, split, per_target_sets(target_sets))

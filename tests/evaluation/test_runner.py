@@ -87,3 +87,19 @@ def test_a_retrieval_models_cached_item_vectors_follow_its_weights(dm):
     assert torch.equal(model.rank_targets(batch, RankingMetrics((10,), (10,))), fresh())
     model.load_state_dict({k: v.flip(0) if k == "item_emb.weight" else v for k, v in model.state_dict().items()})
     assert torch.equal(model.rank_targets(batch, RankingMetrics((10,), (10,))), fresh())
+
+
+def test_every_command_refuses_a_retrieval_model_on_another_catalogue_but_not_a_generative_one(dm):
+    from pathlib import Path
+
+    from genrec.evaluation.runs import Run
+    from genrec.modules.checkpoints import CheckpointMismatchError
+
+    models = recommenders(dm)
+    for kind in ("retrieval", "generative"):
+        models[kind].hparams.dataset_fingerprint = "another:30:abc"
+    with pytest.raises(CheckpointMismatchError, match=r"x.ckpt was trained on catalogue 'another:30:abc'"):
+        Run(Path("x.ckpt"), {}, models["retrieval"]).check_catalogue(dm)  # evaluate.py model, robust and recommend
+    Run(Path("x.ckpt"), {}, models["generative"]).check_catalogue(dm)  # zero-shot
+    models["retrieval"].hparams.dataset_fingerprint = dm.fingerprint
+    Run(Path("x.ckpt"), {}, models["retrieval"]).check_catalogue(dm)
