@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from genrec.data import LoaderConfig, SequenceDataModule
-from genrec.evaluation.generative_eval import evaluate_generative
+from genrec.evaluation.runner import evaluate_recommender
 from genrec.metrics import RankingMetrics
 from genrec.modules import GenerativeModule
 from genrec.modules.checkpoints import resolve_checkpoint
@@ -46,7 +46,7 @@ def main() -> None:
             with torch.no_grad():
                 module.net.heads.zero_()  # every learned token logit becomes 0
         for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
-            metrics = evaluate_generative(module, loader, RankingMetrics((1, 5, 10), (5, 10), mrr=False, max_rank=10))
+            metrics = evaluate_recommender(module, loader, RankingMetrics((1, 5, 10), (5, 10), mrr=False, max_rank=10))
             rows.append((variant, split, {k: float(v) for k, v in metrics.items()}))
     keys = list(rows[0][2])
     learned = {"λ": module.prior.scale, "γ": module.prior.hubness_scale, "β": module.prior.popularity_scale}

@@ -33,7 +33,7 @@ def ours(epochs: int, negatives: str, bucket: bool) -> dict:
 
     from genrec.data import LoaderConfig, SequenceDataModule
     from genrec.metrics import RankingMetrics
-    from genrec.evaluation.protocols import evaluate_scorer
+    from genrec.evaluation.runner import evaluate_recommender
     from genrec.models import SASRec
     from genrec.modules import RetrievalModule
     from genrec.modules.negatives import LossConfig
@@ -61,7 +61,7 @@ def ours(epochs: int, negatives: str, bucket: bool) -> dict:
         train_s.append(time.perf_counter() - start)
         model.eval()
         start = time.perf_counter()
-        metrics = evaluate_scorer(model, dm.val_dataloader(), RankingMetrics((10,), (10,)))
+        metrics = evaluate_recommender(model, dm.val_dataloader(), RankingMetrics((10,), (10,)))
         eval_s.append(time.perf_counter() - start)
     return {"epoch_s": statistics.median(train_s), "eval_s": statistics.median(eval_s), "val": metrics,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "threads": torch.get_num_threads()}

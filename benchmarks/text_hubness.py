@@ -1,6 +1,6 @@
 """The training-free text baseline with the hubness correction, over a grid of its two settings.
 
-Scores ``cos(u, e_i) - c h_i`` (``genrec.evaluation.text_baseline.TextScorer``), ``h_i`` the mean
+Scores ``cos(u, e_i) - c h_i`` (``genrec.evaluation.baselines.TextScorer``), ``h_i`` the mean
 cosine of item ``i`` to its ``k`` nearest catalogue neighbours, for every ``c`` and ``k`` given, on
 the validation and test splits of each ``--root``; ``c = 0`` is the plain text baseline. Choose
 ``c`` and ``k`` on one dataset's validation split, then read the others' rows.
@@ -15,7 +15,7 @@ import torch
 
 from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.metrics import RankingMetrics
-from genrec.evaluation.protocols import evaluate_scorer
+from genrec.evaluation.runner import evaluate_recommender
 from genrec.models.text_prior import TextScorer
 from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
@@ -42,7 +42,7 @@ def main() -> None:
         scorers = {(c, k): TextScorer(emb, args.decay, c, k) for k in args.k for c in args.c if c or k == args.k[0]}
         for split, loader in (("val", dm.val_dataloader), ("test", dm.test_dataloader)):
             for (c, k), scorer in scorers.items():
-                m = evaluate_scorer(scorer, loader(), RankingMetrics((10,), (10,), mrr=False))
+                m = evaluate_recommender(scorer, loader(), RankingMetrics((10,), (10,), mrr=False))
                 print(f"| {root.rstrip('/').split('/')[-1]} | {split} | {c:g} | {k if c else '-'} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} |")
 
 

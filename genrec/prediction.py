@@ -184,10 +184,7 @@ def run(args: argparse.Namespace) -> Path:
     if getattr(dm, "eval_domains", None):
         raise ValueError("recommend ranks one catalogue: pass --data.class_path genrec.data.SequenceDataModule with one "
                          "domain's data options instead of a multi-domain data module")
-    # a generative model tokenizes this catalogue's text in its setup (zero-shot on another catalogue)
-    if not trained.generative and model.hparams.get("dataset_fingerprint") and model.hparams.dataset_fingerprint != dm.fingerprint:
-        raise ValueError(f"{trained.path} was trained on catalogue {model.hparams.dataset_fingerprint!r}, not {dm.fingerprint!r}: "
-                         "a retrieval model can only recommend the catalogue it was trained on")
+    trained.check_catalogue(dm)  # a generative model tokenizes this catalogue's text in its setup
     dm.set_predict_request(args.on, None if wanted is None else user_indices(wanted, args.users, dm.data))
     out = Path(args.out) if args.out else trained.folder / f"recommendations_{args.on}.{args.format or 'parquet'}"
     owner = {"command": "evaluate.py recommend", "checkpoint": str(trained.path.resolve()), "k": args.k, "on": args.on,

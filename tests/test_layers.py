@@ -7,12 +7,13 @@ The layers, bottom first, as the imports stand (``farm-studio look`` draws the s
 2. leaf libraries, each standing alone: ``metrics`` (streaming ranking metrics), ``decoding``
    (trie, beam search), ``outputs`` (result files), ``digests`` (content hashes of cached files), ``commands`` (the argparse helpers every
    command module builds its parser with), ``loggers``, ``callbacks``, ``timing``.
-3. ``tokenizers``: text embeddings, FSQ, the item tokenizer.
-4. ``data`` (files, splits, batches) and ``models`` (the plain nets): neither knows the other.
-5. ``modules``: the Lightning modules that join a net, its loss and its metrics.
-6. ``evaluation`` (a trained run scored) and ``resume`` (a run continued): neither knows the other.
-7. ``robust``: attacks and defences, built on training and evaluation.
-8. entry points: ``cli`` (train.py), ``prediction`` (evaluate.py recommend).
+3. ``recommender``: the protocol every model and baseline implements (over ``metrics``).
+4. ``tokenizers``: text embeddings, FSQ, the item tokenizer.
+5. ``data`` (files, splits, batches) and ``models`` (the plain nets): neither knows the other.
+6. ``modules``: the Lightning modules that join a net, its loss and its metrics.
+7. ``evaluation`` (a trained run scored) and ``resume`` (a run continued): neither knows the other.
+8. ``robust``: attacks and defences, built on training and evaluation.
+9. entry points: ``cli`` (train.py), ``prediction`` (evaluate.py recommend).
 
 A module may import its own package, and any package of a lower layer; never one of its own layer
 or above. Every module of ``genrec/`` must sit in a layer, so a new package has to be placed here
@@ -38,6 +39,7 @@ LAYERS = [
     ("errors", ["genrec", "genrec.errors"]),
     ("leaf libraries", ["genrec.metrics", "genrec.decoding", "genrec.outputs", "genrec.digests", "genrec.commands",
                         "genrec.loggers", "genrec.callbacks", "genrec.timing"]),
+    ("the recommender protocol", ["genrec.recommender"]),
     ("tokenizers", ["genrec.tokenizers"]),
     ("data and nets", ["genrec.data", "genrec.models"]),
     ("lightning modules", ["genrec.modules"]),

@@ -3,7 +3,8 @@ import pytest
 
 from genrec.cli import main as train_main
 from genrec.metrics import RankingMetrics
-from genrec.evaluation.protocols import PopularityScorer, evaluate_scorer
+from genrec.evaluation.baselines import PopularityScorer
+from genrec.evaluation.runner import evaluate_recommender
 from tests.conftest import shared_data
 
 # Measured 2026-11-27: val HR@10 .1357 (NDCG@10 .0642) after 12 epochs; popularity HR@10 .0742.
@@ -27,7 +28,7 @@ def test_hstu_on_ml100k_clears_the_quality_floor(tmp_path, monkeypatch):
     ])
     metrics = cli.trainer.callback_metrics
     dm = cli.datamodule
-    pop = evaluate_scorer(PopularityScorer(dm.train_item_counts()), dm.val_dataloader(), RankingMetrics((10,), (10,)))
+    pop = evaluate_recommender(PopularityScorer(dm.train_item_counts()), dm.val_dataloader(), RankingMetrics((10,), (10,)))
     popularity_hr10 = pop["hr@10"]
     print(f"HSTU val hr@10 {float(metrics['val/hr@10']):.4f} ndcg@10 {float(metrics['val/ndcg@10']):.4f}; popularity hr@10 {popularity_hr10:.4f}")
     assert float(metrics["val/hr@10"]) >= FLOOR_HR10

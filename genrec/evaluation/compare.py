@@ -2,7 +2,7 @@
 
 Each run is a report folder (or its ``<split>_metrics.json``) written by ``evaluate.py``, with the
 per-user Parquet beside it. The runs must share every field of the protocol their reports record
-(``genrec.evaluation.protocols.protocol``: split, catalogue, exclusion, filters, cut-offs, and the
+(``genrec.evaluation.runner.protocol``: split, catalogue, exclusion, filters, cut-offs, and the
 text template where both have one) and rank the same users with the same targets; otherwise the
 comparison is refused, naming the field. The difference A - B of each metric is then the mean of
 per-user differences, with a paired bootstrap interval and p-value (``genrec.evaluation.uncertainty``).
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genrec.evaluation.protocols import SCORER_FIELDS
+from genrec.evaluation.runner import SCORER_FIELDS
 from genrec.evaluation.report import scorer_metrics
 from genrec.evaluation.uncertainty import Bootstrap, paired_bootstrap
 from genrec.outputs import check_outputs, format_of, record_outputs

@@ -11,15 +11,36 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
 from genrec.evaluation import breakdown
-from genrec.evaluation.protocols import UserRanks
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_ci, per_user_metrics
+from genrec.metrics import RankingMetrics
 from genrec.outputs import check_outputs, record_outputs
+
+
+class UserRanks:
+    """Each evaluated user's target rank, kept batch by batch beside the streamed sums (for per-user
+    results and bootstrap intervals in one process; training-time evaluation keeps sums only).
+    ``metrics`` gives the cut-offs and list length the ranks are read with."""
+
+    def __init__(self, metrics: RankingMetrics):
+        self.hr_ks, self.ndcg_ks, self.mrr, self.max_rank = metrics.hr_ks, metrics.ndcg_ks, metrics.mrr, metrics.max_rank
+        self._parts: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def add(self, batch: dict[str, Tensor], ranks: Tensor) -> None:
+        self._parts.append((batch["user"].cpu(), batch["target"].cpu(), ranks.cpu()))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(users, targets, ranks), each (U,), sorted by user index."""
+        users, targets, ranks = (torch.cat(p).numpy() for p in zip(*self._parts)) if self._parts else (np.zeros(0, np.int64),) * 3
+        order = np.argsort(users, kind="stable")
+        return users[order], targets[order], ranks[order]
 
 
 def per_user_frame(records: dict[str, UserRanks], dm: Any, split: str) -> pd.DataFrame:
@@ -69,14 +90,15 @@ def report_paths(folder: Path, name: str) -> list[Path]:
 
 
 def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boot: Bootstrap | None,
-                 note: str = "", examples: pd.DataFrame | None = None, overwrite: bool = False) -> None:
+                 note: str = "", examples: pd.DataFrame | None = None, overwrite: bool = False,
+                 owned_by: dict | None = None) -> None:
     """Add bootstrap intervals and breakdowns to ``report`` and write ``report_paths(folder, name)``:
     ``<name>_metrics.json``, ``<name>_report.md`` (with ``note`` appended), ``<name>_per_user.parquet``
     and the breakdown plot ``<name>_breakdown.png``; with ``examples`` (a few users'
     recommendations) also log all of it to W&B (``log_to_wandb``). Existing files of another owner
-    are refused unless ``overwrite``."""
-    paths = report_paths(folder, name)
-    check_outputs(paths, owner(report), overwrite)
+    (``owned_by``, default ``owner(report)``) are refused unless ``overwrite``."""
+    paths, owned_by = report_paths(folder, name), owned_by or owner(report)
+    check_outputs(paths, owned_by, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     if boot is not None:
         report["ci_method"] = boot.describe()
@@ -94,22 +116,13 @@ def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boo
                    f"{report['split']} {metric}, {report['dataset']}: by history length and target popularity")
     text = markdown(report) + "\n".join(["", "## Breakdown", *breakdown.markdown(tables, metric, scorers), "",
                                           f"![{metric} by group]({report['breakdown']['plot']})", ""]) + note
-    save_report(report, text, paths[0], paths[1], paths[2:], owner(report))
+    paths[0].write_text(json.dumps(report, indent=2))
+    paths[1].write_text(text)
+    print(text)
+    record_outputs(paths, owned_by)
+    print(f"wrote {', '.join(map(str, paths[:-1]))} and {paths[-1]}")
     if examples is not None:
         log_to_wandb(report, folder, name, examples)
-
-
-def save_report(report: dict, text: str, json_path: Path, md_path: Path, beside: Sequence[Path] = (),
-                owner: dict | None = None) -> None:
-    """Write ``report`` as JSON and ``text`` as Markdown, print the text and every file written
-    (``beside``: those already written next to them), and record them all as ``owner``'s."""
-    json_path.write_text(json.dumps(report, indent=2))
-    md_path.write_text(text)
-    print(text)
-    files = [json_path, md_path, *beside]
-    if owner is not None:
-        record_outputs(files, owner)
-    print(f"wrote {', '.join(map(str, files[:-1]))} and {files[-1]}")
 
 
 def log_to_wandb(report: dict, folder: Path, name: str, examples: pd.DataFrame) -> None:

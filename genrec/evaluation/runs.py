@@ -12,8 +12,8 @@ from typing import Any
 
 from genrec.data.datamodule import rebuild_options
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, module_class_path, resolve_checkpoint
-
-GENERATIVE_MODULE = "genrec.modules.generative_module.GenerativeModule"
+from genrec.modules.generative_module import GenerativeModule
+from genrec.recommender import Recommender
 
 
 def import_path(path: str) -> Any:
@@ -27,16 +27,20 @@ class Run:
 
     path: Path
     ckpt: dict
-    model: Any
-
-    @property
-    def generative(self) -> bool:
-        return module_class_path(self.ckpt) == GENERATIVE_MODULE
+    model: Recommender
 
     @property
     def folder(self) -> Path:
         """The run folder (reports go there unless told otherwise)."""
         return self.path.resolve().parent.parent
+
+    def check_catalogue(self, dm: Any) -> None:
+        """Refuse ``dm`` unless the model was trained on its catalogue; a generative model ranks any
+        catalogue from its items' text (zero-shot), so it is never refused."""
+        trained_on = self.model.hparams.get("dataset_fingerprint", "")
+        if trained_on and trained_on != dm.fingerprint and not isinstance(self.model, GenerativeModule):
+            raise CheckpointMismatchError(f"{self.path} was trained on catalogue {trained_on!r}, but these data give "
+                                          f"{dm.fingerprint!r}: a retrieval model ranks only the catalogue it was trained on")
 
     def datamodule(self, overrides: dict[str, Any] | None = None) -> Any:
         """The data module the run was trained with, ``overrides`` (data options) applied."""
@@ -57,14 +61,3 @@ def load_run(path: str | Path) -> Run:
     ckpt = load_checkpoint(path)
     module_cls = import_path(module_class_path(ckpt))
     return Run(path, ckpt, module_cls.from_checkpoint(str(path), ckpt=ckpt).eval())
-
-
-def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
-    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
-    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
-    that domain's id range."""
-    loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    domains = getattr(dm, "eval_domains", None)
-    if not domains:
-        return [("", loaders, None)]
-    return [(f" [{name}]", loader, (lo, hi)) for (name, lo, hi), loader in zip(domains, loaders)]

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genrec.recommender import VectorRecommender
+
 
 @dataclass
 class TextPriorConfig:
@@ -184,7 +186,7 @@ class TextPrior(nn.Module):
         return scores
 
 
-class TextScorer:
+class TextScorer(VectorRecommender):
     """Scorer over item text embeddings (N+1, E), row 0 = padding.
 
     ``center``: subtract each catalogue's mean item vector and renormalise before anything else

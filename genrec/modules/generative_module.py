@@ -113,9 +113,9 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                                      decoder.max_seq_len, decoder.text_input, chunk,
                                      code_identity=decoder.codes == "value+text")
         self.prior = TextPrior(prior, tokenizer.embed_dim) if prior else None
-        self.k = max([*hr_ks, *ndcg_ks])
-        self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
-        self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.k)
+        self.max_rank = max([*hr_ks, *ndcg_ks])  # the decoded list's length (``Recommender``)
+        self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
+        self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
         # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
         self.register_buffer("item_codes", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
         self.register_buffer("item_local", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
@@ -369,7 +369,7 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         target, exclude = batch["target"], batch.get("exclude")
         if exclude is not None:
             exclude = exclude.masked_fill(exclude == target[:, None], 0)  # the target is never excluded
-        items, _ = self.recommend(batch, self.k, exclude, domain)
+        items, _ = self.recommend(batch, self.max_rank, exclude, domain)
         ranks = ranks_from_topk(items, target)
         metrics.update(ranks)
         return ranks

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genrec.errors import check_range
-from genrec.metrics import RankingMetrics, batch_ranks, topk_items
+from genrec.metrics import RankingMetrics
 from genrec.models.jagged_attention import pack, unpack
 from genrec.modules import negatives
 from genrec.modules.checkpoints import (
@@ -32,6 +32,7 @@ from genrec.modules.checkpoints import (
 from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.modules.negatives import LossConfig
 from genrec.modules.optim import OptimConfig, adamw
+from genrec.recommender import VectorRecommender
 
 # The retrieval module's AdamW defaults: no weight decay and the Transformer's betas (SASRec's).
 RETRIEVAL_OPTIM = OptimConfig(weight_decay=0.0, betas=(0.9, 0.98))
@@ -58,7 +59,7 @@ def grouped_hparams(hp: dict[str, Any]) -> dict[str, Any]:
     return {**out, **groups}
 
 
-class RetrievalModule(DomainEvalLoop, L.LightningModule):
+class RetrievalModule(DomainEvalLoop, VectorRecommender, L.LightningModule):
     """Train and evaluate a sequence encoder for next-item retrieval.
 
     Args:
@@ -190,14 +191,6 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
         last = (lengths - 1).clamp(min=0)
         return states[torch.arange(len(states), device=states.device), last]
 
-    @torch.no_grad()
-    def recommend(self, batch: dict[str, Tensor], k: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Top-k item ids and scores for each user of an evaluation batch. ((B, k), (B, k)); slots
-        beyond a user's candidates (all but fewer than k items excluded) hold id 0 with score -inf."""
-        scores, ids = topk_items(self.user_vectors(batch), self.item_vectors(), k, exclude, self.hparams.eval_chunk_size,
-                                 pad=True)
-        return ids, scores
-
     # -- loss ------------------------------------------------------------------------------------
 
     def set_user_weights(self, weights: Tensor | None) -> None:
@@ -231,19 +224,20 @@ class RetrievalModule(DomainEvalLoop, L.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def rank_targets(self, batch: dict[str, Tensor], metrics: RankingMetrics,
-                   domain: tuple[int, int] | None = None) -> Tensor:
-        """Rank each target among the catalogue, or among ids ``domain = (first, last)`` only."""
-        ranks = batch_ranks(self.user_vectors(batch), self._eval_items, batch, self.hparams.eval_chunk_size, domain)
-        metrics.update(ranks)
-        return ranks
+    @property
+    def chunk_size(self) -> int:
+        return self.hparams.eval_chunk_size
 
-    def on_validation_epoch_start(self) -> None:
-        # detached: under similarity: dot item_vectors() is the embedding Parameter itself, which
-        # assigned to an attribute would register as a second parameter of the module
-        self._eval_items = self.item_vectors().detach()
-
-    on_test_epoch_start = on_validation_epoch_start
+    def ranking_items(self) -> Tensor:
+        """``item_vectors()``, computed again only once the embeddings changed (a training step,
+        loaded weights, another device): their storage and version counter say so."""
+        weight = self.item_emb.weight
+        version = (weight.data_ptr(), weight._version)
+        if getattr(self, "_ranking_items", (None,))[0] != version:
+            # detached: under similarity: dot item_vectors() is the embedding Parameter itself, which
+            # assigned to an attribute would register as a second parameter of the module
+            self._ranking_items = (version, self.item_vectors().detach())
+        return self._ranking_items[1]
 
     def configure_optimizers(self):
         o = self.optim_config

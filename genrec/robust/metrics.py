@@ -15,8 +15,7 @@ import torch
 from torch import Tensor
 
 from genrec.data.preprocess import SequenceData
-from genrec.metrics import topk_items
-from genrec.evaluation.protocols import Scorer
+from genrec.recommender import Recommender
 
 
 def interacted(data: SequenceData, targets: np.ndarray) -> np.ndarray:
@@ -29,21 +28,20 @@ def interacted(data: SequenceData, targets: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def target_metrics(scorer: Scorer, batches: Iterable[dict[str, Tensor]], data: SequenceData, targets: np.ndarray,
-                   k: int = 50, chunk_size: int = 65536) -> dict[str, float]:
+def target_metrics(recommender: Recommender, batches: Iterable[dict[str, Tensor]], data: SequenceData,
+                   targets: np.ndarray, k: int = 50) -> dict[str, float]:
     """T-HR@k and T-NDCG@k of ``targets`` (see the module docstring); ``data`` is the clean data."""
     if len(targets) == 0:
         raise ValueError("target_metrics needs at least one target item")
     seen = torch.from_numpy(interacted(data, np.asarray(targets)))  # (U, T)
     tgt = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    items = scorer.item_vectors()
     hits = gains = pairs = 0.0
-    n = items.shape[0] - 1
+    n = data.num_items
     for batch in batches:
         exclude = batch.get("exclude")
         # A user with fewer than k candidates left gets all of them (upper bound: excluded ids may repeat).
         kk = min(k, n - (0 if exclude is None else int((exclude > 0).sum(1).max())))
-        _, ids = topk_items(scorer.user_vectors(batch), items, kk, exclude, chunk_size)  # (B, kk)
+        ids, _ = recommender.recommend(batch, kk, exclude)  # (B, kk)
         eligible = ~seen[batch["user"]]  # (B, T)
         match = ids[:, None, :] == tgt[None, :, None]  # (B, T, k)
         found = match.any(-1) & eligible

@@ -3,9 +3,13 @@
     python evaluate.py robust --clean runs/robust/clean/.../last.ckpt \\
         --runs runs/robust/*/version_0/checkpoints/last.ckpt [--split test] [--out DIR]
 
-Every checkpoint is evaluated on the *clean* split of its dataset (real users only; the protocol
-of ``genrec.evaluation``): HR@10 / NDCG@10, and T-HR@50 / T-NDCG@50 of the attack's targets over
-real users who never interacted with them (``genrec.robust.metrics``). The attack (kind, seed,
+Every checkpoint's model is one scorer of the report every evaluation writes
+(``genrec.evaluation.runner``), named ``clean``, ``<attack> undefended``, ``<attack> defended`` or
+``no attack (defended)``: ranked on the *clean* split of its dataset (real users only), HR@10 /
+NDCG@10 with bootstrap intervals, per-user ranks and breakdowns in ``robust_metrics.json``,
+``robust_report.md`` and ``robust_per_user.parquet`` (so ``evaluate.py compare`` pairs any two). Its
+robustness section adds T-HR@50 / T-NDCG@50 of the attack's targets over real users who never
+interacted with them (``genrec.robust.metrics``). The attack (kind, seed,
 targets, fake profiles) is read from the checkpoint's data-module state; a run counts as defended
 when its checkpoint holds ``FraudsterReweighting`` state, whose final calibrated scores and LM
 detector scores give the detection metrics against the true fake-user labels. The clean model is
@@ -33,12 +37,11 @@ import torch
 
 from genrec.data import SequenceDataModule
 from genrec.data.datamodule import rebuild_options
-from genrec.metrics import RankingMetrics
-from genrec.evaluation.protocols import evaluate_scorer
-from genrec.evaluation.report import save_report
+from genrec.evaluation.report import UserRanks, per_user_frame, report_paths, write_report
+from genrec.evaluation.runner import report_header, score
 from genrec.evaluation.runs import Run, load_run
-from genrec.modules.checkpoints import CheckpointMismatchError
-from genrec.outputs import check_outputs
+from genrec.evaluation.uncertainty import Bootstrap
+from genrec.outputs import check_outputs, record_outputs
 from genrec.robust.attacks import AttackConfig
 from genrec.robust.callback import saved_signal_scores
 from genrec.robust.detector import detection_metrics, max_percentiles, percentiles
@@ -91,17 +94,10 @@ def per_target_sets(target_sets: dict[str, list[int]]) -> dict[str, list[int]]:
     return {**target_sets, **{f"{a} / {t}": [t] for a, targets in target_sets.items() for t in targets}}
 
 
-def evaluate_run(run: Run, dm: SequenceDataModule, split: str, target_sets: dict[str, list[int]]) -> dict[str, Any]:
-    model = run.model
-    if model.hparams.dataset_fingerprint and model.hparams.dataset_fingerprint != dm.fingerprint:
-        raise CheckpointMismatchError(f"{run.path} was trained on another catalogue than the clean checkpoint; compare runs of one dataset")
-    loader = lambda: dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    hp = model.hparams
-    clean = evaluate_scorer(model, loader(), RankingMetrics((10,), (10,)), hp.eval_chunk_size)
-    out = {"hr@10": clean["hr@10"], "ndcg@10": clean["ndcg@10"]}
-    for attack, targets in target_sets.items():
-        out[attack] = target_metrics(model, loader(), dm.data, np.asarray(targets), K, hp.eval_chunk_size)
-    return out
+def target_sets_metrics(run: Run, dm: SequenceDataModule, split: str, target_sets: dict[str, list[int]]) -> dict[str, Any]:
+    """T-HR@K and T-NDCG@K of ``run``'s model for each named set of target items."""
+    loader = dm.test_dataloader if split == "test" else dm.val_dataloader
+    return {name: target_metrics(run.model, loader(), dm.data, np.asarray(targets), K) for name, targets in target_sets.items()}
 
 
 def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]]:
@@ -148,9 +144,11 @@ def check_inputs(clean: dict[str, Any], infos: list[dict[str, Any]]) -> None:
                              "with the same attack options, seed included")
 
 
-def build_report(clean: str, runs: list[str], split: str = "test", root: str | None = None) -> dict[str, Any]:
-    """``root``: the data folder, instead of the one the clean checkpoint names (a checkpoint stores
-    the folder as it was given, so a relative one breaks from another working directory)."""
+def build_report(clean: str, runs: list[str], split: str = "test", root: str | None = None
+                 ) -> tuple[dict[str, Any], dict[str, UserRanks], SequenceDataModule]:
+    """The report, every scorer's per-user ranks and the clean data module. ``root``: the data
+    folder, instead of the one the clean checkpoint names (a checkpoint stores the folder as it was
+    given, so a relative one breaks from another working directory)."""
     clean_info = describe(clean)
     infos = [describe(r) for r in runs]
     check_inputs(clean_info, infos)
@@ -167,18 +165,31 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
         if known != info["targets"]:
             raise ValueError(f"two {info['attack']} runs attack different targets ({known} vs {info['targets']}); "
                              "use the same attack seed for the undefended and the defended run")
-    clean_metrics = evaluate_run(clean_info["run"], dm, split, per_target_sets(target_sets))
-    report: dict[str, Any] = {"split": split, "dataset": dm.data.name, "k": K, "clean": clean,
-                              "clean_metrics": {k: v for k, v in clean_metrics.items() if " / " not in k}, "attacks": {}}
+    # Every run's model ranks the clean split as one scorer of one report, named by its attack and side.
+    names = {"clean": clean_info}
     for info in attacked:
+        side = "defended" if info["defence"] else "undefended"
+        name = f"{info['attack']} {side}"
+        if name in names:
+            raise ValueError(f"two {side} runs of the attack {info['attack']!r}: {names[name]['path']} and {info['path']}; "
+                             "report them in separate evaluate.py robust calls")
+        names[name] = info
+    names |= {"no attack (defended)" + (f" {n + 1}" if len(defended_clean) > 1 else ""): i for n, i in enumerate(defended_clean)}
+    for info in names.values():
+        info["run"].check_catalogue(dm)
+    report = report_header("evaluate.py robust", f"clean {clean}; runs {' '.join(runs)}", dm, split, (10,), (10,))
+    records = score(report, {name: info["run"].model for name, info in names.items()}, dm, mrr=False)
+    clean_metrics = target_sets_metrics(clean_info["run"], dm, split, per_target_sets(target_sets))
+    report |= {"k": K, "clean": clean, "attacks": {}, "clean_metrics": {
+        **report["metrics"]["clean"], **{k: v for k, v in clean_metrics.items() if " / " not in k}}}
+    for name, info in names.items():
+        if not info["attack"]:
+            continue
         entry = report["attacks"].setdefault(info["attack"], {"targets": info["targets"], "fakes": info["num_fakes"]})
         entry.setdefault("per_target", {"clean": [clean_metrics[f"{info['attack']} / {t}"]["t_hr@50"] for t in info["targets"]]})
         side = "defended" if info["defence"] else "undefended"
-        if side in entry:
-            raise ValueError(f"two {side} runs of the attack {info['attack']!r}: {entry[side]['checkpoint']} and "
-                             f"{info['path']}; report them in separate evaluate.py robust calls")
-        metrics = evaluate_run(info["run"], dm, split, per_target_sets({info["attack"]: info["targets"]}))
-        entry[side] = {"checkpoint": info["path"], "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
+        metrics = target_sets_metrics(info["run"], dm, split, per_target_sets({info["attack"]: info["targets"]}))
+        entry[side] = {"checkpoint": info["path"], **report["metrics"][name],
                        **{k: v for k, v in metrics[info["attack"]].items() if k != "pairs"}}
         entry["per_target"][side] = [metrics[f"{info['attack']} / {t}"]["t_hr@50"] for t in info["targets"]]
         if info["defence"]:
@@ -188,12 +199,11 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
             entry["weights_over_updates"] = [{k: h[k] for k in ("epoch", "weight_fake", "weight_real") if k in h}
                                              for h in info["defence"].get("history", [])]
     # The price of the defence when nobody attacks: how it treats real users on clean data.
-    for info in defended_clean:
-        metrics = evaluate_run(info["run"], dm, split, {})
-        report.setdefault("defended_without_attack", []).append(
-            {"checkpoint": info["path"], "hr@10": metrics["hr@10"], "ndcg@10": metrics["ndcg@10"],
-             "real_weights": real_weights(info, dm.data.num_users)})
-    return report
+    for name, info in names.items():
+        if not info["attack"] and info["defence"]:
+            report.setdefault("defended_without_attack", []).append(
+                {"checkpoint": info["path"], **report["metrics"][name], "real_weights": real_weights(info, dm.data.num_users)})
+    return report, records, dm
 
 
 def _weights(state: dict[str, Any]) -> np.ndarray:
@@ -255,7 +265,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
 def markdown(report: dict[str, Any]) -> str:
     c = report["clean_metrics"]
     lines = [
-        f"# Robustness report: {report['dataset']} ({report['split']} split)",
+        "## Robustness",
         "",
         f"Clean model `{report['clean']}`: HR@10 {c['hr@10']:.4f}, NDCG@10 {c['ndcg@10']:.4f}. "
         f"T-HR@{report['k']} / T-NDCG@{report['k']} over real users who never interacted with the target.",
@@ -296,7 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", nargs="+", required=True, help="attacked checkpoints, with and without FraudsterReweighting")
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--root", default=None, help="data folder (default: the one the clean checkpoint names)")
-    parser.add_argument("--out", default="runs/robust/report", help="folder for robust_report.{json,md}")
+    parser.add_argument("--out", default="runs/robust/report", help="report folder (robust_metrics.json, robust_report.md, ...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace report files in --out even when other checkpoints or another program wrote them")
 
@@ -305,11 +315,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     owner = {"command": "evaluate.py robust", "clean": str(Path(args.clean).resolve()),
              "runs": [str(Path(r).resolve()) for r in args.runs], "split": args.split, "root": args.root}
-    files = [out / f for f in ("robust_report.json", "robust_report.md", "robust_weights.png", "robust_targets.png")]
-    check_outputs(files, owner, args.overwrite)  # before any checkpoint is evaluated
-    report = build_report(args.clean, args.runs, args.split, args.root)
+    plot_files = [out / "robust_weights.png", out / "robust_targets.png"]
+    check_outputs([*report_paths(out, "robust"), *plot_files], owner, args.overwrite)  # before any checkpoint is evaluated
+    report, records, dm = build_report(args.clean, args.runs, args.split, args.root)
     out.mkdir(parents=True, exist_ok=True)
     written = plots(report, out)
-    text = markdown(report) + "".join(f"\n![{p.stem}]({p.name})\n" for p in written)
-    save_report(report, text, files[0], files[1], written, owner)
+    note = "\n" + markdown(report) + "".join(f"\n![{p.stem}]({p.name})\n" for p in written)
+    write_report(report, per_user_frame(records, dm, args.split), out, "robust", Bootstrap(), note, overwrite=args.overwrite,
+                 owned_by=owner)
+    record_outputs(written, owner)
     return report

@@ -5,6 +5,7 @@ import torch
 from genrec.data import DataError, LoaderConfig, SequenceDataModule
 from genrec.robust import AttackConfig, AttackedDataModule
 from genrec.robust.attacks import FakeProfiles, generate, segment_items, text_neighbours, train_counts
+from genrec.recommender import VectorRecommender
 from genrec.robust.metrics import interacted, target_metrics
 from tests.robust.helpers import HashingEncoder
 
@@ -206,7 +207,7 @@ def test_checkpointed_fakes_replace_regenerated_ones():
     assert fake_items == [s.tolist() for s in other.fakes.sequences]
 
 
-class FixedScorer:
+class FixedScorer(VectorRecommender):
     """Scores each item by a fixed vector, the same for all users."""
 
     def __init__(self, scores):

@@ -5,6 +5,7 @@ import pytest
 
 import evaluate
 from genrec.cli import main as train_main
+from genrec.evaluation.compare import compare_runs
 from genrec.modules import RetrievalModule
 from genrec.robust.metrics import target_metrics
 from genrec.robust.report import clean_datamodule
@@ -21,8 +22,12 @@ def test_robust_report_from_checkpoints(tmp_path):
     train_main(tiny_args(tmp_path / "defended", epochs=2))
     clean, plain, defended = (last_ckpt(tmp_path / n) for n in ("clean", "plain", "defended"))
     report = evaluate.main(["robust", "--clean", clean, "--runs", plain, defended, "--out", str(tmp_path / "report")])
-    saved = json.loads((tmp_path / "report" / "robust_report.json").read_text())
+    saved = json.loads((tmp_path / "report" / "robust_metrics.json").read_text())
     assert saved == json.loads(json.dumps(report))
+    # every run's model is a scorer of the one report format, which compare pairs user by user
+    paired = compare_runs(tmp_path / "report" / "robust_metrics.json", tmp_path / "report" / "robust_metrics.json",
+                          pairs=[("clean", "random (budget 0.05) undefended")])
+    assert paired["scorers"]["clean (A) vs random (budget 0.05) undefended (B)"]["users"] == report["users"] == 200
     entry = report["attacks"]["random (budget 0.05)"]  # the kind and every non-default option
     assert entry["fakes"] == 10 and len(entry["targets"]) == 5
     assert {"undefended", "defended", "detection"} <= set(entry)

@@ -1,0 +1,136 @@
+"""The one evaluation path of ``evaluate.py``: any ``Recommender``s on one split of any data module, into one report.
+
+Protocol (``genrec.metrics``; its fields: ``protocol``): leave-one-out, each evaluated user's
+held-out item of the split (validation: the second-to-last interaction, test: the last) ranked by
+every recommender's ``rank_targets`` against the full catalogue (a generative model: within its
+decoded top-K list), the user's earlier items excluded as the data module's ``exclude`` option
+says, the target never excluded. Ranks stream batch by batch; no full score matrix is ever kept. A
+multi-domain data module is ranked per domain, within that domain's catalogue (``eval_parts``).
+Models and baselines go through the same code into the same report (``report.write_report``:
+metrics with bootstrap intervals, per-user ranks, breakdowns, the protocol and who wrote it), which
+``evaluate.py compare`` and W&B read.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from genrec.commands import add_data_options
+from genrec.evaluation.recommendations import example_recommendations
+from genrec.evaluation.report import UserRanks, per_user_frame, write_report
+from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments
+from genrec.metrics import RankingMetrics
+from genrec.recommender import Recommender
+from genrec.tokenizers.text import text_coverage
+
+
+# Fields only some scorers have (a retrieval model reads no text): compared where both reports record them.
+SCORER_FIELDS = ("template",)
+
+
+def protocol(dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int], template: str | None = None) -> dict[str, Any]:
+    """Everything besides the scorer that decides a report's numbers: the split, the catalogue, what
+    is excluded from the candidates, the data filters, the metric cut-offs and (for text scorers) the
+    item text template. Two reports are compared user by user only when all of it matches; the
+    users and their targets are checked on the per-user rows themselves."""
+    hp = dm.hparams
+    out: dict[str, Any] = {
+        "split": split,
+        "catalogue": dm.fingerprint,
+        "exclude": hp.exclude,
+        # unset, empty and 0 all mean "no filter"
+        "filters": {key: hp.get(key) for key in ("dataset", "dataset_options", "min_user_interactions", "min_item_interactions")
+                    if hp.get(key)},
+        "k": {"hr": sorted(set(hr_ks)), "ndcg": sorted(set(ndcg_ks))},
+    }
+    if hp.exclude == "window":  # the window's length decides what is excluded
+        out["window"] = hp.max_seq_len
+    if template is not None:
+        out["template"] = template
+    return out
+
+
+@torch.no_grad()
+def evaluate_recommender(recommender: Recommender, batches: Iterable[dict[str, Tensor]], metrics: RankingMetrics,
+                         domain: tuple[int, int] | None = None, record: UserRanks | None = None) -> dict[str, float]:
+    """Metrics of ``recommender`` over ``batches``, ranking within ids ``domain = (first, last)`` if
+    given; ``record`` also keeps each user's rank."""
+    for batch in batches:
+        ranks = recommender.rank_targets(batch, metrics, domain)
+        if record is not None:
+            record.add(batch, ranks)
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
+    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
+    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
+    that domain's id range."""
+    loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    domains = getattr(dm, "eval_domains", None)
+    if not domains:
+        return [("", loaders, None)]
+    return [(f" [{name}]", loader, (lo, hi)) for (name, lo, hi), loader in zip(domains, loaders)]
+
+
+def data_name(dm: Any) -> str:
+    """The evaluated data as report file names show it: the data folder's name, else the dataset's."""
+    return Path(dm.hparams.root).name if dm.hparams.get("root") else dm.data.name
+
+
+def report_header(command: str, checkpoint: str, dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int],
+                  template: str | None = None) -> dict[str, Any]:
+    """What every report starts with: who wrote it (``report.owner``: ``command``, ``checkpoint`` or
+    the scorer's description, the protocol) and the data it ranks; with the item text ``template``
+    of a text scorer, how many items it leaves without text."""
+    report = {"command": command, "checkpoint": checkpoint, "protocol": protocol(dm, split, hr_ks, ndcg_ks, template),
+              "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.get("root"),
+              "users": len(dm.eval_users), "items": dm.num_items, "exclude": dm.hparams.exclude}
+    if template is not None:
+        report |= {"text_template": template, "text_coverage": text_coverage(dm.data.item_text, template)}
+    return report
+
+
+def score(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, mrr: bool = True) -> dict[str, UserRanks]:
+    """Rank ``dm``'s split (``report["split"]``) by every recommender, at the cut-offs of the report's
+    protocol (MRR too if ``mrr``); add the metrics and seconds taken to ``report`` and return each
+    scorer's per-user ranks."""
+    ks = report["protocol"]["k"]
+    results, records, seconds = {}, {}, {}
+    for label, loader, domain in eval_parts(dm, report["split"]):
+        for scorer, recommender in recommenders.items():
+            start = time.perf_counter()
+            metrics = RankingMetrics(ks["hr"], ks["ndcg"], mrr=mrr, max_rank=recommender.max_rank)
+            records[scorer + label] = UserRanks(metrics)
+            results[scorer + label] = evaluate_recommender(recommender, loader, metrics, domain, records[scorer + label])
+            seconds[scorer] = round(seconds.get(scorer, 0.0) + time.perf_counter() - start, 2)
+    report |= {"eval_seconds": seconds, "metrics": results}
+    return records
+
+
+def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, folder: Path, name: str,
+               mrr: bool = True, boot: Bootstrap | None = Bootstrap(), note: str = "", wandb: bool = False,
+               overwrite: bool = False) -> dict[str, Any]:
+    """``score`` and write the report as ``name`` into ``folder`` (``write_report``; ``note`` ends its
+    Markdown). With ``wandb``, a few users' lists of the first recommender go to W&B beside it."""
+    records = score(report, recommenders, dm, mrr)
+    examples = example_recommendations(next(iter(recommenders.values())), eval_parts(dm, report["split"])[0][1],
+                                       dm.data) if wandb else None
+    write_report(report, per_user_frame(records, dm, report["split"]), folder, name, boot, note, examples, overwrite)
+    return report
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, out: str, data: str) -> None:
+    """The options of a command writing a report: ``--split``, ``--out`` (``out``: its default),
+    ``--overwrite``, the bootstrap's and ``--data.KEY VALUE`` (``data``: what unset ones are)."""
+    parser.add_argument("--split", choices=["test", "val"], default="test")
+    parser.add_argument("--out", default=None, help=f"report folder (default: {out})")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing report files even when another "
+                        "checkpoint, scorer, protocol or program wrote them")
+    add_bootstrap_arguments(parser)
+    add_data_options(parser, data)
