@@ -36,13 +36,14 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data))
     dm.setup("test")
     template, encoder = template or DEFAULT_TEMPLATE, encoder or DEFAULT_ENCODER
+    texts = render_texts(dm.data.item_text, template, f"dataset {dm.data.name!r}")  # a catalogue without text fails here
     hub = (f", hubness {hubness} (k {hubness_k})" if hubness else "") + (", centred" if center else "")
     report = report_header("evaluate.py baseline", f"text baseline ({encoder}, decay {decay}{hub}, template {template!r})",
                            dm, split, (1, 5, 10), (5, 10), template)
     folder = Path(out or ("runs/text-baseline" + (f"-hubness{hubness:g}" if hubness else "") + ("-centred" if center else "")))
     name = f"{split}_{data_name(dm)}"
     check_outputs(report_paths(folder, name), owner(report), overwrite)  # before the encoder runs
-    emb = torch.from_numpy(embed_texts(render_texts(dm.data.item_text, template, f"dataset {dm.data.name!r}"), encoder))
+    emb = torch.from_numpy(embed_texts(texts, encoder))
     recommenders = {"text": TextScorer(emb, decay, hubness, hubness_k, center), "popularity": PopularityScorer(dm.train_item_counts())}
     # how crowded the encoder leaves this catalogue (before any centring): a fine-tune's collapse shows here
     report["mean_pair_cosine"] = round(mean_pair_cosine(emb)[0], 4)
