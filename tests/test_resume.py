@@ -59,6 +59,18 @@ def paused_run(args: list[str], callback: str, work: Path, marker: Path, before:
     return proc
 
 
+def stop(proc: subprocess.Popen, sig: int, timeout: float = 180) -> tuple[int, str]:
+    """Send ``sig`` to a ``paused_run`` process and wait for it; (exit status, its stderr)."""
+    try:
+        os.kill(proc.pid, sig)
+        stderr = proc.communicate(timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stderr
+
+
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
     args = args_for(tmp_path)
     (tmp_path / "whole").mkdir()
@@ -72,15 +84,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatc
     work.mkdir()
     marker = tmp_path / "paused"
     proc = paused_run(args, "PauseAt", work, marker, "the kill")
-    try:
-        assert marker.read_text() == "1 4"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    assert stop(proc, signal.SIGKILL)[0] == -signal.SIGKILL
+    assert marker.read_text() == "1 4"
     saved = torch.load(work / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
     assert (saved["global_step"], saved["epoch"]) == (15, 1)
 
@@ -107,14 +112,8 @@ def test_sigterm_exits_143_after_a_checkpoint_that_resumes_exactly(tmp_path, mon
     work = tmp_path / "signalled"
     work.mkdir()
     marker = tmp_path / "waiting"
-    proc = paused_run(args, "PauseUntilSignalled", work, marker, "the signal")
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        stderr = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-4000:]
+    status, stderr = stop(paused_run(args, "PauseUntilSignalled", work, marker, "the signal"), signal.SIGTERM)
+    assert status == 128 + signal.SIGTERM, stderr[-4000:]
     folder = work / "runs" / "genrec" / "version_0" / "checkpoints"
     saved = torch.load(folder / "last-sigterm.ckpt", weights_only=False)
     assert (saved["global_step"], saved["epoch"]) == (18, 1)  # the batch in flight was finished

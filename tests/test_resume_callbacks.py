@@ -7,7 +7,6 @@ cases complete: a callback class added to a config or to the CLI's defaults with
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 from genrec.cli import DEFAULT_CALLBACKS, REQUIRED_CALLBACKS
 from genrec.cli import main as train_main
 from tests.helpers import REPO
-from tests.test_resume import paused_run
+from tests.test_resume import paused_run, stop
 
 pytestmark = pytest.mark.slow
 
@@ -114,17 +113,11 @@ def test_sigterm_mid_epoch_then_resume_with_the_configs_callbacks(case, tmp_path
 
     work = tmp_path / "signalled"
     work.mkdir()
-    proc = paused_run(args, "PauseUntilSignalled", work, tmp_path / "waiting", "the signal")
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        stderr = proc.communicate(timeout=180)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-4000:]
+    status, stderr = stop(paused_run(args, "PauseUntilSignalled", work, tmp_path / "waiting", "the signal"), signal.SIGTERM)
+    assert status == 128 + signal.SIGTERM, stderr[-4000:]
 
     monkeypatch.chdir(work)
-    # twice: a scheduler's retry of a run that resumed and was stopped again must resume too
+    # and once more: a scheduler's retry after the resumed run finished goes on from its end, training nothing
     resumed = train_main(args + ["--ckpt_path", "last"])
     assert resumed.trainer.ckpt_path.endswith("last-sigterm.ckpt")
     assert_same_weights(whole, final_weights(resumed))
@@ -140,14 +133,7 @@ def test_resume_from_a_checkpoint_written_at_a_validation_end(case, tmp_path, tm
     # Frozen before step 17 (epoch 1): the newest last.ckpt is the one written at epoch 0's validation end.
     work = tmp_path / "killed"
     work.mkdir()
-    proc = paused_run(args, "PauseAt", work, tmp_path / "paused", "the kill")
-    try:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    stop(paused_run(args, "PauseAt", work, tmp_path / "paused", "the kill"), signal.SIGKILL)
     last = next(work.rglob("last.ckpt"))
     saved = torch.load(last, weights_only=False, map_location="cpu")
     assert saved["epoch"] == 0 and saved["global_step"] > 0
@@ -164,14 +150,8 @@ def test_sigint_then_resume_from_the_last_checkpoint(tmp_path, tmp_path_factory,
     whole = uninterrupted("quickstart", tmp_path_factory, monkeypatch)
     work = tmp_path / "interrupted"
     work.mkdir()
-    proc = paused_run(args, "PauseAt", work, tmp_path / "paused", "the interrupt")
-    try:
-        os.kill(proc.pid, signal.SIGINT)
-        stderr = proc.communicate(timeout=120)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, stderr[-4000:]
+    status, stderr = stop(paused_run(args, "PauseAt", work, tmp_path / "paused", "the interrupt"), signal.SIGINT)
+    assert status != 0, stderr[-4000:]
     monkeypatch.chdir(work)
     resumed = train_main(args + ["--ckpt_path", "last"])
     assert resumed.trainer.ckpt_path.endswith("last.ckpt")
