@@ -41,10 +41,43 @@ def view_of(histories, counts):
                     len(histories))
 
 
-def detection(args) -> None:
-    from genrec.data import SequenceDataModule
+def auc_rows(data, end, attacks: dict, signal, beside, args) -> None:
+    """One Markdown row per attack: ``signal``'s ROC-AUC against the fake labels (median and per seed),
+    ``beside``'s median, and ``signal``'s median seconds per score."""
     from genrec.robust.attacks import generate, inject, train_counts
     from genrec.robust.detector import roc_auc
+
+    for label, attack in attacks.items():
+        aucs, base, times = [], [], []
+        for seed in args.seeds:
+            fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
+            poisoned, pend = inject(data, end, fakes)
+            hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
+            fake = np.arange(poisoned.num_users) >= data.num_users
+            view = view_of(hist, train_counts(poisoned, pend))
+            start = time.perf_counter()
+            aucs.append(roc_auc(signal.score(view), fake))
+            times.append(time.perf_counter() - start)
+            base.append(roc_auc(beside.score(view), fake))
+        per_seed = ", ".join(f"{a:.3f}" for a in aucs)
+        print(f"| {label} | {statistics.median(aucs):.3f} ({per_seed}) | {statistics.median(base):.3f} | "
+              f"{statistics.median(times):.2f} |", flush=True)
+
+
+def ml20m_like_histories(rng: np.random.Generator) -> tuple[list[np.ndarray], int]:
+    """138,000 users' histories, 20 million interactions over 27,000 items with power-law popularity
+    (ML-20M's sizes); and the number of items."""
+    users, interactions, items = 138_000, 20_000_000, 27_000
+    lengths = np.maximum(20, rng.pareto(1.5, users) * 60).astype(np.int64)
+    lengths = np.round(lengths * interactions / lengths.sum()).astype(np.int64).clip(1)
+    popularity = 1.0 / np.arange(1, items + 1) ** 0.9
+    flat = rng.choice(np.arange(1, items + 1), int(lengths.sum()), p=popularity / popularity.sum())
+    return np.split(flat, np.cumsum(lengths)[:-1]), items
+
+
+def detection(args) -> None:
+    from genrec.data import SequenceDataModule
+    from genrec.robust.attacks import train_counts
     from genrec.robust.signals import AnomalySignal, CoordinationSignal
 
     dm = SequenceDataModule(dataset=args.dataset, root=args.root, max_seq_len=args.max_seq_len)
@@ -57,34 +90,14 @@ def detection(args) -> None:
           f"{(clean > 0).mean():.1%} of real users have a burst item in a recent window\n")
     print("| attack | coordination AUC (median; per seed) | anomaly log-count AUC (median) | s / score |")
     print("|---|---|---|---|")
-    for label, attack in ATTACKS.items():
-        aucs, base, times = [], [], []
-        for seed in args.seeds:
-            fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
-            poisoned, pend = inject(data, end, fakes)
-            hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
-            fake = np.arange(poisoned.num_users) >= data.num_users
-            view = view_of(hist, train_counts(poisoned, pend))
-            start = time.perf_counter()
-            aucs.append(roc_auc(signal.score(view), fake))
-            times.append(time.perf_counter() - start)
-            base.append(roc_auc(anomaly.score(view), fake))
-        per_seed = ", ".join(f"{a:.3f}" for a in aucs)
-        print(f"| {label} | {statistics.median(aucs):.3f} ({per_seed}) | {statistics.median(base):.3f} | "
-              f"{statistics.median(times):.2f} |", flush=True)
-
+    auc_rows(data, end, ATTACKS, signal, anomaly, args)
 
 def scale() -> None:
     from genrec.robust.signals import CoordinationSignal
 
-    rng = np.random.default_rng(0)
-    users, interactions, items = 138_000, 20_000_000, 27_000
-    lengths = np.maximum(20, rng.pareto(1.5, users) * 60).astype(np.int64)
-    lengths = np.round(lengths * interactions / lengths.sum()).astype(np.int64).clip(1)
-    popularity = 1.0 / np.arange(1, items + 1) ** 0.9
-    flat = rng.choice(np.arange(1, items + 1), int(lengths.sum()), p=popularity / popularity.sum())
-    histories = np.split(flat, np.cumsum(lengths)[:-1])
-    counts = np.bincount(flat, minlength=items + 1)
+    histories, items = ml20m_like_histories(np.random.default_rng(0))
+    users, lengths = len(histories), np.array([len(h) for h in histories])
+    counts = np.bincount(np.concatenate(histories), minlength=items + 1)
     view = view_of(histories, counts)
     times = []
     for _ in range(3):

@@ -20,7 +20,7 @@ import statistics
 import time
 
 import numpy as np
-import torch
+from robust_coordination import auc_rows, ml20m_like_histories, view_of  # benchmarks/ is the script's folder
 
 ATTACKS = {
     "copy, 1%, all targets, anywhere": {"kind": "copy", "splice": "anywhere"},
@@ -35,17 +35,9 @@ ATTACKS = {
 }
 
 
-def view_of(histories, num_items):
-    from genrec.robust.signals import UserView
-
-    return UserView(histories, [np.zeros(len(h), np.int64) for h in histories], torch.zeros(len(histories)),
-                    np.zeros(num_items + 1, np.int64), len(histories))
-
-
 def detection(args) -> None:
     from genrec.data import SequenceDataModule
-    from genrec.robust.attacks import generate, inject
-    from genrec.robust.detector import roc_auc
+    from genrec.robust.attacks import train_counts
     from genrec.robust.signals import CoordinationSignal, DenseBlockSignal
 
     dm = SequenceDataModule(dataset=args.dataset, root=args.root, max_seq_len=args.max_seq_len)
@@ -54,39 +46,20 @@ def detection(args) -> None:
     signal, coordination = DenseBlockSignal(), CoordinationSignal()
     clean_hist = [data.items[data.offsets[u]:end[u]] for u in range(data.num_users)]
     pairs = signal.strong_pairs(clean_hist, data.num_items)
-    clean = signal.score(view_of(clean_hist, data.num_items))
+    clean = signal.score(view_of(clean_hist, train_counts(data, end)))
     print(f"\n{data.name}: {data.num_users:,} users; seeds {args.seeds}; clean data: {pairs.nnz // 2} strong item "
           f"pairs, {(clean > 0).mean():.1%} of real users hold one\n")
     print("| attack | dense-block AUC (median; per seed) | coordination AUC (median) | s / score |")
     print("|---|---|---|---|")
-    for label, attack in ATTACKS.items():
-        aucs, base, times = [], [], []
-        for seed in args.seeds:
-            fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
-            poisoned, pend = inject(data, end, fakes)
-            hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
-            fake = np.arange(poisoned.num_users) >= data.num_users
-            view = view_of(hist, data.num_items)
-            start = time.perf_counter()
-            aucs.append(roc_auc(signal.score(view), fake))
-            times.append(time.perf_counter() - start)
-            base.append(roc_auc(coordination.score(view), fake))
-        per_seed = ", ".join(f"{a:.3f}" for a in aucs)
-        print(f"| {label} | {statistics.median(aucs):.3f} ({per_seed}) | {statistics.median(base):.3f} | "
-              f"{statistics.median(times):.2f} |", flush=True)
-
+    auc_rows(data, end, ATTACKS, signal, coordination, args)
 
 def scale(args) -> None:
     from genrec.robust.detector import roc_auc
     from genrec.robust.signals import DenseBlockSignal
 
     rng = np.random.default_rng(0)
-    users, interactions, items = 138_000, 20_000_000, 27_000
-    lengths = np.maximum(20, rng.pareto(1.5, users) * 60).astype(np.int64)
-    lengths = np.round(lengths * interactions / lengths.sum()).astype(np.int64).clip(1)
-    popularity = 1.0 / np.arange(1, items + 1) ** 0.9
-    flat = rng.choice(np.arange(1, items + 1), int(lengths.sum()), p=popularity / popularity.sum())
-    histories = np.split(flat, np.cumsum(lengths)[:-1])
+    histories, items = ml20m_like_histories(rng)
+    users, flat = len(histories), np.concatenate(histories)
     # copy fakes: the last users' slots hold real users' histories with 5 targets from the rarer half spliced in
     num_fakes = int(round(args.attack_budget * users))
     counts = np.bincount(flat, minlength=items + 1)
@@ -97,7 +70,7 @@ def scale(args) -> None:
         h = histories[d]
         histories[f] = np.insert(h, np.sort(rng.integers(0, len(h) + 1, 5)), rng.permutation(targets))
     fake = np.arange(users) >= users - num_fakes
-    view = view_of(histories, items)
+    view = view_of(histories, counts)
     total = sum(len(h) for h in histories)
     times = []
     for _ in range(args.repeats):
