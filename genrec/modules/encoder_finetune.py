@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -35,8 +34,9 @@ from torch import Tensor, nn
 from genrec.errors import check_range
 from genrec.metrics import RankingMetrics, batch_ranks
 from genrec.models.text_prior import TextScorer, mean_pair_cosine, recency_user_vectors
-from genrec.modules.checkpoints import checkpoint_identity
+from genrec.modules.base import GenrecModule
 from genrec.modules.eval_loop import DomainEvalLoop
+from genrec.modules.optim import OptimConfig
 from genrec.tokenizers.text import DEFAULT_ENCODER, embedding_dim, encode_with, load_encoder
 
 try:
@@ -124,7 +124,7 @@ class FormulaConfig:
             raise ValueError(f"model.scorer.decay must be in (0, 1], got {self.decay}")
 
 
-class EncoderFinetune(DomainEvalLoop, L.LightningModule):
+class EncoderFinetune(DomainEvalLoop, GenrecModule):
     """A ``SentenceTransformer`` trained contrastively on ``PairDataModule`` pairs.
 
     Args:
@@ -135,22 +135,18 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         scorer: the text formula validation scores with (``FormulaConfig``).
         max_seq_length: encoder tokens per item text; saved with the encoder, so scoring reads
             texts as training did.
-        lr, weight_decay: AdamW's.
+        optim: AdamW (``OptimConfig``; the learned temperature gets no weight decay).
         encode_batch_size: texts per batch when encoding catalogues for validation.
         num_items, dataset_fingerprint: linked from the data module (logged, not used).
     """
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, train_layers: int | Literal["all"] = "all",
                  objective: ContrastiveConfig = ContrastiveConfig(), scorer: FormulaConfig = FormulaConfig(),
-                 max_seq_length: int = 64, lr: float = 2e-5, weight_decay: float = 0.01, encode_batch_size: int = 128,
+                 max_seq_length: int = 64, optim: OptimConfig = OptimConfig(lr=2e-5), encode_batch_size: int = 128,
                  num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
         check_range("model.max_seq_length", max_seq_length, at_least=1)
-        check_range("model.lr", lr, above=0)
-        check_range("model.weight_decay", weight_decay, at_least=0)
-        self.save_hyperparameters(ignore=["objective", "scorer"])
-        self.hparams.update(objective=asdict(objective), scorer=asdict(scorer))
-        self.objective, self.scorer = objective, scorer
+        self.save_config_hyperparameters("objective", "scorer", "optim")
         self.encoder = load_encoder(encoder)
         self.encoder.max_seq_length = max_seq_length
         self.encoder.train()  # loaded for inference (dropout off); Lightning keeps the mode a submodule has
@@ -197,7 +193,7 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         ids, local = torch.unique(torch.cat([zero, query.flatten(), positive]), return_inverse=True)  # ids[0] = 0: padding
         table = self.embed([self.texts[i] for i in ids.tolist()])  # (U, E), row 0 the padding's zeros
         local_query = local[1 : 1 + query.numel()].view_as(query)
-        users = recency_user_vectors(table, local_query, self.scorer.decay, batch["lengths"])  # (B, E)
+        users = recency_user_vectors(table, local_query, self.scorer_config.decay, batch["lengths"])  # (B, E)
         return users, table[local[1 + query.numel():]], table[1:]
 
     def scale(self) -> Tensor | float:
@@ -210,20 +206,19 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         contrastive = self.loss_fn.compute_loss_from_embeddings([users, positives], None)
         logs = {"train/contrastive": contrastive, "train/scale": torch.as_tensor(self.scale()).detach()}
         loss = contrastive
-        if self.objective.uniformity:
+        if self.objective_config.uniformity:
             uniform = uniformity_loss(items[items.norm(dim=-1) > 0])
-            loss = loss + self.objective.uniformity * uniform
+            loss = loss + self.objective_config.uniformity * uniform
             logs["train/uniformity"] = uniform
         self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
         self.log_dict(logs, batch_size=len(users))
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        groups = [{"params": [p for p in self.encoder.parameters() if p.requires_grad], "weight_decay": hp.weight_decay}]
+    def optimizer_params(self) -> list[dict]:
+        groups = [{"params": [p for p in self.encoder.parameters() if p.requires_grad]}]
         if self.log_scale is not None:
             groups.append({"params": [self.log_scale], "weight_decay": 0.0})
-        return torch.optim.AdamW(groups, lr=hp.lr)
+        return groups
 
     # -- validation and test: the text formula with the encoder as it is now -------------------
 
@@ -236,7 +231,7 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
         unit = torch.zeros(len(texts), embedding_dim(self.encoder))
         for lo, hi in domains:
             unit[lo : hi + 1] = torch.from_numpy(encode_with(self.encoder, texts[lo : hi + 1], self.hparams.encode_batch_size))
-        f = self.scorer
+        f = self.scorer_config
         scorer = TextScorer(unit.to(self.device), f.decay, f.hubness, f.hubness_k, f.center, domains)
         return scorer, mean_pair_cosine(unit, domains)
 
@@ -301,8 +296,8 @@ class EncoderFinetune(DomainEvalLoop, L.LightningModule):
             partial.rename(folder)
         return folder
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["genrec"] = {**checkpoint_identity(self), "best_val_ndcg@10": self.best, "best_encoder": self.best_folder}
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"best_val_ndcg@10": self.best, "best_encoder": self.best_folder}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.best = checkpoint.get("genrec", {}).get("best_val_ndcg@10", -math.inf)

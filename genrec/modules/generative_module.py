@@ -32,12 +32,9 @@ when it is set, so the correction carries over to a new catalogue like the rest 
 """
 from __future__ import annotations
 
-import inspect
 import logging
-from dataclasses import asdict
 from typing import Any, Sequence
 
-import lightning as L
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -48,9 +45,10 @@ from genrec.errors import check_range
 from genrec.metrics import RankingMetrics, ranks_from_topk
 from genrec.models.generative import DecoderConfig, GenerativeDecoder, random_rotations
 from genrec.models.text_prior import TextPrior, TextPriorConfig
-from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint, resolve_checkpoint
+from genrec.modules.base import GenrecModule
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
 from genrec.modules.eval_loop import DomainEvalLoop
-from genrec.modules.optim import OptimConfig, adamw
+from genrec.modules.optim import OptimConfig
 from genrec.modules.tokenizer_ae import load_tokenizer
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
 from genrec.tokenizers.text import embed_catalogue, render_texts
@@ -58,7 +56,7 @@ from genrec.tokenizers.text import embed_catalogue, render_texts
 log = logging.getLogger(__name__)
 
 
-class GenerativeModule(DomainEvalLoop, L.LightningModule):
+class GenerativeModule(DomainEvalLoop, GenrecModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
     Args:
@@ -101,11 +99,8 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
             for k in ks:
                 check_range(f"model.{name}", k, at_least=1)
         tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
-        self.save_hyperparameters(ignore=["decoder", "prior", "optim"])
-        # plain dicts in the checkpoint and hparams.yaml; from_checkpoint turns them back into configs
-        self.hparams.update(decoder=asdict(decoder), prior=asdict(prior) if prior else None, optim=asdict(optim),
-                            tokenizer_config=dict(tokenizer.init_args))
-        self.decoder_config, self.optim_config = decoder, optim
+        self.save_config_hyperparameters("decoder", "prior", "optim")
+        self.hparams.update(tokenizer_config=dict(tokenizer.init_args))
         self.tokenizer = tokenizer.requires_grad_(False)
         chunk = tokenizer.embed_dim // tokenizer.num_tokens
         self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, decoder.dim,
@@ -137,30 +132,17 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
                     "and model.prior unset to take the checkpoint's, or give the settings it was trained with") from None
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu", ckpt: dict | None = None) -> "GenerativeModule":
-        """Rebuild the module (tokenizer included) from its checkpoint alone."""
-        ckpt = load_checkpoint(path, map_location) if ckpt is None else ckpt  # given: already read (load_run)
-        hp = dict(ckpt["hyper_parameters"])
-        if "tokenizer_config" not in hp or hp["tokenizer_config"] is None:
-            raise CheckpointMismatchError(f"{path} is not a GenerativeModule checkpoint (no tokenizer_config)")
+    def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
+        """The tokenizer comes from the checkpoint's own state, the weights from the checkpoint, not ``init_from``."""
+        if not hp.get("tokenizer_config"):
+            raise CheckpointMismatchError(f"{source} is not a GenerativeModule checkpoint (no tokenizer_config)")
         if "decoder" not in hp:
-            raise CheckpointMismatchError(f"{path} was written before the model's options were grouped into "
+            raise CheckpointMismatchError(f"{source} was written before the model's options were grouped into "
                                           "decoder/prior/optim (genrec < 0.2): retrain it with the current configs")
-        accepted = inspect.signature(cls.__init__).parameters
-        hp = {k: v for k, v in hp.items() if k in accepted}
-        hp["init_from"] = ""  # the weights below replace whatever it started from
-        hp["decoder"], hp["optim"] = DecoderConfig(**hp["decoder"]), OptimConfig(**hp["optim"])
-        hp["prior"] = TextPriorConfig(**hp["prior"]) if hp.get("prior") else None
-        module = cls(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-        return module
+        return {**hp, "init_from": ""}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["genrec"] = {
-            **checkpoint_identity(self),
-            "tokenizer": dict(self.tokenizer.init_args),
-            "collision_rate": self.collision_rate,
-        }
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"tokenizer": dict(self.tokenizer.init_args), "collision_rate": self.collision_rate}
 
     # -- catalogue -------------------------------------------------------------------------------
 
@@ -389,10 +371,3 @@ class GenerativeModule(DomainEvalLoop, L.LightningModule):
         if self.collided is None:
             raise RuntimeError("no catalogue: call set_catalogue(...) first")
         return {name: float(self.collided[lo : hi + 1].float().mean()) for name, (lo, hi) in ranges.items()}
-
-    def configure_optimizers(self):
-        o = self.optim_config
-        params = [p for p in self.parameters() if p.requires_grad]
-        return adamw(params, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, schedule=o.lr_schedule,
-                     warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio,
-                     total_steps=lambda: self.trainer.estimated_stepping_batches)

@@ -9,11 +9,9 @@ streaming top-k counting (``genrec.evaluation``); metrics are logged as ``val/hr
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict
 from typing import Any, Literal, Sequence
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,16 +20,11 @@ from genrec.errors import check_range
 from genrec.metrics import RankingMetrics
 from genrec.models.jagged_attention import pack, unpack
 from genrec.modules import negatives
-from genrec.modules.checkpoints import (
-    CheckpointMismatchError,
-    build_net,
-    checkpoint_identity,
-    class_path,
-    load_checkpoint,
-)
+from genrec.modules.base import GenrecModule
+from genrec.modules.checkpoints import CheckpointMismatchError, build_net, class_path
 from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.modules.negatives import LossConfig
-from genrec.modules.optim import OptimConfig, adamw
+from genrec.modules.optim import OptimConfig
 from genrec.recommender import VectorRecommender
 
 # The retrieval module's AdamW defaults: no weight decay and the Transformer's betas (SASRec's).
@@ -59,7 +52,7 @@ def grouped_hparams(hp: dict[str, Any]) -> dict[str, Any]:
     return {**out, **groups}
 
 
-class RetrievalModule(DomainEvalLoop, VectorRecommender, L.LightningModule):
+class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
     """Train and evaluate a sequence encoder for next-item retrieval.
 
     Args:
@@ -99,10 +92,7 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, L.LightningModule):
             for k in ks:
                 check_range(f"model.{name}", k, at_least=1)
         check_range("model.eval_chunk_size", eval_chunk_size, at_least=1)
-        self.save_hyperparameters(ignore=["net", "loss", "optim"])
-        # plain dicts in the checkpoint and hparams.yaml; from_checkpoint turns them back into configs
-        self.hparams.update(loss=asdict(loss), optim=asdict(optim))
-        self.loss_config, self.optim_config = loss, optim
+        self.save_config_hyperparameters("loss", "optim")
         self.net = net
         self.item_emb = nn.Embedding(num_items + 1, net.dim, padding_idx=0)
         nn.init.trunc_normal_(self.item_emb.weight, std=0.02)
@@ -114,24 +104,12 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, L.LightningModule):
         self.user_weights: Tensor | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu", ckpt: dict | None = None) -> "RetrievalModule":
-        """Rebuild module and net from a checkpoint alone."""
-        ckpt = load_checkpoint(path, map_location) if ckpt is None else ckpt  # given: already read (load_run)
-        hp = grouped_hparams(ckpt["hyper_parameters"])
-        net = build_net(ckpt.get("genrec", {}).get("net", {}), path)
-        accepted = inspect.signature(cls.__init__).parameters
-        hp = {k: v for k, v in hp.items() if k in accepted}
-        hp["loss"], hp["optim"] = LossConfig(**hp["loss"]), OptimConfig(**hp["optim"])
-        module = cls(net=net, **hp)
-        module.load_state_dict(ckpt["state_dict"])
-        return module
+    def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
+        return {**grouped_hparams(hp), "net": build_net(ckpt.get("genrec", {}).get("net", {}), source)}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["genrec"] = {
-            **checkpoint_identity(self),
-            # The net's class and arguments, so the checkpoint alone rebuilds the model.
-            "net": {"class_path": class_path(self.net), "init_args": dict(getattr(self.net, "init_args", {}))},
-        }
+    def checkpoint_extras(self) -> dict[str, Any]:
+        # The net's class and arguments, so the checkpoint alone rebuilds the model.
+        return {"net": {"class_path": class_path(self.net), "init_args": dict(getattr(self.net, "init_args", {}))}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         theirs = checkpoint.get("hyper_parameters", {}).get("dataset_fingerprint", "")
@@ -238,11 +216,3 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, L.LightningModule):
             # assigned to an attribute would register as a second parameter of the module
             self._ranking_items = (version, self.item_vectors().detach())
         return self._ranking_items[1]
-
-    def configure_optimizers(self):
-        o = self.optim_config
-        return adamw(
-            self.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, schedule=o.lr_schedule,
-            warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio,
-            total_steps=lambda: self.trainer.estimated_stepping_batches,
-        )

@@ -8,37 +8,37 @@ arguments under ``checkpoint["genrec"]["tokenizer"]``; ``load_tokenizer`` rebuil
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from genrec.errors import check_range
-from genrec.modules.checkpoints import CheckpointMismatchError, checkpoint_identity, load_checkpoint
+from genrec.modules.base import GenrecModule
+from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.modules.optim import OptimConfig
 from genrec.tokenizers.fsq import DEFAULT_LEVELS
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
 
 
-class TokenizerAutoencoder(L.LightningModule):
+class TokenizerAutoencoder(GenrecModule):
     """Fits an ``ItemTokenizer``; the embedding width, encoder and template come from the data module.
 
     Args:
         num_tokens: tokens per item (T).
         levels: FSQ levels per channel (codebook size = their product).
         hidden_dim: width of each chunk's encoder/decoder MLP.
+        optim: AdamW (``OptimConfig``; no weight decay unless set).
         num_items, dataset_fingerprint: linked from the data module (logged, not used).
     """
 
     def __init__(self, num_tokens: int = 4, levels: Sequence[int] = DEFAULT_LEVELS, hidden_dim: int = 256,
-                 lr: float = 1e-3, weight_decay: float = 0.0, num_items: int = 0, dataset_fingerprint: str = ""):
+                 optim: OptimConfig = OptimConfig(weight_decay=0.0), num_items: int = 0, dataset_fingerprint: str = ""):
         super().__init__()
         for key, value in (("num_tokens", num_tokens), ("hidden_dim", hidden_dim)):
             check_range(f"model.{key}", value, at_least=1)
-        check_range("model.lr", lr, above=0)
-        check_range("model.weight_decay", weight_decay, at_least=0)
-        self.save_hyperparameters()
+        self.save_config_hyperparameters("optim")
         self.tokenizer: ItemTokenizer | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -71,14 +71,8 @@ class TokenizerAutoencoder(L.LightningModule):
             codes = self.tokenizer.fsq.codes_to_indices(self.tokenizer.fsq(self.tokenizer.latents(x)))  # (N, T)
         self.log("val/collision_rate", 1.0 - codes.unique(dim=0).shape[0] / len(codes))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["genrec"] = {
-            **checkpoint_identity(self),
-            "tokenizer": dict(self.tokenizer.init_args),
-        }
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"tokenizer": dict(self.tokenizer.init_args)}
 
 
 def load_tokenizer(path: str) -> ItemTokenizer:

@@ -67,7 +67,7 @@ def config(tmp_path, encoder, steps, **model):
                  "init_args": {"domains": domains(tmp_path), "pairing": {"query": "user", "history": 2},
                                "loader": {"batch_size": 6, "eval_batch_size": 8}}},
         "model": {"class_path": "genrec.modules.encoder_finetune.EncoderFinetune",
-                  "init_args": {"encoder": str(encoder), "train_layers": 2, "lr": 3e-3, "max_seq_length": 32, **model}},
+                  "init_args": {"encoder": str(encoder), "train_layers": 2, "optim": {"lr": 3e-3}, "max_seq_length": 32, **model}},
     }
     path = tmp_path / "encoder.yaml"
     path.write_text(json.dumps(text))  # JSON is YAML

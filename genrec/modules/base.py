@@ -1,0 +1,79 @@
+"""The base of genrec's Lightning modules: rebuilding one from its checkpoint alone, the identity
+every checkpoint carries, and AdamW with its learning-rate schedule from one ``OptimConfig``."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Any, Iterable
+
+import lightning as L
+import torch
+
+from genrec.modules.checkpoints import checkpoint_identity, load_checkpoint
+from genrec.modules.optim import OptimConfig, adamw
+
+
+def config_class(hint: Any) -> type | None:
+    """The dataclass a parameter's type hint names (``X`` or ``X | None``); None for any other hint."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next((a for a in typing.get_args(hint) if a is not type(None)), None)
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+class GenrecModule(L.LightningModule):
+    """A Lightning module with ``from_checkpoint`` and ``configure_optimizers`` from ``self.optim_config``.
+
+    Config groups (dataclass arguments) are saved as plain dicts in the checkpoint and hparams.yaml
+    (``save_config_hyperparameters``); ``from_checkpoint`` turns them back into their dataclasses.
+    Subclasses adapt a checkpoint's arguments in ``init_args``, choose what trains in
+    ``optimizer_params`` and add to ``checkpoint["genrec"]`` with ``checkpoint_extras``.
+    """
+
+    optim_config: OptimConfig
+
+    def save_config_hyperparameters(self, *groups: str) -> None:
+        """``save_hyperparameters`` with the config groups ``groups`` (arguments of the subclass's
+        ``__init__``) stored as dicts, and kept as ``self.<group>_config``."""
+        frame = inspect.currentframe().f_back
+        args = frame.f_locals
+        self.save_hyperparameters(ignore=[*groups, "net"], frame=frame)
+        for group in groups:
+            value = args[group]
+            self.hparams[group] = dataclasses.asdict(value) if value is not None else None
+            setattr(self, f"{group}_config", value)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu", ckpt: dict | None = None):
+        """Rebuild the module (and its net) from its checkpoint alone; ``ckpt``: its contents, already read."""
+        ckpt = load_checkpoint(path, map_location) if ckpt is None else ckpt
+        hp = cls.init_args(dict(ckpt["hyper_parameters"]), ckpt, str(path))
+        hints = typing.get_type_hints(cls.__init__)
+        args = {}
+        for name in inspect.signature(cls.__init__).parameters:
+            if name in hp:
+                config = config_class(hints.get(name))
+                args[name] = config(**hp[name]) if config and isinstance(hp[name], dict) else hp[name]
+        module = cls(**args)
+        module.load_state_dict(ckpt["state_dict"])
+        return module
+
+    @classmethod
+    def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
+        """A checkpoint's hyper-parameters ``hp`` adapted to the constructor (``source`` names the file in errors)."""
+        return hp
+
+    def optimizer_params(self) -> Iterable[Any]:
+        """What the optimizer updates: the trainable parameters (or parameter groups)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        return adamw(self.optimizer_params(), self.optim_config, lambda: self.trainer.estimated_stepping_batches)
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """What ``checkpoint["genrec"]`` holds besides the module's identity."""
+        return {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["genrec"] = {**checkpoint_identity(self), **self.checkpoint_extras()}
