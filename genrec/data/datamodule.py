@@ -276,9 +276,6 @@ def data_options(cls: type) -> list[str]:
 def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters, with
     ``overrides`` (``{"root": ..., "loader.batch_size": 256}``, as ``--data.KEY`` gives them) applied.
-
-    Checkpoints written before the loader options were grouped hold them flat (``batch_size``
-    etc.); they are moved into ``loader``.
     """
     accepted = data_options(cls)
     known = [k for k in accepted if k != "loader"] + ([f"loader.{k}" for k in LOADER_KEYS] if "loader" in accepted else [])
@@ -289,7 +286,7 @@ def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any
     if unknown:
         raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
     hp = dict(hparams)
-    loader = {**(hp.pop("loader", None) or {}), **{k: hp.pop(k) for k in LOADER_KEYS if k in hp}}  # flat: an old checkpoint
+    loader = hp.pop("loader", None) or {}
     out = {**{k: v for k, v in hp.items() if k in accepted}, **overrides}
     if "loader" in accepted:
         out["loader"] = LoaderConfig(**{**loader, **loader_overrides})

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import lightning as L
 import torch
 
-from genrec.modules.checkpoints import checkpoint_identity, load_checkpoint
+from genrec.modules.checkpoints import VERSION, VERSION_KEY, CheckpointMismatchError, checkpoint_identity, load_checkpoint, migrate
 from genrec.modules.optim import OptimConfig, adamw
 
 
@@ -77,3 +77,12 @@ class GenrecModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["genrec"] = {**checkpoint_identity(self), **self.checkpoint_extras()}
+        checkpoint[VERSION_KEY] = VERSION
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming: the checkpoint in today's format; a schedule saved as genrec's old LambdaLR cannot continue."""
+        migrate(checkpoint)
+        if any("lr_lambdas" in state for state in checkpoint.get("lr_schedulers", [])):
+            raise CheckpointMismatchError(
+                "the checkpoint's learning-rate schedule was saved by a genrec before torch's schedulers replaced its "
+                "LambdaLR, so training cannot resume from it: start a new run from its weights instead")

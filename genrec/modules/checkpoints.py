@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
         raise CheckpointMismatchError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is damaged or not a checkpoint: train again or pick another file") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointMismatchError(f"{path} is not a genrec checkpoint (no state_dict/hyper_parameters): pass a .ckpt written by train.py")
-    return ckpt
+    return migrate(ckpt, str(path))
 
 
 # (path, size, mtime) of files verified in this process: evaluation opens one checkpoint several times
@@ -62,10 +62,7 @@ def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (KeyError, ValueError, ImportError, AttributeError) as err:
         raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
-    args = dict(net_config.get("init_args", {}))
-    if "compile_attention" in args:  # an HSTU saved before compile_attention became attention: compiled
-        args["attention"] = "compiled" if args.pop("compile_attention") else args.get("attention", "dense")
-    return cls(**args)
+    return cls(**net_config.get("init_args", {}))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -102,21 +99,83 @@ def class_path(obj: Any) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-# Checkpoints written before the Lightning modules' files were renamed (retrieval.py and
-# generative.py became retrieval_module.py and generative_module.py) name the old paths.
-RENAMED_MODULES = {
-    "genrec.modules.retrieval.RetrievalModule": "genrec.modules.retrieval_module.RetrievalModule",
-    "genrec.modules.generative.GenerativeModule": "genrec.modules.generative_module.GenerativeModule",
-}
-
-
 def module_class_path(ckpt: dict) -> str:
     """The class path of the Lightning module that wrote ``ckpt`` (``checkpoint_identity``)."""
-    path = ckpt.get("genrec", {}).get("module") or "genrec.modules.retrieval_module.RetrievalModule"
-    return RENAMED_MODULES.get(path, path)
-
+    return ckpt.get("genrec", {}).get("module") or "genrec.modules.retrieval_module.RetrievalModule"
 
 def checkpoint_identity(module: Any) -> dict[str, Any]:
     """What evaluate.py needs to rebuild a run: the module's and its data module's class paths."""
     dm = getattr(module.trainer, "datamodule", None) if module._trainer is not None else None
     return {"module": class_path(module), "datamodule": class_path(dm) if dm else None}
+
+
+# -- old formats ---------------------------------------------------------------------------------
+# Every checkpoint genrec writes records its format as ``checkpoint["genrec_checkpoint_version"]``
+# (``VERSION``); one without it is version 0. ``migrate`` runs the steps from the checkpoint's
+# version on (``STEPS[v]`` turns version v into v + 1), so every format genrec has written loads
+# through one path: ``load_checkpoint`` and the modules' ``on_load_checkpoint`` call it. Version 0
+# covers every checkpoint written before versions were recorded, so each step rewrites only the old
+# spelling it finds. A step's defaults are those of its time, frozen here.
+
+VERSION_KEY = "genrec_checkpoint_version"
+
+
+def module_files_renamed(ckpt: dict) -> None:
+    """retrieval.py and generative.py became retrieval_module.py and generative_module.py."""
+    genrec = ckpt.get("genrec") or {}
+    for old in ("retrieval.RetrievalModule", "generative.GenerativeModule"):
+        if genrec.get("module") == f"genrec.modules.{old}":
+            genrec["module"] = f"genrec.modules.{old.replace('.', '_module.')}"
+
+
+def hstu_attention_option(ckpt: dict) -> None:
+    """HSTU's ``compile_attention: bool`` became ``attention: compiled``."""
+    args = ((ckpt.get("genrec") or {}).get("net") or {}).get("init_args") or {}
+    if "compile_attention" in args:
+        args["attention"] = "compiled" if args.pop("compile_attention") else args.get("attention", "dense")
+
+
+RETRIEVAL_FLAT = {"loss": ("loss", "kind"), **{k: ("loss", k) for k in ("num_negatives", "negatives", "negative_groups", "temperature")},
+                  **{k: ("optim", k) for k in ("lr", "weight_decay", "betas", "lr_schedule", "warmup_steps", "min_lr_ratio")}}
+RETRIEVAL_OPTIM = {"lr": 1e-3, "weight_decay": 0.0, "betas": (0.9, 0.98), "lr_schedule": "constant", "warmup_steps": 0,
+                   "min_lr_ratio": 0.0}
+LOADER_FLAT = ("train_windows", "stochastic_length", "bucket_by_length", "batch_size", "eval_batch_size", "num_workers")
+
+
+def options_grouped(ckpt: dict) -> None:
+    """The retrieval module's flat loss and optimiser options became ``loss`` and ``optim`` (the
+    retrieval optimiser's defaults of the time filling in what is missing), the data module's flat
+    loader options ``loader``."""
+    hp = ckpt["hyper_parameters"]
+    if (ckpt.get("genrec") or {}).get("module", "").endswith(".RetrievalModule") and not isinstance(hp.get("optim"), dict):
+        groups = {"loss": {}, "optim": dict(RETRIEVAL_OPTIM)}
+        for key, (group, field) in RETRIEVAL_FLAT.items():
+            if key in hp:
+                groups[group][field] = hp.pop(key)
+        hp.update(groups)
+    data = ckpt.get("datamodule_hyper_parameters")
+    if data and any(k in data for k in LOADER_FLAT):
+        data["loader"] = {**(data.get("loader") or {}), **{k: data.pop(k) for k in LOADER_FLAT if k in data}}
+
+
+def optimiser_grouped(ckpt: dict) -> None:
+    """The tokenizer autoencoder's and the encoder fine-tuning's ``lr`` and ``weight_decay`` became ``optim``."""
+    hp = ckpt["hyper_parameters"]
+    if "optim" not in hp and "lr" in hp:
+        hp["optim"] = {k: hp.pop(k) for k in ("lr", "weight_decay") if k in hp}
+
+
+STEPS: list[Callable[[dict], None]] = [module_files_renamed, hstu_attention_option, options_grouped, optimiser_grouped]
+VERSION = len(STEPS)
+
+
+def migrate(ckpt: dict, source: str = "checkpoint") -> dict:
+    """``ckpt`` in today's format (changed in place, and returned)."""
+    version = ckpt.get(VERSION_KEY, 0)
+    if not isinstance(version, int) or not 0 <= version <= VERSION:
+        raise CheckpointMismatchError(f"{source} has {VERSION_KEY}={version!r}, but this genrec reads versions 0..{VERSION}: "
+                         "it was written by a newer genrec; update genrec to load it")
+    for step in STEPS[version:]:
+        step(ckpt)
+    ckpt[VERSION_KEY] = VERSION
+    return ckpt

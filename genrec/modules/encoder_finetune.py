@@ -300,5 +300,6 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
         return {"best_val_ndcg@10": self.best, "best_encoder": self.best_folder}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.best = checkpoint.get("genrec", {}).get("best_val_ndcg@10", -math.inf)
         self.best_folder = checkpoint.get("genrec", {}).get("best_encoder", "")

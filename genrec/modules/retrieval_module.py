@@ -9,7 +9,6 @@ streaming top-k counting (``genrec.evaluation``); metrics are logged as ``val/hr
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Literal, Sequence
 
 import torch
@@ -29,28 +28,6 @@ from genrec.recommender import VectorRecommender
 
 # The retrieval module's AdamW defaults: no weight decay and the Transformer's betas (SASRec's).
 RETRIEVAL_OPTIM = OptimConfig(weight_decay=0.0, betas=(0.9, 0.98))
-
-# Checkpoints written before the options were grouped into loss and optim hold them flat:
-# old key -> (group, field).
-FLAT_KEYS = {
-    "loss": ("loss", "kind"), "num_negatives": ("loss", "num_negatives"), "negatives": ("loss", "negatives"),
-    "negative_groups": ("loss", "negative_groups"), "temperature": ("loss", "temperature"),
-    **{k: ("optim", k) for k in ("lr", "weight_decay", "betas", "lr_schedule", "warmup_steps", "min_lr_ratio")},
-}
-
-
-def grouped_hparams(hp: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's hyper-parameters with ``loss`` and ``optim`` as dicts; a flat old checkpoint's
-    keys are moved into them (``FLAT_KEYS``), the old defaults filling in what it lacks."""
-    if isinstance(hp.get("optim"), dict):
-        return dict(hp)
-    out = {k: v for k, v in hp.items() if k not in FLAT_KEYS}
-    groups: dict[str, dict[str, Any]] = {"loss": {}, "optim": asdict(RETRIEVAL_OPTIM)}
-    for key, (group, field) in FLAT_KEYS.items():
-        if key in hp:
-            groups[group][field] = hp[key]
-    return {**out, **groups}
-
 
 class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
     """Train and evaluate a sequence encoder for next-item retrieval.
@@ -105,13 +82,14 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
 
     @classmethod
     def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
-        return {**grouped_hparams(hp), "net": build_net(ckpt.get("genrec", {}).get("net", {}), source)}
+        return {**hp, "net": build_net(ckpt.get("genrec", {}).get("net", {}), source)}
 
     def checkpoint_extras(self) -> dict[str, Any]:
         # The net's class and arguments, so the checkpoint alone rebuilds the model.
         return {"net": {"class_path": class_path(self.net), "init_args": dict(getattr(self.net, "init_args", {}))}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         theirs = checkpoint.get("hyper_parameters", {}).get("dataset_fingerprint", "")
         ours = self.hparams.dataset_fingerprint
         if theirs and ours and theirs != ours:

@@ -1,15 +1,15 @@
-"""Checkpoints written before the options were grouped (flat hyper-parameters, the modules' old file
-paths) load into the grouped configs and evaluate as checkpoints written today do."""
+"""Checkpoints of every older format (``checkpoints.STEPS``: the modules' old file paths, HSTU's
+``compile_attention``, flat hyper-parameters) load through ``migrate`` into today's configs and
+evaluate as checkpoints written today do."""
 import pytest
 import torch
 
 from genrec.data import LoaderConfig, SequenceDataModule
-from genrec.data.datamodule import rebuild_options
 from genrec.evaluation.model_eval import run_evaluation
 from genrec.evaluation.runs import load_run
 from genrec.models import SASRec
 from genrec.modules import RetrievalModule
-from genrec.modules.checkpoints import class_path, module_class_path
+from genrec.modules.checkpoints import VERSION, VERSION_KEY, CheckpointMismatchError, build_net, class_path, migrate, module_class_path
 from genrec.modules.negatives import LossConfig
 from genrec.modules.optim import OptimConfig
 
@@ -28,7 +28,8 @@ FLAT_DATA = {"_class_path": "genrec.data.SequenceDataModule", "dataset": "synthe
 
 def old_checkpoint(tmp_path):
     """A checkpoint as genrec wrote it before the grouping, and the module it holds."""
-    dm = SequenceDataModule(**rebuild_options(SequenceDataModule, FLAT_DATA))
+    dm = SequenceDataModule(dataset="synthetic", dataset_options=FLAT_DATA["dataset_options"], use_cache=False, max_seq_len=8,
+                            loader=LoaderConfig(train_windows="all", bucket_by_length=False, batch_size=16, eval_batch_size=32))
     torch.manual_seed(0)
     net = SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=8)
     model = RetrievalModule(net, num_items=dm.num_items, loss=LossConfig(num_negatives=16, negatives="interleaved",
@@ -49,7 +50,7 @@ def old_checkpoint(tmp_path):
 
 def test_flat_hyper_parameters_map_into_the_configs(tmp_path):
     path, model, _ = old_checkpoint(tmp_path)
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = migrate(torch.load(path, weights_only=False))
     assert module_class_path(ckpt) == "genrec.modules.retrieval_module.RetrievalModule"
     back = RetrievalModule.from_checkpoint(str(path))
     assert back.loss_config == model.loss_config and back.optim_config == model.optim_config
@@ -77,12 +78,39 @@ def test_an_old_checkpoint_evaluates_as_the_same_one_written_today(tmp_path):
 
 
 def test_an_old_hstu_nets_compile_attention_maps_to_attention():
-    from genrec.modules.checkpoints import build_net
+    def net(**old):
+        args = {"dim": 8, "num_blocks": 1, "max_seq_len": 6, "attention": "dense", **old}
+        ckpt = migrate({"hyper_parameters": {}, "genrec": {"net": {"class_path": "genrec.models.hstu.HSTU", "init_args": args}}})
+        return build_net(ckpt["genrec"]["net"])
 
-    old = {"dim": 8, "num_blocks": 1, "max_seq_len": 6, "compile_attention": False, "attention": "dense"}
-    assert build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": old}).attention == "dense"
-    compiled = build_net({"class_path": "genrec.models.hstu.HSTU", "init_args": {**old, "compile_attention": True}})
-    assert compiled.attention == "compiled"
+    assert net(compile_attention=False).attention == "dense" and net(compile_attention=True).attention == "compiled"
+
+
+@pytest.mark.parametrize("module, flat", [("genrec.modules.tokenizer_ae.TokenizerAutoencoder", {"lr": 0.002, "weight_decay": 0.0}),
+                                          ("genrec.modules.encoder_finetune.EncoderFinetune", {"lr": 2e-5, "weight_decay": 0.01})])
+def test_a_flat_lr_and_weight_decay_move_into_optim(module, flat):
+    ckpt = migrate({"hyper_parameters": {"num_items": 5, **flat}, "genrec": {"module": module}})
+    assert ckpt["hyper_parameters"] == {"num_items": 5, "optim": flat} and ckpt[VERSION_KEY] == VERSION
+    assert OptimConfig(**ckpt["hyper_parameters"]["optim"]).lr == flat["lr"]
+
+
+def test_a_checkpoint_written_today_records_its_version_and_migrates_unchanged(tmp_path):
+    path, model, dm = old_checkpoint(tmp_path)
+    saved = {"hyper_parameters": dict(model.hparams), "state_dict": {}}
+    model.on_save_checkpoint(saved)
+    assert saved[VERSION_KEY] == VERSION
+    before = repr(saved)
+    assert repr(migrate(saved)) == before
+    with pytest.raises(CheckpointMismatchError, match=f"{VERSION_KEY}={VERSION + 1}.*newer genrec"):
+        migrate({**saved, VERSION_KEY: VERSION + 1})
+
+
+def test_resuming_from_the_old_lambdalr_schedule_is_refused_by_name(tmp_path):
+    path, model, _ = old_checkpoint(tmp_path)
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["lr_schedulers"] = [{"base_lrs": [0.002], "last_epoch": 5, "lr_lambdas": [None]}]
+    with pytest.raises(CheckpointMismatchError, match="LambdaLR.*start a new run from its weights"):
+        model.on_load_checkpoint(ckpt)
 
 
 def test_load_run_reads_the_checkpoint_file_once(tmp_path, monkeypatch):
