@@ -20,7 +20,7 @@ import torch
 
 from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.models.generative import DecoderConfig
-from genrec.models.text_prior import TextPriorConfig
+from genrec.models.text_prior import TextPriorConfig, trie_priors
 from genrec.modules import GenerativeModule
 from genrec.modules.optim import OptimConfig
 
@@ -58,7 +58,7 @@ def main() -> None:
         items, valid = b["items"], b["targets"] > 0
         scores = m.prior.item_scores(m.prior.users(items)[valid])
         history = items[:, None, :].expand(-1, items.shape[1], -1).tril()[valid]
-        priors = m.prior_scores(scores, m.trie, history)
+        priors = trie_priors(scores, m.catalogue.trie, history)
         sum(q.nan_to_num(neginf=0.0).mean() for q in priors[:-1]).backward()  # as the loss reads them: a gather
         end = time.perf_counter()
         if i >= args.warmup:
@@ -66,7 +66,7 @@ def main() -> None:
             prior.append(end - mid)
     s, q = statistics.median(step), statistics.median(prior)
     print(f"catalogue {args.root}: {dm.data.num_items:,} items; trie nodes per level "
-          f"{[m.trie.num_nodes(t) for t in range(m.trie.depth)]}; batch {args.batch_size} x 10; "
+          f"{[m.catalogue.trie.num_nodes(t) for t in range(m.catalogue.trie.depth)]}; batch {args.batch_size} x 10; "
           f"median of {args.repeats} steps, {torch.get_num_threads()} threads\n")
     print("| part | s/step |\n|---|---|")
     print(f"| training step (forward + backward + AdamW) | {s:.3f} |")

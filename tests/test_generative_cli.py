@@ -140,7 +140,7 @@ def test_a_generative_model_trains_on_two_domains_and_evaluates_each_in_its_own_
                       "--data.max_seq_len", "8", "--data.loader.batch_size", "16",
                       "--model", "genrec.modules.GenerativeModule", "--model.tokenizer_ckpt", str(tok_ckpt),
                       "--model.decoder.dim", "16", "--model.decoder.num_heads", "2", "--model.decoder.max_seq_len", "8", "--model.beam_width", "10"])
-    assert cli.model.item_codes.shape[0] == 30 + 25 + 1  # one tokenized catalogue over both domains
+    assert cli.model.catalogue.codes.shape[0] == 30 + 25 + 1  # one tokenized catalogue over both domains
     assert {"val/hr@5", "val/a/hr@5", "val/b/ndcg@10"} <= set(cli.trainer.callback_metrics)
     ckpt = next((tmp_path / "runs" / "gen").glob("version_0/checkpoints/last.ckpt"))
     report = evaluate.main(["model", "--ckpt", str(ckpt), "--out", "eval"])

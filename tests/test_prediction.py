@@ -59,7 +59,7 @@ def test_written_lists_equal_recommend_on_the_same_batches(tmp_path, on, family)
     dm = datamodule(items=N if family == "retrieval" else 30)  # the small tokenizer has 20 codes, 30 items with its extra slot
     model = retrieval(dm) if family == "retrieval" else generative_module(N=dm.num_items).eval()
     if family == "generative":
-        model.catalogue_key = dm.fingerprint  # its random catalogue vectors stand in for this data's item text
+        model.catalogue.key = dm.fingerprint  # its random catalogue vectors stand in for this data's item text
     dm.set_predict_request(on)
     table = predict(model, dm, tmp_path / "recs.parquet")
     expected = expected_lists(model, dm)

@@ -100,16 +100,12 @@ class GenerativeDecoder(nn.Module):
     ``code_table`` give next-item token logits."""
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS, num_tokens: int = 4, text_dim: int = 384,
-                 dim: int = 128, num_layers: int = 2, num_heads: int = 4, ffn_dim: int | None = None,
-                 dropout: float = 0.1, max_seq_len: int = 50, text_input: bool = True, feature_dim: int = 0,
-                 code_identity: bool = True):
+                 config: DecoderConfig = DecoderConfig(), feature_dim: int = 0):
         super().__init__()
-        self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self.init_args["levels"] = [int(v) for v in levels]
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        dim, num_heads, dropout, max_seq_len = config.dim, config.num_heads, config.dropout, config.max_seq_len
+        code_identity = config.codes == "value+text"
         if not code_identity and not feature_dim:
-            raise ValueError("code_identity=False embeds codes by their text features only: feature_dim must be > 0")
+            raise ValueError(f"model.decoder.codes={config.codes!r} embeds codes by their text features only: feature_dim must be > 0")
         self.code_identity = code_identity
         self.num_tokens, self.max_seq_len, self.dim = num_tokens, max_seq_len, dim
         self.fsq = FSQ(levels)
@@ -119,9 +115,9 @@ class GenerativeDecoder(nn.Module):
         self.register_buffer("_digit_offset", torch.tensor([0, *self.fsq.levels[:-1]]).cumsum(0), persistent=False)
         self.slot_emb = nn.Embedding(num_tokens, dim)
         self.pos_emb = nn.Embedding(max_seq_len, dim)
-        self.text_proj = nn.Linear(text_dim, dim) if text_input else None
+        self.text_proj = nn.Linear(text_dim, dim) if config.text_input else None
         self.input_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(HybridBlock(dim, num_heads, ffn_dim or 4 * dim, dropout) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(HybridBlock(dim, num_heads, config.ffn_dim or 4 * dim, dropout) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(dim)
         self.prefix_proj = nn.Linear(dim, dim)
         self.query_norm = nn.LayerNorm(dim)

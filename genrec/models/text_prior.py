@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genrec.decoding import CodeTrie
 from genrec.recommender import VectorRecommender
 
 
@@ -214,3 +215,34 @@ class TextScorer(VectorRecommender):
 
     def item_vectors(self) -> Tensor:
         return self.vectors  # one tensor for every call: evaluation caches per-items work by identity
+
+
+def trie_priors(item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None, first: int = 1) -> list[Tensor]:
+    """The prior of every trie node from its items' scores (R, 1 + n) (``TextPrior.item_scores``;
+    column j is item ``first + j - 1``, column 0 padding): per level t, ``log Σ exp(score_i)`` over
+    the items below each node of level t+1 (R, nodes); the last level is indexed by column
+    (``prior_at``).
+
+    exclude (R, H) item ids left out of the sums (0 = padding; ids outside the span are ignored).
+    """
+    scores = item_scores.clone()
+    scores[:, 0] = float("-inf")
+    if exclude is not None:
+        column = exclude - (first - 1)
+        scores = scores.scatter(1, column.masked_fill((column < 1) | (column >= scores.shape[1]), 0), float("-inf"))
+    below = scores[:, trie.paths[:, -1] - (first - 1)]  # (R, N_trie): the trie's items
+    out = []
+    for t in range(trie.depth - 1):
+        node = trie.paths[:, t].expand_as(below)
+        top = below.new_full((len(below), trie.num_nodes(t)), float("-inf")).scatter_reduce(1, node, below, "amax")
+        top = top.clamp(min=-1e30)  # nodes with every item excluded: -inf stays -inf below, not NaN
+        total = torch.zeros_like(top).scatter_add_(1, node, (below - top.gather(1, node)).exp())
+        out.append(top + total.log())
+    return out + [scores]
+
+
+def prior_at(priors: list[Tensor], t: int, nxt: Tensor, first: int = 1) -> Tensor:
+    """``trie_priors``' level ``t`` at child nodes ``nxt`` (R, K) (item ids at the last level)."""
+    if t == len(priors) - 1:
+        nxt = (nxt - (first - 1)).clamp(min=0)  # invalid slots (id 0) read the padding column
+    return priors[t].gather(1, nxt)

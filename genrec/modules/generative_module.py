@@ -1,7 +1,7 @@
 """Text-tokenized generative recommender (after RecGPT): next-item T-token cross-entropy, beam decoding.
 
-The module holds a frozen ``ItemTokenizer`` (trained by ``genrec.modules.tokenizer_ae``) and a
-``GenerativeDecoder``. The catalogue it recommends from is set from item text
+The module holds a frozen ``ItemTokenizer`` (trained by ``genrec.modules.tokenizer_ae``), a
+``GenerativeDecoder`` and the catalogue it recommends from (``TokenCatalogue``), set from item text
 (``set_catalogue``): texts are embedded with the tokenizer's own encoder and template, tokenized,
 collisions resolved, and a trie of the tokens built, so the same checkpoint can rank a catalogue
 it never saw (zero-shot). In ``setup`` the data module's catalogue is taken.
@@ -17,7 +17,7 @@ search returns the top-K items (history excluded when the batch says so, the tar
 excluded); HR/NDCG come from the item's rank in that list (``RankingMetrics(max_rank=K)``),
 logged as ``val/hr@10`` etc.
 
-Text prior (``prior``, ``genrec.models.text_prior``): every token's logit gets ``log Σ exp(λ cos(u, e_i))`` over the
+Text prior (``prior``, ``genrec.models.text_prior``: ``TextPrior``, ``trie_priors``): every token's logit gets ``log Σ exp(λ cos(u, e_i))`` over the
 catalogue items ``i`` below that child in the trie, ``u`` the text baseline's user vector. The
 product of these per-token softmaxes is exactly the softmax over items of ``λ cos(u, e_i)``, the
 text baseline, whatever the tokenizer's granularity; the decoder's learned logits multiply it by
@@ -38,17 +38,18 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from genrec.decoding import CodeTrie, constrained_beam_search
 from genrec.errors import check_range
 from genrec.metrics import RankingMetrics, ranks_from_topk
 from genrec.models.generative import DecoderConfig, GenerativeDecoder, random_rotations
-from genrec.models.text_prior import TextPrior, TextPriorConfig
+from genrec.models.text_prior import TextPrior, TextPriorConfig, prior_at, trie_priors
 from genrec.modules.base import GenrecModule
 from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, resolve_checkpoint
 from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.modules.optim import OptimConfig
+from genrec.modules.token_catalogue import TokenCatalogue
 from genrec.modules.tokenizer_ae import load_tokenizer
 from genrec.tokenizers.item_tokenizer import ItemTokenizer
 from genrec.tokenizers.text import embed_catalogue, render_texts
@@ -103,25 +104,12 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         self.hparams.update(tokenizer_config=dict(tokenizer.init_args))
         self.tokenizer = tokenizer.requires_grad_(False)
         chunk = tokenizer.embed_dim // tokenizer.num_tokens
-        self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, decoder.dim,
-                                     decoder.num_layers, decoder.num_heads, decoder.ffn_dim, decoder.dropout,
-                                     decoder.max_seq_len, decoder.text_input, chunk,
-                                     code_identity=decoder.codes == "value+text")
+        self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, decoder, chunk)
         self.prior = TextPrior(prior, tokenizer.embed_dim) if prior else None
         self.max_rank = max([*hr_ks, *ndcg_ks])  # the decoded list's length (``Recommender``)
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
-        # Catalogue tables; not persistent because they belong to whichever catalogue is being ranked.
-        self.register_buffer("item_codes", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
-        self.register_buffer("item_local", torch.zeros(0, tokenizer.num_tokens, dtype=torch.long), persistent=False)
-        self.register_buffer("item_text", torch.zeros(0, tokenizer.embed_dim), persistent=False)
-        self.trie: CodeTrie | None = None  # over local code indices (position in slot_vocab[t])
-        self._domain_tries: dict[tuple[int, int], CodeTrie] = {}
-        self.domains: list[tuple[int, int]] = []  # (first_id, last_id) of each domain of the catalogue
-        self.slot_vocab: list[Tensor] = []  # per token position, the sorted codes the catalogue uses
-        self.catalogue_key: str | None = None
-        self.collision_rate = 0.0
-        self.collided: Tensor | None = None  # (N+1,) bool: items whose tokens collision resolution changed
+        self.catalogue = TokenCatalogue(tokenizer.num_tokens, tokenizer.embed_dim)
         self.user_weights: Tensor | None = None
         if start is not None:
             try:
@@ -142,7 +130,7 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         return {**hp, "init_from": ""}
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        return {"tokenizer": dict(self.tokenizer.init_args), "collision_rate": self.collision_rate}
+        return {"tokenizer": dict(self.tokenizer.init_args), "collision_rate": self.catalogue.collision_rate}
 
     # -- catalogue -------------------------------------------------------------------------------
 
@@ -172,56 +160,13 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         """Tokenize a catalogue from its text embeddings (N+1, E), row 0 = padding (``set_catalogue``)."""
         if counts is not None and counts.shape != (len(embeddings),):
             raise ValueError(f"counts must have one entry per catalogue row ({len(embeddings)}), got {tuple(counts.shape)}")
-        cat = self.tokenizer.cpu().tokenize(embeddings.float().cpu())
+        cat = self.catalogue.set(self.tokenizer.cpu(), embeddings, key, domains)
         self.tokenizer.to(self.device)
-        codes = cat.codes  # (N+1, T) global code ids
-        vocab = [codes[1:, t].unique() for t in range(codes.shape[1])]
-        local = torch.stack([torch.searchsorted(v, codes[:, t].contiguous()) for t, v in enumerate(vocab)], 1)  # (N+1, T)
-        self.item_codes = codes.to(self.device)
-        self.item_local = local.to(self.device)
-        self.slot_vocab = [v.to(self.device) for v in vocab]
-        self.item_text = embeddings.float().to(self.device)
         if self.prior is not None:
-            self.prior.set_items(self.item_text, counts, domains)
-        self.trie = CodeTrie(local[1:]).to(self.device)
-        self._domain_tries: dict[tuple[int, int], CodeTrie] = {}  # per-domain tries of this catalogue
-        self.domains = sorted(domains) if domains else []
+            self.prior.set_items(self.catalogue.text, counts, domains)
         if self.net.feature_dim:
             self.net.set_code_features(self.code_features())
-        self.catalogue_key = key
-        self.collision_rate = cat.collision_rate
-        self.collided = cat.collided
         log.info("genrec: tokenized %d items; %d collisions (%.2f%%) resolved", cat.num_items, cat.collisions, 100 * cat.collision_rate)
-
-    def prior_scores(self, item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None, first: int = 1) -> list[Tensor]:
-        """The prior of every trie node from its items' scores (R, 1 + n) (``TextPrior.item_scores``;
-        column j is item ``first + j - 1``, column 0 padding): per level t, ``log Σ exp(score_i)`` over
-        the items below each node of level t+1 (R, nodes); the last level is indexed by column
-        (``prior_at``).
-
-        exclude (R, H) item ids left out of the sums (0 = padding; ids outside the span are ignored).
-        """
-        scores = item_scores.clone()
-        scores[:, 0] = float("-inf")
-        if exclude is not None:
-            column = exclude - (first - 1)
-            scores = scores.scatter(1, column.masked_fill((column < 1) | (column >= scores.shape[1]), 0), float("-inf"))
-        below = scores[:, trie.paths[:, -1] - (first - 1)]  # (R, N_trie): the trie's items
-        out = []
-        for t in range(trie.depth - 1):
-            node = trie.paths[:, t].expand_as(below)
-            top = below.new_full((len(below), trie.num_nodes(t)), float("-inf")).scatter_reduce(1, node, below, "amax")
-            top = top.clamp(min=-1e30)  # nodes with every item excluded: -inf stays -inf below, not NaN
-            total = torch.zeros_like(top).scatter_add_(1, node, (below - top.gather(1, node)).exp())
-            out.append(top + total.log())
-        return out + [scores]
-
-    @staticmethod
-    def prior_at(priors: list[Tensor], t: int, nxt: Tensor, first: int = 1) -> Tensor:
-        """``prior_scores``' level ``t`` at child nodes ``nxt`` (R, K) (item ids at the last level)."""
-        if t == len(priors) - 1:
-            nxt = (nxt - (first - 1)).clamp(min=0)  # invalid slots (id 0) read the padding column
-        return priors[t].gather(1, nxt)
 
     @torch.no_grad()
     def code_features(self) -> Tensor:
@@ -231,20 +176,20 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
 
     def setup(self, stage: str | None = None) -> None:
         dm = self.trainer.datamodule
-        if self.catalogue_key != dm.fingerprint:
+        if self.catalogue.key != dm.fingerprint:
             self.set_catalogue_from(dm)
         # training must cover the linked catalogue; predicting may be zero-shot on another one
-        if stage == "fit" and self.hparams.num_items and self.hparams.num_items != len(self.item_codes) - 1:
-            raise CheckpointMismatchError(f"model.num_items={self.hparams.num_items} but the catalogue has {len(self.item_codes) - 1} items")
+        if stage == "fit" and self.hparams.num_items and self.hparams.num_items != len(self.catalogue.codes) - 1:
+            raise CheckpointMismatchError(f"model.num_items={self.hparams.num_items} but the catalogue has {len(self.catalogue.codes) - 1} items")
 
     def _inputs(self, items: Tensor) -> tuple[Tensor, Tensor | None]:
-        if self.trie is None:
+        if self.catalogue.trie is None:
             raise RuntimeError("no catalogue: call set_catalogue(...) or run through a Trainer with a data module")
-        return self.item_codes[items], self.item_text[items] if self.decoder_config.text_input else None
+        return self.catalogue.codes[items], self.catalogue.text[items] if self.decoder_config.text_input else None
 
     def token_logits(self, queries: Tensor, t: int, table: Tensor | None = None) -> Tensor:
         """Logits of token position t over the catalogue's codes there: (…, D) → (…, len(slot_vocab[t]))."""
-        return queries @ (self.net.code_table(self.slot_vocab[t], t) if table is None else table).T
+        return queries @ (self.net.code_table(self.catalogue.slot_vocab[t], t) if table is None else table).T
 
     # -- training --------------------------------------------------------------------------------
 
@@ -267,23 +212,23 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         states = self.net(codes, text, batch["lengths"])  # (B, L, T, D)
         valid = batch["targets"] > 0  # (B, L)
         target_ids = batch["targets"][valid]  # (M,)
-        target = self.item_codes[target_ids]  # (M, T)
+        target = self.catalogue.codes[target_ids]  # (M, T)
         queries = self.net.next_queries(states[valid], target)  # (M, T, D)
-        domain = self._batch_domain(target_ids)
-        trie, first = self._domain_trie(domain) or self.trie, domain[0] if domain else 1
+        domain = self.catalogue.batch_domain(target_ids)
+        trie, first = self.catalogue.domain_trie(domain) or self.catalogue.trie, domain[0] if domain else 1
         priors = None
         if self.prior is not None:
             L = items.shape[1]
             history = items[:, None, :].expand(-1, L, -1).tril()[valid]  # (M, L): the items up to each position
             history = history.masked_fill(history == target_ids[:, None], 0)
             scores = self.prior.item_scores(self.prior.users(items)[valid], domain)
-            priors = self.prior_scores(scores, trie, history, first)
+            priors = trie_priors(scores, trie, history, first)
         path = trie.paths[target_ids - first]  # (M, T): each target's trie node per level (trie rows follow item ids)
         per_item = 0
         for t in range(target.shape[1]):
             logits, nxt, allowed = self.child_logits(queries[:, t], t, path[:, t - 1] if t else None, trie)
             if priors is not None:
-                logits = logits + self.prior_at(priors, t, nxt, first)
+                logits = logits + prior_at(priors, t, nxt, first)
             logp = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
             label = ((nxt == path[:, t, None]) & allowed).float().argmax(-1, keepdim=True)  # the target's child
             per_item = per_item - logp.gather(1, label)[:, 0]
@@ -294,21 +239,13 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(valid))
         return loss
 
-    def _batch_domain(self, target_ids: Tensor) -> tuple[int, int] | None:
-        """The ``(first_id, last_id)`` of the one domain all targets belong to; None with one domain
-        (or targets of several, which a ``MultiDomainDataModule`` never batches together)."""
-        if len(self.domains) < 2 or not len(target_ids):
-            return None
-        lo, hi = int(target_ids.min()), int(target_ids.max())
-        return next(((a, b) for a, b in self.domains if a <= lo and hi <= b), None)
-
     def child_logits(self, queries: Tensor, t: int, parents: Tensor | None,
                      trie: CodeTrie | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Learned logits of token t over the children of each row's node at level t of ``trie`` (default
         the catalogue's; the root when ``t == 0``): queries (M, D), parents (M,) → logits, child
         nodes, validity, each (M, K)."""
-        trie = self.trie if trie is None else trie
-        table = self.net.code_table(self.slot_vocab[t], t)  # (V_t, D)
+        trie = self.catalogue.trie if trie is None else trie
+        table = self.net.code_table(self.catalogue.slot_vocab[t], t)  # (V_t, D)
         if t == 0:  # the root's children: the codes used at the first position, as a dense table
             logits = self.token_logits(queries, 0, table)
             nxt, allowed = trie.root_children(logits.shape[1])
@@ -327,19 +264,19 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         lengths = batch["lengths"]
         states = self.net(codes, text, lengths)
         last = states[torch.arange(len(states), device=states.device), (lengths - 1).clamp(min=0)]  # (B, T, D)
-        tables = [self.net.code_table(v, t) for t, v in enumerate(self.slot_vocab)]
-        trie, first = self._domain_trie(domain) or self.trie, domain[0] if domain else 1
+        tables = [self.net.code_table(v, t) for t, v in enumerate(self.catalogue.slot_vocab)]
+        trie, first = self.catalogue.domain_trie(domain) or self.catalogue.trie, domain[0] if domain else 1
         bias = None
         if self.prior is not None:
             scores = self.prior.item_scores(self.prior.users(batch["items"], lengths), domain)
-            priors = self.prior_scores(scores, trie, exclude, first)
+            priors = trie_priors(scores, trie, exclude, first)
 
             def bias(t: int, nxt: Tensor) -> Tensor:  # nxt (B, W, K) child nodes
-                return self.prior_at(priors, t, nxt.reshape(len(nxt), -1), first).view_as(nxt)
+                return prior_at(priors, t, nxt.reshape(len(nxt), -1), first).view_as(nxt)
 
         def step(t: int, prefix: Tensor) -> Tensor:  # prefix (B, W, t) local indices
             state = last[:, t, None].expand(-1, prefix.shape[1], -1)  # (B, W, D)
-            codes = torch.stack([self.slot_vocab[s][prefix[..., s]] for s in range(t)], -1) if t else prefix
+            codes = torch.stack([self.catalogue.slot_vocab[s][prefix[..., s]] for s in range(t)], -1) if t else prefix
             return self.token_logits(self.net.step_query(state, codes), t, tables[t])
 
         return constrained_beam_search(step, trie, len(lengths), self.hparams.beam_width, k, exclude,
@@ -356,18 +293,17 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         metrics.update(ranks)
         return ranks
 
-    def _domain_trie(self, domain: tuple[int, int] | None) -> CodeTrie | None:
-        """The trie of one domain's items (global ids), built once per catalogue and domain."""
-        if domain is None:
-            return None
-        if domain not in self._domain_tries:
-            lo, hi = domain
-            self._domain_tries[domain] = CodeTrie(self.item_local[lo : hi + 1].cpu(), torch.arange(lo, hi + 1)).to(self.device)
-        return self._domain_tries[domain]
+    @property
+    def item_text(self) -> Tensor:
+        """The catalogue's item text embeddings (N+1, E)."""
+        return self.catalogue.text
+
+    @property
+    def collision_rate(self) -> float:
+        """Share of the catalogue's items whose tokens collided before resolution."""
+        return self.catalogue.collision_rate
 
     def collision_rates(self, ranges: dict[str, tuple[int, int]]) -> dict[str, float]:
         """Share of each domain's items (``name -> (first_id, last_id)``) whose tokens collided with an
         earlier item's (of any domain) and were changed by resolution."""
-        if self.collided is None:
-            raise RuntimeError("no catalogue: call set_catalogue(...) first")
-        return {name: float(self.collided[lo : hi + 1].float().mean()) for name, (lo, hi) in ranges.items()}
+        return self.catalogue.collision_rates(ranges)

@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from genrec.models.generative import GenerativeDecoder
+from genrec.models.generative import DecoderConfig, GenerativeDecoder
 
 
-def net(**kw):
+def net(feature_dim=0, code_identity=True, **kw):
     torch.manual_seed(0)
-    return GenerativeDecoder(levels=[4, 3], num_tokens=3, text_dim=6, dim=16, num_heads=2, dropout=0.0, max_seq_len=8, **kw).eval()
+    config = DecoderConfig(dim=16, num_heads=2, dropout=0.0, max_seq_len=8, codes="value+text" if code_identity else "text", **kw)
+    return GenerativeDecoder(levels=[4, 3], num_tokens=3, text_dim=6, config=config, feature_dim=feature_dim).eval()
 
 
 def inputs(B=2, L=5, seed=0):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from genrec.models.generative import DecoderConfig
-from genrec.models.text_prior import TextPriorConfig, text_hubness
+from genrec.models.text_prior import TextPriorConfig, text_hubness, trie_priors
 from genrec.modules.checkpoints import CheckpointMismatchError
 from genrec.modules import GenerativeModule
 from tests.evaluation.test_text_baseline import brute_hubness
@@ -45,8 +45,8 @@ def test_loss_is_the_mean_token_cross_entropy_and_training_lowers_it():
     m.train()
     opt = torch.optim.Adam(m.net.parameters(), lr=1e-2)
     first = m.training_step(b, 0)
-    codes = m.item_codes[b["targets"][b["targets"] > 0]]
-    uniform = sum(torch.log(torch.tensor(float(len(v)))) for v in m.slot_vocab) / 2
+    codes = m.catalogue.codes[b["targets"][b["targets"] > 0]]
+    uniform = sum(torch.log(torch.tensor(float(len(v)))) for v in m.catalogue.slot_vocab) / 2
     assert first.item() == pytest.approx(uniform.item(), rel=0.3)  # about uniform over each position's codes
     for _ in range(30):
         opt.zero_grad()
@@ -91,16 +91,16 @@ def by_hand_log_probs(m, b, items, exclude=None, catalogue=None):
     for row in range(B):
         banned = set() if exclude is None else set(exclude[row].tolist())
         for j, item in enumerate(items[row].tolist()):
-            tokens = m.item_codes[item]
+            tokens = m.catalogue.codes[item]
             query = m.net.next_queries(states[row][None], tokens[None])[0]  # (T, D)
             for t in range(len(tokens)):
-                same = [i for i in (catalogue or range(1, len(m.item_codes))) if torch.equal(m.item_codes[i, :t], tokens[:t])]
-                options = sorted({m.item_codes[i, t].item() for i in same})
+                same = [i for i in (catalogue or range(1, len(m.catalogue.codes))) if torch.equal(m.catalogue.codes[i, :t], tokens[:t])]
+                options = sorted({m.catalogue.codes[i, t].item() for i in same})
                 logits = []
                 for c in options:
                     logit = query[t] @ m.net.code_table(torch.tensor([c]), t)[0]
                     if m.prior is not None:
-                        below = [i for i in same if m.item_codes[i, t] == c and i not in banned]
+                        below = [i for i in same if m.catalogue.codes[i, t] == c and i not in banned]
                         logit = logit + (torch.logsumexp(m.prior.scale * cos[below, row], 0) if below else float("-inf"))
                     logits.append(logit)
                 logp = torch.stack([torch.as_tensor(x, dtype=torch.float) for x in logits]).log_softmax(0)
@@ -120,9 +120,9 @@ def test_recommend_scores_are_exact_sequence_log_probs_over_the_catalogue_trie()
 
 def test_each_position_competes_over_the_codes_the_catalogue_uses_there():
     m = module()
-    for t, vocab in enumerate(m.slot_vocab):
-        assert torch.equal(vocab, m.item_codes[1:, t].unique())
-        assert torch.equal(vocab[m.item_local[1:, t]], m.item_codes[1:, t])
+    for t, vocab in enumerate(m.catalogue.slot_vocab):
+        assert torch.equal(vocab, m.catalogue.codes[1:, t].unique())
+        assert torch.equal(vocab[m.catalogue.local[1:, t]], m.catalogue.codes[1:, t])
 
 
 def test_validation_counts_hits_and_never_excludes_the_target():
@@ -145,7 +145,7 @@ def test_checkpoint_round_trip_keeps_the_tokenizer(tmp_path):
     back = GenerativeModule.from_checkpoint(str(path))
     assert torch.equal(back.tokenizer.encoders[0][0].weight, m.tokenizer.encoders[0][0].weight)
     back.set_catalogue_embeddings(m.item_text.clone(), "test")
-    assert torch.equal(back.item_codes, m.item_codes)
+    assert torch.equal(back.catalogue.codes, m.catalogue.codes)
     with pytest.raises(CheckpointMismatchError):
         torch.save({"state_dict": {}, "hyper_parameters": {}}, tmp_path / "bad.ckpt")
         GenerativeModule.from_checkpoint(str(tmp_path / "bad.ckpt"))
@@ -355,19 +355,19 @@ def test_with_several_domains_training_and_decoding_normalise_over_the_batchs_do
     every domain, also those whose first codes are not the catalogue's first."""
     m = module(scale=1.0)
     emb = m.item_text.clone()
-    emb[1:] = emb[1:][m.item_local[1:, 0].argsort(stable=True)]  # items by first code: the last domain lacks code 0
+    emb[1:] = emb[1:][m.catalogue.local[1:, 0].argsort(stable=True)]  # items by first code: the last domain lacks code 0
     m.set_catalogue_embeddings(emb, key="test", domains=[(25, 30), (1, 10), (11, 24)])
-    assert m.domains == [(1, 10), (11, 24), (25, 30)]
-    assert any(m.item_local[lo : hi + 1, 0].min() > 0 for lo, hi in m.domains)  # a domain without the first code
+    assert m.catalogue.domains == [(1, 10), (11, 24), (25, 30)]
+    assert any(m.catalogue.local[lo : hi + 1, 0].min() > 0 for lo, hi in m.catalogue.domains)  # a domain without the first code
     m.eval()
-    for seed, (lo, hi) in enumerate(m.domains):
+    for seed, (lo, hi) in enumerate(m.catalogue.domains):
         g = torch.Generator().manual_seed(seed)
         items = torch.randint(lo, hi + 1, (4, 6), generator=g)
         lengths = torch.tensor([6, 4, 2, 1])
         pad = torch.arange(6)[None] >= lengths[:, None]
         items[pad] = 0
         target = torch.randint(lo, hi + 1, (4,), generator=g)
-        target[0] = lo + m.item_local[lo : hi + 1, 0].argmin()  # the domain's first root child
+        target[0] = lo + m.catalogue.local[lo : hi + 1, 0].argmin()  # the domain's first root child
         targets = torch.zeros_like(items)
         targets[torch.arange(4), lengths - 1] = target  # one target per user, after their whole window
         b = {"user": torch.arange(4), "items": items, "lengths": lengths, "targets": targets, "target": target}
@@ -378,14 +378,14 @@ def test_with_several_domains_training_and_decoding_normalise_over_the_batchs_do
             expected = by_hand_log_probs(m, b, target[:, None], history, catalogue=catalogue)
             assert loss.item() == pytest.approx(-expected.mean().item() / 2, rel=1e-4), (lo, hi)
             # the same users scored over the whole catalogue (one domain) give another loss
-            m.domains = []
+            m.catalogue.domains = []
             assert m.training_step(b, 0).item() != pytest.approx(loss.item(), rel=1e-3)
-            m.domains = [(1, 10), (11, 24), (25, 30)]
+            m.catalogue.domains = [(1, 10), (11, 24), (25, 30)]
             found, scores = m.recommend(b, 5, None, (lo, hi))  # the smallest domain has 6 items
         assert ((found >= lo) & (found <= hi)).all()
         assert torch.allclose(scores, by_hand_log_probs(m, b, found, catalogue=catalogue), atol=1e-4)
     # a batch mixing domains (not one a MultiDomainDataModule serves) falls back to the whole catalogue
-    assert m._batch_domain(torch.tensor([3, 12])) is None and m._batch_domain(torch.tensor([12, 24])) == (11, 24)
+    assert m.catalogue.batch_domain(torch.tensor([3, 12])) is None and m.catalogue.batch_domain(torch.tensor([12, 24])) == (11, 24)
 
 
 def test_prior_scores_of_a_span_equal_the_whole_catalogues_on_it():
@@ -409,7 +409,7 @@ def test_prior_scores_are_the_log_sum_exp_below_every_node_and_so_are_their_grad
     under = first + torch.nonzero(trie.paths[:, 1] == 0)[:, 0]  # every item below one node of level 2
     exclude = torch.cat([exclude, torch.zeros(5, len(under), dtype=torch.long)], 1)
     exclude[2, : len(under)] = under
-    priors = GenerativeModule.prior_scores(None, scale * raw, trie, exclude, first)
+    priors = trie_priors(scale * raw, trie, exclude, first)
     # brute force: per node, log-sum-exp over the items whose prefix it is, the excluded ones left out
     brute_scale = torch.tensor(3.0, requires_grad=True)
     scores = brute_scale * raw[:, 1:]
