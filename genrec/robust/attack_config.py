@@ -2,13 +2,14 @@
 it and ``genrec.robust.surrogate`` (which the model-based attack calls) reads it, so neither module
 imports the other back.
 
-One flat dataclass serves every kind; ``KIND_OPTIONS`` names the options only some kinds read (the
-rest apply to all). Runs, configs and checkpoints spell an attack as its plain options, e.g.
-``{kind: copy, budget: 0.02, seed: 3, splice: anywhere}``.
+A discriminated union on ``kind``: ``AttackConfig`` holds the options every kind reads (and is the
+``random`` attack); each kind with more options is a subclass holding only those (``ATTACKS``).
+Runs, configs and checkpoints spell an attack as its plain options, e.g.
+``{kind: copy, budget: 0.02, seed: 3, splice: anywhere}``; ``AttackConfig.from_dict`` parses them.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from genrec.errors import DataError
@@ -19,10 +20,16 @@ IMITATIONS = ("copy", "augmented")  # fakes built from real users' histories
 Splice = Literal["recent", "anywhere", "mixed"]
 SPLICES = ("recent", "anywhere", "mixed")
 
-# Options only some kinds read; every other option applies to all kinds.
-KIND_OPTIONS = {"bandwagon": {"popular_fraction"}, "segment": {"segment_field", "segment_neighbours"},
-                "model": {"surrogate_epochs", "surrogate_dim", "candidates", "model_steps"},
-                "copy": {"targets_per_fake"}, "augmented": {"targets_per_fake", "filler_fraction", "popular_fraction"}}
+
+def _at_least_one(config: Any, *keys: str) -> None:
+    for key in keys:
+        if getattr(config, key) < 1:
+            raise DataError(f"attack.{key} must be at least 1, got {getattr(config, key)}")
+
+
+def _fraction(key: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise DataError(f"attack.{key} must be in (0, 1], got {value}")
 
 
 @dataclass
@@ -31,8 +38,7 @@ class AttackConfig:
 
     ``splice`` says where a fake's targets go: ``recent``, at random positions among its last
     ``targets_in_last`` items; ``anywhere``, at random positions over the whole profile; ``mixed``,
-    each fake one or the other by a fair coin. ``targets_per_fake`` (imitations): every target
-    (null), a random ``k`` of them, or ``[lo, hi]``, a random subset whose size is drawn per fake.
+    each fake one or the other by a fair coin.
     """
 
     kind: Kind = "random"
@@ -44,41 +50,114 @@ class AttackConfig:
     targets_in_last: int | None = None
     splice: Splice = "recent"
     target_repeats: int = 1
-    popular_fraction: float = 0.5
-    segment_field: str = "genres"
-    segment_neighbours: int = 0
-    surrogate_epochs: int = 10
-    surrogate_dim: int = 32
-    candidates: int = 32
-    model_steps: int = 50
-    targets_per_fake: int | list[int] | None = None
-    filler_fraction: float = 0.3
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DataError(f"attack.kind must be one of {KINDS}, got {self.kind!r}")
+        if ATTACKS[self.kind] is not type(self):
+            raise DataError(f"attack.kind {self.kind!r} is a {ATTACKS[self.kind].__name__}: build it with "
+                            f"AttackConfig.from_dict({{'kind': {self.kind!r}, ...}})")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
             raise DataError(f"attack.seed must be an integer in [0, 2**63), got {self.seed!r}")
         if not 0 < self.budget <= 1:
             raise DataError(f"attack.budget is the fraction of real users to add as fakes, in (0, 1]; got {self.budget}")
         if self.num_targets < 1 and not self.targets:
             raise DataError(f"attack.num_targets must be at least 1, got {self.num_targets}")
-        if not 0 < self.popular_fraction <= 1:
-            raise DataError(f"attack.popular_fraction must be in (0, 1], got {self.popular_fraction}")
-        if self.segment_neighbours < 0:
-            raise DataError(f"attack.segment_neighbours must be >= 0 (0: segment by segment_field), got {self.segment_neighbours}")
-        for key in ("surrogate_epochs", "surrogate_dim", "candidates", "model_steps", "target_repeats"):
-            if getattr(self, key) < 1:
-                raise DataError(f"attack.{key} must be at least 1, got {getattr(self, key)}")
-        self._check_targets_per_fake()
-        if self.filler_fraction < 0:
-            raise DataError(f"attack.filler_fraction must be >= 0, got {self.filler_fraction}")
+        _at_least_one(self, "target_repeats")
         if self.targets_in_last is not None and self.targets_in_last < 1:
             raise DataError(f"attack.targets_in_last must be at least 1 (null: the model's input length), got {self.targets_in_last}")
         if self.splice not in SPLICES:
             raise DataError(f"attack.splice must be one of {SPLICES} (where a fake's targets go), got {self.splice!r}")
 
-    def _check_targets_per_fake(self) -> None:
+    def subset_sizes(self) -> tuple[int, int] | None:
+        """(lo, hi) of the number of targets each fake carries; None: all of them."""
+        return None
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any] | "AttackConfig") -> "AttackConfig":
+        """The attack of ``options``, as its kind's class. An option only other kinds read is accepted
+        at its default (checkpoints before the union saved every kind's options), else refused."""
+        if isinstance(options, AttackConfig):
+            return options
+        kind = options.get("kind", "random")
+        if kind not in ATTACKS:
+            raise DataError(f"attack.kind must be one of {KINDS}, got {kind!r}")
+        own = {f.name for f in fields(ATTACKS[kind])}
+        unknown = sorted(set(options) - own - set(KIND_DEFAULTS))
+        if unknown:
+            raise DataError(f"unknown attack option(s) {unknown}; known: {sorted(own | set(KIND_DEFAULTS))}")
+        for key, value in options.items():
+            if key not in own and value != KIND_DEFAULTS[key]:
+                readers = [k for k, c in ATTACKS.items() if key in {f.name for f in fields(c)}]
+                raise DataError(f"attack.{key} is read by kind {' and '.join(readers)}, not by kind {kind!r}: remove it "
+                                f"or set attack.kind")
+        return ATTACKS[kind](**{k: v for k, v in options.items() if k in own})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def label(self) -> str:
+        """The kind, plus every option that differs from the default, other than the seed and the
+        targets (runs with the same label and seed are one attack), e.g.
+        ``bandwagon (target_repeats 4, popular_fraction 0.1)``."""
+        default = type(self)().to_dict()
+        changed = [f"{k} {v}" for k, v in self.to_dict().items()
+                   if k not in ("kind", "seed", "targets", "avoid_targets") and default[k] != v]
+        return self.kind + (f" ({', '.join(changed)})" if changed else "")
+
+
+@dataclass
+class BandwagonAttack(AttackConfig):
+    """Fillers drawn from the ``popular_fraction`` most popular items."""
+
+    kind: Literal["bandwagon"] = "bandwagon"
+    popular_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fraction("popular_fraction", self.popular_fraction)
+
+
+@dataclass
+class SegmentAttack(AttackConfig):
+    """Fillers from the targets' segment: items sharing their ``segment_field`` value, or with
+    ``segment_neighbours`` > 0 their nearest items by text."""
+
+    kind: Literal["segment"] = "segment"
+    segment_field: str = "genres"
+    segment_neighbours: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.segment_neighbours < 0:
+            raise DataError(f"attack.segment_neighbours must be >= 0 (0: segment by segment_field), got {self.segment_neighbours}")
+
+
+@dataclass
+class ModelAttack(AttackConfig):
+    """Fillers chosen greedily by a surrogate model (``genrec.robust.surrogate``)."""
+
+    kind: Literal["model"] = "model"
+    surrogate_epochs: int = 10
+    surrogate_dim: int = 32
+    candidates: int = 32
+    model_steps: int = 50
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least_one(self, "surrogate_epochs", "surrogate_dim", "candidates", "model_steps")
+
+
+@dataclass
+class CopyAttack(AttackConfig):
+    """Real users' histories with the targets spliced in. ``targets_per_fake``: every target (null),
+    a random ``k`` of them, or ``[lo, hi]``, a random subset whose size is drawn per fake."""
+
+    kind: Literal["copy"] = "copy"
+    targets_per_fake: int | list[int] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         k = self.targets_per_fake
         if k is None:
             return
@@ -90,29 +169,26 @@ class AttackConfig:
             raise DataError(f"attack.targets_per_fake must be at least 1, or a range [lo, hi] (null: all targets), got {k!r}")
 
     def subset_sizes(self) -> tuple[int, int] | None:
-        """(lo, hi) of the number of targets each fake carries; None: all of them."""
         k = self.targets_per_fake
         return None if k is None else (k, k) if isinstance(k, int) else (k[0], k[1])
 
-    @classmethod
-    def from_dict(cls, options: dict[str, Any] | "AttackConfig") -> "AttackConfig":
-        if isinstance(options, AttackConfig):
-            return options
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise DataError(f"unknown attack option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+@dataclass
+class AugmentedAttack(CopyAttack):
+    """A copy plus ``filler_fraction`` of its length in fillers from the ``popular_fraction`` most popular items."""
 
-    def label(self) -> str:
-        """The kind, plus every option this kind reads that differs from the default, other than the
-        seed and the targets (runs with the same label and seed are one attack), e.g.
-        ``bandwagon (target_repeats 4, popular_fraction 0.1)``."""
-        default = AttackConfig(kind=self.kind).to_dict()
-        ignored = {"kind", "seed", "targets", "avoid_targets", *set().union(*KIND_OPTIONS.values())}
-        ignored -= KIND_OPTIONS.get(self.kind, set())
-        changed = [f"{k} {v}" for k, v in self.to_dict().items() if k not in ignored and default[k] != v]
-        return self.kind + (f" ({', '.join(changed)})" if changed else "")
+    kind: Literal["augmented"] = "augmented"
+    filler_fraction: float = 0.3
+    popular_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.filler_fraction < 0:
+            raise DataError(f"attack.filler_fraction must be >= 0, got {self.filler_fraction}")
+        _fraction("popular_fraction", self.popular_fraction)
+
+
+ATTACKS: dict[str, type[AttackConfig]] = {"random": AttackConfig, "bandwagon": BandwagonAttack, "segment": SegmentAttack,
+                                          "model": ModelAttack, "copy": CopyAttack, "augmented": AugmentedAttack}
+# every option only some kinds read, at its default
+KIND_DEFAULTS = {f.name: f.default for c in ATTACKS.values() for f in fields(c) if f.name not in {g.name for g in fields(AttackConfig)}}

@@ -43,7 +43,7 @@ import numpy as np
 
 from genrec.data.preprocess import SequenceData
 from genrec.errors import DataError
-from genrec.robust.attack_config import IMITATIONS, KIND_OPTIONS, KINDS, AttackConfig, Kind  # noqa: F401  (re-exported)
+from genrec.robust.attack_config import IMITATIONS, KINDS, AttackConfig, Kind  # noqa: F401  (re-exported)
 
 ANYWHERE = np.iinfo(np.int64).max  # a tail longer than any profile: splice over the whole of it
 
@@ -243,12 +243,14 @@ def _imitations(data: SequenceData, train_end: np.ndarray, counts: np.ndarray, t
                 donors: np.ndarray, config: AttackConfig, tails: np.ndarray,
                 rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``copy`` and ``augmented`` profiles: each donor's training history with the targets spliced in."""
-    popular = np.argsort(-counts[1:], kind="stable")[: max(1, int(np.ceil(config.popular_fraction * data.num_items)))] + 1
+    augmented = config.kind == "augmented" and config.filler_fraction > 0
+    if augmented:
+        popular = np.argsort(-counts[1:], kind="stable")[: max(1, int(np.ceil(config.popular_fraction * data.num_items)))] + 1
     sizes = config.subset_sizes()
     sequences, stamps = [], []
     for d, tail in zip(donors, tails):
         items, times = data.items[data.offsets[d] : train_end[d]], data.timestamps[data.offsets[d] : train_end[d]]
-        if config.kind == "augmented" and config.filler_fraction > 0:
+        if augmented:
             pool = np.setdiff1d(popular, np.concatenate([targets, items]))
             fillers = _draw(pool, int(round(config.filler_fraction * len(items))), rng)
             items, times = _splice(items, times, fillers, len(items) + len(fillers), rng)

@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from genrec.data.datamodule import Collator, TrainWindows
 from genrec.data.preprocess import SequenceData
 from genrec.models import SASRec
-from genrec.robust.attack_config import AttackConfig
+from genrec.robust.attack_config import ModelAttack
 
 SURROGATE_LEN = 50
 BATCH = 128
 
 
 @torch.enable_grad()
-def train_surrogate(data: SequenceData, train_end: np.ndarray, config: AttackConfig, seed: int):
+def train_surrogate(data: SequenceData, train_end: np.ndarray, config: ModelAttack, seed: int):
     from genrec.modules import RetrievalModule
     from genrec.modules.negatives import LossConfig
     from genrec.modules.retrieval_module import RETRIEVAL_OPTIM
@@ -57,7 +57,7 @@ def model_based_profiles(
     counts: np.ndarray,
     targets: np.ndarray,
     lengths: np.ndarray,
-    config: AttackConfig,
+    config: ModelAttack,
     rng: np.random.Generator,
     planted: np.ndarray | None = None,
 ) -> list[np.ndarray]:

@@ -26,7 +26,8 @@ def batches(loader):
 @pytest.mark.parametrize("kind", ["random", "bandwagon", "segment", "model", "copy", "augmented"])
 def test_attack_writes_training_only(kind):
     clean = make(cls=SequenceDataModule)
-    dm = make({"kind": kind, "seed": 1, "segment_field": "categories", "surrogate_epochs": 1, "model_steps": 8})
+    own = {"segment": {"segment_field": "categories"}, "model": {"surrogate_epochs": 1, "model_steps": 8}}.get(kind, {})
+    dm = make({"kind": kind, "seed": 1, **own})
     real = clean.data.num_users
     assert len(dm.fakes) == 3 and dm.data.num_users == real + 3  # 1% of 300
     assert dm.is_fake.sum() == 3 and not dm.is_fake[:real].any()
@@ -148,8 +149,8 @@ def test_text_neighbours_are_each_targets_nearest_items_by_text():
     assert 4 <= len(pool) <= 8 and not set(targets) & set(pool.tolist())
     assert ((sims[:, pool - 1] >= kth[:, None] - 1e-5).any(0)).all()  # every pooled item is a top-4 of a target
     with pytest.raises(DataError, match="segment_neighbours"):
-        AttackConfig(kind="segment", segment_neighbours=-1)
-    assert AttackConfig(kind="segment", segment_neighbours=50).label() == "segment (segment_neighbours 50)"
+        AttackConfig.from_dict({"kind": "segment", "segment_neighbours": -1})
+    assert AttackConfig.from_dict({"kind": "segment", "segment_neighbours": 50}).label() == "segment (segment_neighbours 50)"
 
 
 def test_model_based_profiles_end_with_the_targets():
@@ -159,9 +160,12 @@ def test_model_based_profiles_end_with_the_targets():
         assert not np.isin(dm.targets, seq[:-5]).any()
 
 
+SMALL_MODEL = {"surrogate_epochs": 1, "model_steps": 6, "candidates": 4}
+
+
 @pytest.mark.parametrize("kind", ["random", "model"])
 def test_targets_in_last_places_every_target_among_the_last_items(kind):
-    opts = {"kind": kind, "seed": 0, "targets_in_last": 8, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4}
+    opts = {"kind": kind, "seed": 0, "targets_in_last": 8, **(SMALL_MODEL if kind == "model" else {})}
     dm, default = make(opts), make({**opts, "targets_in_last": None})
     spread = False
     for seq, plain in zip(dm.fakes.sequences, default.fakes.sequences):
@@ -175,7 +179,7 @@ def test_targets_in_last_places_every_target_among_the_last_items(kind):
 
 @pytest.mark.parametrize("kind", ["random", "model"])
 def test_target_repeats_plant_every_target_that_many_times_inside_the_window(kind):
-    opts = {"kind": kind, "seed": 1, "target_repeats": 3, "surrogate_epochs": 1, "model_steps": 6, "candidates": 4}
+    opts = {"kind": kind, "seed": 1, "target_repeats": 3, **(SMALL_MODEL if kind == "model" else {})}
     dm, once = make(opts), make({**opts, "target_repeats": 1})
     assert dm.targets.tolist() == once.targets.tolist()
     for seq, seq1 in zip(dm.fakes.sequences, once.fakes.sequences):
@@ -267,12 +271,13 @@ def test_the_attack_config_lives_apart_and_keeps_every_spelling():
     from genrec import robust
     from genrec.robust import attack_config, attacks, surrogate
 
-    assert attacks.AttackConfig is robust.AttackConfig is attack_config.AttackConfig is surrogate.AttackConfig
+    assert attacks.AttackConfig is robust.AttackConfig is attack_config.AttackConfig
+    assert surrogate.ModelAttack is attack_config.ModelAttack
     old = {"kind": "copy", "budget": 0.02, "seed": 3, "targets_in_last": 10}  # as configs and older checkpoints spell it
     config = AttackConfig.from_dict(old)
     assert config.splice == "recent" and config.label() == "copy (budget 0.02, targets_in_last 10)"
     assert AttackConfig.from_dict(config.to_dict()) == config
-    assert AttackConfig(kind="copy", splice="anywhere", targets_per_fake=[2, 4]).label() == \
+    assert AttackConfig.from_dict({"kind": "copy", "splice": "anywhere", "targets_per_fake": [2, 4]}).label() == \
         "copy (splice anywhere, targets_per_fake [2, 4])"
 
 
@@ -325,7 +330,7 @@ def test_targets_per_fake_as_a_range_draws_a_subset_size_per_fake():
         generate(data, end, {"kind": "copy", "targets_per_fake": [2, 6]}, window=10)
     for bad in ([3, 2], [0, 2], [1, 2, 3], 0, True):
         with pytest.raises(DataError, match="attack.targets_per_fake"):
-            AttackConfig(kind="copy", targets_per_fake=bad)
+            AttackConfig.from_dict({"kind": "copy", "targets_per_fake": bad})
     with pytest.raises(DataError, match="attack.splice"):
         AttackConfig(splice="middle")
 
@@ -362,3 +367,32 @@ def test_the_default_splice_draws_the_fakes_it_drew_before_splice_existed(option
     f = generate(dm.data, dm.train_end, {**options, "seed": 7, "budget": 0.05}, window=20)
     drawn = np.concatenate([*f.sequences, *f.timestamps]).astype(np.int64).tobytes()
     assert hashlib.sha256(drawn).hexdigest()[:16] == digest
+
+
+def test_each_kind_holds_only_its_own_options():
+    from genrec.robust.attack_config import ATTACKS, CopyAttack, ModelAttack
+
+    model = AttackConfig.from_dict({"kind": "model", "candidates": 8, "budget": 0.02})
+    assert isinstance(model, ModelAttack) and model.candidates == 8
+    assert set(model.to_dict()) == {"kind", "budget", "num_targets", "targets", "avoid_targets", "seed", "targets_in_last",
+                                    "splice", "target_repeats", "surrogate_epochs", "surrogate_dim", "candidates", "model_steps"}
+    assert not hasattr(AttackConfig.from_dict({"kind": "copy"}), "candidates")
+    for kind, cls in ATTACKS.items():  # the plain-dict spelling goes round unchanged
+        attack = AttackConfig.from_dict({"kind": kind, "seed": 4})
+        assert type(attack) is cls and AttackConfig.from_dict(attack.to_dict()) == attack
+    with pytest.raises(DataError, match="attack.kind 'copy' is a CopyAttack"):
+        AttackConfig(kind="copy")
+    assert CopyAttack(targets_per_fake=[1, 2]).subset_sizes() == (1, 2)
+
+
+def test_an_old_flat_config_loads_when_other_kinds_options_hold_their_defaults():
+    flat = {"kind": "copy", "budget": 0.02, "num_targets": 5, "targets": None, "avoid_targets": [], "seed": 3,
+            "targets_in_last": None, "splice": "anywhere", "target_repeats": 1, "popular_fraction": 0.5,
+            "segment_field": "genres", "segment_neighbours": 0, "surrogate_epochs": 10, "surrogate_dim": 32,
+            "candidates": 32, "model_steps": 50, "targets_per_fake": 2, "filler_fraction": 0.3}  # all 18, as saved before
+    attack = AttackConfig.from_dict(flat)
+    assert attack.to_dict() == {k: v for k, v in flat.items() if k in attack.to_dict()} and attack.targets_per_fake == 2
+    with pytest.raises(DataError, match=r"attack.candidates is read by kind model, not by kind 'copy'"):
+        AttackConfig.from_dict({**flat, "candidates": 8})
+    with pytest.raises(DataError, match=r"attack.popular_fraction is read by kind bandwagon and augmented, not by kind 'copy'"):
+        AttackConfig.from_dict({**flat, "popular_fraction": 0.1})
