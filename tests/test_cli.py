@@ -150,7 +150,7 @@ def test_corrupt_checkpoint_gets_a_clear_error(tmp_path):
 def test_unknown_data_override_is_named(tmp_path):
     train_main(tiny_args(tmp_path))
     ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
-    with pytest.raises(ValueError, match="unknown data option.*max_len"):
+    with pytest.raises(ValueError, match="bad data option for SequenceDataModule: .*max_len"):
         evaluate.main(["model", "--ckpt", str(ckpt), "--data.max_len", "3"])
 
 

@@ -1,11 +1,19 @@
-"""evaluate.py's subcommands: one parser style, options in --help, clear errors."""
+"""evaluate.py's subcommands: jsonargparse options in --help, --config / --print_config, typed
+options with errors naming the key, and every documented command line parses."""
+import re
+import shlex
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 import evaluate
-from genrec import commands
+from genrec.data import SequenceDataModule
+from genrec.data.datamodule import LoaderConfig, rebuild_options
+from genrec.data.fewshot import FewShotDataModule
+from genrec.data.multidomain import MultiDomainDataModule
+from genrec.robust.data import AttackedDataModule
 from tests.conftest import REPO
 
 OPTIONS = {
@@ -18,6 +26,9 @@ OPTIONS = {
     "recommend": ["--ckpt", "--k", "--on", "--users", "--out", "--format", "--overwrite", "--accelerator", "--devices",
                   "--data.KEY VALUE"],
 }
+# Where command lines are written down for users: the README, docs/ and the configs' headers.
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *sorted((REPO / "configs").rglob("*.yaml"))]
+DATA_MODULES = (SequenceDataModule, MultiDomainDataModule, FewShotDataModule, AttackedDataModule)
 
 
 def help_text(argv, capsys):
@@ -25,6 +36,11 @@ def help_text(argv, capsys):
         evaluate.main(argv)
     assert exit.value.code == 0
     return capsys.readouterr().out
+
+
+def parse(argv):
+    args = evaluate.parser().parse_args(argv)
+    return args.command, args[args.command]
 
 
 def test_top_level_help_lists_every_subcommand():
@@ -39,19 +55,22 @@ def test_top_level_help_lists_every_subcommand():
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_subcommand_help_lists_its_options(name, capsys):
     out = help_text([name, "--help"], capsys)
-    assert f"usage: evaluate.py {name}" in out
-    for option in OPTIONS[name]:
+    assert f"usage: evaluate.py [options] {name}" in out
+    for option in OPTIONS[name] + ["--config", "--print_config"]:
         assert option in out, option
     assert ("--data.KEY VALUE" in out) == ("--data.KEY VALUE" in OPTIONS[name])
 
 
 def test_unknown_subcommand_and_bad_options_are_named(capsys):
-    for argv, message in (([], "required: COMMAND"), (["score"], "invalid choice: 'score'"),
+    for argv, message in (([], 'expected "command" to be one of'), (["score"], "invalid choice: 'score'"),
                           (["--ckpt", "x.ckpt"], "invalid choice: 'x.ckpt'"),
-                          (["model", "--ckpt", "x", "--bogus", "1"], "unknown argument '--bogus'"),
-                          (["model", "--ckpt", "x", "--data.root"], "--data.root needs a value"),
+                          (["model", "--ckpt", "x", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+                          (["model", "--ckpt", "x", "--data.root"], "argument --data: expected one argument"),
                           (["compare", "a", "b", "--data.root", "x"], "unrecognized arguments: --data.root x"),
-                          (["model", "--split", "train", "--ckpt", "x"], "invalid choice: 'train'")):
+                          (["model", "--split", "train", "--ckpt", "x"], 'key "split":\n  Expected a typing.Literal'),
+                          (["recommend", "--ckpt", "x", "--k", "many"], 'key "k":\n  Expected a <class \'int\'>. Got value: many'),
+                          (["baseline", "--hubness", "lots"], 'key "hubness"'),
+                          (["robust", "--clean", "c.ckpt"], "required: robust.runs")):
         with pytest.raises(SystemExit) as exit:
             evaluate.main(argv)
         assert exit.value.code == 2
@@ -59,10 +78,87 @@ def test_unknown_subcommand_and_bad_options_are_named(capsys):
 
 
 def test_data_overrides_are_parsed_as_yaml_wherever_they_stand():
-    parser = commands.subcommand_parser("evaluate.py", "", evaluate.COMMANDS)
-    args = commands.parse(parser, ["model", "--data.root", "data/x", "--ckpt", "run", "--data.max_seq_len=20",
-                                   "--split", "val", "--data.init_args.dataset_options", '{"seed": 3}'])
-    assert (args.command, args.ckpt, args.split) == ("model", "run", "val")
-    assert args.data == {"root": "data/x", "max_seq_len": 20, "dataset_options": {"seed": 3}}
-    assert args.run is evaluate.COMMANDS["model"].run
-    assert commands.parse(parser, ["recommend", "--ckpt", "run"]).data == {}
+    command, args = parse(["model", "--data.root", "data/x", "--ckpt", "run", "--data.max_seq_len=20", "--split", "val",
+                           "--data.init_args.dataset_options", '{"seed": 3}', "--data.loader.eval_batch_size", "1024"])
+    assert (command, args.ckpt, args.split) == ("model", "run", "val")
+    assert args.data == {"root": "data/x", "max_seq_len": 20, "dataset_options": {"seed": 3}, "loader": {"eval_batch_size": "1024"}}
+    assert parse(["recommend", "--ckpt", "run"])[1].data == {}
+    # the data module's own types convert what YAML left a string, as train.py's LightningCLI would
+    options = rebuild_options(SequenceDataModule, {"loader": {"batch_size": 16}}, args.data)
+    assert options["loader"] == LoaderConfig(batch_size=16, eval_batch_size=1024)
+    assert options["max_seq_len"] == 20 and options["dataset_options"] == {"seed": 3}
+
+
+def test_data_override_of_the_wrong_type_or_name_is_named():
+    for data, message in (({"max_seq_len": "twenty"}, r'"data\.max_seq_len":\n  Expected a <class \'int\'>'),
+                          ({"loader": {"eval_batch_size": "big"}}, r'"data\.loader\.eval_batch_size"'),
+                          ({"exclude": "all"}, r'"data\.exclude"'),
+                          ({"max_len": 3}, r"does not accept option 'max_len'; known: \[.*'max_seq_len'")):
+        with pytest.raises(ValueError, match=rf"bad data option for SequenceDataModule: .*{message}"):
+            rebuild_options(SequenceDataModule, {}, data)
+
+
+def test_print_config_gives_a_config_that_reads_back(tmp_path, capsys):
+    argv = ["recommend", "--ckpt", "run", "--k", "5", "--on", "all", "--devices", "2", "--data.max_seq_len", "30"]
+    printed = help_text([*argv, "--print_config"], capsys)
+    assert yaml.safe_load(printed)["k"] == 5
+    config = tmp_path / "recommend.yaml"
+    config.write_text(printed)
+    _, direct = parse(argv)
+    _, read = parse(["recommend", "--config", str(config)])
+    assert {**vars(read), "config": None} == {**vars(direct), "config": None}
+    assert (read.devices, read.k) == (2, 5)
+    _, later = parse(["recommend", "--config", str(config), "--k", "7", "--data.root", "x"])  # later arguments win
+    assert later.k == 7 and later.data == {"max_seq_len": 30, "root": "x"}
+    config.write_text("ckpt: run\nk: five\n")
+    with pytest.raises(SystemExit):
+        parse(["recommend", "--config", str(config)])
+    assert 'key "k"' in capsys.readouterr().err
+
+
+def documented_commands():
+    """``(where, argv)`` of every ``python evaluate.py ...`` in ``DOCUMENTS``, in code blocks, inline
+    code (which may wrap) and the configs' comment headers; ``<placeholder>``s become a word,
+    ``[--optional]`` parts are kept, shell comments and ``...`` dropped."""
+    found = []
+    for path in DOCUMENTS:
+        text = path.read_text()
+        if path.suffix == ".yaml":
+            text = re.sub(r"(?m)^\s*#", "", text)
+        text = text.replace("\\\n", " ")
+        for match in re.finditer(r"`python evaluate\.py([^`]*)`|^\s*python evaluate\.py(.*)$", text, re.M):
+            line = re.sub(r"\s#.*", "", match.group(1) if match.group(1) is not None else match.group(2))
+            line = re.sub(r"\[(--[^]]*)\]", r"\1", re.sub(r"<[^>]*>", "PLACEHOLDER", line))
+            argv = [a for a in shlex.split(line) if a != "..."]
+            where = f"{path.relative_to(REPO)}:{text.count(chr(10), 0, match.start()) + 1}"
+            found += [(where, [name, *argv[1:]]) for name in evaluate.COMMANDS] if argv[:1] == ["COMMAND"] else [(where, argv)]
+    return found
+
+
+DOCUMENTED = documented_commands()
+
+
+def test_the_documents_hold_commands_of_every_subcommand():
+    assert {argv[0] for _, argv in DOCUMENTED if argv and not argv[0].startswith("-")} == set(evaluate.COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [argv for _, argv in DOCUMENTED], ids=[where for where, _ in DOCUMENTED])
+def test_every_documented_command_line_parses(argv, capsys):
+    """Parsed as evaluate.py parses it, and its data options checked by a genrec data module's types."""
+    if "--help" in argv:
+        help_text(argv, capsys)
+        return
+    command, args = parse(argv)
+    data = dict(args.get("data") or {})
+    if data:
+        named = data.pop("class_path", "").rsplit(".", 1)[-1]
+        modules = [c for c in DATA_MODULES if c.__name__ == named] or DATA_MODULES
+        errors = []
+        for cls in modules:
+            try:
+                rebuild_options(cls, {}, data)
+                break
+            except ValueError as err:
+                errors.append(str(err))
+        else:
+            pytest.fail("\n".join(errors))

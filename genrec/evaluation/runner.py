@@ -12,15 +12,13 @@ metrics with bootstrap intervals, per-user ranks, breakdowns, the protocol and w
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from genrec.commands import add_data_options
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import UserRanks, per_user_frame, write_report
 from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments
@@ -125,12 +123,23 @@ def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm:
     return report
 
 
-def add_report_arguments(parser: argparse.ArgumentParser, out: str, data: str) -> None:
-    """The options of a command writing a report: ``--split``, ``--out`` (``out``: its default),
-    ``--overwrite``, the bootstrap's and ``--data.KEY VALUE`` (``data``: what unset ones are)."""
-    parser.add_argument("--split", choices=["test", "val"], default="test")
-    parser.add_argument("--out", default=None, help=f"report folder (default: {out})")
+def add_report_arguments(parser: Any, out: str, data: str) -> None:
+    """The options of a command writing a report (to a jsonargparse ``parser``): ``--split``,
+    ``--out`` (``out``: its default), ``--overwrite``, the bootstrap's and ``--data.KEY VALUE``
+    (``data``: what unset ones are)."""
+    parser.add_argument("--split", type=Literal["test", "val"], default="test", help="the evaluated split")
+    parser.add_argument("--out", type=Optional[str], default=None, help=f"report folder (default: {out})")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files even when another "
                         "checkpoint, scorer, protocol or program wrote them")
     add_bootstrap_arguments(parser)
     add_data_options(parser, data)
+
+
+def add_data_options(parser: Any, defaults: str) -> None:
+    """``--data.KEY VALUE`` (into ``args.data``), read by ``genrec.data.datamodule.rebuild_options``;
+    ``defaults`` says what the unset options are."""
+    parser.add_argument("--data", type=dict[str, Any], default={},
+                        help="--data.KEY VALUE (or --data.KEY=VALUE) sets one data module option, the value parsed as "
+                        "YAML and checked against the data module's types, e.g. --data.root ../shared/data/ml-1m "
+                        "--data.loader.eval_batch_size 1024; --data.class_path picks another data module. "
+                        f"Unset options: {defaults}")
