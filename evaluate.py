@@ -11,8 +11,8 @@
 
 The parser is jsonargparse's, as train.py's LightningCLI: options are typed and checked, and every
 command takes ``--config`` (a YAML of its options) and ``--print_config``. ``model``, ``baseline``
-and ``recommend`` also take ``--data.KEY VALUE``, overriding one data option (the value parsed as
-YAML, then checked against the data module's own types); a grouped one by its dotted key
+and ``recommend`` also take ``--data.KEY VALUE``, overriding one data option, typed and documented
+by the data modules' signatures as train.py reads them; a grouped one by its dotted key
 (``--data.loader.eval_batch_size 1024``).
 """
 from __future__ import annotations

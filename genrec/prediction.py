@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from genrec.data import sources
 from genrec.errors import DataError
 from genrec.evaluation.recommendations import recommendation_table
-from genrec.evaluation.runner import add_data_options
+from genrec.evaluation.runner import add_data_options, data_overrides
 from genrec.outputs import check_outputs, format_of, record_outputs
 
 Format = Literal["parquet", "csv", "jsonl"]
@@ -181,7 +181,7 @@ def run(args: Any) -> Path:
 
     wanted = read_user_ids(args.users) if args.users else None  # a bad file fails before the model and data load
     trained = load_run(args.ckpt)
-    model, dm = trained.model, trained.datamodule(args.data)
+    model, dm = trained.model, trained.datamodule(data_overrides(args))
     dm.setup("predict")
     if getattr(dm, "eval_domains", None):
         raise ValueError("recommend ranks one catalogue: pass --data.class_path genrec.data.SequenceDataModule with one "

@@ -274,7 +274,7 @@ def data_options(cls: type) -> list[str]:
 
 
 def typed_overrides(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` of data module options (``{"root": ..., "loader.batch_size": "256"}``, as
+    """``overrides`` of data module options (``{"root": ..., "loader": {"batch_size": "256"}}``, as
     ``--data.KEY`` gives them) checked and converted by jsonargparse against ``cls``'s signature,
     as LightningCLI reads a data config; grouped keys come back nested (``{"loader": {"batch_size": 256}}``).
     An unknown key or a value of the wrong type is a ``ValueError`` naming it."""

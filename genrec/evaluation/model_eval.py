@@ -24,7 +24,7 @@ from typing import Any
 
 from genrec.evaluation.baselines import PopularityScorer, TextScorer
 from genrec.evaluation.report import owner, report_paths
-from genrec.evaluation.runner import add_report_arguments, data_name, report_header, run_report
+from genrec.evaluation.runner import add_report_arguments, data_name, data_overrides, report_header, run_report
 from genrec.evaluation.runs import Run, load_run
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_from
 from genrec.modules.generative_module import GenerativeModule
@@ -76,5 +76,5 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any) -> dict:
-    return run_evaluation(load_run(args.ckpt), args.data, split=args.split, out=args.out, baseline=not args.no_baseline,
+    return run_evaluation(load_run(args.ckpt), data_overrides(args), split=args.split, out=args.out, baseline=not args.no_baseline,
                           boot=bootstrap_from(args), wandb=args.wandb, overwrite=args.overwrite)

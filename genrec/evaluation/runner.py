@@ -12,13 +12,17 @@ metrics with bootstrap intervals, per-user ranks, breakdowns, the protocol and w
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Sequence
 
 import torch
+from jsonargparse import strip_meta
 from torch import Tensor
 
+from genrec.data import MultiDomainDataModule, SequenceDataModule
+from genrec.data.fewshot import FewShotDataModule
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import UserRanks, per_user_frame, write_report
 from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments
@@ -27,6 +31,8 @@ from genrec.recommender import Recommender
 from genrec.tokenizers.text import text_coverage
 
 
+# The data modules whose options ``--data.KEY`` takes: those a checkpoint of genrec's training configs names.
+DATA_MODULES = (SequenceDataModule, FewShotDataModule, MultiDomainDataModule)
 # Fields only some scorers have (a retrieval model reads no text): compared where both reports record them.
 SCORER_FIELDS = ("template",)
 
@@ -128,7 +134,7 @@ def add_report_arguments(parser: Any, out: str, data: str) -> None:
     ``--out`` (``out``: its default), ``--overwrite``, the bootstrap's and ``--data.KEY VALUE``
     (``data``: what unset ones are)."""
     parser.add_argument("--split", type=Literal["test", "val"], default="test", help="the evaluated split")
-    parser.add_argument("--out", type=Optional[str], default=None, help=f"report folder (default: {out})")
+    parser.add_argument("--out", type=Optional[str], default=None, help=f"report folder (unset: {out})")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files even when another "
                         "checkpoint, scorer, protocol or program wrote them")
     add_bootstrap_arguments(parser)
@@ -136,10 +142,22 @@ def add_report_arguments(parser: Any, out: str, data: str) -> None:
 
 
 def add_data_options(parser: Any, defaults: str) -> None:
-    """``--data.KEY VALUE`` (into ``args.data``), read by ``genrec.data.datamodule.rebuild_options``;
-    ``defaults`` says what the unset options are."""
-    parser.add_argument("--data", type=dict[str, Any], default={},
-                        help="--data.KEY VALUE (or --data.KEY=VALUE) sets one data module option, the value parsed as "
-                        "YAML and checked against the data module's types, e.g. --data.root ../shared/data/ml-1m "
-                        "--data.loader.eval_batch_size 1024; --data.class_path picks another data module. "
-                        f"Unset options: {defaults}")
+    """``--data.KEY VALUE`` for every option of ``DATA_MODULES`` (their signatures give each one's
+    type and help, as train.py's LightningCLI reads them; a grouped one by its dotted key,
+    ``--data.loader.eval_batch_size``) and ``--data.class_path``. Only those given reach the parsed
+    arguments (``data_overrides``); ``defaults`` says what the others are."""
+    parser.add_argument("--data.class_path", type=Optional[str],
+                        help=f"another data module, e.g. one domain of a multi-domain run; unset --data options: {defaults}")
+    added: set[str] = set()
+    for cls in DATA_MODULES:  # an option two modules share is added once, the first module's
+        keys = parser.add_class_arguments(cls, "data", as_group=not added, skip=added)
+        added |= {key.removeprefix("data.") for key in keys}
+    for action in parser._actions:
+        if action.dest.startswith("data."):
+            action.default, action.required = argparse.SUPPRESS, False
+
+
+def data_overrides(args: Any) -> dict[str, Any]:
+    """The ``--data.KEY`` options given to a command (``add_data_options``), grouped ones nested:
+    ``{"root": ..., "loader": {"eval_batch_size": 1024}}``."""
+    return strip_meta(args.data).as_dict() if "data" in args else {}

@@ -19,7 +19,7 @@ from genrec.data import SequenceDataModule
 from genrec.data.datamodule import rebuild_options
 from genrec.evaluation.baselines import PopularityScorer
 from genrec.evaluation.report import owner, report_paths
-from genrec.evaluation.runner import add_report_arguments, data_name, report_header, run_report
+from genrec.evaluation.runner import add_report_arguments, data_name, data_overrides, report_header, run_report
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_from
 from genrec.outputs import check_outputs
 from genrec.models.text_prior import TextScorer, mean_pair_cosine
@@ -65,6 +65,6 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any) -> dict:
-    return run_text_baseline(args.data, split=args.split, out=args.out, encoder=args.encoder, template=args.template,
+    return run_text_baseline(data_overrides(args), split=args.split, out=args.out, encoder=args.encoder, template=args.template,
                              hubness=args.hubness, hubness_k=args.hubness_k, center=args.center, boot=bootstrap_from(args),
                              overwrite=args.overwrite)
