@@ -4,6 +4,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,8 +27,10 @@ OPTIONS = {
     "recommend": ["--ckpt", "--k", "--on", "--users", "--out", "--format", "--overwrite", "--accelerator", "--devices",
                   *DATA],
 }
-# Where command lines are written down for users: the README, docs/ and the configs' headers.
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *sorted((REPO / "configs").rglob("*.yaml"))]
+# Where command lines are written down for users: the README, docs/, the configs' headers and the
+# docstrings that --help shows.
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *sorted((REPO / "configs").rglob("*.yaml")),
+             REPO / "evaluate.py", *sorted((REPO / "genrec").rglob("*.py"))]
 
 
 def help_text(argv, capsys):
@@ -119,49 +122,61 @@ def test_print_config_gives_a_config_that_reads_back(tmp_path, capsys):
     assert 'key "k"' in capsys.readouterr().err
 
 
-def documented_commands():
-    """``(where, argv)`` of every ``python evaluate.py ...`` in ``DOCUMENTS``, in code blocks, inline
-    code (which may wrap) and the configs' comment headers; ``<placeholder>``s become a word,
-    ``[--optional]`` parts are kept, shell comments and ``...`` dropped."""
+def documented_commands(path):
+    """``(line number, argv, redirect)`` of every ``python evaluate.py ...`` in ``path``: in code
+    blocks, inline code (which may wrap), comment headers and docstrings, with its continuation
+    lines; ``<placeholder>``s become a word, ``[--optional]`` parts are kept, shell comments and
+    ``...`` dropped, and a ``> FILE`` redirection returned apart."""
+    lines = path.read_text().splitlines()
     found = []
-    for path in DOCUMENTS:
-        text = path.read_text()
-        if path.suffix == ".yaml":
-            text = re.sub(r"(?m)^\s*#", "", text)
-        text = text.replace("\\\n", " ")
-        for match in re.finditer(r"`python evaluate\.py([^`]*)`|^\s*python evaluate\.py(.*)$", text, re.M):
-            line = re.sub(r"\s#.*", "", match.group(1) if match.group(1) is not None else match.group(2))
-            line = re.sub(r"\[(--[^]]*)\]", r"\1", re.sub(r"<[^>]*>", "PLACEHOLDER", line))
-            argv = [a for a in shlex.split(line) if a != "..."]
-            where = f"{path.relative_to(REPO)}:{text.count(chr(10), 0, match.start()) + 1}"
-            found += [(where, [name, *argv[1:]]) for name in evaluate.COMMANDS] if argv[:1] == ["COMMAND"] else [(where, argv)]
+    for number, line in enumerate(lines, 1):
+        for match in re.finditer(r"(?:^[\s#]*|`)(python evaluate\.py)", line):
+            inline, rest = match.group().startswith("`"), iter(lines[number:])
+            command = line[match.end(1):]
+            while (inline and "`" not in command) or command.rstrip().endswith("\\"):
+                command = command.rstrip().rstrip("\\") + " " + next(rest).lstrip(" #")
+            command = re.sub(r"\s#.*", "", command.split("`")[0] if inline else command)
+            command, _, redirect = command.partition(" > ")
+            command = re.sub(r"\[(--[^]]*)\]", r"\1", re.sub(r"<[^>]*>", "PLACEHOLDER", command))
+            argv = [a for a in shlex.split(command) if a != "..."]
+            commands = [[name, *argv[1:]] for name in evaluate.COMMANDS] if argv[:1] == ["COMMAND"] else [argv]
+            found += [(number, one, redirect.strip()) for one in commands]
     return found
 
 
-DOCUMENTED = documented_commands()
+DOCUMENTED = {path: documented_commands(path) for path in DOCUMENTS}
 
 
 def test_the_documents_hold_commands_of_every_subcommand():
-    assert {argv[0] for _, argv in DOCUMENTED if argv and not argv[0].startswith("-")} == set(evaluate.COMMANDS)
+    named = {argv[0] for found in DOCUMENTED.values() for _, argv, _ in found if argv and not argv[0].startswith("-")}
+    assert named == set(evaluate.COMMANDS)
 
 
-@pytest.mark.parametrize("argv", [argv for _, argv in DOCUMENTED], ids=[where for where, _ in DOCUMENTED])
-def test_every_documented_command_line_parses(argv, capsys):
-    """Parsed as evaluate.py parses it, and its data options accepted by one of genrec's data modules."""
-    if "--help" in argv:
-        help_text(argv, capsys)
-        return
-    command, args = parse(argv)
-    data = data_overrides(args)
-    if data:
+@pytest.mark.parametrize("path", [path for path, found in DOCUMENTED.items() if found], ids=lambda p: str(p.relative_to(REPO)))
+def test_every_documented_command_line_parses(path, tmp_path, monkeypatch, capsys):
+    """Each line parsed as evaluate.py parses it, in the document's order in an empty folder (a
+    ``--print_config > FILE`` line writes FILE for the lines after it), and its data options
+    accepted by one of genrec's data modules."""
+    monkeypatch.chdir(tmp_path)
+    for number, argv, redirect in DOCUMENTED[path]:
+        where = f"{path.relative_to(REPO)}:{number}: python evaluate.py {shlex.join(argv)}"
+        try:
+            command, args = parse(argv)
+        except SystemExit as exit:
+            out, err = capsys.readouterr()
+            if exit.code != 0 or not {"--help", "--print_config"} & set(argv):
+                pytest.fail(f"{where}\n{err}")
+            if redirect:
+                Path(redirect).write_text(out)
+            continue
+        data = data_overrides(args)
         named = data.pop("class_path", "").rsplit(".", 1)[-1]
-        modules = [c for c in DATA_MODULES if c.__name__ == named] or DATA_MODULES
         errors = []
-        for cls in modules:
+        for cls in [c for c in DATA_MODULES if c.__name__ == named] or DATA_MODULES:
             try:
                 rebuild_options(cls, {}, data)
                 break
             except ValueError as err:
                 errors.append(str(err))
         else:
-            pytest.fail("\n".join(errors))
+            pytest.fail(f"{where}\n" + "\n".join(errors))
