@@ -22,7 +22,7 @@ OPTIONS = {
               *DATA],
     "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--center", "--split", "--out", "--overwrite", "--bootstrap",
                  *DATA],
-    "robust": ["--clean", "--runs", "--split", "--root", "--out", "--overwrite"],
+    "robust": ["--clean", "--runs", "--split", "--root", "--data.root", "--out", "--overwrite"],
     "compare": ["run_a", "run_b", "--split", "--bootstrap", "--seed", "--out", "--overwrite", "--scorers"],
     "recommend": ["--ckpt", "--k", "--on", "--users", "--out", "--format", "--overwrite", "--accelerator", "--devices",
                   *DATA],
@@ -90,6 +90,8 @@ def test_data_overrides_are_typed_by_the_data_modules_wherever_they_stand():
     assert data_overrides(args) == {"root": "data/x", "max_seq_len": 20, "dataset_options": {"seed": 3},
                                     "loader": {"eval_batch_size": 1024, "batch_size": 8}, "eval_on": ["beauty", "toys"]}
     assert data_overrides(parse(["recommend", "--ckpt", "run"])[1]) == {}
+    # the robust report's data folder, spelt as train.py spells it too
+    assert parse(["robust", "--clean", "c", "--runs", "r", "--data.root", "x"])[1].root == "x"
     options = rebuild_options(SequenceDataModule, {"loader": {"batch_size": 16}}, {"loader": {"eval_batch_size": 1024}})
     assert options["loader"] == LoaderConfig(batch_size=16, eval_batch_size=1024)
 

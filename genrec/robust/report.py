@@ -306,7 +306,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--runs", type=str, nargs="+", required=True,
                         help="attacked checkpoints, with and without FraudsterReweighting")
     parser.add_argument("--split", type=Literal["test", "val"], default="test", help="the evaluated split")
-    parser.add_argument("--root", type=Optional[str], default=None, help="data folder (unset: the one the clean checkpoint names)")
+    parser.add_argument("--root", "--data.root", type=Optional[str], default=None,
+                        help="data folder (unset: the one the clean checkpoint names)")
     parser.add_argument("--out", type=str, default="runs/robust/report", help="report folder (robust_metrics.json, robust_report.md, ...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace report files in --out even when other checkpoints or another program wrote them")
