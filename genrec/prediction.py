@@ -17,9 +17,8 @@ checkpoint and request (``genrec.outputs``); anything else needs ``--overwrite``
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import lightning as L
 import numpy as np
@@ -27,10 +26,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from genrec.commands import add_data_options
 from genrec.data import sources
 from genrec.errors import DataError
 from genrec.evaluation.recommendations import recommendation_table
+from genrec.evaluation.runner import add_data_options, data_overrides
 from genrec.outputs import check_outputs, format_of, record_outputs
 
 Format = Literal["parquet", "csv", "jsonl"]
@@ -156,30 +155,33 @@ def user_indices(ids: list[str], path: str, data: Any) -> np.ndarray:
     return np.array([index[u] for u in ids], np.int64)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
-    parser.add_argument("--k", type=int, default=10, help="items per user (default 10)")
-    parser.add_argument("--on", choices=["test", "val", "all"], default="test",
+def add_arguments(parser: Any) -> None:
+    """``evaluate.py recommend``'s options, added to its jsonargparse ``parser``."""
+    parser.add_argument("--ckpt", type=str, required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
+    parser.add_argument("--k", type=int, default=10, help="items per user")
+    parser.add_argument("--on", type=Literal["test", "val", "all"], default="test",
                         help="test/val: each user's history before that split's target (as evaluation ranks it); "
-                             "all: every user's full history, the next item after everything seen (default test)")
-    parser.add_argument("--users", default=None, help="only these raw user ids: a text file (one per line), or a CSV/Parquet with user_id")
-    parser.add_argument("--out", default=None, help="output file, its format named by its suffix: .parquet, .csv or "
-                        ".jsonl (default: <run folder>/recommendations_<on>.<format>)")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="file format; must agree with the suffix of --out (default: the suffix's, else parquet)")
+                             "all: every user's full history, the next item after everything seen")
+    parser.add_argument("--users", type=Optional[str], default=None,
+                        help="only these raw user ids: a text file (one per line), or a CSV/Parquet with user_id")
+    parser.add_argument("--out", type=Optional[str], default=None, help="output file, its format named by its suffix: "
+                        ".parquet, .csv or .jsonl (unset: <run folder>/recommendations_<on>.<format>)")
+    parser.add_argument("--format", type=Optional[Format], default=None,
+                        help="file format; must agree with the suffix of --out (unset: the suffix's, else parquet)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out even when another checkpoint, request or program wrote it")
-    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (default auto)")
-    parser.add_argument("--devices", default="1", help="Lightning devices; more than one shards users under DDP (default 1)")
+    parser.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator")
+    parser.add_argument("--devices", type=Union[int, list[int], str], default=1,
+                        help="Lightning devices (a count, a list such as [0, 1], or auto); more than one shards users under DDP")
     add_data_options(parser, "those the checkpoint was trained with")
 
 
-def run(args: argparse.Namespace) -> Path:
+def run(args: Any) -> Path:
     from genrec.evaluation.runs import load_run
 
     wanted = read_user_ids(args.users) if args.users else None  # a bad file fails before the model and data load
     trained = load_run(args.ckpt)
-    model, dm = trained.model, trained.datamodule(args.data)
+    model, dm = trained.model, trained.datamodule(data_overrides(args))
     dm.setup("predict")
     if getattr(dm, "eval_domains", None):
         raise ValueError("recommend ranks one catalogue: pass --data.class_path genrec.data.SequenceDataModule with one "
@@ -190,9 +192,8 @@ def run(args: argparse.Namespace) -> Path:
     owner = {"command": "evaluate.py recommend", "checkpoint": str(trained.path.resolve()), "k": args.k, "on": args.on,
              "users": str(Path(args.users).resolve()) if args.users else None, "catalogue": dm.fingerprint,
              "exclude": dm.hparams.get("exclude")}
-    devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
-    trainer = L.Trainer(accelerator=args.accelerator, devices=devices, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator=args.accelerator, devices=args.devices, logger=False, enable_checkpointing=False,
                         callbacks=[RecommendationWriter(str(out), args.format, args.k, args.overwrite, owner)],
-                        strategy="ddp" if devices not in (1, "1") else "auto")
+                        strategy="ddp" if args.devices not in (1, "1") else "auto")
     trainer.predict(model, datamodule=dm, return_predictions=False)
     return out

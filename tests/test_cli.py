@@ -147,11 +147,15 @@ def test_corrupt_checkpoint_gets_a_clear_error(tmp_path):
         evaluate.main(["model", "--ckpt", str(tmp_path / "missing.ckpt")])
 
 
-def test_unknown_data_override_is_named(tmp_path):
+def test_unknown_data_override_is_named(tmp_path, capsys):
     train_main(tiny_args(tmp_path))
     ckpt = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
-    with pytest.raises(ValueError, match="unknown data option.*max_len"):
+    with pytest.raises(SystemExit):  # no data module has it
         evaluate.main(["model", "--ckpt", str(ckpt), "--data.max_len", "3"])
+    assert "unrecognized arguments: --data.max_len 3" in capsys.readouterr().err
+    # another data module's option, not this checkpoint's
+    with pytest.raises(ValueError, match="bad data option for SequenceDataModule: .*'eval_on'"):
+        evaluate.main(["model", "--ckpt", str(ckpt), "--data.eval_on", "[beauty]"])
 
 
 def test_training_survives_a_broken_wandb(tmp_path, monkeypatch):

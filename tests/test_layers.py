@@ -5,8 +5,8 @@ The layers, bottom first, as the imports stand (``farm-studio look`` draws the s
 
 1. ``errors``: the exception types (and the package's face, ``genrec/__init__.py``).
 2. leaf libraries, each standing alone: ``metrics`` (streaming ranking metrics), ``decoding``
-   (trie, beam search), ``outputs`` (result files), ``digests`` (content hashes of cached files), ``commands`` (the argparse helpers every
-   command module builds its parser with), ``loggers``, ``callbacks``, ``timing``.
+   (trie, beam search), ``outputs`` (result files), ``digests`` (content hashes of cached files),
+   ``loggers``, ``callbacks``, ``timing``.
 3. ``recommender``: the protocol every model and baseline implements (over ``metrics``).
 4. ``tokenizers``: text embeddings, FSQ, the item tokenizer.
 5. ``data`` (files, splits, batches) and ``models`` (the plain nets): neither knows the other.
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # ``genrec`` itself is its ``__init__.py`` alone.
 LAYERS = [
     ("errors", ["genrec", "genrec.errors"]),
-    ("leaf libraries", ["genrec.metrics", "genrec.decoding", "genrec.outputs", "genrec.digests", "genrec.commands",
-                        "genrec.loggers", "genrec.callbacks", "genrec.timing"]),
+    ("leaf libraries", ["genrec.metrics", "genrec.decoding", "genrec.outputs", "genrec.digests", "genrec.loggers",
+                        "genrec.callbacks", "genrec.timing"]),
     ("the recommender protocol", ["genrec.recommender"]),
     ("tokenizers", ["genrec.tokenizers"]),
     ("data and nets", ["genrec.data", "genrec.models"]),

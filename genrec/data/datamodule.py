@@ -273,23 +273,37 @@ def data_options(cls: type) -> list[str]:
     return names
 
 
+def typed_overrides(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` of data module options (``{"root": ..., "loader": {"batch_size": "256"}}``, as
+    ``--data.KEY`` gives them) checked and converted by jsonargparse against ``cls``'s signature,
+    as LightningCLI reads a data config; grouped keys come back nested (``{"loader": {"batch_size": 256}}``).
+    An unknown key or a value of the wrong type is a ``ValueError`` naming it."""
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "data", sub_configs=True)
+    try:
+        # only the overrides are given: the options they leave unset, required ones included, come from elsewhere
+        config = parser.parse_object({"data": overrides}, defaults=False, _skip_validation=True)
+        parser.validate(config, skip_required=True)
+    except (ArgumentError, KeyError, TypeError) as err:
+        accepted = data_options(cls)
+        known = [k for k in accepted if k != "loader"] + ([f"loader.{k}" for k in LOADER_KEYS] if "loader" in accepted else [])
+        raise ValueError(f"bad data option for {cls.__name__}: {err}; known: {sorted(known)}") from None
+    return config.data.as_dict()
+
+
 def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters, with
-    ``overrides`` (``{"root": ..., "loader.batch_size": 256}``, as ``--data.KEY`` gives them) applied.
+    ``overrides`` (``typed_overrides``) applied.
     """
     accepted = data_options(cls)
-    known = [k for k in accepted if k != "loader"] + ([f"loader.{k}" for k in LOADER_KEYS] if "loader" in accepted else [])
-    overrides = dict(overrides or {})
-    loader_overrides = dict(overrides.pop("loader", None) or {})
-    loader_overrides.update({k.removeprefix("loader."): overrides.pop(k) for k in list(overrides) if k.startswith("loader.")})
-    unknown = sorted(set(overrides) - set(known)) + sorted(f"loader.{k}" for k in loader_overrides if f"loader.{k}" not in known)
-    if unknown:
-        raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    overrides = typed_overrides(cls, overrides) if overrides else {}
     hp = dict(hparams)
     loader = hp.pop("loader", None) or {}
     out = {**{k: v for k, v in hp.items() if k in accepted}, **overrides}
     if "loader" in accepted:
-        out["loader"] = LoaderConfig(**{**loader, **loader_overrides})
+        out["loader"] = LoaderConfig(**{**loader, **overrides.get("loader", {})})
     return out
 
 

@@ -11,9 +11,9 @@ existing file of other inputs needs ``--overwrite``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -115,20 +115,22 @@ def markdown(comparison: dict) -> str:
     return "\n".join(lines + [comparison["method"] + "."]) + "\n"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_a", help="report folder (or its <split>_metrics.json) of run A")
-    parser.add_argument("run_b", help="report folder (or its <split>_metrics.json) of run B")
-    parser.add_argument("--split", choices=["test", "val"], default="test")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="R", help="paired resamples of the users (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default 0)")
-    parser.add_argument("--out", default=None, help="also write the comparison to this file: JSON (.json) or Markdown (.md)")
+def add_arguments(parser: Any) -> None:
+    """``evaluate.py compare``'s options, added to its jsonargparse ``parser``."""
+    parser.add_argument("run_a", type=str, help="report folder (or its <split>_metrics.json) of run A")
+    parser.add_argument("run_b", type=str, help="report folder (or its <split>_metrics.json) of run B")
+    parser.add_argument("--split", type=Literal["test", "val"], default="test", help="the compared split")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="R", help="paired resamples of the users")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+    parser.add_argument("--out", type=Optional[str], default=None,
+                        help="also write the comparison to this file: JSON (.json) or Markdown (.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out even when other inputs or another program wrote it")
-    parser.add_argument("--scorers", nargs="+", default=None, metavar="A=B",
+    parser.add_argument("--scorers", type=str, nargs="+", default=None, metavar="A=B",
                         help="scorer pairs to compare, scorer of run A = scorer of run B (e.g. model=text, "
-                             "model=popularity; a bare name pairs it with itself; default: the model scorers)")
+                             "model=popularity; a bare name pairs it with itself; unset: the model scorers)")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: Any) -> dict:
     pairs = [tuple(p.split("=", 1)) if "=" in p else (p, p) for p in args.scorers] if args.scorers else None
     out = Path(args.out) if args.out else None
     if out is not None:

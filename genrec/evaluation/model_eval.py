@@ -19,13 +19,12 @@ checkpoint with the same protocol (split, exclusion, filters, cut-offs); anythin
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from genrec.evaluation.baselines import PopularityScorer, TextScorer
 from genrec.evaluation.report import owner, report_paths
-from genrec.evaluation.runner import add_report_arguments, data_name, report_header, run_report
+from genrec.evaluation.runner import add_report_arguments, data_name, data_overrides, report_header, run_report
 from genrec.evaluation.runs import Run, load_run
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_from
 from genrec.modules.generative_module import GenerativeModule
@@ -66,8 +65,9 @@ def run_evaluation(run: Run, overrides: dict[str, Any] | None = None, split: str
                       overwrite=overwrite)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
+def add_arguments(parser: Any) -> None:
+    """``evaluate.py model``'s options, added to its jsonargparse ``parser``."""
+    parser.add_argument("--ckpt", type=str, required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baselines")
     parser.add_argument("--wandb", action="store_true",
                         help="also log the metrics table, breakdown plots and example recommendations to W&B "
@@ -75,6 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_report_arguments(parser, "the run folder of the checkpoint", "those the checkpoint was trained with")
 
 
-def run(args: argparse.Namespace) -> dict:
-    return run_evaluation(load_run(args.ckpt), args.data, split=args.split, out=args.out, baseline=not args.no_baseline,
+def run(args: Any) -> dict:
+    return run_evaluation(load_run(args.ckpt), data_overrides(args), split=args.split, out=args.out, baseline=not args.no_baseline,
                           boot=bootstrap_from(args), wandb=args.wandb, overwrite=args.overwrite)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence
 
 import torch
+from jsonargparse import strip_meta
 from torch import Tensor
 
-from genrec.commands import add_data_options
+from genrec.data import MultiDomainDataModule, SequenceDataModule
+from genrec.data.fewshot import FewShotDataModule
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import UserRanks, per_user_frame, write_report
 from genrec.evaluation.uncertainty import Bootstrap, add_bootstrap_arguments
@@ -29,6 +31,8 @@ from genrec.recommender import Recommender
 from genrec.tokenizers.text import text_coverage
 
 
+# The data modules whose options ``--data.KEY`` takes: those a checkpoint of genrec's training configs names.
+DATA_MODULES = (SequenceDataModule, FewShotDataModule, MultiDomainDataModule)
 # Fields only some scorers have (a retrieval model reads no text): compared where both reports record them.
 SCORER_FIELDS = ("template",)
 
@@ -125,12 +129,35 @@ def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm:
     return report
 
 
-def add_report_arguments(parser: argparse.ArgumentParser, out: str, data: str) -> None:
-    """The options of a command writing a report: ``--split``, ``--out`` (``out``: its default),
-    ``--overwrite``, the bootstrap's and ``--data.KEY VALUE`` (``data``: what unset ones are)."""
-    parser.add_argument("--split", choices=["test", "val"], default="test")
-    parser.add_argument("--out", default=None, help=f"report folder (default: {out})")
+def add_report_arguments(parser: Any, out: str, data: str) -> None:
+    """The options of a command writing a report (to a jsonargparse ``parser``): ``--split``,
+    ``--out`` (``out``: its default), ``--overwrite``, the bootstrap's and ``--data.KEY VALUE``
+    (``data``: what unset ones are)."""
+    parser.add_argument("--split", type=Literal["test", "val"], default="test", help="the evaluated split")
+    parser.add_argument("--out", type=Optional[str], default=None, help=f"report folder (unset: {out})")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files even when another "
                         "checkpoint, scorer, protocol or program wrote them")
     add_bootstrap_arguments(parser)
     add_data_options(parser, data)
+
+
+def add_data_options(parser: Any, defaults: str) -> None:
+    """``--data.KEY VALUE`` for every option of ``DATA_MODULES`` (their signatures give each one's
+    type and help, as train.py's LightningCLI reads them; a grouped one by its dotted key,
+    ``--data.loader.eval_batch_size``) and ``--data.class_path``. Only those given reach the parsed
+    arguments (``data_overrides``); ``defaults`` says what the others are."""
+    parser.add_argument("--data.class_path", type=Optional[str],
+                        help=f"another data module, e.g. one domain of a multi-domain run; unset --data options: {defaults}")
+    added: set[str] = set()
+    for cls in DATA_MODULES:  # an option two modules share is added once, the first module's
+        keys = parser.add_class_arguments(cls, "data", as_group=not added, skip=added)
+        added |= {key.removeprefix("data.") for key in keys}
+    for action in parser._actions:
+        if action.dest.startswith("data."):
+            action.default, action.required = argparse.SUPPRESS, False
+
+
+def data_overrides(args: Any) -> dict[str, Any]:
+    """The ``--data.KEY`` options given to a command (``add_data_options``), grouped ones nested:
+    ``{"root": ..., "loader": {"eval_batch_size": 1024}}``."""
+    return strip_meta(args.data).as_dict() if "data" in args else {}

@@ -10,8 +10,8 @@ encoder, template, decay, hubness or protocol is refused without ``--overwrite``
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
@@ -19,7 +19,7 @@ from genrec.data import SequenceDataModule
 from genrec.data.datamodule import rebuild_options
 from genrec.evaluation.baselines import PopularityScorer
 from genrec.evaluation.report import owner, report_paths
-from genrec.evaluation.runner import add_report_arguments, data_name, report_header, run_report
+from genrec.evaluation.runner import add_report_arguments, data_name, data_overrides, report_header, run_report
 from genrec.evaluation.uncertainty import Bootstrap, bootstrap_from
 from genrec.outputs import check_outputs
 from genrec.models.text_prior import TextScorer, mean_pair_cosine
@@ -50,20 +50,21 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     return run_report(report, recommenders, dm, folder, name, mrr=False, boot=boot, overwrite=overwrite)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", default=None, help="item text template (default: '{title}. {brand}. {categories}')")
-    parser.add_argument("--encoder", default=None, help="sentence-transformers name or folder (default: all-MiniLM-L6-v2; "
-                        "e.g. <run>/encoder written by python train.py fit --config configs/encoder/multidomain.yaml)")
+def add_arguments(parser: Any) -> None:
+    """``evaluate.py baseline``'s options, added to its jsonargparse ``parser``."""
+    parser.add_argument("--template", type=Optional[str], default=None, help=f"item text template (unset: {DEFAULT_TEMPLATE!r})")
+    parser.add_argument("--encoder", type=Optional[str], default=None, help=f"sentence-transformers name or folder (unset: "
+                        f"{DEFAULT_ENCODER}; e.g. <run>/encoder written by python train.py fit --config configs/encoder/multidomain.yaml)")
     parser.add_argument("--hubness", type=float, default=0.0, metavar="C",
-                        help="score cos(u, e_i) - C * h_i, h_i an item's mean cosine to its nearest catalogue neighbours (default 0: off)")
-    parser.add_argument("--hubness-k", type=int, default=50, help="neighbours in h_i of --hubness (default 50)")
+                        help="score cos(u, e_i) - C * h_i, h_i an item's mean cosine to its nearest catalogue neighbours (0: off)")
+    parser.add_argument("--hubness-k", type=int, default=50, help="neighbours in h_i of --hubness")
     parser.add_argument("--center", action="store_true",
                         help="subtract the catalogue's mean item embedding and renormalise before scoring (against an "
                         "encoder that crowds items together)")
     add_report_arguments(parser, "runs/text-baseline, -hubness<C> with --hubness", "the SequenceDataModule defaults")
 
 
-def run(args: argparse.Namespace) -> dict:
-    return run_text_baseline(args.data, split=args.split, out=args.out, encoder=args.encoder, template=args.template,
+def run(args: Any) -> dict:
+    return run_text_baseline(data_overrides(args), split=args.split, out=args.out, encoder=args.encoder, template=args.template,
                              hubness=args.hubness, hubness_k=args.hubness_k, center=args.center, boot=bootstrap_from(args),
                              overwrite=args.overwrite)

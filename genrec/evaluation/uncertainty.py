@@ -116,8 +116,8 @@ def paired_bootstrap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], boot: B
 def add_bootstrap_arguments(parser: Any) -> None:
     """``--bootstrap R`` and ``--seed``, read back by ``bootstrap_from``."""
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="R",
-                        help="resamples of the users for the 95%% confidence intervals (default 1000; 0: no intervals)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+                        help="resamples of the users for the 95%% confidence intervals (0: no intervals)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
 
 
 def bootstrap_from(args: Any) -> Bootstrap | None:

@@ -28,9 +28,8 @@ defended models.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -301,17 +300,20 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clean", required=True, help="checkpoint trained without attack")
-    parser.add_argument("--runs", nargs="+", required=True, help="attacked checkpoints, with and without FraudsterReweighting")
-    parser.add_argument("--split", choices=["test", "val"], default="test")
-    parser.add_argument("--root", default=None, help="data folder (default: the one the clean checkpoint names)")
-    parser.add_argument("--out", default="runs/robust/report", help="report folder (robust_metrics.json, robust_report.md, ...)")
+def add_arguments(parser: Any) -> None:
+    """``evaluate.py robust``'s options, added to its jsonargparse ``parser``."""
+    parser.add_argument("--clean", type=str, required=True, help="checkpoint trained without attack")
+    parser.add_argument("--runs", type=str, nargs="+", required=True,
+                        help="attacked checkpoints, with and without FraudsterReweighting")
+    parser.add_argument("--split", type=Literal["test", "val"], default="test", help="the evaluated split")
+    parser.add_argument("--root", "--data.root", type=Optional[str], default=None,
+                        help="data folder (unset: the one the clean checkpoint names)")
+    parser.add_argument("--out", type=str, default="runs/robust/report", help="report folder (robust_metrics.json, robust_report.md, ...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace report files in --out even when other checkpoints or another program wrote them")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: Any) -> dict[str, Any]:
     out = Path(args.out)
     owner = {"command": "evaluate.py robust", "clean": str(Path(args.clean).resolve()),
              "runs": [str(Path(r).resolve()) for r in args.runs], "split": args.split, "root": args.root}

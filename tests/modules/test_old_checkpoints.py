@@ -60,7 +60,7 @@ def test_flat_hyper_parameters_map_into_the_configs(tmp_path):
     assert dm.loader_config == LoaderConfig(train_windows="all", bucket_by_length=False, batch_size=16, eval_batch_size=8)
     assert dm.hparams.max_seq_len == 6
     for moved in ("batch_size", "loader.batch"):  # the old flat name of a moved key is refused by name too
-        with pytest.raises(ValueError, match=rf"unknown data option.*'{moved}'.*'loader.batch_size'"):
+        with pytest.raises(ValueError, match=rf"bad data option.*'{moved}'.*'loader.batch_size'"):
             run.datamodule({moved: 8})
 
 
