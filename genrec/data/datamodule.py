@@ -185,25 +185,32 @@ def cache_folder(source: Source, min_user_interactions: int, min_item_interactio
 
 
 def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
-                   use_cache: bool = True) -> SequenceData:
-    """Read, filter and index a source's interactions, through the Arrow cache when allowed."""
+                   use_cache: bool = True, memory_limit: str | None = None) -> SequenceData:
+    """Read, filter and index a source's interactions, through the cache when allowed; the
+    sequences are memory-mapped from the cache's files either way. ``memory_limit`` bounds the
+    preprocessing engine's memory (``genrec.data.engine``)."""
     fingerprint = source.fingerprint()
     folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
     data = preprocess.load(folder, fingerprint) if use_cache else None
+    if data is not None:
+        return data
+    if use_cache:
+        preprocess.check_writable(folder)
+    raw = source.load()
+    if source.fingerprint() != fingerprint:
+        files = ", ".join(str(p) for p in source.input_files())
+        raise DataError(f"{files} changed while being read, so the data read may mix two versions; "
+                        "run again once nothing writes to them")
+    if not use_cache:
+        return preprocess.build_sequences(raw, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+    try:
+        preprocess.build(raw, folder, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+    except OSError as err:  # e.g. the disk filled up while writing
+        raise preprocess.cache_error(folder, err) from None
+    data = preprocess.load(folder, fingerprint)
     if data is None:
-        if use_cache:
-            preprocess.check_writable(folder)
-        data = preprocess.build_sequences(source.load(), min_user_interactions, min_item_interactions,
-                                          fingerprint=fingerprint)
-        if source.fingerprint() != fingerprint:
-            files = ", ".join(str(p) for p in source.input_files())
-            raise DataError(f"{files} changed while being read, so the data read may mix two versions; "
-                            "run again once nothing writes to them")
-        if use_cache:
-            try:
-                preprocess.save(data, folder)
-            except OSError as err:  # e.g. the disk filled up while writing
-                raise preprocess.cache_error(folder, err) from None
+        raise DataError(f"the preprocessing cache {folder} failed its check right after it was written (see the "
+                        "warning above); the disk may be failing: set data.cache_dir elsewhere")
     return data
 
 

@@ -219,8 +219,8 @@ def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny
 
 
 def _flip_an_item(folder):
-    """Change one item id inside the Arrow file in place (same size): another sequence, same shape."""
-    arrow = next((folder / "sequences").glob("*.arrow"))
+    """Change one item id inside the items file in place (same size): another sequence, same shape."""
+    arrow = folder / "items.npy"
     blob = bytearray(arrow.read_bytes())
     items = np.array([1, 2, 3, 4, 5], np.int64).tobytes()  # user a's sequence
     at = bytes(blob).index(items)
@@ -236,27 +236,30 @@ def _truncate(path):
 
 CACHE_DAMAGE = {
     "item changed in place": _flip_an_item,
-    "sequences cut short": lambda folder: _truncate(next((folder / "sequences").glob("*.arrow"))),
-    "catalogue cut short": lambda folder: _truncate(next((folder / "catalogue").glob("*.arrow"))),
+    "sequences cut short": lambda folder: _truncate(folder / "items.npy"),
+    "offsets cut short": lambda folder: _truncate(folder / "offsets.npy"),
+    "item id map cut short": lambda folder: _truncate(folder / "item_ids.parquet"),
     "meta.json cut short": lambda folder: _truncate(folder / "meta.json"),
     "meta.json counts edited": lambda folder: (folder / "meta.json").write_text(
         (folder / "meta.json").read_text().replace('"interactions": 10', '"interactions": 11')) and folder / "meta.json",
-    "dataset state deleted": lambda folder: (folder / "sequences" / "state.json").unlink() or folder / "sequences" / "state.json",
+    "user id map deleted": lambda folder: (folder / "user_ids.parquet").unlink() or folder / "user_ids.parquet",
 }
 
 
 @pytest.mark.parametrize("damage", CACHE_DAMAGE, ids=list(CACHE_DAMAGE))
 def test_a_damaged_preprocessing_cache_is_rebuilt_with_a_warning_naming_the_file(tiny, damage, caplog):
     good = make(tiny)
+    # copies: ``good`` maps the files about to be damaged, and a mapped file cut short faults on access
+    items, offsets = np.array(good.data.items), np.array(good.data.offsets)
     damaged = CACHE_DAMAGE[damage](good.cache_folder)
     with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
         again = make(tiny)
-    assert np.array_equal(again.data.items, good.data.items) and np.array_equal(again.data.offsets, good.data.offsets)
+    assert np.array_equal(again.data.items, items) and np.array_equal(again.data.offsets, offsets)
     assert list(again.data.item_ids) == list(good.data.item_ids) and again.data.counts == good.data.counts
     assert str(damaged) in caplog.text and "rebuilding" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
-        assert np.array_equal(make(tiny).data.items, good.data.items)
+        assert np.array_equal(make(tiny).data.items, items)
     assert "rebuilding" not in caplog.text  # the rebuilt cache replaced the damaged one
 
 
@@ -320,10 +323,10 @@ def test_unwritable_cache_fails_before_reading_and_names_the_fixes(tmp_path, mon
 
 
 def test_a_cache_write_failing_midway_is_a_data_error(tmp_path, monkeypatch):
-    def disk_full(data, folder):
+    def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(preprocess, "save", disk_full)
+    monkeypatch.setattr(preprocess, "write", disk_full)
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
     with pytest.raises(DataError, match=r"No space left on device.*data.use_cache: false"):
         dm.prepare_data()

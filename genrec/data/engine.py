@@ -1,0 +1,144 @@
+"""Preprocessing on DuckDB, out of core: raw interactions -> the sequence files of docs/datasets.md.
+
+DuckDB was chosen over Polars' streaming engine by measurement (docs/performance.md): both produce
+the same files, but only DuckDB keeps to a memory budget (``memory_limit``, spilling the rest to
+disk), which is what lets a log larger than memory be preprocessed at all.
+
+The steps and their rules are those of ``genrec.data.preprocess`` (stable chronological order, ties
+in file order; iterative k-core; items numbered in the order of their raw ids, users in the order
+they first appear), so that the files are the same whichever path wrote them. File order is the
+insertion order of the table the rows are read into (``rowid``), which DuckDB keeps while
+``preserve_insertion_order`` is on (its default, set again here).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genrec.data.raw import DataError
+
+MEMORY_LIMIT_ENV = "GENREC_PREPROCESS_MEMORY"
+DEFAULT_MEMORY_LIMIT = "1GB"
+MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+BATCH_ROWS = 1 << 20
+# The CSR arrays of the contract, each an int64 ``.npy`` file.
+ARRAYS = ("offsets", "items", "timestamps")
+
+
+def memory_limit(value: str | None = None) -> str:
+    """The engine's memory budget: ``value``, else $GENREC_PREPROCESS_MEMORY, else the default."""
+    value = value or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+    if not MEMORY_LIMIT.fullmatch(value.strip()):
+        raise DataError(f"preprocessing memory budget {value!r} is not a size such as '1GB' or '512MiB'; fix "
+                        f"data.preprocess_memory or ${MEMORY_LIMIT_ENV}")
+    return value.strip()
+
+
+def connect(workdir: Path, budget: str | None = None):
+    """A DuckDB database in ``workdir`` that spills to ``workdir`` beyond the memory budget."""
+    import duckdb
+
+    con = duckdb.connect(str(workdir / "work.duckdb"))
+    con.execute(f"SET memory_limit = '{memory_limit(budget)}'")
+    con.execute(f"SET temp_directory = '{workdir / 'spill'}'")
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def load_frame(con, interactions: pd.DataFrame, has_timestamps: bool) -> None:
+    """A reader's interactions table (``RawData.interactions``) as the engine's ``raw`` table."""
+    n = len(interactions)
+    zeros = np.zeros(n, np.int64)
+    table = pa.table({
+        "u": pa.array(interactions["user"].to_numpy(object), pa.string()),
+        "i": pa.array(interactions["item"].to_numpy(object), pa.string()),
+        "t": interactions["timestamp"].to_numpy(np.int64) if has_timestamps else zeros,
+        "f": interactions["timestamp_ns"].to_numpy(np.int64) if "timestamp_ns" in interactions else zeros,
+    })
+    con.register("frame", table)
+    con.execute("CREATE TABLE raw AS SELECT u, i, t, f FROM frame")
+    con.unregister("frame")
+
+
+def build(con, out: Path, name: str, min_user: int, min_item: int, counts: dict[str, int],
+          item_order: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Filter, number and order the ``raw`` table (u, i, t, f in file order) into the CSR files in
+    ``out``: ``offsets.npy``, ``items.npy``, ``timestamps.npy``, ``user_ids.parquet``, ``item_ids.parquet``.
+
+    ``item_order`` gives the order of the raw item ids (``preprocess._raw_order``); it sees the
+    distinct items only, never the log. ``counts`` receives the same per-step counts as the
+    in-memory path.
+    """
+    sql = con.execute
+    counts["rows_read"], counts["users_read"], counts["items_read"] = sql(
+        "SELECT count(*), count(DISTINCT u), count(DISTINCT i) FROM raw").fetchone()
+    sql("CREATE TABLE kept AS SELECT rowid AS r, u, i, t, f FROM raw")
+    rows = counts["rows_read"]
+    while (min_user > 1 or min_item > 1) and rows:
+        sql(f"""CREATE OR REPLACE TABLE kept AS SELECT * FROM kept
+                WHERE u IN (SELECT u FROM kept GROUP BY u HAVING count(*) >= {int(min_user)})
+                  AND i IN (SELECT i FROM kept GROUP BY i HAVING count(*) >= {int(min_item)})""")
+        left = sql("SELECT count(*) FROM kept").fetchone()[0]
+        if left == rows:
+            break
+        rows = left
+    counts["rows_removed_by_kcore"] = counts["rows_read"] - rows
+    if rows == 0:
+        raise DataError(
+            f"dataset {name!r} is empty after k-core filtering (min_user_interactions={min_user}, "
+            f"min_item_interactions={min_item}, {counts['rows_read']} rows read): lower data.min_user_interactions / "
+            "data.min_item_interactions"
+        )
+    # Users in the order they first appear in the whole file (filtered rows included), as pandas' factorize.
+    sql("""CREATE TABLE users AS SELECT u, row_number() OVER (ORDER BY first) - 1 AS uid FROM
+           (SELECT u, min(rowid) AS first FROM raw WHERE u IN (SELECT u FROM kept) GROUP BY u)""")
+    raw_ids = sql("""SELECT i FROM raw WHERE i IN (SELECT i FROM kept) GROUP BY i
+                     ORDER BY min(rowid)""").fetchnumpy()["i"].astype(object)
+    ordered = raw_ids[item_order(raw_ids)]
+    item_map = pa.table({"i": pa.array(ordered, pa.string()), "iid": np.arange(1, len(ordered) + 1, dtype=np.int64)})
+    con.register("item_map_frame", item_map)
+    sql("CREATE TABLE item_map AS SELECT * FROM item_map_frame")
+    con.unregister("item_map_frame")
+
+    users = sql("SELECT count(*) FROM users").fetchone()[0]
+    counts["users_removed_by_kcore"] = counts["users_read"] - users
+    counts["items_removed_by_kcore"] = counts["items_read"] - len(ordered)
+    counts.update(users=users, items=len(ordered), interactions=rows)
+
+    lengths = sql("SELECT count(*) AS n FROM kept JOIN users USING (u) GROUP BY uid ORDER BY uid").fetchnumpy()["n"]
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    np.save(out / "offsets.npy", offsets)
+    # the relation API streams the sorted rows; a DB-API result would hold them all first
+    ordered_rows = con.sql("""SELECT iid, t FROM kept JOIN users USING (u) JOIN item_map USING (i)
+                              ORDER BY uid, t, f, r""").fetch_arrow_reader(BATCH_ROWS)
+    written = write_columns(ordered_rows, out, rows, ("items", "timestamps"))
+    if written != rows:
+        raise RuntimeError(f"the engine wrote {written} of {rows} interactions")  # a join lost rows: a bug, not data
+    sql(f"COPY (SELECT u AS user_id FROM users ORDER BY uid) TO '{out / 'user_ids.parquet'}' (FORMAT parquet)")
+    pq.write_table(pa.table({"item_id": pa.array(["<pad>", *ordered], pa.string())}), out / "item_ids.parquet")
+
+
+def write_columns(batches, out: Path, rows: int, names: tuple[str, ...]) -> int:
+    """Stream record batches into one int64 ``.npy`` file per column, by plain writes: memory stays
+    one batch, and no written page is mapped into (and counted against) the process."""
+    files = [open(out / f"{name}.npy", "wb") for name in names]
+    written = 0
+    try:
+        for f in files:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (rows,)})
+        for batch in batches:
+            for column, f in zip(batch.columns, files):
+                f.write(column.to_numpy().astype("<i8", copy=False).tobytes())
+            written += batch.num_rows
+    finally:
+        for f in files:
+            f.close()
+    return written
