@@ -194,17 +194,21 @@ def load_sequences(source: Source, min_user_interactions: int = 0, min_item_inte
     data = preprocess.load(folder, fingerprint) if use_cache else None
     if data is not None:
         return data
-    if use_cache:
-        preprocess.check_writable(folder)
-    raw = source.load()
-    if source.fingerprint() != fingerprint:
-        files = ", ".join(str(p) for p in source.input_files())
-        raise DataError(f"{files} changed while being read, so the data read may mix two versions; "
-                        "run again once nothing writes to them")
+
+    def unchanged() -> None:
+        if source.fingerprint() != fingerprint:
+            files = ", ".join(str(p) for p in source.input_files())
+            raise DataError(f"{files} changed while being read, so the data read may mix two versions; "
+                            "run again once nothing writes to them")
+
     if not use_cache:
-        return preprocess.build_sequences(raw, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        data = preprocess.build_sequences(source, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        unchanged()
+        return data
+    preprocess.check_writable(folder)
     try:
-        preprocess.build(raw, folder, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        preprocess.build(source, folder, min_user_interactions, min_item_interactions, fingerprint, memory_limit,
+                         before_publish=unchanged)
     except OSError as err:  # e.g. the disk filled up while writing
         raise preprocess.cache_error(folder, err) from None
     data = preprocess.load(folder, fingerprint)

@@ -67,6 +67,75 @@ def load_frame(con, interactions: pd.DataFrame, has_timestamps: bool) -> None:
     con.unregister("frame")
 
 
+def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None) -> set[str] | None:
+    """Read a CSV file with a header (``columns``: its column names -> ``u``, ``i``, ``t``; those of
+    ``optional`` too when the header has them) into the ``raw`` table without pandas, when that gives
+    exactly what the readers of ``genrec.data.sources`` give, and return the columns read; None
+    (nothing read) when it might not: ids needing the canonical form's changes, times that are not
+    integers, or anything the readers report as an error. The caller then reads the file with those
+    readers, which name the line and what to do.
+    """
+    import duckdb
+
+    header = _header(path)
+    if header is None or any(name not in header for name in columns) or len(set(header)) < len(header):
+        return None
+    columns = {**columns, **{name: ours for name, ours in (optional or {}).items() if name in header}}
+    layout = ", ".join(f"'{_quote(name)}': 'VARCHAR'" for name in header)
+    try:
+        con.execute(f"""CREATE TABLE text AS SELECT {', '.join(f'"{_quote(name)}" AS {ours}' for name, ours in columns.items())}
+                        FROM read_csv('{_quote(str(path))}', header = true, auto_detect = false, delim = ',',
+                                      quote = '"', escape = '"', strict_mode = true, columns = {{{layout}}})""")
+    except duckdb.Error:
+        return None
+    ours = list(columns.values())
+    blank = " OR ".join(f"{c} IS NULL OR {c} <> trim({c}, '{WHITESPACE}') OR {c} = ''" for c in ("u", "i"))
+    bad_time = " OR t IS NULL OR NOT regexp_full_match(t, '-?[0-9]{1,18}')" if "t" in ours else ""
+    repeated_header = " AND ".join(f"{ours[k]} = '{_quote(name)}'" for k, name in enumerate(columns))
+    rows, bad = con.execute(f"SELECT count(*), count(*) FILTER ({blank}{bad_time} OR ({repeated_header})) FROM text").fetchone()
+    if bad or rows == 0 or rows + 1 != _line_count(path):  # blank or multi-line rows: DuckDB and pandas differ
+        con.execute("DROP TABLE text")
+        return None
+    time = "CAST(t AS BIGINT)" if "t" in ours else "0::BIGINT"
+    con.execute(f"CREATE TABLE raw AS SELECT u, i, {time} AS t, 0::BIGINT AS f FROM text")
+    con.execute("DROP TABLE text")
+    return set(ours)
+
+
+# Every character Python's str.strip removes, which the canonical id form strips (docs/datasets.md).
+WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace()).replace("'", "")
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''").replace('"', '""')
+
+
+def _header(path: Path) -> list[str] | None:
+    """The header's names, when the file is plain UTF-8 (not gzipped) that ends with a line break;
+    else None (the readers check those cases and name what is wrong)."""
+    with open(path, "rb") as f:
+        first = f.readline()
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0 or path.suffix == ".gz":
+            return None
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            return None
+    try:
+        names = first.decode("utf-8").rstrip("\r\n").split(",")
+    except UnicodeDecodeError:
+        return None
+    return names if all(name == name.strip() and name and '"' not in name for name in names) else None
+
+
+def _line_count(path: Path) -> int:
+    lines = 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(1 << 24):
+            lines += chunk.count(b"\n")
+    return lines
+
+
 def build(con, out: Path, name: str, min_user: int, min_item: int, counts: dict[str, int],
           item_order: Callable[[np.ndarray], np.ndarray]) -> None:
     """Filter, number and order the ``raw`` table (u, i, t, f in file order) into the CSR files in

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import xxhash
 from genrec import digests, errors
 from genrec.data import engine
 from genrec.data.raw import DataError, RawData
+from genrec.data.registry import Source
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +79,10 @@ class SequenceData:
 
 
 def build_sequences(
-    raw: RawData, min_user_interactions: int = 0, min_item_interactions: int = 0, fingerprint: str = "",
+    raw: RawData | Source, min_user_interactions: int = 0, min_item_interactions: int = 0, fingerprint: str = "",
     memory_limit: str | None = None,
 ) -> SequenceData:
-    """``raw`` preprocessed without a cache: the files are written to a temporary folder and mapped
+    """``raw`` (tables read, or a source to read) preprocessed without a cache: the files are written to a temporary folder and mapped
     from there (a mapped file outlives its name, so the folder is removed at once)."""
     tmp = Path(tempfile.mkdtemp(prefix="genrec-sequences-"))
     try:
@@ -90,36 +92,37 @@ def build_sequences(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build(raw: RawData, folder: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
-          fingerprint: str = "", memory_limit: str | None = None) -> None:
-    """Preprocess ``raw`` into the cache ``folder``, atomically (see ``save``)."""
+def build(data: RawData | Source, folder: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
+          fingerprint: str = "", memory_limit: str | None = None, before_publish: Callable[[], None] = lambda: None) -> None:
+    """Preprocess ``data`` into the cache ``folder``, atomically (see ``save``); ``before_publish``
+    may refuse the finished files by raising."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
     try:
-        write(raw, tmp, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        write(data, tmp, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        before_publish()
         _publish(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write(raw: RawData, out: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
+def write(data: RawData | Source, out: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
           fingerprint: str = "", memory_limit: str | None = None) -> None:
-    """The files of the sequence format (docs/datasets.md) for ``raw`` in the empty folder ``out``,
-    written by the out-of-core engine (``genrec.data.engine``)."""
-    inter = raw.interactions
-    for col in ("user", "item"):
-        if col not in inter.columns:
-            raise DataError(f"dataset {raw.name!r}: the reader returned no {col!r} column (columns: {list(inter.columns)})")
-    if len(inter) == 0:
-        raise DataError(f"dataset {raw.name!r} has no interactions: check the interactions file is not empty")
-    counts = dict(raw.counts)
+    """The files of the sequence format (docs/datasets.md) for ``data`` in the empty folder ``out``,
+    written by the out-of-core engine (``genrec.data.engine``). A source whose interactions file the
+    engine can read itself (``engine_scan``) is never loaded into memory; any other is read by its
+    reader first."""
     work = Path(tempfile.mkdtemp(prefix="engine", dir=out))
     try:
         con = engine.connect(work, memory_limit)
         try:
-            engine.load_frame(con, inter, raw.has_timestamps)
+            raw, items = _read_into(con, data)
+            counts = dict(raw.counts)
             engine.build(con, out, raw.name, min_user_interactions, min_item_interactions, counts, _raw_order)
+            if raw.items is None and items is not None:
+                known = set(con.execute("SELECT DISTINCT i FROM raw").fetchnumpy()["i"].tolist())
+                raw.items = items(known, counts)
         finally:
             con.close()
     finally:
@@ -128,6 +131,26 @@ def write(raw: RawData, out: Path, min_user_interactions: int = 0, min_item_inte
         item_ids = pq.read_table(out / "item_ids.parquet").column("item_id").to_numpy(zero_copy_only=False)
         _write_item_text(_align_item_text(raw, item_ids, counts), out)
     _write_meta(out, raw.name, raw.has_timestamps, counts, fingerprint)
+
+
+def _read_into(con, data: RawData | Source) -> tuple[RawData, Callable[[set[str], dict[str, int]], pd.DataFrame] | None]:
+    """The engine's ``raw`` table filled from ``data``; a ``RawData`` that stands for what was read (an
+    empty interactions table with the right columns when the engine read the file itself) and, then,
+    the source's reader of item text for a set of known item ids."""
+    scan = data.engine_scan() if isinstance(data, Source) and hasattr(data, "engine_scan") else None
+    read = engine.read_csv(con, scan.path, scan.columns, scan.optional) if scan is not None else None
+    if read is not None:
+        columns = ["user", "item"] + (["timestamp"] if "t" in read else [])
+        return RawData(data.name, pd.DataFrame(columns=columns)), data.load_items
+    raw = data.load() if isinstance(data, Source) else data
+    inter = raw.interactions
+    for col in ("user", "item"):
+        if col not in inter.columns:
+            raise DataError(f"dataset {raw.name!r}: the reader returned no {col!r} column (columns: {list(inter.columns)})")
+    if len(inter) == 0:
+        raise DataError(f"dataset {raw.name!r} has no interactions: check the interactions file is not empty")
+    engine.load_frame(con, inter, raw.has_timestamps)
+    return raw, None
 
 
 def filtered_counts(counts: dict[str, int]) -> dict[str, int]:

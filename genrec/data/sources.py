@@ -17,6 +17,8 @@ import re
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -71,6 +73,16 @@ MOVIELENS_ENCODING_FIX = ("fetch the official file again, or set data.dataset_op
                           "file was saved in (e.g. latin-1)")
 
 Where = Callable[[int], str]  # row position -> "line N" / "row N", for error messages
+
+
+@dataclass(frozen=True)
+class EngineScan:
+    """An interactions file the preprocessing engine may read itself (``genrec.data.engine.read_csv``):
+    its column names -> ``u``, ``i``, ``t``, those in ``optional`` when the header has them."""
+
+    path: Path
+    columns: dict[str, str]
+    optional: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 class FileSource(Source):
@@ -158,6 +170,14 @@ class FileSource(Source):
     def _items_policy(self) -> str:
         return self.options["unknown_item_text"]
 
+    def engine_scan(self) -> EngineScan | None:
+        """The interactions file, when the engine may read it without ``load`` (see ``EngineScan``);
+        ``load_items`` then reads the item text for the item ids the engine found."""
+        return None
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame | None:
+        raise NotImplementedError
+
 
 class MovieLens(FileSource):
     """The GroupLens releases; their catalogs also list movies nobody rated, which are dropped and counted.
@@ -197,7 +217,7 @@ class MovieLens(FileSource):
         counts: dict[str, int] = {}
         interactions = interaction_frame(ratings, ratings_path, counts, where)
         movies = item_frame(movies, movies_path, counts, where)
-        movies = keep_known_items(movies, interactions, movies_path, self._items_policy(), counts)
+        movies = keep_known_items(movies, set(interactions["item"].unique()), movies_path, self._items_policy(), counts)
         return RawData(self.name, interactions, movies, counts)
 
 
@@ -231,12 +251,25 @@ class MovieLens20M(MovieLens):
         folder = self.resolve()
         columns = {"userId": "user", "movieId": "item", "timestamp": "timestamp"}
         ratings = read_csv(folder / "ratings.csv", columns, self.ratings_encoding)
-        movies = read_csv(folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"},
+        return self._raw(ratings, folder / "ratings.csv", self._movies(), folder / "movies.csv", lambda i: f"line {i + 2}")
+
+    def _movies(self) -> pd.DataFrame:
+        movies = read_csv(self.folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"},
                           self.options["encoding"])
         # "(no genres listed)" is the release's placeholder for missing text
         genres = movies["genres"].replace("(no genres listed)", "")
         movies["genres"] = genres.str.replace("|", ", ", regex=False)
-        return self._raw(ratings, folder / "ratings.csv", movies, folder / "movies.csv", lambda i: f"line {i + 2}")
+        return movies
+
+    def engine_scan(self) -> EngineScan | None:
+        if self.ratings_encoding.replace("-", "").lower() != "utf8":
+            return None
+        return EngineScan(self.resolve() / "ratings.csv", {"userId": "u", "movieId": "i", "timestamp": "t"})
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame:
+        path = self.folder / "movies.csv"
+        movies = item_frame(self._movies(), path, counts, lambda i: f"line {i + 2}")
+        return keep_known_items(movies, known, path, self._items_policy(), counts)
 
 
 @register_source("amazon")
@@ -357,11 +390,20 @@ class Plain(FileSource):
         folder = self.resolve()
         counts: dict[str, int] = {}
         interactions = read_plain_interactions(folder / self.required_files()[0], counts)
-        items = None
-        if (folder / "items.jsonl").is_file():
-            items = read_items_jsonl(folder / "items.jsonl", counts)
-            items = keep_known_items(items, interactions, folder / "items.jsonl", self._items_policy(), counts)
+        items = self.load_items(set(interactions["item"].unique()), counts)
         return RawData(self.name, interactions, items, counts)
+
+    def engine_scan(self) -> EngineScan | None:
+        path = self.resolve() / self.required_files()[0]
+        if path.suffix != ".csv":
+            return None
+        return EngineScan(path, {"user_id": "u", "item_id": "i"}, {"timestamp": "t"})
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame | None:
+        path = self.folder / "items.jsonl"
+        if not path.is_file():
+            return None
+        return keep_known_items(read_items_jsonl(path, counts), known, path, self._items_policy(), counts)
 
 
 # ---- ids -------------------------------------------------------------------------------------
@@ -875,10 +917,8 @@ def flatten(values: list[Any]) -> Iterator[str]:
             yield text(value)
 
 
-def keep_known_items(
-    items: pd.DataFrame, interactions: pd.DataFrame, path: Path, policy: str, counts: dict[str, int]
-) -> pd.DataFrame:
-    known = items["item"].isin(set(interactions["item"].unique()))
+def keep_known_items(items: pd.DataFrame, known_ids: set[str], path: Path, policy: str, counts: dict[str, int]) -> pd.DataFrame:
+    known = items["item"].isin(known_ids)
     report_unknown_items(items.loc[~known, "item"].tolist(), path, policy, counts)
     return dedupe_items(items[known], counts)
 

@@ -202,17 +202,23 @@ def test_a_file_rewritten_with_the_same_size_and_mtime_is_not_served_from_the_ca
     assert raw(dm, dm.data.sequence(list(dm.data.user_ids).index("a")))[-1] == "15"
 
 
-def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny, monkeypatch):
-    dm = SequenceDataModule(dataset="plain", root=str(tiny))
-    read = type(dm.source).load
+@pytest.mark.parametrize("reader", ["engine", "pandas"])
+def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny, monkeypatch, reader):
+    from genrec.data import engine
 
-    def read_then_append(source):
-        out = read(source)
+    dm = SequenceDataModule(dataset="plain", root=str(tiny))
+    owner, name = (engine, "read_csv") if reader == "engine" else (type(dm.source), "load")
+    read = getattr(owner, name)
+
+    def read_then_append(*args):
+        out = read(*args)
         with open(tiny / "interactions.csv", "a") as f:
             f.write("d,99,9\n")
         return out
 
-    monkeypatch.setattr(type(dm.source), "load", read_then_append)
+    monkeypatch.setattr(owner, name, read_then_append)
+    if reader == "pandas":
+        monkeypatch.setattr(type(dm.source), "engine_scan", lambda source: None)
     with pytest.raises(DataError, match=r"interactions.csv.* changed while being read.*run again"):
         dm.prepare_data()
     assert not dm.cache_folder.parent.exists() or not any(dm.cache_folder.parent.iterdir())
