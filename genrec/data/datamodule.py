@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from genrec.data import preprocess
+from genrec.data import engine, preprocess
 from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
@@ -325,6 +325,8 @@ class SequenceDataModule(L.LightningDataModule):
             protocol, which holds out only the test item). Validation metrics are then seen-data
             metrics: choose the epoch count on a run without it, then refit with it for that count.
         loader: training windows and batching (``LoaderConfig``).
+        preprocess_memory: memory budget of the preprocessing engine (e.g. ``"4GB"``), which spills
+            to the cache folder beyond it; default $GENREC_PREPROCESS_MEMORY, else 1GB.
     """
 
     def __init__(
@@ -341,10 +343,13 @@ class SequenceDataModule(L.LightningDataModule):
         exclude: Exclude = "history",
         fit_on_validation: bool = False,
         loader: LoaderConfig = LoaderConfig(),
+        preprocess_memory: str | None = None,
     ):
         super().__init__()
         check_loader_options(max_seq_len, exclude)
         check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
+        if preprocess_memory is not None:
+            engine.memory_limit(preprocess_memory)  # a typo fails here, not after the download
         self.loader_config = loader
         self.save_data_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
@@ -372,7 +377,8 @@ class SequenceDataModule(L.LightningDataModule):
         if self._data is not None:
             return self._data
         hp = self.hparams
-        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, hp.use_cache)
+        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, hp.use_cache,
+                                    hp.get("preprocess_memory"))
         self._split()
         return self._data
 
