@@ -6,8 +6,8 @@ timestamp``, rows sorted by user then movie, as in the release; about 144 rating
 power-law item popularity over up to 26,744 movies), then measures in a fresh process each:
 
 * ``cold``: ``SequenceDataModule(dataset="ml-20m").prepare_data(); setup("fit")`` with an empty
-  cache: CSV parsing, chronological sort, id remapping, leave-one-out split, Arrow cache write;
-* ``cache hit``: the same again, now reading the Arrow cache.
+  cache: preprocessing on the engine (CSV read, chronological sort, id maps), cache write, split;
+* ``cache hit``: the same again, now mapping the cached sequences.
 
 The cache hit includes the integrity checks: the content digest of every input file (the cache's
 key) and the check of the cache's own files against the digests stored with it. ``checks`` times

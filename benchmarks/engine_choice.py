@@ -5,7 +5,7 @@ as integers), number the rows in file order, iterative k-core filtering, users n
 appearance, items by raw id, sort by (user, time, file order), write the CSR arrays as ``.npy``.
 Each run is a fresh process; its peak RSS (``ru_maxrss``) and wall time are printed.
 
-    python benchmarks/data_scale.py --workdir /tmp/w --sizes 20000000 --repeats 0   # writes the log
+    python benchmarks/data_scale.py --workdir /tmp/w --sizes 20000000   # writes the log (and measures genrec)
     python benchmarks/engine_choice.py /tmp/w/ml20m-20000000/ratings.csv --memory 1GB --kcore 5
 """
 from __future__ import annotations
