@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genrec.data.raw import DataError, RawData
-from genrec.digests import file_digest
+from genrec.digests import file_digests
 
 SOURCES: dict[str, type["Source"]] = {}
 
@@ -66,7 +66,8 @@ class Source:
 
     def file_digests(self) -> dict[str, str]:
         """The content digest of each input file that exists, by file name."""
-        return {p.name: file_digest(p) for p in self.input_files() if p.is_file()}
+        paths = [p for p in self.input_files() if p.is_file()]
+        return dict(zip((p.name for p in paths), file_digests(paths)))
 
 
 def default_cache_dir() -> Path:
