@@ -55,6 +55,24 @@ def test_the_engine_reads_an_ml20m_log_itself_and_gives_what_the_readers_give(tm
         assert native.counts["rows_removed_by_kcore"] > 0 and native.counts["items_removed_by_kcore"] > 0
 
 
+@pytest.mark.parametrize("kcore, copies", [({}, ["raw"]), ({"min_user_interactions": 125}, ["kept", "raw"])])
+def test_the_engine_holds_the_log_once_in_memory_and_copies_it_only_to_filter(tmp_path, monkeypatch, kcore, copies):
+    """Each copy of the log inside the engine cost a full pass over it (the cold time at 20M doubled);
+    a database file wrote every table to disk besides."""
+    data_scale.write_ml20m(tmp_path, 20_000)
+    tables = []
+    real = engine.build
+
+    def spy(con, *args):
+        real(con, *args)
+        tables.extend(con.execute("SELECT database_name, table_name, estimated_size FROM duckdb_tables()").fetchall())
+
+    monkeypatch.setattr(engine, "build", spy)
+    data = preprocess.build_sequences(get_source("ml-20m", root=str(tmp_path)), **kcore)
+    assert {database for database, _, _ in tables} == {"memory"}
+    assert sorted(name for _, name, size in tables if size >= data.num_interactions) == copies
+
+
 def write_plain(folder: Path, body: bytes) -> Path:
     folder.mkdir(exist_ok=True)
     (folder / "interactions.csv").write_bytes(body)
