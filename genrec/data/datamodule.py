@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -184,16 +185,44 @@ def cache_folder(source: Source, min_user_interactions: int, min_item_interactio
     return source.cache_dir / "processed" / source.name / key
 
 
+def _cached(source: Source, min_user_interactions: int, min_item_interactions: int) -> tuple[SequenceData | None, str]:
+    """The cached sequences when the cache of the inputs' current bytes is usable, and the inputs'
+    fingerprint.
+
+    Both the fingerprint (every input byte hashed) and the cache's check (every cache byte hashed)
+    read hundreds of MB on a large log, so the newest cache of these settings is checked and mapped
+    in a second thread while the inputs are hashed: it is the one wanted unless the inputs changed.
+    It is used only when its key turns out to be the inputs' fingerprint; otherwise that cache is
+    loaded the usual way, and a damaged cache is reported only when it is the one wanted.
+    """
+    settings = cache_folder(source, min_user_interactions, min_item_interactions, "guess")
+    suffix = settings.name.removeprefix("guess")
+    candidates = [p for p in settings.parent.glob(f"*{suffix}") if (p / "meta.json").is_file()] \
+        if settings.parent.is_dir() else []
+    guess = max(candidates, key=lambda p: (p / "meta.json").stat().st_mtime_ns) if candidates else None
+    with ThreadPoolExecutor(1) as pool:
+        speculative = pool.submit(preprocess.inspect, guess) if guess is not None else None
+        fingerprint = source.fingerprint()
+        folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
+        if speculative is not None and guess == folder:
+            data, problem = speculative.result()
+            if problem is None and data is not None and data.fingerprint == fingerprint:
+                return data, fingerprint
+    return preprocess.load(folder, fingerprint), fingerprint
+
+
 def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
                    use_cache: bool = True, memory_limit: str | None = None) -> SequenceData:
     """Read, filter and index a source's interactions, through the cache when allowed; the
     sequences are memory-mapped from the cache's files either way. ``memory_limit`` bounds the
     preprocessing engine's memory (``genrec.data.engine``)."""
-    fingerprint = source.fingerprint()
+    if use_cache:
+        data, fingerprint = _cached(source, min_user_interactions, min_item_interactions)
+        if data is not None:
+            return data
+    else:
+        fingerprint = source.fingerprint()
     folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
-    data = preprocess.load(folder, fingerprint) if use_cache else None
-    if data is not None:
-        return data
 
     def unchanged() -> None:
         if source.fingerprint() != fingerprint:

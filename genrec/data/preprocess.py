@@ -288,18 +288,26 @@ def check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | No
 
 def load(folder: Path, fingerprint: str | None = None) -> SequenceData | None:
     """The cached data, or None when there is no usable cache: none at all, or one that fails
-    ``_check`` or cannot be read, which is logged as a warning naming the file so the caller's
+    ``check`` or cannot be read, which is logged as a warning naming the file so the caller's
     rebuild is never silent."""
+    data, problem = inspect(folder, fingerprint)
+    if problem is not None:
+        log.warning("preprocessing cache file %s %s; rebuilding it from the raw files", *problem)
+    return data
+
+
+def inspect(folder: Path, fingerprint: str | None = None) -> tuple[SequenceData | None, tuple[Path, str] | None]:
+    """``load`` without the warning: the cached data or None, and what is wrong with the cache (None
+    when it is fine or absent)."""
     if not folder.exists():
-        return None
+        return None, None
     problem = check(folder, fingerprint)
     if problem is None:
         try:
-            return _read(folder)
-        except Exception as err:  # pyarrow and datasets raise many unrelated types for a damaged file
+            return _read(folder), None
+        except Exception as err:  # pyarrow and numpy raise many unrelated types for a damaged file
             problem = folder, f"cannot be read ({type(err).__name__}: {err})"
-    log.warning("preprocessing cache file %s %s; rebuilding it from the raw files", *problem)
-    return None
+    return None, problem
 
 
 def _read(folder: Path) -> SequenceData:
