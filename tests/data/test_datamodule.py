@@ -228,7 +228,7 @@ def test_the_cache_is_checked_while_the_inputs_are_hashed(tiny, monkeypatch):
     monkeypatch.setattr(source_type, "fingerprint", fingerprint_once_checking)
     source = get_source("plain", root=str(tiny))
     data = datamodule.load_sequences(source)
-    assert Path(data.items.filename).parent == folder and data.num_interactions == 10
+    assert preprocess.mapped_file(data.items).parent == folder and data.num_interactions == 10
 
 
 def test_the_newest_cache_of_other_inputs_is_neither_served_nor_reported(tiny, caplog):
@@ -245,7 +245,7 @@ def test_the_newest_cache_of_other_inputs_is_neither_served_nor_reported(tiny, c
             (newer / "meta.json").touch()  # still the newest
         with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
             again = make(tiny)
-        assert Path(again.data.items.filename).parent == old
+        assert preprocess.mapped_file(again.data.items).parent == old
         assert raw(again, again.data.sequence(list(again.data.user_ids).index("a")))[-1] == "14"
     assert "rebuilding" not in caplog.text
 
