@@ -3,8 +3,8 @@
 A file's size and modification time say nothing about its bytes: a file rewritten with the same
 size and time, or a cache changed in place (a bad disk, a stray write), keeps both. Every cache
 therefore keys on a digest of its inputs' bytes and stores a digest of its own bytes, checked on
-each load. XXH3-128 (from ``xxhash``, which ``datasets`` already requires) hashes at memory speed,
-so hashing every input file in full stays a small part of a cached load.
+each load. XXH3-128 (from ``xxhash``, which ``datasets`` already requires) hashes faster than
+files can be read from the page cache, so a check costs about what reading its files does.
 """
 from __future__ import annotations
 
