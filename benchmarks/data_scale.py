@@ -88,6 +88,7 @@ def measure(root: str, cache: str, checks: bool = True) -> dict:
     from genrec.data import SequenceDataModule, preprocess
     from genrec.data.datamodule import cache_folder
 
+    source = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache).source  # either way: same warm-up
     if not checks:
         known: dict[Path, str] = {}
         real = digests.file_digest
@@ -98,7 +99,6 @@ def measure(root: str, cache: str, checks: bool = True) -> dict:
             return known[path]
 
         digests.file_digest = looked_up
-        source = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache).source
         preprocess.check(cache_folder(source, 0, 0))
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
