@@ -135,7 +135,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="cache-hit runs per size (their medians are printed)")
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--no-checks", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--write", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write:
+        write_ml20m(Path(args.write[0]), int(args.write[1]))
+        return
     if args.measure:
         print(json.dumps(measure(*args.measure, checks=not args.no_checks)))
         return
@@ -148,7 +152,8 @@ def main() -> None:
         for n in args.sizes:
             root = workdir / f"ml20m-{n}"
             if not (root / "ratings.csv").exists():
-                write_ml20m(root, n)
+                # in a child: a child's peak RSS starts at its parent's RSS when it was started
+                subprocess.run([sys.executable, __file__, "--write", str(root), str(n)], check=True)
             cache = workdir / f"cache-{n}"
             shutil.rmtree(cache, ignore_errors=True)
             cold = child(root, cache)
@@ -160,7 +165,7 @@ def main() -> None:
             added = warm["seconds"] - float(np.median([r["seconds"] for r in unchecked]))
             mb = (root / "ratings.csv").stat().st_size / 1e6
             print(f"| {cold['interactions']:,} | {cold['users']:,} | {cold['items']:,} | {mb:,.1f} | "
-                  f"{cold['seconds']:.1f} | {cold['peak_gib']:.2f} | {warm['seconds']:.1f} | {warm['peak_gib']:.2f} | "
+                  f"{cold['seconds']:.1f} | {cold['peak_gib']:.2f} | {warm['seconds']:.2f} | {warm['peak_gib']:.2f} | "
                   f"{cold['baseline_gib']:.2f} | {1e3 * added:.1f} ({1e3 * warm['checks_s']:.1f}, {1e3 * warm['inputs_s']:.1f}) | "
                   f"{100 * added / warm['seconds']:.1f}% |", flush=True)
             over += [f"{n:,} ({run}: {r['peak_gib']:.2f} GiB)" for run, r in (("cold", cold), ("cache hit", warm))
