@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from genrec import digests
 from genrec.data import engine, preprocess
 from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 Exclude = Literal["history", "window", "none"]
 PredictOn = Literal["test", "val", "all"]
+VerifyCache = Literal["changed", "full"]
+VERIFY_CACHE = ("changed", "full")
+# Beside the caches of one dataset: the files (inputs and cache files) verified in full, by stamp.
+VERIFIED_RECORD = ".verified.json"
 
 
 class TrainWindows(Dataset):
@@ -185,7 +190,18 @@ def cache_folder(source: Source, min_user_interactions: int, min_item_interactio
     return source.cache_dir / "processed" / source.name / key
 
 
-def _cached(source: Source, min_user_interactions: int, min_item_interactions: int) -> tuple[SequenceData | None, str]:
+def verified_record(source: Source, verify: VerifyCache = "changed") -> digests.Verified | None:
+    """The record of the files verified in full for ``source``'s caches (``genrec.digests.Verified``),
+    or None when every file is to be hashed in full (``verify="full"``)."""
+    if verify not in VERIFY_CACHE:
+        raise DataError(f"data.verify_cache must be one of {VERIFY_CACHE} (got {verify!r})")
+    if verify == "full":
+        return None
+    return digests.Verified(source.cache_dir / "processed" / source.name / VERIFIED_RECORD)
+
+
+def _cached(source: Source, min_user_interactions: int, min_item_interactions: int,
+            verified: digests.Verified | None) -> tuple[SequenceData | None, str]:
     """The cached sequences when the cache of the inputs' current bytes is usable, and the inputs'
     fingerprint.
 
@@ -193,7 +209,8 @@ def _cached(source: Source, min_user_interactions: int, min_item_interactions: i
     read hundreds of MB on a large log, so the newest cache of these settings is checked and mapped
     in a second thread while the inputs are hashed: it is the one wanted unless the inputs changed.
     It is used only when its key turns out to be the inputs' fingerprint; otherwise that cache is
-    loaded the usual way, and a damaged cache is reported only when it is the one wanted.
+    loaded the usual way, and a damaged cache is reported only when it is the one wanted. With
+    ``verified``, files unchanged since they were last verified in full are not read again.
     """
     settings = cache_folder(source, min_user_interactions, min_item_interactions, "guess")
     suffix = settings.name.removeprefix("guess")
@@ -201,23 +218,27 @@ def _cached(source: Source, min_user_interactions: int, min_item_interactions: i
         if settings.parent.is_dir() else []
     guess = max(candidates, key=lambda p: (p / "meta.json").stat().st_mtime_ns) if candidates else None
     with ThreadPoolExecutor(1) as pool:
-        speculative = pool.submit(preprocess.inspect, guess) if guess is not None else None
-        fingerprint = source.fingerprint()
+        speculative = pool.submit(preprocess.inspect, guess, None, verified) if guess is not None else None
+        fingerprint = source.fingerprint(verified)
         folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
         if speculative is not None and guess == folder:
             data, problem = speculative.result()
             if problem is None and data is not None and data.fingerprint == fingerprint:
                 return data, fingerprint
-    return preprocess.load(folder, fingerprint), fingerprint
+    return preprocess.load(folder, fingerprint, verified), fingerprint
 
 
 def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
-                   use_cache: bool = True, memory_limit: str | None = None) -> SequenceData:
+                   use_cache: bool = True, memory_limit: str | None = None,
+                   verify: VerifyCache = "changed") -> SequenceData:
     """Read, filter and index a source's interactions, through the cache when allowed; the
     sequences are memory-mapped from the cache's files either way. ``memory_limit`` bounds the
-    preprocessing engine's memory (``genrec.data.engine``)."""
+    preprocessing engine's memory (``genrec.data.engine``). ``verify`` is how a cached load checks
+    the inputs and the cache: ``full`` hashes every byte, ``changed`` only the files whose stat
+    stamp changed since they were last hashed in full (``genrec.digests.Verified``)."""
+    verified = verified_record(source, verify)
     if use_cache:
-        data, fingerprint = _cached(source, min_user_interactions, min_item_interactions)
+        data, fingerprint = _cached(source, min_user_interactions, min_item_interactions, verified)
         if data is not None:
             return data
     else:
@@ -240,7 +261,7 @@ def load_sequences(source: Source, min_user_interactions: int = 0, min_item_inte
                          before_publish=unchanged)
     except OSError as err:  # e.g. the disk filled up while writing
         raise preprocess.cache_error(folder, err) from None
-    data = preprocess.load(folder, fingerprint)
+    data = preprocess.load(folder, fingerprint, verified)
     if data is None:
         raise DataError(f"the preprocessing cache {folder} failed its check right after it was written (see the "
                         "warning above); the disk may be failing: set data.cache_dir elsewhere")
@@ -356,6 +377,9 @@ class SequenceDataModule(L.LightningDataModule):
         loader: training windows and batching (``LoaderConfig``).
         preprocess_memory: memory budget of the preprocessing engine (e.g. ``"4GB"``), which spills
             to the cache folder beyond it; default $GENREC_PREPROCESS_MEMORY, else 1GB.
+        verify_cache: how a cached load verifies the input files and the cache: ``changed`` hashes
+            in full only the files whose stat stamp changed since they were last hashed in full,
+            ``full`` every byte on every load (docs/reliability.md says what each catches).
     """
 
     def __init__(
@@ -373,8 +397,11 @@ class SequenceDataModule(L.LightningDataModule):
         fit_on_validation: bool = False,
         loader: LoaderConfig = LoaderConfig(),
         preprocess_memory: str | None = None,
+        verify_cache: VerifyCache = "changed",
     ):
         super().__init__()
+        if verify_cache not in VERIFY_CACHE:
+            raise DataError(f"data.verify_cache must be one of {VERIFY_CACHE} (got {verify_cache!r})")
         check_loader_options(max_seq_len, exclude)
         check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
         if preprocess_memory is not None:
@@ -407,7 +434,7 @@ class SequenceDataModule(L.LightningDataModule):
             return self._data
         hp = self.hparams
         self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, hp.use_cache,
-                                    hp.get("preprocess_memory"))
+                                    hp.get("preprocess_memory"), hp.get("verify_cache", "changed"))
         self._split()
         return self._data
 

@@ -266,10 +266,10 @@ def _meta_digest(meta: dict) -> str:
     return xxhash.xxh3_128(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | None:
+def check(folder: Path, fingerprint: str | None = None, verified: digests.Verified | None = None) -> tuple[Path, str] | None:
     """What makes the cache in ``folder`` unusable, as (file, problem), or None when it is complete,
     of the current version, built from the inputs with ``fingerprint`` (when given) and every byte of
-    it is as written."""
+    it is as written (with ``verified``: every file changed since it was last verified in full)."""
     meta_file = folder / "meta.json"
     try:
         meta = json.loads(meta_file.read_text())
@@ -283,25 +283,26 @@ def check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | No
         return meta_file, "does not match its own digest (changed or damaged since it was written)"
     if fingerprint is not None and meta["fingerprint"] != fingerprint:
         return meta_file, f"was built from other input files (fingerprint {meta['fingerprint']}, not {fingerprint})"
-    return digests.first_mismatch(folder, meta["files"])
+    return digests.first_mismatch(folder, meta["files"], verified)
 
 
-def load(folder: Path, fingerprint: str | None = None) -> SequenceData | None:
+def load(folder: Path, fingerprint: str | None = None, verified: digests.Verified | None = None) -> SequenceData | None:
     """The cached data, or None when there is no usable cache: none at all, or one that fails
     ``check`` or cannot be read, which is logged as a warning naming the file so the caller's
     rebuild is never silent."""
-    data, problem = inspect(folder, fingerprint)
+    data, problem = inspect(folder, fingerprint, verified)
     if problem is not None:
         log.warning("preprocessing cache file %s %s; rebuilding it from the raw files", *problem)
     return data
 
 
-def inspect(folder: Path, fingerprint: str | None = None) -> tuple[SequenceData | None, tuple[Path, str] | None]:
+def inspect(folder: Path, fingerprint: str | None = None,
+            verified: digests.Verified | None = None) -> tuple[SequenceData | None, tuple[Path, str] | None]:
     """``load`` without the warning: the cached data or None, and what is wrong with the cache (None
     when it is fine or absent)."""
     if not folder.exists():
         return None, None
-    problem = check(folder, fingerprint)
+    problem = check(folder, fingerprint, verified)
     if problem is None:
         try:
             return _read(folder), None

@@ -29,6 +29,7 @@ import pandas as pd
 from genrec.data.download import Download, fetch, recorded
 from genrec.data.raw import DataError, RawData
 from genrec.data.registry import Source, register_source
+from genrec.digests import Verified
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +123,11 @@ class FileSource(Source):
     def input_files(self) -> list[Path]:
         return [self.folder / name for name in self.required_files() + self.optional_files()]
 
-    def file_digests(self) -> dict[str, str]:
+    def file_digests(self, verified: Verified | None = None) -> dict[str, str]:
         """Downloads missing files first (the cache key must be that of the files read), and again
         any downloaded file whose bytes changed since its checked download."""
         self.resolve()
-        digests = super().file_digests()
+        digests = super().file_digests(verified)
         kept = recorded(self.folder) if self.root is None else {}
         changed = [self.folder / name for name, digest in kept.items() if name in digests and digests[name] != digest]
         if not changed:
@@ -139,7 +140,7 @@ class FileSource(Source):
         for path in changed:
             path.unlink()
         self.resolve()
-        return super().file_digests()
+        return super().file_digests(verified)
 
     def resolve(self) -> Path:
         """The folder holding every required file, downloading into the cache when needed and allowed."""

@@ -1,3 +1,4 @@
+import json
 import logging
 import os
 import threading
@@ -7,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from genrec import digests
 from genrec.data import DataError, LoaderConfig, SequenceDataModule, get_source, preprocess
+from genrec.data.datamodule import VERIFIED_RECORD
+from tests.helpers import wait_until_past
 
 
 def write_plain(folder, rows, header="user_id,item_id,timestamp"):
@@ -33,6 +37,28 @@ def make(root, **kw):
 
 def raw(dm, ids):
     return [dm.data.item_ids[i] for i in ids]
+
+
+def make_verified(root):
+    """A cached load after which every input and cache file is recorded as verified (their stamps
+    no longer racy), so that a later load trusts them until their stamps change."""
+    dm = make(root)
+    wait_until_past(*root.iterdir(), *dm.cache_folder.iterdir())
+    dm = make(root)
+    record = json.loads((dm.cache_folder.parent / VERIFIED_RECORD).read_text())["files"]
+    paths = [root / "interactions.csv", *(dm.cache_folder / name for name in json.loads(
+        (dm.cache_folder / "meta.json").read_text())["files"])]
+    assert {str(p.absolute()) for p in paths} <= set(record)
+    return dm
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """The names of the files ``digests.file_digest`` reads."""
+    read = []
+    real = digests.file_digest
+    monkeypatch.setattr(digests, "file_digest", lambda path: read.append(path.name) or real(path))
+    return read
 
 
 def test_split_and_stable_sort(tiny):
@@ -193,15 +219,28 @@ def test_cache_is_invalidated_when_the_file_changes(tiny):
     assert make(tiny).num_items == 8
 
 
-def test_a_file_rewritten_with_the_same_size_and_mtime_is_not_served_from_the_cache(tiny):
+def test_a_cached_load_hashes_only_files_whose_stamp_changed_unless_told_to_verify_in_full(tiny, hashed):
+    folder = make_verified(tiny).cache_folder
+    hashed.clear()
+    assert make(tiny).num_items == 5 and hashed == []
+    assert make(tiny, verify_cache="full").num_items == 5
+    cache_files = json.loads((folder / "meta.json").read_text())["files"]
+    assert sorted(hashed) == sorted(["interactions.csv", *cache_files])
+    with pytest.raises(DataError, match="data.verify_cache must be one of"):
+        SequenceDataModule(dataset="plain", root=str(tiny), verify_cache="sometimes")
+
+
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_not_served_from_the_cache(tiny, hashed):
     path = tiny / "interactions.csv"
-    make(tiny)
+    make_verified(tiny)
     before = path.stat()
     path.write_text(path.read_text().replace("a,14,5", "a,15,5"))  # same length: only the bytes differ
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    hashed.clear()
     dm = make(tiny)
     assert raw(dm, dm.data.sequence(list(dm.data.user_ids).index("a")))[-1] == "15"
+    assert hashed[0] == "interactions.csv"  # its stamp changed (ctime): hashed again, not trusted
 
 
 def test_the_cache_is_checked_while_the_inputs_are_hashed(tiny, monkeypatch):
@@ -220,9 +259,9 @@ def test_the_cache_is_checked_while_the_inputs_are_hashed(tiny, monkeypatch):
     source_type = type(SequenceDataModule(dataset="plain", root=str(tiny)).source)
     fingerprint = source_type.fingerprint
 
-    def fingerprint_once_checking(self):
+    def fingerprint_once_checking(self, *args):
         assert checking.wait(timeout=10), "the cache's check did not start while the inputs were hashed"
-        return fingerprint(self)
+        return fingerprint(self, *args)
 
     monkeypatch.setattr(preprocess, "check", check_and_signal)
     monkeypatch.setattr(source_type, "fingerprint", fingerprint_once_checking)
@@ -269,7 +308,8 @@ def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny
         monkeypatch.setattr(type(dm.source), "engine_scan", lambda source: None)
     with pytest.raises(DataError, match=r"interactions.csv.* changed while being read.*run again"):
         dm.prepare_data()
-    assert not dm.cache_folder.parent.exists() or not any(dm.cache_folder.parent.iterdir())
+    left = list(dm.cache_folder.parent.iterdir()) if dm.cache_folder.parent.exists() else []
+    assert [p.name for p in left if p.name != VERIFIED_RECORD] == []  # the record of verified stamps is no cache
 
 
 def _flip_an_item(folder):
@@ -302,7 +342,7 @@ CACHE_DAMAGE = {
 
 @pytest.mark.parametrize("damage", CACHE_DAMAGE, ids=list(CACHE_DAMAGE))
 def test_a_damaged_preprocessing_cache_is_rebuilt_with_a_warning_naming_the_file(tiny, damage, caplog):
-    good = make(tiny)
+    good = make_verified(tiny)  # then damage changes a trusted file's stamp
     # copies: ``good`` maps the files about to be damaged, and a mapped file cut short faults on access
     items, offsets = np.array(good.data.items), np.array(good.data.offsets)
     damaged = CACHE_DAMAGE[damage](good.cache_folder)
