@@ -37,6 +37,25 @@ SIZE_COUNTS = ("rows_read", "users_read", "items_read", "users", "items", "inter
 PREPROCESS_VERSION = 4  # 2: sub-second times order the sequences; 3: canonical ids (docs/datasets.md), digests of the cache's files; 4: the sequence format (CSR .npy files, Parquet id maps)
 
 
+class Deferred:
+    """A dataclass field that may be given a function in place of its value: the function runs on
+    the field's first read, and its result is kept (a large table is read only if something asks)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError(self.slot[1:])  # a dataclass reads this as "no default"
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = obj.__dict__[self.slot] = value()
+        return value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class SequenceData:
     """All users' full chronological sequences in CSR form plus the catalogue.
@@ -45,18 +64,24 @@ class SequenceData:
     ``timestamps`` is aligned with it (all zeros when the source has none).
     ``item_ids[i]`` is the raw id of internal item ``i`` (``item_ids[0]`` is the padding marker).
     ``item_text`` has one row per internal id (row 0 empty) when the source has item text.
+    ``user_ids[u]`` is the raw id of user ``u``; from a cache it is read on first use only (at
+    100M interactions the ids as Python strings would be most of what a cached load adds).
     """
 
     name: str
     offsets: np.ndarray
     items: np.ndarray
     timestamps: np.ndarray
-    user_ids: np.ndarray
+    user_ids: np.ndarray = Deferred()
     item_ids: np.ndarray
     item_text: pd.DataFrame | None = None
     has_timestamps: bool = True
     counts: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+
+    def __getstate__(self) -> dict:
+        """Pickled (for a spawned process) with the deferred user ids read: a function is no state."""
+        return {**self.__dict__, "_user_ids": self.user_ids}
 
     @property
     def num_users(self) -> int:
@@ -327,7 +352,7 @@ def _read(folder: Path) -> SequenceData:
     return SequenceData(
         name=meta["name"],
         **arrays,
-        user_ids=_strings(folder / "user_ids.parquet", "user_id"),
+        user_ids=_deferred_strings(folder / "user_ids.parquet", "user_id"),
         item_ids=_strings(folder / "item_ids.parquet", "item_id"),
         item_text=item_text,
         has_timestamps=meta["has_timestamps"],
@@ -341,6 +366,23 @@ def mapped_file(array: np.ndarray) -> Path | None:
     while array is not None and not isinstance(array, np.memmap):
         array = array.base if isinstance(array.base, np.ndarray) else None
     return None if array is None else Path(array.filename)
+
+
+def _deferred_strings(path: Path, column: str) -> Callable[[], np.ndarray]:
+    """``_strings`` of the file at ``path``, to be read later: the file is mapped now, so a later
+    read sees these bytes even after the cache folder was replaced or removed."""
+    source = pa.memory_map(str(path))
+
+    def read() -> np.ndarray:
+        try:
+            return pq.read_table(source, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(object)
+        except (OSError, ValueError) as err:  # pyarrow's errors: a map cut short under us, a damaged file
+            raise DataError(f"{path} cannot be read ({type(err).__name__}: {err}); delete the cache folder "
+                            f"{path.parent} to rebuild it") from None
+        finally:
+            source.close()
+
+    return read
 
 
 def _strings(path: Path, column: str) -> np.ndarray:

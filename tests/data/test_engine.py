@@ -1,9 +1,11 @@
 """The out-of-core preprocessing engine: the files it reads itself, the ones it leaves to the readers,
 its memory budget, and the memory-mapped sequences it leaves behind."""
+import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from genrec.data import DataError, SequenceDataModule, engine, get_source, preprocess
@@ -155,6 +157,27 @@ def test_a_loaded_cache_maps_its_sequences_and_setup_copies_none_of_them(tmp_pat
         assert dm_.collator.items is dm_.data.items and dm_.collator.timestamps is dm_.data.timestamps
     batch = next(iter(again.train_dataloader()))
     assert batch["items"].dtype.is_floating_point is False and batch["items"].shape[0] > 0
+
+
+def test_a_cached_load_reads_the_user_ids_only_when_asked_even_after_the_cache_is_replaced(tmp_path, monkeypatch):
+    """At 100M interactions the user ids as Python strings were most of what a cached load added."""
+    import shutil
+
+    data_scale.write_ml20m(tmp_path / "ml", 5_000)
+    options = dict(dataset="ml-20m", root=str(tmp_path / "ml"), cache_dir=str(tmp_path / "cache"))
+    SequenceDataModule(**options).setup("fit")
+    expected = list(pd.read_csv(tmp_path / "ml" / "ratings.csv", dtype=str)["userId"].drop_duplicates())
+    read = []
+    real = preprocess.pq.read_table
+    monkeypatch.setattr(preprocess.pq, "read_table", lambda source, **kw: read.append(kw.get("columns")) or real(source, **kw))
+    dm = SequenceDataModule(**options)
+    dm.setup("fit")
+    next(iter(dm.train_dataloader()))
+    assert ["user_id"] not in read
+    shutil.rmtree(dm.cache_folder)  # as a rebuild by another process renames it away and deletes it
+    assert list(dm.data.user_ids) == expected and read.count(["user_id"]) == 1
+    assert dm.data.user_ids is dm.data.user_ids  # read once, then kept
+    assert list(pickle.loads(pickle.dumps(SequenceDataModule(**options).data)).user_ids) == expected
 
 
 @pytest.mark.slow
