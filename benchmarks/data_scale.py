@@ -12,7 +12,7 @@ power-law item popularity over up to 26,744 movies), then measures in a fresh pr
 The cache hit includes the integrity checks: the content digest of every input file (the cache's
 key) and the check of the cache's own files against the digests stored with it, the second in
 another thread while the first runs. With ``--verify changed`` (the default, as
-``data.verify_cache``) a file whose stat stamp is unchanged since its last full hash is not read
+``data.preprocess.verify_cache``) a file whose stat stamp is unchanged since its last full hash is not read
 (``genrec.digests.Verified``; one untimed cache hit after the cold run records the stamps of the
 files it wrote); ``--verify full`` hashes every byte on every load. What they add to the cache hit is measured by loading again,
 in alternating processes, with every digest looked up instead of computed (``checks added``: the
@@ -85,11 +85,11 @@ def write_ml20m(folder: Path, n: int, seed: int = 0) -> None:
 
 def measure(root: str, cache: str, checks: bool = True, verify: str = "changed") -> dict:
     """Runs in a child process: one prepare_data + setup, its wall time and peak RSS, the cache
-    verified as ``verify`` says (``data.verify_cache``); without ``checks``, every file digest is
+    verified as ``verify`` says (``data.preprocess.verify_cache``); without ``checks``, every file digest is
     computed before the clock starts and looked up during the load (no stat, no record read)."""
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     from genrec import digests
-    from genrec.data import SequenceDataModule, preprocess
+    from genrec.data import PreprocessConfig, SequenceDataModule, preprocess
     from genrec.data.datamodule import cache_folder, verified_record
 
     source = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache).source  # either way: same warm-up
@@ -108,7 +108,8 @@ def measure(root: str, cache: str, checks: bool = True, verify: str = "changed")
         verify = "changed"  # every digest through the lookup above
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    dm = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache, max_seq_len=200, verify_cache=verify)
+    dm = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache, max_seq_len=200,
+                            preprocess=PreprocessConfig(verify_cache=verify))
     dm.prepare_data()
     dm.setup("fit")
     seconds = time.perf_counter() - start
@@ -141,7 +142,7 @@ def main() -> None:
                         help="where the synthetic files are kept between runs (default: a temporary folder)")
     parser.add_argument("--repeats", type=int, default=3, help="cache-hit runs per size (their medians are printed)")
     parser.add_argument("--verify", choices=["changed", "full"], default="changed",
-                        help="data.verify_cache of the cache-hit loads (changed: files whose stamp changed since "
+                        help="data.preprocess.verify_cache of the cache-hit loads (changed: files whose stamp changed since "
                              "their last full hash; full: every byte)")
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--no-checks", action="store_true", help=argparse.SUPPRESS)

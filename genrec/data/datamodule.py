@@ -194,7 +194,7 @@ def verified_record(source: Source, verify: VerifyCache = "changed") -> digests.
     """The record of the files verified in full for ``source``'s caches (``genrec.digests.Verified``),
     or None when every file is to be hashed in full (``verify="full"``)."""
     if verify not in VERIFY_CACHE:
-        raise DataError(f"data.verify_cache must be one of {VERIFY_CACHE} (got {verify!r})")
+        raise DataError(f"data.preprocess.verify_cache must be one of {VERIFY_CACHE} (got {verify!r})")
     if verify == "full":
         return None
     return digests.Verified(source.cache_dir / "processed" / source.name / VERIFIED_RECORD)
@@ -305,6 +305,38 @@ class LoaderConfig:
 LOADER_KEYS = tuple(f.name for f in fields(LoaderConfig))
 
 
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How the raw files become the cached sequence files, and how a cached load verifies them.
+
+    Args:
+        use_cache: keep the preprocessed sequences in ``cache_dir`` and map them on later runs;
+            ``false`` preprocesses into a temporary folder every run.
+        verify_cache: how a cached load verifies the input files and the cache: ``changed`` hashes
+            in full only the files whose stat stamp changed since they were last hashed in full,
+            ``full`` every byte on every load (docs/reliability.md says what each detects).
+        memory: memory budget of the preprocessing engine (e.g. ``"4GB"``), which spills to the
+            cache folder beyond it; default $GENREC_PREPROCESS_MEMORY, else 1GB.
+    """
+
+    use_cache: bool = True
+    verify_cache: VerifyCache = "changed"
+    memory: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verify_cache not in VERIFY_CACHE:
+            raise DataError(f"data.preprocess.verify_cache must be one of {VERIFY_CACHE} (got {self.verify_cache!r})")
+        if self.memory is not None:
+            engine.memory_limit(self.memory)  # a typo fails here, not after the download
+
+
+# Option groups of the data modules, and the flat keys older checkpoints hold for them.
+GROUPS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "loader": (LoaderConfig, LOADER_KEYS),
+    "preprocess": (PreprocessConfig, ("use_cache",)),
+}
+
+
 def check_loader_options(max_seq_len: int, exclude: str) -> None:
     if max_seq_len < 2:
         raise DataError(f"data.max_seq_len must be at least 2 (got {max_seq_len}): a model needs a history and a target")
@@ -338,22 +370,28 @@ def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any
     """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters, with
     ``overrides`` (``{"root": ..., "loader.batch_size": 256}``, as ``--data.KEY`` gives them) applied.
 
-    Checkpoints written before the loader options were grouped hold them flat (``batch_size``
-    etc.); they are moved into ``loader``.
+    Checkpoints written before the options were grouped hold them flat (``batch_size``,
+    ``use_cache`` etc.); they are moved into their group (``loader``, ``preprocess``).
     """
     accepted = data_options(cls)
-    known = [k for k in accepted if k != "loader"] + ([f"loader.{k}" for k in LOADER_KEYS] if "loader" in accepted else [])
+    groups = {name: GROUPS[name] for name in GROUPS if name in accepted}
+    known = [k for k in accepted if k not in groups] + [
+        f"{name}.{f.name}" for name, (config, _) in groups.items() for f in fields(config)]
     overrides = dict(overrides or {})
-    loader_overrides = dict(overrides.pop("loader", None) or {})
-    loader_overrides.update({k.removeprefix("loader."): overrides.pop(k) for k in list(overrides) if k.startswith("loader.")})
-    unknown = sorted(set(overrides) - set(known)) + sorted(f"loader.{k}" for k in loader_overrides if f"loader.{k}" not in known)
+    group_overrides = {name: dict(overrides.pop(name, None) or {}) for name in groups}
+    for key in [k for k in overrides if "." in k and k.split(".", 1)[0] in groups]:
+        name, option = key.split(".", 1)
+        group_overrides[name][option] = overrides.pop(key)
+    unknown = sorted(set(overrides) - set(known)) + sorted(
+        f"{name}.{k}" for name, given in group_overrides.items() for k in given if f"{name}.{k}" not in known)
     if unknown:
         raise ValueError(f"unknown data option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
     hp = dict(hparams)
-    loader = {**(hp.pop("loader", None) or {}), **{k: hp.pop(k) for k in LOADER_KEYS if k in hp}}  # flat: an old checkpoint
+    grouped = {name: {**(hp.pop(name, None) or {}), **{k: hp.pop(k) for k in flat if k in hp}}  # flat: an old checkpoint
+               for name, (_, flat) in groups.items()}
     out = {**{k: v for k, v in hp.items() if k in accepted}, **overrides}
-    if "loader" in accepted:
-        out["loader"] = LoaderConfig(**{**loader, **loader_overrides})
+    for name, (config, _) in groups.items():
+        out[name] = config(**{**grouped[name], **group_overrides[name]})
     return out
 
 
@@ -375,11 +413,7 @@ class SequenceDataModule(L.LightningDataModule):
             protocol, which holds out only the test item). Validation metrics are then seen-data
             metrics: choose the epoch count on a run without it, then refit with it for that count.
         loader: training windows and batching (``LoaderConfig``).
-        preprocess_memory: memory budget of the preprocessing engine (e.g. ``"4GB"``), which spills
-            to the cache folder beyond it; default $GENREC_PREPROCESS_MEMORY, else 1GB.
-        verify_cache: how a cached load verifies the input files and the cache: ``changed`` hashes
-            in full only the files whose stat stamp changed since they were last hashed in full,
-            ``full`` every byte on every load (docs/reliability.md says what each catches).
+        preprocess: the preprocessing cache and its checks, the engine's memory (``PreprocessConfig``).
     """
 
     def __init__(
@@ -389,24 +423,19 @@ class SequenceDataModule(L.LightningDataModule):
         dataset_options: dict[str, Any] | None = None,
         cache_dir: str | None = None,
         download: bool = True,
-        use_cache: bool = True,
         max_seq_len: int = 200,
         min_user_interactions: int = 0,
         min_item_interactions: int = 0,
         exclude: Exclude = "history",
         fit_on_validation: bool = False,
         loader: LoaderConfig = LoaderConfig(),
-        preprocess_memory: str | None = None,
-        verify_cache: VerifyCache = "changed",
+        preprocess: PreprocessConfig = PreprocessConfig(),
     ):
         super().__init__()
-        if verify_cache not in VERIFY_CACHE:
-            raise DataError(f"data.verify_cache must be one of {VERIFY_CACHE} (got {verify_cache!r})")
         check_loader_options(max_seq_len, exclude)
         check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
-        if preprocess_memory is not None:
-            engine.memory_limit(preprocess_memory)  # a typo fails here, not after the download
         self.loader_config = loader
+        self.preprocess_config = preprocess
         self.save_data_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
@@ -414,10 +443,11 @@ class SequenceDataModule(L.LightningDataModule):
         self.predict_users: np.ndarray | None = None
 
     def save_data_hyperparameters(self) -> None:
-        """``save_hyperparameters`` of the calling ``__init__``, ``loader`` as a plain dict (checkpoints
-        and hparams.yaml hold no genrec classes; ``rebuild_options`` turns it back into the config)."""
-        self.save_hyperparameters(ignore=["loader"], frame=inspect.currentframe().f_back)
+        """``save_hyperparameters`` of the calling ``__init__``, the option groups as plain dicts (checkpoints
+        and hparams.yaml hold no genrec classes; ``rebuild_options`` turns them back into configs)."""
+        self.save_hyperparameters(ignore=["loader", "preprocess"], frame=inspect.currentframe().f_back)
         self.hparams["loader"] = asdict(self.loader_config)
+        self.hparams["preprocess"] = asdict(self.preprocess_config)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -433,8 +463,9 @@ class SequenceDataModule(L.LightningDataModule):
         if self._data is not None:
             return self._data
         hp = self.hparams
-        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, hp.use_cache,
-                                    hp.get("preprocess_memory"), hp.get("verify_cache", "changed"))
+        pc = self.preprocess_config
+        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, pc.use_cache,
+                                    pc.memory, pc.verify_cache)
         self._split()
         return self._data
 

@@ -37,7 +37,7 @@ def memory_limit(value: str | None = None) -> str:
     value = value or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
     if not MEMORY_LIMIT.fullmatch(value.strip()):
         raise DataError(f"preprocessing memory budget {value!r} is not a size such as '1GB' or '512MiB'; fix "
-                        f"data.preprocess_memory or ${MEMORY_LIMIT_ENV}")
+                        f"data.preprocess.memory or ${MEMORY_LIMIT_ENV}")
     return value.strip()
 
 

@@ -207,7 +207,8 @@ def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int])
 # Arrow cache
 
 
-CACHE_FIX = ("point $GENREC_CACHE (or data.cache_dir) at a writable folder, or set data.use_cache: false to read "
+CACHE_FIX = ("point $GENREC_CACHE (or data.cache_dir) at a writable folder, or set data.preprocess.use_cache: false "
+             "(multi-domain data: data.use_cache: false) to read "
              "the raw files every run")
 
 
@@ -279,7 +280,7 @@ def _publish(tmp: Path, folder: Path) -> None:
                 pass  # someone else moved it already; try again
             shutil.rmtree(stale, ignore_errors=True)
     raise DataError(f"could not write the preprocessing cache {folder}: another process keeps replacing it; "
-                    "set data.use_cache=false or give each run its own data.cache_dir")
+                    "set data.preprocess.use_cache=false or give each run its own data.cache_dir")
 
 
 def _is_current(folder: Path) -> bool:

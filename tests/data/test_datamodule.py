@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genrec import digests
-from genrec.data import DataError, LoaderConfig, SequenceDataModule, get_source, preprocess
+from genrec.data import DataError, LoaderConfig, PreprocessConfig, SequenceDataModule, get_source, preprocess
 from genrec.data.datamodule import VERIFIED_RECORD
 from tests.helpers import wait_until_past
 
@@ -223,11 +223,11 @@ def test_a_cached_load_hashes_only_files_whose_stamp_changed_unless_told_to_veri
     folder = make_verified(tiny).cache_folder
     hashed.clear()
     assert make(tiny).num_items == 5 and hashed == []
-    assert make(tiny, verify_cache="full").num_items == 5
+    assert make(tiny, preprocess=PreprocessConfig(verify_cache="full")).num_items == 5
     cache_files = json.loads((folder / "meta.json").read_text())["files"]
     assert sorted(hashed) == sorted(["interactions.csv", *cache_files])
-    with pytest.raises(DataError, match="data.verify_cache must be one of"):
-        SequenceDataModule(dataset="plain", root=str(tiny), verify_cache="sometimes")
+    with pytest.raises(DataError, match="data.preprocess.verify_cache must be one of"):
+        PreprocessConfig(verify_cache="sometimes")
 
 
 def test_a_file_rewritten_with_the_same_size_and_mtime_is_not_served_from_the_cache(tiny, hashed):
@@ -409,10 +409,11 @@ def test_unwritable_cache_fails_before_reading_and_names_the_fixes(tmp_path, mon
     reads = []
     read_raw = dm.source.load
     dm.source.load = lambda: reads.append(1) or read_raw()
-    with pytest.raises(DataError, match=r"cannot write the preprocessing cache .*not-a-folder.*GENREC_CACHE.*data.use_cache: false"):
+    with pytest.raises(DataError, match=r"cannot write the preprocessing cache .*not-a-folder.*GENREC_CACHE.*data.preprocess.use_cache: false"):
         dm.prepare_data()
     assert reads == []  # refused before the raw files were read
-    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0}, use_cache=False)
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0},
+                            preprocess=PreprocessConfig(use_cache=False))
     assert dm.data.num_users == 50
 
 
@@ -422,7 +423,7 @@ def test_a_cache_write_failing_midway_is_a_data_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(preprocess, "write", disk_full)
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
-    with pytest.raises(DataError, match=r"No space left on device.*data.use_cache: false"):
+    with pytest.raises(DataError, match=r"No space left on device.*data.preprocess.use_cache: false"):
         dm.prepare_data()
 
 
@@ -446,3 +447,16 @@ def test_ids_the_readers_rewrote_are_counted_in_the_log(tmp_path, caplog):
         dm.prepare_data()
     line = next(r.getMessage() for r in caplog.records if "filtered:" in r.getMessage())
     assert "item_ids_stripped=1" in line and dm.data.num_items == 2
+
+
+def test_preprocessing_options_are_one_group_and_old_flat_checkpoints_are_moved_into_it():
+    from genrec.data.datamodule import rebuild_options
+
+    out = rebuild_options(SequenceDataModule, {"dataset": "synthetic", "use_cache": False},  # as written before the group
+                          {"preprocess.verify_cache": "full", "loader.batch_size": 7})
+    assert out["preprocess"] == PreprocessConfig(use_cache=False, verify_cache="full") and out["loader"].batch_size == 7
+    assert "use_cache" not in out
+    with pytest.raises(ValueError, match=r"preprocess.budget"):
+        rebuild_options(SequenceDataModule, {}, {"preprocess.budget": "1GB"})
+    with pytest.raises(DataError, match=r"'lots'.*data.preprocess.memory"):
+        rebuild_options(SequenceDataModule, {}, {"preprocess": {"memory": "lots"}})

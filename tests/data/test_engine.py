@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genrec.data import DataError, SequenceDataModule, engine, get_source, preprocess
+from genrec.data import DataError, PreprocessConfig, SequenceDataModule, engine, get_source, preprocess
 from genrec.data.datamodule import load_sequences
 from tests.conftest import REPO
 from tests.data.test_sources import BEFORE_CANONICAL_IDS, digest, shared_data
@@ -132,11 +132,12 @@ def test_files_the_engine_cannot_read_as_the_readers_do_are_left_to_them(tmp_pat
 
 def test_a_memory_budget_that_is_not_a_size_is_refused_naming_the_option(tmp_path, monkeypatch):
     source = get_source("plain", root=str(write_plain(tmp_path, PLAIN)))
-    with pytest.raises(DataError, match=r"'lots'.*data.preprocess_memory"):
-        SequenceDataModule(dataset="plain", root=str(tmp_path), preprocess_memory="lots")
-    with pytest.raises(DataError, match=r"'lots'.*data.preprocess_memory"):
+    with pytest.raises(DataError, match=r"'lots'.*data.preprocess.memory"):
+        SequenceDataModule(dataset="plain", root=str(tmp_path), preprocess=PreprocessConfig(memory="lots"))
+    with pytest.raises(DataError, match=r"'lots'.*data.preprocess.memory"):
         preprocess.build_sequences(source, memory_limit="lots")
-    dm = SequenceDataModule(dataset="plain", root=str(tmp_path), cache_dir=str(tmp_path / "c"), preprocess_memory="32MB")
+    dm = SequenceDataModule(dataset="plain", root=str(tmp_path), cache_dir=str(tmp_path / "c"),
+                            preprocess=PreprocessConfig(memory="32MB"))
     assert dm.data.num_interactions == 5
     monkeypatch.setenv(engine.MEMORY_LIMIT_ENV, "64MB")
     assert engine.memory_limit() == "64MB"
