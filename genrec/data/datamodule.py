@@ -49,8 +49,14 @@ class TrainWindows(Dataset):
 
     def __init__(self, data: SequenceData, train_end: np.ndarray, max_seq_len: int, windows: str = "last"):
         self.data = data
+        trained = np.flatnonzero(train_end - data.offsets[:-1] >= 2)
+        if windows == "last":  # in arrays, never Python lists: a list entry costs tens of bytes per user
+            self.ends = np.asarray(train_end[trained], np.int64)
+            self.starts = np.maximum(data.offsets[trained], self.ends - max_seq_len - 1)
+            self.users = trained.astype(np.int64)
+            return
         starts, ends, users = [], [], []
-        for u in np.flatnonzero(train_end - data.offsets[:-1] >= 2):
+        for u in trained:
             lo, hi = data.offsets[u], train_end[u]
             end = hi
             while end - lo >= 2:
@@ -58,8 +64,6 @@ class TrainWindows(Dataset):
                 starts.append(start)
                 ends.append(end)
                 users.append(u)
-                if windows == "last":
-                    break
                 end = start + 1  # the next window's last input is this window's first
         self.starts = np.asarray(starts, np.int64)
         self.ends = np.asarray(ends, np.int64)

@@ -142,6 +142,21 @@ def test_all_windows_cover_every_training_target_once(tmp_path):
         assert sorted(covered.get(u, [])) == sorted(expected)
 
 
+def test_the_last_window_of_each_user_is_the_most_recent_window_that_all_windows_tile(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", int(i), t) for u in range(40) for t, i in enumerate(rng.integers(1, 30, rng.integers(1, 25)))]
+    dm = make(write_plain(tmp_path / "p", rows), max_seq_len=6, loader=LoaderConfig(train_windows="all"))
+    from genrec.data.datamodule import TrainWindows
+
+    last = TrainWindows(dm.data, dm.train_end, 6, "last")
+    tiled = dm.train_set
+    most_recent = {}
+    for u, s, e in zip(tiled.users, tiled.starts, tiled.ends):
+        most_recent.setdefault(int(u), (int(s), int(e)))  # tiling starts from the end
+    assert list(map(int, last.users)) == sorted(most_recent) and len(last) == len(most_recent) > 10
+    assert [(int(s), int(e)) for s, e in zip(last.starts, last.ends)] == [most_recent[u] for u in sorted(most_recent)]
+
+
 def test_stochastic_length_cuts_long_windows_to_ordered_subsets_at_the_papers_rate():
     N, alpha = 16, 1.5
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 400, "num_items": 300, "seed": 2},
