@@ -161,7 +161,7 @@ def test_a_loaded_cache_maps_its_sequences_and_setup_copies_none_of_them(tmp_pat
 
 
 def test_a_cached_load_reads_the_user_ids_only_when_asked_even_after_the_cache_is_replaced(tmp_path, monkeypatch):
-    """At 100M interactions the user ids as Python strings were most of what a cached load added."""
+    """At 100M interactions the user ids as Python strings were a quarter of what a cached load added."""
     import shutil
 
     data_scale.write_ml20m(tmp_path / "ml", 5_000)
