@@ -451,7 +451,8 @@ class SequenceDataModule(L.LightningDataModule):
         and hparams.yaml hold no genrec classes; ``rebuild_options`` turns them back into configs)."""
         self.save_hyperparameters(ignore=["loader", "preprocess"], frame=inspect.currentframe().f_back)
         self.hparams["loader"] = asdict(self.loader_config)
-        self.hparams["preprocess"] = asdict(self.preprocess_config)
+        if hasattr(self, "preprocess_config"):  # multi-domain modules keep a flat use_cache
+            self.hparams["preprocess"] = asdict(self.preprocess_config)
 
     # -- loading ---------------------------------------------------------------------------------
 
