@@ -3,17 +3,29 @@
 A file's size and modification time say nothing about its bytes: a file rewritten with the same
 size and time, or a cache changed in place (a bad disk, a stray write), keeps both. Every cache
 therefore keys on a digest of its inputs' bytes and stores a digest of its own bytes, checked on
-each load. XXH3-128 (from ``xxhash``, which ``datasets`` already requires) hashes at memory speed,
-so hashing every input file in full stays a small part of a cached load.
+each load. XXH3-128 (from ``xxhash``, which ``datasets`` already requires) hashes faster than
+files can be read from the page cache, so a check costs about what reading its files does.
+
+On a large cache that reading is most of a load; ``Verified`` lets a check skip a file whose full
+digest was computed before and whose stat stamp (device, inode, size, modification and change
+times) has not changed since. The change time (ctime) is set by the kernel on every write and
+cannot be set back (``os.utime`` sets it to now), so a rewrite with the same size and modification
+time still changes the stamp; see docs/reliability.md for what a stamp does not catch.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import xxhash
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 22
 # Appended to a cached .npy file: the marker, then the XXH3-128 digest of every byte before it.
@@ -33,9 +45,22 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_digests(paths: list[Path], verified: Verified | None = None) -> list[str]:
+    """``file_digest`` of each of ``paths``, hashed concurrently: reads and XXH3 both release the
+    GIL, so a cache's large files are verified side by side on a machine with a core to spare.
+    With ``verified``, a file whose stamp is unchanged since its last full hash is not read again."""
+    if verified is not None:
+        return verified.digests(paths)
+    if len(paths) < 2:
+        return [file_digest(p) for p in paths]
+    with ThreadPoolExecutor(min(len(paths), os.cpu_count() or 1)) as pool:
+        return list(pool.map(file_digest, paths))
+
+
 def folder_digests(folder: Path) -> dict[str, str]:
     """Digest of every file under ``folder``, by path relative to it."""
-    return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    paths = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    return dict(zip((p.relative_to(folder).as_posix() for p in paths), file_digests(paths)))
 
 
 def folder_identity(folder: Path) -> str:
@@ -44,15 +69,108 @@ def folder_identity(folder: Path) -> str:
     return "".join(f"\n{name}:{digest}" for name, digest in folder_digests(folder).items())
 
 
-def first_mismatch(folder: Path, recorded: dict[str, str]) -> tuple[Path, str] | None:
-    """The first file of ``recorded`` that is missing under ``folder`` or whose bytes changed, and how."""
-    for name, digest in recorded.items():
-        path = folder / name
+def first_mismatch(folder: Path, recorded: dict[str, str], verified: Verified | None = None) -> tuple[Path, str] | None:
+    """The first file of ``recorded`` that is missing under ``folder`` or whose bytes changed, and how
+    (with ``verified``: changed since its last full hash, or unchanged stamp but another digest)."""
+    paths = [folder / name for name in recorded]
+    for path in paths:
         if not path.is_file():
             return path, "is missing"
-        if file_digest(path) != digest:
+    for path, found, digest in zip(paths, file_digests(paths, verified), recorded.values()):
+        if found != digest:
             return path, "does not match the digest recorded when the cache was written"
     return None
+
+
+def stamp(st: os.stat_result) -> list[int]:
+    """What identifies one version of a file without reading it: any write changes at least its ctime."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+class Verified:
+    """A record, in the JSON file ``record``, of files whose full digest was computed: each file's
+    stamp then (``stamp``) and its digest. ``digests`` trusts a recorded digest while the file's
+    stamp is unchanged and hashes every other file in full, recording it again.
+
+    A stamp is recorded only when it can tell every later write apart (as git's index does for
+    "racy" entries): the file's stamp is the same before and after it was hashed, and its
+    modification and change times are older than the moment the hashing began, read on the file
+    system's own clock (the times of a file created in the record's folder just then). A file
+    written within the same clock tick as it was hashed could be written again within that tick
+    without changing its stamp; it is hashed again on every load until its times are in the past.
+
+    The record is rewritten whole, atomically; carries its own digest (a damaged record is ignored,
+    so everything is hashed again); and drops entries of files that no longer exist. Two processes
+    recording at once may each lose the other's new entries, which costs a full hash next time,
+    never a wrong answer. Failing to write it (a read-only folder) only costs the same.
+    """
+
+    def __init__(self, record: Path):
+        self.record = record
+        self._lock = threading.Lock()
+
+    def digests(self, paths: list[Path]) -> list[str]:
+        before = [stamp(os.stat(p)) for p in paths]
+        with self._lock:
+            entries = self._read()
+        out: list[str | None] = [None] * len(paths)
+        todo = []
+        for k, (path, st) in enumerate(zip(paths, before)):
+            entry = entries.get(str(Path(path).absolute()))
+            if entry is not None and entry[:-1] == st:
+                out[k] = entry[-1]
+            else:
+                todo.append(k)
+        if not todo:
+            return out
+        clock = self._clock()
+        found = file_digests([paths[k] for k in todo])
+        fresh = {}
+        for k, digest in zip(todo, found):
+            out[k] = digest
+            st = before[k]
+            if clock is not None and stamp(os.stat(paths[k])) == st and max(st[3], st[4]) < clock:
+                fresh[str(Path(paths[k]).absolute())] = [*st, digest]
+        if fresh:
+            with self._lock:
+                self._write(fresh)
+        return out
+
+    def _read(self) -> dict[str, list]:
+        try:
+            body = json.loads(self.record.read_text())
+            entries = body["files"]
+            if body["digest"] != _entries_digest(entries):
+                return {}
+            return entries
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def _clock(self) -> int | None:
+        """Now, on the clock the file system stamps files with (None when the folder is not writable)."""
+        try:
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.record.parent) as f:
+                st = os.fstat(f.fileno())
+                return min(st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            return None
+
+    def _write(self, fresh: dict[str, list]) -> None:
+        entries = {path: entry for path, entry in self._read().items() if os.path.exists(path)}
+        entries.update(fresh)
+        tmp = self.record.with_name(f".{self.record.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"files": entries, "digest": _entries_digest(entries)}))
+            os.replace(tmp, self.record)
+        except OSError as err:
+            log.debug("could not record verified files in %s (%s); they will be hashed again", self.record, err)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _entries_digest(entries: dict[str, list]) -> str:
+    return xxhash.xxh3_128(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

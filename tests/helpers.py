@@ -199,3 +199,20 @@ def text_domain(root: Path, sequences: dict[str, str], titles: dict[str, str]) -
     (root / "interactions.csv").write_text("\n".join(rows) + "\n")
     (root / "items.jsonl").write_text("".join(json.dumps({"item_id": k, "title": v}) + "\n" for k, v in titles.items()))
     return root
+
+
+def wait_until_past(*paths: Path) -> None:
+    """Wait until the file system's clock (the times of a file created now beside the first of
+    ``paths``) is past every path's modification and change times: from then on a stamp of them is
+    no longer "racy" (``genrec.digests.Verified``) and is recorded."""
+    newest = max(max(p.stat().st_mtime_ns, p.stat().st_ctime_ns) for p in paths)
+    probe = paths[0].parent / ".clock-probe"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe.write_bytes(b"")
+        now = probe.stat().st_mtime_ns
+        probe.unlink()
+        if now > newest:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the file system's clock did not pass {newest} within 10 s")

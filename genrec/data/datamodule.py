@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from genrec.data import preprocess
+from genrec import digests
+from genrec.data import engine, preprocess
 from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 Exclude = Literal["history", "window", "none"]
 PredictOn = Literal["test", "val", "all"]
+VerifyCache = Literal["changed", "full"]
+VERIFY_CACHE = ("changed", "full")
+# Beside the caches of one dataset: the files (inputs and cache files) verified in full, by stamp.
+VERIFIED_RECORD = ".verified.json"
 
 
 class TrainWindows(Dataset):
@@ -43,8 +49,14 @@ class TrainWindows(Dataset):
 
     def __init__(self, data: SequenceData, train_end: np.ndarray, max_seq_len: int, windows: str = "last"):
         self.data = data
+        trained = np.flatnonzero(train_end - data.offsets[:-1] >= 2)
+        if windows == "last":  # in arrays, never Python lists: a list entry costs tens of bytes per user
+            self.ends = np.asarray(train_end[trained], np.int64)
+            self.starts = np.maximum(data.offsets[trained], self.ends - max_seq_len - 1)
+            self.users = trained.astype(np.int64)
+            return
         starts, ends, users = [], [], []
-        for u in np.flatnonzero(train_end - data.offsets[:-1] >= 2):
+        for u in trained:
             lo, hi = data.offsets[u], train_end[u]
             end = hi
             while end - lo >= 2:
@@ -52,8 +64,6 @@ class TrainWindows(Dataset):
                 starts.append(start)
                 ends.append(end)
                 users.append(u)
-                if windows == "last":
-                    break
                 end = start + 1  # the next window's last input is this window's first
         self.starts = np.asarray(starts, np.int64)
         self.ends = np.asarray(ends, np.int64)
@@ -184,26 +194,81 @@ def cache_folder(source: Source, min_user_interactions: int, min_item_interactio
     return source.cache_dir / "processed" / source.name / key
 
 
+def verified_record(source: Source, verify: VerifyCache = "changed") -> digests.Verified | None:
+    """The record of the files verified in full for ``source``'s caches (``genrec.digests.Verified``),
+    or None when every file is to be hashed in full (``verify="full"``)."""
+    if verify not in VERIFY_CACHE:
+        raise DataError(f"data.preprocess.verify_cache must be one of {VERIFY_CACHE} (got {verify!r})")
+    if verify == "full":
+        return None
+    return digests.Verified(source.cache_dir / "processed" / source.name / VERIFIED_RECORD)
+
+
+def _cached(source: Source, min_user_interactions: int, min_item_interactions: int,
+            verified: digests.Verified | None) -> tuple[SequenceData | None, str]:
+    """The cached sequences when the cache of the inputs' current bytes is usable, and the inputs'
+    fingerprint.
+
+    Both the fingerprint (every input byte hashed) and the cache's check (every cache byte hashed)
+    read hundreds of MB on a large log, so the newest cache of these settings is checked and mapped
+    in a second thread while the inputs are hashed: it is the one wanted unless the inputs changed.
+    It is used only when its key turns out to be the inputs' fingerprint; otherwise that cache is
+    loaded the usual way, and a damaged cache is reported only when it is the one wanted. With
+    ``verified``, files unchanged since they were last verified in full are not read again.
+    """
+    settings = cache_folder(source, min_user_interactions, min_item_interactions, "guess")
+    suffix = settings.name.removeprefix("guess")
+    candidates = [p for p in settings.parent.glob(f"*{suffix}") if (p / "meta.json").is_file()] \
+        if settings.parent.is_dir() else []
+    guess = max(candidates, key=lambda p: (p / "meta.json").stat().st_mtime_ns) if candidates else None
+    with ThreadPoolExecutor(1) as pool:
+        speculative = pool.submit(preprocess.inspect, guess, None, verified) if guess is not None else None
+        fingerprint = source.fingerprint(verified)
+        folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
+        if speculative is not None and guess == folder:
+            data, problem = speculative.result()
+            if problem is None and data is not None and data.fingerprint == fingerprint:
+                return data, fingerprint
+    return preprocess.load(folder, fingerprint, verified), fingerprint
+
+
 def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
-                   use_cache: bool = True) -> SequenceData:
-    """Read, filter and index a source's interactions, through the Arrow cache when allowed."""
-    fingerprint = source.fingerprint()
+                   use_cache: bool = True, memory_limit: str | None = None,
+                   verify: VerifyCache = "changed") -> SequenceData:
+    """Read, filter and index a source's interactions, through the cache when allowed; the
+    sequences are memory-mapped from the cache's files either way. ``memory_limit`` bounds the
+    preprocessing engine's memory (``genrec.data.engine``). ``verify`` is how a cached load checks
+    the inputs and the cache: ``full`` hashes every byte, ``changed`` only the files whose stat
+    stamp changed since they were last hashed in full (``genrec.digests.Verified``)."""
+    verified = verified_record(source, verify)
+    if use_cache:
+        data, fingerprint = _cached(source, min_user_interactions, min_item_interactions, verified)
+        if data is not None:
+            return data
+    else:
+        fingerprint = source.fingerprint()
     folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
-    data = preprocess.load(folder, fingerprint) if use_cache else None
-    if data is None:
-        if use_cache:
-            preprocess.check_writable(folder)
-        data = preprocess.build_sequences(source.load(), min_user_interactions, min_item_interactions,
-                                          fingerprint=fingerprint)
+
+    def unchanged() -> None:
         if source.fingerprint() != fingerprint:
             files = ", ".join(str(p) for p in source.input_files())
             raise DataError(f"{files} changed while being read, so the data read may mix two versions; "
                             "run again once nothing writes to them")
-        if use_cache:
-            try:
-                preprocess.save(data, folder)
-            except OSError as err:  # e.g. the disk filled up while writing
-                raise preprocess.cache_error(folder, err) from None
+
+    if not use_cache:
+        data = preprocess.build_sequences(source, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        unchanged()
+        return data
+    preprocess.check_writable(folder)
+    try:
+        preprocess.build(source, folder, min_user_interactions, min_item_interactions, fingerprint, memory_limit,
+                         before_publish=unchanged)
+    except OSError as err:  # e.g. the disk filled up while writing
+        raise preprocess.cache_error(folder, err) from None
+    data = preprocess.load(folder, fingerprint, verified)
+    if data is None:
+        raise DataError(f"the preprocessing cache {folder} failed its check right after it was written (see the "
+                        "warning above); the disk may be failing: set data.cache_dir elsewhere")
     return data
 
 
@@ -242,6 +307,38 @@ class LoaderConfig:
 
 
 LOADER_KEYS = tuple(f.name for f in fields(LoaderConfig))
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How the raw files become the cached sequence files, and how a cached load verifies them.
+
+    Args:
+        use_cache: keep the preprocessed sequences in ``cache_dir`` and map them on later runs;
+            ``false`` preprocesses into a temporary folder every run.
+        verify_cache: how a cached load verifies the input files and the cache: ``changed`` hashes
+            in full only the files whose stat stamp changed since they were last hashed in full,
+            ``full`` every byte on every load (docs/reliability.md says what each detects).
+        memory: memory budget of the preprocessing engine (e.g. ``"4GB"``), which spills to the
+            cache folder beyond it; default $GENREC_PREPROCESS_MEMORY, else 1GB.
+    """
+
+    use_cache: bool = True
+    verify_cache: VerifyCache = "changed"
+    memory: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verify_cache not in VERIFY_CACHE:
+            raise DataError(f"data.preprocess.verify_cache must be one of {VERIFY_CACHE} (got {self.verify_cache!r})")
+        if self.memory is not None:
+            engine.memory_limit(self.memory)  # a typo fails here, not after the download
+
+
+# Option groups of the data modules, and the flat keys older checkpoints hold for them.
+GROUPS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "loader": (LoaderConfig, LOADER_KEYS),
+    "preprocess": (PreprocessConfig, ("use_cache",)),
+}
 
 
 def check_loader_options(max_seq_len: int, exclude: str) -> None:
@@ -288,7 +385,8 @@ def typed_overrides(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
         parser.validate(config, skip_required=True)
     except (ArgumentError, KeyError, TypeError) as err:
         accepted = data_options(cls)
-        known = [k for k in accepted if k != "loader"] + ([f"loader.{k}" for k in LOADER_KEYS] if "loader" in accepted else [])
+        known = [k for k in accepted if k not in GROUPS] + [
+            f"{name}.{f.name}" for name, (config, _) in GROUPS.items() if name in accepted for f in fields(config)]
         raise ValueError(f"bad data option for {cls.__name__}: {err}; known: {sorted(known)}") from None
     return config.data.as_dict()
 
@@ -296,14 +394,20 @@ def typed_overrides(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
 def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters, with
     ``overrides`` (``typed_overrides``) applied.
+
+    Checkpoints written before the preprocessing options were grouped hold them flat
+    (``use_cache``); they are moved into ``preprocess``.
     """
     accepted = data_options(cls)
+    groups = {name: GROUPS[name] for name in GROUPS if name in accepted}
     overrides = typed_overrides(cls, overrides) if overrides else {}
+    group_overrides = {name: overrides.pop(name, None) or {} for name in groups}
     hp = dict(hparams)
-    loader = hp.pop("loader", None) or {}
+    grouped = {name: {**(hp.pop(name, None) or {}), **{k: hp.pop(k) for k in flat if k in hp}}  # flat: an old checkpoint
+               for name, (_, flat) in groups.items()}
     out = {**{k: v for k, v in hp.items() if k in accepted}, **overrides}
-    if "loader" in accepted:
-        out["loader"] = LoaderConfig(**{**loader, **overrides.get("loader", {})})
+    for name, (config, _) in groups.items():
+        out[name] = config(**{**grouped[name], **group_overrides[name]})
     return out
 
 
@@ -325,6 +429,7 @@ class SequenceDataModule(L.LightningDataModule):
             protocol, which holds out only the test item). Validation metrics are then seen-data
             metrics: choose the epoch count on a run without it, then refit with it for that count.
         loader: training windows and batching (``LoaderConfig``).
+        preprocess: the preprocessing cache and its checks, the engine's memory (``PreprocessConfig``).
     """
 
     def __init__(
@@ -334,18 +439,19 @@ class SequenceDataModule(L.LightningDataModule):
         dataset_options: dict[str, Any] | None = None,
         cache_dir: str | None = None,
         download: bool = True,
-        use_cache: bool = True,
         max_seq_len: int = 200,
         min_user_interactions: int = 0,
         min_item_interactions: int = 0,
         exclude: Exclude = "history",
         fit_on_validation: bool = False,
         loader: LoaderConfig = LoaderConfig(),
+        preprocess: PreprocessConfig = PreprocessConfig(),
     ):
         super().__init__()
         check_loader_options(max_seq_len, exclude)
         check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
         self.loader_config = loader
+        self.preprocess_config = preprocess
         self.save_data_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
@@ -353,10 +459,12 @@ class SequenceDataModule(L.LightningDataModule):
         self.predict_users: np.ndarray | None = None
 
     def save_data_hyperparameters(self) -> None:
-        """``save_hyperparameters`` of the calling ``__init__``, ``loader`` as a plain dict (checkpoints
-        and hparams.yaml hold no genrec classes; ``rebuild_options`` turns it back into the config)."""
-        self.save_hyperparameters(ignore=["loader"], frame=inspect.currentframe().f_back)
+        """``save_hyperparameters`` of the calling ``__init__``, the option groups as plain dicts (checkpoints
+        and hparams.yaml hold no genrec classes; ``rebuild_options`` turns them back into configs)."""
+        self.save_hyperparameters(ignore=["loader", "preprocess"], frame=inspect.currentframe().f_back)
         self.hparams["loader"] = asdict(self.loader_config)
+        if hasattr(self, "preprocess_config"):  # multi-domain modules keep a flat use_cache
+            self.hparams["preprocess"] = asdict(self.preprocess_config)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -372,7 +480,9 @@ class SequenceDataModule(L.LightningDataModule):
         if self._data is not None:
             return self._data
         hp = self.hparams
-        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, hp.use_cache)
+        pc = self.preprocess_config
+        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, pc.use_cache,
+                                    pc.memory, pc.verify_cache)
         self._split()
         return self._data
 

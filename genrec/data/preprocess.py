@@ -2,8 +2,10 @@
 
 Steps, in order: stable chronological sort (on the full-precision times, fractions of a second
 included; ties keep file order; without timestamps file order is the order), optional k-core filtering, item ids remapped to 1..N (0 is padding) in order of
-their raw ids, users remapped to 0..U-1. The result is stored as CSR arrays and cached as Arrow
-tables (through the ``datasets`` library), so the second run of a config starts in seconds.
+their raw ids, users remapped to 0..U-1 in the order they first appear. The steps run on an
+out-of-core engine (``genrec.data.engine``) that writes the sequence format of docs/datasets.md:
+CSR arrays as ``.npy`` files and id maps as Parquet. They are cached, and a load maps the arrays
+instead of reading them, so the second run of a config starts in seconds in little memory.
 """
 from __future__ import annotations
 
@@ -12,23 +14,46 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import xxhash
 
 from genrec import digests, errors
+from genrec.data import engine
 from genrec.data.raw import DataError, RawData
+from genrec.data.registry import Source
 
 log = logging.getLogger(__name__)
 
 # Counts that measure the data; every other count records something dropped or left out.
 SIZE_COUNTS = ("rows_read", "users_read", "items_read", "users", "items", "interactions")
 # Bump when the processed layout or its semantics change, so stale caches are not reused.
-PREPROCESS_VERSION = 3  # 2: sub-second times order the sequences; 3: canonical ids (docs/datasets.md), digests of the cache's files
+PREPROCESS_VERSION = 4  # 2: sub-second times order the sequences; 3: canonical ids (docs/datasets.md), digests of the cache's files; 4: the sequence format (CSR .npy files, Parquet id maps)
+
+
+class Deferred:
+    """A dataclass field that may be given a function in place of its value: the function runs on
+    the field's first read, and its result is kept (a large table is read only if something asks)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError(self.slot[1:])  # a dataclass reads this as "no default"
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = obj.__dict__[self.slot] = value()
+        return value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.slot] = value
 
 
 @dataclass
@@ -39,18 +64,24 @@ class SequenceData:
     ``timestamps`` is aligned with it (all zeros when the source has none).
     ``item_ids[i]`` is the raw id of internal item ``i`` (``item_ids[0]`` is the padding marker).
     ``item_text`` has one row per internal id (row 0 empty) when the source has item text.
+    ``user_ids[u]`` is the raw id of user ``u``; from a cache it is read on first use only (at
+    100M interactions the ids as Python strings were a quarter of what a cached load added).
     """
 
     name: str
     offsets: np.ndarray
     items: np.ndarray
     timestamps: np.ndarray
-    user_ids: np.ndarray
+    user_ids: np.ndarray = Deferred()
     item_ids: np.ndarray
     item_text: pd.DataFrame | None = None
     has_timestamps: bool = True
     counts: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+
+    def __getstate__(self) -> dict:
+        """Pickled (for a spawned process) with the deferred user ids read: a function is no state."""
+        return {**self.__dict__, "_user_ids": self.user_ids}
 
     @property
     def num_users(self) -> int:
@@ -72,88 +103,79 @@ class SequenceData:
         return self.items[self.offsets[user] : self.offsets[user + 1]]
 
 
-def kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
-    """Boolean mask of rows kept by iterative k-core filtering (users ≥ min_user, items ≥ min_item)."""
-    keep = np.ones(len(users), dtype=bool)
-    if min_user <= 1 and min_item <= 1:
-        return keep
-    while True:
-        u_counts = np.bincount(users[keep], minlength=users.max() + 1)
-        i_counts = np.bincount(items[keep], minlength=items.max() + 1)
-        bad = keep & ((u_counts[users] < min_user) | (i_counts[items] < min_item))
-        if not bad.any():
-            return keep
-        keep &= ~bad
-
-
 def build_sequences(
-    raw: RawData, min_user_interactions: int = 0, min_item_interactions: int = 0, fingerprint: str = ""
+    raw: RawData | Source, min_user_interactions: int = 0, min_item_interactions: int = 0, fingerprint: str = "",
+    memory_limit: str | None = None,
 ) -> SequenceData:
+    """``raw`` (tables read, or a source to read) preprocessed without a cache: the files are written to a temporary folder and mapped
+    from there (a mapped file outlives its name, so the folder is removed at once)."""
+    tmp = Path(tempfile.mkdtemp(prefix="genrec-sequences-"))
+    try:
+        write(raw, tmp, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        return _read(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build(data: RawData | Source, folder: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
+          fingerprint: str = "", memory_limit: str | None = None, before_publish: Callable[[], None] = lambda: None) -> None:
+    """Preprocess ``data`` into the cache ``folder``, atomically (see ``save``); ``before_publish``
+    may refuse the finished files by raising."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
+    try:
+        write(data, tmp, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
+        before_publish()
+        _publish(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write(data: RawData | Source, out: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
+          fingerprint: str = "", memory_limit: str | None = None) -> None:
+    """The files of the sequence format (docs/datasets.md) for ``data`` in the empty folder ``out``,
+    written by the out-of-core engine (``genrec.data.engine``). A source whose interactions file the
+    engine can read itself (``engine_scan``) is never loaded into memory; any other is read by its
+    reader first."""
+    work = Path(tempfile.mkdtemp(prefix="engine", dir=out))
+    try:
+        con = engine.connect(work, memory_limit)
+        try:
+            raw, items = _read_into(con, data)
+            counts = dict(raw.counts)
+            engine.build(con, out, raw.name, min_user_interactions, min_item_interactions, counts, _raw_order)
+            if raw.items is None and items is not None:
+                known = set(con.execute("SELECT DISTINCT i FROM raw").fetchnumpy()["i"].tolist())
+                raw.items = items(known, counts)
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if raw.items is not None:
+        item_ids = pq.read_table(out / "item_ids.parquet").column("item_id").to_numpy(zero_copy_only=False)
+        _write_item_text(_align_item_text(raw, item_ids, counts), out)
+    _write_meta(out, raw.name, raw.has_timestamps, counts, fingerprint)
+
+
+def _read_into(con, data: RawData | Source) -> tuple[RawData, Callable[[set[str], dict[str, int]], pd.DataFrame] | None]:
+    """The engine's ``raw`` table filled from ``data``; a ``RawData`` that stands for what was read (an
+    empty interactions table with the right columns when the engine read the file itself) and, then,
+    the source's reader of item text for a set of known item ids."""
+    scan = data.engine_scan() if isinstance(data, Source) and hasattr(data, "engine_scan") else None
+    read = engine.read_csv(con, scan.path, scan.columns, scan.optional) if scan is not None else None
+    if read is not None:
+        columns = ["user", "item"] + (["timestamp"] if "t" in read else [])
+        return RawData(data.name, pd.DataFrame(columns=columns)), data.load_items
+    raw = data.load() if isinstance(data, Source) else data
     inter = raw.interactions
     for col in ("user", "item"):
         if col not in inter.columns:
             raise DataError(f"dataset {raw.name!r}: the reader returned no {col!r} column (columns: {list(inter.columns)})")
     if len(inter) == 0:
         raise DataError(f"dataset {raw.name!r} has no interactions: check the interactions file is not empty")
-
-    user_codes, user_ids = pd.factorize(inter["user"], sort=False)
-    item_codes, item_uniques = pd.factorize(inter["item"], sort=False)
-    has_ts = raw.has_timestamps
-    ts = inter["timestamp"].to_numpy(np.int64) if has_ts else np.zeros(len(inter), np.int64)
-    # sub-second part, only for ordering: sequences keep whole seconds
-    fraction = inter["timestamp_ns"].to_numpy(np.int64) if "timestamp_ns" in inter else np.zeros(len(inter), np.int64)
-
-    counts = dict(raw.counts)
-    counts["rows_read"] = len(inter)
-    counts["users_read"] = len(user_ids)
-    counts["items_read"] = len(item_uniques)
-    keep = kcore(user_codes, item_codes, min_user_interactions, min_item_interactions)
-    counts["rows_removed_by_kcore"] = int((~keep).sum())
-    if not keep.all():
-        user_codes, item_codes, ts, fraction = user_codes[keep], item_codes[keep], ts[keep], fraction[keep]
-    if len(user_codes) == 0:
-        raise DataError(
-            f"dataset {raw.name!r} is empty after k-core filtering "
-            f"(min_user_interactions={min_user_interactions}, min_item_interactions={min_item_interactions}, "
-            f"{counts['rows_read']} rows read): lower data.min_user_interactions / data.min_item_interactions"
-        )
-
-    # Internal item ids follow the raw ids' order so they do not depend on row order.
-    used_items = np.unique(item_codes)
-    raw_item_ids = np.asarray(item_uniques.astype(str))[used_items]
-    order_by_raw = _raw_order(raw_item_ids)
-    new_id = np.zeros(len(item_uniques), np.int64)
-    new_id[used_items[order_by_raw]] = np.arange(1, len(used_items) + 1)
-    item_ids = np.concatenate([["<pad>"], raw_item_ids[order_by_raw]]).astype(object)
-
-    used_users, user_new = np.unique(user_codes, return_inverse=True)
-    # Stable lexsort: by user, then time (seconds, then their fraction); equal times keep file order.
-    order = np.lexsort((fraction, ts, user_new))
-    users_sorted = user_new[order]
-    seq_items = new_id[item_codes[order]]
-    seq_ts = ts[order]
-    offsets = np.zeros(len(used_users) + 1, np.int64)
-    np.cumsum(np.bincount(users_sorted, minlength=len(used_users)), out=offsets[1:])
-
-    counts["users_removed_by_kcore"] = counts["users_read"] - len(used_users)
-    counts["items_removed_by_kcore"] = counts["items_read"] - len(used_items)
-    counts["users"] = len(used_users)
-    counts["items"] = len(used_items)
-    counts["interactions"] = len(seq_items)
-
-    item_text = _align_item_text(raw, item_ids, counts)
-    return SequenceData(
-        name=raw.name,
-        offsets=offsets,
-        items=seq_items,
-        timestamps=seq_ts,
-        user_ids=np.asarray(user_ids.astype(str))[used_users].astype(object),
-        item_ids=item_ids,
-        item_text=item_text,
-        has_timestamps=has_ts,
-        counts=counts,
-        fingerprint=fingerprint,
-    )
+    engine.load_frame(con, inter, raw.has_timestamps)
+    return raw, None
 
 
 def filtered_counts(counts: dict[str, int]) -> dict[str, int]:
@@ -185,7 +207,8 @@ def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int])
 # Arrow cache
 
 
-CACHE_FIX = ("point $GENREC_CACHE (or data.cache_dir) at a writable folder, or set data.use_cache: false to read "
+CACHE_FIX = ("point $GENREC_CACHE (or data.cache_dir) at a writable folder, or set data.preprocess.use_cache: false "
+             "(multi-domain data: data.use_cache: false) to read "
              "the raw files every run")
 
 
@@ -199,39 +222,41 @@ def cache_error(folder: Path, err: OSError) -> DataError:
 
 
 def save(data: SequenceData, folder: Path) -> None:
-    """Write atomically: a concurrent reader sees either nothing or the complete cache."""
-    import datasets
-
-    datasets.disable_progress_bars()
+    """Write sequences held in memory in the sequence format, atomically: a concurrent reader sees
+    either nothing or the complete cache."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
     try:
-        seqs = pa.table(
-            {
-                "items": pa.LargeListArray.from_arrays(pa.array(data.offsets, pa.int64()), pa.array(data.items)),
-                "timestamps": pa.LargeListArray.from_arrays(pa.array(data.offsets, pa.int64()), pa.array(data.timestamps)),
-                "user_id": pa.array(data.user_ids.astype(str)),
-            }
-        )
-        datasets.Dataset(seqs).save_to_disk(str(tmp / "sequences"))
-        catalogue = {"item_id": data.item_ids.astype(str)}
-        if data.item_text is not None:
-            catalogue.update({f"text.{c}": data.item_text[c].astype(str).to_numpy() for c in data.item_text.columns})
-        datasets.Dataset(pa.table(catalogue)).save_to_disk(str(tmp / "catalogue"))
-        meta = {
-            "version": PREPROCESS_VERSION,
-            "name": data.name,
-            "has_timestamps": data.has_timestamps,
-            "counts": data.counts,
-            "fingerprint": data.fingerprint,
-            "files": digests.folder_digests(tmp),
-        }
-        meta["digest"] = _meta_digest(meta)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for name in engine.ARRAYS:
+            np.save(tmp / f"{name}.npy", np.asarray(getattr(data, name), "<i8"), allow_pickle=False)
+        pq.write_table(pa.table({"user_id": pa.array(data.user_ids.astype(str), pa.string())}), tmp / "user_ids.parquet")
+        pq.write_table(pa.table({"item_id": pa.array(data.item_ids.astype(str), pa.string())}), tmp / "item_ids.parquet")
+        _write_item_text(data.item_text, tmp)
+        _write_meta(tmp, data.name, data.has_timestamps, data.counts, data.fingerprint)
         _publish(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_item_text(item_text: pd.DataFrame | None, out: Path) -> None:
+    if item_text is not None:
+        table = pa.table({c: pa.array(item_text[c].astype(str).to_numpy(), pa.string()) for c in item_text.columns})
+        pq.write_table(table, out / "item_text.parquet")
+
+
+def _write_meta(out: Path, name: str, has_timestamps: bool, counts: dict[str, int], fingerprint: str) -> None:
+    """``meta.json``, last: it holds the digest of every other file, and a folder without it is no cache."""
+    meta = {
+        "version": PREPROCESS_VERSION,
+        "name": name,
+        "has_timestamps": has_timestamps,
+        "counts": counts,
+        "fingerprint": fingerprint,
+        "files": digests.folder_digests(out),
+    }
+    meta["digest"] = _meta_digest(meta)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 def _publish(tmp: Path, folder: Path) -> None:
@@ -255,7 +280,7 @@ def _publish(tmp: Path, folder: Path) -> None:
                 pass  # someone else moved it already; try again
             shutil.rmtree(stale, ignore_errors=True)
     raise DataError(f"could not write the preprocessing cache {folder}: another process keeps replacing it; "
-                    "set data.use_cache=false or give each run its own data.cache_dir")
+                    "set data.preprocess.use_cache=false or give each run its own data.cache_dir")
 
 
 def _is_current(folder: Path) -> bool:
@@ -267,10 +292,10 @@ def _meta_digest(meta: dict) -> str:
     return xxhash.xxh3_128(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | None:
+def check(folder: Path, fingerprint: str | None = None, verified: digests.Verified | None = None) -> tuple[Path, str] | None:
     """What makes the cache in ``folder`` unusable, as (file, problem), or None when it is complete,
     of the current version, built from the inputs with ``fingerprint`` (when given) and every byte of
-    it is as written."""
+    it is as written (with ``verified``: every file changed since it was last verified in full)."""
     meta_file = folder / "meta.json"
     try:
         meta = json.loads(meta_file.read_text())
@@ -284,46 +309,82 @@ def check(folder: Path, fingerprint: str | None = None) -> tuple[Path, str] | No
         return meta_file, "does not match its own digest (changed or damaged since it was written)"
     if fingerprint is not None and meta["fingerprint"] != fingerprint:
         return meta_file, f"was built from other input files (fingerprint {meta['fingerprint']}, not {fingerprint})"
-    return digests.first_mismatch(folder, meta["files"])
+    return digests.first_mismatch(folder, meta["files"], verified)
 
 
-def load(folder: Path, fingerprint: str | None = None) -> SequenceData | None:
+def load(folder: Path, fingerprint: str | None = None, verified: digests.Verified | None = None) -> SequenceData | None:
     """The cached data, or None when there is no usable cache: none at all, or one that fails
-    ``_check`` or cannot be read, which is logged as a warning naming the file so the caller's
+    ``check`` or cannot be read, which is logged as a warning naming the file so the caller's
     rebuild is never silent."""
+    data, problem = inspect(folder, fingerprint, verified)
+    if problem is not None:
+        log.warning("preprocessing cache file %s %s; rebuilding it from the raw files", *problem)
+    return data
+
+
+def inspect(folder: Path, fingerprint: str | None = None,
+            verified: digests.Verified | None = None) -> tuple[SequenceData | None, tuple[Path, str] | None]:
+    """``load`` without the warning: the cached data or None, and what is wrong with the cache (None
+    when it is fine or absent)."""
     if not folder.exists():
-        return None
-    problem = check(folder, fingerprint)
+        return None, None
+    problem = check(folder, fingerprint, verified)
     if problem is None:
         try:
-            return _read(folder)
-        except Exception as err:  # pyarrow and datasets raise many unrelated types for a damaged file
+            return _read(folder), None
+        except Exception as err:  # pyarrow and numpy raise many unrelated types for a damaged file
             problem = folder, f"cannot be read ({type(err).__name__}: {err})"
-    log.warning("preprocessing cache file %s %s; rebuilding it from the raw files", *problem)
-    return None
+    return None, problem
 
 
 def _read(folder: Path) -> SequenceData:
-    import datasets
-
+    """The cache in ``folder`` with its CSR arrays memory-mapped, read-only: nothing of the log is
+    copied, and every process that loads it (each DDP rank) shares the same pages."""
     meta = json.loads((folder / "meta.json").read_text())
-    seqs = datasets.load_from_disk(str(folder / "sequences")).data.table
-    items = seqs.column("items").combine_chunks()
-    stamps = seqs.column("timestamps").combine_chunks()
-    cat = datasets.load_from_disk(str(folder / "catalogue")).data.table
-    text_cols = [c for c in cat.column_names if c.startswith("text.")]
+    # Plain ndarray views of the maps: np.memmap's Python-level indexing made every batch twice as slow.
+    arrays = {name: np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False))
+              for name in engine.ARRAYS}
+    for name, array in arrays.items():
+        if array.dtype != np.int64 or array.ndim != 1:
+            raise DataError(f"{folder / name}.npy holds {array.dtype} of shape {array.shape}, not a 1-d int64 array")
     item_text = None
-    if text_cols:
-        item_text = pd.DataFrame({c[len("text.") :]: cat.column(c).to_numpy(zero_copy_only=False) for c in text_cols})
+    if (folder / "item_text.parquet").is_file():
+        item_text = pq.read_table(folder / "item_text.parquet").to_pandas()
     return SequenceData(
         name=meta["name"],
-        offsets=items.offsets.to_numpy().astype(np.int64),
-        items=items.values.to_numpy().astype(np.int64),
-        timestamps=stamps.values.to_numpy().astype(np.int64),
-        user_ids=seqs.column("user_id").to_numpy().astype(object),
-        item_ids=cat.column("item_id").to_numpy().astype(object),
+        **arrays,
+        user_ids=_deferred_strings(folder / "user_ids.parquet", "user_id"),
+        item_ids=_strings(folder / "item_ids.parquet", "item_id"),
         item_text=item_text,
         has_timestamps=meta["has_timestamps"],
         counts=meta["counts"],
         fingerprint=meta["fingerprint"],
     )
+
+
+def mapped_file(array: np.ndarray) -> Path | None:
+    """The file ``array`` is a view of, when it is one of the maps ``load`` returns."""
+    while array is not None and not isinstance(array, np.memmap):
+        array = array.base if isinstance(array.base, np.ndarray) else None
+    return None if array is None else Path(array.filename)
+
+
+def _deferred_strings(path: Path, column: str) -> Callable[[], np.ndarray]:
+    """``_strings`` of the file at ``path``, to be read later: the file is mapped now, so a later
+    read sees these bytes even after the cache folder was replaced or removed."""
+    source = pa.memory_map(str(path))
+
+    def read() -> np.ndarray:
+        try:
+            return pq.read_table(source, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(object)
+        except (OSError, ValueError) as err:  # pyarrow's errors: a map cut short under us, a damaged file
+            raise DataError(f"{path} cannot be read ({type(err).__name__}: {err}); delete the cache folder "
+                            f"{path.parent} to rebuild it") from None
+        finally:
+            source.close()
+
+    return read
+
+
+def _strings(path: Path, column: str) -> np.ndarray:
+    return pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(object)

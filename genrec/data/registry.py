@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genrec.data.raw import DataError, RawData
-from genrec.digests import file_digest
+from genrec.digests import Verified, file_digests
 
 SOURCES: dict[str, type["Source"]] = {}
 
@@ -55,18 +55,19 @@ class Source:
         """The files ``load`` reads; used for the cache fingerprint."""
         raise NotImplementedError
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, verified: Verified | None = None) -> str:
         """Reads every input file in full: a file rewritten with the same size and modification time
-        (or restored from a backup) must not be served from the cache of its old bytes."""
+        (or restored from a backup) must not be served from the cache of its old bytes. With
+        ``verified``, a file whose stamp is unchanged since it was last read in full is not read."""
         parts: dict[str, Any] = {"name": self.name, "options": self.options}
-        parts["files"] = sorted(self.file_digests().items())
+        parts["files"] = sorted(self.file_digests(verified).items())
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-
-    def file_digests(self) -> dict[str, str]:
+    def file_digests(self, verified: Verified | None = None) -> dict[str, str]:
         """The content digest of each input file that exists, by file name."""
-        return {p.name: file_digest(p) for p in self.input_files() if p.is_file()}
+        paths = [p for p in self.input_files() if p.is_file()]
+        return dict(zip((p.name for p in paths), file_digests(paths, verified)))
 
 
 def default_cache_dir() -> Path:

@@ -17,6 +17,8 @@ import re
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -27,6 +29,7 @@ import pandas as pd
 from genrec.data.download import Download, fetch, recorded
 from genrec.data.raw import DataError, RawData
 from genrec.data.registry import Source, register_source
+from genrec.digests import Verified
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,16 @@ AMAZON_URLS = {
         "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/categoryFilesSmall/{category}_5.json.gz",
         "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/metaFiles2/meta_{category}.json.gz",
     ),
+    "2023": (
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/review_categories/{category}.jsonl.gz",
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/meta_categories/meta_{category}.jsonl.gz",
+    ),
+}
+# Per release: the reviews' user, item and time fields, the time's unit, and the metadata's item field.
+AMAZON_FIELDS = {
+    "2014": ("reviewerID", "asin", "unixReviewTime", "s", "asin"),
+    "2018": ("reviewerID", "asin", "unixReviewTime", "s", "asin"),
+    "2023": ("user_id", "parent_asin", "timestamp", "ms", "parent_asin"),
 }
 AMAZON_TEXT = ["title", "description", "brand", "categories"]
 S3REC_URL = "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/{category}.txt"
@@ -62,7 +75,7 @@ PLAIN_INTERACTIONS = ("interactions.csv", "interactions.parquet", "interactions.
 ONE_BYTE_SEP = "\x1f"
 PANDAS_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 INT64_MAX = np.iinfo(np.int64).max
-ASIN = re.compile(r"""["']asin["']\s*:\s*["']([^"'\\]+)["']""")
+ASIN = r"""["']{key}["']\s*:\s*["']([^"'\\]+)["']"""
 MANGLED = re.compile(r".+\.\d+")  # pandas renames a repeated column name ``name`` to ``name.1``
 # only an empty field is missing: "NA", "None" or "null" are ids and titles like any other text
 NA_FIELDS = {"keep_default_na": False, "na_values": [""]}
@@ -71,6 +84,16 @@ MOVIELENS_ENCODING_FIX = ("fetch the official file again, or set data.dataset_op
                           "file was saved in (e.g. latin-1)")
 
 Where = Callable[[int], str]  # row position -> "line N" / "row N", for error messages
+
+
+@dataclass(frozen=True)
+class EngineScan:
+    """An interactions file the preprocessing engine may read itself (``genrec.data.engine.read_csv``):
+    its column names -> ``u``, ``i``, ``t``, those in ``optional`` when the header has them."""
+
+    path: Path
+    columns: dict[str, str]
+    optional: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 class FileSource(Source):
@@ -110,11 +133,11 @@ class FileSource(Source):
     def input_files(self) -> list[Path]:
         return [self.folder / name for name in self.required_files() + self.optional_files()]
 
-    def file_digests(self) -> dict[str, str]:
+    def file_digests(self, verified: Verified | None = None) -> dict[str, str]:
         """Downloads missing files first (the cache key must be that of the files read), and again
         any downloaded file whose bytes changed since its checked download."""
         self.resolve()
-        digests = super().file_digests()
+        digests = super().file_digests(verified)
         kept = recorded(self.folder) if self.root is None else {}
         changed = [self.folder / name for name, digest in kept.items() if name in digests and digests[name] != digest]
         if not changed:
@@ -127,7 +150,7 @@ class FileSource(Source):
         for path in changed:
             path.unlink()
         self.resolve()
-        return super().file_digests()
+        return super().file_digests(verified)
 
     def resolve(self) -> Path:
         """The folder holding every required file, downloading into the cache when needed and allowed."""
@@ -157,6 +180,14 @@ class FileSource(Source):
 
     def _items_policy(self) -> str:
         return self.options["unknown_item_text"]
+
+    def engine_scan(self) -> EngineScan | None:
+        """The interactions file, when the engine may read it without ``load`` (see ``EngineScan``);
+        ``load_items`` then reads the item text for the item ids the engine found."""
+        return None
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame | None:
+        raise NotImplementedError
 
 
 class MovieLens(FileSource):
@@ -197,7 +228,7 @@ class MovieLens(FileSource):
         counts: dict[str, int] = {}
         interactions = interaction_frame(ratings, ratings_path, counts, where)
         movies = item_frame(movies, movies_path, counts, where)
-        movies = keep_known_items(movies, interactions, movies_path, self._items_policy(), counts)
+        movies = keep_known_items(movies, set(interactions["item"].unique()), movies_path, self._items_policy(), counts)
         return RawData(self.name, interactions, movies, counts)
 
 
@@ -231,19 +262,35 @@ class MovieLens20M(MovieLens):
         folder = self.resolve()
         columns = {"userId": "user", "movieId": "item", "timestamp": "timestamp"}
         ratings = read_csv(folder / "ratings.csv", columns, self.ratings_encoding)
-        movies = read_csv(folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"},
+        return self._raw(ratings, folder / "ratings.csv", self._movies(), folder / "movies.csv", lambda i: f"line {i + 2}")
+
+    def _movies(self) -> pd.DataFrame:
+        movies = read_csv(self.folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"},
                           self.options["encoding"])
         # "(no genres listed)" is the release's placeholder for missing text
         genres = movies["genres"].replace("(no genres listed)", "")
         movies["genres"] = genres.str.replace("|", ", ", regex=False)
-        return self._raw(ratings, folder / "ratings.csv", movies, folder / "movies.csv", lambda i: f"line {i + 2}")
+        return movies
+
+    def engine_scan(self) -> EngineScan | None:
+        if self.ratings_encoding.replace("-", "").lower() != "utf8":
+            return None
+        return EngineScan(self.resolve() / "ratings.csv", {"userId": "u", "movieId": "i", "timestamp": "t"})
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame:
+        path = self.folder / "movies.csv"
+        movies = item_frame(self._movies(), path, counts, lambda i: f"line {i + 2}")
+        return keep_known_items(movies, known, path, self._items_policy(), counts)
 
 
 @register_source("amazon")
 class Amazon(FileSource):
-    """McAuley's Amazon review dumps (``version`` 2014 or 2018): 5-core reviews plus optional metadata.
+    """McAuley's Amazon review dumps: ``version`` 2014 or 2018 (5-core reviews, ``reviewerID``,
+    ``asin``, ``unixReviewTime`` in seconds) or 2023 (Amazon Reviews 2023: every review of the
+    category, ``user_id``, ``parent_asin``, ``timestamp`` in milliseconds, whose sub-second part
+    orders the sequences), plus optional metadata.
 
-    The metadata covers the whole category, not only the 5-core items, so by default the extra
+    The metadata covers the whole category, not only the reviewed items, so by default the extra
     products are dropped and counted; their lines are skipped before the (slow) full parse.
     """
 
@@ -255,7 +302,7 @@ class Amazon(FileSource):
         super().check_options()
         self.options["version"] = str(self.options["version"])  # 2014 and "2014" are the same input
         if self.options["version"] not in AMAZON_URLS:
-            raise DataError(f"amazon: version={self.options['version']!r}; use 2014 or 2018")
+            raise DataError(f"amazon: version={self.options['version']!r}; use 2014, 2018 or 2023")
         if self.options["category"] is None and self.options["reviews_file"] is None:
             raise DataError("amazon: set category (e.g. 'Beauty') or reviews_file")
 
@@ -286,11 +333,12 @@ class Amazon(FileSource):
         folder = self.resolve()
         reviews, meta = self._file_names()
         counts: dict[str, int] = {}
-        interactions = read_amazon_reviews(folder / reviews, counts)
+        version = self.options["version"]
+        interactions = read_amazon_reviews(folder / reviews, counts, version)
         items = None
         if meta is not None and (folder / meta).is_file():
             known = set(interactions["item"].unique())
-            items = read_amazon_meta(folder / meta, known, self._items_policy(), counts)
+            items = read_amazon_meta(folder / meta, known, self._items_policy(), counts, version)
         return RawData(self.name, interactions, items, counts)
 
 
@@ -357,11 +405,20 @@ class Plain(FileSource):
         folder = self.resolve()
         counts: dict[str, int] = {}
         interactions = read_plain_interactions(folder / self.required_files()[0], counts)
-        items = None
-        if (folder / "items.jsonl").is_file():
-            items = read_items_jsonl(folder / "items.jsonl", counts)
-            items = keep_known_items(items, interactions, folder / "items.jsonl", self._items_policy(), counts)
+        items = self.load_items(set(interactions["item"].unique()), counts)
         return RawData(self.name, interactions, items, counts)
+
+    def engine_scan(self) -> EngineScan | None:
+        path = self.resolve() / self.required_files()[0]
+        if path.suffix != ".csv":
+            return None
+        return EngineScan(path, {"user_id": "u", "item_id": "i"}, {"timestamp": "t"})
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame | None:
+        path = self.folder / "items.jsonl"
+        if not path.is_file():
+            return None
+        return keep_known_items(read_items_jsonl(path, counts), known, path, self._items_policy(), counts)
 
 
 # ---- ids -------------------------------------------------------------------------------------
@@ -753,29 +810,47 @@ def field(record: dict[str, Any], key: str, path: Path, lineno: int) -> Any:
     return record[key]
 
 
-def read_amazon_reviews(path: Path, counts: dict[str, int]) -> pd.DataFrame:
+def read_amazon_reviews(path: Path, counts: dict[str, int], version: str = "2014") -> pd.DataFrame:
+    user, item, time, unit, _ = AMAZON_FIELDS[version]
     rows: dict[str, list[Any]] = {"user": [], "item": [], "timestamp": []}
     lines: list[int] = []
     for lineno, line in json_lines(path):
-        record = parse_record(line, path, lineno, python_literals=True)
-        rows["user"].append(field(record, "reviewerID", path, lineno))
-        rows["item"].append(field(record, "asin", path, lineno))
-        rows["timestamp"].append(field(record, "unixReviewTime", path, lineno))
+        record = parse_record(line, path, lineno, python_literals=version != "2023")  # 2023 is strict JSON
+        rows["user"].append(field(record, user, path, lineno))
+        rows["item"].append(field(record, item, path, lineno))
+        rows["timestamp"].append(field(record, time, path, lineno))
         lines.append(lineno)
-    return interaction_frame(pd.DataFrame(rows, dtype=object), path, counts, lambda i: f"line {lines[i]}")
+    where: Where = lambda i: f"line {lines[i]}"  # noqa: E731
+    frame = pd.DataFrame(rows, dtype=object)
+    if unit == "ms":
+        frame["timestamp"] = milliseconds(rows["timestamp"], time, path, where)
+    return interaction_frame(frame, path, counts, where)
 
 
-def read_amazon_meta(path: Path, known: set[str], policy: str, counts: dict[str, int]) -> pd.DataFrame:
+def milliseconds(values: list[Any], name: str, path: Path, where: Where) -> pd.Series:
+    """Unix milliseconds (JSON integers) as datetimes, which ``to_seconds`` turns into seconds and
+    their sub-second part exactly; the first value that is not such an integer is an error."""
+    for row, value in enumerate(values):
+        if type(value) is not int or not -(2**63) <= value < 2**63:
+            raise DataError(f"{path}: {where(row)}: {name} {value!r} is not unix milliseconds (a JSON integer that "
+                            "fits in 64 bits); fix or remove that row")
+    return pd.Series(np.array(values, np.int64).astype("datetime64[ms]"), name="timestamp")
+
+
+def read_amazon_meta(path: Path, known: set[str], policy: str, counts: dict[str, int],
+                     version: str = "2014") -> pd.DataFrame:
+    key = AMAZON_FIELDS[version][4]
+    item_id = re.compile(ASIN.format(key=key))
     records: list[dict[str, str]] = []
     unknown: list[str] = []
     changes = {"stripped": 0, "float_to_int": 0}
     for lineno, line in json_lines(path):
-        match = ASIN.search(line)
-        if match and match.group(1).strip() not in known:  # most products are not in the 5-core: skip the full parse
+        match = item_id.search(line)
+        if match and match.group(1).strip() not in known:  # most products are not reviewed: skip the full parse
             unknown.append(match.group(1).strip())
             continue
-        record = parse_record(line, path, lineno, python_literals=True)
-        asin, change = checked_id(field(record, "asin", path, lineno), "item", path, f"line {lineno}")
+        record = parse_record(line, path, lineno, python_literals=version != "2023")  # 2023 is strict JSON
+        asin, change = checked_id(field(record, key, path, lineno), "item", path, f"line {lineno}")
         if asin in known:
             records.append({"item": asin, **amazon_text(record)})
             if change:
@@ -788,11 +863,12 @@ def read_amazon_meta(path: Path, known: set[str], policy: str, counts: dict[str,
 
 
 def amazon_text(record: dict[str, Any]) -> dict[str, str]:
-    """2014 metadata calls the category lists ``categories``, 2018 ``category``; 2018 descriptions are lists."""
+    """2014 and 2023 metadata call the category lists ``categories``, 2018 ``category``; 2018 and 2023
+    descriptions are lists; 2023 calls the brand ``store``."""
     return {
         "title": text(record.get("title")),
         "description": text(record.get("description"), " "),
-        "brand": text(record.get("brand")),
+        "brand": text(record.get("brand", record.get("store"))),
         "categories": text(record.get("categories", record.get("category"))),
     }
 
@@ -875,10 +951,8 @@ def flatten(values: list[Any]) -> Iterator[str]:
             yield text(value)
 
 
-def keep_known_items(
-    items: pd.DataFrame, interactions: pd.DataFrame, path: Path, policy: str, counts: dict[str, int]
-) -> pd.DataFrame:
-    known = items["item"].isin(set(interactions["item"].unique()))
+def keep_known_items(items: pd.DataFrame, known_ids: set[str], path: Path, policy: str, counts: dict[str, int]) -> pd.DataFrame:
+    known = items["item"].isin(known_ids)
     report_unknown_items(items.loc[~known, "item"].tolist(), path, policy, counts)
     return dedupe_items(items[known], counts)
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.data import SequenceDataModule, preprocess
+from genrec.data import PreprocessConfig, SequenceDataModule, preprocess
 
 
 def _build_and_save(folder: str, options: dict, rounds: int, errors) -> None:
     try:
-        dm = SequenceDataModule(dataset="synthetic", dataset_options=options, use_cache=False)
+        dm = SequenceDataModule(dataset="synthetic", dataset_options=options, preprocess=PreprocessConfig(use_cache=False))
         for _ in range(rounds):
             preprocess.save(dm.data, Path(folder))
             loaded = preprocess.load(Path(folder))

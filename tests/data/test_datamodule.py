@@ -1,11 +1,17 @@
+import json
 import logging
 import os
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from genrec.data import DataError, LoaderConfig, SequenceDataModule, preprocess
+from genrec import digests
+from genrec.data import DataError, LoaderConfig, PreprocessConfig, SequenceDataModule, get_source, preprocess
+from genrec.data.datamodule import VERIFIED_RECORD
+from tests.helpers import wait_until_past
 
 
 def write_plain(folder, rows, header="user_id,item_id,timestamp"):
@@ -31,6 +37,28 @@ def make(root, **kw):
 
 def raw(dm, ids):
     return [dm.data.item_ids[i] for i in ids]
+
+
+def make_verified(root):
+    """A cached load after which every input and cache file is recorded as verified (their stamps
+    no longer racy), so that a later load trusts them until their stamps change."""
+    dm = make(root)
+    wait_until_past(*root.iterdir(), *dm.cache_folder.iterdir())
+    dm = make(root)
+    record = json.loads((dm.cache_folder.parent / VERIFIED_RECORD).read_text())["files"]
+    paths = [root / "interactions.csv", *(dm.cache_folder / name for name in json.loads(
+        (dm.cache_folder / "meta.json").read_text())["files"])]
+    assert {str(p.absolute()) for p in paths} <= set(record)
+    return dm
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """The names of the files ``digests.file_digest`` reads."""
+    read = []
+    real = digests.file_digest
+    monkeypatch.setattr(digests, "file_digest", lambda path: read.append(path.name) or real(path))
+    return read
 
 
 def test_split_and_stable_sort(tiny):
@@ -114,6 +142,21 @@ def test_all_windows_cover_every_training_target_once(tmp_path):
         assert sorted(covered.get(u, [])) == sorted(expected)
 
 
+def test_the_last_window_of_each_user_is_the_most_recent_window_that_all_windows_tile(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", int(i), t) for u in range(40) for t, i in enumerate(rng.integers(1, 30, rng.integers(1, 25)))]
+    dm = make(write_plain(tmp_path / "p", rows), max_seq_len=6, loader=LoaderConfig(train_windows="all"))
+    from genrec.data.datamodule import TrainWindows
+
+    last = TrainWindows(dm.data, dm.train_end, 6, "last")
+    tiled = dm.train_set
+    most_recent = {}
+    for u, s, e in zip(tiled.users, tiled.starts, tiled.ends):
+        most_recent.setdefault(int(u), (int(s), int(e)))  # tiling starts from the end
+    assert list(map(int, last.users)) == sorted(most_recent) and len(last) == len(most_recent) > 10
+    assert [(int(s), int(e)) for s, e in zip(last.starts, last.ends)] == [most_recent[u] for u in sorted(most_recent)]
+
+
 def test_stochastic_length_cuts_long_windows_to_ordered_subsets_at_the_papers_rate():
     N, alpha = 16, 1.5
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 400, "num_items": 300, "seed": 2},
@@ -191,36 +234,102 @@ def test_cache_is_invalidated_when_the_file_changes(tiny):
     assert make(tiny).num_items == 8
 
 
-def test_a_file_rewritten_with_the_same_size_and_mtime_is_not_served_from_the_cache(tiny):
+def test_a_cached_load_hashes_only_files_whose_stamp_changed_unless_told_to_verify_in_full(tiny, hashed):
+    folder = make_verified(tiny).cache_folder
+    hashed.clear()
+    assert make(tiny).num_items == 5 and hashed == []
+    assert make(tiny, preprocess=PreprocessConfig(verify_cache="full")).num_items == 5
+    cache_files = json.loads((folder / "meta.json").read_text())["files"]
+    assert sorted(hashed) == sorted(["interactions.csv", *cache_files])
+    with pytest.raises(DataError, match="data.preprocess.verify_cache must be one of"):
+        PreprocessConfig(verify_cache="sometimes")
+
+
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_not_served_from_the_cache(tiny, hashed):
     path = tiny / "interactions.csv"
-    make(tiny)
+    make_verified(tiny)
     before = path.stat()
     path.write_text(path.read_text().replace("a,14,5", "a,15,5"))  # same length: only the bytes differ
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    hashed.clear()
     dm = make(tiny)
     assert raw(dm, dm.data.sequence(list(dm.data.user_ids).index("a")))[-1] == "15"
+    assert hashed[0] == "interactions.csv"  # its stamp changed (ctime): hashed again, not trusted
 
 
-def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny, monkeypatch):
+def test_the_cache_is_checked_while_the_inputs_are_hashed(tiny, monkeypatch):
+    """Both read every byte (inputs, cache files); one after the other they were a third of a cached
+    load at 20M interactions."""
+    from genrec.data import datamodule, preprocess
+
+    folder = make(tiny).cache_folder
+    checking = threading.Event()
+    check = preprocess.check
+
+    def check_and_signal(*args):
+        checking.set()
+        return check(*args)
+
+    source_type = type(SequenceDataModule(dataset="plain", root=str(tiny)).source)
+    fingerprint = source_type.fingerprint
+
+    def fingerprint_once_checking(self, *args):
+        assert checking.wait(timeout=10), "the cache's check did not start while the inputs were hashed"
+        return fingerprint(self, *args)
+
+    monkeypatch.setattr(preprocess, "check", check_and_signal)
+    monkeypatch.setattr(source_type, "fingerprint", fingerprint_once_checking)
+    source = get_source("plain", root=str(tiny))
+    data = datamodule.load_sequences(source)
+    assert preprocess.mapped_file(data.items).parent == folder and data.num_interactions == 10
+
+
+def test_the_newest_cache_of_other_inputs_is_neither_served_nor_reported(tiny, caplog):
+    path = tiny / "interactions.csv"
+    first = path.read_text()
+    old = make(tiny).cache_folder
+    path.write_text(first.replace("a,14,5", "a,15,5"))
+    newer = make(tiny).cache_folder  # the newest cache: the one checked while the inputs are hashed
+    assert newer != old
+    path.write_text(first)
+    for damaged in (False, True):
+        if damaged:
+            _truncate(newer / "items.npy")
+            (newer / "meta.json").touch()  # still the newest
+        with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
+            again = make(tiny)
+        assert preprocess.mapped_file(again.data.items).parent == old
+        assert raw(again, again.data.sequence(list(again.data.user_ids).index("a")))[-1] == "14"
+    assert "rebuilding" not in caplog.text
+
+
+@pytest.mark.parametrize("reader", ["engine", "pandas"])
+def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny, monkeypatch, reader):
+    from genrec.data import engine
+
     dm = SequenceDataModule(dataset="plain", root=str(tiny))
-    read = type(dm.source).load
+    owner, name = (engine, "read_csv") if reader == "engine" else (type(dm.source), "load")
+    read = getattr(owner, name)
 
-    def read_then_append(source):
-        out = read(source)
+    def read_then_append(*args):
+        out = read(*args)
         with open(tiny / "interactions.csv", "a") as f:
             f.write("d,99,9\n")
         return out
 
-    monkeypatch.setattr(type(dm.source), "load", read_then_append)
+    monkeypatch.setattr(owner, name, read_then_append)
+    if reader == "pandas":
+        monkeypatch.setattr(type(dm.source), "engine_scan", lambda source: None)
     with pytest.raises(DataError, match=r"interactions.csv.* changed while being read.*run again"):
         dm.prepare_data()
-    assert not dm.cache_folder.parent.exists() or not any(dm.cache_folder.parent.iterdir())
+    left = list(dm.cache_folder.parent.iterdir()) if dm.cache_folder.parent.exists() else []
+    assert [p.name for p in left if p.name != VERIFIED_RECORD] == []  # the record of verified stamps is no cache
 
 
 def _flip_an_item(folder):
-    """Change one item id inside the Arrow file in place (same size): another sequence, same shape."""
-    arrow = next((folder / "sequences").glob("*.arrow"))
+    """Change one item id inside the items file in place (same size): another sequence, same shape."""
+    arrow = folder / "items.npy"
     blob = bytearray(arrow.read_bytes())
     items = np.array([1, 2, 3, 4, 5], np.int64).tobytes()  # user a's sequence
     at = bytes(blob).index(items)
@@ -236,27 +345,30 @@ def _truncate(path):
 
 CACHE_DAMAGE = {
     "item changed in place": _flip_an_item,
-    "sequences cut short": lambda folder: _truncate(next((folder / "sequences").glob("*.arrow"))),
-    "catalogue cut short": lambda folder: _truncate(next((folder / "catalogue").glob("*.arrow"))),
+    "sequences cut short": lambda folder: _truncate(folder / "items.npy"),
+    "offsets cut short": lambda folder: _truncate(folder / "offsets.npy"),
+    "item id map cut short": lambda folder: _truncate(folder / "item_ids.parquet"),
     "meta.json cut short": lambda folder: _truncate(folder / "meta.json"),
     "meta.json counts edited": lambda folder: (folder / "meta.json").write_text(
         (folder / "meta.json").read_text().replace('"interactions": 10', '"interactions": 11')) and folder / "meta.json",
-    "dataset state deleted": lambda folder: (folder / "sequences" / "state.json").unlink() or folder / "sequences" / "state.json",
+    "user id map deleted": lambda folder: (folder / "user_ids.parquet").unlink() or folder / "user_ids.parquet",
 }
 
 
 @pytest.mark.parametrize("damage", CACHE_DAMAGE, ids=list(CACHE_DAMAGE))
 def test_a_damaged_preprocessing_cache_is_rebuilt_with_a_warning_naming_the_file(tiny, damage, caplog):
-    good = make(tiny)
+    good = make_verified(tiny)  # then damage changes a trusted file's stamp
+    # copies: ``good`` maps the files about to be damaged, and a mapped file cut short faults on access
+    items, offsets = np.array(good.data.items), np.array(good.data.offsets)
     damaged = CACHE_DAMAGE[damage](good.cache_folder)
     with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
         again = make(tiny)
-    assert np.array_equal(again.data.items, good.data.items) and np.array_equal(again.data.offsets, good.data.offsets)
+    assert np.array_equal(again.data.items, items) and np.array_equal(again.data.offsets, offsets)
     assert list(again.data.item_ids) == list(good.data.item_ids) and again.data.counts == good.data.counts
     assert str(damaged) in caplog.text and "rebuilding" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="genrec.data.preprocess"):
-        assert np.array_equal(make(tiny).data.items, good.data.items)
+        assert np.array_equal(make(tiny).data.items, items)
     assert "rebuilding" not in caplog.text  # the rebuilt cache replaced the damaged one
 
 
@@ -312,20 +424,21 @@ def test_unwritable_cache_fails_before_reading_and_names_the_fixes(tmp_path, mon
     reads = []
     read_raw = dm.source.load
     dm.source.load = lambda: reads.append(1) or read_raw()
-    with pytest.raises(DataError, match=r"cannot write the preprocessing cache .*not-a-folder.*GENREC_CACHE.*data.use_cache: false"):
+    with pytest.raises(DataError, match=r"cannot write the preprocessing cache .*not-a-folder.*GENREC_CACHE.*data.preprocess.use_cache: false"):
         dm.prepare_data()
     assert reads == []  # refused before the raw files were read
-    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0}, use_cache=False)
+    dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0},
+                            preprocess=PreprocessConfig(use_cache=False))
     assert dm.data.num_users == 50
 
 
 def test_a_cache_write_failing_midway_is_a_data_error(tmp_path, monkeypatch):
-    def disk_full(data, folder):
+    def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(preprocess, "save", disk_full)
+    monkeypatch.setattr(preprocess, "write", disk_full)
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 50, "num_items": 80, "seed": 0})
-    with pytest.raises(DataError, match=r"No space left on device.*data.use_cache: false"):
+    with pytest.raises(DataError, match=r"No space left on device.*data.preprocess.use_cache: false"):
         dm.prepare_data()
 
 
@@ -349,3 +462,16 @@ def test_ids_the_readers_rewrote_are_counted_in_the_log(tmp_path, caplog):
         dm.prepare_data()
     line = next(r.getMessage() for r in caplog.records if "filtered:" in r.getMessage())
     assert "item_ids_stripped=1" in line and dm.data.num_items == 2
+
+
+def test_preprocessing_options_are_one_group_and_old_flat_checkpoints_are_moved_into_it():
+    from genrec.data.datamodule import rebuild_options
+
+    out = rebuild_options(SequenceDataModule, {"dataset": "synthetic", "use_cache": False},  # as written before the group
+                          {"preprocess.verify_cache": "full", "loader.batch_size": 7})
+    assert out["preprocess"] == PreprocessConfig(use_cache=False, verify_cache="full") and out["loader"].batch_size == 7
+    assert "use_cache" not in out
+    with pytest.raises(ValueError, match=r"preprocess.budget"):
+        rebuild_options(SequenceDataModule, {}, {"preprocess.budget": "1GB"})
+    with pytest.raises(DataError, match=r"'lots'.*data.preprocess.memory"):
+        rebuild_options(SequenceDataModule, {}, {"preprocess": {"memory": "lots"}})

@@ -195,6 +195,82 @@ def test_amazon_metadata_is_optional_and_published_files_may_be_gunzipped(tmp_pa
     assert raw.items is None and len(raw.interactions) == 1
 
 
+def write_amazon_2023(folder: Path) -> None:
+    """The Amazon Reviews 2023 layout: ``<category>.jsonl.gz`` and ``meta_<category>.jsonl.gz``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reviews = [  # U1's two reviews fall in one second; the milliseconds order them against file order
+        {"rating": 5.0, "title": "t", "text": "x", "images": [], "asin": "B1x", "parent_asin": "P1",
+         "user_id": "U1", "timestamp": 1588687728923, "helpful_vote": 0, "verified_purchase": True},
+        {"rating": 4.0, "asin": "B2", "parent_asin": "P2", "user_id": "U1", "timestamp": 1588687728100},
+        {"rating": 3.0, "asin": "B1y", "parent_asin": "P1", "user_id": "U2", "timestamp": 1500000000000},
+        {"rating": 1.0, "asin": "B3", "parent_asin": "P3", "user_id": "U2", "timestamp": 1500000001000},
+        {"rating": 2.0, "asin": "B2", "parent_asin": "P2", "user_id": "U2", "timestamp": 1500000002000},
+    ]
+    write(folder / "All_Beauty.jsonl.gz", "\n".join(json.dumps(r) for r in reviews) + "\n")
+    meta = [
+        {"main_category": "All Beauty", "title": "Soap", "features": [], "description": ["Mild.", "Soap."],
+         "store": "Acme", "categories": ["Beauty", "Soap"], "details": {}, "parent_asin": "P1", "bought_together": None},
+        {"title": "Cream", "description": [], "store": None, "categories": [], "parent_asin": "P2"},
+        {"title": "Never reviewed", "parent_asin": "P9"},
+    ]
+    write(folder / "meta_All_Beauty.jsonl.gz", "\n".join(json.dumps(m) for m in meta) + "\n")
+
+
+def test_amazon_2023_json_lines_with_millisecond_times_through_the_cache(tmp_path: Path) -> None:
+    write_amazon_2023(tmp_path / "data")
+    source = get_source("amazon", root=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"),
+                        category="All_Beauty", version=2023)
+    assert [d.url.rsplit("/", 2)[-2:] for d in source.downloads()] == [
+        ["review_categories", "All_Beauty.jsonl.gz"], ["meta_categories", "meta_All_Beauty.jsonl.gz"]]
+    raw = source.load()
+    assert raw.interactions[["user", "item", "timestamp"]].values.tolist() == [
+        ["U1", "P1", 1588687728], ["U1", "P2", 1588687728], ["U2", "P1", 1500000000], ["U2", "P3", 1500000001],
+        ["U2", "P2", 1500000002]]
+    assert raw.interactions["timestamp_ns"].tolist() == [923_000_000, 100_000_000, 0, 0, 0]
+    assert raw.items.to_dict("records") == [
+        {"item": "P1", "title": "Soap", "description": "Mild. Soap.", "brand": "Acme", "categories": "Beauty, Soap"},
+        {"item": "P2", "title": "Cream", "description": "", "brand": "", "categories": ""},
+    ]
+    assert raw.counts["item_text_unknown_ids"] == 1
+    load_sequences(source)
+    data = load_sequences(source)  # the cache
+    assert preprocess.mapped_file(data.items) is not None and list(data.item_ids) == ["<pad>", "P1", "P2", "P3"]
+    assert list(data.user_ids) == ["U1", "U2"]
+    assert data.sequence(0).tolist() == [2, 1]  # U1: P2 at .100 before P1 at .923 of the same second
+    assert data.sequence(1).tolist() == [1, 3, 2]
+
+
+def test_amazon_2023_times_must_be_integer_milliseconds(tmp_path: Path) -> None:
+    lines = [{"user_id": "U", "parent_asin": "P", "timestamp": 1588687728923},
+             {"user_id": "U", "parent_asin": "Q", "timestamp": 1588687728.5}]
+    write(tmp_path / "B.jsonl.gz", "\n".join(json.dumps(r) for r in lines) + "\n")
+    message = error("amazon", tmp_path, category="B", version="2023")
+    assert "B.jsonl.gz: line 2: timestamp 1588687728.5 is not unix milliseconds" in message
+
+
+def test_ml_20m_official_zip_layout_is_downloaded_extracted_and_read(tmp_path: Path, monkeypatch) -> None:
+    """The release nests its files in ``ml-20m/`` beside others (links, tags, genome, README)."""
+    ratings = "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,3.5,1112484676\n2,2,4.0,1112484000\n2,29,1.0,1112484001\n"
+    movies = 'movieId,title,genres\n2,"Jumanji, The (1995)",Adventure|Fantasy\n29,Lost,(no genres listed)\n'
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, body in (("ratings.csv", ratings), ("movies.csv", movies), ("links.csv", "movieId,imdbId,tmdbId\n"),
+                           ("tags.csv", "userId,movieId,tag,timestamp\n"), ("README.txt", "readme")):
+            zf.writestr(f"ml-20m/{name}", body)
+    payload = buffer.getvalue()
+    official = sources.MOVIELENS["ml-20m"]
+    assert official.url.endswith("/ml-20m.zip") and official.md5 and official.extract == ("ratings.csv", "movies.csv")
+    monkeypatch.setitem(sources.MOVIELENS, "ml-20m", dataclasses.replace(official, md5=hashlib.md5(payload).hexdigest()))
+    requested = serve(monkeypatch, payload)
+    source = get_source("ml-20m", cache_dir=str(tmp_path / "cache"))
+    data = load_sequences(source)
+    assert requested == [official.url]
+    assert sorted(p.name for p in (tmp_path / "cache" / "ml-20m").iterdir()) == [".downloaded.json", "movies.csv", "ratings.csv"]
+    assert list(data.item_ids) == ["<pad>", "2", "29"] and list(data.user_ids) == ["1", "2"]
+    assert [data.sequence(u).tolist() for u in (0, 1)] == [[2, 1], [1, 2]]  # by time
+    assert data.item_text["title"].tolist() == ["", "Jumanji, The (1995)", "Lost"]
+
+
 def test_s3rec_file_option(tmp_path: Path) -> None:
     write(tmp_path / "seq.txt", "1 5 6 7\n2 6\n")
     raw = load("s3rec", tmp_path, file="seq.txt")

@@ -1,0 +1,101 @@
+"""Memory a cached load adds to each DDP rank when every rank maps the same cache.
+
+For an ML-20M-layout folder (``data_scale.py`` writes synthetic ones) whose cache is built first,
+this measures, in fresh processes:
+
+* ``1 process``: ``SequenceDataModule(...).setup("fit")`` on the cache, then a whole training
+  epoch of batches (no model: the data path alone);
+* ``2 processes``: the same in two processes joined by ``torch.distributed`` (gloo, CPU), as DDP
+  starts them; each rank iterates its shard of the epoch.
+
+Per process: RSS and PSS (``/proc/self/smaps_rollup``) after the imports, and what the load and
+the epoch added to them. RSS counts a page of the mapped cache in every process that touched it;
+PSS splits a shared page between the processes that map it, so the sum of the ranks' PSS is what
+the node holds. The issue-40 bar: total added over the ranks at most 1.2x one process's.
+
+    python benchmarks/ddp_rss.py /tmp/ooc/ml20m-20000000 --cache /tmp/ooc/cache-20000000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def memory() -> dict[str, float]:
+    """Rss and Pss of this process in MiB."""
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) / 1024
+    return {"rss": fields["Rss"], "pss": fields["Pss"]}
+
+
+def measure(root: str, cache: str, rank: int, world: int) -> dict:
+    """Runs in a child process: one cached load and one epoch of batches on this rank's shard."""
+    import torch.distributed as dist
+
+    from genrec.data import SequenceDataModule
+
+    if world > 1:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    before = memory()
+    dm = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache, max_seq_len=200)
+    dm.setup("fit")
+    batches = sum(1 for _ in dm.train_dataloader())
+    after = memory()
+    if world > 1:
+        dist.barrier()  # both ranks hold their pages when the other measures
+        after = memory()
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"rank": rank, "batches": batches, "rss_before": before["rss"], "pss_before": before["pss"],
+            "rss_added": after["rss"] - before["rss"], "pss_added": after["pss"] - before["pss"]}
+
+
+def run(root: Path, cache: Path, world: int) -> list[dict]:
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    procs = [subprocess.Popen([sys.executable, __file__, str(root), "--cache", str(cache), "--rank", str(r),
+                               "--world", str(world)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for r in range(world)]
+    results = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"a measuring process failed:\n{err[-4000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="a folder with ratings.csv and movies.csv in the ML-20M layout")
+    parser.add_argument("--cache", type=Path, required=True, help="the cache folder (built first when empty)")
+    parser.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rank is not None:
+        print(json.dumps(measure(str(args.root), str(args.cache), args.rank, args.world)))
+        return
+    from genrec.data import SequenceDataModule
+
+    SequenceDataModule(dataset="ml-20m", root=str(args.root), cache_dir=str(args.cache), max_seq_len=200).prepare_data()
+    one = run(args.root, args.cache, 1)
+    two = run(args.root, args.cache, 2)
+    print("| processes | batches per rank | RSS added per rank MiB | total RSS added MiB | PSS added per rank MiB | total PSS added MiB |")
+    print("|---|---|---|---|---|---|")
+    for runs in (one, two):
+        cells = [", ".join(str(r["batches"]) for r in runs)]
+        for key in ("rss_added", "pss_added"):
+            cells += [", ".join(f"{r[key]:.0f}" for r in runs), f"{sum(r[key] for r in runs):.0f}"]
+        print(f"| {len(runs)} | " + " | ".join(cells) + " |")
+    for key in ("rss_added", "pss_added"):
+        ratio = sum(r[key] for r in two) / one[0][key]
+        print(f"2 processes / 1 process, {key.split('_')[0].upper()} added: {ratio:.2f}x (bar: 1.2x)")
+
+
+if __name__ == "__main__":
+    main()
