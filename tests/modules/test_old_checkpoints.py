@@ -4,7 +4,7 @@ evaluate as checkpoints written today do."""
 import pytest
 import torch
 
-from genrec.data import LoaderConfig, SequenceDataModule
+from genrec.data import LoaderConfig, PreprocessConfig, SequenceDataModule
 from genrec.evaluation.model_eval import run_evaluation
 from genrec.evaluation.runs import load_run
 from genrec.models import SASRec
@@ -28,7 +28,7 @@ FLAT_DATA = {"_class_path": "genrec.data.SequenceDataModule", "dataset": "synthe
 
 def old_checkpoint(tmp_path):
     """A checkpoint as genrec wrote it before the grouping, and the module it holds."""
-    dm = SequenceDataModule(dataset="synthetic", dataset_options=FLAT_DATA["dataset_options"], use_cache=False, max_seq_len=8,
+    dm = SequenceDataModule(dataset="synthetic", dataset_options=FLAT_DATA["dataset_options"], preprocess=PreprocessConfig(use_cache=False), max_seq_len=8,
                             loader=LoaderConfig(train_windows="all", bucket_by_length=False, batch_size=16, eval_batch_size=32))
     torch.manual_seed(0)
     net = SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=8)
