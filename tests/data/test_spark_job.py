@@ -6,7 +6,10 @@ every file in several pieces, so input order has to be rebuilt from them, as on 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genrec.data import preprocess
+from genrec.data import preprocess, spark_job
 from genrec.data.raw import DataError
 from genrec.data.registry import get_source
-from tests.conftest import shared_data
-
-pytest.importorskip("pyspark")
-if shutil.which("java") is None:
-    pytest.skip("the Spark job needs Java (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
-
-from genrec.data import spark_job  # noqa: E402
+from tests.conftest import REPO, shared_data
 
 ENGINE_COUNTS = ("rows_read", "users_read", "items_read", "rows_removed_by_kcore", "users_removed_by_kcore",
                  "items_removed_by_kcore", "users", "items", "interactions")
@@ -32,6 +29,9 @@ ENGINE_COUNTS = ("rows_read", "users_read", "items_read", "rows_removed_by_kcore
 
 @pytest.fixture(scope="module")
 def spark():
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("the Spark job needs Java (apt-get install openjdk-17-jre-headless)")
     session = spark_job.session("local[1]", shuffle_partitions=2)
     session.conf.set("spark.sql.files.maxPartitionBytes", "64k")  # several splits per file
     session.conf.set("spark.sql.files.openCostInBytes", "0")
@@ -161,3 +161,15 @@ def test_an_existing_output_is_never_overwritten(spark, tmp_path):
     with pytest.raises(DataError, match="exists and is not empty"):
         spark_job.run(spark, str(tmp_path / "log"), tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_genrec_imports_without_pyspark_and_the_job_says_how_to_install_it():
+    """pyspark is an optional extra: every module imports without it, and the job names the extra."""
+    code = ("import sys; sys.modules['pyspark'] = None\n"
+            "import genrec.data, genrec.data.spark_job as job\n"
+            "try:\n    job.main(['--input', 'x', '--output', 'y'])\n"
+            "except job.DataError as err:\n    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "pip install genrec[spark]" in done.stdout
