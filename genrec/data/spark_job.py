@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +129,7 @@ def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[D
         frame = reader.format(input_format).load(source)
         frame = frame.toDF(*[c.strip() for c in frame.columns])
     except AnalysisException as err:
-        raise DataError(f"{source}: cannot be read as {input_format} ({str(err).splitlines()[0]}); point --input at "
+        raise DataError(f"{source}: cannot be read as {input_format} ({_first_line(err)}); point --input at "
                         f"a {input_format} file or folder of them, or set --format") from None
     repeated = sorted({c for c in frame.columns if frame.columns.count(c) > 1})
     if repeated:
@@ -140,7 +141,8 @@ def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[D
                             "item_id and optionally timestamp")
     has_timestamps = TIME_COLUMN in frame.columns
     files = frame.select("_metadata.file_path", "_metadata.file_size", "_metadata.file_modification_time").distinct()
-    listing = sorted((r[0], r[1], str(r[2])) for r in files.collect())
+    with _read_errors(source):
+        listing = sorted((r[0], r[1], str(r[2])) for r in files.collect())
     if not listing:
         raise DataError(f"{source} holds no interactions (no rows in any file); check that it is the right input")
     fingerprint = hashlib.sha256(json.dumps([input_format, listing]).encode()).hexdigest()[:16]
@@ -172,8 +174,9 @@ def _canonical(frame: DataFrame, source: str, has_timestamps: bool) -> tuple[Dat
         exprs[f"b{n}"] = bad
     log = frame.select(*(e.alias(k) for k, e in exprs.items()), "file", "block", "m")
     flags = [k for k in exprs if k.endswith(("_stripped", "_float_to_int"))]
-    row = log.agg(F.count(F.lit(1)).alias("rows"), *(F.sum(F.col(c).cast("long")).alias(c) for c in flags),
-                  *(F.max(F.when(F.col(f"b{n}"), F.col("file"))).alias(f"p{n}") for n in range(len(checks)))).first()
+    with _read_errors(source):  # the first pass over every row: where Spark meets a row it cannot parse
+        row = log.agg(F.count(F.lit(1)).alias("rows"), *(F.sum(F.col(c).cast("long")).alias(c) for c in flags),
+                      *(F.max(F.when(F.col(f"b{n}"), F.col("file"))).alias(f"p{n}") for n in range(len(checks)))).first()
     if not row["rows"]:
         raise DataError(f"{source} holds no interactions (its files have no rows); check that it is the right input")
     for n, (what, _) in enumerate(checks):
@@ -181,6 +184,31 @@ def _canonical(frame: DataFrame, source: str, has_timestamps: bool) -> tuple[Dat
             raise DataError(f"{row[f'p{n}']} (in {source}): a row has {what}; fix or remove it")
     counts = {k: int(row[k]) for k in flags if row[k]}
     return log.select("u", "i", "t", "f", "file", "block", "m"), counts
+
+
+def _first_line(err: Exception) -> str:
+    """Spark's own words, less the JVM's stack and the query plan."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+@contextmanager
+def _read_errors(source: str) -> Iterator[None]:
+    """A file Spark fails to read or parse as a ``DataError`` naming it, with the JVM's causes
+    (Spark names the file, its cause the row) and without its stack."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except PySparkException as err:
+        raise DataError(f"{source} cannot be read: {_first_line(err)}; fix or remove that row") from None
+    except Py4JJavaError as err:
+        causes, cause = [], err.java_exception
+        while cause is not None and len(causes) < 4:
+            causes.append(_first_line(Exception(cause.getMessage() or cause.getClass().getName())))
+            cause = cause.getCause()
+        raise DataError(f"{source} cannot be read: {' <- '.join(causes)}; fix or remove that row") from None
 
 
 def _canonical_id(frame: DataFrame, column: str, source: str) -> tuple[Column, dict[str, Column]]:
@@ -352,7 +380,7 @@ def _spread(spark: SparkSession, table: pa.Table, path: Path) -> DataFrame:
 
 def _parquet_batches(folder: Path) -> Iterator[pa.RecordBatch]:
     """The rows Spark wrote to ``folder``, in order: a sorted result's part files are numbered in its order."""
-    for path in sorted(folder.glob("part-*.parquet")):
+    for path in sorted(folder.glob("part-*.parquet"), key=lambda path: int(path.name.split("-")[1])):
         yield from pq.ParquetFile(path).iter_batches(engine.BATCH_ROWS)
 
 

@@ -40,8 +40,11 @@ def spark():
 
 
 def write_parts(frame: pd.DataFrame, folder: Path, parts: int, row_group: int, kind: str = "parquet") -> None:
-    """``frame`` cut into ``parts`` files, in order, in Hive-style partition folders."""
-    for n, chunk in enumerate(np.array_split(np.arange(len(frame)), parts)):
+    """``frame`` cut into ``parts`` files, in order, in Hive-style partition folders; each file is
+    larger than the one before, so Spark (which reads the largest pieces first) reads them out of order."""
+    sizes = np.arange(1, parts + 1)
+    cuts = np.round(np.cumsum(sizes)[:-1] / sizes.sum() * len(frame)).astype(int)
+    for n, chunk in enumerate(np.split(np.arange(len(frame)), cuts)):
         part = folder / f"chunk={n:03d}"
         part.mkdir(parents=True)
         rows = frame.iloc[chunk]
@@ -173,3 +176,9 @@ def test_genrec_imports_without_pyspark_and_the_job_says_how_to_install_it():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert "pip install genrec[spark]" in done.stdout
+
+
+def test_a_csv_row_spark_cannot_parse_is_an_error_naming_the_input(spark, tmp_path):
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\nu1,a,1\nu1,b,2,extra\n")
+    with pytest.raises(DataError, match=r"log.csv cannot be read: .*fix or remove that row"):
+        spark_job.run(spark, str(tmp_path / "log.csv"), tmp_path / "out")
