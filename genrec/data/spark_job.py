@@ -92,9 +92,12 @@ def run(spark: SparkSession, source: str, output: Path, min_user_interactions: i
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # datetimes count from the epoch in UTC, as pandas reads them
     try:
         name = name or Path(source.rstrip("/")).name
-        frame, has_timestamps, fingerprint = _read(spark, source, input_format)
+        frame, has_timestamps = _read(spark, source, input_format)
         log, counts = _canonical(frame, source, has_timestamps)
-        log = _row_numbers(log, work).persist()
+        log, files = _row_numbers(log, work)
+        log = log.persist()
+        # the files' paths, sizes and modification times: hashing every byte would double the job
+        fingerprint = hashlib.sha256(json.dumps([input_format or "", files]).encode()).hexdigest()[:16]
         try:
             _build(spark, log, tmp, work, name, min_user_interactions, min_item_interactions, counts)
         finally:
@@ -113,8 +116,7 @@ def run(spark: SparkSession, source: str, output: Path, min_user_interactions: i
 
 
 def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[DataFrame, bool, str]:
-    """The log's columns as read, whether it has times, and the fingerprint of its files (their
-    paths, sizes and modification times: reading every byte to hash it would double the job)."""
+    """The log's columns as read, with where each row was read (file, split, ``m``), and whether it has times."""
     from pyspark.errors import AnalysisException
 
     F, _ = _pyspark()
@@ -140,16 +142,12 @@ def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[D
             raise DataError(f"{source} has no column {column!r} (columns: {frame.columns}); the log needs user_id, "
                             "item_id and optionally timestamp")
     has_timestamps = TIME_COLUMN in frame.columns
-    files = frame.select("_metadata.file_path", "_metadata.file_size", "_metadata.file_modification_time").distinct()
-    with _read_errors(source):
-        listing = sorted((r[0], r[1], str(r[2])) for r in files.collect())
-    if not listing:
-        raise DataError(f"{source} holds no interactions (no rows in any file); check that it is the right input")
-    fingerprint = hashlib.sha256(json.dumps([input_format, listing]).encode()).hexdigest()[:16]
     columns = [*ID_COLUMNS, *([TIME_COLUMN] if has_timestamps else [])]
     return frame.select(*columns, F.col("_metadata.file_path").alias("file"),
                         F.col("_metadata.file_block_start").alias("block"),
-                        F.monotonically_increasing_id().alias("m")), has_timestamps, fingerprint
+                        F.col("_metadata.file_size").alias("size"),
+                        F.col("_metadata.file_modification_time").alias("modified"),
+                        F.monotonically_increasing_id().alias("m")), has_timestamps
 
 
 def _canonical(frame: DataFrame, source: str, has_timestamps: bool) -> tuple[DataFrame, dict[str, int]]:
@@ -172,7 +170,7 @@ def _canonical(frame: DataFrame, source: str, has_timestamps: bool) -> tuple[Dat
         exprs["t"] = exprs["f"] = F.lit(0).cast("bigint")
     for n, (_, bad) in enumerate(checks):
         exprs[f"b{n}"] = bad
-    log = frame.select(*(e.alias(k) for k, e in exprs.items()), "file", "block", "m")
+    log = frame.select(*(e.alias(k) for k, e in exprs.items()), "file", "block", "size", "modified", "m")
     flags = [k for k in exprs if k.endswith(("_stripped", "_float_to_int"))]
     with _read_errors(source):  # the first pass over every row: where Spark meets a row it cannot parse
         row = log.agg(F.count(F.lit(1)).alias("rows"), *(F.sum(F.col(c).cast("long")).alias(c) for c in flags),
@@ -183,7 +181,7 @@ def _canonical(frame: DataFrame, source: str, has_timestamps: bool) -> tuple[Dat
         if row[f"p{n}"] is not None:
             raise DataError(f"{row[f'p{n}']} (in {source}): a row has {what}; fix or remove it")
     counts = {k: int(row[k]) for k in flags if row[k]}
-    return log.select("u", "i", "t", "f", "file", "block", "m"), counts
+    return log.select("u", "i", "t", "f", "file", "block", "size", "modified", "m"), counts
 
 
 def _first_line(err: Exception) -> str:
@@ -271,22 +269,25 @@ def _float_seconds(value: Column) -> tuple[Column, Column, Column]:
     return F.floor(value).cast("bigint"), F.bround((value - floor) * 1e9, 0).cast("bigint"), bad
 
 
-def _row_numbers(log: DataFrame, work: Path) -> DataFrame:
-    """``log`` with ``r``, each row's place in input order (0, 1, ...), in place of where it was read.
+def _row_numbers(log: DataFrame, work: Path) -> tuple[DataFrame, list[list[Any]]]:
+    """``log`` with ``r``, each row's place in input order (0, 1, ...), in place of where it was
+    read, and the files read: (path, size, modification time) in input order.
 
     A task reads whole file splits in order, and ``monotonically_increasing_id`` counts a task's
     rows; so a split's rows hold consecutive ids, and its first row's place is the rows of every
     split before it (files by path, splits by offset), from a table of splits small enough for the driver.
     """
     F, _ = _pyspark()
-    splits = _collect(log.groupBy("file", "block").agg(F.min("m").alias("first"), F.count(F.lit(1)).alias("n")),
-                      work / "splits").to_pandas()
+    splits = _collect(log.groupBy("file", "block", "size", "modified").agg(
+        F.min("m").alias("first"), F.count(F.lit(1)).alias("n")), work / "splits").to_pandas()
     splits = splits.sort_values(["file", "block"], kind="stable")
+    files = [[path, int(size), str(modified)] for path, size, modified
+             in splits[["file", "size", "modified"]].drop_duplicates("file").itertuples(index=False)]
     splits["start"] = np.cumsum(splits["n"].to_numpy()) - splits["n"].to_numpy()
     table = _spread(log.sparkSession, pa.Table.from_pandas(splits[["file", "block", "first", "start"]],
                                                            preserve_index=False), work / "split_starts")
     placed = log.join(F.broadcast(table), ["file", "block"])
-    return placed.select("u", "i", "t", "f", (F.col("start") + F.col("m") - F.col("first")).alias("r"))
+    return placed.select("u", "i", "t", "f", (F.col("start") + F.col("m") - F.col("first")).alias("r")), files
 
 
 # ---- filtering, numbering, ordering ----------------------------------------------------------
@@ -418,6 +419,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--min-item", type=int, default=0, help="k-core: keep items with at least this many rows")
     parser.add_argument("--name", default=None, help="the dataset's name in meta.json (default: the input's name)")
     parser.add_argument("--master", default="local[*]", help="Spark master (default local[*])")
+    parser.add_argument("--shuffle-partitions", type=int, default=None,
+                        help="spark.sql.shuffle.partitions (Spark's default 200 suits a cluster; local mode wants a few)")
     parser.add_argument("--staging", type=Path, default=None,
                         help="folder for intermediate files, reachable from every executor (default: beside --output)")
     args = parser.parse_args(argv)
@@ -425,7 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from pyspark.sql import SparkSession
 
     started = SparkSession.getActiveSession() is None  # a caller's session (a notebook, a test) is left running
-    spark = session(args.master)
+    spark = session(args.master, args.shuffle_partitions)
     try:
         counts = run(spark, args.input, args.output, args.min_user, args.min_item, args.name, args.format, args.staging)
     finally:
