@@ -115,7 +115,7 @@ def run(spark: SparkSession, source: str, output: Path, min_user_interactions: i
 # ---- reading ---------------------------------------------------------------------------------
 
 
-def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[DataFrame, bool, str]:
+def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[DataFrame, bool]:
     """The log's columns as read, with where each row was read (file, split, ``m``), and whether it has times."""
     from pyspark.errors import AnalysisException
 
