@@ -232,6 +232,23 @@ def _cached(source: Source, min_user_interactions: int, min_item_interactions: i
     return preprocess.load(folder, fingerprint, verified), fingerprint
 
 
+def _prebuilt(folder: Path, min_user_interactions: int, min_item_interactions: int,
+              verified: digests.Verified | None) -> SequenceData:
+    """The sequences a preprocessing job wrote to ``folder``, which genrec never rebuilds: its
+    filters were the job's, and a folder failing its digests is an error, not a rebuild."""
+    if min_user_interactions or min_item_interactions:
+        raise DataError(f"data.min_user_interactions / data.min_item_interactions apply when genrec preprocesses raw "
+                        f"files; {folder} is already filtered (see the counts in its meta.json): set them to 0, or "
+                        "pass the thresholds to the job that wrote it (--min-user, --min-item)")
+    data, problem = preprocess.inspect(folder, None, verified)
+    if problem is not None:
+        raise DataError(f"{problem[0]} {problem[1]}: {folder} is not a complete folder in the sequence format "
+                        "(docs/datasets.md); write it again with the job that made it")
+    if data is None:
+        raise DataError(f"{folder} does not exist: point data.root at the folder a preprocessing job wrote")
+    return data
+
+
 def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
                    use_cache: bool = True, memory_limit: str | None = None,
                    verify: VerifyCache = "changed") -> SequenceData:
@@ -241,6 +258,8 @@ def load_sequences(source: Source, min_user_interactions: int = 0, min_item_inte
     the inputs and the cache: ``full`` hashes every byte, ``changed`` only the files whose stat
     stamp changed since they were last hashed in full (``genrec.digests.Verified``)."""
     verified = verified_record(source, verify)
+    if (folder := source.prebuilt()) is not None:
+        return _prebuilt(folder, min_user_interactions, min_item_interactions, verified)
     if use_cache:
         data, fingerprint = _cached(source, min_user_interactions, min_item_interactions, verified)
         if data is not None:

@@ -55,6 +55,11 @@ class Source:
         """The files ``load`` reads; used for the cache fingerprint."""
         raise NotImplementedError
 
+    def prebuilt(self) -> Path | None:
+        """A folder already in the sequence format (docs/datasets.md) to load as it is, or None
+        for a source of raw interactions that genrec preprocesses itself."""
+        return None
+
     def fingerprint(self, verified: Verified | None = None) -> str:
         """Reads every input file in full: a file rewritten with the same size and modification time
         (or restored from a backup) must not be served from the cache of its old bytes. With

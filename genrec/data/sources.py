@@ -973,3 +973,26 @@ def dedupe_items(items: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
     duplicated = items["item"].duplicated()
     counts["item_text_duplicate_ids"] = int(duplicated.sum())
     return items[~duplicated].reset_index(drop=True).astype(str)
+
+
+@register_source("sequences")
+class SequenceFiles(Source):
+    """A folder already in the sequence format (docs/datasets.md), written by any engine, e.g.
+    ``python -m genrec.data.spark_job``: loaded as it is, checked against the digests in its
+    ``meta.json``, never preprocessed or rewritten."""
+
+    def prebuilt(self) -> Path:
+        if self.root is None:
+            raise DataError("dataset 'sequences' needs data.root: the folder a preprocessing job wrote "
+                            "(offsets.npy, items.npy, meta.json, ...; docs/datasets.md)")
+        if self.options:
+            raise DataError(f"dataset 'sequences' takes no dataset_options (got {sorted(self.options)}): "
+                            "the folder is loaded as it was written")
+        return self.root
+
+    def input_files(self) -> list[Path]:
+        return sorted(p for p in self.prebuilt().iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def load(self) -> RawData:
+        raise DataError(f"dataset 'sequences' ({self.root}) holds sequences, not raw interactions: "
+                        "load it through SequenceDataModule, or point data.dataset at the raw files' source")

@@ -196,3 +196,28 @@ def test_real_datasets_through_the_engine_and_its_cache_give_the_same_sequences_
         *[data.item_text[c].astype(str).tolist() for c in data.item_text.columns], list(data.item_text.columns))
     found = [digest(data.offsets, data.items, data.timestamps), digest(list(data.user_ids)), digest(list(data.item_ids)), text]
     assert " ".join(map(str, found)) == expected
+
+
+def test_a_folder_in_the_sequence_format_loads_as_dataset_sequences_and_is_never_rebuilt(tmp_path):
+    """What any engine writes (here the one-machine path; tests/data/test_spark_job.py the Spark job)
+    trains as ``data.dataset: sequences``: the same split as the raw source's, damage an error."""
+    options = {"num_users": 40, "num_items": 100, "seed": 3}
+    raw = SequenceDataModule(dataset="synthetic", dataset_options=options, cache_dir=str(tmp_path / "c1"), max_seq_len=8)
+    out = tmp_path / "seq"
+    out.mkdir()
+    preprocess.write(get_source("synthetic", cache_dir=str(tmp_path / "c0"), **options), out, fingerprint="job")
+    built = SequenceDataModule(dataset="sequences", root=str(out), cache_dir=str(tmp_path / "c2"), max_seq_len=8)
+    for a, b in ((raw.data.offsets, built.data.offsets), (raw.data.items, built.data.items),
+                 (raw.data.item_ids, built.data.item_ids), (raw.data.user_ids, built.data.user_ids)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(raw.test_pos, built.test_pos)
+    assert built.data.fingerprint == "job"
+    with pytest.raises(DataError, match="min_user_interactions"):
+        SequenceDataModule(dataset="sequences", root=str(out), min_user_interactions=2).data
+    items = np.load(out / "items.npy")
+    items[0] = items[0] + 1
+    np.save(out / "items.npy", items)
+    with pytest.raises(DataError, match=r"items\.npy.*write it again"):
+        SequenceDataModule(dataset="sequences", root=str(out), cache_dir=str(tmp_path / "c3")).data
+    with pytest.raises(DataError, match="needs data.root"):
+        SequenceDataModule(dataset="sequences").data

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genrec.data import preprocess, spark_job
+from genrec.data import SequenceDataModule, preprocess, spark_job
 from genrec.data.raw import DataError
 from genrec.data.registry import get_source
 from tests.conftest import REPO, shared_data
@@ -73,6 +73,8 @@ def assert_same_files(ours: Path, theirs: Path, counts_of: tuple[str, ...] | Non
     assert preprocess.check(ours) is None  # every digest in meta.json holds
     data = preprocess.load(ours)
     assert data.num_interactions == meta["counts"]["interactions"]
+    module = SequenceDataModule(dataset="sequences", root=str(ours), cache_dir=str(ours.parent / "verified"))
+    np.testing.assert_array_equal(module.data.items, np.load(theirs / "items.npy"))  # what training reads
 
 
 def synthetic_log(seed: int = 0) -> pd.DataFrame:
