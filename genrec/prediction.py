@@ -11,6 +11,8 @@ checkpoint and request (``genrec.outputs``); anything else needs ``--overwrite``
 
     python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all --out recs.parquet
     python evaluate.py recommend --ckpt model.ckpt --users users.txt --out recs.csv
+    python evaluate.py recommend --baseline text --encoder runs/encoder-multidomain/version_0/encoder --hubness 0.5 \
+        --data.dataset plain --data.root ../shared/data/amazon-office --out recs.parquet   # a training-free recommender
     python train.py predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \
         --trainer.callbacks+=genrec.prediction.RecommendationWriter --trainer.callbacks.path recs.parquet \
         --trainer.callbacks.k 100            # the same through LightningCLI (test users' histories)
@@ -29,6 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from genrec.data import sources
 from genrec.errors import DataError
 from genrec.evaluation.recommendations import recommendation_table
+from genrec.evaluation.text_baseline import add_text_arguments, baseline_recommender
 from genrec.evaluation.runner import add_data_options, data_overrides
 from genrec.outputs import check_outputs, format_of, record_outputs
 
@@ -157,7 +160,12 @@ def user_indices(ids: list[str], path: str, data: Any) -> np.ndarray:
 
 def add_arguments(parser: Any) -> None:
     """``evaluate.py recommend``'s options, added to its jsonargparse ``parser``."""
-    parser.add_argument("--ckpt", type=str, required=True, help="checkpoint written by train.py, or a run folder (its best checkpoint)")
+    parser.add_argument("--ckpt", type=Optional[str], default=None,
+                        help="checkpoint written by train.py, or a run folder (its best checkpoint); or --baseline")
+    parser.add_argument("--baseline", type=Optional[Literal["text", "popularity"]], default=None,
+                        help="instead of a checkpoint, a training-free recommender as evaluate.py baseline scores it, on the "
+                        "data the --data options name (text: the text options below, e.g. a fine-tuned --encoder)")
+    add_text_arguments(parser)
     parser.add_argument("--k", type=int, default=10, help="items per user")
     parser.add_argument("--on", type=Literal["test", "val", "all"], default="test",
                         help="test/val: each user's history before that split's target (as evaluation ranks it); "
@@ -176,10 +184,42 @@ def add_arguments(parser: Any) -> None:
     add_data_options(parser, "those the checkpoint was trained with")
 
 
+class BaselineModule(L.LightningModule):
+    """A training-free ``Recommender`` (``genrec.evaluation.baselines``, ``TextScorer``) as Lightning
+    predicts with: ``predict_step`` as the trained modules' (``genrec.modules.eval_loop``)."""
+
+    def __init__(self, recommender: Any, k: int = 10):
+        super().__init__()
+        self.recommender, self.predict_k = recommender, k
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        items, scores = self.recommender.recommend(batch, self.predict_k, batch.get("exclude"))
+        return {"user": batch["user"], "items": items, "scores": scores}
+
+
+def _baseline(args: Any) -> tuple[L.LightningModule, Any, dict[str, Any], Path]:
+    from genrec.data import SequenceDataModule
+    from genrec.data.datamodule import rebuild_options
+
+    if args.devices not in (1, "1"):
+        raise ValueError("--baseline recommends in one process (it has no weights to share): pass --devices 1")
+    dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data_overrides(args)))
+    dm.setup("predict")
+    options = {key: getattr(args, key) for key in ("encoder", "template", "hubness", "hubness_k", "center")}
+    model = BaselineModule(baseline_recommender(args.baseline, dm, **(options if args.baseline == "text" else {})), args.k)
+    source = {"baseline": args.baseline, **(options if args.baseline == "text" else {})}
+    return model, dm, source, Path("runs") / f"{args.baseline}-baseline"
+
+
 def run(args: Any) -> Path:
     from genrec.evaluation.runs import load_run
 
+    if (args.ckpt is None) == (args.baseline is None):
+        raise ValueError("recommend needs one of --ckpt (a trained run) or --baseline (text or popularity)")
     wanted = read_user_ids(args.users) if args.users else None  # a bad file fails before the model and data load
+    if args.baseline is not None:
+        model, dm, source, folder = _baseline(args)
+        return _predict(args, model, dm, source, folder, wanted)
     trained = load_run(args.ckpt)
     model, dm = trained.model, trained.datamodule(data_overrides(args))
     dm.setup("predict")
@@ -187,9 +227,14 @@ def run(args: Any) -> Path:
         raise ValueError("recommend ranks one catalogue: pass --data.class_path genrec.data.SequenceDataModule with one "
                          "domain's data options instead of a multi-domain data module")
     trained.check_catalogue(dm)  # a generative model tokenizes this catalogue's text in its setup
+    return _predict(args, model, dm, {"checkpoint": str(trained.path.resolve())}, trained.folder, wanted)
+
+
+def _predict(args: Any, model: L.LightningModule, dm: Any, source: dict[str, Any], folder: Path,
+             wanted: list[str] | None) -> Path:
     dm.set_predict_request(args.on, None if wanted is None else user_indices(wanted, args.users, dm.data))
-    out = Path(args.out) if args.out else trained.folder / f"recommendations_{args.on}.{args.format or 'parquet'}"
-    owner = {"command": "evaluate.py recommend", "checkpoint": str(trained.path.resolve()), "k": args.k, "on": args.on,
+    out = Path(args.out) if args.out else folder / f"recommendations_{args.on}.{args.format or 'parquet'}"
+    owner = {"command": "evaluate.py recommend", **source, "k": args.k, "on": args.on,
              "users": str(Path(args.users).resolve()) if args.users else None, "catalogue": dm.fingerprint,
              "exclude": dm.hparams.get("exclude")}
     trainer = L.Trainer(accelerator=args.accelerator, devices=args.devices, logger=False, enable_checkpointing=False,

@@ -217,3 +217,32 @@ def test_an_empty_user_request_is_refused_as_empty():
     dm = datamodule()
     with pytest.raises(DataError, match="no users to predict for"):
         dm.set_predict_request("all", np.zeros(0, np.int64))
+
+
+def test_a_baseline_recommends_the_lists_its_evaluation_ranks(tmp_path):
+    """``recommend --baseline text`` lists what ``evaluate.py baseline`` scores: a test target is in a
+    user's top 10 exactly as often as the report's HR@10 says; ``--ckpt`` and ``--baseline`` exclude each other."""
+    rng = np.random.default_rng(0)
+    words = ["red", "blue", "green", "lamp", "desk", "chair", "pen", "paper", "tape", "stapler", "ink", "folder"]
+    root = tmp_path / "shop"
+    root.mkdir()
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(40)],
+                  "title": [" ".join(rng.choice(words, 3)) for _ in range(40)]}).to_json(root / "items.jsonl", orient="records", lines=True)
+    # no repeats: a seen item is never recommended, while evaluation may rank a target seen before
+    rows = [(f"u{u}", f"i{i}", t) for u in range(60) for t, i in enumerate(rng.choice(40, int(rng.integers(4, 9)), replace=False))]
+    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(root / "interactions.csv", index=False)
+    data = ["--data.dataset", "plain", "--data.root", str(root), "--data.cache_dir", str(tmp_path / "cache")]
+    report = evaluate.main(["baseline", "--out", str(tmp_path / "report"), "--bootstrap", "0", "--template", "{title}"] + data)
+    out = evaluate.main(["recommend", "--baseline", "text", "--template", "{title}", "--k", "10", "--on", "test",
+                         "--out", str(tmp_path / "recs.csv")] + data)
+    recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+    dm = SequenceDataModule(dataset="plain", root=str(root), cache_dir=str(tmp_path / "cache"))
+    dm.setup("test")
+    targets = {str(dm.data.user_ids[u]): str(dm.data.item_ids[dm.data.items[p]]) for u, p in zip(dm.eval_users, dm.test_pos)}
+    hits = [targets[user] in set(group["item_id"]) for user, group in recs.groupby("user_id")]
+    assert len(hits) == len(targets) and recs.groupby("user_id").size().eq(10).all()
+    assert np.mean(hits) == pytest.approx(report["metrics"]["text"]["hr@10"], abs=1e-4)
+    popular = evaluate.main(["recommend", "--baseline", "popularity", "--k", "3", "--out", str(tmp_path / "pop.csv")] + data)
+    assert len(pd.read_csv(popular)) == 3 * len(targets)
+    with pytest.raises(ValueError, match="one of --ckpt"):
+        evaluate.main(["recommend", "--baseline", "text", "--ckpt", "x.ckpt"] + data)

@@ -50,8 +50,22 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
     return run_report(report, recommenders, dm, folder, name, mrr=False, boot=boot, overwrite=overwrite)
 
 
-def add_arguments(parser: Any) -> None:
-    """``evaluate.py baseline``'s options, added to its jsonargparse ``parser``."""
+def baseline_recommender(name: str, dm: SequenceDataModule, encoder: str | None = None, template: str | None = None,
+                         decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50, center: bool = False):
+    """The training-free recommender ``name`` (``text`` or ``popularity``) on ``dm``'s catalogue, as
+    ``evaluate.py baseline`` scores it, for ``evaluate.py recommend``."""
+    if name == "popularity":
+        return PopularityScorer(dm.train_item_counts())
+    if name != "text":
+        raise ValueError(f"--baseline must be text or popularity, got {name!r}")
+    if hubness and hubness_k < 1:
+        raise ValueError(f"--hubness-k must be at least 1, got {hubness_k}")
+    texts = render_texts(dm.data.item_text, template or DEFAULT_TEMPLATE, f"dataset {dm.data.name!r}")
+    return TextScorer(torch.from_numpy(embed_texts(texts, encoder or DEFAULT_ENCODER)), decay, hubness, hubness_k, center)
+
+
+def add_text_arguments(parser: Any) -> None:
+    """The text baseline's options (``evaluate.py baseline`` and ``recommend --baseline text``)."""
     parser.add_argument("--template", type=Optional[str], default=None, help=f"item text template (unset: {DEFAULT_TEMPLATE!r})")
     parser.add_argument("--encoder", type=Optional[str], default=None, help=f"sentence-transformers name or folder (unset: "
                         f"{DEFAULT_ENCODER}; e.g. <run>/encoder written by python train.py fit --config configs/encoder/multidomain.yaml)")
@@ -61,6 +75,11 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--center", action="store_true",
                         help="subtract the catalogue's mean item embedding and renormalise before scoring (against an "
                         "encoder that crowds items together)")
+
+
+def add_arguments(parser: Any) -> None:
+    """``evaluate.py baseline``'s options, added to its jsonargparse ``parser``."""
+    add_text_arguments(parser)
     add_report_arguments(parser, "runs/text-baseline, -hubness<C> with --hubness", "the SequenceDataModule defaults")
 
 
