@@ -286,6 +286,32 @@ def holder_coherence(users: sp.csr_matrix, first: np.ndarray, second: np.ndarray
     return (sq - rest / n * (num_users - n) / max(num_users - 1, 1)) / rest
 
 
+def text_surprisal(histories: list[np.ndarray], item_vectors: np.ndarray, top_k: int = 5) -> np.ndarray:
+    """Per user, the mean surprisal of its ``top_k`` most surprising items, an item's surprisal
+    being ``1 - cos(item, mean of the history's other items)`` under the text encoder's item
+    vectors ((N+1, D), row 0 padding): a target spliced into a copied history reads unlike the
+    rest of it. Histories of one item score 0. (U,)"""
+    v = item_vectors / np.maximum(np.linalg.norm(item_vectors, axis=1, keepdims=True), 1e-12)
+    lengths = np.array([len(h) for h in histories], np.int64)
+    out = np.zeros(len(histories))
+    if not lengths.sum():
+        return out
+    items = np.concatenate(histories).astype(np.int64)
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    x = v[items]  # (T, D)
+    sums = np.zeros((len(histories), v.shape[1]))
+    np.add.at(sums, rows, x)
+    dot = (x * sums[rows]).sum(1)  # v_i · S
+    rest = np.sqrt(np.maximum((sums[rows] ** 2).sum(1) - 2 * dot + (x**2).sum(1), 1e-12))  # |S - v_i|
+    surprise = 1 - (dot - (x**2).sum(1)) / rest
+    surprise[lengths[rows] < 2] = 0.0
+    order = np.lexsort((-surprise, rows))  # by user, most surprising first
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    top = order[rank < top_k]
+    np.add.at(out, rows[top], surprise[top])
+    return out / np.maximum(np.minimum(lengths, top_k), 1)
+
+
 def _rarest_per_row(m: sp.csr_matrix, deg: np.ndarray, k: int) -> sp.csr_matrix:
     """``m`` keeping, in each row, its ``k`` entries of the smallest ``deg``."""
     lengths = np.diff(m.indptr)

@@ -8,7 +8,7 @@ from genrec.robust.calibrator import sequence_features
 from genrec.data import SequenceDataModule
 from genrec.robust.attacks import generate, inject, train_counts
 from genrec.robust.detector import roc_auc
-from genrec.robust.signals import (AnomalySignal, CoordinationSignal, DenseBlockSignal, UserView, _rarest_per_row, holder_coherence,
+from genrec.robust.signals import (AnomalySignal, CoordinationSignal, DenseBlockSignal, UserView, _rarest_per_row, holder_coherence, text_surprisal,
                                    anomaly_groups, anomaly_scores, interaction_matrix,
                                    log_count_windows)
 
@@ -249,3 +249,23 @@ def test_signals_are_typed_configs_with_weight_and_confident_flag():
     for bad in ({"weight": 1.5}, {"weight": -0.1}, {"flag_above": 0.0}, {"max_coherence": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DenseBlockSignal(**bad)
+
+
+def test_text_surprisal_is_the_mean_of_the_most_surprising_items_against_the_rest():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(20, 4))
+    histories = [np.array([1, 2, 3, 4]), np.array([5]), np.array([6, 7, 8, 9, 10, 11, 12])]
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def direct(h, k):
+        if len(h) < 2:
+            return 0.0
+        rest = [np.delete(unit[h], j, 0).mean(0) for j in range(len(h))]
+        s = [1 - unit[i] @ r / np.linalg.norm(r) for i, r in zip(h, rest)]
+        return np.mean(sorted(s, reverse=True)[:k])
+
+    np.testing.assert_allclose(text_surprisal(histories, vectors, 3), [direct(h, 3) for h in histories], rtol=1e-6)
+    # an item unlike the rest of its history stands out
+    close = np.tile(unit[1], (5, 1)) + 0.01 * rng.normal(size=(5, 4))
+    table = np.vstack([np.zeros(4), close, -unit[1]])
+    assert text_surprisal([np.arange(1, 6), np.arange(1, 7)], table, 1)[1] > 1.5
