@@ -387,10 +387,10 @@ class FraudsterReweighting(L.Callback):
     @staticmethod
     def _flag_counts(flagged: torch.Tensor, labels: np.ndarray | None) -> dict[str, float]:
         """How many of the data module's users are flagged with confidence (and how many of them are fakes)."""
-        out = {"flagged": float(flagged.sum())}
+        out = {"confident": float(flagged.sum())}  # not "flagged": detection_metrics' count of the top fraction
         if labels is not None and labels.any():
             fake = torch.as_tensor(labels)
-            out.update({"flagged_fakes": float(flagged[fake].sum()), "flagged_real": float(flagged[~fake].sum())})
+            out.update({"confident_fakes": float(flagged[fake].sum()), "confident_real": float(flagged[~fake].sum())})
         return out
 
     def _view(self, dm, users: SequenceFeatures, fakes: SequenceFeatures, histories: list[np.ndarray],

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -325,6 +326,8 @@ def test_flags_before_training_drive_planted_fakes_to_near_zero(tmp_path, backbo
         fake = torch.as_tensor(dm.is_fake)
         assert cb.flagged[fake].all() and cb.flagged[~fake].float().mean() < 0.01
         assert weights[fake].max() < 0.05
+        logged = pd.read_csv(tmp_path / "lightning_logs/version_0/metrics.csv")
+        assert logged["robust/confident_fakes"].dropna().tolist() == [float(fake.sum())]
     else:
         assert not cb.flagged.any() and (weights < 0.5).sum() == 0
     assert weights.sum().item() == pytest.approx(len(weights), rel=1e-4)
