@@ -7,7 +7,7 @@ import torch
 
 from genrec.cli import main as train_main
 from genrec.robust.callback import FraudsterReweighting, WeightUpdate
-from genrec.robust.signals import AnomalySignal
+from genrec.robust.signals import AnomalySignal, DenseBlockSignal
 from genrec.robust.detector import max_percentiles, percentiles, roc_auc
 from genrec.robust.report import detection
 from tests.conftest import shared_data
@@ -331,3 +331,14 @@ def test_flags_before_training_drive_planted_fakes_to_near_zero(tmp_path, backbo
     else:
         assert not cb.flagged.any() and (weights < 0.5).sum() == 0
     assert weights.sum().item() == pytest.approx(len(weights), rel=1e-4)
+
+
+def test_a_signals_weight_scales_its_percentile_in_the_ranking():
+    rng = np.random.default_rng(0)
+    calibrated, dense = rng.random(200), rng.random(200)
+    ranked = lambda w: FraudsterReweighting(update=WeightUpdate(scores="rank"), signals=[DenseBlockSignal(weight=w)]).combined(
+        calibrated, {"dense_block": dense})
+    np.testing.assert_allclose(ranked(1.0), max_percentiles(calibrated, dense), atol=1e-6)
+    np.testing.assert_allclose(ranked(0.0), percentiles(torch.as_tensor(calibrated)).numpy(), atol=1e-6)  # logged only
+    half = percentiles(torch.maximum(percentiles(torch.as_tensor(calibrated)), 0.5 * percentiles(torch.as_tensor(dense))))
+    np.testing.assert_allclose(ranked(0.5), half.numpy(), atol=1e-6)
