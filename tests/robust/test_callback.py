@@ -300,6 +300,13 @@ def test_confident_flags_hold_weights_near_zero_whatever_the_ranking_says():
     assert soft.update_weights(np.r_[np.ones(10), np.zeros(990)])[:10].min() > 0.2
     with pytest.raises(ValueError, match="every one"):
         cb.update_weights(None, torch.ones(1000, dtype=torch.bool))
+    cb.flagged = flagged
+    resumed = FraudsterReweighting(update=WeightUpdate(scores="rank"))
+    resumed.load_state_dict(cb.state_dict())
+    assert torch.equal(resumed.flagged, flagged)
+    legacy = {k: v for k, v in cb.state_dict().items() if k != "flagged"}  # a checkpoint from before the flags
+    resumed.load_state_dict(legacy)
+    assert resumed.flagged is None and torch.equal(resumed.w, cb.w)  # fit start runs a fresh flag pass
     with pytest.raises(ValueError, match="flagged_weight"):
         WeightUpdate(flagged_weight=0.0)
 
