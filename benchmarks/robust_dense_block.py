@@ -3,6 +3,7 @@ and how fast it is.
 
     python benchmarks/robust_dense_block.py --dataset ml-1m --root ../shared/data/ml-1m --seeds 1 2 3
     python benchmarks/robust_dense_block.py --scale     # timing on ML-20M-sized synthetic histories
+    python benchmarks/robust_dense_block.py --flags --seeds 1 2 3   # the defence's confident flags
 
 Each attack (5 targets, the given seeds) is injected into the training data as
 ``AttackedDataModule`` does; ``genrec.robust.DenseBlockSignal`` (defaults) and, beside it,
@@ -11,7 +12,10 @@ and ROC-AUC is measured against the true fake labels. On the clean data: how man
 the signal finds and the share of real users holding one (what it sets apart when nobody attacks).
 ``--scale`` times one ``score`` call on 138,000 users with 20 million interactions over 27,000
 items (power-law popularity, ML-20M's sizes) with ``--attack-budget`` of them replaced by copy
-fakes carrying 5 targets anywhere, and reports their AUC too. Prints Markdown tables.
+fakes carrying 5 targets anywhere, and reports their AUC too. ``--flags``: the dense block as
+configs/robust/defence.yaml lists it (lockstep pairs, ``max_coherence``; ``flag_above``): per
+attack, its AUC and how many fakes and real users it flags with confidence (median over the
+seeds), and how many real users it flags on the clean data. Prints Markdown tables.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ ATTACKS = {
     "augmented, 1%, all targets, mixed": {"kind": "augmented", "splice": "mixed"},
     "random, 1%": {"kind": "random"},
     "bandwagon, 1%": {"kind": "bandwagon"},
+    "copy, 2%, 3 of 5 targets, last 20": {"kind": "copy", "budget": 0.02, "targets_per_fake": 3, "targets_in_last": 20},
+    "augmented, 2%, 3 of 5 targets, recent": {"kind": "augmented", "budget": 0.02, "targets_per_fake": 3},
 }
 
 
@@ -52,6 +58,42 @@ def detection(args) -> None:
     print("| attack | dense-block AUC (median; per seed) | coordination AUC (median) | s / score |")
     print("|---|---|---|---|")
     auc_rows(data, end, ATTACKS, signal, coordination, args)
+
+def flags(args) -> None:
+    import yaml
+
+    from genrec.data import SequenceDataModule
+    from genrec.robust.attacks import generate, inject, train_counts
+    from genrec.robust.detector import roc_auc
+    from genrec.robust.signals import DenseBlockSignal
+
+    config = yaml.safe_load(open(args.defence))["trainer"]["callbacks"]
+    (options,) = [s for c in config if c["class_path"].endswith("FraudsterReweighting")
+                  for s in c["init_args"]["signals"] if s["kind"] == "dense_block"]
+    signal = DenseBlockSignal(**{k: v for k, v in options.items() if k != "kind"})
+    dm = SequenceDataModule(dataset=args.dataset, root=args.root, max_seq_len=args.max_seq_len)
+    dm.setup("fit")
+    data, end = dm.data, dm.train_end
+    clean = signal.score(view_of([data.items[data.offsets[u]:end[u]] for u in range(data.num_users)], train_counts(data, end)))
+    print(f"\n{data.name}, {args.defence}: {signal}\nclean data: {(clean > 0).sum()} real users score above 0, "
+          f"{(clean > signal.flag_above).sum()} of {data.num_users:,} flagged\n")
+    print("| attack | lockstep AUC (median) | fakes flagged (median; per seed) | real users flagged (median; max) |")
+    print("|---|---|---|---|")
+    for label, attack in ATTACKS.items():
+        aucs, fakes_flagged, real_flagged = [], [], []
+        for seed in args.seeds:
+            fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
+            poisoned, pend = inject(data, end, fakes)
+            hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
+            fake = np.arange(poisoned.num_users) >= data.num_users
+            scores = signal.score(view_of(hist, train_counts(poisoned, pend)))
+            aucs.append(roc_auc(scores, fake))
+            fakes_flagged.append(float((scores[fake] > signal.flag_above).mean()))
+            real_flagged.append(int((scores[~fake] > signal.flag_above).sum()))
+        per_seed = ", ".join(f"{f:.0%}" for f in fakes_flagged)
+        print(f"| {label} | {statistics.median(aucs):.3f} | {statistics.median(fakes_flagged):.0%} ({per_seed}) | "
+              f"{statistics.median(real_flagged):g}; {max(real_flagged)} |", flush=True)
+
 
 def scale(args) -> None:
     from genrec.robust.detector import roc_auc
@@ -90,8 +132,10 @@ def main() -> None:
     p.add_argument("--scale", action="store_true", help="time the signal on ML-20M-sized synthetic histories instead")
     p.add_argument("--attack-budget", type=float, default=0.01, help="--scale: the share of users replaced by copy fakes")
     p.add_argument("--repeats", type=int, default=1, help="--scale: timed calls")
+    p.add_argument("--flags", action="store_true", help="the confident flags of the defence config's dense block instead")
+    p.add_argument("--defence", default="configs/robust/defence.yaml", help="--flags: the config whose dense block is read")
     args = p.parse_args()
-    scale(args) if args.scale else detection(args)
+    scale(args) if args.scale else flags(args) if args.flags else detection(args)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from genrec.robust.attacks import AttackConfig, generate, inject, train_counts
 from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
-from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, max_percentiles, percentiles
+from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, percentiles
 from genrec.robust.encoders import build_encoder
-from genrec.robust.signals import UserSignal, UserView
+from genrec.robust.signals import Signal, UserView
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class WeightUpdate:
             pushes many real users towards 0 too, at a cost in clean quality
             (docs/history/robust-earlier.md); a small ``f`` (about twice the expected share of
             fakes) concentrates the loss on the top.
+        flagged_weight: the weight a user flagged with confidence (a signal's ``flag_above``) is
+            held at, at most, from the update that flags it on; a flag stays. Signals that read
+            histories only flag before the first training epoch, so a fake is down-weighted
+            before the model has learned its targets.
     """
 
     start_epoch: int = 2
@@ -79,6 +83,7 @@ class WeightUpdate:
     w0: float = 0.0
     scores: Literal["raw", "rank"] = "raw"
     flag_fraction: float = 1.0
+    flagged_weight: float = 0.01
 
     def __post_init__(self) -> None:
         if self.start_epoch < 0 or self.every < 1:
@@ -88,6 +93,8 @@ class WeightUpdate:
             raise ValueError(f"FraudsterReweighting update: scores must be 'raw' or 'rank' (got {self.scores!r})")
         if not 0 < self.flag_fraction <= 1:
             raise ValueError(f"FraudsterReweighting update: flag_fraction must be in (0, 1] (got {self.flag_fraction})")
+        if not 0 < self.flagged_weight < 1:
+            raise ValueError(f"FraudsterReweighting update: flagged_weight must be in (0, 1) (got {self.flagged_weight})")
         if self.lr <= 0:
             raise ValueError(f"FraudsterReweighting update: lr must be positive (got {self.lr})")
 
@@ -102,9 +109,11 @@ class FraudsterReweighting(L.Callback):
         encoder: ``genrec.robust.encoders.build_encoder`` options (default: MiniLM, item mode).
         known_attack: ``AttackConfig`` options of the simulated attack the detectors learn from.
         update: when and how the weights move (``WeightUpdate``).
-        signals: untrained per-user signals (``genrec.robust.signals``, e.g. ``AnomalySignal``); with
-            ``update.scores="rank"``, a user's percentile is the largest of its calibrated score's and
-            each signal's. The calibrator learns on which side of real users the known attack's fakes
+        signals: untrained per-user signals (``genrec.robust.signals``), each a typed config told
+            apart by ``kind`` (``{kind: anomaly, windows: [10, 50]}``); with ``update.scores="rank"``,
+            a user's percentile is the largest of its calibrated score's and each signal's times the
+            signal's ``weight``; a signal's ``flag_above`` flags users with confidence
+            (``WeightUpdate.flagged_weight``). The calibrator learns on which side of real users the known attack's fakes
             lie; fakes of another attack can lie on the other (model-based fakes are predicted
             *better* than real users) and are then ranked below them.
         detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options.
@@ -115,7 +124,7 @@ class FraudsterReweighting(L.Callback):
     """
 
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
-                 update: WeightUpdate | None = None, signals: Sequence[UserSignal] = (),
+                 update: WeightUpdate | None = None, signals: Sequence[Signal] = (),
                  detector: dict[str, Any] | None = None, calibrator: dict[str, Any] | None = None,
                  threshold: float = 0.5, cache_dir: str | None = None, seed: int = 0, train_known: bool = False):
         self.update = update or WeightUpdate()
@@ -136,6 +145,7 @@ class FraudsterReweighting(L.Callback):
         self.scores: np.ndarray | None = None
         self.lm_scores: np.ndarray | None = None
         self.signal_scores: dict[str, np.ndarray] = {}  # each signal's scores of the data module's users
+        self.flagged: torch.Tensor | None = None  # (U,) bool: flagged with confidence (sticky)
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         # LM embeddings of the users and of the simulated fakes, rebuilt (from the cache) at fit start.
@@ -151,21 +161,32 @@ class FraudsterReweighting(L.Callback):
     def weights(self) -> torch.Tensor:
         return torch.sigmoid(self.w) / torch.sigmoid(torch.tensor(self.update.w0))
 
-    def update_weights(self, scores: np.ndarray) -> torch.Tensor:
-        """One iterative step from fraud scores in [0, 1]; the weights keep summing to the user count."""
-        s = torch.as_tensor(scores, dtype=torch.float32)
-        if self.update.scores == "rank":
-            s = percentiles(s)
-            f = self.update.flag_fraction
-            s = ((s - (1 - f)) / f).clamp(0, 1)
-        w = self.w - self.update.lr * (s - s.mean())
-        # Shift all logits so the total is restored; σ is monotone, so bisection on the shift converges.
+    def update_weights(self, scores: np.ndarray | None, flagged: torch.Tensor | None = None) -> torch.Tensor:
+        """One iterative step from fraud scores in [0, 1] (None: no step), then the ``flagged`` users
+        held at ``update.flagged_weight`` at most; the weights keep summing to the user count."""
+        w = self.w.clone()
+        if scores is not None:
+            s = torch.as_tensor(scores, dtype=torch.float32)
+            if self.update.scores == "rank":
+                s = percentiles(s)
+                f = self.update.flag_fraction
+                s = ((s - (1 - f)) / f).clamp(0, 1)
+            w = w - self.update.lr * (s - s.mean())
         base = torch.sigmoid(torch.tensor(self.update.w0))
+        pinned = torch.zeros(len(w), dtype=torch.bool) if flagged is None else flagged.clone()
+        if pinned.all():
+            raise ValueError(f"FraudsterReweighting: every one of the {len(w)} users is flagged; raise the signals' flag_above")
+        floor = torch.logit(base * self.update.flagged_weight)
+        w[pinned] = torch.minimum(w[pinned], floor)
+        # Shift the other logits so the total is restored; σ is monotone, so bisection on the shift converges.
+        target = len(w) - (torch.sigmoid(w[pinned]) / base).sum()
+        free = w[~pinned]
         lo, hi = -50.0, 50.0
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if (torch.sigmoid(w + mid) / base).sum() < len(w) else (lo, mid)
-        self.w = w + (lo + hi) / 2
+            lo, hi = (mid, hi) if (torch.sigmoid(free + mid) / base).sum() < target else (lo, mid)
+        w[~pinned] = free + (lo + hi) / 2
+        self.w = w
         return self.weights
 
     # -- Lightning hooks -------------------------------------------------------------------------
@@ -199,6 +220,9 @@ class FraudsterReweighting(L.Callback):
             prepared = self._prepare(trainer, dm)
         self._known = trainer.strategy.broadcast(prepared, src=0)
         self.lm_scores = self._known["lm_scores"]
+        if self.flagged is None:  # a fresh run (a resumed one has its flags)
+            state = self._flag_before_training(dm, trainer) if trainer.is_global_zero else None
+            self.w, self.flagged = trainer.strategy.broadcast(state, src=0)
         pl_module.set_user_weights(self.weights)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -208,7 +232,7 @@ class FraudsterReweighting(L.Callback):
         state = self._update(trainer, pl_module) if trainer.is_global_zero else None
         state = trainer.strategy.broadcast(state, src=0)
         self.w, self.scores, self.calibrator_state = state["w"], state["scores"], state["calibrator"]
-        self.signal_scores = state["signals"]
+        self.signal_scores, self.flagged = state["signals"], state["flagged"]
         self.updates, self.last_update_epoch = state["updates"], epoch
         self.history = state["history"]
         pl_module.set_user_weights(self.weights)
@@ -219,7 +243,8 @@ class FraudsterReweighting(L.Callback):
         return {"w": self.w, "w0": self.update.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
                 "scores": as_tensor(self.scores), "lm_scores": as_tensor(self.lm_scores),
                 "signal_scores": {k: as_tensor(v) for k, v in self.signal_scores.items()},
-                "flag_fraction": self.update.flag_fraction, "calibrator": self.calibrator_state, "history": self.history}
+                "flag_fraction": self.update.flag_fraction, "calibrator": self.calibrator_state, "history": self.history,
+                "flagged": self.flagged}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         as_array = lambda t: None if t is None else t.numpy()
@@ -231,6 +256,7 @@ class FraudsterReweighting(L.Callback):
         self.lm_scores, self.calibrator_state = as_array(state["lm_scores"]), state["calibrator"]
         self.signal_scores = {k: as_array(v) for k, v in saved_signal_scores(state).items()}
         self.history = state["history"]
+        self.flagged = state.get("flagged")  # checkpoints before confident flags: a fresh pass at fit start
 
     # -- work (global rank 0) --------------------------------------------------------------------
 
@@ -287,14 +313,16 @@ class FraudsterReweighting(L.Callback):
             decoys = calibrator.predict(fakes) if self.train_known else np.zeros(0, np.float32)
         update_scores = np.concatenate([scores, decoys])
         signal_scores = {}
+        flagged = self.flagged
         if self.signals:  # relative to the data module's users; decoys are scored against them too
             view = self._view(dm, users, fakes, histories, stamps)
             for s in self.signals:
                 with self._timed(f"update: {s.name} signal"):
                     signal_scores[s.name] = np.asarray(s.score(view), np.float32)
-            update_scores = max_percentiles(update_scores, *signal_scores.values())
+            update_scores = self.combined(update_scores, signal_scores)
+            flagged = self.flags(signal_scores, flagged)
             signal_scores = {name: v[: len(scores)] for name, v in signal_scores.items()}
-        weights = self.update_weights(update_scores)
+        weights = self.update_weights(update_scores, flagged)
         own = weights[: len(scores)]
         entry = {"epoch": trainer.current_epoch, "calibrator_loss": float(loss), "calibrator_epochs": epochs,
                  "update_seconds": time.perf_counter() - start, "weight_min": weights.min().item(),
@@ -302,6 +330,8 @@ class FraudsterReweighting(L.Callback):
         if len(decoys):
             entry["weight_decoy"] = weights[len(scores):].mean().item()
         labels_true = getattr(dm, "is_fake", None)
+        if flagged is not None:
+            entry.update(self._flag_counts(flagged[: len(scores)], labels_true))
         if labels_true is not None and labels_true.any():
             fake = torch.as_tensor(labels_true)
             entry.update({"weight_fake": own[fake].mean().item(), "weight_real": own[~fake].mean().item()})
@@ -314,7 +344,54 @@ class FraudsterReweighting(L.Callback):
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
         return {"w": self.w, "scores": scores, "signals": signal_scores, "calibrator": calibrator.state_dict(),
-                "updates": self.updates + 1, "history": self.history + [entry]}
+                "updates": self.updates + 1, "history": self.history + [entry], "flagged": flagged}
+
+    def combined(self, calibrated: np.ndarray, signal_scores: dict[str, np.ndarray]) -> np.ndarray:
+        """Each user's rank: the largest of its calibrated percentile and each signal's percentile
+        times the signal's ``weight``, as a percentile. (U,)"""
+        ranked = [percentiles(torch.as_tensor(calibrated))]
+        ranked += [s.weight * percentiles(torch.as_tensor(signal_scores[s.name])) for s in self.signals if s.weight > 0]
+        return percentiles(torch.stack(ranked).max(0).values).numpy()
+
+    def flags(self, signal_scores: dict[str, np.ndarray], before: torch.Tensor | None) -> torch.Tensor | None:
+        """Users flagged with confidence: above some signal's ``flag_above`` now or at an earlier update."""
+        flagged = before
+        for s in self.signals:
+            if s.flag_above is not None and s.name in signal_scores:
+                now = torch.as_tensor(signal_scores[s.name] > s.flag_above)
+                flagged = now if flagged is None else flagged | now
+        return flagged
+
+    def _flag_before_training(self, dm, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights and flags before the first epoch: the signals that read histories only and
+        have a ``flag_above`` score the training histories, and the users they flag are held at
+        ``update.flagged_weight``."""
+        early = [s for s in self.signals if not s.needs_model and s.flag_above is not None]
+        flagged = torch.zeros(len(self.w), dtype=torch.bool)
+        if not early:
+            return self.w, flagged
+        start = time.perf_counter()
+        histories, stamps = self._histories(dm)
+        if self.train_known:
+            histories, stamps = histories + list(self._known_profiles.sequences), stamps + list(self._known_profiles.timestamps)
+        view = UserView(histories, stamps, torch.zeros(len(histories)), train_counts(dm.data, dm.train_end), self.num_own_users)
+        with self._timed("setup: flags before training"):
+            flagged = self.flags({s.name: np.asarray(s.score(view)) for s in early}, flagged)
+        self.update_weights(None, flagged)
+        entry = {"flag_seconds": time.perf_counter() - start,
+                 **self._flag_counts(flagged[: self.num_own_users], getattr(dm, "is_fake", None))}
+        rank_zero_info(f"genrec: fraudster reweighting, flags before training: {_fmt(entry)}")
+        self._log(trainer, {f"robust/{k}": v for k, v in entry.items()})
+        return self.w, flagged
+
+    @staticmethod
+    def _flag_counts(flagged: torch.Tensor, labels: np.ndarray | None) -> dict[str, float]:
+        """How many of the data module's users are flagged with confidence (and how many of them are fakes)."""
+        out = {"confident": float(flagged.sum())}  # not "flagged": detection_metrics' count of the top fraction
+        if labels is not None and labels.any():
+            fake = torch.as_tensor(labels)
+            out.update({"confident_fakes": float(flagged[fake].sum()), "confident_real": float(flagged[~fake].sum())})
+        return out
 
     def _view(self, dm, users: SequenceFeatures, fakes: SequenceFeatures, histories: list[np.ndarray],
               stamps: list[np.ndarray]) -> UserView:

@@ -48,7 +48,7 @@ A new signal subclasses ``UserSignal`` (a ``name`` for its logs, ``robust/<name>
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Literal, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -75,15 +75,39 @@ class UserView:
                              f"{len(self.mean_fit)} fits and {self.num_reference} reference users do not fit together")
 
 
+@dataclass(frozen=True, kw_only=True)
 class UserSignal:
-    """A per-user fraud score that needs no training; larger is more suspect."""
+    """A per-user fraud score that needs no training; larger is more suspect. A signal is a small
+    typed config (its own options, validated on construction) with a ``score`` method.
 
-    name = "signal"
+    Args:
+        weight: the signal's weight in the update's ranking: a user's percentile under it counts
+            multiplied by ``weight`` (0: scored and logged, never ranked by).
+        flag_above: a score above which a user is flagged *with confidence* and driven to
+            ``WeightUpdate.flagged_weight`` (None: never). Set it where the signal's scores on
+            clean data stay below it (docs/results/robust.md); ``flag_above`` needs a signal whose
+            scale means the same on any data, such as the dense block's lockstep pairs.
+    """
+
+    weight: float = 1.0
+    flag_above: float | None = None
+    needs_model: ClassVar[bool] = True  # False: reads histories only, so it can run before training
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 1:
+            raise ValueError(f"{type(self).__name__}: weight must be in [0, 1] (got {self.weight})")
+        if self.flag_above is not None and self.flag_above <= 0:
+            raise ValueError(f"{type(self).__name__}: flag_above must be positive or null (got {self.flag_above})")
+
+    @property
+    def name(self) -> str:
+        return self.kind
 
     def score(self, view: UserView) -> np.ndarray:  # (U,)
         raise NotImplementedError(f"{type(self).__name__} must implement score(view)")
 
 
+@dataclass(frozen=True, kw_only=True)
 class AnomalySignal(UserSignal):
     """Two-sided robust z-scores of the mean fit and of the most anomalous log-count window.
 
@@ -92,12 +116,14 @@ class AnomalySignal(UserSignal):
             last ``w`` items for each ``w`` here (``[]``: the whole history only).
     """
 
-    name = "anomaly"
+    kind: Literal["anomaly"] = "anomaly"
+    windows: tuple[int, ...] = (10, 50)
 
-    def __init__(self, windows: Sequence[int] = (10, 50)):
-        if any(int(w) < 1 for w in windows):
-            raise ValueError(f"AnomalySignal: windows must be positive item counts (got {list(windows)})")
-        self.windows = tuple(int(w) for w in windows)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if any(int(w) < 1 for w in self.windows):
+            raise ValueError(f"AnomalySignal: windows must be positive item counts (got {list(self.windows)})")
+        object.__setattr__(self, "windows", tuple(int(w) for w in self.windows))
 
     def statistics(self, view: UserView) -> Tensor:
         """(U, 2 + len(windows)): mean fit, then the mean log count over the whole history and each window."""
@@ -108,6 +134,7 @@ class AnomalySignal(UserSignal):
         return anomaly_scores(stats, stats[: view.num_reference], anomaly_groups(stats.shape[1]))
 
 
+@dataclass(frozen=True, kw_only=True)
 class CoordinationSignal(UserSignal):
     """Users whose recent items include items taken up in a burst: far more often in users' recent
     windows than their popularity predicts (module docs).
@@ -118,14 +145,18 @@ class CoordinationSignal(UserSignal):
             deviations above the count its popularity predicts).
     """
 
-    name = "coordination"
+    kind: Literal["coordination"] = "coordination"
+    windows: tuple[int, ...] = (10, 50)
+    threshold: float = 3.0
+    needs_model: ClassVar[bool] = False
 
-    def __init__(self, windows: Sequence[int] = (10, 50), threshold: float = 3.0):
-        if not windows or any(int(w) < 1 for w in windows):
-            raise ValueError(f"CoordinationSignal: windows must be one or more positive item counts (got {list(windows)})")
-        if threshold < 0:
-            raise ValueError(f"CoordinationSignal: threshold is a z-score, >= 0 (got {threshold})")
-        self.windows, self.threshold = tuple(int(w) for w in windows), float(threshold)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.windows or any(int(w) < 1 for w in self.windows):
+            raise ValueError(f"CoordinationSignal: windows must be one or more positive item counts (got {list(self.windows)})")
+        if self.threshold < 0:
+            raise ValueError(f"CoordinationSignal: threshold is a z-score, >= 0 (got {self.threshold})")
+        object.__setattr__(self, "windows", tuple(int(w) for w in self.windows))
 
     def item_bursts(self, histories: list[np.ndarray], window: int, num_items: int) -> np.ndarray:
         """(N+1,) each item's z-score of its count in the histories' last ``window`` items."""
@@ -152,6 +183,7 @@ class CoordinationSignal(UserSignal):
         return per_window[0] if len(per_window) == 1 else max_percentiles(*per_window)
 
 
+@dataclass(frozen=True, kw_only=True)
 class DenseBlockSignal(UserSignal):
     """Users holding many strong item pairs: pairs far more often held together than their
     popularity predicts, by at least ``min_support`` users (module docs).
@@ -163,19 +195,29 @@ class DenseBlockSignal(UserSignal):
         max_items: per user, how many of its candidate items (the rarest first) count towards
             co-occurrence; every item still counts when the user is scored.
         chunk: items per co-occurrence block (memory: ``chunk × candidates`` counts at most).
+        max_coherence: keep only *lockstep* pairs, whose holders share at most this much besides
+            the pair (``holder_coherence``; null: every strong pair). Organic pairs (sequels) are
+            held by users of one taste; a planted pair by whoever the attacker copied.
     """
 
-    name = "dense_block"
+    kind: Literal["dense_block"] = "dense_block"
+    min_lift: float = 20.0
+    min_support: float = 0.0025
+    max_items: int = 200
+    chunk: int = 2048
+    max_coherence: float | None = None
+    needs_model: ClassVar[bool] = False
 
-    def __init__(self, min_lift: float = 20.0, min_support: float = 0.0025, max_items: int = 200, chunk: int = 2048):
-        if not min_lift > 1:
-            raise ValueError(f"DenseBlockSignal: min_lift must be above 1 (independent items have lift 1), got {min_lift}")
-        if not 0 < min_support < 1:
-            raise ValueError(f"DenseBlockSignal: min_support is a fraction of the users, in (0, 1); got {min_support}")
-        if max_items < 2 or chunk < 1:
-            raise ValueError(f"DenseBlockSignal: max_items must be >= 2 and chunk >= 1, got {max_items}, {chunk}")
-        self.min_lift, self.min_support = float(min_lift), float(min_support)
-        self.max_items, self.chunk = int(max_items), int(chunk)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.min_lift > 1:
+            raise ValueError(f"DenseBlockSignal: min_lift must be above 1 (independent items have lift 1), got {self.min_lift}")
+        if not 0 < self.min_support < 1:
+            raise ValueError(f"DenseBlockSignal: min_support is a fraction of the users, in (0, 1); got {self.min_support}")
+        if self.max_items < 2 or self.chunk < 1:
+            raise ValueError(f"DenseBlockSignal: max_items must be >= 2 and chunk >= 1, got {self.max_items}, {self.chunk}")
+        if self.max_coherence is not None and not self.max_coherence > 0:
+            raise ValueError(f"DenseBlockSignal: max_coherence must be positive or null, got {self.max_coherence}")
 
     def strong_pairs(self, histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:
         """(N+1, N+1) symmetric: each strong pair's weight ``1 + log(lift / min_lift)``, else 0."""
@@ -205,6 +247,11 @@ class DenseBlockSignal(UserSignal):
         num_items = max(len(view.counts) - 1, max((int(h.max()) for h in view.histories if len(h)), default=0))
         users = interaction_matrix(view.histories, num_items)
         pairs = self.strong_pairs(view.histories, num_items)
+        if self.max_coherence is not None and pairs.nnz:
+            upper = sp.triu(pairs).tocoo()
+            keep = holder_coherence(users, upper.row, upper.col) <= self.max_coherence
+            r, c, w = upper.row[keep], upper.col[keep], upper.data[keep]
+            pairs = sp.csr_matrix((np.r_[w, w], (np.r_[r, c], np.r_[c, r])), shape=pairs.shape)
         return np.asarray((users @ pairs).multiply(users).sum(1)).ravel() / 2  # each pair seen from both items
 
 
@@ -218,6 +265,51 @@ def interaction_matrix(histories: list[np.ndarray], num_items: int) -> sp.csr_ma
     m.sum_duplicates()
     m.data[:] = 1
     return m
+
+
+def holder_coherence(users: sp.csr_matrix, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """For each item pair, how much its holders share besides it: the squared distance between the
+    holders' mean row and all users' mean row (the pair's own two items left out), less what a
+    random sample of as many users would show, in units of the users' total item variance. About 0
+    for holders drawn at random (the donors a copy attack took); holders of an organic pair share a
+    taste. ``users``: (U, N+1) 0/1. (P,)"""
+    num_users = users.shape[0]
+    by_item = users.tocsc()
+    holders = by_item[:, first].multiply(by_item[:, second]).tocsc()  # (U, P)
+    n = np.asarray(holders.sum(0)).ravel().clip(1)
+    g = np.asarray(users.mean(0)).ravel()
+    sums = (holders.T @ users).tocsr()  # (P, N+1): how many holders hold each item
+    sq = np.asarray(sums.multiply(sums).sum(1)).ravel() / n**2 - 2 * (sums @ g) / n + (g**2).sum()
+    sq -= (1 - g[first]) ** 2 + (1 - g[second]) ** 2  # every holder holds both items of its pair
+    var = g * (1 - g)
+    rest = np.maximum(var.sum() - var[first] - var[second], 1e-12)
+    return (sq - rest / n * (num_users - n) / max(num_users - 1, 1)) / rest
+
+
+def text_surprisal(histories: list[np.ndarray], item_vectors: np.ndarray, top_k: int = 5) -> np.ndarray:
+    """Per user, the mean surprisal of its ``top_k`` most surprising items, an item's surprisal
+    being ``1 - cos(item, mean of the history's other items)`` under the text encoder's item
+    vectors ((N+1, D), row 0 padding): a target spliced into a copied history reads unlike the
+    rest of it. Histories of one item score 0. (U,)"""
+    v = item_vectors / np.maximum(np.linalg.norm(item_vectors, axis=1, keepdims=True), 1e-12)
+    lengths = np.array([len(h) for h in histories], np.int64)
+    out = np.zeros(len(histories))
+    if not lengths.sum():
+        return out
+    items = np.concatenate(histories).astype(np.int64)
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    x = v[items]  # (T, D)
+    sums = np.zeros((len(histories), v.shape[1]))
+    np.add.at(sums, rows, x)
+    dot = (x * sums[rows]).sum(1)  # v_i · S
+    rest = np.sqrt(np.maximum((sums[rows] ** 2).sum(1) - 2 * dot + (x**2).sum(1), 1e-12))  # |S - v_i|
+    surprise = 1 - (dot - (x**2).sum(1)) / rest
+    surprise[lengths[rows] < 2] = 0.0
+    order = np.lexsort((-surprise, rows))  # by user, most surprising first
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    top = order[rank < top_k]
+    np.add.at(out, rows[top], surprise[top])
+    return out / np.maximum(np.minimum(lengths, top_k), 1)
 
 
 def _rarest_per_row(m: sp.csr_matrix, deg: np.ndarray, k: int) -> sp.csr_matrix:
@@ -253,3 +345,7 @@ def anomaly_scores(stats: Tensor, reference: Tensor, groups: list[list[int]] | N
     z = (stats - center).abs() / scale
     groups = groups if groups is not None else [[c] for c in range(stats.shape[1])]
     return sum(z[:, g].max(1).values for g in groups).numpy()
+
+
+# The signals a config can list, told apart by ``kind`` (``{kind: dense_block, max_coherence: 5}``).
+Signal = Union[AnomalySignal, CoordinationSignal, DenseBlockSignal]

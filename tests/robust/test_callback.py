@@ -1,18 +1,19 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from genrec.cli import main as train_main
 from genrec.robust.callback import FraudsterReweighting, WeightUpdate
-from genrec.robust.signals import AnomalySignal
+from genrec.robust.signals import AnomalySignal, DenseBlockSignal
 from genrec.robust.detector import max_percentiles, percentiles, roc_auc
 from genrec.robust.report import detection
 from tests.conftest import shared_data
 
 HASHING = {"kind": "tests.robust.helpers.HashingEncoder"}
-ANOMALY = json.dumps([{"class_path": "genrec.robust.AnomalySignal", "init_args": {"windows": [10, 50]}}])
+ANOMALY = json.dumps([{"kind": "anomaly", "windows": [10, 50]}])
 
 
 def test_weight_updates_keep_the_total_and_punish_high_scores():
@@ -158,7 +159,7 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     with pytest.raises(ValueError, match="windows"):
         AnomalySignal(windows=[10, 0])
     with pytest.raises(ValueError, match="share a name"):
-        FraudsterReweighting(update=WeightUpdate(scores="rank"), signals=[AnomalySignal(), AnomalySignal((5,))])
+        FraudsterReweighting(update=WeightUpdate(scores="rank"), signals=[AnomalySignal(), AnomalySignal(windows=(5,))])
     cli = train_main(tiny_args(tmp_path, epochs=3, attack="bandwagon", update={"scores": "rank", "flag_fraction": 0.1},
                                extra=("--trainer.callbacks.signals", ANOMALY)))
     cb, dm = reweighting(cli), cli.datamodule
@@ -218,8 +219,7 @@ def test_ml100k_injected_users_end_with_lower_weights(tmp_path, update):
     assert cb.history[-1]["auc"] > 0.8
 
 
-COORDINATION = json.dumps([*json.loads(ANOMALY), {"class_path": "genrec.robust.CoordinationSignal",
-                                                    "init_args": {"windows": [5], "threshold": 2.0}}])
+COORDINATION = json.dumps([*json.loads(ANOMALY), {"kind": "coordination", "windows": [5], "threshold": 2.0}])
 
 
 def test_coordination_signal_logs_and_reports_beside_the_anomaly_one(tmp_path):
@@ -252,8 +252,7 @@ def test_coordination_signal_logs_and_reports_beside_the_anomaly_one(tmp_path):
     assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
 
 
-DENSE_BLOCK = json.dumps([*json.loads(COORDINATION), {"class_path": "genrec.robust.DenseBlockSignal",
-                                                      "init_args": {"min_lift": 1.5, "min_support": 0.02}}])
+DENSE_BLOCK = json.dumps([*json.loads(COORDINATION), {"kind": "dense_block", "min_lift": 1.5, "min_support": 0.02}])
 
 
 def test_dense_block_signal_joins_the_defence_from_the_config(tmp_path):
@@ -279,3 +278,74 @@ def test_dense_block_signal_joins_the_defence_from_the_config(tmp_path):
     rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
     assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "dense_block", "update (max percentile)"]
     assert rows["dense_block"]["auc"] == pytest.approx(last["dense_block_auc"])
+
+
+def test_confident_flags_hold_weights_near_zero_whatever_the_ranking_says():
+    """A flagged user is held at flagged_weight from the update that flags it, even when later
+    rankings put it among the least suspect; a ranked-only top user keeps far more after one update."""
+    cb = FraudsterReweighting(update=WeightUpdate(scores="rank", flag_fraction=0.05, flagged_weight=0.01))
+    cb.w = torch.zeros(1000)
+    flagged = torch.zeros(1000, dtype=torch.bool)
+    flagged[:10] = True
+    weights = cb.update_weights(None, flagged)
+    assert weights[:10].max() <= 0.01 + 1e-6 and weights.sum().item() == pytest.approx(1000, rel=1e-4)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        scores = rng.random(1000)
+        scores[:10] = 0.0  # detection lost them
+        weights = cb.update_weights(scores, flagged)
+        assert weights[:10].max() < 0.05 and weights.sum().item() == pytest.approx(1000, rel=1e-4)
+    soft = FraudsterReweighting(update=WeightUpdate(scores="rank", flag_fraction=0.05))
+    soft.w = torch.zeros(1000)
+    assert soft.update_weights(np.r_[np.ones(10), np.zeros(990)])[:10].min() > 0.2
+    with pytest.raises(ValueError, match="every one"):
+        cb.update_weights(None, torch.ones(1000, dtype=torch.bool))
+    cb.flagged = flagged
+    resumed = FraudsterReweighting(update=WeightUpdate(scores="rank"))
+    resumed.load_state_dict(cb.state_dict())
+    assert torch.equal(resumed.flagged, flagged)
+    legacy = {k: v for k, v in cb.state_dict().items() if k != "flagged"}  # a checkpoint from before the flags
+    resumed.load_state_dict(legacy)
+    assert resumed.flagged is None and torch.equal(resumed.w, cb.w)  # fit start runs a fresh flag pass
+    with pytest.raises(ValueError, match="flagged_weight"):
+        WeightUpdate(flagged_weight=0.0)
+
+
+LOCKSTEP = json.dumps([{"kind": "dense_block", "min_lift": 10.0, "min_support": 0.03, "max_coherence": 0.1, "flag_above": 2.0}])
+
+
+@pytest.mark.parametrize("backbone", ["SASRec", "HSTU"])
+@pytest.mark.parametrize("attack", ["copy", None])
+def test_flags_before_training_drive_planted_fakes_to_near_zero(tmp_path, backbone, attack):
+    """A signal that reads histories only flags the copy fakes' planted block before the first epoch;
+    they train at flagged_weight from then on, on either backbone. With nobody attacking, no real
+    user is flagged (the ranked update starts after training here, so flags alone act)."""
+    extra = ["--data.dataset_options", json.dumps({"num_users": 200, "num_items": 400, "seed": 0}),  # rare targets
+             "--model.net", f"genrec.models.{backbone}", "--model.net.dim", "16", "--model.net.max_seq_len", "12",
+             "--data.attack", json.dumps({"kind": "copy", "budget": 0.05, "seed": 1, "splice": "anywhere"} if attack else None),
+             "--trainer.callbacks.signals", LOCKSTEP]
+    cli = train_main(tiny_args(tmp_path, epochs=2, attack=attack, update={"start_epoch": 5, "scores": "rank", "flag_fraction": 0.05},
+                               extra=extra))
+    cb, dm = reweighting(cli), cli.datamodule
+    weights = cli.model.user_weights
+    assert cb.updates == 0 and len(cb.timings["setup: flags before training"]) == 1
+    if attack:
+        fake = torch.as_tensor(dm.is_fake)
+        assert cb.flagged[fake].all() and cb.flagged[~fake].float().mean() < 0.01
+        assert weights[fake].max() < 0.05
+        logged = pd.read_csv(tmp_path / "lightning_logs/version_0/metrics.csv")
+        assert logged["robust/confident_fakes"].dropna().tolist() == [float(fake.sum())]
+    else:
+        assert not cb.flagged.any() and (weights < 0.5).sum() == 0
+    assert weights.sum().item() == pytest.approx(len(weights), rel=1e-4)
+
+
+def test_a_signals_weight_scales_its_percentile_in_the_ranking():
+    rng = np.random.default_rng(0)
+    calibrated, dense = rng.random(200), rng.random(200)
+    ranked = lambda w: FraudsterReweighting(update=WeightUpdate(scores="rank"), signals=[DenseBlockSignal(weight=w)]).combined(
+        calibrated, {"dense_block": dense})
+    np.testing.assert_allclose(ranked(1.0), max_percentiles(calibrated, dense), atol=1e-6)
+    np.testing.assert_allclose(ranked(0.0), percentiles(torch.as_tensor(calibrated)).numpy(), atol=1e-6)  # logged only
+    half = percentiles(torch.maximum(percentiles(torch.as_tensor(calibrated)), 0.5 * percentiles(torch.as_tensor(dense))))
+    np.testing.assert_allclose(ranked(0.5), half.numpy(), atol=1e-6)

@@ -8,7 +8,7 @@ from genrec.robust.calibrator import sequence_features
 from genrec.data import SequenceDataModule
 from genrec.robust.attacks import generate, inject, train_counts
 from genrec.robust.detector import roc_auc
-from genrec.robust.signals import (AnomalySignal, CoordinationSignal, DenseBlockSignal, UserView, _rarest_per_row,
+from genrec.robust.signals import (AnomalySignal, CoordinationSignal, DenseBlockSignal, UserView, _rarest_per_row, holder_coherence, text_surprisal,
                                    anomaly_groups, anomaly_scores, interaction_matrix,
                                    log_count_windows)
 
@@ -210,3 +210,62 @@ def test_dense_block_counts_in_chunks_as_in_one_block():
     whole = DenseBlockSignal(**DENSE).strong_pairs(histories, num_items)
     chunked = DenseBlockSignal(**DENSE, chunk=7).strong_pairs(histories, num_items)
     assert whole.nnz > 20 and (whole != chunked).nnz == 0
+
+
+def _two_tastes(rng):
+    """600 users of two tastes (40 of items 1-100, or 40 of 101-200); 40 users of the first taste
+    also hold the organic pair 201-202 (a sequel pair); 30 users drawn from both tastes carry the
+    planted items 203-205 (copy fakes on random donors)."""
+    histories = [rng.choice(np.arange(1, 101) if u < 300 else np.arange(101, 201), 40, replace=False) for u in range(600)]
+    organic = rng.choice(300, 40, replace=False)
+    planted = rng.choice(600, 30, replace=False)
+    for u in organic:
+        histories[u] = np.r_[histories[u], 201, 202]
+    for u in planted:
+        histories[u] = np.r_[histories[u], 203, 204, 205]
+    return histories, organic, planted
+
+
+def test_lockstep_pairs_keep_planted_pairs_and_drop_pairs_of_one_taste():
+    histories, organic, planted = _two_tastes(np.random.default_rng(0))
+    users = interaction_matrix(histories, 205)
+    coherence = holder_coherence(users, np.array([201, 203, 203, 204]), np.array([202, 204, 205, 205]))
+    assert coherence[0] > 0.2 and (np.abs(coherence[1:]) < 0.05).all()
+    view = _view(histories, np.zeros(206))
+    dense = DenseBlockSignal(min_lift=5.0, min_support=0.03).score(view)
+    lockstep = DenseBlockSignal(min_lift=5.0, min_support=0.03, max_coherence=0.1).score(view)
+    only_organic = np.setdiff1d(organic, planted)
+    assert (dense[only_organic] > 0).all() and (lockstep[only_organic] == 0).all()
+    assert (lockstep[planted] >= 3).all()  # three planted pairs, each of weight >= 1
+    rest = np.setdiff1d(np.arange(600), np.r_[organic, planted])
+    assert (lockstep[rest] == 0).all()
+
+
+def test_signals_are_typed_configs_with_weight_and_confident_flag():
+    signal = DenseBlockSignal(max_coherence=0.1, flag_above=2.0, weight=0.5)
+    assert signal.name == "dense_block" and not signal.needs_model and AnomalySignal().needs_model
+    with pytest.raises(TypeError):
+        DenseBlockSignal(0.5)  # keywords only: a list of options read like the YAML
+    for bad in ({"weight": 1.5}, {"weight": -0.1}, {"flag_above": 0.0}, {"max_coherence": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DenseBlockSignal(**bad)
+
+
+def test_text_surprisal_is_the_mean_of_the_most_surprising_items_against_the_rest():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(20, 4))
+    histories = [np.array([1, 2, 3, 4]), np.array([5]), np.array([6, 7, 8, 9, 10, 11, 12])]
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def direct(h, k):
+        if len(h) < 2:
+            return 0.0
+        rest = [np.delete(unit[h], j, 0).mean(0) for j in range(len(h))]
+        s = [1 - unit[i] @ r / np.linalg.norm(r) for i, r in zip(h, rest)]
+        return np.mean(sorted(s, reverse=True)[:k])
+
+    np.testing.assert_allclose(text_surprisal(histories, vectors, 3), [direct(h, 3) for h in histories], rtol=1e-6)
+    # an item unlike the rest of its history stands out
+    close = np.tile(unit[1], (5, 1)) + 0.01 * rng.normal(size=(5, 4))
+    table = np.vstack([np.zeros(4), close, -unit[1]])
+    assert text_surprisal([np.arange(1, 6), np.arange(1, 7)], table, 1)[1] > 1.5

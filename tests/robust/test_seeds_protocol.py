@@ -1,0 +1,38 @@
+"""benchmarks/robust_seeds.py: the runs it plans and the row it reads from each pair's report."""
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from robust_seeds import pair_metrics, summarise  # noqa: E402
+
+
+def test_the_protocol_plans_a_clean_run_per_training_seed_and_a_pair_per_seed_pair(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_seeds.py"), "sasrec", '{"kind": "copy"}',
+                          "--name", "copy", "--out", str(tmp_path), "--dry-run"], cwd=REPO, capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 + 3 * 2 * 2
+    assert sum("--config configs/robust/defence.yaml" in line for line in lines) == 6
+    assert sum('"seed": 3' in line and "--seed_everything 2" in line for line in lines) == 2
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_seeds.py"), "sasrec", '{"kind": "copy", "seed": 1}',
+                          "--name", "copy", "--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--attack-seeds" in bad.stderr
+
+
+def test_a_pair_reads_reduction_auc_weights_and_price(tmp_path):
+    ckpt = tmp_path / "final.ckpt"
+    w = torch.logit(torch.tensor([0.5, 0.5, 0.25, 0.05, 0.01]))  # 3 real users, then 2 fakes
+    torch.save({"callbacks": {"FraudsterReweighting": {"w": w, "w0": 0.0}}}, ckpt)
+    report = {"attacks": {"copy": {"fakes": 2, "real_weights": {"users": 3, "below_0.5": 1},
+                                   "undefended": {"t_hr@50": 0.02, "hr@10": 0.25},
+                                   "defended": {"t_hr@50": 0.005, "hr@10": 0.2475},
+                                   "detection": {"update (max percentile)": {"auc": 0.97}}}}}
+    row = pair_metrics(report, ckpt)
+    assert abs(row["reduction"] - 0.75) < 1e-9 and row["update_auc"] == 0.97
+    assert abs(row["fakes_weight"] - 0.06) < 1e-5  # (0.1 + 0.02) / 2, weights σ(w) / σ(0)
+    assert abs(row["hr@10_change"] + 0.01) < 1e-9 and row["real_below_0.5"] == 1
+    table = summarise([row, {**row, "reduction": 0.5}, {**row, "reduction": 0.9}])
+    assert "| reduction | 0.75 | 0.5 – 0.9 | 3 |" in table
