@@ -101,6 +101,57 @@ def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] 
     return set(ours)
 
 
+def read(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None) -> set[str] | None:
+    """``read_csv`` or ``read_parquet`` by the file's suffix; None for any other file (the readers'):
+    the columns read into the ``raw`` table, or None when nothing was read."""
+    reader = {".csv": read_csv, ".parquet": read_parquet}.get(path.suffix)
+    return reader(con, path, columns, optional) if reader is not None else None
+
+
+# Parquet column types whose values the readers turn into the same text (ids) or seconds (times)
+# as a plain SQL cast: strings and integers. Floats, datetimes, decimals and the rest go to the readers.
+_PARQUET_IDS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer)
+
+
+def read_parquet(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None) -> set[str] | None:
+    """``read_csv`` for a Parquet file: read into the ``raw`` table without pandas when its id columns
+    are strings or integers and its time column (if any) integers, with no null, no empty or untrimmed
+    id; None (nothing read) otherwise, the readers then reading it and naming any bad row."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError):
+        return None
+    names = schema.names
+    if len(set(names)) < len(names) or any(name not in names for name in columns):
+        return None
+    columns = {**columns, **{name: ours for name, ours in (optional or {}).items() if name in names}}
+    for name, ours in columns.items():
+        kinds = (pa.types.is_integer,) if ours == "t" else _PARQUET_IDS
+        if not any(kind(schema.field(name).type) for kind in kinds):
+            return None
+    ours = list(columns.values())
+    cast = {"u": "CAST({} AS VARCHAR)", "i": "CAST({} AS VARCHAR)", "t": "CAST({} AS BIGINT)"}
+    selected = ", ".join(cast[c].format(f'"{_quote(name)}"') + f" AS {c}" for name, c in columns.items())
+    con.execute(f"""CREATE TABLE raw AS SELECT u, i, {'t' if 't' in ours else '0::BIGINT AS t'}, 0::BIGINT AS f
+                    FROM (SELECT {selected} FROM read_parquet('{_quote(str(path))}'))""")
+    nulls = " OR ".join(f"{c} IS NULL" for c in ours)
+    rows, bad = con.execute(f"SELECT count(*), count(*) FILTER ({nulls}) FROM raw").fetchone()
+    if rows == 0 or bad or not _ids_as_the_readers_give(con):
+        con.execute("DROP TABLE raw")
+        return None
+    return set(ours)
+
+
+def _ids_as_the_readers_give(con) -> bool:
+    """Every id of the ``raw`` table non-empty and without surrounding whitespace (checked on the
+    distinct ids), as the readers' canonical form leaves it."""
+    for c in ("u", "i"):
+        blank = f"{c} IS NULL OR {c} = '' OR {c} <> trim({c}, '{WHITESPACE}')"
+        if con.execute(f"SELECT count(*) FILTER ({blank}) FROM (SELECT DISTINCT {c} FROM raw)").fetchone()[0]:
+            return False
+    return True
+
+
 def _reads_as_the_readers_do(con, path: Path, columns: dict[str, str], timed: bool) -> bool:
     """Whether the ``raw`` table just read holds what the readers would give: every id non-empty and
     without surrounding whitespace (checked on the distinct ids, not on every row), every time an
@@ -109,12 +160,8 @@ def _reads_as_the_readers_do(con, path: Path, columns: dict[str, str], timed: bo
     repeated_header = " AND ".join(f"{ours} = '{_quote(name)}'" for name, ours in columns.items() if ours != "t")
     rows, bad_rows = con.execute(f"""SELECT count(*), count(*) FILTER ({'t IS NULL OR ' if timed else ''}({repeated_header}))
                                      FROM raw""").fetchone()
-    if bad_rows or rows == 0:
+    if bad_rows or rows == 0 or not _ids_as_the_readers_give(con):
         return False
-    for c in ("u", "i"):
-        blank = f"{c} IS NULL OR {c} = '' OR {c} <> trim({c}, '{WHITESPACE}')"
-        if con.execute(f"SELECT count(*) FILTER ({blank}) FROM (SELECT DISTINCT {c} FROM raw)").fetchone()[0]:
-            return False
     return rows + 1 == _line_count(path)
 
 

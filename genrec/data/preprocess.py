@@ -163,7 +163,7 @@ def _read_into(con, data: RawData | Source) -> tuple[RawData, Callable[[set[str]
     empty interactions table with the right columns when the engine read the file itself) and, then,
     the source's reader of item text for a set of known item ids."""
     scan = data.engine_scan() if isinstance(data, Source) and hasattr(data, "engine_scan") else None
-    read = engine.read_csv(con, scan.path, scan.columns, scan.optional) if scan is not None else None
+    read = engine.read(con, scan.path, scan.columns, scan.optional) if scan is not None else None
     if read is not None:
         columns = ["user", "item"] + (["timestamp"] if "t" in read else [])
         return RawData(data.name, pd.DataFrame(columns=columns)), data.load_items

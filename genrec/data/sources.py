@@ -88,7 +88,7 @@ Where = Callable[[int], str]  # row position -> "line N" / "row N", for error me
 
 @dataclass(frozen=True)
 class EngineScan:
-    """An interactions file the preprocessing engine may read itself (``genrec.data.engine.read_csv``):
+    """An interactions file the preprocessing engine may read itself (``genrec.data.engine.read``):
     its column names -> ``u``, ``i``, ``t``, those in ``optional`` when the header has them."""
 
     path: Path
@@ -410,7 +410,7 @@ class Plain(FileSource):
 
     def engine_scan(self) -> EngineScan | None:
         path = self.resolve() / self.required_files()[0]
-        if path.suffix != ".csv":
+        if path.suffix not in (".csv", ".parquet"):
             return None
         return EngineScan(path, {"user_id": "u", "item_id": "i"}, {"timestamp": "t"})
 

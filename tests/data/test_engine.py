@@ -21,14 +21,14 @@ def both_paths(source, monkeypatch, **kcore):
     """The sequences from the engine reading the file itself, and from the pandas readers; and
     whether the engine did read it."""
     read = []
-    real = engine.read_csv
+    real = engine.read
 
     def spy(*args):
         result = real(*args)
         read.append(result is not None)
         return result
 
-    monkeypatch.setattr(engine, "read_csv", spy)
+    monkeypatch.setattr(engine, "read", spy)
     native = preprocess.build_sequences(source, **kcore)
     monkeypatch.setattr(type(source), "engine_scan", lambda self: None)
     via_pandas = preprocess.build_sequences(source, **kcore)
@@ -221,3 +221,34 @@ def test_a_folder_in_the_sequence_format_loads_as_dataset_sequences_and_is_never
         SequenceDataModule(dataset="sequences", root=str(out), cache_dir=str(tmp_path / "c3")).data
     with pytest.raises(DataError, match="needs data.root"):
         SequenceDataModule(dataset="sequences").data
+
+
+PARQUET_READ = {  # what the engine reads itself: string or integer ids, integer times or none
+    "strings, int times": {"user_id": ["u2", "u1", "u1", "u2"], "item_id": ["b", "10", "9", "a"], "timestamp": [5, 3, 3, 1]},
+    "int ids, no times": {"user_id": [7, 3, 7], "item_id": [10, 9, 9]},
+    "negative int ids": {"user_id": [-1, 2, -1], "item_id": [-5, 5, 6], "timestamp": [2, 1, 1]},
+}
+PARQUET_LEFT = {  # what goes to the readers (which give the same result or name the bad row)
+    "float ids": {"user_id": [1.0, 2.0, 1.0], "item_id": [3.0, 4.0, 5.0]},
+    "float times": {"user_id": ["a", "a"], "item_id": ["x", "y"], "timestamp": [1.5, 1.25]},
+    "untrimmed ids": {"user_id": [" a", "a"], "item_id": ["x", "y"]},
+    "datetimes": {"user_id": ["a", "a"], "item_id": ["x", "y"], "timestamp": pd.to_datetime(["2020-01-02", "2020-01-01"])},
+}
+
+
+@pytest.mark.parametrize("case", [*PARQUET_READ, *PARQUET_LEFT])
+def test_a_plain_parquet_file_is_read_by_the_engine_when_it_gives_what_the_readers_give(tmp_path, monkeypatch, case):
+    root = tmp_path / "plain"
+    root.mkdir()
+    pd.DataFrame({**PARQUET_READ, **PARQUET_LEFT}[case]).to_parquet(root / "interactions.parquet")
+    native, via_pandas, engine_read = both_paths(get_source("plain", root=str(root)), monkeypatch)
+    assert engine_read == (case in PARQUET_READ)
+    assert_same(native, via_pandas)
+
+
+def test_a_parquet_file_with_a_null_id_is_left_to_the_readers_which_name_the_row(tmp_path):
+    root = tmp_path / "plain"
+    root.mkdir()
+    pd.DataFrame({"user_id": ["a", None], "item_id": ["x", "y"]}).to_parquet(root / "interactions.parquet")
+    with pytest.raises(DataError, match="row 2"):
+        preprocess.build_sequences(get_source("plain", root=str(root)))
