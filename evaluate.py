@@ -51,5 +51,21 @@ def main(argv: list[str] | None = None) -> Any:
     return COMMANDS[args.command].run(args[args.command])
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` for the command line: a user's mistake (a bad file, option or pairing, an output that
+    exists) ends in its message and exit code 2, without a traceback (``GENREC_TRACEBACK=1`` keeps it)."""
+    import os
+    import sys
+
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        if os.environ.get("GENREC_TRACEBACK"):
+            raise
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

@@ -33,7 +33,8 @@ def test_compare_refuses_two_reports_of_the_same_weights_under_another_exclusion
     evaluate.main(["model", "--ckpt", ckpt, "--out", "history", "--no-baseline", "--bootstrap", "50"])
     evaluate.main(["model", "--ckpt", ckpt, "--out", "none", "--no-baseline", "--bootstrap", "50", "--data.exclude", "none"])
     proc = evaluate_py("compare", "history", "none", cwd=tmp_path)
-    assert proc.returncode != 0 and "were evaluated with different exclude ('history' vs 'none')" in proc.stderr
+    assert proc.returncode == 2 and "were evaluated with different exclude ('history' vs 'none')" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a user's mistake is a message, not a stack
     assert "| hr@" not in proc.stdout
 
 

@@ -73,16 +73,20 @@ def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, p
 
 def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot: Bootstrap = Bootstrap(),
                  pairs: list[tuple[str, str]] | None = None) -> dict:
-    """Per model scorer both runs report (``model``, or ``model [domain]``), or per ``(scorer of A,
+    """Per model scorer both runs report (``model``, or ``model [domain]``; when they share none,
+    per scorer of one name both report but popularity, e.g. two text-baseline reports), or per ``(scorer of A,
     scorer of B)`` in ``pairs`` (e.g. ``("model", "text")`` against a text-baseline report, or
     ``("model", "popularity")`` with one run twice): each metric's value in A and B and the paired
     difference A - B with its interval and p-value."""
     a, b = load_report(run_a, split), load_report(run_b, split)
     _check_same_protocol(a, b)
     if pairs is None:
-        pairs = [(s, s) for s in a[1]["metrics"] if s.startswith("model") and s in b[1]["metrics"]]
+        shared = [s for s in a[1]["metrics"] if s in b[1]["metrics"] and s != "popularity"]
+        # two model reports pair their models; two baseline reports (a fine-tuned encoder's text
+        # against the training-free text) their scorers of one name
+        pairs = [(s, s) for s in shared if s.startswith("model")] or [(s, s) for s in shared]
         if not pairs:
-            raise RunMismatchError(f"{a[0]} and {b[0]} share no model scorer ({sorted(a[1]['metrics'])} vs "
+            raise RunMismatchError(f"{a[0]} and {b[0]} share no scorer but popularity ({sorted(a[1]['metrics'])} vs "
                                    f"{sorted(b[1]['metrics'])}): name the scorers to pair with --scorers A=B")
     for (sa, sb) in pairs:
         for path, report, name in ((a[0], a[1], sa), (b[0], b[1], sb)):

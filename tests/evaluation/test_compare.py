@@ -89,8 +89,10 @@ def test_compare_pairs_named_scorers_across_and_within_runs(tmp_path):
     out = evaluate.main(["compare", str(model), str(text), "--scorers", "model=text"])
     hr = out["scorers"]["model (A) vs text (B)"]["metrics"]["hr@1"]
     assert hr["diff"] == pytest.approx((better == 0).mean() - (base == 0).mean()) and hr["p"] < 0.01
-    with pytest.raises(RunMismatchError, match="share no model scorer"):
+    with pytest.raises(RunMismatchError, match="share no scorer but popularity"):
         compare_runs(model, text)
+    # two baseline reports (e.g. a fine-tuned encoder's text against MiniLM's) pair their text scorers
+    assert list(compare_runs(text, text)["scorers"]) == ["text"]
     with pytest.raises(RunMismatchError, match="no scorer 'popularity'"):
         compare_runs(model, text, pairs=[("model", "popularity")])
 
