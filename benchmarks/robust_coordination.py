@@ -41,20 +41,27 @@ def view_of(histories, counts):
                     len(histories))
 
 
+def poisoned_views(data, end, attack: dict, args):
+    """Per seed of ``args.seeds``: the attacked users' training histories, the fake labels and the
+    signals' view of them, for ``attack`` injected into ``data``."""
+    from genrec.robust.attacks import generate, inject, train_counts
+
+    for seed in args.seeds:
+        fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
+        poisoned, pend = inject(data, end, fakes)
+        hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
+        fake = np.arange(poisoned.num_users) >= data.num_users
+        yield hist, fake, view_of(hist, train_counts(poisoned, pend))
+
+
 def auc_rows(data, end, attacks: dict, signal, beside, args) -> None:
     """One Markdown row per attack: ``signal``'s ROC-AUC against the fake labels (median and per seed),
     ``beside``'s median, and ``signal``'s median seconds per score."""
-    from genrec.robust.attacks import generate, inject, train_counts
     from genrec.robust.detector import roc_auc
 
     for label, attack in attacks.items():
         aucs, base, times = [], [], []
-        for seed in args.seeds:
-            fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
-            poisoned, pend = inject(data, end, fakes)
-            hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
-            fake = np.arange(poisoned.num_users) >= data.num_users
-            view = view_of(hist, train_counts(poisoned, pend))
+        for _, fake, view in poisoned_views(data, end, attack, args):
             start = time.perf_counter()
             aucs.append(roc_auc(signal.score(view), fake))
             times.append(time.perf_counter() - start)

@@ -24,7 +24,7 @@ import statistics
 import time
 
 import numpy as np
-from robust_coordination import auc_rows, ml20m_like_histories, view_of  # benchmarks/ is the script's folder
+from robust_coordination import auc_rows, ml20m_like_histories, poisoned_views, view_of  # benchmarks/ is the script's folder
 
 ATTACKS = {
     "copy, 1%, all targets, anywhere": {"kind": "copy", "splice": "anywhere"},
@@ -63,7 +63,7 @@ def flags(args) -> None:
     import yaml
 
     from genrec.data import SequenceDataModule
-    from genrec.robust.attacks import generate, inject, train_counts
+    from genrec.robust.attacks import train_counts
     from genrec.robust.detector import roc_auc
     from genrec.robust.signals import DenseBlockSignal
 
@@ -81,12 +81,8 @@ def flags(args) -> None:
     print("|---|---|---|---|")
     for label, attack in ATTACKS.items():
         aucs, fakes_flagged, real_flagged = [], [], []
-        for seed in args.seeds:
-            fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
-            poisoned, pend = inject(data, end, fakes)
-            hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
-            fake = np.arange(poisoned.num_users) >= data.num_users
-            scores = signal.score(view_of(hist, train_counts(poisoned, pend)))
+        for _, fake, view in poisoned_views(data, end, attack, args):
+            scores = signal.score(view)
             aucs.append(roc_auc(scores, fake))
             fakes_flagged.append(float((scores[fake] > signal.flag_above).mean()))
             real_flagged.append(int((scores[~fake] > signal.flag_above).sum()))

@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import numpy as np
-from robust_coordination import view_of  # benchmarks/ is the script's folder
+from robust_coordination import poisoned_views  # benchmarks/ is the script's folder
 
 ATTACKS = {
     "copy, 1%, all targets, anywhere": {"kind": "copy", "splice": "anywhere"},
@@ -38,7 +37,6 @@ def main() -> None:
     args = p.parse_args()
 
     from genrec.data import SequenceDataModule
-    from genrec.robust.attacks import generate, inject, train_counts
     from genrec.robust.detector import max_percentiles, roc_auc
     from genrec.robust.encoders import build_encoder
     from genrec.robust.signals import DenseBlockSignal, text_surprisal
@@ -55,13 +53,9 @@ def main() -> None:
     print("|---|---|---|---|")
     for label, attack in ATTACKS.items():
         text, lock, both = [], [], []
-        for seed in args.seeds:
-            fakes = generate(data, end, {**attack, "seed": seed}, window=args.max_seq_len)
-            poisoned, pend = inject(data, end, fakes)
-            hist = [poisoned.items[poisoned.offsets[u]:pend[u]] for u in range(poisoned.num_users)]
-            fake = np.arange(poisoned.num_users) >= data.num_users
+        for hist, fake, view in poisoned_views(data, end, attack, args):
             t = text_surprisal(hist, vectors, args.top_k)
-            d = lockstep.score(view_of(hist, train_counts(poisoned, pend)))
+            d = lockstep.score(view)
             text.append(roc_auc(t, fake))
             lock.append(roc_auc(d, fake))
             both.append(roc_auc(max_percentiles(d, t), fake))

@@ -201,6 +201,12 @@ def _line_count(path: Path) -> int:
     return lines
 
 
+def empty_after_kcore(name: str, min_user: int, min_item: int, rows_read: int, options: str) -> DataError:
+    """The error for a log k-core filtering leaves empty; ``options`` names the thresholds to lower."""
+    return DataError(f"dataset {name!r} is empty after k-core filtering (min_user_interactions={min_user}, "
+                     f"min_item_interactions={min_item}, {rows_read} rows read): lower {options}")
+
+
 def build(con, out: Path, name: str, min_user: int, min_item: int, counts: dict[str, int],
           item_order: Callable[[np.ndarray], np.ndarray]) -> None:
     """Filter, number and order the ``raw`` table (u, i, t, f in file order) into the CSR files in
@@ -228,11 +234,7 @@ def build(con, out: Path, name: str, min_user: int, min_item: int, counts: dict[
         rows = left
     counts["rows_removed_by_kcore"] = counts["rows_read"] - rows
     if rows == 0:
-        raise DataError(
-            f"dataset {name!r} is empty after k-core filtering (min_user_interactions={min_user}, "
-            f"min_item_interactions={min_item}, {counts['rows_read']} rows read): lower data.min_user_interactions / "
-            "data.min_item_interactions"
-        )
+        raise empty_after_kcore(name, min_user, min_item, counts["rows_read"], "data.min_user_interactions / data.min_item_interactions")
     # Users in the order they first appear in the whole file (filtered rows included), as pandas' factorize.
     known = (lambda c: f"WHERE {c} IN (SELECT {c} FROM kept)") if kept == "kept" else (lambda c: "")
     sql(f"""CREATE TABLE users AS SELECT u, row_number() OVER (ORDER BY first) - 1 AS uid FROM

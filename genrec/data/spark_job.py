@@ -313,9 +313,7 @@ def _build(spark: SparkSession, log: DataFrame, out: Path, work: Path, name: str
         rows = left
     counts["rows_removed_by_kcore"] = counts["rows_read"] - rows
     if rows == 0:
-        raise DataError(
-            f"dataset {name!r} is empty after k-core filtering (min_user_interactions={min_user}, "
-            f"min_item_interactions={min_item}, {counts['rows_read']} rows read): lower --min-user / --min-item")
+        raise engine.empty_after_kcore(name, min_user, min_item, counts["rows_read"], "--min-user / --min-item")
     firsts = log.groupBy("u").agg(F.min("r").alias("first"))
     users = _dense_rank(firsts.join(kept.select("u").distinct(), "u", "left_semi"), "first", "uid")
     item_firsts = log.groupBy("i").agg(F.min("r").alias("first")).join(kept.select("i").distinct(), "i", "left_semi")
