@@ -61,9 +61,9 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
     Args:
-        tokenizer_ckpt: checkpoint of a trained ``TokenizerAutoencoder`` (configs/tokenizer/*.yaml).
-        tokenizer_config: the tokenizer's arguments; filled in from ``tokenizer_ckpt`` and used when
-            rebuilding from this module's own checkpoint (the tokenizer's weights are in its state).
+        tokenizer: checkpoint of a trained ``TokenizerAutoencoder`` (configs/tokenizer/*.yaml), or the
+            ``ItemTokenizer``'s arguments, which the hyper-parameters hold after construction (the
+            tokenizer's weights are in this module's state).
         decoder: the decoder's shape and how it embeds codes (``DecoderConfig``).
         prior: the text baseline as a prior on every token's logits (module docstring,
             ``TextPriorConfig``); null: none. The history (target aside) is left out of the prior's
@@ -77,7 +77,7 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         num_items, dataset_fingerprint: linked from the data module.
     """
 
-    def __init__(self, tokenizer_ckpt: str = "", tokenizer_config: dict[str, Any] | None = None,
+    def __init__(self, tokenizer: str | dict[str, Any] = "",
                  decoder: DecoderConfig | None = None, prior: TextPriorConfig | None = None,
                  optim: OptimConfig | None = None, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), init_from: str = "", num_items: int = 0, dataset_fingerprint: str = ""):
@@ -86,30 +86,30 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         if init_from:
             start = load_checkpoint(resolve_checkpoint(init_from))
             hp = start["hyper_parameters"]
-            if not hp.get("tokenizer_config") or "decoder" not in hp:
+            if not isinstance(hp.get("tokenizer"), dict) or "decoder" not in hp:
                 raise CheckpointMismatchError(f"model.init_from={init_from} is not a GenerativeModule checkpoint of this genrec version")
-            tokenizer_config = tokenizer_config or hp["tokenizer_config"]
+            tokenizer = tokenizer if isinstance(tokenizer, dict) else hp["tokenizer"]
             decoder = decoder or DecoderConfig(**hp["decoder"])
             prior = prior or (TextPriorConfig(**hp["prior"]) if hp.get("prior") else None)
         decoder, optim = decoder or DecoderConfig(), optim or OptimConfig()
-        if tokenizer_config is None and not tokenizer_ckpt:
-            raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
+        if not tokenizer:
+            raise ValueError("model.tokenizer is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
         check_range("model.beam_width", beam_width, at_least=1)
         for name, ks in (("hr_ks", hr_ks), ("ndcg_ks", ndcg_ks)):
             for k in ks:
                 check_range(f"model.{name}", k, at_least=1)
-        tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
         self.save_config_hyperparameters("decoder", "prior", "optim")
-        self.hparams.update(tokenizer_config=dict(tokenizer.init_args))
-        self.tokenizer = tokenizer.requires_grad_(False)
-        chunk = tokenizer.embed_dim // tokenizer.num_tokens
-        self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, decoder, chunk)
-        self.prior = TextPrior(prior, tokenizer.embed_dim) if prior else None
+        tok = ItemTokenizer(**tokenizer) if isinstance(tokenizer, dict) else load_tokenizer(tokenizer)
+        self.hparams["tokenizer"] = dict(tok.init_args)
+        self.tokenizer = tok.requires_grad_(False)
+        chunk = tok.embed_dim // tok.num_tokens
+        self.net = GenerativeDecoder(tok.fsq.levels, tok.num_tokens, tok.embed_dim, decoder, chunk)
+        self.prior = TextPrior(prior, tok.embed_dim) if prior else None
         self.max_rank = max([*hr_ks, *ndcg_ks])  # the decoded list's length (``Recommender``)
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
-        self.catalogue = TokenCatalogue(tokenizer.num_tokens, tokenizer.embed_dim)
+        self.catalogue = TokenCatalogue(tok.num_tokens, tok.embed_dim)
         self.user_weights: Tensor | None = None
         if start is not None:
             try:
@@ -122,8 +122,8 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
     @classmethod
     def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
         """The tokenizer comes from the checkpoint's own state, the weights from the checkpoint, not ``init_from``."""
-        if not hp.get("tokenizer_config"):
-            raise CheckpointMismatchError(f"{source} is not a GenerativeModule checkpoint (no tokenizer_config)")
+        if not isinstance(hp.get("tokenizer"), dict):
+            raise CheckpointMismatchError(f"{source} is not a GenerativeModule checkpoint (no tokenizer arguments)")
         if "decoder" not in hp:
             raise CheckpointMismatchError(f"{source} was written before the model's options were grouped into "
                                           "decoder/prior/optim (genrec < 0.2): retrain it with the current configs")
