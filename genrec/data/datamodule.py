@@ -577,7 +577,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.val_set = EvalTargets(data, self.eval_users, self.val_pos, hp.max_seq_len)
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos, hp.max_seq_len)
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool, collate: Any = None) -> DataLoader:
         # Our samplers shard across DDP ranks themselves (Lightning keeps them): training shards are
         # disjoint and resumable mid-epoch, evaluation shards unpadded so every user counts once.
         lc = self.loader_config
@@ -586,7 +586,7 @@ class SequenceDataModule(L.LightningDataModule):
             return ResumableDataLoader(dataset, self.train_sampler(dataset), batch_size=lc.batch_size,
                                        collate_fn=self.collator.train, **common)
         return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=lc.eval_batch_size,
-                          collate_fn=self.collator.eval, **common)
+                          collate_fn=collate or self.collator.eval, **common)
 
     def train_sampler(self, dataset: TrainWindows) -> ShardedTrainSampler:
         """The epoch order of the training windows: length-bucketed steps or a plain shuffle."""
@@ -630,7 +630,4 @@ class SequenceDataModule(L.LightningDataModule):
                                 f"e.g. {data.user_ids[missing[:5]].tolist()}: predict on 'all' (full histories) instead")
             ends = (self.test_pos if on == "test" else self.val_pos)[where]
         requests = EvalTargets(data, users, ends, self.hparams.max_seq_len)
-        collate = self.collator.history if on == "all" else self.collator.eval
-        lc = self.loader_config
-        return DataLoader(requests, sampler=EvalShardSampler(requests), batch_size=lc.eval_batch_size, collate_fn=collate,
-                          num_workers=lc.num_workers, persistent_workers=lc.num_workers > 0)
+        return self._loader(requests, train=False, collate=self.collator.history if on == "all" else None)

@@ -193,16 +193,11 @@ class HSTU(nn.Module):
         max_seq_len: longest input; also the attention normaliser n.
         time_bias: the relative-time bias (``TimeBias``).
         attention: ``dense`` builds the (B, L, L) bias and (B, H, L, L) scores and keeps them for
-            the backward pass; ``compiled``: the same through ``torch.compile`` (needs a C++
-            compiler on CPU; the first batches of each new shape pay the compilation); ``blocked``
-            computes attention ``attention_block`` queries at a time
-            and rebuilds each block in the backward pass (``genrec.models.blocked_attention``), so
-            peak memory grows linearly in L; ``jagged`` packs the batch's sequences into one row
-            without padding (T = Σ lengths tokens) through the input layer, every layer's
-            projections and attention (``genrec.models.jagged_attention``; ``forward_packed``
-            takes packed input directly, and ``RetrievalModule`` hands it only the valid items
-            and scores only the valid positions), each query seeing only its own sequence
-            (docs/performance.md: which is faster where).
+            the backward pass; ``compiled``: the same through ``torch.compile``; ``blocked``:
+            ``attention_block`` queries at a time, each block rebuilt in the backward pass, so
+            peak memory grows linearly in L (``genrec.models.blocked_attention``); ``jagged``: the
+            batch's sequences packed into one row without padding (``genrec.models.jagged_attention``,
+            ``forward_packed``). docs/performance.md: which is faster where.
         attention_block: queries per block of ``attention: blocked`` and ``jagged`` (a jagged
             block reads up to ``attention_block + longest sequence`` keys: short histories want
             small blocks).

@@ -2,33 +2,14 @@
 
 The module holds a frozen ``ItemTokenizer`` (trained by ``genrec.modules.tokenizer_ae``), a
 ``GenerativeDecoder`` and the catalogue it recommends from (``TokenCatalogue``), set from item text
-(``set_catalogue``): texts are embedded with the tokenizer's own encoder and template, tokenized,
-collisions resolved, and a trie of the tokens built, so the same checkpoint can rank a catalogue
-it never saw (zero-shot). In ``setup`` the data module's catalogue is taken.
-
-Training: for every position with a next item, cross-entropy of each of that item's T tokens over
-the tokens the catalogue allows there: the codes used at the first position (a small share of the
-FSQ codes; docs/results/generative.md counts them), then the children of the target's prefix in
-the catalogue trie. With several domains (a ``MultiDomainDataModule``, whose every training batch
-is one domain's) that is the trie of the batch's domain, the catalogue its users are evaluated in.
-Decoding normalises over the same sets, so the model is a distribution over catalogue items only,
-training and decoding agree, and a new catalogue brings its own trie. Evaluation: constrained beam
-search returns the top-K items (history excluded when the batch says so, the target never
-excluded); HR/NDCG come from the item's rank in that list (``RankingMetrics(max_rank=K)``),
-logged as ``val/hr@10`` etc.
-
-Text prior (``prior``, ``genrec.models.text_prior``: ``TextPrior``, ``trie_priors``): every token's logit gets ``log Σ exp(λ cos(u, e_i))`` over the
-catalogue items ``i`` below that child in the trie, ``u`` the text baseline's user vector. The
-product of these per-token softmaxes is exactly the softmax over items of ``λ cos(u, e_i)``, the
-text baseline, whatever the tokenizer's granularity; the decoder's learned logits multiply it by
-what text similarity misses. All of it is computed from the catalogue's text, so it carries over
-to a catalogue never trained on.
-
-Hubness (``prior.hubness``): some texts are close to many others (generic titles, long category
-lists) and the cosine ranks them high for everyone. The prior's cosine becomes ``cos(u, e_i) - γ h_i``,
-``h_i`` the mean cosine of item ``i`` to its ``hubness_k`` nearest neighbours in its own catalogue
-(as CSLS does, Conneau et al. 2018), with ``γ`` learned. ``h`` is computed from each catalogue's text
-when it is set, so the correction carries over to a new catalogue like the rest of the prior.
+(``set_catalogue``), so the same checkpoint can rank a catalogue it never saw (zero-shot). Training:
+cross-entropy of each of the next item's T tokens over the tokens the catalogue trie allows there
+(with several domains, the trie of the batch's domain, the catalogue its users are evaluated in);
+decoding normalises over the same sets, so the model is a distribution over catalogue items only.
+Evaluation: constrained beam search to the top-K items (history excluded when the batch says so,
+the target never), HR/NDCG from the item's rank in that list (``RankingMetrics(max_rank=K)``).
+The text prior (``prior``: ``genrec.models.text_prior``) with its popularity and hubness terms:
+docs/generative.md.
 """
 from __future__ import annotations
 
