@@ -475,3 +475,17 @@ def test_preprocessing_options_are_one_group_that_overrides_merge_into():
         rebuild_options(SequenceDataModule, {}, {"preprocess.budget": "1GB"})
     with pytest.raises(DataError, match=r"'lots'.*data.preprocess.memory"):
         rebuild_options(SequenceDataModule, {}, {"preprocess": {"memory": "lots"}})
+
+
+def test_item_text_datasets_keep_their_k_core_keys(monkeypatch, tmp_path):
+    """``data.datasets`` entries of the tokenizer's data module spell k-core as a domain does; they
+    reach the sequence module's ``preprocess``."""
+    from genrec.data import item_text
+
+    monkeypatch.setattr(item_text, "embed_texts", lambda texts, *a, **k: np.zeros((len(texts), 4), np.float32))
+    options = {"num_users": 60, "num_items": 80, "seed": 0}
+    spec = {"dataset": "synthetic", "dataset_options": options, "min_item_interactions": 40}
+    embeddings = item_text.ItemTextDataModule(datasets=[spec])._load()
+    filtered = SequenceDataModule(dataset="synthetic", dataset_options=options,
+                                  preprocess=PreprocessConfig(min_item_interactions=40)).data
+    assert len(embeddings) == filtered.num_items < 80
