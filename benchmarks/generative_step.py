@@ -39,7 +39,7 @@ def main() -> None:
                             loader=LoaderConfig(batch_size=args.batch_size))
     dm.setup("fit")
     torch.manual_seed(0)
-    m = GenerativeModule(tokenizer_ckpt=args.tokenizer, optim=OptimConfig(lr=0.003),
+    m = GenerativeModule(tokenizer=args.tokenizer, optim=OptimConfig(lr=0.003),
                          decoder=DecoderConfig(dim=64, ffn_dim=128, num_layers=2, num_heads=4, max_seq_len=10, codes="text-rotated"),
                          prior=TextPriorConfig(popularity=True, hubness=True, hubness_k=50))
     m.log = lambda *a, **k: None

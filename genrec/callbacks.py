@@ -4,15 +4,8 @@ Rank-safety rule for every genrec callback: whatever a callback computes that ch
 (weights, seeds, decisions to stop or skip) is either computed identically on every rank from
 shared inputs, or reduced across ranks before it is acted on, so ranks never diverge or deadlock.
 
-* ``NonFiniteLossGuard``: a NaN/inf loss or gradient stops the run with the step and batch named,
-  or (``action: skip``) drops that optimizer step; the decision is reduced across ranks.
-* ``RankStepSeed``: reseeds torch before every training batch from (seed, rank, epoch, batch), so
-  negatives and dropout differ between ranks, repeat across runs and continue exactly on resume.
-* ``WandbRunId``: stores the W&B run id in the checkpoint, so a resumed run continues that run.
-* ``FinalCheckpoint``: writes ``final.ckpt``, the state at the end of training, or
-  ``last-sigterm.ckpt`` when a SIGTERM stops it.
-
-``genrec.cli`` adds all four to every run (see ``REQUIRED_CALLBACKS``).
+``genrec.cli`` adds ``NonFiniteLossGuard``, ``RankStepSeed``, ``WandbRunId`` and ``FinalCheckpoint`` to
+every run (``REQUIRED_CALLBACKS``); each class says what it does.
 """
 from __future__ import annotations
 

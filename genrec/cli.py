@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import warnings
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
@@ -11,6 +12,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from genrec import loggers, resume
+from genrec.modules.checkpoints import load_checkpoint
 
 # RetrievalModule logs val/test metrics computed by torchmetrics from sums already reduced across
 # ranks; Lightning cannot know that and suggests sync_dist=True, which would only average equal values.
@@ -82,6 +84,20 @@ class GenRecCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             resume.prepare(self.config[subcommand], subcommand)
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's own step, the checkpoint's model hyper-parameters becoming the model's config,
+        on the checkpoint in today's format (``checkpoints.migrate``): an older one resumes too."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(load_checkpoint(ckpt_path, mmap=True)["hyper_parameters"])
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
 
 def with_required_callbacks(callbacks: list | None) -> list:

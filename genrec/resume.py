@@ -36,7 +36,7 @@ from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
 _SYMBOLIC = {"best", "hpc", "registry"}
 # Settings a resumed run may change: linked from the data, where the files are, how fast they load.
 # Every other model and data setting makes another run.
-MAY_DIFFER = {"model.num_items", "model.dataset_fingerprint", "model.tokenizer_config", "data.root", "data.cache_dir",
+MAY_DIFFER = {"model.num_items", "model.dataset_fingerprint", "model.tokenizer", "data.root", "data.cache_dir",
               "data.download", "data.use_cache", "data.preprocess.use_cache", "data.preprocess.verify_cache",
               "data.preprocess.memory", "data.loader.num_workers", "data.loader.eval_batch_size"}
 

@@ -215,3 +215,31 @@ def test_a_stale_mid_epoch_last_checkpoint_does_not_hide_the_best(tmp_path):
     (folder / "epoch059.ckpt").unlink()
     with pytest.raises(FileNotFoundError, match="epoch059.ckpt, is missing"):
         resolve_checkpoint(tmp_path / "run")
+
+
+def test_train_py_resumes_an_old_format_checkpoint_at_the_uninterrupted_runs_rates(tmp_path):
+    """``train.py fit --ckpt_path old.ckpt`` on a checkpoint of the old format (flat hyper-parameters,
+    genrec's hand-written LambdaLR schedule) goes on with the rate the uninterrupted run took at every
+    later step."""
+    from genrec.modules.checkpoints import VERSION_KEY
+    from tests.modules.test_optim import reference_factor
+
+    schedule = ["--model.optim.lr", "0.01", "--model.optim.lr_schedule", "cosine", "--model.optim.warmup_steps", "3",
+                "--model.optim.min_lr_ratio", "0.1", "--trainer.callbacks+=tests.modules.test_optim.Rates"]
+    saver = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.dirpath", str(tmp_path / "every"),
+             "--trainer.callbacks.filename", "{epoch}", "--trainer.callbacks.save_top_k", "-1"]
+    rates = lambda cli: next(c for c in cli.trainer.callbacks if type(c).__name__ == "Rates").lrs  # noqa: E731
+    whole = rates(train_main(tiny_args(tmp_path, epochs=2, extra=[*schedule, *saver])))
+    total, step = len(whole), len(whole) // 2
+    ckpt = torch.load(tmp_path / "every" / "epoch=0.ckpt", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    hp.update(hp.pop("optim"))  # the retrieval module's flat spelling
+    hp.update({"loss": hp["loss"].pop("kind"), **hp.pop("loss")})
+    rate = 0.01 * reference_factor(step, total, "cosine", 3, 0.1)
+    ckpt["lr_schedulers"] = [{"base_lrs": [0.01], "last_epoch": step, "_step_count": step + 1, "verbose": False,
+                              "_get_lr_called_within_step": False, "_last_lr": [rate], "lr_lambdas": [None]}]
+    ckpt["optimizer_states"][0]["param_groups"][0]["lr"] = rate
+    del ckpt[VERSION_KEY]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    resumed = rates(train_main(tiny_args(tmp_path, epochs=2, extra=[*schedule, "--ckpt_path", str(tmp_path / "old.ckpt")])))
+    assert resumed == pytest.approx(whole[step:], rel=1e-12)

@@ -102,7 +102,7 @@ def test_resume_on_another_dataset_is_refused(tmp_path):
     ("--model.hr_ks", "[0, 10]", r"model.hr_ks must be >= 1"),
     ("--model.net.dropout", "1.0", r"model.net.dropout must be >= 0 and < 1"),
     ("--model.net.num_blocks", "0", r"model.net.num_blocks must be >= 1"),
-    ("--data.min_user_interactions", "-1", r"data.min_user_interactions must be >= 0"),
+    ("--data.preprocess.min_user_interactions", "-1", r"data.preprocess.min_user_interactions must be >= 0"),
 ])
 def test_out_of_range_option_is_refused_at_construction_naming_its_key(tmp_path, option, value, message):
     args = tiny_args(tmp_path)

@@ -44,7 +44,7 @@ def test_tokenizer_then_generative_model_then_in_domain_and_zero_shot_evaluation
                                                        "init_args": {"save_dir": "runs", "name": "gen"}}]),
                       "--data", "genrec.data.SequenceDataModule", "--data.dataset", "synthetic",
                       "--data.dataset_options", synthetic(60, 40), "--data.max_seq_len", "8", "--data.loader.batch_size", "16",
-                      "--model", "genrec.modules.GenerativeModule", "--model.tokenizer_ckpt", str(tok_ckpt),
+                      "--model", "genrec.modules.GenerativeModule", "--model.tokenizer", str(tok_ckpt),
                       "--model.decoder.dim", "16", "--model.decoder.num_heads", "2", "--model.decoder.max_seq_len", "8", "--model.beam_width", "10"])
     assert "val/ndcg@10" in cli.trainer.callback_metrics and "val/hr@5" in cli.trainer.callback_metrics
     ckpt = next((tmp_path / "runs" / "gen").glob("version_0/checkpoints/last.ckpt"))
@@ -138,7 +138,7 @@ def test_a_generative_model_trains_on_two_domains_and_evaluates_each_in_its_own_
                                                        "init_args": {"save_dir": "runs", "name": "gen"}}]),
                       "--data", "genrec.data.MultiDomainDataModule", "--data.domains", json.dumps(domains),
                       "--data.max_seq_len", "8", "--data.loader.batch_size", "16",
-                      "--model", "genrec.modules.GenerativeModule", "--model.tokenizer_ckpt", str(tok_ckpt),
+                      "--model", "genrec.modules.GenerativeModule", "--model.tokenizer", str(tok_ckpt),
                       "--model.decoder.dim", "16", "--model.decoder.num_heads", "2", "--model.decoder.max_seq_len", "8", "--model.beam_width", "10"])
     assert cli.model.catalogue.codes.shape[0] == 30 + 25 + 1  # one tokenized catalogue over both domains
     assert {"val/hr@5", "val/a/hr@5", "val/b/ndcg@10"} <= set(cli.trainer.callback_metrics)

@@ -237,7 +237,7 @@ def _prebuilt(folder: Path, min_user_interactions: int, min_item_interactions: i
     """The sequences a preprocessing job wrote to ``folder``, which genrec never rebuilds: its
     filters were the job's, and a folder failing its digests is an error, not a rebuild."""
     if min_user_interactions or min_item_interactions:
-        raise DataError(f"data.min_user_interactions / data.min_item_interactions apply when genrec preprocesses raw "
+        raise DataError(f"data.preprocess.min_user_interactions / min_item_interactions apply when genrec preprocesses raw "
                         f"files; {folder} is already filtered (see the counts in its meta.json): set them to 0, or "
                         "pass the thresholds to the job that wrote it (--min-user, --min-item)")
     data, problem = preprocess.inspect(folder, None, verified)
@@ -325,14 +325,13 @@ class LoaderConfig:
         check_counts(**{"loader.num_workers": self.num_workers})
 
 
-LOADER_KEYS = tuple(f.name for f in fields(LoaderConfig))
-
-
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How the raw files become the cached sequence files, and how a cached load verifies them.
 
     Args:
+        min_user_interactions, min_item_interactions: k-core filtering (0 = off, as the papers do
+            for MovieLens).
         use_cache: keep the preprocessed sequences in ``cache_dir`` and map them on later runs;
             ``false`` preprocesses into a temporary folder every run.
         verify_cache: how a cached load verifies the input files and the cache: ``changed`` hashes
@@ -342,22 +341,34 @@ class PreprocessConfig:
             cache folder beyond it; default $GENREC_PREPROCESS_MEMORY, else 1GB.
     """
 
+    min_user_interactions: int = 0
+    min_item_interactions: int = 0
     use_cache: bool = True
     verify_cache: VerifyCache = "changed"
     memory: str | None = None
 
     def __post_init__(self) -> None:
+        check_counts(**{f"preprocess.{k}": getattr(self, k) for k in ("min_user_interactions", "min_item_interactions")})
         if self.verify_cache not in VERIFY_CACHE:
             raise DataError(f"data.preprocess.verify_cache must be one of {VERIFY_CACHE} (got {self.verify_cache!r})")
         if self.memory is not None:
             engine.memory_limit(self.memory)  # a typo fails here, not after the download
 
 
-# Option groups of the data modules, and the flat keys older checkpoints hold for them.
-GROUPS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "loader": (LoaderConfig, LOADER_KEYS),
-    "preprocess": (PreprocessConfig, ("use_cache",)),
-}
+# Option groups of the data modules (older checkpoints' flat spellings: ``genrec.modules.checkpoints.migrate``).
+GROUPS: dict[str, type] = {"loader": LoaderConfig, "preprocess": PreprocessConfig}
+
+
+# Data settings that decide what a model saw and how it is evaluated.
+PROTOCOL = ("dataset", "dataset_options", "max_seq_len", "min_user_interactions", "min_item_interactions", "exclude",
+            "fit_on_validation")
+
+
+def data_protocol(hparams: Any) -> dict[str, Any]:
+    """The ``PROTOCOL`` settings a data module's hyper-parameters hold, the k-core thresholds of
+    ``preprocess`` among them, by their plain names."""
+    flat = {**dict(hparams), **(hparams.get("preprocess") or {})}
+    return {key: flat[key] for key in PROTOCOL if key in flat}
 
 
 def check_loader_options(max_seq_len: int, exclude: str) -> None:
@@ -405,28 +416,20 @@ def typed_overrides(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
     except (ArgumentError, KeyError, TypeError) as err:
         accepted = data_options(cls)
         known = [k for k in accepted if k not in GROUPS] + [
-            f"{name}.{f.name}" for name, (config, _) in GROUPS.items() if name in accepted for f in fields(config)]
+            f"{name}.{f.name}" for name, config in GROUPS.items() if name in accepted for f in fields(config)]
         raise ValueError(f"bad data option for {cls.__name__}: {err}; known: {sorted(known)}") from None
     return config.data.as_dict()
 
 
 def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters, with
-    ``overrides`` (``typed_overrides``) applied.
-
-    Checkpoints written before the preprocessing options were grouped hold them flat
-    (``use_cache``); they are moved into ``preprocess``.
-    """
+    ``overrides`` (``typed_overrides``) applied."""
     accepted = data_options(cls)
-    groups = {name: GROUPS[name] for name in GROUPS if name in accepted}
     overrides = typed_overrides(cls, overrides) if overrides else {}
-    group_overrides = {name: overrides.pop(name, None) or {} for name in groups}
-    hp = dict(hparams)
-    grouped = {name: {**(hp.pop(name, None) or {}), **{k: hp.pop(k) for k in flat if k in hp}}  # flat: an old checkpoint
-               for name, (_, flat) in groups.items()}
-    out = {**{k: v for k, v in hp.items() if k in accepted}, **overrides}
-    for name, (config, _) in groups.items():
-        out[name] = config(**{**grouped[name], **group_overrides[name]})
+    out = {**{k: v for k, v in hparams.items() if k in accepted}, **overrides}
+    for name, config in GROUPS.items():
+        if name in accepted:
+            out[name] = config(**{**(hparams.get(name) or {}), **(overrides.get(name) or {})})
     return out
 
 
@@ -440,15 +443,14 @@ class SequenceDataModule(L.LightningDataModule):
         dataset_options: reader options (e.g. ``{"category": "Beauty"}``).
         cache_dir: where downloads and the preprocessed Arrow cache live.
         max_seq_len: most recent items a model sees.
-        min_user_interactions / min_item_interactions: k-core filtering (0 = off, as the papers do
-            for MovieLens).
         exclude: what evaluation removes from the candidates: the user's whole ``history`` before
             the target, only the model's input ``window``, or ``none``.
         fit_on_validation: also train on each user's validation target (the HSTU paper code's
             protocol, which holds out only the test item). Validation metrics are then seen-data
             metrics: choose the epoch count on a run without it, then refit with it for that count.
         loader: training windows and batching (``LoaderConfig``).
-        preprocess: the preprocessing cache and its checks, the engine's memory (``PreprocessConfig``).
+        preprocess: k-core filtering, the preprocessing cache and its checks, the engine's memory
+            (``PreprocessConfig``).
     """
 
     def __init__(
@@ -459,8 +461,6 @@ class SequenceDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         download: bool = True,
         max_seq_len: int = 200,
-        min_user_interactions: int = 0,
-        min_item_interactions: int = 0,
         exclude: Exclude = "history",
         fit_on_validation: bool = False,
         loader: LoaderConfig = LoaderConfig(),
@@ -468,7 +468,6 @@ class SequenceDataModule(L.LightningDataModule):
     ):
         super().__init__()
         check_loader_options(max_seq_len, exclude)
-        check_counts(min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
         self.loader_config = loader
         self.preprocess_config = preprocess
         self.save_data_hyperparameters()
@@ -489,8 +488,8 @@ class SequenceDataModule(L.LightningDataModule):
 
     @property
     def cache_folder(self) -> Path:
-        hp = self.hparams
-        return cache_folder(self.source, hp.min_user_interactions, hp.min_item_interactions)
+        pc = self.preprocess_config
+        return cache_folder(self.source, pc.min_user_interactions, pc.min_item_interactions)
 
     def prepare_data(self) -> None:
         self._load()
@@ -498,9 +497,8 @@ class SequenceDataModule(L.LightningDataModule):
     def _load(self) -> SequenceData:
         if self._data is not None:
             return self._data
-        hp = self.hparams
         pc = self.preprocess_config
-        self._data = load_sequences(self.source, hp.min_user_interactions, hp.min_item_interactions, pc.use_cache,
+        self._data = load_sequences(self.source, pc.min_user_interactions, pc.min_item_interactions, pc.use_cache,
                                     pc.memory, pc.verify_cache)
         self._split()
         return self._data
@@ -579,7 +577,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.val_set = EvalTargets(data, self.eval_users, self.val_pos, hp.max_seq_len)
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos, hp.max_seq_len)
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool, collate: Any = None) -> DataLoader:
         # Our samplers shard across DDP ranks themselves (Lightning keeps them): training shards are
         # disjoint and resumable mid-epoch, evaluation shards unpadded so every user counts once.
         lc = self.loader_config
@@ -588,7 +586,7 @@ class SequenceDataModule(L.LightningDataModule):
             return ResumableDataLoader(dataset, self.train_sampler(dataset), batch_size=lc.batch_size,
                                        collate_fn=self.collator.train, **common)
         return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=lc.eval_batch_size,
-                          collate_fn=self.collator.eval, **common)
+                          collate_fn=collate or self.collator.eval, **common)
 
     def train_sampler(self, dataset: TrainWindows) -> ShardedTrainSampler:
         """The epoch order of the training windows: length-bucketed steps or a plain shuffle."""
@@ -632,7 +630,4 @@ class SequenceDataModule(L.LightningDataModule):
                                 f"e.g. {data.user_ids[missing[:5]].tolist()}: predict on 'all' (full histories) instead")
             ends = (self.test_pos if on == "test" else self.val_pos)[where]
         requests = EvalTargets(data, users, ends, self.hparams.max_seq_len)
-        collate = self.collator.history if on == "all" else self.collator.eval
-        lc = self.loader_config
-        return DataLoader(requests, sampler=EvalShardSampler(requests), batch_size=lc.eval_batch_size, collate_fn=collate,
-                          num_workers=lc.num_workers, persistent_workers=lc.num_workers > 0)
+        return self._loader(requests, train=False, collate=self.collator.history if on == "all" else None)

@@ -234,7 +234,7 @@ def build(con, out: Path, name: str, min_user: int, min_item: int, counts: dict[
         rows = left
     counts["rows_removed_by_kcore"] = counts["rows_read"] - rows
     if rows == 0:
-        raise empty_after_kcore(name, min_user, min_item, counts["rows_read"], "data.min_user_interactions / data.min_item_interactions")
+        raise empty_after_kcore(name, min_user, min_item, counts["rows_read"], "data.preprocess.min_user_interactions / min_item_interactions")
     # Users in the order they first appear in the whole file (filtered rows included), as pandas' factorize.
     known = (lambda c: f"WHERE {c} IN (SELECT {c} FROM kept)") if kept == "kept" else (lambda c: "")
     sql(f"""CREATE TABLE users AS SELECT u, row_number() OVER (ORDER BY first) - 1 AS uid FROM

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genrec.data.datamodule import SequenceDataModule
+from genrec.data.datamodule import PreprocessConfig, SequenceDataModule
 from genrec.data.raw import DataError
 from genrec.data.samplers import ResumableDataLoader, ShardedTrainSampler
 from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
-DATASET_KEYS = {"dataset", "root", "dataset_options", "min_user_interactions", "min_item_interactions"}
+KCORE_KEYS = ("min_user_interactions", "min_item_interactions")
+DATASET_KEYS = {"dataset", "root", "dataset_options", *KCORE_KEYS}
 
 
 class ItemTextDataModule(L.LightningDataModule):
@@ -52,7 +53,8 @@ class ItemTextDataModule(L.LightningDataModule):
         if self._embeddings is None:
             parts, names = [], []
             for spec in self.hparams.datasets:
-                dm = SequenceDataModule(**spec)
+                kcore = {k: spec[k] for k in KCORE_KEYS if k in spec}
+                dm = SequenceDataModule(**{k: v for k, v in spec.items() if k not in kcore}, preprocess=PreprocessConfig(**kcore))
                 texts = render_texts(dm.data.item_text, self.text_template, f"dataset {dm.data.name!r} ({spec.get('root')})")
                 # the full list (padding row included) shares its cache entry with the recommender's catalogue
                 parts.append(embed_texts(texts, self.text_encoder, self.hparams.encode_batch_size)[1:])

@@ -109,23 +109,21 @@ class PairDataModule(MultiDomainDataModule):
     """Query/positive pairs of several domains for contrastive encoder fine-tuning.
 
     Args:
-        domains, eval_on, val_users_per_domain, max_seq_len, exclude, and the rest: as
-            ``MultiDomainDataModule``'s; validation and test batches are its batches.
+        domains: as ``MultiDomainDataModule``'s.
         pairing: the query kind, its history and how batches mix domains (``PairConfig``).
         domain_balance: each domain's share of the pairs drawn is ``pairs_d ** (1 - domain_balance)``
             (1: every domain equally often; 0: as the data come).
         text_template: ``str.format`` pattern over the item text columns.
         loader: ``batch_size`` is the pairs per step (the in-batch negatives), ``eval_batch_size`` the
             validation users per batch.
+        data_options: ``MultiDomainDataModule``'s other arguments (``eval_on``, ``max_seq_len``, ...;
+            LightningCLI reads them from its signature); validation and test batches are its batches.
     """
 
     def __init__(self, domains: list[dict[str, Any]], pairing: PairConfig = PairConfig(), domain_balance: float = 1.0,
-                 text_template: str = DEFAULT_TEMPLATE,
-                 eval_on: list[str] | None = None, val_users_per_domain: int = 0, cache_dir: str | None = None,
-                 download: bool = True, use_cache: bool = True, max_seq_len: int = 200, exclude: str = "history",
-                 loader: LoaderConfig = LoaderConfig(batch_size=64)):
-        super().__init__(domains, eval_on, domain_balance, val_users_per_domain, cache_dir, download, use_cache,
-                         max_seq_len, exclude, loader)
+                 text_template: str = DEFAULT_TEMPLATE, loader: LoaderConfig = LoaderConfig(batch_size=64),
+                 **data_options: Any):
+        super().__init__(domains, domain_balance=domain_balance, loader=loader, **data_options)
         if loader.batch_size < 2:
             raise DataError(f"data.loader.batch_size must be at least 2: the other pairs of a batch are the negatives, got {loader.batch_size}")
         self.hparams.update(pairing=asdict(pairing), text_template=text_template)

@@ -22,6 +22,7 @@ from jsonargparse import strip_meta
 from torch import Tensor
 
 from genrec.data import MultiDomainDataModule, SequenceDataModule
+from genrec.data.datamodule import data_protocol
 from genrec.data.fewshot import FewShotDataModule
 from genrec.evaluation.recommendations import example_recommendations
 from genrec.evaluation.report import UserRanks, per_user_frame, write_report
@@ -48,8 +49,8 @@ def protocol(dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int], 
         "catalogue": dm.fingerprint,
         "exclude": hp.exclude,
         # unset, empty and 0 all mean "no filter"
-        "filters": {key: hp.get(key) for key in ("dataset", "dataset_options", "min_user_interactions", "min_item_interactions")
-                    if hp.get(key)},
+        "filters": {key: value for key, value in data_protocol(hp).items()
+                    if key in ("dataset", "dataset_options", "min_user_interactions", "min_item_interactions") and value},
         "k": {"hr": sorted(set(hr_ks)), "ndcg": sorted(set(ndcg_ks))},
     }
     if hp.exclude == "window":  # the window's length decides what is excluded

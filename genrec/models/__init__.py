@@ -5,7 +5,7 @@ embeddings ``(B, L, D)`` of right-padded sequences and ``query_time`` (B,) the t
 interaction the last position predicts (None: unknown), and returns hidden states ``(B, L, D)``; the Lightning module owns the
 item embedding table, the loss and the scoring.
 """
-from genrec.models.hstu import HSTU
+from genrec.models.hstu import HSTU, TimeBias
 from genrec.models.sasrec import SASRec
 
-__all__ = ["HSTU", "SASRec"]
+__all__ = ["HSTU", "SASRec", "TimeBias"]

@@ -13,13 +13,14 @@ computes it (meta-recsys/generative-recommenders, ``research/modeling/sequential
 As in the public code a query's time is that of the next interaction (the one it predicts), in
 training and in evaluation: the last position's query time is the batch's ``query_time`` (the
 time of the held-out interaction, i.e. of the request; the public code writes the target's
-timestamp after the history). ``query_time="last"`` uses the last input item's own time instead,
+timestamp after the history). ``TimeBias(query_time="last")`` uses the last input item's own time instead,
 for when the request time is unknown.
 Inputs are scaled by √d and given an absolute position embedding; outputs are L2-normalised.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple
 
 import torch
@@ -159,6 +160,28 @@ class HSTULayer(nn.Module):
         return x + self.out(self.dropout(u * self.norm_attn(y)))
 
 
+@dataclass(frozen=True)
+class TimeBias:
+    """HSTU's bucketed relative-time attention bias.
+
+    Args:
+        enabled: add the bias (needs timestamps).
+        num_buckets: buckets of the log time difference (``time_buckets``).
+        query_time: ``target``: the last position's query time is the batch's ``query_time``
+            (the time of the interaction it predicts; the paper's protocol), falling back to the
+            last item's own time when the batch has none; ``last``: always the last item's own time.
+    """
+
+    enabled: bool = True
+    num_buckets: int = 128
+    query_time: Literal["target", "last"] = "target"
+
+    def __post_init__(self) -> None:
+        check_range("model.net.time_bias.num_buckets", self.num_buckets, at_least=1)
+        if self.query_time not in ("target", "last"):
+            raise ValueError(f"HSTU time_bias.query_time must be 'target' or 'last', got {self.query_time!r}")
+
+
 class HSTU(nn.Module):
     """HSTU encoder.
 
@@ -168,21 +191,13 @@ class HSTU(nn.Module):
         attn_dim, linear_dim: per-head widths of Q/K and of U/V (default d / heads).
         dropout: on inputs and on each layer's output projection.
         max_seq_len: longest input; also the attention normaliser n.
-        use_time_bias: add the bucketed relative-time bias (needs timestamps).
-        query_time: ``target``: the last position's query time is the batch's ``query_time``
-            (the time of the interaction it predicts; the paper's protocol), falling back to the
-            last item's own time when the batch has none; ``last``: always the last item's own time.
+        time_bias: the relative-time bias (``TimeBias``).
         attention: ``dense`` builds the (B, L, L) bias and (B, H, L, L) scores and keeps them for
-            the backward pass; ``compiled``: the same through ``torch.compile`` (needs a C++
-            compiler on CPU; the first batches of each new shape pay the compilation); ``blocked``
-            computes attention ``attention_block`` queries at a time
-            and rebuilds each block in the backward pass (``genrec.models.blocked_attention``), so
-            peak memory grows linearly in L; ``jagged`` packs the batch's sequences into one row
-            without padding (T = Σ lengths tokens) through the input layer, every layer's
-            projections and attention (``genrec.models.jagged_attention``; ``forward_packed``
-            takes packed input directly, and ``RetrievalModule`` hands it only the valid items
-            and scores only the valid positions), each query seeing only its own sequence
-            (docs/performance.md: which is faster where).
+            the backward pass; ``compiled``: the same through ``torch.compile``; ``blocked``:
+            ``attention_block`` queries at a time, each block rebuilt in the backward pass, so
+            peak memory grows linearly in L (``genrec.models.blocked_attention``); ``jagged``: the
+            batch's sequences packed into one row without padding (``genrec.models.jagged_attention``,
+            ``forward_packed``). docs/performance.md: which is faster where.
         attention_block: queries per block of ``attention: blocked`` and ``jagged`` (a jagged
             block reads up to ``attention_block + longest sequence`` keys: short histories want
             small blocks).
@@ -190,14 +205,14 @@ class HSTU(nn.Module):
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
                  linear_dim: int | None = None, dropout: float = 0.2, max_seq_len: int = 200,
-                 num_time_buckets: int = 128, use_time_bias: bool = True,
-                 query_time: Literal["target", "last"] = "target",
+                 time_bias: TimeBias = TimeBias(),
                  attention: Literal["dense", "compiled", "blocked", "jagged"] = "dense",
                  attention_block: int = 256):
         super().__init__()
         self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.init_args["time_bias"] = asdict(time_bias)  # a checkpoint holds no genrec classes
         # attn_dim / linear_dim: 0 or null means dim // num_heads
-        sizes = dict(dim=dim, num_blocks=num_blocks, max_seq_len=max_seq_len, num_time_buckets=num_time_buckets,
+        sizes = dict(dim=dim, num_blocks=num_blocks, max_seq_len=max_seq_len,
                      attn_dim=attn_dim or 1, linear_dim=linear_dim or 1)
         for key, value in sizes.items():
             check_range(f"model.net.{key}", value, at_least=1)
@@ -205,11 +220,8 @@ class HSTU(nn.Module):
         check_range("model.net.dropout", dropout, at_least=0, below=1)
         attn_dim = attn_dim or dim // num_heads
         linear_dim = linear_dim or dim // num_heads
-        self.dim, self.max_seq_len, self.num_time_buckets = dim, max_seq_len, num_time_buckets
-        self.use_time_bias = use_time_bias
-        if query_time not in ("target", "last"):
-            raise ValueError(f"HSTU query_time must be 'target' or 'last', got {query_time!r}")
-        self.query_time = query_time
+        self.dim, self.max_seq_len, self.num_time_buckets = dim, max_seq_len, time_bias.num_buckets
+        self.use_time_bias, self.query_time = time_bias.enabled, time_bias.query_time
         if attention not in ("dense", "compiled", "blocked", "jagged"):
             raise ValueError(f"HSTU attention must be 'dense', 'compiled', 'blocked' or 'jagged', got {attention!r}")
         if attention_block < 1:
@@ -219,8 +231,8 @@ class HSTU(nn.Module):
         nn.init.normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = Dropout(dropout)
         self.layers = nn.ModuleList(
-            HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, num_time_buckets, use_time_bias,
-                      attention == "compiled", attention_block if attention in ("blocked", "jagged") else 0)
+            HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, time_bias.num_buckets,
+                      time_bias.enabled, attention == "compiled", attention_block if attention in ("blocked", "jagged") else 0)
             for _ in range(num_blocks)
         )
         self._mask_cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
-import typing
 from typing import Any, Iterable
 
 import lightning as L
 import torch
 
-from genrec.modules.checkpoints import VERSION, VERSION_KEY, CheckpointMismatchError, checkpoint_identity, load_checkpoint, migrate
+from genrec.modules.checkpoints import VERSION, VERSION_KEY, checkpoint_identity, load_checkpoint, migrate, with_configs
 from genrec.modules.optim import OptimConfig, adamw
-
-
-def config_class(hint: Any) -> type | None:
-    """The dataclass a parameter's type hint names (``X`` or ``X | None``); None for any other hint."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next((a for a in typing.get_args(hint) if a is not type(None)), None)
-    return hint if dataclasses.is_dataclass(hint) else None
 
 
 class GenrecModule(L.LightningModule):
@@ -49,13 +40,7 @@ class GenrecModule(L.LightningModule):
         """Rebuild the module (and its net) from its checkpoint alone; ``ckpt``: its contents, already read."""
         ckpt = load_checkpoint(path, map_location) if ckpt is None else ckpt
         hp = cls.init_args(dict(ckpt["hyper_parameters"]), ckpt, str(path))
-        hints = typing.get_type_hints(cls.__init__)
-        args = {}
-        for name in inspect.signature(cls.__init__).parameters:
-            if name in hp:
-                config = config_class(hints.get(name))
-                args[name] = config(**hp[name]) if config and isinstance(hp[name], dict) else hp[name]
-        module = cls(**args)
+        module = cls(**with_configs(cls, {name: hp[name] for name in inspect.signature(cls.__init__).parameters if name in hp}))
         module.load_state_dict(ckpt["state_dict"])
         return module
 
@@ -80,9 +65,5 @@ class GenrecModule(L.LightningModule):
         checkpoint[VERSION_KEY] = VERSION
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resuming: the checkpoint in today's format; a schedule saved as genrec's old LambdaLR cannot continue."""
+        """Resuming: the checkpoint in today's format (its learning-rate schedule included)."""
         migrate(checkpoint)
-        if any("lr_lambdas" in state for state in checkpoint.get("lr_schedulers", [])):
-            raise CheckpointMismatchError(
-                "the checkpoint's learning-rate schedule was saved by a genrec before torch's schedulers replaced its "
-                "LambdaLR, so training cannot resume from it: start a new run from its weights instead")

@@ -1,13 +1,19 @@
 """Checkpoint loading with errors a user can act on, instead of deep torch stack traces."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import types
+import typing
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from genrec.modules.optim import OptimConfig, schedule
 
 
 class CheckpointMismatchError(ValueError):
@@ -55,6 +61,21 @@ def verify_integrity(path: Path) -> None:
     _verified.add(key)
 
 
+def config_class(hint: Any) -> type | None:
+    """The dataclass a parameter's type hint names (``X`` or ``X | None``); None for any other hint."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next((a for a in typing.get_args(hint) if a is not type(None)), None)
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def with_configs(cls: type, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` of ``cls.__init__`` with the dicts a checkpoint holds for its config groups turned
+    back into their dataclasses."""
+    hints = typing.get_type_hints(cls.__init__)
+    configs = {name: config_class(hints.get(name)) for name, value in args.items() if isinstance(value, dict)}
+    return {name: configs[name](**value) if configs.get(name) else value for name, value in args.items()}
+
+
 def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
     """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}``."""
     try:
@@ -62,7 +83,7 @@ def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (KeyError, ValueError, ImportError, AttributeError) as err:
         raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
-    return cls(**net_config.get("init_args", {}))
+    return cls(**with_configs(cls, net_config.get("init_args", {})))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -165,7 +186,60 @@ def optimiser_grouped(ckpt: dict) -> None:
         hp["optim"] = {k: hp.pop(k) for k in ("lr", "weight_decay") if k in hp}
 
 
-STEPS: list[Callable[[dict], None]] = [module_files_renamed, hstu_attention_option, options_grouped, optimiser_grouped]
+HSTU_TIME_FLAT = {"use_time_bias": "enabled", "num_time_buckets": "num_buckets", "query_time": "query_time"}
+KCORE_FLAT = ("min_user_interactions", "min_item_interactions")
+
+
+def narrower_constructors(ckpt: dict) -> None:
+    """HSTU's flat ``use_time_bias``, ``num_time_buckets`` and ``query_time`` became ``time_bias``; the
+    sequence data module's k-core thresholds and ``use_cache`` moved into ``preprocess``; the generative
+    module's ``tokenizer_ckpt`` and ``tokenizer_config`` became ``tokenizer`` (the arguments)."""
+    hp = ckpt["hyper_parameters"]
+    if isinstance(hp.get("tokenizer_config"), dict):
+        hp.pop("tokenizer_ckpt", None)
+        hp["tokenizer"] = hp.pop("tokenizer_config")
+    net = (ckpt.get("genrec") or {}).get("net") or {}
+    args = net.get("init_args") or {}
+    if net.get("class_path", "").endswith(".HSTU") and any(k in args for k in HSTU_TIME_FLAT):
+        args["time_bias"] = {new: args.pop(old) for old, new in HSTU_TIME_FLAT.items() if old in args}
+    data = ckpt.get("datamodule_hyper_parameters")
+    if data and "domains" not in data and any(k in data for k in (*KCORE_FLAT, "use_cache")):
+        data["preprocess"] = {**(data.get("preprocess") or {}),
+                              **{k: data.pop(k) for k in (*KCORE_FLAT, "use_cache") if k in data}}
+
+
+def lambda_schedule_replaced(ckpt: dict) -> None:
+    """genrec's hand-written ``LambdaLR`` became torch's schedulers (``optim.schedule``), which give
+    the same rate at every step: an old scheduler's state becomes the new scheduler's progress at the
+    same step, so a resumed run goes on with the uninterrupted run's rates. The new scheduler is
+    replayed to that step; only its progress is kept, its settings (the cosine's length among them)
+    come from the scheduler the resumed run builds, as the ``LambdaLR``'s did."""
+    states = ckpt.get("lr_schedulers") or []
+    if not any("lr_lambdas" in state for state in states):
+        return
+    optim = ckpt["hyper_parameters"].get("optim") or {}
+    config = OptimConfig(**{k: optim[k] for k in ("lr_schedule", "warmup_steps") if k in optim})
+    if config.lr_schedule == "constant" and config.warmup_steps <= 1:
+        ckpt["lr_schedulers"] = []  # a constant rate: no scheduler to resume (``optim.adamw``)
+        return
+
+    def progress(state: dict) -> dict:
+        return {k: v for k, v in state.items() if k in ("last_epoch", "_step_count", "_is_initial")} | (
+            {"_schedulers": [progress(s) for s in state["_schedulers"]]} if "_schedulers" in state else {})
+
+    replaced = []
+    for old in states:
+        scheduler = schedule(torch.optim.AdamW([nn.Parameter(torch.zeros(1))]), config, old["last_epoch"] + config.warmup_steps + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # stepping without optimizer steps
+            for _ in range(old["last_epoch"]):
+                scheduler.step()
+        replaced.append({**progress(scheduler.state_dict()), "base_lrs": old["base_lrs"], "_last_lr": old["_last_lr"]})
+    ckpt["lr_schedulers"] = replaced
+
+
+STEPS: list[Callable[[dict], None]] = [module_files_renamed, hstu_attention_option, options_grouped, optimiser_grouped,
+                                       narrower_constructors, lambda_schedule_replaced]
 VERSION = len(STEPS)
 
 

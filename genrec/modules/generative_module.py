@@ -2,33 +2,14 @@
 
 The module holds a frozen ``ItemTokenizer`` (trained by ``genrec.modules.tokenizer_ae``), a
 ``GenerativeDecoder`` and the catalogue it recommends from (``TokenCatalogue``), set from item text
-(``set_catalogue``): texts are embedded with the tokenizer's own encoder and template, tokenized,
-collisions resolved, and a trie of the tokens built, so the same checkpoint can rank a catalogue
-it never saw (zero-shot). In ``setup`` the data module's catalogue is taken.
-
-Training: for every position with a next item, cross-entropy of each of that item's T tokens over
-the tokens the catalogue allows there: the codes used at the first position (a small share of the
-FSQ codes; docs/results/generative.md counts them), then the children of the target's prefix in
-the catalogue trie. With several domains (a ``MultiDomainDataModule``, whose every training batch
-is one domain's) that is the trie of the batch's domain, the catalogue its users are evaluated in.
-Decoding normalises over the same sets, so the model is a distribution over catalogue items only,
-training and decoding agree, and a new catalogue brings its own trie. Evaluation: constrained beam
-search returns the top-K items (history excluded when the batch says so, the target never
-excluded); HR/NDCG come from the item's rank in that list (``RankingMetrics(max_rank=K)``),
-logged as ``val/hr@10`` etc.
-
-Text prior (``prior``, ``genrec.models.text_prior``: ``TextPrior``, ``trie_priors``): every token's logit gets ``log Σ exp(λ cos(u, e_i))`` over the
-catalogue items ``i`` below that child in the trie, ``u`` the text baseline's user vector. The
-product of these per-token softmaxes is exactly the softmax over items of ``λ cos(u, e_i)``, the
-text baseline, whatever the tokenizer's granularity; the decoder's learned logits multiply it by
-what text similarity misses. All of it is computed from the catalogue's text, so it carries over
-to a catalogue never trained on.
-
-Hubness (``prior.hubness``): some texts are close to many others (generic titles, long category
-lists) and the cosine ranks them high for everyone. The prior's cosine becomes ``cos(u, e_i) - γ h_i``,
-``h_i`` the mean cosine of item ``i`` to its ``hubness_k`` nearest neighbours in its own catalogue
-(as CSLS does, Conneau et al. 2018), with ``γ`` learned. ``h`` is computed from each catalogue's text
-when it is set, so the correction carries over to a new catalogue like the rest of the prior.
+(``set_catalogue``), so the same checkpoint can rank a catalogue it never saw (zero-shot). Training:
+cross-entropy of each of the next item's T tokens over the tokens the catalogue trie allows there
+(with several domains, the trie of the batch's domain, the catalogue its users are evaluated in);
+decoding normalises over the same sets, so the model is a distribution over catalogue items only.
+Evaluation: constrained beam search to the top-K items (history excluded when the batch says so,
+the target never), HR/NDCG from the item's rank in that list (``RankingMetrics(max_rank=K)``).
+The text prior (``prior``: ``genrec.models.text_prior``) with its popularity and hubness terms:
+docs/generative.md.
 """
 from __future__ import annotations
 
@@ -61,9 +42,9 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
     Args:
-        tokenizer_ckpt: checkpoint of a trained ``TokenizerAutoencoder`` (configs/tokenizer/*.yaml).
-        tokenizer_config: the tokenizer's arguments; filled in from ``tokenizer_ckpt`` and used when
-            rebuilding from this module's own checkpoint (the tokenizer's weights are in its state).
+        tokenizer: checkpoint of a trained ``TokenizerAutoencoder`` (configs/tokenizer/*.yaml), or the
+            ``ItemTokenizer``'s arguments, which the hyper-parameters hold after construction (the
+            tokenizer's weights are in this module's state).
         decoder: the decoder's shape and how it embeds codes (``DecoderConfig``).
         prior: the text baseline as a prior on every token's logits (module docstring,
             ``TextPriorConfig``); null: none. The history (target aside) is left out of the prior's
@@ -77,7 +58,7 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         num_items, dataset_fingerprint: linked from the data module.
     """
 
-    def __init__(self, tokenizer_ckpt: str = "", tokenizer_config: dict[str, Any] | None = None,
+    def __init__(self, tokenizer: str | dict[str, Any] = "",
                  decoder: DecoderConfig | None = None, prior: TextPriorConfig | None = None,
                  optim: OptimConfig | None = None, beam_width: int = 20, hr_ks: Sequence[int] = (1, 5, 10),
                  ndcg_ks: Sequence[int] = (5, 10), init_from: str = "", num_items: int = 0, dataset_fingerprint: str = ""):
@@ -86,30 +67,30 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         if init_from:
             start = load_checkpoint(resolve_checkpoint(init_from))
             hp = start["hyper_parameters"]
-            if not hp.get("tokenizer_config") or "decoder" not in hp:
+            if not isinstance(hp.get("tokenizer"), dict) or "decoder" not in hp:
                 raise CheckpointMismatchError(f"model.init_from={init_from} is not a GenerativeModule checkpoint of this genrec version")
-            tokenizer_config = tokenizer_config or hp["tokenizer_config"]
+            tokenizer = tokenizer if isinstance(tokenizer, dict) else hp["tokenizer"]
             decoder = decoder or DecoderConfig(**hp["decoder"])
             prior = prior or (TextPriorConfig(**hp["prior"]) if hp.get("prior") else None)
         decoder, optim = decoder or DecoderConfig(), optim or OptimConfig()
-        if tokenizer_config is None and not tokenizer_ckpt:
-            raise ValueError("model.tokenizer_ckpt is required: train a tokenizer first "
+        if not tokenizer:
+            raise ValueError("model.tokenizer is required: train a tokenizer first "
                              "(python train.py fit --config configs/tokenizer/<dataset>.yaml) and pass its checkpoint")
         check_range("model.beam_width", beam_width, at_least=1)
         for name, ks in (("hr_ks", hr_ks), ("ndcg_ks", ndcg_ks)):
             for k in ks:
                 check_range(f"model.{name}", k, at_least=1)
-        tokenizer = ItemTokenizer(**tokenizer_config) if tokenizer_config is not None else load_tokenizer(tokenizer_ckpt)
         self.save_config_hyperparameters("decoder", "prior", "optim")
-        self.hparams.update(tokenizer_config=dict(tokenizer.init_args))
-        self.tokenizer = tokenizer.requires_grad_(False)
-        chunk = tokenizer.embed_dim // tokenizer.num_tokens
-        self.net = GenerativeDecoder(tokenizer.fsq.levels, tokenizer.num_tokens, tokenizer.embed_dim, decoder, chunk)
-        self.prior = TextPrior(prior, tokenizer.embed_dim) if prior else None
+        tok = ItemTokenizer(**tokenizer) if isinstance(tokenizer, dict) else load_tokenizer(tokenizer)
+        self.hparams["tokenizer"] = dict(tok.init_args)
+        self.tokenizer = tok.requires_grad_(False)
+        chunk = tok.embed_dim // tok.num_tokens
+        self.net = GenerativeDecoder(tok.fsq.levels, tok.num_tokens, tok.embed_dim, decoder, chunk)
+        self.prior = TextPrior(prior, tok.embed_dim) if prior else None
         self.max_rank = max([*hr_ks, *ndcg_ks])  # the decoded list's length (``Recommender``)
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks, max_rank=self.max_rank)
-        self.catalogue = TokenCatalogue(tokenizer.num_tokens, tokenizer.embed_dim)
+        self.catalogue = TokenCatalogue(tok.num_tokens, tok.embed_dim)
         self.user_weights: Tensor | None = None
         if start is not None:
             try:
@@ -122,8 +103,8 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
     @classmethod
     def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
         """The tokenizer comes from the checkpoint's own state, the weights from the checkpoint, not ``init_from``."""
-        if not hp.get("tokenizer_config"):
-            raise CheckpointMismatchError(f"{source} is not a GenerativeModule checkpoint (no tokenizer_config)")
+        if not isinstance(hp.get("tokenizer"), dict):
+            raise CheckpointMismatchError(f"{source} is not a GenerativeModule checkpoint (no tokenizer arguments)")
         if "decoder" not in hp:
             raise CheckpointMismatchError(f"{source} was written before the model's options were grouped into "
                                           "decoder/prior/optim (genrec < 0.2): retrain it with the current configs")

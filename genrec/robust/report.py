@@ -16,7 +16,7 @@ detector scores give the detection metrics against the true fake-user labels. Th
 scored on every attack's targets, as the reference for the attack's lift.
 
 Every input's attack state is checked: the clean checkpoint must hold neither an attack nor a
-defence, every run must share the clean run's data settings (``DATA_PROTOCOL``), and the undefended
+defence, every run must share the clean run's data settings (``datamodule.PROTOCOL``), and the undefended
 and defended runs of one attack must hold the same attack (every ``AttackConfig`` field); a mismatch
 is an error naming the checkpoint and the field. The report files are replaced only by a rerun on
 the same checkpoints; anything else in ``--out`` needs ``--overwrite`` (``genrec.outputs``).
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from genrec.data import SequenceDataModule
-from genrec.data.datamodule import rebuild_options
+from genrec.data.datamodule import data_protocol, rebuild_options
 from genrec.evaluation.report import UserRanks, per_user_frame, report_paths, write_report
 from genrec.evaluation.runner import report_header, score
 from genrec.evaluation.runs import Run, load_run
@@ -47,10 +47,6 @@ from genrec.robust.detector import detection_metrics, max_percentiles, percentil
 from genrec.robust.metrics import target_metrics
 
 K = 50
-# Data settings that decide what a model saw and how it is evaluated; the clean run and every attacked
-# or defended run must agree on each one both record.
-DATA_PROTOCOL = ("dataset", "dataset_options", "max_seq_len", "min_user_interactions", "min_item_interactions",
-                 "exclude", "fit_on_validation")
 
 
 def saved_state(ckpt: dict, suffix: str) -> dict | None:
@@ -125,10 +121,11 @@ def check_inputs(clean: dict[str, Any], infos: list[dict[str, Any]]) -> None:
         raise ValueError(f"--clean {clean['path']} holds {what}: the clean reference must be trained on clean data "
                          "without defence (no data.attack, no FraudsterReweighting); pass such a run's checkpoint")
     for info in infos:
-        for key in DATA_PROTOCOL:
-            if key in clean["data"] and key in info["data"] and clean["data"][key] != info["data"][key]:
-                raise ValueError(f"{info['path']} was trained with data.{key} {info['data'][key]!r}, the clean run "
-                                 f"{clean['path']} with {clean['data'][key]!r}: every run must share the clean run's "
+        ours, theirs = data_protocol(clean["data"]), data_protocol(info["data"])
+        for key in ours:
+            if key in theirs and ours[key] != theirs[key]:
+                raise ValueError(f"{info['path']} was trained with data.{key} {theirs[key]!r}, the clean run "
+                                 f"{clean['path']} with {ours[key]!r}: every run must share the clean run's "
                                  "data settings (apart from the attack)")
     first: dict[str, dict[str, Any]] = {}
     for info in infos:

@@ -383,13 +383,13 @@ def test_unknown_dataset_is_refused():
 
 
 def test_empty_after_kcore_names_the_options(tiny):
-    dm = SequenceDataModule(dataset="plain", root=str(tiny), min_user_interactions=50)
-    with pytest.raises(DataError, match="empty after k-core.*min_user_interactions"):
+    dm = SequenceDataModule(dataset="plain", root=str(tiny), preprocess=PreprocessConfig(min_user_interactions=50))
+    with pytest.raises(DataError, match="empty after k-core.*data.preprocess.min_user_interactions"):
         dm.prepare_data()
 
 
 def test_kcore_counts_what_it_removes(tiny):
-    dm = make(tiny, min_user_interactions=3)
+    dm = make(tiny, preprocess=PreprocessConfig(min_user_interactions=3))
     c = dm.data.counts
     assert c["users_removed_by_kcore"] == 1 and c["rows_removed_by_kcore"] == 2
     assert c["interactions"] == 8
@@ -464,10 +464,10 @@ def test_ids_the_readers_rewrote_are_counted_in_the_log(tmp_path, caplog):
     assert "item_ids_stripped=1" in line and dm.data.num_items == 2
 
 
-def test_preprocessing_options_are_one_group_and_old_flat_checkpoints_are_moved_into_it():
+def test_preprocessing_options_are_one_group_that_overrides_merge_into():
     from genrec.data.datamodule import rebuild_options
 
-    out = rebuild_options(SequenceDataModule, {"dataset": "synthetic", "use_cache": False},  # as written before the group
+    out = rebuild_options(SequenceDataModule, {"dataset": "synthetic", "preprocess": {"use_cache": False}},
                           {"preprocess.verify_cache": "full", "loader.batch_size": 7})
     assert out["preprocess"] == PreprocessConfig(use_cache=False, verify_cache="full") and out["loader"].batch_size == 7
     assert "use_cache" not in out
@@ -475,3 +475,17 @@ def test_preprocessing_options_are_one_group_and_old_flat_checkpoints_are_moved_
         rebuild_options(SequenceDataModule, {}, {"preprocess.budget": "1GB"})
     with pytest.raises(DataError, match=r"'lots'.*data.preprocess.memory"):
         rebuild_options(SequenceDataModule, {}, {"preprocess": {"memory": "lots"}})
+
+
+def test_item_text_datasets_keep_their_k_core_keys(monkeypatch, tmp_path):
+    """``data.datasets`` entries of the tokenizer's data module spell k-core as a domain does; they
+    reach the sequence module's ``preprocess``."""
+    from genrec.data import item_text
+
+    monkeypatch.setattr(item_text, "embed_texts", lambda texts, *a, **k: np.zeros((len(texts), 4), np.float32))
+    options = {"num_users": 60, "num_items": 80, "seed": 0}
+    spec = {"dataset": "synthetic", "dataset_options": options, "min_item_interactions": 40}
+    embeddings = item_text.ItemTextDataModule(datasets=[spec])._load()
+    filtered = SequenceDataModule(dataset="synthetic", dataset_options=options,
+                                  preprocess=PreprocessConfig(min_item_interactions=40)).data
+    assert len(embeddings) == filtered.num_items < 80

@@ -213,7 +213,7 @@ def test_a_folder_in_the_sequence_format_loads_as_dataset_sequences_and_is_never
     np.testing.assert_array_equal(raw.test_pos, built.test_pos)
     assert built.data.fingerprint == "job"
     with pytest.raises(DataError, match="min_user_interactions"):
-        SequenceDataModule(dataset="sequences", root=str(out), min_user_interactions=2).data
+        SequenceDataModule(dataset="sequences", root=str(out), preprocess=PreprocessConfig(min_user_interactions=2)).data
     items = np.load(out / "items.npy")
     items[0] = items[0] + 1
     np.save(out / "items.npy", items)

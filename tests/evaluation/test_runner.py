@@ -29,7 +29,7 @@ def dm():
 
 def recommenders(dm):
     torch.manual_seed(0)
-    generative = GenerativeModule(tokenizer_config=TOKENIZER, beam_width=10,
+    generative = GenerativeModule(tokenizer=TOKENIZER, beam_width=10,
                                   decoder=DecoderConfig(dim=16, num_heads=2, dropout=0.0, max_seq_len=6)).eval()
     text = torch.randn(dm.num_items + 1, 8)
     text[0] = 0
@@ -103,3 +103,14 @@ def test_every_command_refuses_a_retrieval_model_on_another_catalogue_but_not_a_
     Run(Path("x.ckpt"), {}, models["generative"]).check_catalogue(dm)  # zero-shot
     models["retrieval"].hparams.dataset_fingerprint = dm.fingerprint
     Run(Path("x.ckpt"), {}, models["retrieval"]).check_catalogue(dm)
+
+
+def test_the_protocol_records_the_k_core_thresholds_of_the_preprocess_group():
+    from genrec.data import PreprocessConfig
+    from genrec.evaluation.runner import protocol
+
+    options = {"num_users": 40, "num_items": 30, "num_interests": 5, "seed": 0}
+    filtered = SequenceDataModule(dataset="synthetic", dataset_options=options, max_seq_len=6,
+                                  preprocess=PreprocessConfig(min_user_interactions=3, use_cache=False))
+    assert protocol(filtered, "test", [10], [10])["filters"] == {"dataset": "synthetic", "dataset_options": options,
+                                                                  "min_user_interactions": 3}

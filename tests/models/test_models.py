@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from genrec.models import jagged_attention
-from genrec.models import HSTU, SASRec
+from genrec.models import HSTU, SASRec, TimeBias
 from genrec.models.hstu import time_buckets
 
 
@@ -95,11 +95,11 @@ def test_query_time_sets_the_last_positions_time_bias_only():
     for r, n in enumerate(lengths.tolist()):
         assert torch.allclose(moved[r, : n - 1], base[r, : n - 1], atol=1e-6)  # causal: earlier positions unchanged
         assert not torch.allclose(moved[r, n - 1], base[r, n - 1], atol=1e-3)
-    last = HSTU(dim=8, num_blocks=2, max_seq_len=6, dropout=0.0, query_time="last").eval()
+    last = HSTU(dim=8, num_blocks=2, max_seq_len=6, dropout=0.0, time_bias=TimeBias(query_time="last")).eval()
     last.load_state_dict(net.state_dict())
     assert torch.allclose(last(x, ts, lengths, query_time=later), base, atol=1e-6)
     with pytest.raises(ValueError, match="query_time"):
-        HSTU(query_time="now")
+        HSTU(time_bias=TimeBias(query_time="now"))
 
 
 def test_too_long_sequence_is_refused():
@@ -153,7 +153,7 @@ def test_blocked_attention_equals_dense_forward_and_gradients(block, use_time):
     """Query blocks of every size (one query, uneven last block, one block for all) give the dense
     path's outputs and gradients, with padding, the causal mask and the relative biases."""
     torch.manual_seed(0)
-    kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=20, dropout=0.0, use_time_bias=use_time)
+    kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=20, dropout=0.0, time_bias=TimeBias(enabled=use_time))
     dense, blocked = HSTU(**kw), HSTU(**kw, attention="blocked", attention_block=block)
     blocked.load_state_dict(dense.state_dict())
     with torch.no_grad():  # non-trivial bias tables, so their gradients are compared on real values
@@ -188,7 +188,7 @@ def test_jagged_batches_equal_the_padded_path(block, use_time, budget, monkeypat
         monkeypatch.setattr(jagged_attention, "CHUNK_ELEMENTS", 2 * block * 20)
         monkeypatch.setattr(jagged_attention, "CACHE_ELEMENTS", 0)
     torch.manual_seed(0)
-    kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=20, dropout=0.0, use_time_bias=use_time)
+    kw = dict(dim=16, num_blocks=2, num_heads=2, max_seq_len=20, dropout=0.0, time_bias=TimeBias(enabled=use_time))
     dense, jagged = HSTU(**kw), HSTU(**kw, attention="jagged", attention_block=block)
     jagged.load_state_dict(dense.state_dict())
     with torch.no_grad():

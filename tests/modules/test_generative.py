@@ -14,7 +14,7 @@ def module(N=30, codes="value+text", **prior):
     """A small module; ``prior`` options (``TextPriorConfig``) switch the text prior on."""
     torch.manual_seed(0)
     decoder = DecoderConfig(dim=16, num_heads=2, dropout=0.0, max_seq_len=6, codes=codes)
-    m = GenerativeModule(tokenizer_config=TOKENIZER, decoder=decoder, prior=TextPriorConfig(**prior) if prior else None,
+    m = GenerativeModule(tokenizer=TOKENIZER, decoder=decoder, prior=TextPriorConfig(**prior) if prior else None,
                          beam_width=8)
     m.log = lambda *a, **k: None
     m.log_dict = lambda *a, **k: None
@@ -36,7 +36,7 @@ def batch(N=30, B=4, L=6, seed=0):
 
 
 def test_a_tokenizer_is_required():
-    with pytest.raises(ValueError, match="tokenizer_ckpt"):
+    with pytest.raises(ValueError, match="model.tokenizer is required"):
         GenerativeModule()
 
 
@@ -149,6 +149,25 @@ def test_checkpoint_round_trip_keeps_the_tokenizer(tmp_path):
     with pytest.raises(CheckpointMismatchError):
         torch.save({"state_dict": {}, "hyper_parameters": {}}, tmp_path / "bad.ckpt")
         GenerativeModule.from_checkpoint(str(tmp_path / "bad.ckpt"))
+
+
+def test_an_old_checkpoint_with_tokenizer_ckpt_and_tokenizer_config_rebuilds(tmp_path):
+    """Before ``tokenizer`` took a path or the arguments, checkpoints held ``tokenizer_ckpt`` (a path,
+    maybe gone) and ``tokenizer_config``: the arguments rebuild the module, the path is not read."""
+    import lightning as L
+
+    m = module()
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0)
+    trainer.strategy.connect(m)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    ckpt = torch.load(tmp_path / "m.ckpt", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    hp["tokenizer_ckpt"], hp["tokenizer_config"] = str(tmp_path / "gone.ckpt"), hp.pop("tokenizer")
+    del ckpt["genrec_checkpoint_version"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    back = GenerativeModule.from_checkpoint(str(tmp_path / "old.ckpt"))
+    assert back.hparams.tokenizer == m.hparams.tokenizer and "tokenizer_config" not in back.hparams
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
 
 
 def test_a_domain_restricted_evaluation_only_decodes_that_domains_items():

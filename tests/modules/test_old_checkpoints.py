@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from genrec.data import LoaderConfig, PreprocessConfig, SequenceDataModule
+from genrec.data.datamodule import data_protocol, rebuild_options
 from genrec.evaluation.model_eval import run_evaluation
 from genrec.evaluation.runs import load_run
-from genrec.models import SASRec
+from genrec.models import HSTU, SASRec, TimeBias
 from genrec.modules import RetrievalModule
 from genrec.modules.checkpoints import VERSION, VERSION_KEY, CheckpointMismatchError, build_net, class_path, migrate, module_class_path
 from genrec.modules.negatives import LossConfig
@@ -86,6 +87,29 @@ def test_an_old_hstu_nets_compile_attention_maps_to_attention():
     assert net(compile_attention=False).attention == "dense" and net(compile_attention=True).attention == "compiled"
 
 
+def test_an_old_hstu_nets_flat_time_options_map_into_time_bias():
+    """A net saved with ``use_time_bias``/``num_time_buckets``/``query_time`` rebuilds with the same
+    options and weights, and its init_args round-trip through today's format."""
+    old = {"dim": 8, "num_blocks": 1, "max_seq_len": 6, "attention": "dense", "use_time_bias": False,
+           "num_time_buckets": 64, "query_time": "last"}
+    ckpt = migrate({"hyper_parameters": {}, "genrec": {"net": {"class_path": "genrec.models.hstu.HSTU", "init_args": old}}})
+    net = build_net(ckpt["genrec"]["net"])
+    assert not net.use_time_bias and net.num_time_buckets == 64 and net.query_time == "last"
+    today = HSTU(dim=8, num_blocks=1, max_seq_len=6, time_bias=TimeBias(enabled=False, num_buckets=64, query_time="last"))
+    assert net.init_args == today.init_args
+    assert build_net({"class_path": class_path(today), "init_args": today.init_args}).init_args == today.init_args
+
+
+def test_old_flat_kcore_and_use_cache_move_into_preprocess():
+    flat = {"dataset": "synthetic", "min_user_interactions": 3, "min_item_interactions": 2, "use_cache": False}
+    data = migrate({"hyper_parameters": {}, "datamodule_hyper_parameters": dict(flat)})["datamodule_hyper_parameters"]
+    assert data == {"dataset": "synthetic", "preprocess": {"min_user_interactions": 3, "min_item_interactions": 2, "use_cache": False}}
+    assert rebuild_options(SequenceDataModule, data)["preprocess"] == PreprocessConfig(3, 2, use_cache=False)
+    assert data_protocol(data) == data_protocol(flat) == {"dataset": "synthetic", "min_user_interactions": 3, "min_item_interactions": 2}
+    multi = {"domains": [{"dataset": "synthetic", "min_user_interactions": 3}], "use_cache": False}  # its own spelling
+    assert migrate({"hyper_parameters": {}, "datamodule_hyper_parameters": dict(multi)})["datamodule_hyper_parameters"] == multi
+
+
 @pytest.mark.parametrize("module, flat", [("genrec.modules.tokenizer_ae.TokenizerAutoencoder", {"lr": 0.002, "weight_decay": 0.0}),
                                           ("genrec.modules.encoder_finetune.EncoderFinetune", {"lr": 2e-5, "weight_decay": 0.01})])
 def test_a_flat_lr_and_weight_decay_move_into_optim(module, flat):
@@ -103,14 +127,6 @@ def test_a_checkpoint_written_today_records_its_version_and_migrates_unchanged(t
     assert repr(migrate(saved)) == before
     with pytest.raises(CheckpointMismatchError, match=f"{VERSION_KEY}={VERSION + 1}.*newer genrec"):
         migrate({**saved, VERSION_KEY: VERSION + 1})
-
-
-def test_resuming_from_the_old_lambdalr_schedule_is_refused_by_name(tmp_path):
-    path, model, _ = old_checkpoint(tmp_path)
-    ckpt = torch.load(path, weights_only=False)
-    ckpt["lr_schedulers"] = [{"base_lrs": [0.002], "last_epoch": 5, "lr_lambdas": [None]}]
-    with pytest.raises(CheckpointMismatchError, match="LambdaLR.*start a new run from its weights"):
-        model.on_load_checkpoint(ckpt)
 
 
 def test_load_run_reads_the_checkpoint_file_once(tmp_path, monkeypatch):

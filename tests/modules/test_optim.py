@@ -66,15 +66,20 @@ def test_the_torch_schedule_gives_the_hand_written_one_at_every_step(name, optim
     assert torch.equal(torch.tensor(got, dtype=torch.float32), torch.tensor(want, dtype=torch.float32))
 
 
-def test_the_trainer_steps_the_schedule():
-    class Data(L.LightningDataModule):
-        def train_dataloader(self):
-            g = torch.Generator().manual_seed(0)
-            items = torch.randint(1, 21, (16, 6), generator=g)
-            rows = [{"user": torch.tensor(i), "items": items[i, :-1], "targets": items[i, 1:],
-                     "timestamps": torch.arange(5), "lengths": torch.tensor(5)} for i in range(16)]
-            return torch.utils.data.DataLoader(rows, batch_size=4)
+class Data(L.LightningDataModule):
+    def __init__(self, users: int = 16):
+        super().__init__()
+        self.users = users
 
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        items = torch.randint(1, 21, (self.users, 6), generator=g)
+        rows = [{"user": torch.tensor(i), "items": items[i, :-1], "targets": items[i, 1:],
+                 "timestamps": torch.arange(5), "lengths": torch.tensor(5)} for i in range(self.users)]
+        return torch.utils.data.DataLoader(rows, batch_size=4)
+
+
+def test_the_trainer_steps_the_schedule():
     m = RetrievalModule(SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=5), num_items=20,
                         loss=LossConfig(num_negatives=4), optim=OptimConfig(lr=0.01, lr_schedule="cosine", warmup_steps=2))
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -106,3 +111,56 @@ def test_the_tokenizer_autoencoder_takes_its_optimiser_from_optim():
     assert TokenizerAutoencoder().optim_config.weight_decay == 0.0  # its default: no decay, as before
     assert group["lr"] == pytest.approx(0.002 / 5)  # the first warm-up step
     assert dict(m.hparams)["optim"]["lr"] == 0.002
+
+
+class Rates(L.Callback):
+    """The learning rate of every training step."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, *args):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("schedule, epoch", [("cosine", 0), ("cosine", 1), ("constant", 0)],
+                         ids=["cosine, in the warm-up", "cosine, past the warm-up", "constant, in the warm-up"])
+def test_a_run_resumed_from_the_old_lambdalr_schedule_goes_on_at_the_uninterrupted_runs_rates(tmp_path, schedule, epoch):
+    """A checkpoint whose schedule genrec's hand-written LambdaLR saved resumes (``fit --ckpt_path``)
+    with the rate the uninterrupted run took at every later step."""
+    from genrec.modules.checkpoints import VERSION_KEY
+
+    optim = OptimConfig(lr=0.01, lr_schedule=schedule, warmup_steps=3 if schedule == "cosine" else 5, min_lr_ratio=0.1)
+    total, per_epoch = 6, 2
+
+    def fit(ckpt_path=None, *callbacks):
+        torch.manual_seed(0)
+        m = RetrievalModule(SASRec(dim=8, num_blocks=1, num_heads=1, max_seq_len=5), num_items=20,
+                            loss=LossConfig(num_negatives=4), optim=optim)
+        rates = Rates()
+        trainer = L.Trainer(max_epochs=total // per_epoch, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            limit_val_batches=0, callbacks=[rates, *callbacks], default_root_dir=tmp_path)
+        trainer.fit(m, datamodule=Data(users=4 * per_epoch), ckpt_path=ckpt_path)
+        return rates.lrs
+
+    saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1, every_n_epochs=1)
+    whole = fit(None, saver)
+    assert len(whole) == total
+    ckpt = torch.load(tmp_path / f"epoch={epoch}.ckpt", weights_only=False)
+    step = per_epoch * (epoch + 1)
+    rate = optim.lr * reference_factor(step, total, schedule, optim.warmup_steps, optim.min_lr_ratio)
+    ckpt["lr_schedulers"] = [{"base_lrs": [optim.lr], "last_epoch": step, "_step_count": step + 1, "verbose": False,
+                              "_get_lr_called_within_step": False, "_last_lr": [rate], "lr_lambdas": [None]}]
+    ckpt["optimizer_states"][0]["param_groups"][0]["lr"] = rate
+    del ckpt[VERSION_KEY]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    resumed = fit(str(tmp_path / "old.ckpt"))
+    assert resumed == pytest.approx(whole[step:], rel=1e-12)
+
+
+def test_an_old_lambdalr_state_of_a_constant_rate_leaves_nothing_to_resume():
+    from genrec.modules.checkpoints import migrate
+
+    old = {"base_lrs": [0.01], "last_epoch": 7, "_step_count": 8, "_last_lr": [0.01], "lr_lambdas": [None]}
+    ckpt = migrate({"hyper_parameters": {"optim": {"lr": 0.01, "warmup_steps": 1}}, "lr_schedulers": [old]})
+    assert ckpt["lr_schedulers"] == []  # as ``adamw`` builds no scheduler for it
