@@ -241,3 +241,19 @@ def test_the_line_count_of_a_gzip_file_streams_every_member_and_refuses_a_cut_on
     assert engine._lines(whole) == (200_000, True)
     assert engine._lines(members) == (200_000, False)
     assert engine._lines(cut) is None
+
+
+def test_the_benchmarks_amazon_2023_log_is_read_by_the_engine_as_the_readers_read_it(tmp_path, monkeypatch):
+    """``benchmarks/data_scale.py --format jsonl`` measures the engine on this layout (nested image
+    objects on some lines): it must be the engine's path that is timed, giving the readers' files."""
+    import sys
+
+    from tests.conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import data_scale
+
+    data_scale.write_amazon_2023(tmp_path, 3_000)
+    src = get_source("amazon", root=str(tmp_path), category="Synthetic", version=2023)
+    returned, native, readers = both_paths(src, monkeypatch)
+    assert returned == [{"u", "i", "t"}] and native[0] == "files" and native == readers
