@@ -192,6 +192,8 @@ LEFT = {
     "a key named twice": ("amazon-2023", J23 + '{"user_id": "U", "user_id": "V", "parent_asin": "P", "timestamp": 1}\n'),
     "a key named twice (2014: the last kept)": ("amazon-2014", J14 + '{"reviewerID": "U", "reviewerID": "V", '
                                                 '"asin": "B", "unixReviewTime": 1}\n'),
+    "a key named twice, as many keys as the first line names": (
+        "amazon-2023", J23.replace("}", ', "x": 1}') + '{"user_id": "U", "user_id": "V", "parent_asin": "P", "timestamp": 1}\n'),
     "a key named twice in a nested object": ("amazon-2023", J23 + '{"user_id": "U", "parent_asin": "Q", '
                                              '"timestamp": 2, "images": [{"u": 1, "u": 2}]}\n'),
     "a float id": ("jsonl", '{"user_id": 1.0, "item_id": "a"}\n{"user_id": 2, "item_id": "b"}\n'),
