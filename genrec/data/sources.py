@@ -363,16 +363,9 @@ class Amazon(FileSource):
         return [meta] if meta and not self.options["meta_file"] else []
 
     def load(self) -> RawData:
-        folder = self.resolve()
-        reviews, meta = self._file_names()
         counts: dict[str, int] = {}
-        version = self.options["version"]
-        interactions = read_amazon_reviews(folder / reviews, counts, version)
-        items = None
-        if meta is not None and (folder / meta).is_file():
-            known = set(interactions["item"].unique())
-            items = read_amazon_meta(folder / meta, known, self._items_policy(), counts, version)
-        return RawData(self.name, interactions, items, counts)
+        interactions = read_amazon_reviews(self.resolve() / self._file_names()[0], counts, self.options["version"])
+        return RawData(self.name, interactions, self.load_items(set(interactions["item"].unique()), counts), counts)
 
     def engine_scan(self) -> EngineScan | None:
         user, item, time, unit, _ = AMAZON_FIELDS[self.options["version"]]
