@@ -17,6 +17,7 @@ import json
 import os
 import re
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -109,6 +110,7 @@ def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] 
     selected = ", ".join(f"{field} AS {c}" for field, c in fields.items() if c is not None)
     quoting = "'\"'" if quote else "''"
     compression = "gzip" if path.suffix == ".gz" else "none"
+    lines = _count_lines_beside(path)
     try:
         con.execute(f"""CREATE TABLE raw AS SELECT CASE WHEN ok THEN u END AS u, i, {time} AS t, 0::BIGINT AS f FROM (
                         SELECT {selected}, {' AND '.join(valid)} AS ok
@@ -118,7 +120,7 @@ def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] 
     except duckdb.Error:
         con.execute("DROP TABLE IF EXISTS raw")
         return None
-    if not _reads_as_the_readers_do(con, path, columns if names is None else {}, "t" in ours):
+    if not _reads_as_the_readers_do(con, lines.result(), columns if names is None else {}, "t" in ours):
         con.execute("DROP TABLE raw")
         return None
     return set(ours)
@@ -169,6 +171,7 @@ def read_json(con, path: Path, columns: dict[str, str], optional: dict[str, str]
         t, f = f"coalesce({t}, 0)", f"CASE WHEN {at['t']} IS NULL THEN 1 ELSE {f} END"
     paths = ", ".join(f"'$.\"{key}\"'" for key in keys)  # keys are the sources' own field names
     compression = "gzip" if path.suffix == ".gz" else "none"
+    lines = _count_lines_beside(path)
     try:
         con.execute(f"""CREATE TABLE raw AS SELECT CASE WHEN {' AND '.join(valid)} THEN {ident.format(at['u'])} END AS u,
                                {ident.format(at['i'])} AS i, {t} AS t, {f} AS f
@@ -179,7 +182,7 @@ def read_json(con, path: Path, columns: dict[str, str], optional: dict[str, str]
     except duckdb.Error:
         con.execute("DROP TABLE IF EXISTS raw")
         return None
-    lines = _lines(path)
+    lines = lines.result()
     timed = not optional_time or untimed == 0
     if (bad or rows == 0 or lines is None or rows != lines[0] + (not lines[1])
             or (optional_time and untimed not in (0, rows)) or not _ids_as_the_readers_give(con)):
@@ -244,19 +247,19 @@ def _ids_as_the_readers_give(con) -> bool:
     return True
 
 
-def _reads_as_the_readers_do(con, path: Path, columns: dict[str, str], timed: bool) -> bool:
+def _reads_as_the_readers_do(con, lines: tuple[int, bool] | None, columns: dict[str, str], timed: bool) -> bool:
     """Whether the ``raw`` table just read holds what the readers would give: every id non-empty and
     without surrounding whitespace (checked on the distinct ids, not on every row), every time an
     integer, no repeated header (``columns``: the header's names; empty without a header), and one
-    row per line after the header, the last line ending with a line break (DuckDB skips blank lines
-    and joins a quoted field's lines, which the readers report or read otherwise)."""
+    row per line after the header (``lines``: the file's ``_lines``), the last line ending with a
+    line break (DuckDB skips blank lines and joins a quoted field's lines, which the readers report
+    or read otherwise)."""
     header = [f"{ours} = '{_quote(name)}'" for name, ours in columns.items() if ours != "t"]
     problems = (["t IS NULL"] if timed else []) + ([f"({' AND '.join(header)})"] if header else [])
     rows, bad_rows = con.execute(f"""SELECT count(*), count(*) FILTER ({' OR '.join(problems) or 'false'})
                                      FROM raw""").fetchone()
     if bad_rows or rows == 0 or not _ids_as_the_readers_give(con):
         return False
-    lines = _lines(path)
     return lines is not None and lines[1] and rows + bool(columns) == lines[0]
 
 
@@ -304,6 +307,16 @@ def _first_line(path: Path) -> bytes | None:
             return f.readline() or None
     except (OSError, EOFError, zlib.error):
         return None
+
+
+def _count_lines_beside(path: Path) -> Future:
+    """``_lines(path)`` in another thread while DuckDB reads the file (zlib and numpy release the
+    GIL): for a gzip file the count is a second decompression, as long as the read's own."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="genrec-lines")
+    try:
+        return pool.submit(_lines, path)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _lines(path: Path) -> tuple[int, bool] | None:
