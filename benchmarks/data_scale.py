@@ -24,8 +24,15 @@ easily double one run.
 Peak memory is the process's peak RSS (``ru_maxrss``), so it includes Python, torch and pandas
 (``baseline``: the RSS after the imports alone). A run over the 8 GiB budget is flagged.
 
+``--format jsonl`` writes the log in the Amazon Reviews 2023 layout instead (``Synthetic.jsonl.gz``,
+one JSON object a line: ``user_id``, ``parent_asin``, ``timestamp`` in milliseconds and the other
+fields of a review) and loads it as ``dataset="amazon", version=2023``; ``--readers`` makes the cold
+run read the log through the readers of ``genrec.data.sources`` (the path for files the engine
+does not read itself) instead of the engine.
+
     python benchmarks/data_scale.py                      # 1M, 5M, 20M: a few minutes on 2 CPU cores
     python benchmarks/data_scale.py --sizes 100000       # a quick check
+    python benchmarks/data_scale.py --format jsonl --sizes 100000 [--readers]
 """
 from __future__ import annotations
 
@@ -83,7 +90,45 @@ def write_ml20m(folder: Path, n: int, seed: int = 0) -> None:
         f.writelines(f'{i},"{t}",{genres[i % 3]}\n' for i, t in enumerate(titles, 1))
 
 
-def measure(root: str, cache: str, checks: bool = True, verify: str = "changed") -> dict:
+REVIEWS_PER_USER = 8
+AMAZON_2023 = ('{{"rating": {rating}.0, "title": "Review title", "text": "Review text: it works, as described.", '
+               '"images": [{images}], "asin": "B{item:09d}", "parent_asin": "P{item:09d}", "user_id": "AG{user:026d}", '
+               '"timestamp": {ms}, "helpful_vote": {votes}, "verified_purchase": true}}\n')
+IMAGE = '{"small_image_url": "https://m.media-amazon.com/images/I/x._SL256_.jpg", "attachment_type": "IMAGE"}'
+IMAGE_EVERY = 20  # reviews with a photo: a nested object
+
+
+def write_amazon_2023(folder: Path, n: int, seed: int = 0) -> None:
+    """``n`` synthetic reviews in the Amazon Reviews 2023 layout, gzipped (level 1), users and times
+    at random (the sub-second part included), power-law item popularity; written in chunks so memory
+    stays flat."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    items = max(100, n // 20)
+    users = max(1, n // REVIEWS_PER_USER)
+    with gzip.open(folder / "Synthetic.jsonl.gz", "wt", compresslevel=1) as f:
+        for lo in range(0, n, CHUNK):
+            size = min(CHUNK, n - lo)
+            user = rng.integers(0, users, size)
+            item = np.minimum(rng.zipf(1.3, size), items)
+            ms = rng.integers(1_262_304_000_000, 1_694_000_000_000, size)
+            rating, votes = rng.integers(1, 6, size), rng.integers(0, 3, size)
+            f.write("".join(AMAZON_2023.format(rating=r, item=i, user=u, ms=t, votes=v,
+                                               images=IMAGE if (lo + row) % IMAGE_EVERY == 0 else "")
+                            for row, (r, i, u, t, v) in enumerate(zip(rating.tolist(), item.tolist(), user.tolist(),
+                                                                      ms.tolist(), votes.tolist()))))
+
+
+FORMATS = {  # --format: (file the writer leaves, writer, dataset, options)
+    "csv": ("ratings.csv", write_ml20m, "ml-20m", {}),
+    "jsonl": ("Synthetic.jsonl.gz", write_amazon_2023, "amazon", {"category": "Synthetic", "version": 2023}),
+}
+
+
+def measure(root: str, cache: str, checks: bool = True, verify: str = "changed", fmt: str = "csv",
+            readers: bool = False) -> dict:
     """Runs in a child process: one prepare_data + setup, its wall time and peak RSS, the cache
     verified as ``verify`` says (``data.preprocess.verify_cache``); without ``checks``, every file digest is
     computed before the clock starts and looked up during the load (no stat, no record read)."""
@@ -92,7 +137,10 @@ def measure(root: str, cache: str, checks: bool = True, verify: str = "changed")
     from genrec.data import PreprocessConfig, SequenceDataModule, preprocess
     from genrec.data.datamodule import cache_folder, verified_record
 
-    source = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache).source  # either way: same warm-up
+    _, _, dataset, options = FORMATS[fmt]
+    source = SequenceDataModule(dataset=dataset, root=root, cache_dir=cache, dataset_options=options).source
+    if readers:
+        type(source).engine_scan = lambda self: None
     if not checks:
         known: dict[Path, str] = {}
         real = digests.file_digest
@@ -108,7 +156,7 @@ def measure(root: str, cache: str, checks: bool = True, verify: str = "changed")
         verify = "changed"  # every digest through the lookup above
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    dm = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache, max_seq_len=200,
+    dm = SequenceDataModule(dataset=dataset, root=root, cache_dir=cache, max_seq_len=200, dataset_options=options,
                             preprocess=PreprocessConfig(verify_cache=verify))
     dm.prepare_data()
     dm.setup("fit")
@@ -127,9 +175,11 @@ def measure(root: str, cache: str, checks: bool = True, verify: str = "changed")
             "train_windows": len(dm.train_set)}
 
 
-def child(root: Path, cache: Path, checks: bool = True, verify: str = "changed") -> dict:
-    out = subprocess.run([sys.executable, __file__, "--measure", str(root), str(cache), "--verify", verify]
-                         + ([] if checks else ["--no-checks"]), capture_output=True, text=True, check=False)
+def child(root: Path, cache: Path, checks: bool = True, verify: str = "changed", fmt: str = "csv",
+          readers: bool = False) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--measure", str(root), str(cache), "--verify", verify,
+                          "--format", fmt] + ([] if checks else ["--no-checks"]) + (["--readers"] if readers else []),
+                         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"measurement failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -144,38 +194,44 @@ def main() -> None:
     parser.add_argument("--verify", choices=["changed", "full"], default="changed",
                         help="data.preprocess.verify_cache of the cache-hit loads (changed: files whose stamp changed since "
                              "their last full hash; full: every byte)")
+    parser.add_argument("--format", choices=list(FORMATS), default="csv",
+                        help="the synthetic log's layout: csv (ML-20M ratings.csv) or jsonl (Amazon Reviews 2023)")
+    parser.add_argument("--readers", action="store_true",
+                        help="cold runs read the log through the pandas/Python readers instead of the engine")
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--no-checks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--write", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    name, writer, _, _ = FORMATS[args.format]
     if args.write:
-        write_ml20m(Path(args.write[0]), int(args.write[1]))
+        writer(Path(args.write[0]), int(args.write[1]))
         return
     if args.measure:
-        print(json.dumps(measure(*args.measure, checks=not args.no_checks, verify=args.verify)))
+        print(json.dumps(measure(*args.measure, checks=not args.no_checks, verify=args.verify, fmt=args.format,
+                                 readers=args.readers)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="genrec-data-scale-"))
-    print("| interactions | users | items | CSV MB | cold s | cold peak GiB | cache-hit s | cache-hit peak GiB | baseline GiB "
+    print("| interactions | users | items | input MB | cold s | cold peak GiB | cache-hit s | cache-hit peak GiB | baseline GiB "
           "| checks ms: added (alone, inputs) | added / cache hit |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     over = []
     try:
         for n in args.sizes:
-            root = workdir / f"ml20m-{n}"
-            if not (root / "ratings.csv").exists():
+            root = workdir / (f"ml20m-{n}" if args.format == "csv" else f"{args.format}-{n}")
+            if not (root / name).exists():
                 # in a child: a child's peak RSS starts at its parent's RSS when it was started
-                subprocess.run([sys.executable, __file__, "--write", str(root), str(n)], check=True)
-            cache = workdir / f"cache-{n}"
+                subprocess.run([sys.executable, __file__, "--write", str(root), str(n), "--format", args.format], check=True)
+            cache = workdir / (f"cache-{n}" if args.format == "csv" else f"cache-{args.format}-{n}")
             shutil.rmtree(cache, ignore_errors=True)
-            cold = child(root, cache)
-            child(root, cache)  # records the stamps of files the cold run wrote too recently to trust
+            cold = child(root, cache, fmt=args.format, readers=args.readers)
+            child(root, cache, fmt=args.format)  # records the stamps of files the cold run wrote too recently to trust
             runs, unchecked = [], []
             for _ in range(args.repeats):
-                runs.append(child(root, cache, verify=args.verify))
-                unchecked.append(child(root, cache, checks=False))
+                runs.append(child(root, cache, verify=args.verify, fmt=args.format))
+                unchecked.append(child(root, cache, checks=False, fmt=args.format))
             warm = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
             added = warm["seconds"] - float(np.median([r["seconds"] for r in unchecked]))
-            mb = (root / "ratings.csv").stat().st_size / 1e6
+            mb = (root / name).stat().st_size / 1e6
             print(f"| {cold['interactions']:,} | {cold['users']:,} | {cold['items']:,} | {mb:,.1f} | "
                   f"{cold['seconds']:.1f} | {cold['peak_gib']:.2f} | {warm['seconds']:.2f} | {warm['peak_gib']:.2f} | "
                   f"{cold['baseline_gib']:.2f} | {1e3 * added:.2f} ({1e3 * warm['checks_s']:.2f}, {1e3 * warm['inputs_s']:.2f}) | "

@@ -12,8 +12,12 @@ insertion order of the table the rows are read into (``rowid``), which DuckDB ke
 """
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +32,7 @@ MEMORY_LIMIT_ENV = "GENREC_PREPROCESS_MEMORY"
 DEFAULT_MEMORY_LIMIT = "1GB"
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 BATCH_ROWS = 1 << 20
+CHUNK = 1 << 22  # bytes a file is read in
 # The CSR arrays of the contract, each an int64 ``.npy`` file.
 ARRAYS = ("offsets", "items", "timestamps")
 
@@ -68,17 +73,26 @@ def load_frame(con, interactions: pd.DataFrame, has_timestamps: bool) -> None:
     con.unregister("frame")
 
 
-def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None) -> set[str] | None:
-    """Read a CSV file with a header (``columns``: its column names -> ``u``, ``i``, ``t``; those of
-    ``optional`` too when the header has them) into the ``raw`` table without pandas, when that gives
-    exactly what the readers of ``genrec.data.sources`` give, and return the columns read; None
-    (nothing read) when it might not: ids needing the canonical form's changes, times that are not
-    integers, or anything the readers report as an error. The caller then reads the file with those
-    readers, which name the line and what to do.
+def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None, *,
+             delimiter: str = ",", names: tuple[str, ...] | None = None, quote: bool = True) -> set[str] | None:
+    """Read a delimited text file, gzipped when its name ends with ``.gz``, into the ``raw`` table
+    without pandas (``columns``: its field names -> ``u``, ``i``, ``t``; those of ``optional`` too
+    when the file has them), when that gives exactly what the readers of ``genrec.data.sources`` give,
+    and return the columns read; None (nothing read) when it might not: ids needing the canonical
+    form's changes, times that are not integers, or anything the readers report as an error. The
+    caller then reads the file with those readers, which name the line and what to do.
+
+    The layout: ``delimiter`` (one or more characters, e.g. ML-1M's ``::``); the field names of the
+    first line, or ``names`` for a file without a header, whose every field must then be non-empty
+    (``genrec.data.sources.read_fields``); ``quote``: whether ``"`` quotes a field (CSV) or is an
+    ordinary character.
     """
     import duckdb
 
-    header = _header(path)
+    first = _first_line(path)
+    if first is None or first.startswith(BOM):
+        return None
+    header = _header(first, delimiter) if names is None else list(names)
     if header is None or any(name not in header for name in columns) or len(set(header)) < len(header):
         return None
     columns = {**columns, **{name: ours for name, ours in (optional or {}).items() if name in header}}
@@ -87,25 +101,106 @@ def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] 
     # A time that is not plain digits (a sign, spaces, a fraction) reads differently in pandas: it
     # becomes NULL here, which sends the file to the readers below.
     time = "CASE WHEN regexp_full_match(t, '-?[0-9]{1,18}') THEN TRY_CAST(t AS BIGINT) END" if "t" in ours else "0::BIGINT"
+    fields = {f'"{_quote(name)}"': columns.get(name) for name in header}
+    valid = ["true"]
+    if names is not None:  # the readers require every field of a header-less line
+        valid += [f"{field} IS NOT NULL" for field, c in fields.items() if c is None]
+    if len(delimiter) > 1:  # the readers split on the unit separator after replacing the delimiter by it
+        valid += [f"NOT contains({field}, chr(31))" for field in fields]
+    selected = ", ".join(f"{field} AS {c}" for field, c in fields.items() if c is not None)
+    quoting = "'\"'" if quote else "''"
+    compression = "gzip" if path.suffix == ".gz" else "none"
+    lines = _count_lines_beside(path)
     try:
-        con.execute(f"""CREATE TABLE raw AS SELECT u, i, {time} AS t, 0::BIGINT AS f FROM (
-                        SELECT {', '.join(f'"{_quote(name)}" AS {c}' for name, c in columns.items())}
-                        FROM read_csv('{_quote(str(path))}', header = true, auto_detect = false, delim = ',',
-                                      quote = '"', escape = '"', strict_mode = true, columns = {{{layout}}}))""")
+        con.execute(f"""CREATE TABLE raw AS SELECT CASE WHEN ok THEN u END AS u, i, {time} AS t, 0::BIGINT AS f FROM (
+                        SELECT {selected}, {' AND '.join(valid)} AS ok
+                        FROM read_csv('{_quote(str(path))}', header = {names is None}, auto_detect = false,
+                                      delim = '{_quote(delimiter)}', quote = {quoting}, escape = {quoting},
+                                      strict_mode = true, compression = '{compression}', columns = {{{layout}}}))""")
     except duckdb.Error:
         con.execute("DROP TABLE IF EXISTS raw")
         return None
-    if not _reads_as_the_readers_do(con, path, columns, "t" in ours):
+    if not _reads_as_the_readers_do(con, lines.result(), columns if names is None else {}, "t" in ours):
         con.execute("DROP TABLE raw")
         return None
     return set(ours)
 
 
-def read(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None) -> set[str] | None:
-    """``read_csv`` or ``read_parquet`` by the file's suffix; None for any other file (the readers'):
-    the columns read into the ``raw`` table, or None when nothing was read."""
-    reader = {".csv": read_csv, ".parquet": read_parquet}.get(path.suffix)
-    return reader(con, path, columns, optional) if reader is not None else None
+def read_json(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None, *,
+              strict: bool = True, time_unit: str = "s") -> set[str] | None:
+    """``read_csv`` for a JSON-lines file (gzipped when its name ends with ``.gz``): one object a
+    line, ``columns`` its keys -> ``u``, ``i``, ``t``, an ``optional`` key read when some object has it.
+
+    Read only when the readers (``genrec.data.sources.json_lines``, ``parse_record``,
+    ``canonical_id``) would give the same thing: every id a JSON string without surrounding
+    whitespace or a JSON integer (whose canonical form is its digits), every time a JSON integer
+    that fits in 64 bits (``time_unit`` ``ms``: unix milliseconds, split into floored seconds and the
+    nanoseconds of their fraction, as ``sources.milliseconds`` does), no key named twice in an
+    object (``strict``: in nested objects too, as the strict JSON of Amazon 2023 and the plain
+    layout requires), no trailing comma, one object on every line (no blank line). Anything else
+    (and every line DuckDB cannot parse, e.g. Amazon 2014's Python literals) is left to the readers.
+    """
+    import duckdb
+
+    columns = {**columns, **(optional or {})}
+    keys = list(columns)
+    at = {c: f"e[{n}]" for n, c in enumerate(columns.values(), 1)}
+    if "t" not in at:
+        return None
+    integer = "CASE WHEN json_type({0}) IN ('BIGINT', 'UBIGINT') THEN TRY_CAST({0}::VARCHAR AS BIGINT) END"
+    ident = ("CASE json_type({0}) WHEN 'VARCHAR' THEN {0} ->> '$' WHEN 'BIGINT' THEN {0}::VARCHAR "
+             "WHEN 'UBIGINT' THEN {0}::VARCHAR END")
+    ms = integer.format(at["t"])
+    # floored division: DuckDB's % keeps the dividend's sign, Python's divmod (the readers') the divisor's
+    fraction = f"((({ms}) % 1000 + 1000) % 1000)"
+    t, f = (f"(({ms}) - {fraction}) // 1000", f"{fraction} * 1000000") if time_unit == "ms" else (ms, "0::BIGINT")
+    # Keys named once: known without hashing them on the lines that name the first line's keys, in
+    # its order (most lines of a dump); a CASE, so only the other lines pay for the check.
+    usual = _first_keys(path)
+    distinct = "len(k) = len(list_distinct(k))"
+    if usual:
+        distinct = f"CASE WHEN k = [{', '.join(map(_literal, usual))}]::VARCHAR[] THEN true ELSE {distinct} END"
+    valid = [distinct, r"NOT regexp_matches(j, ',[ \t\r\n]*[\]}]')"]
+    if strict:  # a nested object's keys too, on the lines with a second brace (few: only those pay for the check)
+        valid.append("""CASE WHEN contains(substr(j, 2), '{') THEN coalesce(list_bool_and(list_transform(
+                            json_extract(j, '$..*'), lambda x: json_type(x) <> 'OBJECT'
+                            OR len(json_keys(x)) = len(list_distinct(json_keys(x))))), true) ELSE true END""")
+    optional_time = "t" in (optional or {}).values()
+    if optional_time:  # a missing key: no time (f = 1 marks it); a key without an integer: the readers'
+        valid.append(f"({at['t']} IS NULL OR {t} IS NOT NULL)")
+        t, f = f"coalesce({t}, 0)", f"CASE WHEN {at['t']} IS NULL THEN 1 ELSE {f} END"
+    paths = ", ".join(f"'$.\"{key}\"'" for key in keys)  # keys are the sources' own field names
+    compression = "gzip" if path.suffix == ".gz" else "none"
+    lines = _count_lines_beside(path)
+    try:
+        con.execute(f"""CREATE TABLE raw AS SELECT CASE WHEN {' AND '.join(valid)} THEN {ident.format(at['u'])} END AS u,
+                               {ident.format(at['i'])} AS i, {t} AS t, {f} AS f
+                        FROM (SELECT json AS j, json_extract(json, [{paths}]) AS e, json_keys(json) AS k
+                              FROM read_ndjson_objects('{_quote(str(path))}', compression = '{compression}'))""")
+        rows, bad, untimed = con.execute("""SELECT count(*), count(*) FILTER (u IS NULL OR i IS NULL OR t IS NULL),
+                                            count(*) FILTER (f = 1) FROM raw""").fetchone()
+    except duckdb.Error:
+        con.execute("DROP TABLE IF EXISTS raw")
+        return None
+    lines = lines.result()
+    timed = not optional_time or untimed == 0
+    if (bad or rows == 0 or lines is None or rows != lines[0] + (not lines[1])
+            or (optional_time and untimed not in (0, rows)) or not _ids_as_the_readers_give(con)):
+        con.execute("DROP TABLE raw")
+        return None
+    return {"u", "i"} | ({"t"} if timed else set())
+
+
+def read(con, scan) -> set[str] | None:
+    """The file of ``scan`` (a ``genrec.data.sources.EngineScan``) read into the ``raw`` table by its
+    format (``read_csv``, ``read_json``, ``read_parquet``): the columns read, or None when nothing
+    was read (the readers' turn)."""
+    if scan.format == "parquet":
+        return read_parquet(con, scan.path, scan.columns, scan.optional)
+    if scan.format == "json":
+        return read_json(con, scan.path, scan.columns, scan.optional, strict=scan.strict, time_unit=scan.time_unit)
+    return read_csv(con, scan.path, scan.columns, scan.optional, delimiter=scan.delimiter, names=scan.names,
+                    quote=scan.quote)
 
 
 # Parquet column types whose values the readers turn into the same text (ids) or seconds (times)
@@ -152,17 +247,20 @@ def _ids_as_the_readers_give(con) -> bool:
     return True
 
 
-def _reads_as_the_readers_do(con, path: Path, columns: dict[str, str], timed: bool) -> bool:
+def _reads_as_the_readers_do(con, lines: tuple[int, bool] | None, columns: dict[str, str], timed: bool) -> bool:
     """Whether the ``raw`` table just read holds what the readers would give: every id non-empty and
     without surrounding whitespace (checked on the distinct ids, not on every row), every time an
-    integer, no repeated header, and one row per line after the header (DuckDB skips blank lines
-    and joins a quoted field's lines, which the readers report or read otherwise)."""
-    repeated_header = " AND ".join(f"{ours} = '{_quote(name)}'" for name, ours in columns.items() if ours != "t")
-    rows, bad_rows = con.execute(f"""SELECT count(*), count(*) FILTER ({'t IS NULL OR ' if timed else ''}({repeated_header}))
+    integer, no repeated header (``columns``: the header's names; empty without a header), and one
+    row per line after the header (``lines``: the file's ``_lines``), the last line ending with a
+    line break (DuckDB skips blank lines and joins a quoted field's lines, which the readers report
+    or read otherwise)."""
+    header = [f"{ours} = '{_quote(name)}'" for name, ours in columns.items() if ours != "t"]
+    problems = (["t IS NULL"] if timed else []) + ([f"({' AND '.join(header)})"] if header else [])
+    rows, bad_rows = con.execute(f"""SELECT count(*), count(*) FILTER ({' OR '.join(problems) or 'false'})
                                      FROM raw""").fetchone()
     if bad_rows or rows == 0 or not _ids_as_the_readers_give(con):
         return False
-    return rows + 1 == _line_count(path)
+    return lines is not None and lines[1] and rows + bool(columns) == lines[0]
 
 
 # Every character Python's str.strip removes, which the canonical id form strips (docs/datasets.md).
@@ -173,32 +271,85 @@ def _quote(text: str) -> str:
     return text.replace("'", "''").replace('"', '""')
 
 
-def _header(path: Path) -> list[str] | None:
-    """The header's names, when the file is plain UTF-8 (not gzipped) that ends with a line break;
-    else None (the readers check those cases and name what is wrong)."""
-    with open(path, "rb") as f:
-        first = f.readline()
-        f.seek(0, os.SEEK_END)
-        if f.tell() == 0 or path.suffix == ".gz":
-            return None
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) != b"\n":
-            return None
+BOM = b"\xef\xbb\xbf"
+
+
+def _header(first: bytes, delimiter: str) -> list[str] | None:
+    """The names of a header line, when it is UTF-8 and every name plain (no surrounding spaces, no
+    quote); else None (the readers check those cases and name what is wrong)."""
     try:
-        names = first.decode("utf-8").rstrip("\r\n").split(",")
+        names = first.decode("utf-8").rstrip("\r\n").split(delimiter)
     except UnicodeDecodeError:
         return None
     return names if all(name == name.strip() and name and '"' not in name for name in names) else None
 
 
-def _line_count(path: Path) -> int:
-    """Line breaks in the file, counted by numpy at memory speed (bytes.count is several times slower)."""
-    lines = 0
-    buffer = np.empty(1 << 22, np.uint8)
+def _first_keys(path: Path) -> list[str] | None:
+    """The keys of the first line's object, when it is one and names each key once; else None."""
+    try:
+        pairs = json.loads(_first_line(path) or b"", object_pairs_hook=lambda pairs: pairs)
+    except ValueError:
+        return None
+    keys = [key for key, _ in pairs] if isinstance(pairs, list) and all(isinstance(p, tuple) for p in pairs) else []
+    return keys if keys and len(set(keys)) == len(keys) else None
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _first_line(path: Path) -> bytes | None:
+    """The first line of the file (gunzipped when its name ends with ``.gz``); None when the file is
+    empty or cannot be read (the readers say why)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            return f.readline() or None
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def _count_lines_beside(path: Path) -> Future:
+    """``_lines(path)`` in another thread while DuckDB reads the file (zlib and numpy release the
+    GIL): for a gzip file the count is a second decompression, as long as the read's own."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="genrec-lines")
+    try:
+        return pool.submit(_lines, path)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _lines(path: Path) -> tuple[int, bool] | None:
+    """Line breaks in the file and whether it ends with one; a gzip file is decompressed as a stream
+    (every member, as ``gzip`` reads them), in chunks, so memory stays flat. None when the gzip
+    stream is damaged or cut short. Counted by numpy at memory speed (bytes.count is several
+    times slower)."""
+    lines, last = 0, b""
+    buffer = np.empty(CHUNK, np.uint8)
     with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            lines += int(np.count_nonzero(buffer[:n] == ord("\n")))
-    return lines
+        if path.suffix != ".gz":
+            while n := f.readinto(buffer):
+                lines += int(np.count_nonzero(buffer[:n] == ord("\n")))
+                last = bytes(buffer[n - 1 : n])
+            return lines, last == b"\n"
+        stream, pending = zlib.decompressobj(wbits=31), False
+        while chunk := f.read(CHUNK):
+            while chunk:
+                try:
+                    out = stream.decompress(chunk, 4 * CHUNK)  # bounded: a small chunk may inflate to gigabytes
+                except zlib.error:
+                    return None
+                pending, chunk = not stream.eof, stream.unconsumed_tail
+                if out:
+                    lines += int(np.count_nonzero(np.frombuffer(out, np.uint8) == ord("\n")))
+                    last = out[-1:]
+                if stream.eof:  # the next member, if any (anything else after a member: left to the readers)
+                    chunk, stream = stream.unused_data, zlib.decompressobj(wbits=31)
+                    if chunk and not chunk.startswith(b"\x1f\x8b"):
+                        return None
+        if pending:  # cut short
+            return None
+    return lines, last == b"\n"
 
 
 def empty_after_kcore(name: str, min_user: int, min_item: int, rows_read: int, options: str) -> DataError:

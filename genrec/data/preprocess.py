@@ -147,7 +147,9 @@ def write(data: RawData | Source, out: Path, min_user_interactions: int = 0, min
             engine.build(con, out, raw.name, min_user_interactions, min_item_interactions, counts, _raw_order)
             if raw.items is None and items is not None:
                 known = set(con.execute("SELECT DISTINCT i FROM raw").fetchnumpy()["i"].tolist())
-                raw.items = items(known, counts)
+                read_counts: dict[str, int] = {}
+                raw.items = items(known, read_counts)
+                counts = {**read_counts, **counts}  # in the readers' order, so meta.json is the same file
         finally:
             con.close()
     finally:
@@ -163,7 +165,7 @@ def _read_into(con, data: RawData | Source) -> tuple[RawData, Callable[[set[str]
     empty interactions table with the right columns when the engine read the file itself) and, then,
     the source's reader of item text for a set of known item ids."""
     scan = data.engine_scan() if isinstance(data, Source) and hasattr(data, "engine_scan") else None
-    read = engine.read(con, scan.path, scan.columns, scan.optional) if scan is not None else None
+    read = engine.read(con, scan) if scan is not None else None
     if read is not None:
         columns = ["user", "item"] + (["timestamp"] if "t" in read else [])
         return RawData(data.name, pd.DataFrame(columns=columns)), data.load_items

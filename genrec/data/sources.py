@@ -89,11 +89,24 @@ Where = Callable[[int], str]  # row position -> "line N" / "row N", for error me
 @dataclass(frozen=True)
 class EngineScan:
     """An interactions file the preprocessing engine may read itself (``genrec.data.engine.read``):
-    its column names -> ``u``, ``i``, ``t``, those in ``optional`` when the header has them."""
+    its field names -> ``u``, ``i``, ``t``, those in ``optional`` when the file has them, and its
+    layout. A name ending with ``.gz`` is gzip.
+
+    ``format``: ``delimited`` (text split at ``delimiter``, one or more characters; field names in
+    the first line, or ``names`` for a file without a header; ``quote``: whether ``"`` quotes a
+    field), ``json`` (JSON lines; ``strict``: a key named twice anywhere in an object is an error,
+    as in the readers' strict JSON; ``time_unit`` ``s`` or ``ms``) or ``parquet``.
+    """
 
     path: Path
     columns: dict[str, str]
     optional: dict[str, str] = dataclass_field(default_factory=dict)
+    format: str = "delimited"
+    delimiter: str = ","
+    names: tuple[str, ...] | None = None
+    quote: bool = True
+    strict: bool = True
+    time_unit: str = "s"
 
 
 class FileSource(Source):
@@ -223,13 +236,25 @@ class MovieLens(FileSource):
     def downloads(self) -> list[Download]:
         return [MOVIELENS[self.name]]
 
-    def _raw(self, ratings: pd.DataFrame, ratings_path: Path, movies: pd.DataFrame, movies_path: Path,
-             where: Where = lambda i: f"line {i + 1}") -> RawData:
+    def _raw(self, ratings: pd.DataFrame, ratings_path: Path, where: Where = lambda i: f"line {i + 1}") -> RawData:
         counts: dict[str, int] = {}
         interactions = interaction_frame(ratings, ratings_path, counts, where)
-        movies = item_frame(movies, movies_path, counts, where)
-        movies = keep_known_items(movies, set(interactions["item"].unique()), movies_path, self._items_policy(), counts)
-        return RawData(self.name, interactions, movies, counts)
+        return RawData(self.name, interactions, self.load_items(set(interactions["item"].unique()), counts), counts)
+
+    def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
+        """The catalogue (``item`` and text columns, as read), its file, and how its rows are named."""
+        raise NotImplementedError
+
+    def _ratings_scan(self, name: str, delimiter: str) -> EngineScan | None:
+        """The header-less ratings file, for the engine when the readers read it as UTF-8."""
+        if self.ratings_encoding.replace("-", "").lower() != "utf8":
+            return None
+        return EngineScan(self.resolve() / name, {"user": "u", "item": "i", "timestamp": "t"},
+                          delimiter=delimiter, names=tuple(RATING_FIELDS), quote=False)
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame:
+        movies, path, where = self._movies()
+        return keep_known_items(item_frame(movies, path, counts, where), known, path, self._items_policy(), counts)
 
 
 @register_source("ml-1m")
@@ -237,9 +262,16 @@ class MovieLens1M(MovieLens):
     def load(self) -> RawData:
         folder = self.resolve()
         ratings = read_fields(folder / "ratings.dat", "::", RATING_FIELDS, ("rating", "timestamp"), self.ratings_encoding)
-        movies = read_fields(folder / "movies.dat", "::", ["item", "title", "genres"], encoding=self.options["encoding"])
+        return self._raw(ratings, folder / "ratings.dat")
+
+    def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
+        path = self.folder / "movies.dat"
+        movies = read_fields(path, "::", ["item", "title", "genres"], encoding=self.options["encoding"])
         movies["genres"] = movies["genres"].str.replace("|", ", ", regex=False)
-        return self._raw(ratings, folder / "ratings.dat", movies, folder / "movies.dat")
+        return movies, path, lambda i: f"line {i + 1}"
+
+    def engine_scan(self) -> EngineScan | None:
+        return self._ratings_scan("ratings.dat", "::")
 
 
 @register_source("ml-100k")
@@ -247,13 +279,19 @@ class MovieLens100K(MovieLens):
     def load(self) -> RawData:
         folder = self.resolve()
         ratings = read_fields(folder / "u.data", "\t", RATING_FIELDS, ("rating", "timestamp"), self.ratings_encoding)
-        genres = read_genre_names(folder / "u.genre")
+        return self._raw(ratings, folder / "u.data")
+
+    def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
+        path = self.folder / "u.item"
+        genres = read_genre_names(self.folder / "u.genre")
         fields = ["item", "title", "release_date", "video_release_date", "url", *genres]
-        movies = read_fields(folder / "u.item", "|", fields, encoding=self.options["encoding"], may_be_empty=fields[1:5])
+        movies = read_fields(path, "|", fields, encoding=self.options["encoding"], may_be_empty=fields[1:5])
         flags = movies[list(genres)].to_numpy() == "1"
         movies["genres"] = [", ".join(np.asarray(genres)[row]) for row in flags]
-        movies = movies[["item", "title", "genres"]]
-        return self._raw(ratings, folder / "u.data", movies, folder / "u.item")
+        return movies[["item", "title", "genres"]], path, lambda i: f"line {i + 1}"
+
+    def engine_scan(self) -> EngineScan | None:
+        return self._ratings_scan("u.data", "\t")
 
 
 @register_source("ml-20m")
@@ -262,25 +300,20 @@ class MovieLens20M(MovieLens):
         folder = self.resolve()
         columns = {"userId": "user", "movieId": "item", "timestamp": "timestamp"}
         ratings = read_csv(folder / "ratings.csv", columns, self.ratings_encoding)
-        return self._raw(ratings, folder / "ratings.csv", self._movies(), folder / "movies.csv", lambda i: f"line {i + 2}")
+        return self._raw(ratings, folder / "ratings.csv", lambda i: f"line {i + 2}")
 
-    def _movies(self) -> pd.DataFrame:
-        movies = read_csv(self.folder / "movies.csv", {"movieId": "item", "title": "title", "genres": "genres"},
-                          self.options["encoding"])
+    def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
+        path = self.folder / "movies.csv"
+        movies = read_csv(path, {"movieId": "item", "title": "title", "genres": "genres"}, self.options["encoding"])
         # "(no genres listed)" is the release's placeholder for missing text
         genres = movies["genres"].replace("(no genres listed)", "")
         movies["genres"] = genres.str.replace("|", ", ", regex=False)
-        return movies
+        return movies, path, lambda i: f"line {i + 2}"
 
     def engine_scan(self) -> EngineScan | None:
         if self.ratings_encoding.replace("-", "").lower() != "utf8":
             return None
         return EngineScan(self.resolve() / "ratings.csv", {"userId": "u", "movieId": "i", "timestamp": "t"})
-
-    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame:
-        path = self.folder / "movies.csv"
-        movies = item_frame(self._movies(), path, counts, lambda i: f"line {i + 2}")
-        return keep_known_items(movies, known, path, self._items_policy(), counts)
 
 
 @register_source("amazon")
@@ -330,16 +363,22 @@ class Amazon(FileSource):
         return [meta] if meta and not self.options["meta_file"] else []
 
     def load(self) -> RawData:
-        folder = self.resolve()
-        reviews, meta = self._file_names()
         counts: dict[str, int] = {}
-        version = self.options["version"]
-        interactions = read_amazon_reviews(folder / reviews, counts, version)
-        items = None
-        if meta is not None and (folder / meta).is_file():
-            known = set(interactions["item"].unique())
-            items = read_amazon_meta(folder / meta, known, self._items_policy(), counts, version)
-        return RawData(self.name, interactions, items, counts)
+        interactions = read_amazon_reviews(self.resolve() / self._file_names()[0], counts, self.options["version"])
+        return RawData(self.name, interactions, self.load_items(set(interactions["item"].unique()), counts), counts)
+
+    def engine_scan(self) -> EngineScan | None:
+        user, item, time, unit, _ = AMAZON_FIELDS[self.options["version"]]
+        reviews = self.resolve() / self._file_names()[0]
+        # 2014 and 2018 files may hold Python literals, read as such (a key given twice: the last)
+        return EngineScan(reviews, {user: "u", item: "i", time: "t"}, format="json",
+                          strict=self.options["version"] == "2023", time_unit=unit)
+
+    def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame | None:
+        meta = self._file_names()[1]
+        if meta is None or not (self.folder / meta).is_file():
+            return None
+        return read_amazon_meta(self.folder / meta, known, self._items_policy(), counts, self.options["version"])
 
 
 @register_source("s3rec")
@@ -410,9 +449,11 @@ class Plain(FileSource):
 
     def engine_scan(self) -> EngineScan | None:
         path = self.resolve() / self.required_files()[0]
-        if path.suffix not in (".csv", ".parquet"):
+        kind = Path(path.name.removesuffix(".gz")).suffix  # as read_plain_interactions tells them apart
+        formats = {".parquet": "parquet", ".jsonl": "json"}
+        if kind == ".parquet" and path.suffix == ".gz":
             return None
-        return EngineScan(path, {"user_id": "u", "item_id": "i"}, {"timestamp": "t"})
+        return EngineScan(path, {"user_id": "u", "item_id": "i"}, {"timestamp": "t"}, format=formats.get(kind, "delimited"))
 
     def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame | None:
         path = self.folder / "items.jsonl"

@@ -312,8 +312,8 @@ def test_a_file_changing_while_it_is_read_is_an_error_and_nothing_is_cached(tiny
     owner, name = (engine, "read_csv") if reader == "engine" else (type(dm.source), "load")
     read = getattr(owner, name)
 
-    def read_then_append(*args):
-        out = read(*args)
+    def read_then_append(*args, **kwargs):
+        out = read(*args, **kwargs)
         with open(tiny / "interactions.csv", "a") as f:
             f.write("d,99,9\n")
         return out

@@ -184,12 +184,17 @@ def test_a_cached_load_reads_the_user_ids_only_when_asked_even_after_the_cache_i
 @pytest.mark.slow
 @pytest.mark.parametrize("name, folder, options, expected", BEFORE_CANONICAL_IDS)
 def test_real_datasets_through_the_engine_and_its_cache_give_the_same_sequences_and_id_maps(
-    tmp_path, name, folder, options, expected
+    tmp_path, monkeypatch, name, folder, options, expected
 ):
-    """The whole path a training run takes (the engine reading the plain CSV files itself, the
-    cache written, then mapped) against the digests the README's tables were measured on."""
+    """The whole path a training run takes (the engine reading ML-1M's ``::`` file, ML-100K's
+    tab-separated one and the plain CSV files itself, the cache written, then mapped) against the
+    digests the README's tables were measured on."""
     source = get_source(name, root=str(shared_data(folder)), cache_dir=str(tmp_path), **options)
+    returned = []
+    real = engine.read
+    monkeypatch.setattr(engine, "read", lambda con, scan: returned.append(real(con, scan)) or returned[-1])
     load_sequences(source)
+    assert [read is not None for read in returned] == ([] if name == "s3rec" else [True])  # S3-Rec lines: its reader
     data = load_sequences(source)
     assert preprocess.mapped_file(data.items) is not None
     text = None if data.item_text is None else digest(
