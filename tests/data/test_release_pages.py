@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from genrec.data import LoaderConfig, SequenceDataModule, preprocess
+from genrec.resume import run_differences
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 
@@ -67,3 +68,11 @@ def test_releasing_every_batch_serves_the_same_batches_as_never(tmp_path, loader
 def test_a_negative_release_interval_is_refused():
     with pytest.raises(ValueError, match="release_pages_every"):
         LoaderConfig(release_pages_every=-1)
+
+
+def test_a_resumed_run_may_release_pages_at_another_interval():
+    saved = {"datamodule_hyper_parameters": {"loader": {"batch_size": 8, "release_pages_every": 1}}}
+    config = {"data": {"init_args": {"loader": {"batch_size": 8, "release_pages_every": 64}}}}
+    assert run_differences(config, saved) == []
+    config["data"]["init_args"]["loader"]["batch_size"] = 16
+    assert run_differences(config, saved) == ["data.loader.batch_size: 8 in the checkpoint, 16 here"]
