@@ -9,6 +9,7 @@ timed in alternating epochs over the same cache.
 
     python benchmarks/loader_speed.py --root ../shared/data/ml-1m --dataset ml-1m
     python benchmarks/loader_speed.py --root ../shared/data/ml-1m --release-pages-every 0 1
+    python benchmarks/loader_speed.py --dataset ml-20m --root /tmp/ddp20/ml20m-20000000 --cache-dir /tmp/ddp20/cache-20000000
 """
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--max-seq-len", type=int, default=200)
+    parser.add_argument("--cache-dir", default=None, help="an existing cache folder to use (default: a temporary one)")
     parser.add_argument("--release-pages-every", type=int, nargs="+", default=[LoaderConfig().release_pages_every])
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as temporary:
+        cache = args.cache_dir or temporary
         SequenceDataModule(dataset=args.dataset, root=args.root, cache_dir=cache).prepare_data()
         modules = {every: SequenceDataModule(dataset=args.dataset, root=args.root, cache_dir=cache, max_seq_len=args.max_seq_len,
                                              loader=LoaderConfig(release_pages_every=every))

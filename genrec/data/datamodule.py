@@ -322,6 +322,7 @@ class LoaderConfig:
         release_pages_every: every this many batches, the process building them unmaps the pages
             of the mapped sequence files it touched (0 = never; ``Collator``): they stay in the page
             cache, but each DDP rank's RSS would otherwise count every page an epoch touched.
+            Mapping them again costs time per batch (docs/performance.md, "Pages released").
     """
 
     train_windows: Literal["last", "all"] = "last"
