@@ -45,21 +45,22 @@ def test_only_read_only_maps_are_released(tmp_path):
     assert (written == -1).all()
 
 
-def epoch(root, every, loader):
+def epoch(root, every, loader, workers):
     torch.manual_seed(0)
     dm = SequenceDataModule(dataset="synthetic", dataset_options={"num_users": 300, "num_items": 200},
                             cache_dir=str(root / "cache"), max_seq_len=20,
                             loader=LoaderConfig(batch_size=8, eval_batch_size=8, stochastic_length=1.5,
-                                                release_pages_every=every))
+                                                release_pages_every=every, num_workers=workers))
     dm.prepare_data()
     dm.setup("fit")
     assert preprocess.mapped_file(dm.data.items) is not None  # the batches are read from the maps
     return list(getattr(dm, loader)())
 
 
-@pytest.mark.parametrize("loader", ["train_dataloader", "val_dataloader"])
-def test_releasing_every_batch_serves_the_same_batches_as_never(tmp_path, loader):
-    released, kept = epoch(tmp_path, 1, loader), epoch(tmp_path, 0, loader)
+@pytest.mark.parametrize("loader, workers", [("train_dataloader", 0), ("val_dataloader", 0), ("train_dataloader", 2)])
+def test_releasing_every_batch_serves_the_same_batches_as_never(tmp_path, loader, workers):
+    # with workers, each releases its own (inherited) maps
+    released, kept = epoch(tmp_path, 1, loader, workers), epoch(tmp_path, 0, loader, workers)
     assert len(released) == len(kept) > 1
     for a, b in zip(released, kept):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
