@@ -38,7 +38,8 @@ _SYMBOLIC = {"best", "hpc", "registry"}
 # Every other model and data setting makes another run.
 MAY_DIFFER = {"model.num_items", "model.dataset_fingerprint", "model.tokenizer", "data.root", "data.cache_dir",
               "data.download", "data.use_cache", "data.preprocess.use_cache", "data.preprocess.verify_cache",
-              "data.preprocess.memory", "data.loader.num_workers", "data.loader.eval_batch_size"}
+              "data.preprocess.memory", "data.loader.num_workers", "data.loader.eval_batch_size",
+              "data.loader.release_pages_every"}
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:

@@ -104,16 +104,27 @@ class Collator:
     the timestamp of the interaction the last input position predicts (training: the last
     target; evaluation: the held-out item). It is the time of the request, known when a
     recommendation is asked for; HSTU's relative-time bias reads it (as the HSTU paper's code
-    does in training and evaluation), models without time ignore it."""
+    does in training and evaluation), models without time ignore it.
+
+    Every ``release_pages_every`` batches (0 = never) it unmaps the pages of the mapped sequence
+    files from the process that builds the batches (``preprocess.release_pages``), so that what an
+    epoch touched does not stay counted in each DDP rank's RSS; the batches are the same."""
 
     def __init__(self, data: SequenceData, max_seq_len: int, exclude: Exclude = "history",
-                 stochastic_length: float = 0.0):
+                 stochastic_length: float = 0.0, release_pages_every: int = 0):
         self.items = data.items
         self.timestamps = data.timestamps
         self.offsets = data.offsets
         self.max_seq_len = max_seq_len
         self.exclude = exclude
         self.stochastic_length = stochastic_length
+        self.release_pages_every = release_pages_every
+        self.batches = 0
+
+    def _count_batch(self) -> None:
+        self.batches += 1
+        if self.release_pages_every and self.batches % self.release_pages_every == 0:
+            preprocess.release_pages(self.items, self.timestamps, self.offsets)
 
     def _pad(self, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._pad_rows([np.arange(s, e) for s, e in spans])
@@ -144,6 +155,7 @@ class Collator:
         return pos[keep]
 
     def train(self, batch: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+        self._count_batch()
         windows = [self._window(s, e) for _, s, e in batch]
         items, stamps, lengths = self._pad_rows([w[:-1] for w in windows])
         targets, _, _ = self._pad_rows([w[1:] for w in windows])
@@ -160,6 +172,7 @@ class Collator:
     def history(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         """Requests ``(user, end)``: the window of items before position ``end`` and the ids to
         exclude; ``query_time`` is the last of those items' time (the latest known moment)."""
+        self._count_batch()
         users = [u for u, _ in batch]
         spans = [(max(self.offsets[u], p - self.max_seq_len), p) for u, p in batch]
         items, stamps, lengths = self._pad(spans)
@@ -306,6 +319,10 @@ class LoaderConfig:
             order follows ``seed_everything`` and the epoch.
         batch_size, eval_batch_size: sequences per training and per evaluation batch.
         num_workers: DataLoader worker processes (0 = load in the main process).
+        release_pages_every: every this many batches, the process building them unmaps the pages
+            of the mapped sequence files it touched (0 = never; ``Collator``): they stay in the page
+            cache, but each DDP rank's RSS would otherwise count every page an epoch touched.
+            Mapping them again costs time per batch (docs/performance.md, "Pages released").
     """
 
     train_windows: Literal["last", "all"] = "last"
@@ -314,6 +331,7 @@ class LoaderConfig:
     batch_size: int = 128
     eval_batch_size: int = 512
     num_workers: int = 0
+    release_pages_every: int = 1
 
     def __post_init__(self) -> None:
         if self.train_windows not in ("last", "all"):
@@ -322,7 +340,7 @@ class LoaderConfig:
             raise DataError(f"data.loader.stochastic_length is HSTU's alpha, in (1, 2], or 0 for off (got {self.stochastic_length})")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise DataError("data.loader.batch_size and data.loader.eval_batch_size must be positive")
-        check_counts(**{"loader.num_workers": self.num_workers})
+        check_counts(**{"loader.num_workers": self.num_workers, "loader.release_pages_every": self.release_pages_every})
 
 
 @dataclass(frozen=True)
@@ -501,6 +519,7 @@ class SequenceDataModule(L.LightningDataModule):
         self._data = load_sequences(self.source, pc.min_user_interactions, pc.min_item_interactions, pc.use_cache,
                                     pc.memory, pc.verify_cache)
         self._split()
+        preprocess.release_pages(self._data.offsets)  # the split read every offset
         return self._data
 
     @property
@@ -549,7 +568,9 @@ class SequenceDataModule(L.LightningDataModule):
         starts = data.offsets[:-1]
         for s, e in zip(starts, self.train_end):
             mask[s:e] = True
-        return torch.from_numpy(np.bincount(data.items[mask], minlength=data.num_items + 1).astype(np.float32))
+        counts = np.bincount(data.items[mask], minlength=data.num_items + 1).astype(np.float32)
+        preprocess.release_pages(data.items)
+        return torch.from_numpy(counts)
 
     def add_training_users(self, data: SequenceData, train_end: np.ndarray) -> None:
         """Train on ``data``: the current users unchanged, plus users appended after them that only
@@ -572,7 +593,7 @@ class SequenceDataModule(L.LightningDataModule):
         data = self._load()
         hp = self.hparams
         lc = self.loader_config
-        self.collator = Collator(data, hp.max_seq_len, hp.exclude, lc.stochastic_length)
+        self.collator = Collator(data, hp.max_seq_len, hp.exclude, lc.stochastic_length, lc.release_pages_every)
         self.train_set = TrainWindows(data, self.train_end, hp.max_seq_len, lc.train_windows)
         self.val_set = EvalTargets(data, self.eval_users, self.val_pos, hp.max_seq_len)
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos, hp.max_seq_len)

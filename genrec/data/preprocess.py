@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -364,11 +365,35 @@ def _read(folder: Path) -> SequenceData:
     )
 
 
-def mapped_file(array: np.ndarray) -> Path | None:
-    """The file ``array`` is a view of, when it is one of the maps ``load`` returns."""
+def _memmap(array: np.ndarray) -> np.memmap | None:
+    """The ``np.memmap`` that ``array`` is a view of, if any."""
     while array is not None and not isinstance(array, np.memmap):
         array = array.base if isinstance(array.base, np.ndarray) else None
-    return None if array is None else Path(array.filename)
+    return array
+
+
+def mapped_file(array: np.ndarray) -> Path | None:
+    """The file ``array`` is a view of, when it is one of the maps ``load`` returns."""
+    memmap = _memmap(array)
+    return None if memmap is None else Path(memmap.filename)
+
+
+def release_pages(*arrays: np.ndarray) -> None:
+    """Unmaps from this process the pages of the read-only file maps that ``arrays`` view
+    (``madvise(MADV_DONTNEED)``); other arrays are left alone, and where the platform has no
+    ``madvise`` this does nothing.
+
+    A read-only shared map holds no data of its own: the pages stay in the page cache, and the next
+    read of them maps the same bytes again. What this drops is their count in the process's RSS,
+    which counts a shared page in every process that touched it, so that DDP ranks mapping one cache
+    would each count all of it after an epoch (docs/performance.md, "Two DDP ranks mapping one cache").
+    """
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    for array in arrays:
+        memmap = _memmap(array)
+        # only a read-only map: on a copy-on-write one (mode "c") DONTNEED would discard written pages
+        if advice is not None and memmap is not None and memmap.mode == "r" and isinstance(memmap.base, mmap.mmap):
+            memmap.base.madvise(advice)
 
 
 def _deferred_strings(path: Path, column: str) -> Callable[[], np.ndarray]:
