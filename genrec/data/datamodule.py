@@ -322,7 +322,8 @@ class LoaderConfig:
         release_pages_every: every this many batches, the process building them unmaps the pages
             of the mapped sequence files it touched (0 = never; ``Collator``): they stay in the page
             cache, but each DDP rank's RSS would otherwise count every page an epoch touched.
-            Mapping them again costs time per batch (docs/performance.md, "Pages released").
+            Mapping them again costs time per batch (docs/performance.md, "Pages released"), so it is
+            off by default: turn it on (1) where a scheduler sums the ranks' RSS (e.g. SLURM's accounting).
     """
 
     train_windows: Literal["last", "all"] = "last"
@@ -331,7 +332,7 @@ class LoaderConfig:
     batch_size: int = 128
     eval_batch_size: int = 512
     num_workers: int = 0
-    release_pages_every: int = 1
+    release_pages_every: int = 0
 
     def __post_init__(self) -> None:
         if self.train_windows not in ("last", "all"):
