@@ -205,7 +205,7 @@ def _baseline(args: Any) -> tuple[L.LightningModule, Any, dict[str, Any], Path]:
         raise ValueError("--baseline recommends in one process (it has no weights to share): pass --devices 1")
     dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data_overrides(args)))
     dm.setup("predict")
-    options = {key: getattr(args, key) for key in ("encoder", "template", "hubness", "hubness_k", "center")}
+    options = {key: getattr(args, key) for key in ("encoder", "template", "hubness", "hubness_k", "center", "whiten")}
     model = BaselineModule(baseline_recommender(args.baseline, dm, **(options if args.baseline == "text" else {})), args.k)
     source = {"baseline": args.baseline, **(options if args.baseline == "text" else {})}
     return model, dm, source, Path("runs") / f"{args.baseline}-baseline"

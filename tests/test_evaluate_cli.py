@@ -20,7 +20,7 @@ DATA = ["--data.class_path", "--data.root", "--data.max_seq_len", "--data.loader
 OPTIONS = {
     "model": ["--ckpt", "--split", "--out", "--no-baseline", "--overwrite", "--bootstrap", "--seed", "--wandb",
               *DATA],
-    "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--center", "--split", "--out", "--overwrite", "--bootstrap",
+    "baseline": ["--template", "--encoder", "--hubness", "--hubness-k", "--center", "--whiten", "--split", "--out", "--overwrite", "--bootstrap",
                  *DATA],
     "robust": ["--clean", "--runs", "--split", "--root", "--data.root", "--out", "--overwrite"],
     "compare": ["run_a", "run_b", "--split", "--bootstrap", "--seed", "--out", "--overwrite", "--scorers"],

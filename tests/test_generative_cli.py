@@ -109,7 +109,7 @@ def test_text_baseline_runs_without_a_checkpoint(tmp_path):
                        "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)])
 
 
-def test_text_baseline_center_scores_in_the_centred_space_and_every_report_measures_the_crowding(tmp_path):
+def test_text_baseline_center_and_whiten_score_in_their_space_and_every_report_measures_the_crowding(tmp_path):
     args = ["baseline", "--template", TEMPLATE, "--data.dataset", "synthetic", "--data.dataset_options", synthetic(60, 40)]
     plain = evaluate.main(args)
     centred = evaluate.main(args + ["--center"])
@@ -117,6 +117,15 @@ def test_text_baseline_center_scores_in_the_centred_space_and_every_report_measu
     assert (tmp_path / "runs" / "text-baseline-centred" / "test_synthetic_report.md").exists()  # its own folder
     assert 0 < plain["mean_pair_cosine"] == centred["mean_pair_cosine"] < 1  # the encoder's own space, before centring
     assert centred["metrics"]["text"] != plain["metrics"]["text"]
+    # --whiten W centres and whitens: its own folder, and the crowding measured in the space it ranks in too
+    whitened = evaluate.main(args + ["--whiten", "1"])
+    assert "whitened 1" in whitened["checkpoint"]
+    assert (tmp_path / "runs" / "text-baseline-whitened1" / "test_synthetic_report.md").exists()
+    assert whitened["mean_pair_cosine"] == plain["mean_pair_cosine"] and "mean_pair_cosine_scored" not in plain
+    assert abs(whitened["mean_pair_cosine_scored"]) < plain["mean_pair_cosine"]
+    assert whitened["metrics"]["text"] not in (plain["metrics"]["text"], centred["metrics"]["text"])
+    with pytest.raises(ValueError, match=r"--whiten must be >= 0 and <= 1, got 2"):
+        evaluate.main(args + ["--whiten", "2"])
 
 
 @pytest.mark.slow

@@ -232,16 +232,18 @@ def test_a_baseline_recommends_the_lists_its_evaluation_ranks(tmp_path):
     rows = [(f"u{u}", f"i{i}", t) for u in range(60) for t, i in enumerate(rng.choice(40, int(rng.integers(4, 9)), replace=False))]
     pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(root / "interactions.csv", index=False)
     data = ["--data.dataset", "plain", "--data.root", str(root), "--data.cache_dir", str(tmp_path / "cache")]
-    report = evaluate.main(["baseline", "--out", str(tmp_path / "report"), "--bootstrap", "0", "--template", "{title}"] + data)
-    out = evaluate.main(["recommend", "--baseline", "text", "--template", "{title}", "--k", "10", "--on", "test",
-                         "--out", str(tmp_path / "recs.csv")] + data)
-    recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
     dm = SequenceDataModule(dataset="plain", root=str(root), cache_dir=str(tmp_path / "cache"))
     dm.setup("test")
     targets = {str(dm.data.user_ids[u]): str(dm.data.item_ids[dm.data.items[p]]) for u, p in zip(dm.eval_users, dm.test_pos)}
-    hits = [targets[user] in set(group["item_id"]) for user, group in recs.groupby("user_id")]
-    assert len(hits) == len(targets) and recs.groupby("user_id").size().eq(10).all()
-    assert np.mean(hits) == pytest.approx(report["metrics"]["text"]["hr@10"], abs=1e-4)
+    for space in ([], ["--whiten", "0.5"]):  # the scorer's options reach recommend as they reach the report
+        report = evaluate.main(["baseline", "--out", str(tmp_path / f"report{len(space)}"), "--bootstrap", "0",
+                                "--template", "{title}", *space] + data)
+        out = evaluate.main(["recommend", "--baseline", "text", "--template", "{title}", "--k", "10", "--on", "test",
+                             *space, "--out", str(tmp_path / f"recs{len(space)}.csv")] + data)
+        recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+        hits = [targets[user] in set(group["item_id"]) for user, group in recs.groupby("user_id")]
+        assert len(hits) == len(targets) and recs.groupby("user_id").size().eq(10).all()
+        assert np.mean(hits) == pytest.approx(report["metrics"]["text"]["hr@10"], abs=1e-4)
     popular = evaluate.main(["recommend", "--baseline", "popularity", "--k", "3", "--out", str(tmp_path / "pop.csv")] + data)
     assert len(pd.read_csv(popular)) == 3 * len(targets)
     with pytest.raises(ValueError, match="one of --ckpt"):

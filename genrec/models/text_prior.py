@@ -36,6 +36,8 @@ class TextPriorConfig:
         hubness_k: neighbours in ``h_i``.
         center: score in each catalogue's centred space (``center_catalogue``), user vectors and
             hubness included, as ``evaluate.py baseline --center`` does.
+        whiten: also whiten that space by the shrunk covariance (``center_catalogue``; 0: off, implies
+            ``center``), as ``evaluate.py baseline --whiten`` does.
     """
 
     decay: float = 0.3
@@ -45,10 +47,13 @@ class TextPriorConfig:
     hubness: bool = False
     hubness_k: int = 50
     center: bool = False
+    whiten: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.decay <= 1:
             raise ValueError(f"model.prior.decay must be in (0, 1], got {self.decay}")
+        if not 0 <= self.whiten <= 1:
+            raise ValueError(f"model.prior.whiten must be in [0, 1] (0: off, 1: full whitening), got {self.whiten}")
         if self.hubness_k < 1:
             raise ValueError(f"model.prior.hubness_k must be at least 1, got {self.hubness_k}")
 
@@ -102,22 +107,45 @@ def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None
     return out
 
 
-def center_catalogue(unit: Tensor, domains: Sequence[tuple[int, int]] | None = None) -> Tensor:
-    """``unit`` (N+1, E) with each domain's mean item vector subtracted and the rows renormalised.
+def center_catalogue(unit: Tensor, domains: Sequence[tuple[int, int]] | None = None, whiten: float = 0.0) -> Tensor:
+    """``unit`` (N+1, E) with each domain's mean item vector subtracted, optionally whitened, and the
+    rows renormalised.
 
     A fine-tuned encoder tends to crowd a catalogue into a narrow cone (random items' cosine rises
     towards 1); cosines after centring measure where items sit relative to their own catalogue.
-    Zero rows (the padding, items without text) stay zero and do not enter the mean; ids outside
-    every domain are left as they are.
+    ``whiten`` in [0, 1] also maps the centred rows through ``S^(-1/2)``, ``S = whiten * C + (1 -
+    whiten) * tr(C) / E * I`` the domain's item covariance ``C`` shrunk towards its mean variance
+    (0: centring alone; 1: full whitening, every direction of the catalogue equally spread), so a
+    few dominant directions shared by most items stop deciding every cosine. Zero rows (the
+    padding, items without text) stay zero and enter neither mean nor covariance; ids outside every
+    domain are left as they are.
     """
+    if not 0 <= whiten <= 1:
+        raise ValueError(f"whiten must be in [0, 1] (0: centring only, 1: full whitening), got {whiten}")
     out = unit.clone()
     for lo, hi in domains or [(1, len(unit) - 1)]:
         items = unit[lo : hi + 1]
         present = items.norm(dim=-1) > 0
-        if present.any():
-            centred = F.normalize(items - items[present].mean(0), dim=-1)
-            out[lo : hi + 1] = torch.where(present[:, None], centred, items)
+        if not present.any():
+            continue
+        centred = items - items[present].mean(0)
+        if whiten:
+            centred = centred @ shrunk_inverse_sqrt(centred[present], whiten).to(centred)
+        out[lo : hi + 1] = torch.where(present[:, None], F.normalize(centred, dim=-1), items)
     return out
+
+
+def shrunk_inverse_sqrt(centred: Tensor, whiten: float, floor: float = 1e-6) -> Tensor:
+    """``S^(-1/2)`` (E, E) of ``center_catalogue``'s shrunk covariance of the ``centred`` rows (n, E),
+    in float64; eigenvalues below ``floor`` times the largest (directions no item spreads along,
+    e.g. fewer items than dimensions at ``whiten`` 1) are raised to it."""
+    x = centred.double()
+    cov = x.T @ x / len(x)
+    dim = cov.shape[0]
+    cov = whiten * cov + (1 - whiten) * cov.trace() / dim * torch.eye(dim, dtype=cov.dtype, device=cov.device)
+    values, vectors = torch.linalg.eigh(cov)
+    values = values.clamp(min=floor * values.max().clamp(min=1e-30))
+    return (vectors * values.rsqrt()) @ vectors.T
 
 
 @torch.no_grad()
@@ -162,8 +190,8 @@ class TextPrior(nn.Module):
         the ``(first_id, last_id)`` of each domain within which hubness finds neighbours."""
         device = self.scale.device
         self.unit = F.normalize(embeddings.float(), dim=-1).to(device)
-        if self.config.center:
-            self.unit = center_catalogue(self.unit, domains)
+        if self.config.center or self.config.whiten:
+            self.unit = center_catalogue(self.unit, domains, self.config.whiten)
         self.logpop = (torch.zeros(len(embeddings)) if counts is None else counts.float().log1p()).to(device)
         self.hub = (text_hubness(self.unit, self.config.hubness_k, domains) if self.hubness_scale is not None
                     else torch.zeros(len(embeddings), device=device))
@@ -191,18 +219,19 @@ class TextScorer(VectorRecommender):
     """Scorer over item text embeddings (N+1, E), row 0 = padding.
 
     ``center``: subtract each catalogue's mean item vector and renormalise before anything else
-    (``center_catalogue``), so user vectors, cosines and hubness all see the centred space.
+    (``center_catalogue``), so user vectors, cosines and hubness all see the centred space;
+    ``whiten`` (in [0, 1], implies ``center``) also whitens it by the shrunk covariance.
     ``domains`` (``(first_id, last_id)`` each) are the catalogues of a multi-domain id space: each
     is centred on its own mean and finds hubness neighbours within itself.
     """
 
     def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
-                 center: bool = False, domains: Sequence[tuple[int, int]] | None = None):
+                 center: bool = False, domains: Sequence[tuple[int, int]] | None = None, whiten: float = 0.0):
         if not 0 < decay <= 1:
             raise ValueError(f"text baseline decay must be in (0, 1], got {decay}")
         self.items = F.normalize(item_embeddings.float(), dim=-1)
-        if center:
-            self.items = center_catalogue(self.items, domains)
+        if center or whiten:
+            self.items = center_catalogue(self.items, domains, whiten)
         self.decay = decay
         # the hubness term rides on one extra dimension: user (u, 1) · item (e_i, -c h_i)
         self.hubness = bool(hubness)

@@ -111,15 +111,18 @@ class FormulaConfig:
         hubness: weight of the hubness correction (0: off).
         hubness_k: neighbours in an item's hubness.
         center: centre each catalogue on its mean item vector before scoring.
+        whiten: also whiten it by its shrunk item covariance (``center_catalogue``; 0: off).
     """
 
     decay: float = 0.3
     hubness: float = 0.5
     hubness_k: int = 50
     center: bool = False
+    whiten: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("model.scorer.hubness_k", self.hubness_k, at_least=1)
+        check_range("model.scorer.whiten", self.whiten, at_least=0, at_most=1)
         if not 0 < self.decay <= 1:
             raise ValueError(f"model.scorer.decay must be in (0, 1], got {self.decay}")
 
@@ -232,7 +235,7 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
         for lo, hi in domains:
             unit[lo : hi + 1] = torch.from_numpy(encode_with(self.encoder, texts[lo : hi + 1], self.hparams.encode_batch_size))
         f = self.scorer_config
-        scorer = TextScorer(unit.to(self.device), f.decay, f.hubness, f.hubness_k, f.center, domains)
+        scorer = TextScorer(unit.to(self.device), f.decay, f.hubness, f.hubness_k, f.center, domains, f.whiten)
         return scorer, mean_pair_cosine(unit, domains)
 
     def rank_targets(self, batch: dict[str, Tensor], metrics: RankingMetrics,

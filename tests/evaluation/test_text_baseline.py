@@ -93,3 +93,50 @@ def test_mean_pair_cosine_measures_how_crowded_each_catalogue_is():
     cone = torch.nn.functional.normalize(torch.randn(200, 8) + 3, dim=-1)
     cone[0] = 0
     assert mean_pair_cosine(cone)[0] > 0.8 and abs(mean_pair_cosine(center_catalogue(cone))[0]) < 0.05
+
+
+def test_centring_and_whitening_reorder_a_tiny_catalogue_as_computed_by_hand():
+    from math import sqrt
+
+    # items 1..4: a (1, 0), b (0, 1), c (.6, .8), d (.8, .6); catalogue mean m = (.6, .6)
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]])
+    batch = {"items": torch.tensor([[3]]), "lengths": torch.tensor([1])}  # one user who saw c
+
+    def scores(**options):
+        scorer = TextScorer(emb, **options)
+        return (scorer.user_vectors(batch) @ scorer.item_vectors().T)[0, 1:]
+
+    # plain cosines to c: a .6, b .8, d .96, so d ranks above b
+    torch.testing.assert_close(scores(), torch.tensor([0.6, 0.8, 1.0, 0.96]))
+    # centred: c - m = (0, .2), d - m = (.2, 0) is orthogonal to it, b - m = (-.6, .4) is not: b above d
+    torch.testing.assert_close(scores(center=True), torch.tensor([-0.6 / sqrt(0.52), 0.4 / sqrt(0.52), 1.0, 0.0]))
+    # whitened (whiten 1): the centred covariance [[.14, -.12], [-.12, .14]] has variance .02 along (1, 1)
+    # and .26 along (1, -1); in that basis, divided by the standard deviations, c = (1, -1/√13),
+    # d = (1, 1/√13), b = (-1, -5/√13), a = (-1, 5/√13): d is back above b
+    whitened = torch.tensor([-18 / sqrt(532), -8 / sqrt(532), 1.0, 6 / 7])
+    torch.testing.assert_close(scores(whiten=1.0), whitened)
+    torch.testing.assert_close(scores(center=True, whiten=1.0), whitened)  # whitening implies centring
+    # shrunk half-way to the mean variance .14: variances .08 and .2, so c = (.5, -√.1), d = (.5, √.1)
+    torch.testing.assert_close(scores(whiten=0.5)[3], torch.tensor(3 / 7))
+    torch.testing.assert_close(scores(center=True, whiten=0.0), scores(center=True))
+    with pytest.raises(ValueError, match=r"whiten must be in \[0, 1\]"):
+        TextScorer(emb, whiten=1.5)
+
+
+def test_full_whitening_makes_scores_blind_to_any_linear_distortion_of_a_catalogue():
+    from genrec.models.text_prior import center_catalogue
+
+    torch.manual_seed(0)
+    emb = torch.randn(41, 6)
+    emb[0] = 0
+    emb[7] = 0  # an item without text stays zero and out of the statistics
+    distort = torch.randn(6, 6) + 3 * torch.eye(6)  # invertible, and it stretches some directions
+    plain, distorted = center_catalogue(emb, whiten=1.0), center_catalogue(emb @ distort, whiten=1.0)
+    torch.testing.assert_close(plain @ plain.T, distorted @ distorted.T, atol=1e-5, rtol=1e-5)
+    assert (distorted[0] == 0).all() and (distorted[7] == 0).all()
+    # each domain whitened by its own statistics: the first domain's rows ignore the second's
+    two = center_catalogue(emb, [(1, 20), (21, 40)], whiten=1.0)
+    torch.testing.assert_close(two[1:21], center_catalogue(emb[:21], whiten=1.0)[1:])
+    # centring alone does not have that property
+    centred, centred_distorted = center_catalogue(emb), center_catalogue(emb @ distort)
+    assert not torch.allclose(centred @ centred.T, centred_distorted @ centred_distorted.T, atol=1e-3)

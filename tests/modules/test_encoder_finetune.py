@@ -129,3 +129,23 @@ def test_a_stopped_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one
     best = json.loads((tmp_path / "parts" / "runs" / "enc" / "version_1" / "encoder" / "genrec_finetune.json").read_text())
     assert best["step"] == 4  # so the copy, not a new save, put it there
     assert best == json.loads((tmp_path / "whole" / "runs" / "enc" / "version_0" / "encoder" / "genrec_finetune.json").read_text()) | {"data": best["data"]}
+
+
+def test_validation_scores_in_the_space_the_scorer_config_names(tmp_path, encoder):
+    from types import SimpleNamespace
+
+    from genrec.modules.encoder_finetune import FormulaConfig
+
+    dm = PairDataModule(domains(tmp_path), PairConfig(), loader=LoaderConfig(batch_size=8))
+    dm.setup("fit")
+    catalogue = torch.from_numpy(embed_texts(dm.item_texts, str(encoder), use_cache=False, progress=False))
+    spans = [(lo, hi) for _, lo, hi in dm.eval_domains]
+    for space in ({"center": True}, {"whiten": 0.5}):
+        model = EncoderFinetune(str(encoder), max_seq_length=32, scorer=FormulaConfig(hubness=0.0, **space)).eval()
+        model.texts = dm.item_texts
+        model._trainer = SimpleNamespace(datamodule=dm)
+        scorer, cosines = model.catalogue_scorer()
+        expected = TextScorer(catalogue, hubness=0.0, domains=spans, **space)
+        torch.testing.assert_close(scorer.item_vectors(), expected.item_vectors(), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"model.scorer.whiten must be >= 0 and <= 1, got 1.5"):
+        FormulaConfig(whiten=1.5)

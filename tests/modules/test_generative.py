@@ -343,7 +343,7 @@ def test_the_hubness_prior_subtracts_gamma_h_is_learned_and_recomputed_for_a_new
     assert torch.allclose(m.prior.hub, text_hubness(torch.nn.functional.normalize(emb, dim=-1), 4, [(1, 12), (13, 30)]))
 
 
-def test_the_centred_prior_scores_in_each_catalogues_centred_space():
+def test_the_centred_or_whitened_prior_scores_in_each_catalogues_own_space():
     from genrec.models.text_prior import center_catalogue
 
     m = module(hubness=True, hubness_k=4, center=True)
@@ -353,6 +353,13 @@ def test_the_centred_prior_scores_in_each_catalogues_centred_space():
     m.prior.set_items(m.item_text, domains=[(1, 12), (13, 30)])  # per domain, each on its own mean
     torch.testing.assert_close(m.prior.unit, center_catalogue(torch.nn.functional.normalize(m.item_text, dim=-1),
                                                               [(1, 12), (13, 30)]))
+    whitened = module(hubness=True, hubness_k=4, whiten=0.5)  # whitening centres too, without center
+    unit = center_catalogue(torch.nn.functional.normalize(whitened.item_text, dim=-1), whiten=0.5)
+    torch.testing.assert_close(whitened.prior.unit, unit)
+    torch.testing.assert_close(whitened.prior.hub, text_hubness(unit, 4))
+    assert not torch.allclose(unit, centred, atol=1e-3)
+    with pytest.raises(ValueError, match=r"model.prior.whiten must be in \[0, 1\]"):
+        TextPriorConfig(whiten=-0.1)
 
 
 def test_rotate_text_trains_under_a_fresh_rotation_each_step_and_decodes_without_one():
