@@ -36,3 +36,23 @@ def test_a_pair_reads_reduction_auc_weights_and_price(tmp_path):
     assert abs(row["hr@10_change"] + 0.01) < 1e-9 and row["real_below_0.5"] == 1
     table = summarise([row, {**row, "reduction": 0.5}, {**row, "reduction": 0.9}])
     assert "| reduction | 0.75 | 0.5 – 0.9 | 3 |" in table
+
+
+def test_each_training_is_timed_and_a_pair_reads_its_wall_and_cpu_ratios(tmp_path):
+    from robust_seeds import cost_metrics, run_timed
+
+    busy = f"{sys.executable} -c 'sum(range(3_000_000))'"
+    assert run_timed("busy", busy + f" > {tmp_path / 'busy.log'} 2>&1", tmp_path) == 0
+    cost = __import__("json").loads((tmp_path / "busy.cost.json").read_text())
+    assert cost["wall_s"] > 0 and 0 < cost["cpu_s"] and cost["load_start"] >= 0
+    assert run_timed("fails", f"{sys.executable} -c 'raise SystemExit(3)'", tmp_path) == 3
+    assert not (tmp_path / "fails.cost.json").exists()
+    und = {"wall_s": 100.0, "cpu_s": 90.0, "load_start": 1.0, "load_end": 2.0}
+    row = cost_metrics(und, {"wall_s": 150.0, "cpu_s": 117.0, "load_start": 3.5, "load_end": 0.5})
+    assert row["wall_ratio"] == 1.5 and abs(row["cpu_ratio"] - 1.3) < 1e-9 and row["load_max"] == 3.5
+
+
+def test_report_only_reads_the_pairs_trained_so_far(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_seeds.py"), "sasrec", '{"kind": "copy"}',
+                          "--name", "copy", "--out", str(tmp_path), "--report-only"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "0 of 6 pairs trained" in out.stdout and not list(tmp_path.glob("*.log"))
