@@ -6,13 +6,15 @@ that a row's figure is not one draw (issue 42).
     ... --dry-run     # print the training commands only
     ... --report-only # the table of the pairs trained so far (another process may still be training)
 
-Per training seed (``--seed_everything``) one clean run; per (attack seed, training seed) one
-undefended and one defended run (``--defence``), each trained with ``train.py fit`` on
+Per training seed (``--seed_everything``) one clean run and one defended run on the clean data
+(the defence's price when nobody attacks); per (attack seed, training seed) one undefended and one
+defended run (``--defence``), each trained with ``train.py fit`` on
 ``configs/robust/<backbone>-<dataset>.yaml`` one at a time (``--jobs``), a run whose final.ckpt
 exists reused; then ``evaluate.py robust`` on each pair against the clean run of its training seed
 (test split, real users only). Prints, per metric, the median and the range over the pairs:
 T-HR@50 reduction (1 - defended / undefended), the update's ROC-AUC, the fakes' mean final
-weight, real users below weight .5, and the defended run's HR@10 against the undefended one. Each training is timed
+weight, real users below weight .5, and the defended run's HR@10 against the undefended one; and, per training seed, the
+clean defended run's HR@10 against the clean run's and its real users below .5. Each training is timed
 (``<run>.cost.json``: wall seconds, process CPU seconds, the 1-minute load average at its start and
 end), and a second table gives the defended / undefended ratios of each pair's wall and CPU time:
 on a shared machine the CPU ratio is the one other jobs change least.
@@ -91,6 +93,15 @@ def pair_metrics(report: dict, defended_ckpt: Path) -> dict[str, float]:
             "undefended_t_hr@50": und["t_hr@50"], "defended_t_hr@50": dfd["t_hr@50"]}
 
 
+def clean_pair_metrics(report: dict) -> dict[str, float]:
+    """The defence's price when nobody attacks, from ``evaluate.py robust`` of a clean run and a
+    defended run on the same clean data."""
+    (defended,) = report["defended_without_attack"]
+    return {"hr@10_change": defended["hr@10"] / report["clean_metrics"]["hr@10"] - 1,
+            "real_below_0.5": defended["real_weights"]["below_0.5"], "clean_hr@10": report["clean_metrics"]["hr@10"],
+            "defended_hr@10": defended["hr@10"]}
+
+
 def summarise(rows: list[dict[str, float]]) -> str:
     """A Markdown table: per metric, the median and the range over the rows."""
     lines = ["| metric | median | range | n |", "|---|---|---|---|"]
@@ -123,9 +134,11 @@ def main() -> None:
     attack = json.loads(args.attack)
     if "seed" in attack:
         sys.exit("attack: leave out its seed; --attack-seeds sets it")
-    commands, pairs = [], []
+    commands, pairs, clean_pairs = [], [], []
     for t in args.train_seeds:
         commands.append((f"clean-t{t}", train_command(config, f"clean-t{t}", out, root, t, None, None)))
+        commands.append((f"clean-t{t}-defended", train_command(config, f"clean-t{t}-defended", out, root, t, None, args.defence)))
+        clean_pairs.append((f"clean-t{t}", f"clean-t{t}-defended", f"report-clean-t{t}"))
         for a in args.attack_seeds:
             und, dfd = f"{args.name}-a{a}-t{t}", f"{args.name}-a{a}-t{t}-defended"
             commands.append((und, train_command(config, und, out, root, t, {**attack, "seed": a}, None)))
@@ -139,7 +152,20 @@ def main() -> None:
     if todo and not args.report_only:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: run_timed(*job, out), todo))
-    rows, costs = [], []
+    rows, costs, clean_rows = [], [], []
+
+    def timed(und: str, dfd: str) -> None:
+        files = [out / f"{name}.cost.json" for name in (und, dfd)]
+        if all(f.exists() for f in files):
+            costs.append(cost_metrics(*(json.loads(f.read_text()) for f in files)))
+
+    for clean, dfd, report in [p for p in clean_pairs if all(final_ckpt(out, name).exists() for name in p[:2])]:
+        folder = out / report
+        if not (folder / "robust_metrics.json").exists():
+            subprocess.run([sys.executable, "evaluate.py", "robust", "--clean", str(final_ckpt(out, clean)), "--runs",
+                            str(final_ckpt(out, dfd)), "--root", root, "--out", str(folder)], check=True)
+        clean_rows.append(clean_pair_metrics(json.loads((folder / "robust_metrics.json").read_text())))
+        timed(clean, dfd)
     done = [p for p in pairs if all(final_ckpt(out, name).exists() for name in p[:3])]
     for clean, und, dfd, report in done:
         folder = out / report
@@ -147,13 +173,13 @@ def main() -> None:
             subprocess.run([sys.executable, "evaluate.py", "robust", "--clean", str(final_ckpt(out, clean)), "--runs",
                             str(final_ckpt(out, und)), str(final_ckpt(out, dfd)), "--root", root, "--out", str(folder)], check=True)
         rows.append(pair_metrics(json.loads((folder / "robust_metrics.json").read_text()), final_ckpt(out, dfd)))
-        timed = [out / f"{name}.cost.json" for name in (und, dfd)]
-        if all(t.exists() for t in timed):
-            costs.append(cost_metrics(*(json.loads(t.read_text()) for t in timed)))
+        timed(und, dfd)
     print(f"\n{args.backbone}, {args.name} {json.dumps(attack)}: attack seeds {args.attack_seeds} x training seeds "
           f"{args.train_seeds}, defence {args.defence}; {len(done)} of {len(pairs)} pairs trained\n")
     if rows:
         print(summarise(rows))
+    if clean_rows:
+        print(f"\nNo attack: the defended clean run against the clean run, {len(clean_rows)} training seeds:\n\n{summarise(clean_rows)}")
     if costs:
         print(f"\nDefended / undefended time, {len(costs)} pairs (each run one torch thread, --jobs {args.jobs}):\n\n{summarise(costs)}")
 

@@ -7,15 +7,16 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from robust_seeds import pair_metrics, summarise  # noqa: E402
+from robust_seeds import clean_pair_metrics, pair_metrics, summarise  # noqa: E402
 
 
 def test_the_protocol_plans_a_clean_run_per_training_seed_and_a_pair_per_seed_pair(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_seeds.py"), "sasrec", '{"kind": "copy"}',
                           "--name", "copy", "--out", str(tmp_path), "--dry-run"], cwd=REPO, capture_output=True, text=True, check=True)
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 2 + 3 * 2 * 2
-    assert sum("--config configs/robust/defence.yaml" in line for line in lines) == 6
+    assert len(lines) == 2 * 2 + 3 * 2 * 2  # per training seed a clean and a clean defended run
+    assert sum("--config configs/robust/defence.yaml" in line for line in lines) == 2 + 6
+    assert sum("clean-t2-defended" in line and "attack" not in line for line in lines) == 1
     assert sum('"seed": 3' in line and "--seed_everything 2" in line for line in lines) == 2
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_seeds.py"), "sasrec", '{"kind": "copy", "seed": 1}',
                           "--name", "copy", "--dry-run"], cwd=REPO, capture_output=True, text=True)
@@ -56,3 +57,10 @@ def test_report_only_reads_the_pairs_trained_so_far(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "robust_seeds.py"), "sasrec", '{"kind": "copy"}',
                           "--name", "copy", "--out", str(tmp_path), "--report-only"], cwd=REPO, capture_output=True, text=True, check=True)
     assert "0 of 6 pairs trained" in out.stdout and not list(tmp_path.glob("*.log"))
+
+
+def test_a_clean_pair_reads_the_price_when_nobody_attacks():
+    report = {"clean_metrics": {"hr@10": 0.25},
+              "defended_without_attack": [{"hr@10": 0.2475, "real_weights": {"users": 3, "below_0.5": 7}}]}
+    row = clean_pair_metrics(report)
+    assert abs(row["hr@10_change"] + 0.01) < 1e-9 and row["real_below_0.5"] == 7
