@@ -1,9 +1,9 @@
 """Where a defended run's extra wall time goes: each part of one ``FraudsterReweighting`` setup and
 update, timed on ML-1M with the options of ``configs/robust/defence.yaml``.
 
-    OMP_NUM_THREADS=2 python benchmarks/robust_cost.py --root ../shared/data/ml-1m [--attack copy] [--repeats 2]
+    OMP_NUM_THREADS=2 python benchmarks/robust_cost.py --root ../shared/data/ml-1m [--backbone hstu] [--attack copy] [--repeats 2]
 
-The data module and the SASRec recommender are built from ``configs/robust/sasrec-ml-1m.yaml``
+The data module and the recommender are built from ``configs/robust/<backbone>-ml-1m.yaml``
 (1% fakes of ``--attack``); the recommender is untrained, which changes nothing in what the parts
 cost. The setup parts run once per fit, the update parts at every scheduled epoch; the update is
 run ``--repeats`` times, so the later ones show the warm-started calibrator (``warm_epochs``). For
@@ -29,19 +29,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build(root: str, attack: str | None):
+def build(root: str, attack: str | None, backbone: str):
+    import importlib
+
     from genrec.data import LoaderConfig
-    from genrec.models import SASRec
     from genrec.modules import RetrievalModule
     from genrec.robust import AttackedDataModule
 
-    base = yaml.safe_load((ROOT / "configs/robust/sasrec-ml-1m.yaml").read_text())
+    base = yaml.safe_load((ROOT / f"configs/robust/{backbone}-ml-1m.yaml").read_text())
     data = {**base["data"]["init_args"], "root": root, "attack": {"kind": attack, "seed": 1} if attack else None}
     data["loader"] = LoaderConfig(**data.get("loader", {}))
     dm = AttackedDataModule(**data)
     dm.setup("fit")
     model = base["model"]["init_args"]
-    net = SASRec(**model["net"]["init_args"])
+    module_name, cls = model["net"]["class_path"].rsplit(".", 1)
+    net = getattr(importlib.import_module(module_name), cls)(**model["net"]["init_args"])
     # as LightningCLI does: a config's group keys override the module's default group
     defaults = inspect.signature(RetrievalModule.__init__).parameters
     options = {k: dataclasses.replace(defaults[k].default, **v) if k in ("loss", "optim") else v
@@ -85,11 +87,12 @@ class Stub:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="../shared/data/ml-1m")
+    parser.add_argument("--backbone", default="sasrec", help="configs/robust/<backbone>-ml-1m.yaml (sasrec, hstu)")
     parser.add_argument("--attack", default="copy", help="attack kind of the data (default copy; 'none': clean)")
     parser.add_argument("--repeats", type=int, default=2, help="updates to time (the first is cold, later ones warm)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    dm, module = build(args.root, None if args.attack == "none" else args.attack)
+    dm, module = build(args.root, None if args.attack == "none" else args.attack, args.backbone)
     times: dict[str, list[float]] = defaultdict(list)
     times["reference: one undefended training epoch"].append(training_epoch(dm, module))
     with tempfile.TemporaryDirectory() as cache:
@@ -108,7 +111,7 @@ def main() -> None:
             state = cb._update(stub, module)
             times["update: total"].append(time.perf_counter() - t)
             cb.calibrator_state, cb.updates = state["calibrator"], state["updates"]
-    print(f"\n{dm.data.name}: {dm.data.num_users:,} users, attack {args.attack}, {torch.get_num_threads()} threads, "
+    print(f"\n{args.backbone}, {dm.data.name}: {dm.data.num_users:,} users, attack {args.attack}, {torch.get_num_threads()} threads, "
           f"update every {cb.update.every} epochs from epoch {cb.update.start_epoch}\n")
     print("| part | s (first) | s (later, median) |")
     print("|---|---|---|")

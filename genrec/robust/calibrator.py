@@ -31,6 +31,10 @@ class CalibratorConfig:
     # warm start needs only to follow the recommender's drift since then, and training is most of
     # an update's cost (benchmarks/robust_cost.py).
     warm_epochs: int | None = None
+    # Negatives (label 0: the training users) drawn afresh for each epoch, every positive kept (None:
+    # all): an epoch's cost follows the rows it reads, and ~100 times more real users than fakes
+    # say little more to a classifier than a few thousand of them do.
+    negatives_per_epoch: int | None = None
     batch_size: int = 256
     lr: float = 1e-3
     align_weight: float = 1.0
@@ -43,6 +47,8 @@ class CalibratorConfig:
             raise ValueError(f"calibrator dim {self.dim} must be divisible by heads {self.heads}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or (self.warm_epochs is not None and self.warm_epochs < 1):
             raise ValueError(f"calibrator epochs, batch_size and lr must be positive, got {self}")
+        if self.negatives_per_epoch is not None and self.negatives_per_epoch < 1:
+            raise ValueError(f"calibrator negatives_per_epoch must be positive or null (all), got {self.negatives_per_epoch}")
 
 
 @dataclass
@@ -104,12 +110,19 @@ class Calibrator(nn.Module):
         gen = torch.Generator().manual_seed(c.seed)
         opt = torch.optim.AdamW(self.parameters(), lr=c.lr)
         labels = labels.float()
-        pos_weight = (1 - labels).sum() / labels.sum().clamp(min=1)
+        positives, negatives = (labels > 0).nonzero().squeeze(1), (labels == 0).nonzero().squeeze(1)
+        drawn = min(len(negatives), c.negatives_per_epoch or len(negatives))
+        pos_weight = torch.tensor(drawn, dtype=torch.float32) / max(len(positives), 1)
         self.train()
         total = 0.0
         for _ in range(epochs or c.epochs):
+            if drawn < len(negatives):
+                rows = torch.cat([positives, negatives[torch.randperm(len(negatives), generator=gen)[:drawn]]])
+                order = rows[torch.randperm(len(rows), generator=gen)]
+            else:
+                order = torch.randperm(len(labels), generator=gen)
             total, batches = 0.0, 0
-            for idx in torch.randperm(len(labels), generator=gen).split(c.batch_size):
+            for idx in order.split(c.batch_size):
                 batch = features.select(idx)
                 logits, aligned = self(batch)
                 loss = F.binary_cross_entropy_with_logits(logits, labels[idx], pos_weight=pos_weight)

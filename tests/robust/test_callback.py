@@ -349,3 +349,60 @@ def test_a_signals_weight_scales_its_percentile_in_the_ranking():
     np.testing.assert_allclose(ranked(0.0), percentiles(torch.as_tensor(calibrated)).numpy(), atol=1e-6)  # logged only
     half = percentiles(torch.maximum(percentiles(torch.as_tensor(calibrated)), 0.5 * percentiles(torch.as_tensor(dense))))
     np.testing.assert_allclose(ranked(0.5), half.numpy(), atol=1e-6)
+
+
+def test_the_defence_leaves_the_recommenders_random_draws_alone(tmp_path, monkeypatch):
+    """A defended run trains on the undefended run's random draws (dropout, negatives, batch order):
+    with no update due, the two end with the same model; and each update (calibrator initialisation
+    and training) leaves torch's global stream where it found it."""
+    seed = ("--seed_everything", "3")  # not the detector's own seed (0)
+    plain = train_main(tiny_args(tmp_path / "plain", epochs=2, defended=False, extra=seed))
+    quiet = train_main(tiny_args(tmp_path / "quiet", epochs=2, update={"start_epoch": 5}, extra=seed))
+    assert reweighting(quiet).updates == 0 and len(reweighting(quiet).timings["setup: LM detector training"]) == 1
+    for (name, a), b in zip(plain.model.state_dict().items(), quiet.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    update = FraudsterReweighting._update
+    kept = []
+
+    def spied(self, trainer, pl_module):
+        before = torch.random.get_rng_state()
+        out = update(self, trainer, pl_module)
+        kept.append(torch.equal(before, torch.random.get_rng_state()))
+        return out
+
+    monkeypatch.setattr(FraudsterReweighting, "_update", spied)
+    train_main(tiny_args(tmp_path / "updated", epochs=3))
+    assert kept == [True, True]
+
+
+def test_without_the_lm_detector_the_weights_are_the_same_and_its_rows_absent(tmp_path):
+    """``lm_detector: false`` skips the detector's training; its scores never entered the update."""
+    with_lm = reweighting(train_main(tiny_args(tmp_path / "a", epochs=3)))
+    cli = train_main(tiny_args(tmp_path / "b", epochs=3, extra=("--trainer.callbacks.lm_detector", "false")))
+    cb, dm = reweighting(cli), cli.datamodule
+    assert with_lm.lm_scores is not None and cb.lm_scores is None
+    assert "setup: LM detector training" not in cb.timings and cb.updates == with_lm.updates == 2
+    torch.testing.assert_close(cb.weights, with_lm.weights)
+    logged = (tmp_path / "b/lightning_logs/version_0/metrics.csv").read_text().splitlines()[0].split(",")
+    assert not [k for k in logged if k.startswith("robust/lm_")] and "robust/auc" in logged
+    ckpt = next((tmp_path / "b").glob("lightning_logs/version_0/checkpoints/last.ckpt"))
+    state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
+    assert list(detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))) == ["calibrated"]
+
+
+def test_lm_embeddings_are_cached_once_for_every_run(tmp_path, monkeypatch):
+    """By default the embeddings go to $GENREC_CACHE/lm_embeddings, not the run's folder, so a second
+    run (another folder) encodes nothing."""
+    from tests.robust.helpers import HashingEncoder
+
+    monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "cache"))
+    calls = []
+    encode = HashingEncoder.encode
+    monkeypatch.setattr(HashingEncoder, "encode", lambda self, texts: (calls.append(len(texts)), encode(self, texts))[1])
+    first = reweighting(train_main(tiny_args(tmp_path / "first", epochs=2)))
+    assert calls and list((tmp_path / "cache" / "lm_embeddings").glob("*.npy"))
+    assert not list((tmp_path / "first").rglob("*.npy"))
+    calls.clear()
+    second = reweighting(train_main(tiny_args(tmp_path / "second", epochs=2)))
+    assert calls == []
+    np.testing.assert_array_equal(second._known["lm_users"], first._known["lm_users"])

@@ -83,3 +83,19 @@ def test_calibrator_inputs_can_leave_out_the_states_and_the_lm_head():
         with torch.no_grad():  # only what the calibrator reads can change its logits
             assert torch.allclose(cal(f)[0], cal(new_states)[0]) != reads_states
             assert torch.allclose(cal(f)[0], cal(new_lm)[0]) != reads_lm
+
+
+def test_calibrator_epochs_read_every_positive_and_a_fresh_draw_of_negatives(monkeypatch):
+    f = sequence_features(module(), [np.arange(1, 9)] * 100, [np.arange(8)] * 100, np.ones((100, 4)), max_len=6)
+    labels = torch.cat([torch.zeros(90), torch.ones(10)])
+    cal = Calibrator(8, 4, 6, CalibratorConfig(dim=16, epochs=3, batch_size=1000, negatives_per_epoch=20))
+    read = []
+    select = SequenceFeatures.select
+    monkeypatch.setattr(SequenceFeatures, "select", lambda self, idx: (read.append(idx.clone()), select(self, idx))[1])
+    cal.fit(f, labels)
+    assert [len(r) for r in read] == [30, 30, 30]
+    for rows in read:
+        assert set(range(90, 100)) <= set(rows.tolist()) and len(set(rows.tolist())) == 30
+    assert len({tuple(sorted(r.tolist())) for r in read}) == 3  # each epoch its own negatives
+    with pytest.raises(ValueError, match="negatives_per_epoch"):
+        CalibratorConfig(negatives_per_epoch=0)

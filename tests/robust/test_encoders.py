@@ -146,3 +146,21 @@ def test_two_models_saved_under_the_same_folder_name_do_not_share_cached_embeddi
     first.users([np.array([1, 2])], TEXT)
     np.testing.assert_allclose(other.users([np.array([1, 2])], TEXT)[0],
                                other.encode(other.item_texts(TEXT))[[1, 2]].mean(0), atol=1e-6)
+
+
+def test_a_cache_hit_never_loads_the_sentence_transformer(tmp_path, monkeypatch):
+    """A run whose embeddings are cached neither imports nor loads the model; its token limit comes
+    from the model folder's config."""
+    import sentence_transformers
+
+    want = SentenceTransformerEncoder(cache_dir=str(tmp_path)).users([np.array([1, 2])], TEXT)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded although every embedding is cached")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", refuse)
+    again = SentenceTransformerEncoder(cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.users([np.array([1, 2])], TEXT), want)
+    assert again.max_tokens == 256
+    with pytest.raises(AssertionError, match="cached"):
+        again.users([np.array([1, 2])], TEXT.assign(title=TEXT["title"] + " (director's cut)"))
