@@ -5,7 +5,7 @@ At fit start (global rank 0, then broadcast) the callback
    attack targets when those are known) on the training data;
 2. embeds every training user and every simulated fake with a language model
    (``genrec.robust.encoders``; cached across runs under ``$GENREC_CACHE/lm_embeddings``, keyed by
-   the model files' and the texts' contents) and, with ``lm_detector``, trains the LM detector
+   the model files' and the texts' contents) and, with ``detector.enabled``, trains the LM detector
    (``Detector``) on them; its scores are logged and reported, never part of the weights.
 On every scheduled epoch (``update.start_epoch``, then every ``update.every``) it reads the
 recommender's own states of each user's training window, trains the calibrator (``Calibrator``) on
@@ -121,13 +121,13 @@ class FraudsterReweighting(L.Callback):
             (``WeightUpdate.flagged_weight``). The calibrator learns on which side of real users the known attack's fakes
             lie; fakes of another attack can lie on the other (model-based fakes are predicted
             *better* than real users) and are then ranked below them.
-        detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options.
+        detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options. ``detector.enabled``
+            trains the LM detector (LLM4Dec's MLP on the LM user embeddings) at fit start. Its
+            scores are logged (``robust/lm_*``) and reported beside the others but never enter the
+            update, so ``enabled: false`` saves its training and changes no weight.
         threshold: score above which a user counts as flagged in precision/recall.
         cache_dir: where LM embeddings are cached (default: ``$GENREC_CACHE/lm_embeddings``, shared
             by every run, so only the first run on a catalogue embeds it).
-        lm_detector: train the LM detector (LLM4Dec's MLP on the LM user embeddings) at fit start.
-            Its scores are logged (``robust/lm_*``) and reported beside the others but never enter
-            the update, so ``false`` saves its training and changes no weight.
         seed: seeds the known attack and the detectors.
         train_known: also train on the simulated fakes, as labelled decoys (see the module docs).
     """
@@ -135,8 +135,7 @@ class FraudsterReweighting(L.Callback):
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
                  update: WeightUpdate | None = None, signals: Sequence[Signal] = (),
                  detector: dict[str, Any] | None = None, calibrator: dict[str, Any] | None = None,
-                 threshold: float = 0.5, cache_dir: str | None = None, seed: int = 0, train_known: bool = False,
-                 lm_detector: bool = True):
+                 threshold: float = 0.5, cache_dir: str | None = None, seed: int = 0, train_known: bool = False):
         self.update = update or WeightUpdate()
         self.signals = list(signals)
         if self.signals and self.update.scores != "rank":
@@ -147,7 +146,6 @@ class FraudsterReweighting(L.Callback):
         self.encoder_options = {"kind": "sentence-transformers", **(encoder or {})}
         self.known_attack = AttackConfig.from_dict({"kind": "random", "seed": seed + 1000, **(known_attack or {})})
         self.threshold, self.cache_dir, self.seed, self.train_known = threshold, cache_dir, seed, train_known
-        self.lm_detector = lm_detector
         self.detector_config = DetectorConfig(**{"seed": seed, **(detector or {})})
         self.calibrator_config = CalibratorConfig(**{"seed": seed, **(calibrator or {})})
         self.w: torch.Tensor | None = None
@@ -291,7 +289,7 @@ class FraudsterReweighting(L.Callback):
         with self._timed("setup: LM embedding"):
             lm_users = encoder.users(histories, data.item_text)
             lm_fakes = encoder.users(known.sequences, data.item_text)
-        if not self.lm_detector:
+        if not self.detector_config.enabled:
             return {"lm_users": lm_users, "lm_fakes": lm_fakes, "lm_scores": None}
         x = np.concatenate([lm_users, lm_fakes])
         y = np.concatenate([np.zeros(len(lm_users)), np.ones(len(lm_fakes))])

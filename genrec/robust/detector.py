@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 @dataclass
 class DetectorConfig:
+    enabled: bool = True
     hidden: int = 128
     epochs: int = 200
     lr: float = 1e-3

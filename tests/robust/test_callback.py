@@ -376,9 +376,9 @@ def test_the_defence_leaves_the_recommenders_random_draws_alone(tmp_path, monkey
 
 
 def test_without_the_lm_detector_the_weights_are_the_same_and_its_rows_absent(tmp_path):
-    """``lm_detector: false`` skips the detector's training; its scores never entered the update."""
+    """``detector: {enabled: false}`` skips the detector's training; its scores never entered the update."""
     with_lm = reweighting(train_main(tiny_args(tmp_path / "a", epochs=3)))
-    cli = train_main(tiny_args(tmp_path / "b", epochs=3, extra=("--trainer.callbacks.lm_detector", "false")))
+    cli = train_main(tiny_args(tmp_path / "b", epochs=3, extra=("--trainer.callbacks.detector", "{enabled: false}")))
     cb, dm = reweighting(cli), cli.datamodule
     assert with_lm.lm_scores is not None and cb.lm_scores is None
     assert "setup: LM detector training" not in cb.timings and cb.updates == with_lm.updates == 2
