@@ -39,7 +39,9 @@ class BucketedTrainSampler(ShardedTrainSampler):
 
     A step of all ranks together takes ``batch_size × num_replicas`` consecutive samples of the
     global order, so each step's samples are one length bucket; sharding, disjointness and
-    mid-epoch resumption are the parent's.
+    mid-epoch resumption are the parent's. With ``shards="contiguous"`` each rank buckets its own
+    block by length, ``batch_size`` at a time: a step's rank batches are each one bucket, but
+    not the same one.
     """
 
     def __init__(self, dataset: Sized, lengths: np.ndarray, batch_size: int, **kwargs):
@@ -48,8 +50,9 @@ class BucketedTrainSampler(ShardedTrainSampler):
         self.batch_size = batch_size
 
     def _order(self) -> list[int]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        return bucketed_order(self.lengths, self.batch_size * self.num_replicas, rng).tolist()
+        own = self._block()
+        step = self.batch_size * (1 if self.contiguous else self.num_replicas)
+        return (bucketed_order(self.lengths[own.start : own.stop], step, self._rng()) + own.start).tolist()
 
 
 def domain_blocks(sizes: np.ndarray, total_blocks: int, balance: float) -> np.ndarray:
@@ -81,6 +84,10 @@ class DomainBlockSampler(ShardedTrainSampler):
     def __init__(self, dataset: Sized, domains: np.ndarray, batch_size: int, balance: float = 0.0,
                  lengths: np.ndarray | None = None, **kwargs):
         super().__init__(dataset, **kwargs)
+        if self.contiguous:
+            # A step is one domain's windows, drawn across the whole data: blocks of it cannot hold every domain.
+            raise ValueError("data.loader.shards: 'contiguous' is not supported with one-domain steps (multi-domain "
+                             "or pair data): set data.loader.shards to 'interleaved'")
         self.domains = np.asarray(domains, np.int64)
         if len(self.domains) != len(dataset):
             raise ValueError(f"one domain per training window: got {len(self.domains)} for {len(dataset)} windows")

@@ -28,7 +28,7 @@ from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import Source, get_source
-from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler
+from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler, Shards
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,11 @@ class LoaderConfig:
             cache, but each DDP rank's RSS would otherwise count every page an epoch touched.
             Mapping them again costs time per batch (docs/performance.md, "Pages released"), so it is
             off by default: turn it on (1) where a scheduler sums the ranks' RSS (e.g. SLURM's accounting).
+        shards: how DDP ranks split the data (``genrec.data.samplers``): ``interleaved`` (rank r takes
+            every W-th sample of one global shuffle) or ``contiguous`` (rank r owns the r-th of W
+            blocks of users in file order, shuffled inside it, so it maps only ~1/W of the cache's
+            pages; a step's batch is then stratified by rank and a rank sees the same users every
+            epoch: docs/distributed.md). Not for multi-domain or pair data. Same as each other with one process.
     """
 
     train_windows: Literal["last", "all"] = "last"
@@ -333,6 +338,7 @@ class LoaderConfig:
     eval_batch_size: int = 512
     num_workers: int = 0
     release_pages_every: int = 0
+    shards: Shards = "interleaved"
 
     def __post_init__(self) -> None:
         if self.train_windows not in ("last", "all"):
@@ -342,6 +348,8 @@ class LoaderConfig:
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise DataError("data.loader.batch_size and data.loader.eval_batch_size must be positive")
         check_counts(**{"loader.num_workers": self.num_workers, "loader.release_pages_every": self.release_pages_every})
+        if self.shards not in ("interleaved", "contiguous"):
+            raise DataError(f"data.loader.shards must be 'interleaved' or 'contiguous' (got {self.shards!r})")
 
 
 @dataclass(frozen=True)
@@ -607,15 +615,16 @@ class SequenceDataModule(L.LightningDataModule):
         if train:
             return ResumableDataLoader(dataset, self.train_sampler(dataset), batch_size=lc.batch_size,
                                        collate_fn=self.collator.train, **common)
-        return DataLoader(dataset, sampler=EvalShardSampler(dataset), batch_size=lc.eval_batch_size,
+        sampler = EvalShardSampler(dataset, shards=lc.shards, keys=getattr(dataset, "users", None))
+        return DataLoader(dataset, sampler=sampler, batch_size=lc.eval_batch_size,
                           collate_fn=collate or self.collator.eval, **common)
 
     def train_sampler(self, dataset: TrainWindows) -> ShardedTrainSampler:
         """The epoch order of the training windows: length-bucketed steps or a plain shuffle."""
         lc = self.loader_config
         if lc.bucket_by_length:
-            return BucketedTrainSampler(dataset, dataset.ends - dataset.starts, lc.batch_size)
-        return ShardedTrainSampler(dataset)
+            return BucketedTrainSampler(dataset, dataset.ends - dataset.starts, lc.batch_size, shards=lc.shards)
+        return ShardedTrainSampler(dataset, shards=lc.shards)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

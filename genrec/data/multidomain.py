@@ -136,7 +136,8 @@ class MultiDomainDataModule(SequenceDataModule):
         starts = np.array([self.user_ranges[n][0] for n in self.names])
         domain = np.searchsorted(starts, dataset.users, side="right") - 1
         lengths = dataset.ends - dataset.starts if lc.bucket_by_length else None
-        sampler = DomainBlockSampler(dataset, domain, lc.batch_size, self.hparams.domain_balance, lengths)
+        sampler = DomainBlockSampler(dataset, domain, lc.batch_size, self.hparams.domain_balance, lengths,
+                                     shards=lc.shards)
         per_step = lc.batch_size * sampler.num_replicas
         rank_zero_info("genrec: training windows per epoch (data.domain_balance=%g): " % self.hparams.domain_balance
                        + ", ".join(f"{n} {(domain == d).sum():,} -> {sampler.blocks.get(d, 0) * per_step:,}"

@@ -157,7 +157,8 @@ class PairDataModule(MultiDomainDataModule):
         lc = self.loader_config
         mixed = self.pairing.batches == "mixed"
         # mixed: blocks of one pair, so the balance still holds but a batch draws from every domain
-        sampler = DomainBlockSampler(self.pairs, self.pair_domain, 1 if mixed else lc.batch_size, self.hparams.domain_balance)
+        sampler = DomainBlockSampler(self.pairs, self.pair_domain, 1 if mixed else lc.batch_size, self.hparams.domain_balance,
+                                     shards=lc.shards)
         per_block = sampler.block
         rank_zero_info(f"genrec: pairs per epoch ({self.pairing.batches} batches, data.domain_balance="
                        f"{self.hparams.domain_balance:g}): " + ", ".join(

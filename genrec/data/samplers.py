@@ -14,6 +14,15 @@ reduce to a plain shuffle (training) and the identity order (evaluation).
   equally long (DDP needs the same number of steps on every rank). The dropped tail (at most
   ``W - 1`` samples) changes from epoch to epoch. Because the shards interleave, the ``W`` rank
   batches of one step together are the single-process batch of ``W`` times the size.
+* ``shards="contiguous"`` (both samplers; default ``"interleaved"``, the above): rank ``r`` of
+  ``W`` owns the block ``[r n / W, (r + 1) n / W)`` of the dataset's indices (in file order, users'
+  sequences sit in that order in the mapped cache), so each rank maps only about ``1 / W`` of its
+  pages. Training shuffles inside the block per ``(seed, epoch)`` and takes ``n // W`` of it, so the
+  ranks run the same number of steps; a block one longer leaves out one sample, a different one
+  each epoch (at most ``W - 1`` per epoch, as interleaved). With one process it is interleaved's
+  order. The statistics differ: a step's global batch is stratified by rank (``W`` random draws
+  from ``W`` fixed blocks, not ``W`` draws from all the data), and a rank sees the same users every
+  epoch (docs/distributed.md).
 * ``ResumableDataLoader``: counts the batches it has handed out and stores, in Lightning's
   checkpoint, how many samples of the epoch's permutation all ranks together have consumed; a
   resumed run continues with the next ones.
@@ -21,8 +30,9 @@ reduce to a plain shuffle (training) and the identity order (evaluation).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Sized
+from typing import Any, Iterator, Literal, Sized
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
@@ -35,15 +45,35 @@ def world() -> tuple[int, int]:
     return 1, 0
 
 
+Shards = Literal["interleaved", "contiguous"]
+
+
+def check_shards(shards: str) -> None:
+    if shards not in ("interleaved", "contiguous"):
+        raise ValueError(f"data.loader.shards must be 'interleaved' or 'contiguous' (got {shards!r})")
+
+
+def block(n: int, num_replicas: int, rank: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(n)``; the blocks' lengths differ by at most one."""
+    return range(rank * n // num_replicas, (rank + 1) * n // num_replicas)
+
+
 def default_seed() -> int:
     # seed_everything exports PL_GLOBAL_SEED to every rank, so all ranks agree on the data order.
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 class EvalShardSampler(DistributedSampler):
-    """Deterministic, unpadded shard of an evaluation set: ``range(rank, len, num_replicas)``."""
+    """Deterministic, unpadded shard of an evaluation set: ``range(rank, len, num_replicas)``.
 
-    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None):
+    With ``shards="contiguous"`` the rank takes instead the samples whose ``keys`` (default: the
+    index; e.g. the user of each sample of a set ordered otherwise) fall in its block of the sorted
+    keys, in index order.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
+                 shards: Shards = "interleaved", keys: np.ndarray | None = None):
+        check_shards(shards)
         w, r = world()
         num_replicas = w if num_replicas is None else num_replicas
         rank = r if rank is None else rank
@@ -54,11 +84,22 @@ class EvalShardSampler(DistributedSampler):
                 "one of them idle: run evaluation with fewer devices (e.g. --trainer.devices 1)"
             )
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.num_samples = len(range(rank, len(dataset), num_replicas))
         self.total_size = len(dataset)
+        if shards == "interleaved":
+            self.indices: range | np.ndarray = range(rank, len(dataset), num_replicas)
+        elif keys is None:
+            self.indices = block(len(dataset), num_replicas, rank)
+        else:
+            if len(keys) != len(dataset):
+                raise ValueError(f"one key per evaluation sample: got {len(keys)} for {len(dataset)}")
+            place = np.empty(len(keys), np.int64)  # each sample's place in key order
+            place[np.argsort(keys, kind="stable")] = np.arange(len(keys))
+            own = block(len(keys), num_replicas, rank)
+            self.indices = np.flatnonzero((place >= own.start) & (place < own.stop))
+        self.num_samples = len(self.indices)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
+        return iter(self.indices.tolist() if isinstance(self.indices, np.ndarray) else self.indices)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -67,12 +108,14 @@ class EvalShardSampler(DistributedSampler):
 class ShardedTrainSampler(DistributedSampler):
     """Disjoint, equally long, per-epoch reshuffled training shards that can start mid-epoch.
 
-    ``start`` is a position in the epoch's global permutation (samples consumed by all ranks
-    together); the next ``__iter__`` begins there, then it goes back to 0 for later epochs.
+    ``start`` counts the epoch's samples consumed by all ranks together; the next ``__iter__``
+    begins there (interleaved: at that position of the global permutation; contiguous: at
+    ``start // num_replicas`` of the rank's own order), then it goes back to 0 for later epochs.
     """
 
     def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
-                 seed: int | None = None, shuffle: bool = True):
+                 seed: int | None = None, shuffle: bool = True, shards: Shards = "interleaved"):
+        check_shards(shards)
         w, r = world()
         num_replicas = w if num_replicas is None else num_replicas
         rank = r if rank is None else rank
@@ -83,23 +126,44 @@ class ShardedTrainSampler(DistributedSampler):
             )
         seed = default_seed() if seed is None else seed
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.shards = shards
         self.used = len(dataset) - len(dataset) % num_replicas  # global samples per epoch
         self.start = 0
 
+    @property
+    def contiguous(self) -> bool:
+        return self.shards == "contiguous"
+
     def _shard(self, start: int) -> range:
-        """Positions of the global permutation this rank visits from ``start`` on."""
+        """Positions of ``_order()`` this rank visits from ``start`` (global samples consumed) on."""
+        if self.contiguous:
+            return range(start // self.num_replicas, len(self))
         return range(start + self.rank, self.used, self.num_replicas)
 
     def __len__(self) -> int:
         return self.used // self.num_replicas
 
+    def _block(self) -> range:
+        """The indices this rank owns: all of them when interleaved."""
+        if self.contiguous:
+            return block(len(self.dataset), self.num_replicas, self.rank)
+        return range(len(self.dataset))
+
+    def _rng(self) -> np.random.Generator:
+        """The epoch's random stream; a contiguous rank of several has its own, else ranks' blocks would share one pattern."""
+        key = (self.seed, self.epoch, self.rank) if self.contiguous and self.num_replicas > 1 else (self.seed, self.epoch)
+        return np.random.default_rng(key)
+
     def _order(self) -> list[int]:
-        """The epoch's global order of samples (subclasses may group them, e.g. by length)."""
+        """The epoch's order of the rank's block (subclasses may group it, e.g. by length)."""
+        own = self._block()
         if not self.shuffle:
-            return list(range(len(self.dataset)))
+            return list(own)
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
-        return torch.randperm(len(self.dataset), generator=g).tolist()
+        perm = torch.randperm(len(self.dataset), generator=g).numpy()
+        # The global permutation restricted to the block: a uniform shuffle of it, and interleaved's order for one process.
+        return perm[(perm >= own.start) & (perm < own.stop)].tolist()
 
     def __iter__(self) -> Iterator[int]:
         order = self._order()
@@ -141,6 +205,7 @@ class ResumableDataLoader(DataLoader):
             "batch_size": self.batch_size,
             "dataset_len": len(self.dataset),
             "used": sampler.used,
+            "shards": sampler.shards,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -156,6 +221,13 @@ class ResumableDataLoader(DataLoader):
         if not 0 < state["consumed"] < saved_used:  # saved at an epoch boundary: start the next pass afresh
             sampler.start = 0
             return
+        saved_shards = state.get("shards", "interleaved")
+        if saved_shards != sampler.shards:
+            # The consumed count is a position in one mode's order; the other mode's order does not continue it.
+            raise ValueError(
+                f"the checkpoint was saved mid-epoch with data.loader.shards={saved_shards}; this run has "
+                f"{sampler.shards}: resume it with the same setting, or from a checkpoint written at the end of an epoch"
+            )
         same = (state["num_replicas"], state["batch_size"]) == (sampler.num_replicas, self.batch_size)
         if not same:
             # Lightning counts the epoch's finished batches in the old batch size; they no longer line up.
