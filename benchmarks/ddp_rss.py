@@ -15,7 +15,8 @@ and the epoch's time. RSS counts a page of the mapped cache in every process tha
 PSS splits a shared page between the processes that map it, so the sum of the ranks' PSS is what
 the node holds. The issue-40 bar: total added over the ranks at most 1.2x one process's.
 ``--release-pages-every`` sets ``data.loader.release_pages_every`` (0 = never unmap the pages an
-epoch touched).
+epoch touched); ``--shards`` sets ``data.loader.shards`` (``contiguous``: each rank reads its own
+block of users, so it maps about half the cache's pages).
 
     python benchmarks/ddp_rss.py /tmp/ooc/ml20m-20000000 --cache /tmp/ooc/cache-20000000
 """
@@ -39,7 +40,7 @@ def memory() -> dict[str, float]:
     return {"rss": fields["Rss"], "pss": fields["Pss"], "anon": fields["Anonymous"]}
 
 
-def measure(root: str, cache: str, rank: int, world: int, release_pages_every: int | None) -> dict:
+def measure(root: str, cache: str, rank: int, world: int, release_pages_every: int | None, shards: str) -> dict:
     """Runs in a child process: one cached load and one epoch of batches on this rank's shard."""
     import torch.distributed as dist
 
@@ -49,7 +50,8 @@ def measure(root: str, cache: str, rank: int, world: int, release_pages_every: i
         dist.init_process_group("gloo", rank=rank, world_size=world)
         dist.barrier()  # gloo connects on the first collective: its buffers are not the data's
     before = memory()
-    loader = LoaderConfig() if release_pages_every is None else LoaderConfig(release_pages_every=release_pages_every)
+    release = {} if release_pages_every is None else {"release_pages_every": release_pages_every}
+    loader = LoaderConfig(shards=shards, **release)
     dm = SequenceDataModule(dataset="ml-20m", root=root, cache_dir=cache, max_seq_len=200, loader=loader)
     dm.setup("fit")
     start, batches, peak = time.perf_counter(), 0, memory()
@@ -72,11 +74,11 @@ def measure(root: str, cache: str, rank: int, world: int, release_pages_every: i
             "pss_added": after["pss"] - before["pss"]}
 
 
-def run(root: Path, cache: Path, world: int, release_pages_every: int | None) -> list[dict]:
+def run(root: Path, cache: Path, world: int, release_pages_every: int | None, shards: str) -> list[dict]:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
     release = [] if release_pages_every is None else ["--release-pages-every", str(release_pages_every)]
     procs = [subprocess.Popen([sys.executable, __file__, str(root), "--cache", str(cache), "--rank", str(r),
-                               "--world", str(world), *release], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               "--world", str(world), "--shards", shards, *release], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env)
              for r in range(world)]
     results = []
@@ -94,17 +96,20 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True, help="the cache folder (built first when empty)")
     parser.add_argument("--release-pages-every", type=int, default=None,
                         help="data.loader.release_pages_every (default: LoaderConfig's; 0 = never)")
+    parser.add_argument("--shards", choices=("interleaved", "contiguous"), default="interleaved",
+                        help="data.loader.shards: how the ranks split the data")
     parser.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rank is not None:
-        print(json.dumps(measure(str(args.root), str(args.cache), args.rank, args.world, args.release_pages_every)))
+        print(json.dumps(measure(str(args.root), str(args.cache), args.rank, args.world, args.release_pages_every,
+                                 args.shards)))
         return
     from genrec.data import SequenceDataModule
 
     SequenceDataModule(dataset="ml-20m", root=str(args.root), cache_dir=str(args.cache), max_seq_len=200).prepare_data()
-    one = run(args.root, args.cache, 1, args.release_pages_every)
-    two = run(args.root, args.cache, 2, args.release_pages_every)
+    one = run(args.root, args.cache, 1, args.release_pages_every, args.shards)
+    two = run(args.root, args.cache, 2, args.release_pages_every, args.shards)
     print("| processes | batches per rank | epoch s per rank | RSS added per rank MiB | total RSS added MiB "
           "| file maps' RSS added per rank MiB | total file maps' MiB | peak RSS added during the epoch per rank MiB "
           "| total peak MiB | file maps' part of the peak per rank MiB | total MiB | PSS added per rank MiB | total PSS added MiB |")
