@@ -17,10 +17,10 @@ reduce to a plain shuffle (training) and the identity order (evaluation).
 * ``shards="contiguous"`` (both samplers; default ``"interleaved"``, the above): rank ``r`` of
   ``W`` owns the block ``[r n / W, (r + 1) n / W)`` of the dataset's indices (in file order, users'
   sequences sit in that order in the mapped cache), so each rank maps only about ``1 / W`` of its
-  pages. Training shuffles inside the block per ``(seed, epoch)`` and takes ``n // W`` of it, so the
-  ranks run the same number of steps; a block one longer leaves out one sample, a different one
-  each epoch (at most ``W - 1`` per epoch, as interleaved). With one process it is interleaved's
-  order. The statistics differ: a step's global batch is stratified by rank (``W`` random draws
+  pages. Training shuffles inside the block per ``(seed, epoch)``, each rank its own way, and takes
+  ``n // W`` of it, so the ranks run the same number of steps; a block one longer leaves out one
+  sample, a different one each epoch (at most ``W - 1`` per epoch, as interleaved). With one
+  process it is interleaved's order. The statistics differ: a step's global batch is stratified by rank (``W`` random draws
   from ``W`` fixed blocks, not ``W`` draws from all the data), and a rank sees the same users every
   epoch (docs/distributed.md).
 * ``ResumableDataLoader``: counts the batches it has handed out and stores, in Lightning's
@@ -150,7 +150,8 @@ class ShardedTrainSampler(DistributedSampler):
         return range(len(self.dataset))
 
     def _rng(self) -> np.random.Generator:
-        """The epoch's random stream; a contiguous rank of several has its own, else ranks' blocks would share one pattern."""
+        """The epoch's random stream; each contiguous rank of several has its own, else equal blocks
+        would be shuffled alike."""
         key = (self.seed, self.epoch, self.rank) if self.contiguous and self.num_replicas > 1 else (self.seed, self.epoch)
         return np.random.default_rng(key)
 
@@ -194,7 +195,7 @@ class ResumableDataLoader(DataLoader):
             self._served += 1
             yield batch
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         sampler: ShardedTrainSampler = self.sampler  # type: ignore[assignment]
         consumed = min(self._epoch_start + self._served * self.batch_size * sampler.num_replicas, sampler.used)
         return {
@@ -208,7 +209,7 @@ class ResumableDataLoader(DataLoader):
             "shards": sampler.shards,
         }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         sampler: ShardedTrainSampler = self.sampler  # type: ignore[assignment]
         if state["dataset_len"] != len(self.dataset):
             raise ValueError(

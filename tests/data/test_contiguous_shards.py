@@ -147,6 +147,14 @@ def test_mid_epoch_state_refuses_the_other_shards_mode():
         loader("plain", 2, 0).load_state_dict(old)
 
 
+def test_a_run_with_the_other_shards_setting_is_another_run():
+    from genrec.resume import run_differences
+
+    saved = {"datamodule_hyper_parameters": {"loader": {"batch_size": 8, "shards": "interleaved"}}}
+    config = {"data": {"init_args": {"loader": {"batch_size": 8, "shards": "contiguous"}}}}
+    assert run_differences(config, saved) == ["data.loader.shards: 'interleaved' in the checkpoint, 'contiguous' here"]
+
+
 @pytest.mark.parametrize("windows", ["last", "all"])
 def test_the_datamodule_gives_each_rank_a_block_of_users(windows, monkeypatch):
     import genrec.data.samplers as samplers
