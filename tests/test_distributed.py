@@ -35,10 +35,11 @@ def newest_run(tmp_path):
     return max((tmp_path / "runs" / "genrec").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
-def test_two_process_test_metrics_equal_one_process_on_the_same_checkpoint(tmp_path):
+@pytest.mark.parametrize("shards", ["interleaved", "contiguous"])
+def test_two_process_test_metrics_equal_one_process_on_the_same_checkpoint(tmp_path, shards):
     # 121 users over 2 ranks in batches of 20: shards of 61 and 60 users, 4 and 3 batches. A padding
     # sampler would score one user twice.
-    args = tiny_args(tmp_path, users=121) + ["--data.loader.eval_batch_size", "20"]
+    args = tiny_args(tmp_path, users=121) + ["--data.loader.eval_batch_size", "20", "--data.loader.shards", shards]
     fit = train_main(args)
     ckpt = str(tmp_path / "runs" / "genrec" / "version_0" / "checkpoints" / "last.ckpt")
     eval_users = fit.datamodule.eval_users.tolist()
@@ -50,8 +51,10 @@ def test_two_process_test_metrics_equal_one_process_on_the_same_checkpoint(tmp_p
                                      "--trainer.callbacks.folder", str(tmp_path / "users")], cwd=tmp_path,
               launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
 
-    shards = [json.loads((tmp_path / "users" / f"test_users_rank{r}.json").read_text()) for r in (0, 1)]
-    assert all(shards) and sorted(shards[0] + shards[1]) == sorted(eval_users)  # each user once, none twice
+    users = [json.loads((tmp_path / "users" / f"test_users_rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(users) and sorted(users[0] + users[1]) == sorted(eval_users)  # each user once, none twice
+    if shards == "contiguous":
+        assert max(users[0]) < min(users[1])  # each rank a block of users
     multi = last_metrics(newest_run(tmp_path), "test/")
     assert set(multi) == {k for k in single if k.startswith("test/")}
     for key, value in multi.items():
