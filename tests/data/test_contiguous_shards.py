@@ -1,7 +1,6 @@
 """data.loader.shards=contiguous: each DDP rank owns one block of the data, checked rank by rank in one process."""
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from genrec.cli import main as train_main
@@ -9,17 +8,7 @@ from genrec.data import LoaderConfig, SequenceDataModule
 from genrec.data.batching import BucketedTrainSampler, DomainBlockSampler
 from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler, block
 from tests.conftest import REPO
-
-
-class Indices(torch.utils.data.Dataset):
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
+from tests.data.test_samplers import Indices
 
 
 def lengths(n, seed=0):
