@@ -28,7 +28,7 @@ from genrec.data.batching import BucketedTrainSampler
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import Source, get_source
-from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler, Shards
+from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler, Shards, check_shards
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +348,7 @@ class LoaderConfig:
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise DataError("data.loader.batch_size and data.loader.eval_batch_size must be positive")
         check_counts(**{"loader.num_workers": self.num_workers, "loader.release_pages_every": self.release_pages_every})
-        if self.shards not in ("interleaved", "contiguous"):
-            raise DataError(f"data.loader.shards must be 'interleaved' or 'contiguous' (got {self.shards!r})")
+        check_shards(self.shards)
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,14 @@ reduce to a plain shuffle (training) and the identity order (evaluation).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Literal, Sized
+from typing import Any, Iterator, Literal, Sized, get_args
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+
+from genrec.errors import DataError
 
 
 def world() -> tuple[int, int]:
@@ -49,8 +51,9 @@ Shards = Literal["interleaved", "contiguous"]
 
 
 def check_shards(shards: str) -> None:
-    if shards not in ("interleaved", "contiguous"):
-        raise ValueError(f"data.loader.shards must be 'interleaved' or 'contiguous' (got {shards!r})")
+    """``data.loader.shards`` is one of ``Shards``."""
+    if shards not in get_args(Shards):
+        raise DataError(f"data.loader.shards must be 'interleaved' or 'contiguous' (got {shards!r})")
 
 
 def block(n: int, num_replicas: int, rank: int) -> range:
