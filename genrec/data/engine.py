@@ -1,15 +1,5 @@
-"""Preprocessing on DuckDB, out of core: raw interactions -> the sequence files of docs/datasets.md.
-
-DuckDB was chosen over Polars' streaming engine by measurement (docs/performance.md): both produce
-the same files, but only DuckDB keeps to a memory budget (``memory_limit``, spilling the rest to
-disk), which is what lets a log larger than memory be preprocessed at all.
-
-The steps and their rules are those of ``genrec.data.preprocess`` (stable chronological order, ties
-in file order; iterative k-core; items numbered in the order of their raw ids, users in the order
-they first appear), so that the files are the same whichever path wrote them. File order is the
-insertion order of the table the rows are read into (``rowid``), which DuckDB keeps while
-``preserve_insertion_order`` is on (its default, set again here).
-"""
+"""Preprocessing on DuckDB, out of core within a memory budget: raw interactions -> the sequence files of
+docs/datasets.md, by the rules stated there (file order is the ``rowid`` of the ``raw`` table)."""
 from __future__ import annotations
 
 import gzip
@@ -47,8 +37,7 @@ def memory_limit(value: str | None = None) -> str:
 
 
 def connect(workdir: Path, budget: str | None = None):
-    """An in-memory DuckDB database that spills to ``workdir`` beyond the memory budget (a database
-    file would also write every table to disk, compressed, which doubled the time to read a log)."""
+    """An in-memory DuckDB database that spills to ``workdir`` beyond the memory budget."""
     import duckdb
 
     con = duckdb.connect(":memory:")
@@ -75,18 +64,10 @@ def load_frame(con, interactions: pd.DataFrame, has_timestamps: bool) -> None:
 
 def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None, *,
              delimiter: str = ",", names: tuple[str, ...] | None = None, quote: bool = True) -> set[str] | None:
-    """Read a delimited text file, gzipped when its name ends with ``.gz``, into the ``raw`` table
-    without pandas (``columns``: its field names -> ``u``, ``i``, ``t``; those of ``optional`` too
-    when the file has them), when that gives exactly what the readers of ``genrec.data.sources`` give,
-    and return the columns read; None (nothing read) when it might not: ids needing the canonical
-    form's changes, times that are not integers, or anything the readers report as an error. The
-    caller then reads the file with those readers, which name the line and what to do.
-
-    The layout: ``delimiter`` (one or more characters, e.g. ML-1M's ``::``); the field names of the
-    first line, or ``names`` for a file without a header, whose every field must then be non-empty
-    (``genrec.data.sources.read_fields``); ``quote``: whether ``"`` quotes a field (CSV) or is an
-    ordinary character.
-    """
+    """A delimited text file (``.gz``: gzip) read into the ``raw`` table (``columns``: its field names -> ``u``,
+    ``i``, ``t``; ``optional`` ones when present) and the columns read, when that gives exactly what
+    ``genrec.data.sources``' readers give; else None, nothing read, and the readers read it and name any problem.
+    The header names the fields, or ``names`` for a header-less file; ``quote``: whether ``"`` quotes a field."""
     import duckdb
 
     first = _first_line(path)
@@ -98,8 +79,7 @@ def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] 
     columns = {**columns, **{name: ours for name, ours in (optional or {}).items() if name in header}}
     layout = ", ".join(f"'{_quote(name)}': 'VARCHAR'" for name in header)
     ours = list(columns.values())
-    # A time that is not plain digits (a sign, spaces, a fraction) reads differently in pandas: it
-    # becomes NULL here, which sends the file to the readers below.
+    # a time that is not plain digits reads differently in pandas: NULL here sends the file to the readers
     time = "CASE WHEN regexp_full_match(t, '-?[0-9]{1,18}') THEN TRY_CAST(t AS BIGINT) END" if "t" in ours else "0::BIGINT"
     fields = {f'"{_quote(name)}"': columns.get(name) for name in header}
     valid = ["true"]
@@ -118,28 +98,17 @@ def read_csv(con, path: Path, columns: dict[str, str], optional: dict[str, str] 
                                       delim = '{_quote(delimiter)}', quote = {quoting}, escape = {quoting},
                                       strict_mode = true, compression = '{compression}', columns = {{{layout}}}))""")
     except duckdb.Error:
-        con.execute("DROP TABLE IF EXISTS raw")
-        return None
+        return _discard(con)
     if not _reads_as_the_readers_do(con, lines.result(), columns if names is None else {}, "t" in ours):
-        con.execute("DROP TABLE raw")
-        return None
+        return _discard(con)
     return set(ours)
 
 
 def read_json(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None, *,
               strict: bool = True, time_unit: str = "s") -> set[str] | None:
-    """``read_csv`` for a JSON-lines file (gzipped when its name ends with ``.gz``): one object a
-    line, ``columns`` its keys -> ``u``, ``i``, ``t``, an ``optional`` key read when some object has it.
-
-    Read only when the readers (``genrec.data.sources.json_lines``, ``parse_record``,
-    ``canonical_id``) would give the same thing: every id a JSON string without surrounding
-    whitespace or a JSON integer (whose canonical form is its digits), every time a JSON integer
-    that fits in 64 bits (``time_unit`` ``ms``: unix milliseconds, split into floored seconds and the
-    nanoseconds of their fraction, as ``sources.milliseconds`` does), no key named twice in an
-    object (``strict``: in nested objects too, as the strict JSON of Amazon 2023 and the plain
-    layout requires), no trailing comma, one object on every line (no blank line). Anything else
-    (and every line DuckDB cannot parse, e.g. Amazon 2014's Python literals) is left to the readers.
-    """
+    """``read_csv`` for a JSON-lines file: read only when every id is a trimmed JSON string or an integer, every
+    time a 64-bit JSON integer (``time_unit`` ``s`` or ``ms``), no key named twice (``strict``: in nested
+    objects too), no trailing comma and no blank line; anything else is left to the readers."""
     import duckdb
 
     columns = {**columns, **(optional or {})}
@@ -154,8 +123,7 @@ def read_json(con, path: Path, columns: dict[str, str], optional: dict[str, str]
     # floored division: DuckDB's % keeps the dividend's sign, Python's divmod (the readers') the divisor's
     fraction = f"((({ms}) % 1000 + 1000) % 1000)"
     t, f = (f"(({ms}) - {fraction}) // 1000", f"{fraction} * 1000000") if time_unit == "ms" else (ms, "0::BIGINT")
-    # Keys named once: known without hashing them on the lines that name the first line's keys, in
-    # its order (most lines of a dump); a CASE, so only the other lines pay for the check.
+    # keys named once: known without hashing them on lines that name the first line's keys in its order
     usual = _first_keys(path)
     distinct = "len(k) = len(list_distinct(k))"
     if usual:
@@ -180,21 +148,16 @@ def read_json(con, path: Path, columns: dict[str, str], optional: dict[str, str]
         rows, bad, untimed = con.execute("""SELECT count(*), count(*) FILTER (u IS NULL OR i IS NULL OR t IS NULL),
                                             count(*) FILTER (f = 1) FROM raw""").fetchone()
     except duckdb.Error:
-        con.execute("DROP TABLE IF EXISTS raw")
-        return None
+        return _discard(con)
     lines = lines.result()
-    timed = not optional_time or untimed == 0
     if (bad or rows == 0 or lines is None or rows != lines[0] + (not lines[1])
             or (optional_time and untimed not in (0, rows)) or not _ids_as_the_readers_give(con)):
-        con.execute("DROP TABLE raw")
-        return None
-    return {"u", "i"} | ({"t"} if timed else set())
+        return _discard(con)
+    return {"u", "i"} | ({"t"} if not optional_time or untimed == 0 else set())
 
 
 def read(con, scan) -> set[str] | None:
-    """The file of ``scan`` (a ``genrec.data.sources.EngineScan``) read into the ``raw`` table by its
-    format (``read_csv``, ``read_json``, ``read_parquet``): the columns read, or None when nothing
-    was read (the readers' turn)."""
+    """The file of ``scan`` (a ``sources.EngineScan``) read into the ``raw`` table: the columns read, or None."""
     if scan.format == "parquet":
         return read_parquet(con, scan.path, scan.columns, scan.optional)
     if scan.format == "json":
@@ -203,15 +166,12 @@ def read(con, scan) -> set[str] | None:
                     quote=scan.quote)
 
 
-# Parquet column types whose values the readers turn into the same text (ids) or seconds (times)
-# as a plain SQL cast: strings and integers. Floats, datetimes, decimals and the rest go to the readers.
+# Parquet id types that the readers turn into the same text as a SQL cast; other types go to the readers.
 _PARQUET_IDS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer)
 
 
 def read_parquet(con, path: Path, columns: dict[str, str], optional: dict[str, str] | None = None) -> set[str] | None:
-    """``read_csv`` for a Parquet file: read into the ``raw`` table without pandas when its id columns
-    are strings or integers and its time column (if any) integers, with no null, no empty or untrimmed
-    id; None (nothing read) otherwise, the readers then reading it and naming any bad row."""
+    """``read_csv`` for a Parquet file whose ids are strings or integers and times integers, none null or untrimmed."""
     try:
         schema = pq.read_schema(path)
     except (OSError, ValueError):
@@ -232,14 +192,17 @@ def read_parquet(con, path: Path, columns: dict[str, str], optional: dict[str, s
     nulls = " OR ".join(f"{c} IS NULL" for c in ours)
     rows, bad = con.execute(f"SELECT count(*), count(*) FILTER ({nulls}) FROM raw").fetchone()
     if rows == 0 or bad or not _ids_as_the_readers_give(con):
-        con.execute("DROP TABLE raw")
-        return None
+        return _discard(con)
     return set(ours)
 
 
+def _discard(con) -> None:
+    """Drop the ``raw`` table read so far: the readers read the file instead."""
+    con.execute("DROP TABLE IF EXISTS raw")
+
+
 def _ids_as_the_readers_give(con) -> bool:
-    """Every id of the ``raw`` table non-empty and without surrounding whitespace (checked on the
-    distinct ids), as the readers' canonical form leaves it."""
+    """Every distinct id of the ``raw`` table non-empty and trimmed, as the canonical form leaves it."""
     for c in ("u", "i"):
         blank = f"{c} IS NULL OR {c} = '' OR {c} <> trim({c}, '{WHITESPACE}')"
         if con.execute(f"SELECT count(*) FILTER ({blank}) FROM (SELECT DISTINCT {c} FROM raw)").fetchone()[0]:
@@ -248,12 +211,8 @@ def _ids_as_the_readers_give(con) -> bool:
 
 
 def _reads_as_the_readers_do(con, lines: tuple[int, bool] | None, columns: dict[str, str], timed: bool) -> bool:
-    """Whether the ``raw`` table just read holds what the readers would give: every id non-empty and
-    without surrounding whitespace (checked on the distinct ids, not on every row), every time an
-    integer, no repeated header (``columns``: the header's names; empty without a header), and one
-    row per line after the header (``lines``: the file's ``_lines``), the last line ending with a
-    line break (DuckDB skips blank lines and joins a quoted field's lines, which the readers report
-    or read otherwise)."""
+    """Whether the ``raw`` table holds what the readers give: ids as ``_ids_as_the_readers_give``, integer times,
+    no repeated header (``columns``: the header's names), and one row per line (``lines``: ``_lines``)."""
     header = [f"{ours} = '{_quote(name)}'" for name, ours in columns.items() if ours != "t"]
     problems = (["t IS NULL"] if timed else []) + ([f"({' AND '.join(header)})"] if header else [])
     rows, bad_rows = con.execute(f"""SELECT count(*), count(*) FILTER ({' OR '.join(problems) or 'false'})
@@ -275,8 +234,7 @@ BOM = b"\xef\xbb\xbf"
 
 
 def _header(first: bytes, delimiter: str) -> list[str] | None:
-    """The names of a header line, when it is UTF-8 and every name plain (no surrounding spaces, no
-    quote); else None (the readers check those cases and name what is wrong)."""
+    """The names of a header line when it is UTF-8 and every name plain (trimmed, no quote); else None."""
     try:
         names = first.decode("utf-8").rstrip("\r\n").split(delimiter)
     except UnicodeDecodeError:
@@ -299,8 +257,7 @@ def _literal(text: str) -> str:
 
 
 def _first_line(path: Path) -> bytes | None:
-    """The first line of the file (gunzipped when its name ends with ``.gz``); None when the file is
-    empty or cannot be read (the readers say why)."""
+    """The first line of the file (``.gz``: gunzipped); None when it is empty or unreadable."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -310,8 +267,7 @@ def _first_line(path: Path) -> bytes | None:
 
 
 def _count_lines_beside(path: Path) -> Future:
-    """``_lines(path)`` in another thread while DuckDB reads the file (zlib and numpy release the
-    GIL): for a gzip file the count is a second decompression, as long as the read's own."""
+    """``_lines(path)`` in another thread while DuckDB reads the file."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="genrec-lines")
     try:
         return pool.submit(_lines, path)
@@ -320,35 +276,16 @@ def _count_lines_beside(path: Path) -> Future:
 
 
 def _lines(path: Path) -> tuple[int, bool] | None:
-    """Line breaks in the file and whether it ends with one; a gzip file is decompressed as a stream
-    (every member, as ``gzip`` reads them), in chunks, so memory stays flat. None when the gzip
-    stream is damaged or cut short. Counted by numpy at memory speed (bytes.count is several
-    times slower)."""
+    """Line breaks in the file (``.gz``: gunzipped, every member) and whether it ends with one, counted in
+    chunks by numpy; None when a gzip stream is damaged or cut short."""
     lines, last = 0, b""
-    buffer = np.empty(CHUNK, np.uint8)
-    with open(path, "rb", buffering=0) as f:
-        if path.suffix != ".gz":
-            while n := f.readinto(buffer):
-                lines += int(np.count_nonzero(buffer[:n] == ord("\n")))
-                last = bytes(buffer[n - 1 : n])
-            return lines, last == b"\n"
-        stream, pending = zlib.decompressobj(wbits=31), False
-        while chunk := f.read(CHUNK):
-            while chunk:
-                try:
-                    out = stream.decompress(chunk, 4 * CHUNK)  # bounded: a small chunk may inflate to gigabytes
-                except zlib.error:
-                    return None
-                pending, chunk = not stream.eof, stream.unconsumed_tail
-                if out:
-                    lines += int(np.count_nonzero(np.frombuffer(out, np.uint8) == ord("\n")))
-                    last = out[-1:]
-                if stream.eof:  # the next member, if any (anything else after a member: left to the readers)
-                    chunk, stream = stream.unused_data, zlib.decompressobj(wbits=31)
-                    if chunk and not chunk.startswith(b"\x1f\x8b"):
-                        return None
-        if pending:  # cut short
-            return None
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                lines += int(np.count_nonzero(np.frombuffer(chunk, np.uint8) == ord("\n")))
+                last = chunk[-1:]
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        return None
     return lines, last == b"\n"
 
 
@@ -360,17 +297,11 @@ def empty_after_kcore(name: str, min_user: int, min_item: int, rows_read: int, o
 
 def build(con, out: Path, name: str, min_user: int, min_item: int, counts: dict[str, int],
           item_order: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Filter, number and order the ``raw`` table (u, i, t, f in file order) into the CSR files in
-    ``out``: ``offsets.npy``, ``items.npy``, ``timestamps.npy``, ``user_ids.parquet``, ``item_ids.parquet``.
-
-    ``item_order`` gives the order of the raw item ids (``preprocess._raw_order``); it sees the
-    distinct items only, never the log. ``counts`` receives the same per-step counts as the
-    in-memory path.
-    """
+    """Filter, number and order the ``raw`` table (u, i, t, f in file order) into the sequence files in ``out``;
+    ``item_order`` orders the distinct raw item ids, ``counts`` receives the per-step counts."""
     sql = con.execute
     counts["rows_read"], counts["users_read"], counts["items_read"] = sql(
         "SELECT count(*), count(DISTINCT u), count(DISTINCT i) FROM raw").fetchone()
-    # A view, not a copy: without k-core filtering the log is never copied inside the engine.
     sql("CREATE VIEW log AS SELECT rowid AS r, u, i, t, f FROM raw")
     kept = "log"
     rows = counts["rows_read"]
@@ -418,8 +349,7 @@ def build(con, out: Path, name: str, min_user: int, min_item: int, counts: dict[
 
 
 def write_columns(batches, out: Path, rows: int, names: tuple[str, ...]) -> int:
-    """Stream record batches into one int64 ``.npy`` file per column, by plain writes: memory stays
-    one batch, and no written page is mapped into (and counted against) the process."""
+    """Stream record batches into one int64 ``.npy`` file per column, by plain writes (no page mapped)."""
     files = [open(out / f"{name}.npy", "wb") for name in names]
     written = 0
     try:

@@ -1,8 +1,5 @@
-"""Readers for the official dataset formats (MovieLens, Amazon reviews, S3-Rec, a plain layout).
-
-Each reader returns :class:`RawData` and turns any problem in its input into a ``DataError`` that
-names the file, the line (1-based, as an editor shows it) or column, and what to do about it.
-"""
+"""Readers for the official dataset formats (MovieLens, Amazon reviews, S3-Rec, a plain layout): each returns
+``RawData``, and bad input is a ``DataError`` naming the file, the line (1-based) or column, and what to do."""
 from __future__ import annotations
 
 import ast
@@ -88,15 +85,8 @@ Where = Callable[[int], str]  # row position -> "line N" / "row N", for error me
 
 @dataclass(frozen=True)
 class EngineScan:
-    """An interactions file the preprocessing engine may read itself (``genrec.data.engine.read``):
-    its field names -> ``u``, ``i``, ``t``, those in ``optional`` when the file has them, and its
-    layout. A name ending with ``.gz`` is gzip.
-
-    ``format``: ``delimited`` (text split at ``delimiter``, one or more characters; field names in
-    the first line, or ``names`` for a file without a header; ``quote``: whether ``"`` quotes a
-    field), ``json`` (JSON lines; ``strict``: a key named twice anywhere in an object is an error,
-    as in the readers' strict JSON; ``time_unit`` ``s`` or ``ms``) or ``parquet``.
-    """
+    """An interactions file the engine may read itself (``engine.read``): its field names -> ``u``, ``i``, ``t``
+    (``optional`` ones when present) and its layout (``delimited``, ``json`` or ``parquet``; ``.gz`` is gzip)."""
 
     path: Path
     columns: dict[str, str]
@@ -110,11 +100,8 @@ class EngineScan:
 
 
 class FileSource(Source):
-    """A dataset whose files sit in one folder: ``root`` if given, else ``cache_dir/<name>``.
-
-    Only the cache is ever downloaded into; a user's ``root`` must already hold the files.
-    ``defaults`` lists the options a reader accepts, so a misspelt option fails loudly.
-    """
+    """A dataset whose files sit in ``root`` if given (never downloaded into), else ``cache_dir/<name>``;
+    ``defaults`` lists the options a reader accepts."""
 
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -147,8 +134,7 @@ class FileSource(Source):
         return [self.folder / name for name in self.required_files() + self.optional_files()]
 
     def file_digests(self, verified: Verified | None = None) -> dict[str, str]:
-        """Downloads missing files first (the cache key must be that of the files read), and again
-        any downloaded file whose bytes changed since its checked download."""
+        """Downloads missing files first, and again any downloaded file changed since its checked download."""
         self.resolve()
         digests = super().file_digests(verified)
         kept = recorded(self.folder) if self.root is None else {}
@@ -195,21 +181,18 @@ class FileSource(Source):
         return self.options["unknown_item_text"]
 
     def engine_scan(self) -> EngineScan | None:
-        """The interactions file, when the engine may read it without ``load`` (see ``EngineScan``);
-        ``load_items`` then reads the item text for the item ids the engine found."""
+        """The interactions file, when the engine may read it without ``load`` (then ``load_items`` reads the text)."""
         return None
+
+    def _with_items(self, interactions: pd.DataFrame, counts: dict[str, int]) -> RawData:
+        return RawData(self.name, interactions, self.load_items(set(interactions["item"].unique()), counts), counts)
 
     def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame | None:
         raise NotImplementedError
 
 
 class MovieLens(FileSource):
-    """The GroupLens releases; their catalogs also list movies nobody rated, which are dropped and counted.
-
-    ``encoding`` ``auto`` reads the catalogue as UTF-8 when it is valid UTF-8 (a copy re-saved by an
-    editor) and else as latin-1 (the ML-1M and ML-100K releases), and the ratings as UTF-8 (they are
-    ASCII); any other codec name is used for every file.
-    """
+    """The GroupLens releases; movies nobody rated are dropped and counted. ``encoding``: docs/datasets.md."""
 
     defaults = {"unknown_item_text": "ignore", "encoding": "auto"}
 
@@ -238,17 +221,18 @@ class MovieLens(FileSource):
 
     def _raw(self, ratings: pd.DataFrame, ratings_path: Path, where: Where = lambda i: f"line {i + 1}") -> RawData:
         counts: dict[str, int] = {}
-        interactions = interaction_frame(ratings, ratings_path, counts, where)
-        return RawData(self.name, interactions, self.load_items(set(interactions["item"].unique()), counts), counts)
+        return self._with_items(interaction_frame(ratings, ratings_path, counts, where), counts)
 
     def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
         """The catalogue (``item`` and text columns, as read), its file, and how its rows are named."""
         raise NotImplementedError
 
-    def _ratings_scan(self, name: str, delimiter: str) -> EngineScan | None:
-        """The header-less ratings file, for the engine when the readers read it as UTF-8."""
+    def _ratings_scan(self, name: str, delimiter: str, columns: dict[str, str] | None = None) -> EngineScan | None:
+        """The ratings file, for the engine when the readers read it as UTF-8 (header-less unless ``columns``)."""
         if self.ratings_encoding.replace("-", "").lower() != "utf8":
             return None
+        if columns:
+            return EngineScan(self.resolve() / name, columns)
         return EngineScan(self.resolve() / name, {"user": "u", "item": "i", "timestamp": "t"},
                           delimiter=delimiter, names=tuple(RATING_FIELDS), quote=False)
 
@@ -311,21 +295,13 @@ class MovieLens20M(MovieLens):
         return movies, path, lambda i: f"line {i + 2}"
 
     def engine_scan(self) -> EngineScan | None:
-        if self.ratings_encoding.replace("-", "").lower() != "utf8":
-            return None
-        return EngineScan(self.resolve() / "ratings.csv", {"userId": "u", "movieId": "i", "timestamp": "t"})
+        return self._ratings_scan("ratings.csv", ",", {"userId": "u", "movieId": "i", "timestamp": "t"})
 
 
 @register_source("amazon")
 class Amazon(FileSource):
-    """McAuley's Amazon review dumps: ``version`` 2014 or 2018 (5-core reviews, ``reviewerID``,
-    ``asin``, ``unixReviewTime`` in seconds) or 2023 (Amazon Reviews 2023: every review of the
-    category, ``user_id``, ``parent_asin``, ``timestamp`` in milliseconds, whose sub-second part
-    orders the sequences), plus optional metadata.
-
-    The metadata covers the whole category, not only the reviewed items, so by default the extra
-    products are dropped and counted; their lines are skipped before the (slow) full parse.
-    """
+    """McAuley's Amazon review dumps (``version`` 2014, 2018 or 2023) plus optional metadata, whose products
+    without reviews are dropped and counted (docs/datasets.md)."""
 
     defaults = {
         "category": None, "version": 2014, "reviews_file": None, "meta_file": None, "unknown_item_text": "ignore",
@@ -364,8 +340,8 @@ class Amazon(FileSource):
 
     def load(self) -> RawData:
         counts: dict[str, int] = {}
-        interactions = read_amazon_reviews(self.resolve() / self._file_names()[0], counts, self.options["version"])
-        return RawData(self.name, interactions, self.load_items(set(interactions["item"].unique()), counts), counts)
+        return self._with_items(read_amazon_reviews(self.resolve() / self._file_names()[0], counts,
+                                                    self.options["version"]), counts)
 
     def engine_scan(self) -> EngineScan | None:
         user, item, time, unit, _ = AMAZON_FIELDS[self.options["version"]]
@@ -419,10 +395,8 @@ class S3Rec(FileSource):
 
 @register_source("plain")
 class Plain(FileSource):
-    """A folder with ``interactions.{csv,parquet,jsonl}`` (``user_id,item_id[,timestamp]``), optional ``items.jsonl``.
-
-    Without a timestamp column the rows of each user are taken to be in chronological order.
-    """
+    """A folder with ``interactions.{csv,parquet,jsonl}`` (``user_id,item_id[,timestamp]``), optional ``items.jsonl``;
+    without a timestamp each user's rows are in chronological order."""
 
     defaults = {"interactions_file": None, "unknown_item_text": "error"}
 
@@ -441,11 +415,8 @@ class Plain(FileSource):
         return f"point root= at a folder with one of {', '.join(PLAIN_INTERACTIONS)} (user_id,item_id[,timestamp])"
 
     def load(self) -> RawData:
-        folder = self.resolve()
         counts: dict[str, int] = {}
-        interactions = read_plain_interactions(folder / self.required_files()[0], counts)
-        items = self.load_items(set(interactions["item"].unique()), counts)
-        return RawData(self.name, interactions, items, counts)
+        return self._with_items(read_plain_interactions(self.resolve() / self.required_files()[0], counts), counts)
 
     def engine_scan(self) -> EngineScan | None:
         path = self.resolve() / self.required_files()[0]
@@ -462,17 +433,9 @@ class Plain(FileSource):
         return keep_known_items(read_items_jsonl(path, counts), known, path, self._items_policy(), counts)
 
 
-# ---- ids -------------------------------------------------------------------------------------
-
-
 def canonical_id(value: Any) -> tuple[str | None, str | None]:
-    """The canonical form of one raw id (docs/datasets.md), or None when it is missing, and what
-    that form changed: ``"stripped"`` (surrounding whitespace), ``"float_to_int"`` (``1.0`` -> ``1``).
-
-    Text keeps its characters (``007`` stays ``007``); a number is written without a fraction when
-    it has none, so the JSON values ``1``, ``"1"`` and ``1.0`` are one id. Anything else (a list, a
-    boolean, an infinite number) raises ``TypeError`` saying what it is.
-    """
+    """The canonical form of one raw id (docs/datasets.md), None when missing, and what that form changed
+    (``"stripped"``, ``"float_to_int"``); a value that is no id raises ``TypeError`` saying what it is."""
     if isinstance(value, str):
         stripped = value.strip()
         return stripped or None, "stripped" if len(stripped) != len(value) else None
@@ -495,9 +458,7 @@ def canonical_id(value: Any) -> tuple[str | None, str | None]:
 
 def canonical_ids(values: pd.Series, what: str, path: Path, where: Where, counts: dict[str, int],
                   key: str | None = None) -> pd.Series:
-    """``canonical_id`` of every value; ``counts[<key>_stripped]`` and ``counts[<key>_float_to_int]``
-    (``key`` defaults to ``<what>_ids``) count the values it changed, when there are any. A missing
-    id or one that is not text or a number is a ``DataError`` naming the file and row."""
+    """``canonical_id`` of every value, the changes counted in ``counts[<key>_<change>]`` (key: ``<what>_ids``)."""
     key = key or f"{what}_ids"
     if pd.api.types.is_integer_dtype(values.dtype) and not values.hasnans:
         return values.astype(str)
@@ -539,9 +500,6 @@ def count_changes(changes: dict[str, int], key: str, counts: dict[str, int]) -> 
             counts[f"{key}_{change}"] = counts.get(f"{key}_{change}", 0) + count
 
 
-# ---- delimited files -------------------------------------------------------------------------
-
-
 def read_fields(
     path: Path,
     sep: str,
@@ -550,16 +508,10 @@ def read_fields(
     encoding: str = "utf-8",
     may_be_empty: list[str] | None = None,
 ) -> pd.DataFrame:
-    """A header-less file with ``len(names)`` fields a line; quotes are ordinary characters there.
-
-    Every field must be non-empty except ``may_be_empty`` (filled with ""); ``numeric`` fields are
-    left for pandas to type, the others stay strings. ``encoding`` ``auto`` is UTF-8 when the bytes
-    are valid UTF-8, else latin-1 (which decodes any byte).
-    """
+    """A header-less file of ``names`` fields a line (quotes are ordinary characters), each non-empty except
+    ``may_be_empty`` (filled with ""); fields not ``numeric`` stay strings."""
     layout = sep.replace("\t", "<tab>").join(names)
-    data = path.read_bytes()
-    check_not_cut(path, data)
-    encoding = detect_encoding(data) if encoding == "auto" else encoding
+    data, encoding = published_bytes(path, encoding)
     if len(sep) > 1:
         decode(data, path, encoding, MOVIELENS_ENCODING_FIX)  # finds a bad byte where it is, before sep is shortened
         data, sep = data.replace(sep.encode(), ONE_BYTE_SEP.encode()), ONE_BYTE_SEP
@@ -575,15 +527,26 @@ def read_fields(
 
 def read_csv(path: Path, columns: dict[str, str], encoding: str = "utf-8") -> pd.DataFrame:
     """The ``columns`` (file name -> our name) of a published CSV file with a header; all but timestamps stay strings."""
-    data = path.read_bytes()
-    check_not_cut(path, data)
-    encoding = detect_encoding(data) if encoding == "auto" else encoding
+    data, encoding = published_bytes(path, encoding)
     dtype = {name: str for name, ours in columns.items() if ours != "timestamp"}
     frame = parse_csv(path, io.BytesIO(data), MOVIELENS_ENCODING_FIX, dtype=dtype, encoding=encoding)
     check_no_repeated_header(frame, path, lambda i: f"line {i + 2}")
     frame = select_columns(frame, columns, path)
     check_complete(frame, list(columns.values()), path, lambda i: f"line {i + 2}", f"columns: {', '.join(columns)}")
     return frame
+
+
+def published_bytes(path: Path, encoding: str) -> tuple[bytes, str]:
+    """A published file's bytes, checked not cut short, and its encoding (``auto``: UTF-8 if valid, else latin-1)."""
+    data = path.read_bytes()
+    check_not_cut(path, data)
+    if encoding != "auto":
+        return data, encoding
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data, "latin-1"
+    return data, "utf-8"
 
 
 def check_no_repeated_header(frame: pd.DataFrame, path: Path, where: Where) -> None:
@@ -601,11 +564,7 @@ def check_no_repeated_header(frame: pd.DataFrame, path: Path, where: Where) -> N
 
 
 def check_not_cut(path: Path, data: bytes) -> None:
-    """A published file ends with a line break; without one its last line was most likely cut short.
-
-    A cut line can still parse (``1::2::5::97830`` is a smaller timestamp, ``7 12 1`` a smaller item
-    id), so the lost bytes would silently change the data.
-    """
+    """A published file ends with a line break; without one its last line (which may still parse) was cut short."""
     if data and not data.endswith((b"\n", b"\r")):
         last = data.count(b"\n") + 1
         raise DataError(
@@ -626,11 +585,8 @@ def warn_if_cut(path: Path) -> None:
 
 
 def parse_csv(path: Path, source: Path | IO[bytes], encoding_fix: str = "", **kwargs: Any) -> pd.DataFrame:
-    """pandas' C parser with its errors restated as ``DataError`` naming ``path``; trailing blank lines dropped.
-
-    Only an empty field is missing (``NA`` is text); a header's names lose surrounding spaces, and a
-    name it repeats is an error, since pandas would read only the first of those columns.
-    """
+    """pandas' C parser, its errors restated as ``DataError`` naming ``path``; only an empty field is missing,
+    header names are stripped and must be unique, trailing blank lines are dropped."""
     header = kwargs.get("header", "infer") is not None
     encoding = kwargs.setdefault("encoding", "utf-8")
     try:
@@ -682,18 +638,9 @@ def read_bytes(path: Path) -> bytes:
     return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
 
 
-def detect_encoding(data: bytes) -> str:
-    """UTF-8 when ``data`` is valid UTF-8, else latin-1: text in latin-1 beyond ASCII is almost never valid UTF-8."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "latin-1"
-    return "utf-8"
-
-
 def decode(data: bytes, path: Path, encoding: str, fix: str = "", first_line: int = 1) -> str:
-    """``data`` (which starts at line ``first_line``) as text, without the byte-order mark some editors
-    write first, or a ``DataError`` naming the line and byte that ``encoding`` cannot decode."""
+    """``data`` (starting at line ``first_line``) as text less a byte-order mark, or a ``DataError`` naming the
+    line and byte that ``encoding`` cannot decode."""
     try:
         return data.decode(encoding).removeprefix("\ufeff")  # else the first id would be another one, "\ufeffu1"
     except UnicodeDecodeError as err:
@@ -718,12 +665,8 @@ def check_complete(frame: pd.DataFrame, required: list[str], path: Path, where: 
 
 
 def to_seconds(values: pd.Series, path: Path, where: Where) -> tuple[pd.Series, pd.Series | None]:
-    """Unix seconds (floored) and, when some value has a fraction, its nanoseconds within that second.
-
-    Sorting on both keeps the true order of sub-second times, which whole seconds alone would tie.
-    Datetimes (naive ones read as UTC, aware ones converted to UTC) count from the epoch too. The
-    first value that is not a number, or does not fit in int64 seconds, is reported with its position.
-    """
+    """Unix seconds (floored) and, when some value has a fraction, its nanoseconds within that second; datetimes
+    count from the epoch in UTC. The first value that is no number or does not fit int64 seconds is an error."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     booleans = (np.ones(len(values), bool) if pd.api.types.is_bool_dtype(values) else
@@ -795,9 +738,6 @@ def read_genre_names(path: Path) -> tuple[str, ...]:
     return names
 
 
-# ---- JSON lines ------------------------------------------------------------------------------
-
-
 def json_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) for every non-blank line of a possibly gzipped UTF-8 file."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -826,8 +766,7 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_record(line: str, path: Path, lineno: int, python_literals: bool = False) -> dict[str, Any]:
-    """One object of a JSON-lines file; in JSON (not the Python literals of Amazon's 2014 metadata) a
-    field named twice is an error, where ``json`` would keep the last silently."""
+    """One object of a JSON-lines file; in JSON (not Amazon's Python literals) a field named twice is an error."""
     try:
         record = json.loads(line, object_pairs_hook=None if python_literals else unique_keys)
     except RepeatedKeys as repeated:
@@ -869,8 +808,7 @@ def read_amazon_reviews(path: Path, counts: dict[str, int], version: str = "2014
 
 
 def milliseconds(values: list[Any], name: str, path: Path, where: Where) -> pd.Series:
-    """Unix milliseconds (JSON integers) as datetimes, which ``to_seconds`` turns into seconds and
-    their sub-second part exactly; the first value that is not such an integer is an error."""
+    """Unix milliseconds (JSON integers) as datetimes, which ``to_seconds`` splits exactly."""
     for row, value in enumerate(values):
         if type(value) is not int or not -(2**63) <= value < 2**63:
             raise DataError(f"{path}: {where(row)}: {name} {value!r} is not unix milliseconds (a JSON integer that "
@@ -904,8 +842,7 @@ def read_amazon_meta(path: Path, known: set[str], policy: str, counts: dict[str,
 
 
 def amazon_text(record: dict[str, Any]) -> dict[str, str]:
-    """2014 and 2023 metadata call the category lists ``categories``, 2018 ``category``; 2018 and 2023
-    descriptions are lists; 2023 calls the brand ``store``."""
+    """The text fields of a metadata record of any release (2018: ``category``; 2023: ``store`` for the brand)."""
     return {
         "title": text(record.get("title")),
         "description": text(record.get("description"), " "),
@@ -972,9 +909,6 @@ def read_items_jsonl(path: Path, counts: dict[str, int]) -> pd.DataFrame:
     return item_frame(items, path, counts, lambda i: f"line {lines[i]}")
 
 
-# ---- item text -------------------------------------------------------------------------------
-
-
 def text(value: Any, sep: str = ", ") -> str:
     """Text of a metadata field: nested lists (Amazon categories) are flattened, de-duplicated and joined."""
     if value is None:
@@ -1018,9 +952,8 @@ def dedupe_items(items: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
 
 @register_source("sequences")
 class SequenceFiles(Source):
-    """A folder already in the sequence format (docs/datasets.md), written by any engine, e.g.
-    ``python -m genrec.data.spark_job``: loaded as it is, checked against the digests in its
-    ``meta.json``, never preprocessed or rewritten."""
+    """A folder already in the sequence format (docs/datasets.md), e.g. from ``python -m genrec.data.spark_job``:
+    loaded as it is, checked against its ``meta.json`` digests, never rewritten."""
 
     def prebuilt(self) -> Path:
         if self.root is None:
