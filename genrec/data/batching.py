@@ -1,10 +1,4 @@
-"""Length-bucketed training batches: sequences of similar length share a batch.
-
-Random batches of ML-1M pad almost every batch to the maximum length (200) although the median
-training window is 93 items; attention costs grow with the square of the padded length, so
-grouping similar lengths cuts that work (docs/performance.md), while every
-training window is still used exactly once per epoch and the order of batches stays random.
-"""
+"""Length-bucketed training batches (less padding: docs/performance.md) and one-domain steps."""
 from __future__ import annotations
 
 from typing import Sized
@@ -15,11 +9,8 @@ from genrec.data.samplers import ShardedTrainSampler
 
 
 def bucketed_order(lengths: np.ndarray, block: int, rng: np.random.Generator, pool_blocks: int = 64) -> np.ndarray:
-    """A permutation whose consecutive ``block``-sized slices hold similar lengths, in random order.
-
-    Shuffle, sort by length inside pools of ``pool_blocks`` blocks, cut blocks, shuffle the full
-    blocks; each pool's last, partial block goes to the end so full blocks stay aligned.
-    """
+    """A permutation whose ``block``-sized slices hold similar lengths (sorted within pools of ``pool_blocks``
+    blocks), in random order; each pool's partial block goes to the end."""
     order = rng.permutation(len(lengths))
     full, partial = [], []
     pool = block * pool_blocks
@@ -35,14 +26,8 @@ def bucketed_order(lengths: np.ndarray, block: int, rng: np.random.Generator, po
 
 
 class BucketedTrainSampler(ShardedTrainSampler):
-    """``ShardedTrainSampler`` whose epoch order comes in length-homogeneous steps.
-
-    A step of all ranks together takes ``batch_size × num_replicas`` consecutive samples of the
-    global order, so each step's samples are one length bucket; sharding, disjointness and
-    mid-epoch resumption are the parent's. With ``shards="contiguous"`` each rank buckets its own
-    block by length, ``batch_size`` at a time: a step's rank batches are each one bucket, but
-    not the same one.
-    """
+    """``ShardedTrainSampler`` whose steps (``batch_size × num_replicas`` samples; contiguous: each rank's
+    batch) are one length bucket each."""
 
     def __init__(self, dataset: Sized, lengths: np.ndarray, batch_size: int, **kwargs):
         super().__init__(dataset, **kwargs)
@@ -70,22 +55,13 @@ def domain_blocks(sizes: np.ndarray, total_blocks: int, balance: float) -> np.nd
 
 
 class DomainBlockSampler(ShardedTrainSampler):
-    """``ShardedTrainSampler`` whose every step holds windows of one domain, domains mixed by ``balance``.
-
-    Each epoch has as many full steps (``batch_size × num_replicas`` windows) as the data hold;
-    domain d gets ``domain_blocks`` of them, its windows drawn without replacement, cycling through
-    fresh permutations when it gets more than it has (a small domain is repeated, a large one
-    subsampled, differently every epoch). Inside a domain, ``lengths`` (when given) groups windows
-    of similar length as ``BucketedTrainSampler`` does. The steps of all domains are shuffled.
-    Because every rank's batch is a slice of one step, every batch is one domain's: a model can
-    normalise its loss over that domain's catalogue.
-    """
+    """``ShardedTrainSampler`` whose every step holds windows of one domain: domain d gets ``domain_blocks`` of the
+    epoch's steps, its windows drawn cycling through fresh permutations (bucketed by ``lengths`` if given)."""
 
     def __init__(self, dataset: Sized, domains: np.ndarray, batch_size: int, balance: float = 0.0,
                  lengths: np.ndarray | None = None, **kwargs):
         super().__init__(dataset, **kwargs)
         if self.contiguous:
-            # A step is one domain's windows, drawn across the whole data: blocks of it cannot hold every domain.
             raise ValueError("data.loader.shards: 'contiguous' is not supported with one-domain steps (multi-domain "
                              "or pair data): set data.loader.shards to 'interleaved'")
         self.domains = np.asarray(domains, np.int64)

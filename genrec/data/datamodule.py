@@ -1,12 +1,6 @@
-"""LightningDataModule over per-user item sequences with a leave-one-out split.
-
-Split (per user with at least 3 interactions): the last item is the test target, the
-second-to-last the validation target, the rest is training. Training windows are the most recent
-``max_seq_len + 1`` training items (inputs are the first ``max_seq_len``, targets the next item
-at every position); validation/test inputs are the most recent ``max_seq_len`` items before the
-target. Users with fewer than 3 interactions train on what they have and are not evaluated (they
-are counted in ``counts``). Batches are right-padded with 0 to the longest sequence in the batch.
-"""
+"""LightningDataModule over per-user item sequences, split leave-one-out: for a user with at least 3
+interactions the last item is the test target, the one before the validation target, the rest trains; users
+with fewer train on what they have and are counted, not evaluated. Batches are right-padded with 0."""
 from __future__ import annotations
 
 import inspect
@@ -36,21 +30,17 @@ Exclude = Literal["history", "window", "none"]
 PredictOn = Literal["test", "val", "all"]
 VerifyCache = Literal["changed", "full"]
 VERIFY_CACHE = ("changed", "full")
-# Beside the caches of one dataset: the files (inputs and cache files) verified in full, by stamp.
 VERIFIED_RECORD = ".verified.json"
 
 
 class TrainWindows(Dataset):
-    """One sample per (user, window): ``inputs = w[:-1]``, ``targets = w[1:]``.
-
-    ``windows="last"`` keeps each user's most recent window (as SASRec and HSTU train);
-    ``windows="all"`` tiles the whole training sequence so every training target is used once.
-    """
+    """One sample per (user, window of ``max_seq_len + 1`` items): the most recent (``last``) or ``all`` tiling
+    the training sequence."""
 
     def __init__(self, data: SequenceData, train_end: np.ndarray, max_seq_len: int, windows: str = "last"):
         self.data = data
         trained = np.flatnonzero(train_end - data.offsets[:-1] >= 2)
-        if windows == "last":  # in arrays, never Python lists: a list entry costs tens of bytes per user
+        if windows == "last":
             self.ends = np.asarray(train_end[trained], np.int64)
             self.starts = np.maximum(data.offsets[trained], self.ends - max_seq_len - 1)
             self.users = trained.astype(np.int64)
@@ -77,11 +67,7 @@ class TrainWindows(Dataset):
 
 
 class EvalTargets(Dataset):
-    """One sample per evaluated user: history window, target, and the ids to exclude.
-
-    Users are ordered by history length so that a batch pads little (``max_seq_len`` caps it);
-    metrics are sums over users and do not depend on the order.
-    """
+    """One sample per evaluated user (user, target position), ordered by history length so batches pad little."""
 
     def __init__(self, data: SequenceData, users: np.ndarray, target_pos: np.ndarray, max_seq_len: int):
         window = np.minimum(target_pos - data.offsets[users], max_seq_len)
@@ -98,17 +84,9 @@ class EvalTargets(Dataset):
 
 
 class Collator:
-    """Turns index tuples into padded tensors; numpy slicing keeps it off the Python hot path.
-
-    Besides the padded ``items`` / ``timestamps`` (B, L), every batch carries ``query_time`` (B,):
-    the timestamp of the interaction the last input position predicts (training: the last
-    target; evaluation: the held-out item). It is the time of the request, known when a
-    recommendation is asked for; HSTU's relative-time bias reads it (as the HSTU paper's code
-    does in training and evaluation), models without time ignore it.
-
-    Every ``release_pages_every`` batches (0 = never) it unmaps the pages of the mapped sequence
-    files from the process that builds the batches (``preprocess.release_pages``), so that what an
-    epoch touched does not stay counted in each DDP rank's RSS; the batches are the same."""
+    """Index tuples -> padded ``items`` / ``timestamps`` (B, L) and ``query_time`` (B,), the time of the
+    interaction the last position predicts; every ``release_pages_every`` batches (0 = never) it calls
+    ``preprocess.release_pages`` on the mapped sequences."""
 
     def __init__(self, data: SequenceData, max_seq_len: int, exclude: Exclude = "history",
                  stochastic_length: float = 0.0, release_pages_every: int = 0):
@@ -140,10 +118,7 @@ class Collator:
         return items, stamps, np.array([len(r) for r in rows], np.int64)
 
     def _window(self, s: int, e: int) -> np.ndarray:
-        """Positions of one training window; with ``stochastic_length`` α, a window of n inputs
-        longer than m = ⌊N^(α/2)⌋ (N = ``max_seq_len``) keeps a random m + 1 of its n + 1 items,
-        in order, with probability 1 − N^α / n² (HSTU's Stochastic Length), else all of them. Drawn
-        from torch's generator, which ``seed_everything`` seeds, like dropout and negatives."""
+        """Positions of one training window, cut by HSTU's Stochastic Length (``LoaderConfig``) with torch's RNG."""
         pos = np.arange(s, e)
         a, n = self.stochastic_length, e - s - 1
         if not a:
@@ -165,13 +140,11 @@ class Collator:
             "timestamps": torch.from_numpy(stamps),
             "targets": torch.from_numpy(targets),
             "lengths": torch.from_numpy(lengths),
-            # time of the interaction the last position predicts (the request time)
             "query_time": torch.from_numpy(self.timestamps[np.array([w[-1] for w in windows], np.int64)]),
         }
 
     def history(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """Requests ``(user, end)``: the window of items before position ``end`` and the ids to
-        exclude; ``query_time`` is the last of those items' time (the latest known moment)."""
+        """Requests ``(user, end)``: the window before position ``end``, the ids to exclude, its last item's time."""
         self._count_batch()
         users = [u for u, _ in batch]
         spans = [(max(self.offsets[u], p - self.max_seq_len), p) for u, p in batch]
@@ -200,16 +173,14 @@ class Collator:
 
 def cache_folder(source: Source, min_user_interactions: int, min_item_interactions: int,
                  fingerprint: str | None = None) -> Path:
-    """Where the preprocessed tables of ``source`` under these filtering settings are cached;
-    ``fingerprint`` is ``source.fingerprint()`` when the caller has it already (it reads every input file)."""
+    """Where the preprocessed tables of ``source`` under these filters are cached (``fingerprint``: if known)."""
     fingerprint = fingerprint or source.fingerprint()
     key = f"{fingerprint}-k{min_user_interactions}-{min_item_interactions}-v{preprocess.PREPROCESS_VERSION}"
     return source.cache_dir / "processed" / source.name / key
 
 
 def verified_record(source: Source, verify: VerifyCache = "changed") -> digests.Verified | None:
-    """The record of the files verified in full for ``source``'s caches (``genrec.digests.Verified``),
-    or None when every file is to be hashed in full (``verify="full"``)."""
+    """The record of the files verified in full for ``source``'s caches; None when ``verify="full"``."""
     if verify not in VERIFY_CACHE:
         raise DataError(f"data.preprocess.verify_cache must be one of {VERIFY_CACHE} (got {verify!r})")
     if verify == "full":
@@ -219,16 +190,8 @@ def verified_record(source: Source, verify: VerifyCache = "changed") -> digests.
 
 def _cached(source: Source, min_user_interactions: int, min_item_interactions: int,
             verified: digests.Verified | None) -> tuple[SequenceData | None, str]:
-    """The cached sequences when the cache of the inputs' current bytes is usable, and the inputs'
-    fingerprint.
-
-    Both the fingerprint (every input byte hashed) and the cache's check (every cache byte hashed)
-    read hundreds of MB on a large log, so the newest cache of these settings is checked and mapped
-    in a second thread while the inputs are hashed: it is the one wanted unless the inputs changed.
-    It is used only when its key turns out to be the inputs' fingerprint; otherwise that cache is
-    loaded the usual way, and a damaged cache is reported only when it is the one wanted. With
-    ``verified``, files unchanged since they were last verified in full are not read again.
-    """
+    """The cached sequences when usable, and the inputs' fingerprint; the newest cache of these settings is
+    checked in a second thread while the inputs are hashed, and used when its key is their fingerprint."""
     settings = cache_folder(source, min_user_interactions, min_item_interactions, "guess")
     suffix = settings.name.removeprefix("guess")
     candidates = [p for p in settings.parent.glob(f"*{suffix}") if (p / "meta.json").is_file()] \
@@ -247,8 +210,7 @@ def _cached(source: Source, min_user_interactions: int, min_item_interactions: i
 
 def _prebuilt(folder: Path, min_user_interactions: int, min_item_interactions: int,
               verified: digests.Verified | None) -> SequenceData:
-    """The sequences a preprocessing job wrote to ``folder``, which genrec never rebuilds: its
-    filters were the job's, and a folder failing its digests is an error, not a rebuild."""
+    """The sequences a preprocessing job wrote to ``folder``, never rebuilt (a failed check is an error)."""
     if min_user_interactions or min_item_interactions:
         raise DataError(f"data.preprocess.min_user_interactions / min_item_interactions apply when genrec preprocesses raw "
                         f"files; {folder} is already filtered (see the counts in its meta.json): set them to 0, or "
@@ -265,11 +227,8 @@ def _prebuilt(folder: Path, min_user_interactions: int, min_item_interactions: i
 def load_sequences(source: Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
                    use_cache: bool = True, memory_limit: str | None = None,
                    verify: VerifyCache = "changed") -> SequenceData:
-    """Read, filter and index a source's interactions, through the cache when allowed; the
-    sequences are memory-mapped from the cache's files either way. ``memory_limit`` bounds the
-    preprocessing engine's memory (``genrec.data.engine``). ``verify`` is how a cached load checks
-    the inputs and the cache: ``full`` hashes every byte, ``changed`` only the files whose stat
-    stamp changed since they were last hashed in full (``genrec.digests.Verified``)."""
+    """Read, filter and index a source's interactions, through the cache when allowed, memory-mapped either
+    way; ``memory_limit`` and ``verify``: ``PreprocessConfig``'s ``memory`` and ``verify_cache``."""
     verified = verified_record(source, verify)
     if (folder := source.prebuilt()) is not None:
         return _prebuilt(folder, min_user_interactions, min_item_interactions, verified)
@@ -310,25 +269,16 @@ class LoaderConfig:
 
     Args:
         train_windows: ``last`` (one window per user per epoch) or ``all`` (tile long sequences).
-        stochastic_length: HSTU's Stochastic Length α in (1, 2] (0 = off): a training window of n
-            inputs longer than ⌊max_seq_len^(α/2)⌋ is cut to that many, a random ordered subset of
-            its items, with probability 1 − max_seq_len^α / n² (``Collator._window``); evaluation
-            always sees the whole window. Quality and time on ML-1M: docs/results/id-models.md.
-        bucket_by_length: batch training windows of similar length together (less padding;
-            see ``genrec.data.batching``); ``false`` gives plain shuffled batches. Either way the
-            order follows ``seed_everything`` and the epoch.
+        stochastic_length: HSTU's Stochastic Length α in (1, 2] (0 = off): a training window of n inputs
+            longer than m = ⌊max_seq_len^(α/2)⌋ keeps a random ordered m + 1 of its items with probability
+            1 − max_seq_len^α / n²; evaluation sees whole windows.
+        bucket_by_length: batch training windows of similar length together (``genrec.data.batching``).
         batch_size, eval_batch_size: sequences per training and per evaluation batch.
         num_workers: DataLoader worker processes (0 = load in the main process).
-        release_pages_every: every this many batches, the process building them unmaps the pages
-            of the mapped sequence files it touched (0 = never; ``Collator``): they stay in the page
-            cache, but each DDP rank's RSS would otherwise count every page an epoch touched.
-            Mapping them again costs time per batch (docs/performance.md, "Pages released"), so it is
-            off by default: turn it on (1) where a scheduler sums the ranks' RSS (e.g. SLURM's accounting).
-        shards: how DDP ranks split the data (``genrec.data.samplers``): ``interleaved`` (rank r takes
-            every W-th sample of one global shuffle) or ``contiguous`` (rank r owns the r-th of W
-            blocks of users in file order, shuffled inside it, so it maps only ~1/W of the cache's
-            pages; a step's batch is then stratified by rank and a rank sees the same users every
-            epoch: docs/distributed.md). Not for multi-domain or pair data. Same as each other with one process.
+        release_pages_every: every this many batches, unmap the pages of the mapped sequence files from the
+            loading process's RSS (0 = never; docs/performance.md, "Pages released").
+        shards: how DDP ranks split the data: ``interleaved`` or ``contiguous`` (docs/distributed.md; not for
+            multi-domain or pair data).
     """
 
     train_windows: Literal["last", "all"] = "last"
@@ -356,15 +306,11 @@ class PreprocessConfig:
     """How the raw files become the cached sequence files, and how a cached load verifies them.
 
     Args:
-        min_user_interactions, min_item_interactions: k-core filtering (0 = off, as the papers do
-            for MovieLens).
-        use_cache: keep the preprocessed sequences in ``cache_dir`` and map them on later runs;
-            ``false`` preprocesses into a temporary folder every run.
-        verify_cache: how a cached load verifies the input files and the cache: ``changed`` hashes
-            in full only the files whose stat stamp changed since they were last hashed in full,
-            ``full`` every byte on every load (docs/reliability.md says what each detects).
-        memory: memory budget of the preprocessing engine (e.g. ``"4GB"``), which spills to the
-            cache folder beyond it; default $GENREC_PREPROCESS_MEMORY, else 1GB.
+        min_user_interactions, min_item_interactions: k-core filtering (0 = off).
+        use_cache: keep the preprocessed sequences in ``cache_dir`` (``false``: a temporary folder every run).
+        verify_cache: ``changed`` hashes only files whose stat stamp changed since last hashed in full,
+            ``full`` every byte on every load (docs/reliability.md).
+        memory: the preprocessing engine's memory budget (e.g. ``"4GB"``); default $GENREC_PREPROCESS_MEMORY, else 1GB.
     """
 
     min_user_interactions: int = 0
@@ -381,18 +327,14 @@ class PreprocessConfig:
             engine.memory_limit(self.memory)  # a typo fails here, not after the download
 
 
-# Option groups of the data modules (older checkpoints' flat spellings: ``genrec.modules.checkpoints.migrate``).
 GROUPS: dict[str, type] = {"loader": LoaderConfig, "preprocess": PreprocessConfig}
 
-
-# Data settings that decide what a model saw and how it is evaluated.
 PROTOCOL = ("dataset", "dataset_options", "max_seq_len", "min_user_interactions", "min_item_interactions", "exclude",
             "fit_on_validation")
 
 
 def data_protocol(hparams: Any) -> dict[str, Any]:
-    """The ``PROTOCOL`` settings a data module's hyper-parameters hold, the k-core thresholds of
-    ``preprocess`` among them, by their plain names."""
+    """The ``PROTOCOL`` settings (what a model saw and how it is evaluated) of a data module's hyper-parameters."""
     flat = {**dict(hparams), **(hparams.get("preprocess") or {})}
     return {key: flat[key] for key in PROTOCOL if key in flat}
 
@@ -412,8 +354,7 @@ def check_counts(**counts: int) -> None:
 
 
 def data_options(cls: type) -> list[str]:
-    """The keyword arguments a data module class accepts, those it forwards to its parent through
-    ``**data_options`` included (as LightningCLI resolves them)."""
+    """The keyword arguments a data module class accepts, those forwarded through ``**data_options`` included."""
     names: list[str] = []
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
@@ -427,16 +368,13 @@ def data_options(cls: type) -> list[str]:
 
 
 def typed_overrides(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` of data module options (``{"root": ..., "loader": {"batch_size": "256"}}``, as
-    ``--data.KEY`` gives them) checked and converted by jsonargparse against ``cls``'s signature,
-    as LightningCLI reads a data config; grouped keys come back nested (``{"loader": {"batch_size": 256}}``).
-    An unknown key or a value of the wrong type is a ``ValueError`` naming it."""
+    """``overrides`` of data module options (as ``--data.KEY`` gives them) checked and typed by jsonargparse against
+    ``cls``'s signature, grouped keys nested; a bad key or value is a ``ValueError`` naming it."""
     from jsonargparse import ArgumentError, ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, "data", sub_configs=True)
     try:
-        # only the overrides are given: the options they leave unset, required ones included, come from elsewhere
         config = parser.parse_object({"data": overrides}, defaults=False, _skip_validation=True)
         parser.validate(config, skip_required=True)
     except (ArgumentError, KeyError, TypeError) as err:
@@ -448,8 +386,7 @@ def typed_overrides(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def rebuild_options(cls: type, hparams: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters, with
-    ``overrides`` (``typed_overrides``) applied."""
+    """The arguments that rebuild a data module of ``cls`` from a checkpoint's hyper-parameters and ``overrides``."""
     accepted = data_options(cls)
     overrides = typed_overrides(cls, overrides) if overrides else {}
     out = {**{k: v for k, v in hparams.items() if k in accepted}, **overrides}
@@ -463,20 +400,17 @@ class SequenceDataModule(L.LightningDataModule):
     """Sequences of one dataset, split leave-one-out, batched for ID-based retrieval models.
 
     Args:
-        dataset: registered dataset name (``synthetic``, ``ml-1m``, ``ml-100k``, ``ml-20m``,
-            ``amazon``, ``s3rec``, ``plain``).
+        dataset: registered dataset name (docs/datasets.md).
         root: folder that already holds the official files (nothing is downloaded then).
         dataset_options: reader options (e.g. ``{"category": "Beauty"}``).
-        cache_dir: where downloads and the preprocessed Arrow cache live.
+        cache_dir: where downloads and the preprocessed cache live.
         max_seq_len: most recent items a model sees.
-        exclude: what evaluation removes from the candidates: the user's whole ``history`` before
-            the target, only the model's input ``window``, or ``none``.
-        fit_on_validation: also train on each user's validation target (the HSTU paper code's
-            protocol, which holds out only the test item). Validation metrics are then seen-data
-            metrics: choose the epoch count on a run without it, then refit with it for that count.
+        exclude: what evaluation removes from the candidates: the user's ``history`` before the target,
+            the input ``window``, or ``none``.
+        fit_on_validation: also train on each user's validation target (the HSTU paper code's protocol);
+            validation metrics are then seen-data metrics.
         loader: training windows and batching (``LoaderConfig``).
-        preprocess: k-core filtering, the preprocessing cache and its checks, the engine's memory
-            (``PreprocessConfig``).
+        preprocess: k-core filtering, the cache and its checks (``PreprocessConfig``).
     """
 
     def __init__(
@@ -503,14 +437,11 @@ class SequenceDataModule(L.LightningDataModule):
         self.predict_users: np.ndarray | None = None
 
     def save_data_hyperparameters(self) -> None:
-        """``save_hyperparameters`` of the calling ``__init__``, the option groups as plain dicts (checkpoints
-        and hparams.yaml hold no genrec classes; ``rebuild_options`` turns them back into configs)."""
+        """``save_hyperparameters`` of the calling ``__init__``, the option groups as plain dicts."""
         self.save_hyperparameters(ignore=["loader", "preprocess"], frame=inspect.currentframe().f_back)
         self.hparams["loader"] = asdict(self.loader_config)
         if hasattr(self, "preprocess_config"):  # multi-domain modules keep a flat use_cache
             self.hparams["preprocess"] = asdict(self.preprocess_config)
-
-    # -- loading ---------------------------------------------------------------------------------
 
     @property
     def cache_folder(self) -> Path:
@@ -555,8 +486,6 @@ class SequenceDataModule(L.LightningDataModule):
         if len(evaluable) == 0:
             raise DataError(f"dataset {data.name!r}: no user has 3 or more interactions, so there is nothing to evaluate")
 
-    # -- what models need to know ----------------------------------------------------------------
-
     @property
     def num_items(self) -> int:
         return self.data.num_items
@@ -581,9 +510,7 @@ class SequenceDataModule(L.LightningDataModule):
         return torch.from_numpy(counts)
 
     def add_training_users(self, data: SequenceData, train_end: np.ndarray) -> None:
-        """Train on ``data``: the current users unchanged, plus users appended after them that only
-        train (``train_end`` covers their whole sequences; e.g. the defence's labelled decoys).
-        Validation and test users and positions stay as they are."""
+        """Train on ``data``: the current users unchanged plus appended users that only train (``train_end``)."""
         old = self.data
         n = old.num_users
         if (data.num_users < n or not np.array_equal(data.offsets[: n + 1], old.offsets)
@@ -595,8 +522,6 @@ class SequenceDataModule(L.LightningDataModule):
         if hasattr(self, "train_set"):
             self.setup("fit")
 
-    # -- loaders ---------------------------------------------------------------------------------
-
     def setup(self, stage: str | None = None) -> None:
         data = self._load()
         hp = self.hparams
@@ -607,8 +532,6 @@ class SequenceDataModule(L.LightningDataModule):
         self.test_set = EvalTargets(data, self.eval_users, self.test_pos, hp.max_seq_len)
 
     def _loader(self, dataset: Dataset, train: bool, collate: Any = None) -> DataLoader:
-        # Our samplers shard across DDP ranks themselves (Lightning keeps them): training shards are
-        # disjoint and resumable mid-epoch, evaluation shards unpadded so every user counts once.
         lc = self.loader_config
         common = dict(num_workers=lc.num_workers, persistent_workers=lc.num_workers > 0)
         if train:
@@ -635,10 +558,8 @@ class SequenceDataModule(L.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def set_predict_request(self, on: PredictOn = "test", users: np.ndarray | None = None) -> None:
-        """What ``predict_dataloader`` serves: the evaluation batches of split ``on`` (``test`` or
-        ``val``: the history before that target, as evaluation ranks it), or with ``all`` every
-        user's full history (the next item after everything seen); ``users`` (user indices)
-        restricts it to those users, in that order."""
+        """What ``predict_dataloader`` serves: the history before the ``test`` or ``val`` target, or ``all`` of it,
+        for ``users`` (user indices, in that order; None: every user)."""
         if on not in ("test", "val", "all"):
             raise ValueError(f"predict on 'test', 'val' or 'all', got {on!r}")
         if users is not None and len(users) == 0:  # else the empty request is blamed on the number of processes

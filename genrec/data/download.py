@@ -1,8 +1,5 @@
-"""Fetch official dataset files into the cache: checksummed, written atomically, zips unpacked.
-
-Each file kept is recorded with its content digest in ``MANIFEST``, so that a copy changed on disk
-since its checked download (bytes rotting, a stray write) is noticed before it is read.
-"""
+"""Fetch official dataset files into the cache: checksummed, written atomically, zips unpacked, each kept
+file's digest recorded in ``MANIFEST`` so that a copy changed on disk since is noticed."""
 from __future__ import annotations
 
 import hashlib
@@ -25,11 +22,8 @@ MANIFEST = ".downloaded.json"
 
 @dataclass(frozen=True)
 class Download:
-    """One published file. ``md5`` is None where the publisher gives no checksum.
-
-    ``extract`` names the files to take out of a zip archive (matched by base name); the archive
-    itself is deleted afterwards. Empty means the file is used as downloaded.
-    """
+    """One published file (``md5``: None without a checksum); ``extract`` names the files to take out of a zip
+    archive, which is then deleted (empty: the file is used as downloaded)."""
 
     url: str
     md5: str | None = None
@@ -66,8 +60,7 @@ def record(folder: Path, names: tuple[str, ...]) -> None:
 
 
 def recorded(folder: Path) -> dict[str, str]:
-    """The digests recorded for the folder's downloaded files; none when the manifest is absent or
-    damaged (the files are then used unchecked, as files a user put there)."""
+    """The digests recorded for the folder's downloaded files; none when the manifest is absent or damaged."""
     try:
         kept = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):

@@ -1,9 +1,5 @@
-"""Few-shot training data: the leave-one-out split of ``SequenceDataModule`` with training limited to
-a random share of the users, while validation and test still cover every evaluable user.
-
-This is the "few-shot in-domain model" of the zero-shot comparison (RecGPT): a model that saw only
-``train_user_fraction`` of the target domain's users, evaluated on the same split as everyone else.
-"""
+"""Few-shot training data (RecGPT's few-shot in-domain model): ``SequenceDataModule``'s split with training
+limited to a random share of the users, validation and test on every evaluable user."""
 from __future__ import annotations
 
 from typing import Any

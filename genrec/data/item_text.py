@@ -1,9 +1,5 @@
-"""Item text of one or several catalogues as sentence embeddings, batched to train an item tokenizer.
-
-Each catalogue is read and preprocessed exactly as ``SequenceDataModule`` reads it (same readers,
-filters and cache), so the items the tokenizer learns from are the items the recommender sees.
-A random ``val_fraction`` of the items (fixed by ``seed``) is held out to watch reconstruction.
-"""
+"""Item text of one or several catalogues (read as ``SequenceDataModule`` reads them) as sentence embeddings,
+batched to train an item tokenizer; a random ``val_fraction`` of the items is held out."""
 from __future__ import annotations
 
 import hashlib
@@ -93,8 +89,6 @@ class ItemTextDataModule(L.LightningDataModule):
         self.train_set = TensorDataset(x[order[n_val:]] if n_val < len(x) else x)
 
     def train_dataloader(self) -> DataLoader:
-        # Shuffled from (seed_everything, epoch) and counted in checkpoints, so a run resumed mid-epoch
-        # trains on the batches an uninterrupted run would have, and DDP ranks take disjoint shards.
         return ResumableDataLoader(self.train_set, ShardedTrainSampler(self.train_set), batch_size=self.hparams.batch_size)
 
     def val_dataloader(self) -> DataLoader:

@@ -1,16 +1,8 @@
-"""Several datasets trained as one: each domain keeps its own catalogue.
+"""Several datasets trained as one: each domain keeps its own catalogue in one joint id space.
 
-``MultiDomainDataModule`` loads every domain through the usual readers and preprocessing (each
-with its own cache), then lays them side by side: domain d's items get the ids
-``first_d .. last_d`` of one joint id space (so one embedding table or one item tokenizer covers
-all of them), its users follow the previous domain's users, and raw ids are prefixed with the domain
-name. Training windows come from every domain (shuffled together); validation and test have one
-loader per evaluated domain, and ``eval_domains`` tells the modules which id range is that domain's
-catalogue, so a user is only ever ranked against, and recommended, items of their own domain.
-
-Every training step holds one domain's windows (``DomainBlockSampler``), so a model can normalise
-its loss over that domain's catalogue, as evaluation ranks within it; ``domain_balance`` sets how
-often each domain comes (0: in proportion to its windows, 1: every domain equally often).
+Domain d's items get the ids ``first_d .. last_d``, its users follow the previous domain's, and raw ids are
+prefixed with the domain name. Training steps hold one domain's windows each (``DomainBlockSampler``);
+validation and test have one loader per evaluated domain, ranked within its id range (``eval_domains``).
 """
 from __future__ import annotations
 
@@ -40,11 +32,9 @@ class MultiDomainDataModule(SequenceDataModule):
             (default: the dataset name; must be unique), ``root``, ``dataset_options``,
             ``min_user_interactions``, ``min_item_interactions``: as ``SequenceDataModule``'s.
         eval_on: names of the domains that validation and test cover (default: all), in order.
-        domain_balance: in [0, 1]; domain d's share of each epoch's training steps is proportional
-            to ``windows_d ** (1 - domain_balance)`` (0: as the data come; 1: equal shares, small
-            domains repeated and large ones subsampled; 0.5 between).
-        val_users_per_domain: validate each domain on a fixed random sample of this many of its
-            evaluation users (0: all). Test always covers every user; the sample is reported.
+        domain_balance: in [0, 1]; domain d's share of the training steps is ``∝ windows_d ** (1 - domain_balance)``
+            (0: as the data come; 1: equal shares).
+        val_users_per_domain: validate each domain on a fixed random sample of this many users (0: all).
         the rest: settings shared by every domain, as ``SequenceDataModule``'s (``loader``: ``LoaderConfig``).
     """
 
@@ -52,7 +42,6 @@ class MultiDomainDataModule(SequenceDataModule):
                  val_users_per_domain: int = 0, cache_dir: str | None = None,
                  download: bool = True, use_cache: bool = True, max_seq_len: int = 200, exclude: Exclude = "history",
                  loader: LoaderConfig = LoaderConfig()):
-        # Not SequenceDataModule.__init__: there is no single source; the domains hold theirs.
         super(SequenceDataModule, self).__init__()
         check_loader_options(max_seq_len, exclude)
         if not 0 <= domain_balance <= 1:
@@ -86,8 +75,6 @@ class MultiDomainDataModule(SequenceDataModule):
         self.eval_names = list(eval_on or self.names)
         self._data: SequenceData | None = None
 
-    # -- loading ---------------------------------------------------------------------------------
-
     def _load(self) -> SequenceData:
         if self._data is not None:
             return self._data
@@ -110,8 +97,6 @@ class MultiDomainDataModule(SequenceDataModule):
         """``(name, first_id, last_id)`` of each evaluated domain, in the order of the eval loaders."""
         self._load()
         return [(n, *self.item_ranges[n]) for n in self.eval_names]
-
-    # -- loaders ---------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)

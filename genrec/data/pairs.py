@@ -1,15 +1,8 @@
 """(query, next item) pairs from the training part of several domains' sequences, to fine-tune a text encoder.
 
-A pair is a position ``t`` of a user's training part (never the validation or test target, which
-``SequenceDataModule``'s split holds out) with at least one earlier item: the positive is the item
-at ``t``, the query the ``history`` items before it (``item`` queries: the one previous item;
-``user`` queries: the last ``history`` items, which the module turns into the text formula's
-recency-weighted user vector). A pair whose positive is one of its own query items (a repeat) is
-left out and counted: it would pull an item towards itself, and evaluation never ranks an item the
-user has already had.
-
-Validation and test are ``MultiDomainDataModule``'s: per-domain loaders over the held-out targets,
-validation on a fixed user sample per domain (``val_users_per_domain``).
+A pair is a training position with at least one earlier item: the positive is its item, the query the one
+previous item (``item``) or the last ``history`` items (``user``). A pair whose positive is in its own query
+(a repeat) is left out and counted. Validation and test are ``MultiDomainDataModule``'s.
 """
 from __future__ import annotations
 
@@ -34,11 +27,8 @@ BatchMix = Literal["domain", "mixed"]
 
 
 class TrainPairs(Dataset):
-    """Pairs ``(positions before t, t)`` of the training parts; ``history`` items at most per query.
-
-    ``positive`` (P,) positions of the positives, ``length`` (P,) how many items precede each in
-    its query (1 .. history), ``user`` (P,) the user; ``left_out`` counts repeats per user.
-    """
+    """Pairs of the training parts: ``positive`` (P,) positions, ``length`` (P,) query items before each
+    (1 .. history), ``user`` (P,); ``left_out`` counts repeats per user."""
 
     def __init__(self, data: SequenceData, train_end: np.ndarray, history: int):
         starts = data.offsets[:-1]
@@ -86,10 +76,9 @@ class PairConfig:
 
     Args:
         query: ``item`` (the previous item's text) or ``user`` (the last ``history`` items).
-        history: items in a ``user`` query (the text formula's window; at decay 0.3 the fifth
-            item back weighs under 1% of the newest).
-        batches: ``domain`` (every batch one domain's pairs: in-batch negatives from the same
-            catalogue, as evaluation ranks within it) or ``mixed`` (pairs of all domains together).
+        history: items in a ``user`` query (the text formula's window).
+        batches: ``domain`` (every batch one domain's pairs, so in-batch negatives share its catalogue) or
+            ``mixed``.
     """
 
     query: QueryKind = "item"
@@ -114,10 +103,8 @@ class PairDataModule(MultiDomainDataModule):
         domain_balance: each domain's share of the pairs drawn is ``pairs_d ** (1 - domain_balance)``
             (1: every domain equally often; 0: as the data come).
         text_template: ``str.format`` pattern over the item text columns.
-        loader: ``batch_size`` is the pairs per step (the in-batch negatives), ``eval_batch_size`` the
-            validation users per batch.
-        data_options: ``MultiDomainDataModule``'s other arguments (``eval_on``, ``max_seq_len``, ...;
-            LightningCLI reads them from its signature); validation and test batches are its batches.
+        loader: ``batch_size`` is the pairs per step (the in-batch negatives).
+        data_options: ``MultiDomainDataModule``'s other arguments (``eval_on``, ``max_seq_len``, ...).
     """
 
     def __init__(self, domains: list[dict[str, Any]], pairing: PairConfig = PairConfig(), domain_balance: float = 1.0,
@@ -156,7 +143,6 @@ class PairDataModule(MultiDomainDataModule):
     def train_dataloader(self) -> ResumableDataLoader:
         lc = self.loader_config
         mixed = self.pairing.batches == "mixed"
-        # mixed: blocks of one pair, so the balance still holds but a batch draws from every domain
         sampler = DomainBlockSampler(self.pairs, self.pair_domain, 1 if mixed else lc.batch_size, self.hparams.domain_balance,
                                      shards=lc.shards)
         per_block = sampler.block

@@ -1,12 +1,5 @@
-"""Raw tables → per-user chronological item sequences, with every filtered row counted.
-
-Steps, in order: stable chronological sort (on the full-precision times, fractions of a second
-included; ties keep file order; without timestamps file order is the order), optional k-core filtering, item ids remapped to 1..N (0 is padding) in order of
-their raw ids, users remapped to 0..U-1 in the order they first appear. The steps run on an
-out-of-core engine (``genrec.data.engine``) that writes the sequence format of docs/datasets.md:
-CSR arrays as ``.npy`` files and id maps as Parquet. They are cached, and a load maps the arrays
-instead of reading them, so the second run of a config starts in seconds in little memory.
-"""
+"""Raw tables -> per-user chronological item sequences (every filtered row counted), written by ``engine`` in
+the sequence format of docs/datasets.md, cached, and memory-mapped on load."""
 from __future__ import annotations
 
 import json
@@ -32,15 +25,13 @@ from genrec.data.registry import Source
 
 log = logging.getLogger(__name__)
 
-# Counts that measure the data; every other count records something dropped or left out.
+# counts that measure the data; every other count records something dropped or left out
 SIZE_COUNTS = ("rows_read", "users_read", "items_read", "users", "items", "interactions")
-# Bump when the processed layout or its semantics change, so stale caches are not reused.
-PREPROCESS_VERSION = 4  # 2: sub-second times order the sequences; 3: canonical ids (docs/datasets.md), digests of the cache's files; 4: the sequence format (CSR .npy files, Parquet id maps)
+PREPROCESS_VERSION = 4  # bumped when the files or their meaning change, so stale caches are not reused
 
 
 class Deferred:
-    """A dataclass field that may be given a function in place of its value: the function runs on
-    the field's first read, and its result is kept (a large table is read only if something asks)."""
+    """A dataclass field that may be given a function in place of its value, called on first read and kept."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.slot = f"_{name}"
@@ -59,15 +50,10 @@ class Deferred:
 
 @dataclass
 class SequenceData:
-    """All users' full chronological sequences in CSR form plus the catalogue.
-
-    ``items[offsets[u]:offsets[u+1]]`` is user ``u``'s sequence of internal item ids (1..N);
-    ``timestamps`` is aligned with it (all zeros when the source has none).
-    ``item_ids[i]`` is the raw id of internal item ``i`` (``item_ids[0]`` is the padding marker).
-    ``item_text`` has one row per internal id (row 0 empty) when the source has item text.
-    ``user_ids[u]`` is the raw id of user ``u``; from a cache it is read on first use only (at
-    100M interactions the ids as Python strings were a quarter of what a cached load added).
-    """
+    """All users' chronological sequences in CSR form plus the catalogue: ``items[offsets[u]:offsets[u+1]]`` is
+    user ``u``'s item ids (1..N), ``timestamps`` aligned with it (zeros without times); ``item_ids`` and
+    ``user_ids`` the raw ids (``item_ids[0]``: padding; ``user_ids`` read on first use); ``item_text`` one
+    row per item id (row 0 empty) when the source has text."""
 
     name: str
     offsets: np.ndarray
@@ -108,8 +94,7 @@ def build_sequences(
     raw: RawData | Source, min_user_interactions: int = 0, min_item_interactions: int = 0, fingerprint: str = "",
     memory_limit: str | None = None,
 ) -> SequenceData:
-    """``raw`` (tables read, or a source to read) preprocessed without a cache: the files are written to a temporary folder and mapped
-    from there (a mapped file outlives its name, so the folder is removed at once)."""
+    """``raw`` (tables, or a source) preprocessed into a temporary folder, mapped, and the folder removed."""
     tmp = Path(tempfile.mkdtemp(prefix="genrec-sequences-"))
     try:
         write(raw, tmp, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
@@ -120,25 +105,18 @@ def build_sequences(
 
 def build(data: RawData | Source, folder: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
           fingerprint: str = "", memory_limit: str | None = None, before_publish: Callable[[], None] = lambda: None) -> None:
-    """Preprocess ``data`` into the cache ``folder``, atomically (see ``save``); ``before_publish``
-    may refuse the finished files by raising."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
-    try:
+    """Preprocess ``data`` into the cache ``folder``, atomically; ``before_publish`` may refuse the files by raising."""
+    def written(tmp: Path) -> None:
         write(data, tmp, min_user_interactions, min_item_interactions, fingerprint, memory_limit)
         before_publish()
-        _publish(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _publish_atomically(folder, written)
 
 
 def write(data: RawData | Source, out: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
           fingerprint: str = "", memory_limit: str | None = None) -> None:
-    """The files of the sequence format (docs/datasets.md) for ``data`` in the empty folder ``out``,
-    written by the out-of-core engine (``genrec.data.engine``). A source whose interactions file the
-    engine can read itself (``engine_scan``) is never loaded into memory; any other is read by its
-    reader first."""
+    """The sequence files of ``data`` in the empty folder ``out``, by the engine; a source whose file the engine
+    reads itself (``engine_scan``) is never loaded into memory."""
     work = Path(tempfile.mkdtemp(prefix="engine", dir=out))
     try:
         con = engine.connect(work, memory_limit)
@@ -162,9 +140,8 @@ def write(data: RawData | Source, out: Path, min_user_interactions: int = 0, min
 
 
 def _read_into(con, data: RawData | Source) -> tuple[RawData, Callable[[set[str], dict[str, int]], pd.DataFrame] | None]:
-    """The engine's ``raw`` table filled from ``data``; a ``RawData`` that stands for what was read (an
-    empty interactions table with the right columns when the engine read the file itself) and, then,
-    the source's reader of item text for a set of known item ids."""
+    """The engine's ``raw`` table filled from ``data``; a ``RawData`` standing for what was read (no rows when the
+    engine read the file itself) and then the source's reader of item text for a set of item ids."""
     scan = data.engine_scan() if isinstance(data, Source) and hasattr(data, "engine_scan") else None
     read = engine.read(con, scan) if scan is not None else None
     if read is not None:
@@ -182,8 +159,7 @@ def _read_into(con, data: RawData | Source) -> tuple[RawData, Callable[[set[str]
 
 
 def filtered_counts(counts: dict[str, int]) -> dict[str, int]:
-    """Every count of something filtered, the readers' included (e.g. item text without interactions);
-    a multi-domain count is named ``<domain>:<count>``."""
+    """Every count of something filtered, the readers' included (multi-domain: ``<domain>:<count>``)."""
     return {k: v for k, v in counts.items() if k.rsplit(":", 1)[-1] not in SIZE_COUNTS}
 
 
@@ -206,13 +182,8 @@ def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int])
     return pd.concat([empty, aligned.reset_index(drop=True)], ignore_index=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Arrow cache
-
-
 CACHE_FIX = ("point $GENREC_CACHE (or data.cache_dir) at a writable folder, or set data.preprocess.use_cache: false "
-             "(multi-domain data: data.use_cache: false) to read "
-             "the raw files every run")
+             "(multi-domain data: data.use_cache: false) to read the raw files every run")
 
 
 def check_writable(folder: Path) -> None:
@@ -225,17 +196,24 @@ def cache_error(folder: Path, err: OSError) -> DataError:
 
 
 def save(data: SequenceData, folder: Path) -> None:
-    """Write sequences held in memory in the sequence format, atomically: a concurrent reader sees
-    either nothing or the complete cache."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
-    try:
+    """Write sequences held in memory in the sequence format, atomically."""
+    def written(tmp: Path) -> None:
         for name in engine.ARRAYS:
             np.save(tmp / f"{name}.npy", np.asarray(getattr(data, name), "<i8"), allow_pickle=False)
         pq.write_table(pa.table({"user_id": pa.array(data.user_ids.astype(str), pa.string())}), tmp / "user_ids.parquet")
         pq.write_table(pa.table({"item_id": pa.array(data.item_ids.astype(str), pa.string())}), tmp / "item_ids.parquet")
         _write_item_text(data.item_text, tmp)
         _write_meta(tmp, data.name, data.has_timestamps, data.counts, data.fingerprint)
+
+    _publish_atomically(folder, written)
+
+
+def _publish_atomically(folder: Path, write_into: Callable[[Path], None]) -> None:
+    """``write_into`` a temporary folder beside ``folder``, then ``_publish`` it: a reader sees nothing or all."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp", dir=folder.parent))
+    try:
+        write_into(tmp)
         _publish(tmp, folder)
     finally:
         if tmp.exists():
@@ -263,18 +241,14 @@ def _write_meta(out: Path, name: str, has_timestamps: bool, counts: dict[str, in
 
 
 def _publish(tmp: Path, folder: Path) -> None:
-    """Move a finished cache into place without ever exposing a half-deleted one.
-
-    Several processes may build the same cache at once (one per node on a shared file system): the
-    first to finish wins and the others drop their copy; a stale or incomplete folder is renamed
-    away before it is deleted, so readers never see it half gone.
-    """
+    """Move a finished cache into place: the first of several builders wins, and a stale folder is renamed away
+    before it is deleted, so no reader sees it half gone."""
     for _ in range(3):
         try:
             os.replace(tmp, folder)  # atomic when ``folder`` is absent (or an empty directory)
             return
         except OSError:
-            if _is_current(folder):
+            if check(folder) is None:
                 return  # another process published the same cache first
             stale = Path(tempfile.mkdtemp(prefix=folder.name + ".stale", dir=folder.parent))
             try:
@@ -286,19 +260,14 @@ def _publish(tmp: Path, folder: Path) -> None:
                     "set data.preprocess.use_cache=false or give each run its own data.cache_dir")
 
 
-def _is_current(folder: Path) -> bool:
-    return check(folder) is None
-
-
 def _meta_digest(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != "digest"}
     return xxhash.xxh3_128(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def check(folder: Path, fingerprint: str | None = None, verified: digests.Verified | None = None) -> tuple[Path, str] | None:
-    """What makes the cache in ``folder`` unusable, as (file, problem), or None when it is complete,
-    of the current version, built from the inputs with ``fingerprint`` (when given) and every byte of
-    it is as written (with ``verified``: every file changed since it was last verified in full)."""
+    """What makes the cache in ``folder`` unusable, as (file, problem): not complete, of another version or
+    ``fingerprint``, or bytes changed since written (``verified``: only files changed since last verified)."""
     meta_file = folder / "meta.json"
     try:
         meta = json.loads(meta_file.read_text())
@@ -316,9 +285,7 @@ def check(folder: Path, fingerprint: str | None = None, verified: digests.Verifi
 
 
 def load(folder: Path, fingerprint: str | None = None, verified: digests.Verified | None = None) -> SequenceData | None:
-    """The cached data, or None when there is no usable cache: none at all, or one that fails
-    ``check`` or cannot be read, which is logged as a warning naming the file so the caller's
-    rebuild is never silent."""
+    """The cached data, or None when there is no usable cache (a warning names what is wrong with one)."""
     data, problem = inspect(folder, fingerprint, verified)
     if problem is not None:
         log.warning("preprocessing cache file %s %s; rebuilding it from the raw files", *problem)
@@ -327,8 +294,7 @@ def load(folder: Path, fingerprint: str | None = None, verified: digests.Verifie
 
 def inspect(folder: Path, fingerprint: str | None = None,
             verified: digests.Verified | None = None) -> tuple[SequenceData | None, tuple[Path, str] | None]:
-    """``load`` without the warning: the cached data or None, and what is wrong with the cache (None
-    when it is fine or absent)."""
+    """``load`` without the warning: the cached data or None, and the cache's problem (or None)."""
     if not folder.exists():
         return None, None
     problem = check(folder, fingerprint, verified)
@@ -341,10 +307,8 @@ def inspect(folder: Path, fingerprint: str | None = None,
 
 
 def _read(folder: Path) -> SequenceData:
-    """The cache in ``folder`` with its CSR arrays memory-mapped, read-only: nothing of the log is
-    copied, and every process that loads it (each DDP rank) shares the same pages."""
+    """The cache in ``folder``, its CSR arrays memory-mapped read-only (plain ndarray views: faster to index)."""
     meta = json.loads((folder / "meta.json").read_text())
-    # Plain ndarray views of the maps: np.memmap's Python-level indexing made every batch twice as slow.
     arrays = {name: np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False))
               for name in engine.ARRAYS}
     for name, array in arrays.items():
@@ -379,15 +343,8 @@ def mapped_file(array: np.ndarray) -> Path | None:
 
 
 def release_pages(*arrays: np.ndarray) -> None:
-    """Unmaps from this process the pages of the read-only file maps that ``arrays`` view
-    (``madvise(MADV_DONTNEED)``); other arrays are left alone, and where the platform has no
-    ``madvise`` this does nothing.
-
-    A read-only shared map holds no data of its own: the pages stay in the page cache, and the next
-    read of them maps the same bytes again. What this drops is their count in the process's RSS,
-    which counts a shared page in every process that touched it, so that DDP ranks mapping one cache
-    would each count all of it after an epoch (docs/performance.md, "Two DDP ranks mapping one cache").
-    """
+    """Unmaps from this process (``madvise(MADV_DONTNEED)``) the pages of the read-only file maps ``arrays`` view,
+    so they leave its RSS but stay in the page cache; other arrays, or a platform without it: nothing."""
     advice = getattr(mmap, "MADV_DONTNEED", None)
     for array in arrays:
         memmap = _memmap(array)
@@ -397,8 +354,7 @@ def release_pages(*arrays: np.ndarray) -> None:
 
 
 def _deferred_strings(path: Path, column: str) -> Callable[[], np.ndarray]:
-    """``_strings`` of the file at ``path``, to be read later: the file is mapped now, so a later
-    read sees these bytes even after the cache folder was replaced or removed."""
+    """``_strings`` of ``path``, read later from a map taken now (so a replaced cache folder does not matter)."""
     source = pa.memory_map(str(path))
 
     def read() -> np.ndarray:

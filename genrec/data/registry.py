@@ -32,13 +32,8 @@ def get_source(name: str, **kwargs: Any) -> "Source":
 
 
 class Source:
-    """A dataset in its official file format.
-
-    ``root`` is a folder that already holds the official files; when it is None the files are
-    looked up in (and downloaded to) ``cache_dir/<name>``. ``options`` are reader-specific
-    keyword arguments (e.g. the Amazon category). ``load`` returns the raw tables; ``fingerprint``
-    identifies the exact input (the name, the options, each file's name and content digest) for caching.
-    """
+    """A dataset in its official file format, in ``root`` or ``cache_dir/<name>``, with reader-specific ``options``;
+    ``load`` returns the raw tables, ``fingerprint`` identifies the exact input for caching."""
 
     name: str = ""
 
@@ -56,14 +51,11 @@ class Source:
         raise NotImplementedError
 
     def prebuilt(self) -> Path | None:
-        """A folder already in the sequence format (docs/datasets.md) to load as it is, or None
-        for a source of raw interactions that genrec preprocesses itself."""
+        """A folder already in the sequence format to load as it is, or None for raw interactions."""
         return None
 
     def fingerprint(self, verified: Verified | None = None) -> str:
-        """Reads every input file in full: a file rewritten with the same size and modification time
-        (or restored from a backup) must not be served from the cache of its old bytes. With
-        ``verified``, a file whose stamp is unchanged since it was last read in full is not read."""
+        """Hashes every input file in full (``verified``: only files whose stamp changed since last read in full)."""
         parts: dict[str, Any] = {"name": self.name, "options": self.options}
         parts["files"] = sorted(self.file_digests(verified).items())
         blob = json.dumps(parts, sort_keys=True, default=str).encode()

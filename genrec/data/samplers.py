@@ -1,31 +1,7 @@
-"""Samplers and a loader that make distributed training and evaluation exact and resumable.
+"""Samplers and a loader that make distributed training and evaluation exact and resumable (docs/distributed.md).
 
-Both samplers subclass ``DistributedSampler`` so that Lightning keeps them instead of injecting its
-own (which pads evaluation with duplicate users and cannot resume mid-epoch). With one process they
-reduce to a plain shuffle (training) and the identity order (evaluation).
-
-* ``EvalShardSampler``: rank ``r`` of ``W`` takes indices ``r, r + W, r + 2W, ...``; no padding, so
-  every evaluation user is scored exactly once and the metric sums, reduced across ranks, equal the
-  single-process ones. Ranks may run one batch fewer than others, which is safe in evaluation: no
-  gradient is synchronised, and DDP broadcasts buffers only in the first forward after training,
-  which every rank runs (each has at least one user; fewer users than ranks is refused).
-* ``ShardedTrainSampler``: one global permutation per epoch from ``(seed, epoch)``; rank ``r`` takes
-  every ``W``-th index of it, after dropping the ``len % W`` last ones, so shards are disjoint and
-  equally long (DDP needs the same number of steps on every rank). The dropped tail (at most
-  ``W - 1`` samples) changes from epoch to epoch. Because the shards interleave, the ``W`` rank
-  batches of one step together are the single-process batch of ``W`` times the size.
-* ``shards="contiguous"`` (both samplers; default ``"interleaved"``, the above): rank ``r`` of
-  ``W`` owns the block ``[r n / W, (r + 1) n / W)`` of the dataset's indices (in file order, users'
-  sequences sit in that order in the mapped cache), so each rank maps only about ``1 / W`` of its
-  pages. Training shuffles inside the block per ``(seed, epoch)``, each rank its own way, and takes
-  ``n // W`` of it, so the ranks run the same number of steps; a block one longer leaves out one
-  sample, a different one each epoch (at most ``W - 1`` per epoch, as interleaved). With one
-  process it is interleaved's order. The statistics differ: a step's global batch is stratified by rank (``W`` random draws
-  from ``W`` fixed blocks, not ``W`` draws from all the data), and a rank sees the same users every
-  epoch (docs/distributed.md).
-* ``ResumableDataLoader``: counts the batches it has handed out and stores, in Lightning's
-  checkpoint, how many samples of the epoch's permutation all ranks together have consumed; a
-  resumed run continues with the next ones.
+They subclass ``DistributedSampler`` so that Lightning keeps them instead of injecting its own; with one
+process they reduce to a plain shuffle (training) and the identity order (evaluation).
 """
 from __future__ import annotations
 
@@ -67,12 +43,8 @@ def default_seed() -> int:
 
 
 class EvalShardSampler(DistributedSampler):
-    """Deterministic, unpadded shard of an evaluation set: ``range(rank, len, num_replicas)``.
-
-    With ``shards="contiguous"`` the rank takes instead the samples whose ``keys`` (default: the
-    index; e.g. the user of each sample of a set ordered otherwise) fall in its block of the sorted
-    keys, in index order.
-    """
+    """Deterministic, unpadded shard of an evaluation set, so every user is scored once: ``range(rank, len,
+    num_replicas)``, or (``contiguous``) the samples whose ``keys`` (default: the index) fall in the rank's block."""
 
     def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
                  shards: Shards = "interleaved", keys: np.ndarray | None = None):
@@ -81,7 +53,6 @@ class EvalShardSampler(DistributedSampler):
         num_replicas = w if num_replicas is None else num_replicas
         rank = r if rank is None else rank
         if len(dataset) < num_replicas:
-            # A rank without a single batch would skip the epoch-end metric reduction and the others would wait forever.
             raise ValueError(
                 f"{len(dataset)} evaluation users cannot be shared by {num_replicas} processes without leaving "
                 "one of them idle: run evaluation with fewer devices (e.g. --trainer.devices 1)"
@@ -109,12 +80,8 @@ class EvalShardSampler(DistributedSampler):
 
 
 class ShardedTrainSampler(DistributedSampler):
-    """Disjoint, equally long, per-epoch reshuffled training shards that can start mid-epoch.
-
-    ``start`` counts the epoch's samples consumed by all ranks together; the next ``__iter__``
-    begins there (interleaved: at that position of the global permutation; contiguous: at
-    ``start // num_replicas`` of the rank's own order), then it goes back to 0 for later epochs.
-    """
+    """Disjoint, equally long, per-epoch reshuffled training shards (every W-th index of one permutation of
+    ``(seed, epoch)``, or a contiguous block each); the next ``__iter__`` begins at ``start`` (samples consumed)."""
 
     def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
                  seed: int | None = None, shuffle: bool = True, shards: Shards = "interleaved"):
@@ -153,8 +120,7 @@ class ShardedTrainSampler(DistributedSampler):
         return range(len(self.dataset))
 
     def _rng(self) -> np.random.Generator:
-        """The epoch's random stream; each contiguous rank of several has its own, else equal blocks
-        would be shuffled alike."""
+        """The epoch's random stream; each contiguous rank of several has its own."""
         key = (self.seed, self.epoch, self.rank) if self.contiguous and self.num_replicas > 1 else (self.seed, self.epoch)
         return np.random.default_rng(key)
 
@@ -166,7 +132,6 @@ class ShardedTrainSampler(DistributedSampler):
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         perm = torch.randperm(len(self.dataset), generator=g).numpy()
-        # The global permutation restricted to the block: a uniform shuffle of it, and interleaved's order for one process.
         return perm[(perm >= own.start) & (perm < own.stop)].tolist()
 
     def __iter__(self) -> Iterator[int]:
@@ -176,12 +141,8 @@ class ShardedTrainSampler(DistributedSampler):
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` over a ``ShardedTrainSampler`` with Lightning's ``state_dict`` protocol.
-
-    Lightning stores ``state_dict()`` in every checkpoint (``loops.fit_loop.state_dict.combined_loader``)
-    and calls ``load_state_dict`` before the first batch of a resumed run. The count is taken where
-    batches leave the loader, so worker prefetching does not inflate it.
-    """
+    """A ``DataLoader`` over a ``ShardedTrainSampler`` whose ``state_dict`` (in Lightning's checkpoints) counts
+    the batches handed out, so a resumed run continues with the next samples."""
 
     def __init__(self, dataset: Any, sampler: ShardedTrainSampler, **kwargs: Any):
         if not isinstance(sampler, ShardedTrainSampler):
@@ -227,14 +188,12 @@ class ResumableDataLoader(DataLoader):
             return
         saved_shards = state.get("shards", "interleaved")
         if saved_shards != sampler.shards:
-            # The consumed count is a position in one mode's order; the other mode's order does not continue it.
             raise ValueError(
                 f"the checkpoint was saved mid-epoch with data.loader.shards={saved_shards}; this run has "
                 f"{sampler.shards}: resume it with the same setting, or from a checkpoint written at the end of an epoch"
             )
         same = (state["num_replicas"], state["batch_size"]) == (sampler.num_replicas, self.batch_size)
         if not same:
-            # Lightning counts the epoch's finished batches in the old batch size; they no longer line up.
             raise ValueError(
                 f"the checkpoint was saved mid-epoch by {state['num_replicas']} process(es) with data.loader.batch_size="
                 f"{state['batch_size']}; this run has {sampler.num_replicas} and {self.batch_size}: resume it with "

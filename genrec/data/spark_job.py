@@ -1,22 +1,9 @@
 """Preprocessing as a PySpark job: a partitioned Parquet (or CSV) log -> the sequence files of docs/datasets.md.
 
-For logs that do not fit one machine: the cluster reads, filters, numbers and sorts the log; the
-driver only streams the sorted result into the contract's files (``offsets.npy``, ``items.npy``,
-``timestamps.npy``, the id maps, ``meta.json``), which a DataModule then maps as it maps the files
-of the one-machine path (``genrec.data.engine``). The rules are that path's, so both write the same
-bytes: canonical ids (docs/datasets.md), iterative k-core, users numbered in the order they first
-appear (filtered rows included), items in the order of their raw ids (``preprocess._raw_order`` on
-the distinct kept items, collected to the driver as the engine does), each user's rows by time,
-then fraction of a second, then input order; duplicate rows are kept.
-
-Input order, which breaks ties in time and numbers the users, is the order of the input files by
-path (as Spark's ``part-00000``, ``part-00001``, ... are written), then of the rows within each file.
-Spark reads no file in order as a whole, so each row's place is rebuilt from its file split and
-its position within it (``_row_numbers``), without a sort of the log.
+The cluster reads, filters, numbers and sorts the log by the engine's rules (docs/datasets.md, "Beyond one
+machine"); the driver streams the sorted rows into the files. Needs ``pip install genrec[spark]`` and Java 17+.
 
     python -m genrec.data.spark_job --input logs/ --output sequences/ [--min-user 5 --min-item 5]
-
-pyspark is imported here only (``pip install genrec[spark]``; it needs Java 17 or later).
 """
 from __future__ import annotations
 
@@ -44,7 +31,6 @@ if TYPE_CHECKING:
 ID_COLUMNS = {"user_id": "user", "item_id": "item"}
 TIME_COLUMN = "timestamp"
 FORMATS = ("parquet", "csv")
-# A time in a text column is a whole number of seconds, or a number Spark casts to a double.
 INTEGER = r"^-?[0-9]{1,18}$"
 INSTALL = "install it with `pip install genrec[spark]` (and Java 17 or later, e.g. `apt-get install openjdk-17-jre-headless`)"
 
@@ -74,14 +60,9 @@ def session(master: str = "local[*]", shuffle_partitions: int | None = None, app
 
 def run(spark: SparkSession, source: str, output: Path, min_user_interactions: int = 0, min_item_interactions: int = 0,
         name: str | None = None, input_format: str | None = None, staging: Path | None = None) -> dict[str, int]:
-    """Preprocess the log at ``source`` (a Parquet or CSV file or folder of them, with columns
-    ``user_id``, ``item_id`` and optionally ``timestamp``) into the new folder ``output``, and
-    return the per-step counts (also in its ``meta.json``).
-
-    ``staging`` holds the job's intermediate Parquet files; on a cluster it must be a folder that
-    the driver and every executor reach at the same path (default: a temporary folder beside
-    ``output``, enough for local mode). ``output`` appears whole or not at all.
-    """
+    """Preprocess the log at ``source`` (Parquet or CSV files: ``user_id``, ``item_id``[, ``timestamp``]) into
+    the new folder ``output``, whole or not at all, and return the counts; ``staging``: intermediate files,
+    reached by every executor at the same path (default: beside ``output``)."""
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise DataError(f"--output {output} exists and is not empty; name a new folder (the job never overwrites one)")
@@ -110,9 +91,6 @@ def run(spark: SparkSession, source: str, output: Path, min_user_interactions: i
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return counts
-
-
-# ---- reading ---------------------------------------------------------------------------------
 
 
 def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[DataFrame, bool]:
@@ -151,8 +129,8 @@ def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[D
 
 
 def _canonical(frame: DataFrame, source: str, has_timestamps: bool) -> tuple[DataFrame, dict[str, int]]:
-    """Columns ``u``, ``i`` (canonical ids), ``t``, ``f`` (seconds, nanoseconds within the second),
-    and the counts of ids the canonical form changed; a missing id or time is an error naming its file."""
+    """Columns ``u``, ``i`` (canonical ids), ``t``, ``f`` (seconds, nanoseconds), and the counts of ids the
+    canonical form changed; a missing id or time is an error naming its file."""
     F, _ = _pyspark()
     exprs = {}
     checks = []
@@ -192,8 +170,7 @@ def _first_line(err: Exception) -> str:
 
 @contextmanager
 def _read_errors(source: str) -> Iterator[None]:
-    """A file Spark fails to read or parse as a ``DataError`` naming it, with the JVM's causes
-    (Spark names the file, its cause the row) and without its stack."""
+    """A file Spark fails to read or parse as a ``DataError`` naming it, with the JVM's causes, without its stack."""
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
@@ -210,8 +187,7 @@ def _read_errors(source: str) -> Iterator[None]:
 
 
 def _canonical_id(frame: DataFrame, column: str, source: str) -> tuple[Column, dict[str, Column]]:
-    """The canonical id (docs/datasets.md) of a column, null where missing, and a flag per change it
-    made (``stripped``, ``float_to_int``)."""
+    """The canonical id of a column, null where missing, and a flag per change it made."""
     F, T = _pyspark()
     col = F.col(column)
     kind = frame.schema[column].dataType
@@ -239,8 +215,8 @@ def _float_id(value: float | None) -> str | None:
 
 
 def _seconds(frame: DataFrame, source: str) -> tuple[Column, Column, Column]:
-    """Unix seconds (floored), the nanoseconds within the second, and where the time is unusable,
-    as ``sources.to_seconds`` reads them: whole numbers exactly, other numbers through float64."""
+    """Unix seconds (floored), nanoseconds within the second, and where the time is unusable, as
+    ``sources.to_seconds`` reads them."""
     F, T = _pyspark()
     col = F.col(TIME_COLUMN)
     kind = frame.schema[TIME_COLUMN].dataType
@@ -270,13 +246,8 @@ def _float_seconds(value: Column) -> tuple[Column, Column, Column]:
 
 
 def _row_numbers(log: DataFrame, work: Path) -> tuple[DataFrame, list[list[Any]]]:
-    """``log`` with ``r``, each row's place in input order (0, 1, ...), in place of where it was
-    read, and the files read: (path, size, modification time) in input order.
-
-    A task reads whole file splits in order, and ``monotonically_increasing_id`` counts a task's
-    rows; so a split's rows hold consecutive ids, and its first row's place is the rows of every
-    split before it (files by path, splits by offset), from a table of splits small enough for the driver.
-    """
+    """``log`` with ``r``, each row's place in input order, and the files read (path, size, modification time).
+    A split's rows hold consecutive ``m``; its first row's place is the rows of the splits before it."""
     F, _ = _pyspark()
     splits = _collect(log.groupBy("file", "block", "size", "modified").agg(
         F.min("m").alias("first"), F.count(F.lit(1)).alias("n")), work / "splits").to_pandas()
@@ -288,9 +259,6 @@ def _row_numbers(log: DataFrame, work: Path) -> tuple[DataFrame, list[list[Any]]
                                                            preserve_index=False), work / "split_starts")
     placed = log.join(F.broadcast(table), ["file", "block"])
     return placed.select("u", "i", "t", "f", (F.col("start") + F.col("m") - F.col("first")).alias("r")), files
-
-
-# ---- filtering, numbering, ordering ----------------------------------------------------------
 
 
 def _build(spark: SparkSession, log: DataFrame, out: Path, work: Path, name: str, min_user: int, min_item: int,
@@ -345,9 +313,7 @@ def _build(spark: SparkSession, log: DataFrame, out: Path, work: Path, name: str
 
 
 def _dense_rank(frame: DataFrame, key: str, name: str) -> DataFrame:
-    """``frame`` with ``name`` = 0, 1, ... in the order of its unique column ``key``, without moving
-    every row into one partition: after the sort, a row's rank is the rows of the partitions before
-    its own plus its place within it."""
+    """``frame`` with ``name`` = 0, 1, ... in the order of its unique column ``key``, without one partition."""
     F, _ = _pyspark()
     ranked = frame.orderBy(key).withColumn("m", F.monotonically_increasing_id())
     ranked = ranked.withColumn("p", F.shiftright("m", 33)).persist()
@@ -384,9 +350,7 @@ def _parquet_batches(folder: Path) -> Iterator[pa.RecordBatch]:
 
 
 def _sequences(batches: Iterator[pa.RecordBatch], offsets_path: Path, users: int, rows: int) -> Iterator[pa.RecordBatch]:
-    """The (item, time) columns of the sorted rows, while their user column is turned into
-    ``offsets.npy`` on the way: each user holds at least one row, so a new user starts where the
-    user number changes, and the numbers must run 0, 1, ..., ``users - 1``."""
+    """The (item, time) columns of the sorted rows, their user column written as ``offsets.npy`` on the way."""
     with open(offsets_path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (users + 1,)})
         seen, last = 0, -1
@@ -403,9 +367,6 @@ def _sequences(batches: Iterator[pa.RecordBatch], offsets_path: Path, users: int
         if last + 1 != users or seen != rows:
             raise RuntimeError(f"the sorted rows hold {last + 1} users and {seen} rows, not {users} and {rows}")
         f.write(np.int64(rows).astype("<i8").tobytes())
-
-
-# ---- command line ----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -1,19 +1,5 @@
-"""Synthetic interactions with known structure: the default dataset, needing no download.
-
-Each item belongs to one latent interest and has a Zipf popularity; each user mixes one to three
-interests with Dirichlet weights. A user's next item is, with probability ``transition_prob``, one
-of the current item's few successors (mostly within its interest) that the user has not seen yet;
-otherwise, or when all successors are seen, a popularity-weighted draw from the user's interests
-(one draw in ten from the whole catalogue, as trends do). Only the successor rule depends on
-order, so a sequential model can beat a popularity ranking by a wide margin while popularity
-still gives a fair baseline. Item text comes from per-interest vocabularies, so items of one
-interest share words and text models have something to learn. A user never repeats an item.
-Timestamps increase per user with heavy-tailed gaps (a minute to weeks).
-
-The tables are a pure function of the options, and the catalogue (interests, popularity,
-successors, text) depends only on the item-side options, so changing ``num_users`` keeps the
-same items.
-"""
+"""Synthetic interactions with known structure (docs/datasets.md): the default dataset, needing no download.
+The tables are a pure function of the options; the catalogue depends only on the item-side options."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -31,9 +17,7 @@ VERSION = 1  # bump whenever the same options start producing different tables
 SUCCESSORS = 3
 CROSS_INTEREST_PROB = 0.1  # a successor slot that leaves the interest, so sessions can drift
 MAX_USER_INTERESTS = 3
-# The share of a user's own draws that follows global popularity (trends), which keeps the head
-# heavy even though no user repeats an item.
-GLOBAL_TASTE = 0.1
+GLOBAL_TASTE = 0.1  # the share of a user's draws that follows global popularity (trends)
 LENGTH_SIGMA = 0.5  # lognormal spread of sequence lengths
 EPOCH = 1_577_836_800  # 2020-01-01 UTC
 START_SPREAD = 365 * 86_400  # users start somewhere in the first year
@@ -44,30 +28,23 @@ VOCAB_PER_INTEREST = 6
 TITLE_WORDS = 2
 DESCRIPTION_WORDS = 5
 REJECTION_TRIES = 8
-# Bounds the per-step work matrix (users x items) so large catalogues stay within memory.
-CHUNK_CELLS = 1 << 22
+CHUNK_CELLS = 1 << 22  # bounds the per-step work matrix (users x items)
 
-TOPICS = (
-    "astronomy", "baking", "cycling", "gardening", "jazz", "mountaineering", "photography",
-    "poetry", "robotics", "sailing", "chess", "pottery", "birdwatching", "cinema", "knitting",
-    "surfing", "archaeology", "coffee", "origami", "skiing", "calligraphy", "beekeeping",
-    "fencing", "woodworking",
-)
-WORDS = (
-    "amber", "anchor", "arch", "atlas", "aurora", "basil", "beacon", "birch", "blossom", "bolt",
-    "bramble", "breeze", "bronze", "canyon", "canvas", "cedar", "cinder", "cobalt", "comet",
-    "copper", "coral", "crater", "crest", "crystal", "dawn", "delta", "dune", "echo", "ember",
-    "falcon", "fern", "fjord", "flint", "forge", "frost", "galaxy", "garnet", "glacier", "granite",
-    "grove", "harbor", "hazel", "heron", "horizon", "indigo", "iris", "ivory", "jade", "juniper",
-    "kelp", "kestrel", "lagoon", "lantern", "lark", "laurel", "lichen", "linen", "lotus", "lunar",
-    "magnet", "maple", "marble", "meadow", "mesa", "meteor", "mint", "mist", "moss", "nebula",
-    "nectar", "nimbus", "nova", "oak", "oasis", "ochre", "onyx", "orbit", "orchid", "otter",
-    "pebble", "pepper", "pine", "plume", "polar", "prism", "quartz", "quill", "raven", "reed",
-    "ridge", "river", "rune", "saffron", "sage", "sapphire", "shale", "shore", "sierra", "silk",
-    "slate", "solstice", "sparrow", "spruce", "summit", "tide", "timber", "topaz", "tundra",
-    "velvet", "vertex", "violet", "willow", "zenith", "zephyr", "thistle", "cypress", "gossamer",
-    "walnut", "cascade", "ripple", "clover",
-)
+TOPICS = tuple("""
+    astronomy baking cycling gardening jazz mountaineering photography poetry robotics sailing chess pottery
+    birdwatching cinema knitting surfing archaeology coffee origami skiing calligraphy beekeeping fencing
+    woodworking
+""".split())
+WORDS = tuple("""
+    amber anchor arch atlas aurora basil beacon birch blossom bolt bramble breeze bronze canyon canvas cedar cinder
+    cobalt comet copper coral crater crest crystal dawn delta dune echo ember falcon fern fjord flint forge frost
+    galaxy garnet glacier granite grove harbor hazel heron horizon indigo iris ivory jade juniper kelp kestrel
+    lagoon lantern lark laurel lichen linen lotus lunar magnet maple marble meadow mesa meteor mint mist moss nebula
+    nectar nimbus nova oak oasis ochre onyx orbit orchid otter pebble pepper pine plume polar prism quartz quill
+    raven reed ridge river rune saffron sage sapphire shale shore sierra silk slate solstice sparrow spruce summit
+    tide timber topaz tundra velvet vertex violet willow zenith zephyr thistle cypress gossamer walnut cascade
+    ripple clover
+""".split())
 
 
 @dataclass
@@ -96,16 +73,11 @@ class SyntheticOptions:
             setattr(self, name, float(value))
         _require(self.num_users >= 1, "num_users", self.num_users, "must be at least 1")
         _require(self.num_interests >= 1, "num_interests", self.num_interests, "must be at least 1")
-        most = self.num_items // (SUCCESSORS + 1)
-        # Successors are distinct items of the same interest, so each interest needs room for them.
-        _require(
-            self.num_interests <= most, "num_interests", self.num_interests,
-            f"needs {SUCCESSORS + 1} items per interest; num_items={self.num_items} allows at most {most}",
-        )
-        _require(
-            1 <= self.min_length <= self.num_items, "min_length", self.min_length,
-            f"must be between 1 and num_items={self.num_items} (users never repeat an item)",
-        )
+        most = self.num_items // (SUCCESSORS + 1)  # successors are distinct items of the same interest
+        _require(self.num_interests <= most, "num_interests", self.num_interests,
+                 f"needs {SUCCESSORS + 1} items per interest; num_items={self.num_items} allows at most {most}")
+        _require(1 <= self.min_length <= self.num_items, "min_length", self.min_length,
+                 f"must be between 1 and num_items={self.num_items} (users never repeat an item)")
         _require(self.mean_length > 0, "mean_length", self.mean_length, "must be positive")
         _require(self.popularity_exponent >= 0, "popularity_exponent", self.popularity_exponent, "must be >= 0")
         _require(0 <= self.transition_prob <= 1, "transition_prob", self.transition_prob, "must be in [0, 1]")
@@ -135,12 +107,8 @@ def user_id(index: int) -> str:
 
 @dataclass
 class Catalogue:
-    """The item side of the generator; row ``k`` of the per-item arrays is item ``item_id(k)``.
-
-    Draws come from segments: segment ``j < K`` holds the items of interest ``j`` weighted by
-    popularity, segment ``K`` the whole catalogue. ``draw_edges`` is ``segment + cumulative weight
-    within the segment``, so one ``searchsorted`` samples any mix of segments at once.
-    """
+    """The item side of the generator (row ``k``: item ``item_id(k)``); segment ``j < K`` of ``draw_items`` holds
+    interest ``j``'s items, segment ``K`` all, and ``draw_edges`` (segment + cumulative weight) samples any mix."""
 
     interest: np.ndarray  # (I,) interest of each item
     popularity: np.ndarray  # (I,) Zipf weight, sums to 1
@@ -224,12 +192,8 @@ def _interactions(rng: np.random.Generator, opts: SyntheticOptions, catalogue: C
     lengths = np.clip(lengths, opts.min_length, opts.num_items)
 
     chunk = max(1, CHUNK_CELLS // opts.num_items)
-    items = np.concatenate(
-        [
-            _walk(rng, opts, catalogue, slots[lo : lo + chunk], slot_cdf[lo : lo + chunk], lengths[lo : lo + chunk])
-            for lo in range(0, u, chunk)
-        ]
-    )
+    items = np.concatenate([_walk(rng, opts, catalogue, slots[lo : lo + chunk], slot_cdf[lo : lo + chunk],
+                                  lengths[lo : lo + chunk]) for lo in range(0, u, chunk)])
 
     users = np.repeat(np.arange(u), lengths)
     gaps = np.clip(rng.lognormal(np.log(GAP_MEDIAN), GAP_SIGMA, size=len(items)), *GAP_RANGE).astype(np.int64)
@@ -238,28 +202,14 @@ def _interactions(rng: np.random.Generator, opts: SyntheticOptions, catalogue: C
     elapsed = np.cumsum(gaps)
     starts = EPOCH + rng.integers(0, START_SPREAD, size=u)
     timestamps = starts[users] + elapsed - elapsed[begin][users]
-    return pd.DataFrame(
-        {
-            "user": np.array([user_id(i) for i in range(u)], dtype=object)[users],
-            "item": np.array([item_id(i) for i in range(opts.num_items)], dtype=object)[items],
-            "timestamp": timestamps.astype(np.int64),
-        }
-    ).astype({"user": str, "item": str})
+    return pd.DataFrame({"user": np.array([user_id(i) for i in range(u)], dtype=object)[users],
+                         "item": np.array([item_id(i) for i in range(opts.num_items)], dtype=object)[items],
+                         "timestamp": timestamps.astype(np.int64)}).astype({"user": str, "item": str})
 
 
-def _walk(
-    rng: np.random.Generator,
-    opts: SyntheticOptions,
-    catalogue: Catalogue,
-    slots: np.ndarray,
-    slot_cdf: np.ndarray,
-    lengths: np.ndarray,
-) -> np.ndarray:
-    """The item sequences of a block of users, concatenated.
-
-    A user's own draws pick slot ``s`` (a segment of the catalogue) with probability given by the
-    steps of ``slot_cdf`` (B, S), then an item of ``slots[:, s]`` by popularity.
-    """
+def _walk(rng: np.random.Generator, opts: SyntheticOptions, catalogue: Catalogue, slots: np.ndarray,
+          slot_cdf: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The item sequences of a block of users, concatenated; own draws pick slot ``s`` by ``slot_cdf`` (B, S)."""
     b = len(lengths)
     seq = np.full((b, int(lengths.max())), -1, dtype=np.int64)  # (B, T)
     seen = np.zeros((b, opts.num_items), dtype=bool)  # (B, I)
@@ -281,14 +231,9 @@ def _walk(
     return seq[np.arange(seq.shape[1]) < lengths[:, None]]
 
 
-def _draw_unseen(
-    rng: np.random.Generator, catalogue: Catalogue, slots: np.ndarray, slot_cdf: np.ndarray, seen: np.ndarray
-) -> np.ndarray:
-    """One unseen item per row from the row's slot mix, renormalised over what it has not seen.
-
-    Rejection sampling costs a binary search per try; rows that keep hitting seen items (a user
-    who has used up an interest) are few, and take the exact dense draw instead.
-    """
+def _draw_unseen(rng: np.random.Generator, catalogue: Catalogue, slots: np.ndarray, slot_cdf: np.ndarray,
+                 seen: np.ndarray) -> np.ndarray:
+    """One unseen item per row from the row's slot mix, by rejection sampling, else ``_draw_dense``."""
     out = np.full(len(slots), -1, dtype=np.int64)
     pending = np.arange(len(slots))
     for _ in range(REJECTION_TRIES):
@@ -308,9 +253,8 @@ def _draw_unseen(
     return out
 
 
-def _draw_dense(
-    rng: np.random.Generator, catalogue: Catalogue, slots: np.ndarray, slot_cdf: np.ndarray, seen: np.ndarray
-) -> np.ndarray:
+def _draw_dense(rng: np.random.Generator, catalogue: Catalogue, slots: np.ndarray, slot_cdf: np.ndarray,
+                seen: np.ndarray) -> np.ndarray:
     """The exact draw of ``_draw_unseen`` over a dense (R, I) weight matrix; uniform once nothing weighted is left."""
     everything = len(catalogue.segment_last) - 1
     probability = np.diff(slot_cdf, prepend=0.0, axis=1)
@@ -343,14 +287,8 @@ def _item_text(rng: np.random.Generator, opts: SyntheticOptions, interest: np.nd
         titles.append(" ".join(w.capitalize() for w in words[title_slots[i]]) + f" {i}")
         a, b, c, d, e = words[text_slots[i]]
         descriptions.append(f"A {a} {b} with {c} and {d}, for lovers of {e}.")
-    return pd.DataFrame(
-        {
-            "item": [item_id(i) for i in range(n)],
-            "title": titles,
-            "description": descriptions,
-            "categories": [names[j] for j in interest],
-        }
-    ).astype(str)
+    return pd.DataFrame({"item": [item_id(i) for i in range(n)], "title": titles, "description": descriptions,
+                         "categories": [names[j] for j in interest]}).astype(str)
 
 
 @register_source("synthetic")
@@ -360,8 +298,7 @@ class SyntheticSource(Source):
     def __init__(self, root: str | None = None, cache_dir: str | None = None, download: bool = True, **options: Any):
         super().__init__(root, cache_dir, download, **options)
         self.settings = _options_from(options)
-        # The fingerprint hashes these: the data is a pure function of the resolved options (so
-        # defaults spelled out or not share a cache entry) and of the generator's version.
+        # the fingerprint hashes the resolved options, so defaults spelled out or not share a cache entry
         self.options = {**asdict(self.settings), "version": VERSION}
 
     def load(self) -> RawData:
