@@ -3,6 +3,7 @@ interactions the last item is the test target, the one before the validation tar
 with fewer train on what they have and are counted, not evaluated. Batches are right-padded with 0."""
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -194,8 +195,7 @@ def _cached(source: Source, min_user_interactions: int, min_item_interactions: i
     checked in a second thread while the inputs are hashed, and used when its key is their fingerprint."""
     settings = cache_folder(source, min_user_interactions, min_item_interactions, "guess")
     suffix = settings.name.removeprefix("guess")
-    candidates = [p for p in settings.parent.glob(f"*{suffix}") if (p / "meta.json").is_file()] \
-        if settings.parent.is_dir() else []
+    candidates = [p for p in settings.parent.glob(f"*{suffix}") if (p / "meta.json").is_file()]
     guess = max(candidates, key=lambda p: (p / "meta.json").stat().st_mtime_ns) if candidates else None
     with ThreadPoolExecutor(1) as pool:
         speculative = pool.submit(preprocess.inspect, guess, None, verified) if guess is not None else None
@@ -493,8 +493,6 @@ class SequenceDataModule(L.LightningDataModule):
     @property
     def fingerprint(self) -> str:
         """Identifies the catalogue: a checkpoint trained on another one must not be evaluated here."""
-        import hashlib
-
         ids = "\n".join(self.data.item_ids.astype(str)).encode()
         return f"{self.data.name}:{self.data.num_items}:{hashlib.sha256(ids).hexdigest()[:12]}"
 

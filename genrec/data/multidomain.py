@@ -115,11 +115,14 @@ class MultiDomainDataModule(SequenceDataModule):
                 users, val_pos = users[keep], val_pos[keep]
             self.val_sets.append(EvalTargets(self.data, users, val_pos, hp.max_seq_len))
 
+    def domain_of(self, users: np.ndarray) -> np.ndarray:
+        """The domain index of each user."""
+        return np.searchsorted([self.user_ranges[n][0] for n in self.names], users, side="right") - 1
+
     def train_sampler(self, dataset: TrainWindows) -> DomainBlockSampler:
         """Steps of one domain each, domains mixed by ``domain_balance`` (reported per domain)."""
         lc = self.loader_config
-        starts = np.array([self.user_ranges[n][0] for n in self.names])
-        domain = np.searchsorted(starts, dataset.users, side="right") - 1
+        domain = self.domain_of(dataset.users)
         lengths = dataset.ends - dataset.starts if lc.bucket_by_length else None
         sampler = DomainBlockSampler(dataset, domain, lc.batch_size, self.hparams.domain_balance, lengths,
                                      shards=lc.shards)

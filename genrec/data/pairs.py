@@ -129,10 +129,9 @@ class PairDataModule(MultiDomainDataModule):
         super().setup(stage)
         self.item_texts  # a template error should stop the run before any training
         self.pairs = TrainPairs(self.data, self.train_end, self.query_items)
-        starts = np.array([self.user_ranges[n][0] for n in self.names])
-        self.pair_domain = np.searchsorted(starts, self.pairs.user, side="right") - 1
+        self.pair_domain = self.domain_of(self.pairs.user)
         self.pair_collator = PairCollator(self.data, self.pairs, self.pair_domain, self.query_items)
-        user_domain = np.searchsorted(starts, np.arange(self.data.num_users), side="right") - 1
+        user_domain = self.domain_of(np.arange(self.data.num_users))
         left_out = np.bincount(user_domain, weights=self.pairs.left_out, minlength=len(self.names))
         if not len(self.pairs):
             raise DataError(f"domains {self.names} have no training pair (a training item after another, not a repeat)")

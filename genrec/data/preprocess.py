@@ -171,9 +171,7 @@ def _raw_order(ids: np.ndarray) -> np.ndarray:
     return np.argsort(ids.astype(str), kind="stable")
 
 
-def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int]) -> pd.DataFrame | None:
-    if raw.items is None:
-        return None
+def _align_item_text(raw: RawData, item_ids: np.ndarray, counts: dict[str, int]) -> pd.DataFrame:
     text = raw.items.drop_duplicates("item", keep="first").set_index("item")
     aligned = text.reindex(item_ids[1:].astype(str)).fillna("")
     counts["items_without_text"] = int((~pd.Index(item_ids[1:].astype(str)).isin(text.index)).sum())
@@ -359,7 +357,7 @@ def _deferred_strings(path: Path, column: str) -> Callable[[], np.ndarray]:
 
     def read() -> np.ndarray:
         try:
-            return pq.read_table(source, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(object)
+            return _strings(source, column)
         except (OSError, ValueError) as err:  # pyarrow's errors: a map cut short under us, a damaged file
             raise DataError(f"{path} cannot be read ({type(err).__name__}: {err}); delete the cache folder "
                             f"{path.parent} to rebuild it") from None
@@ -369,5 +367,5 @@ def _deferred_strings(path: Path, column: str) -> Callable[[], np.ndarray]:
     return read
 
 
-def _strings(path: Path, column: str) -> np.ndarray:
+def _strings(path: Path | pa.NativeFile, column: str) -> np.ndarray:
     return pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(object)

@@ -37,6 +37,12 @@ def block(n: int, num_replicas: int, rank: int) -> range:
     return range(rank * n // num_replicas, (rank + 1) * n // num_replicas)
 
 
+def replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """``num_replicas`` and ``rank``, each the default process group's where None."""
+    w, r = world()
+    return w if num_replicas is None else num_replicas, r if rank is None else rank
+
+
 def default_seed() -> int:
     # seed_everything exports PL_GLOBAL_SEED to every rank, so all ranks agree on the data order.
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
@@ -49,9 +55,7 @@ class EvalShardSampler(DistributedSampler):
     def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
                  shards: Shards = "interleaved", keys: np.ndarray | None = None):
         check_shards(shards)
-        w, r = world()
-        num_replicas = w if num_replicas is None else num_replicas
-        rank = r if rank is None else rank
+        num_replicas, rank = replicas(num_replicas, rank)
         if len(dataset) < num_replicas:
             raise ValueError(
                 f"{len(dataset)} evaluation users cannot be shared by {num_replicas} processes without leaving "
@@ -86,9 +90,7 @@ class ShardedTrainSampler(DistributedSampler):
     def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
                  seed: int | None = None, shuffle: bool = True, shards: Shards = "interleaved"):
         check_shards(shards)
-        w, r = world()
-        num_replicas = w if num_replicas is None else num_replicas
-        rank = r if rank is None else rank
+        num_replicas, rank = replicas(num_replicas, rank)
         if len(dataset) < num_replicas:
             raise ValueError(
                 f"{len(dataset)} training sequences cannot be split into {num_replicas} non-empty shards: "

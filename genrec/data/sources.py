@@ -195,6 +195,7 @@ class MovieLens(FileSource):
     """The GroupLens releases; movies nobody rated are dropped and counted. ``encoding``: docs/datasets.md."""
 
     defaults = {"unknown_item_text": "ignore", "encoding": "auto"}
+    separator = ""  # of the header-less ratings file; ML-20M's ratings are a CSV with a header
 
     def check_options(self) -> None:
         super().check_options()
@@ -219,22 +220,27 @@ class MovieLens(FileSource):
     def downloads(self) -> list[Download]:
         return [MOVIELENS[self.name]]
 
-    def _raw(self, ratings: pd.DataFrame, ratings_path: Path, where: Where = lambda i: f"line {i + 1}") -> RawData:
-        counts: dict[str, int] = {}
-        return self._with_items(interaction_frame(ratings, ratings_path, counts, where), counts)
+    def load(self) -> RawData:
+        path, counts = self.resolve() / MOVIELENS[self.name].extract[0], {}
+        if self.separator:
+            ratings = read_fields(path, self.separator, RATING_FIELDS, ("rating", "timestamp"), self.ratings_encoding)
+            return self._with_items(interaction_frame(ratings, path, counts), counts)
+        ratings = read_csv(path, {"userId": "user", "movieId": "item", "timestamp": "timestamp"}, self.ratings_encoding)
+        return self._with_items(interaction_frame(ratings, path, counts, lambda i: f"line {i + 2}"), counts)
+
+    def engine_scan(self) -> EngineScan | None:
+        """The ratings file, for the engine when the readers read it as UTF-8."""
+        if self.ratings_encoding.replace("-", "").lower() != "utf8":
+            return None
+        path = self.resolve() / MOVIELENS[self.name].extract[0]
+        if not self.separator:
+            return EngineScan(path, {"userId": "u", "movieId": "i", "timestamp": "t"})
+        return EngineScan(path, {"user": "u", "item": "i", "timestamp": "t"}, delimiter=self.separator,
+                          names=tuple(RATING_FIELDS), quote=False)
 
     def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
         """The catalogue (``item`` and text columns, as read), its file, and how its rows are named."""
         raise NotImplementedError
-
-    def _ratings_scan(self, name: str, delimiter: str, columns: dict[str, str] | None = None) -> EngineScan | None:
-        """The ratings file, for the engine when the readers read it as UTF-8 (header-less unless ``columns``)."""
-        if self.ratings_encoding.replace("-", "").lower() != "utf8":
-            return None
-        if columns:
-            return EngineScan(self.resolve() / name, columns)
-        return EngineScan(self.resolve() / name, {"user": "u", "item": "i", "timestamp": "t"},
-                          delimiter=delimiter, names=tuple(RATING_FIELDS), quote=False)
 
     def load_items(self, known: set[str], counts: dict[str, int]) -> pd.DataFrame:
         movies, path, where = self._movies()
@@ -243,10 +249,7 @@ class MovieLens(FileSource):
 
 @register_source("ml-1m")
 class MovieLens1M(MovieLens):
-    def load(self) -> RawData:
-        folder = self.resolve()
-        ratings = read_fields(folder / "ratings.dat", "::", RATING_FIELDS, ("rating", "timestamp"), self.ratings_encoding)
-        return self._raw(ratings, folder / "ratings.dat")
+    separator = "::"
 
     def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
         path = self.folder / "movies.dat"
@@ -254,16 +257,10 @@ class MovieLens1M(MovieLens):
         movies["genres"] = movies["genres"].str.replace("|", ", ", regex=False)
         return movies, path, lambda i: f"line {i + 1}"
 
-    def engine_scan(self) -> EngineScan | None:
-        return self._ratings_scan("ratings.dat", "::")
-
 
 @register_source("ml-100k")
 class MovieLens100K(MovieLens):
-    def load(self) -> RawData:
-        folder = self.resolve()
-        ratings = read_fields(folder / "u.data", "\t", RATING_FIELDS, ("rating", "timestamp"), self.ratings_encoding)
-        return self._raw(ratings, folder / "u.data")
+    separator = "\t"
 
     def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
         path = self.folder / "u.item"
@@ -274,18 +271,9 @@ class MovieLens100K(MovieLens):
         movies["genres"] = [", ".join(np.asarray(genres)[row]) for row in flags]
         return movies[["item", "title", "genres"]], path, lambda i: f"line {i + 1}"
 
-    def engine_scan(self) -> EngineScan | None:
-        return self._ratings_scan("u.data", "\t")
-
 
 @register_source("ml-20m")
 class MovieLens20M(MovieLens):
-    def load(self) -> RawData:
-        folder = self.resolve()
-        columns = {"userId": "user", "movieId": "item", "timestamp": "timestamp"}
-        ratings = read_csv(folder / "ratings.csv", columns, self.ratings_encoding)
-        return self._raw(ratings, folder / "ratings.csv", lambda i: f"line {i + 2}")
-
     def _movies(self) -> tuple[pd.DataFrame, Path, Where]:
         path = self.folder / "movies.csv"
         movies = read_csv(path, {"movieId": "item", "title": "title", "genres": "genres"}, self.options["encoding"])
@@ -294,18 +282,14 @@ class MovieLens20M(MovieLens):
         movies["genres"] = genres.str.replace("|", ", ", regex=False)
         return movies, path, lambda i: f"line {i + 2}"
 
-    def engine_scan(self) -> EngineScan | None:
-        return self._ratings_scan("ratings.csv", ",", {"userId": "u", "movieId": "i", "timestamp": "t"})
-
 
 @register_source("amazon")
 class Amazon(FileSource):
     """McAuley's Amazon review dumps (``version`` 2014, 2018 or 2023) plus optional metadata, whose products
     without reviews are dropped and counted (docs/datasets.md)."""
 
-    defaults = {
-        "category": None, "version": 2014, "reviews_file": None, "meta_file": None, "unknown_item_text": "ignore",
-    }  # fmt: skip
+    defaults = {"category": None, "version": 2014, "reviews_file": None, "meta_file": None,
+                "unknown_item_text": "ignore"}
 
     def check_options(self) -> None:
         super().check_options()
@@ -376,12 +360,9 @@ class S3Rec(FileSource):
 
     def load(self) -> RawData:
         path = self.resolve() / self.required_files()[0]
-        data = path.read_bytes()
-        check_not_cut(path, data)
-        users: list[str] = []
-        items: list[str] = []
-        lines: list[int] = []
-        for lineno, line in enumerate(decode(data, path, "utf-8").rstrip().splitlines(), 1):
+        users, items, lines = [], [], []
+        text = decode(published_bytes(path, "utf-8")[0], path, "utf-8")
+        for lineno, line in enumerate(text.rstrip().splitlines(), 1):
             user, *sequence = line.split() or [""]
             if not sequence:
                 raise DataError(f"{path}: line {lineno} has no items; each line must read 'user item item ...'")
