@@ -48,17 +48,14 @@ class TrainWindows(Dataset):
             return
         starts, ends, users = [], [], []
         for u in trained:
-            lo, hi = data.offsets[u], train_end[u]
-            end = hi
+            lo, end = data.offsets[u], train_end[u]
             while end - lo >= 2:
                 start = max(lo, end - max_seq_len - 1)
                 starts.append(start)
                 ends.append(end)
                 users.append(u)
                 end = start + 1  # the next window's last input is this window's first
-        self.starts = np.asarray(starts, np.int64)
-        self.ends = np.asarray(ends, np.int64)
-        self.users = np.asarray(users, np.int64)
+        self.starts, self.ends, self.users = (np.asarray(a, np.int64) for a in (starts, ends, users))
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -73,9 +70,7 @@ class EvalTargets(Dataset):
     def __init__(self, data: SequenceData, users: np.ndarray, target_pos: np.ndarray, max_seq_len: int):
         window = np.minimum(target_pos - data.offsets[users], max_seq_len)
         order = np.argsort(window, kind="stable")
-        self.data = data
-        self.users = users[order]
-        self.target_pos = target_pos[order]
+        self.data, self.users, self.target_pos = data, users[order], target_pos[order]
 
     def __len__(self) -> int:
         return len(self.users)
@@ -91,9 +86,7 @@ class Collator:
 
     def __init__(self, data: SequenceData, max_seq_len: int, exclude: Exclude = "history",
                  stochastic_length: float = 0.0, release_pages_every: int = 0):
-        self.items = data.items
-        self.timestamps = data.timestamps
-        self.offsets = data.offsets
+        self.items, self.timestamps, self.offsets = data.items, data.timestamps, data.offsets
         self.max_seq_len = max_seq_len
         self.exclude = exclude
         self.stochastic_length = stochastic_length
@@ -147,11 +140,9 @@ class Collator:
     def history(self, batch: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         """Requests ``(user, end)``: the window before position ``end``, the ids to exclude, its last item's time."""
         self._count_batch()
-        users = [u for u, _ in batch]
-        spans = [(max(self.offsets[u], p - self.max_seq_len), p) for u, p in batch]
-        items, stamps, lengths = self._pad(spans)
+        items, stamps, lengths = self._pad([(max(self.offsets[u], p - self.max_seq_len), p) for u, p in batch])
         out = {
-            "user": torch.as_tensor(users),
+            "user": torch.as_tensor([u for u, _ in batch]),
             "items": torch.from_numpy(items),
             "timestamps": torch.from_numpy(stamps),
             "lengths": torch.from_numpy(lengths),
@@ -232,12 +223,10 @@ def load_sequences(source: Source, min_user_interactions: int = 0, min_item_inte
     verified = verified_record(source, verify)
     if (folder := source.prebuilt()) is not None:
         return _prebuilt(folder, min_user_interactions, min_item_interactions, verified)
-    if use_cache:
-        data, fingerprint = _cached(source, min_user_interactions, min_item_interactions, verified)
-        if data is not None:
-            return data
-    else:
-        fingerprint = source.fingerprint()
+    data, fingerprint = (_cached(source, min_user_interactions, min_item_interactions, verified) if use_cache
+                         else (None, source.fingerprint()))
+    if data is not None:
+        return data
     folder = cache_folder(source, min_user_interactions, min_item_interactions, fingerprint)
 
     def unchanged() -> None:
@@ -413,23 +402,13 @@ class SequenceDataModule(L.LightningDataModule):
         preprocess: k-core filtering, the cache and its checks (``PreprocessConfig``).
     """
 
-    def __init__(
-        self,
-        dataset: str = "synthetic",
-        root: str | None = None,
-        dataset_options: dict[str, Any] | None = None,
-        cache_dir: str | None = None,
-        download: bool = True,
-        max_seq_len: int = 200,
-        exclude: Exclude = "history",
-        fit_on_validation: bool = False,
-        loader: LoaderConfig = LoaderConfig(),
-        preprocess: PreprocessConfig = PreprocessConfig(),
-    ):
+    def __init__(self, dataset: str = "synthetic", root: str | None = None,
+                 dataset_options: dict[str, Any] | None = None, cache_dir: str | None = None, download: bool = True,
+                 max_seq_len: int = 200, exclude: Exclude = "history", fit_on_validation: bool = False,
+                 loader: LoaderConfig = LoaderConfig(), preprocess: PreprocessConfig = PreprocessConfig()):
         super().__init__()
         check_loader_options(max_seq_len, exclude)
-        self.loader_config = loader
-        self.preprocess_config = preprocess
+        self.loader_config, self.preprocess_config = loader, preprocess
         self.save_data_hyperparameters()
         self.source = get_source(dataset, root=root, cache_dir=cache_dir, download=download, **(dataset_options or {}))
         self._data: SequenceData | None = None
@@ -478,11 +457,9 @@ class SequenceDataModule(L.LightningDataModule):
         counts = data.counts
         counts["users_not_evaluated_lt3"] = int(len(lengths) - len(evaluable))
         counts["users_without_training_pair"] = int((self.train_end - data.offsets[:-1] < 2).sum())
-        rank_zero_info(
-            f"genrec: {data.name}: {data.num_users:,} users, {data.num_items:,} items, "
-            f"{data.num_interactions:,} interactions; filtered: "
-            + ", ".join(f"{k}={v:,}" for k, v in preprocess.filtered_counts(counts).items())
-        )
+        rank_zero_info(f"genrec: {data.name}: {data.num_users:,} users, {data.num_items:,} items, "
+                       f"{data.num_interactions:,} interactions; filtered: "
+                       + ", ".join(f"{k}={v:,}" for k, v in preprocess.filtered_counts(counts).items()))
         if len(evaluable) == 0:
             raise DataError(f"dataset {data.name!r}: no user has 3 or more interactions, so there is nothing to evaluate")
 
@@ -499,18 +476,14 @@ class SequenceDataModule(L.LightningDataModule):
     def train_item_counts(self) -> torch.Tensor:
         """Interactions per item in the training part only (the popularity baseline's scores)."""
         data = self.data
-        mask = np.zeros(len(data.items), bool)
-        starts = data.offsets[:-1]
-        for s, e in zip(starts, self.train_end):
-            mask[s:e] = True
-        counts = np.bincount(data.items[mask], minlength=data.num_items + 1).astype(np.float32)
+        trained = np.concatenate([data.items[s:e] for s, e in zip(data.offsets[:-1], self.train_end)])
+        counts = np.bincount(trained, minlength=data.num_items + 1).astype(np.float32)
         preprocess.release_pages(data.items)
         return torch.from_numpy(counts)
 
     def add_training_users(self, data: SequenceData, train_end: np.ndarray) -> None:
         """Train on ``data``: the current users unchanged plus appended users that only train (``train_end``)."""
-        old = self.data
-        n = old.num_users
+        old, n = self.data, self.data.num_users
         if (data.num_users < n or not np.array_equal(data.offsets[: n + 1], old.offsets)
                 or not np.array_equal(data.items[: len(old.items)], old.items) or data.num_items != old.num_items):
             raise ValueError("add_training_users: the new data must keep every current user's sequence and the catalogue")
@@ -521,9 +494,7 @@ class SequenceDataModule(L.LightningDataModule):
             self.setup("fit")
 
     def setup(self, stage: str | None = None) -> None:
-        data = self._load()
-        hp = self.hparams
-        lc = self.loader_config
+        data, hp, lc = self._load(), self.hparams, self.loader_config
         self.collator = Collator(data, hp.max_seq_len, hp.exclude, lc.stochastic_length, lc.release_pages_every)
         self.train_set = TrainWindows(data, self.train_end, hp.max_seq_len, lc.train_windows)
         self.val_set = EvalTargets(data, self.eval_users, self.val_pos, hp.max_seq_len)

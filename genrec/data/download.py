@@ -90,10 +90,9 @@ def _write_atomically(src: BinaryIO, target: Path, md5: str | None = None, origi
                 digest.update(chunk)
                 dst.write(chunk)
         if md5 is not None and digest.hexdigest() != md5:
-            raise DataError(
-                f"checksum mismatch for {target.name} from {origin}: expected md5 {md5}, got {digest.hexdigest()}; "
-                "the download was corrupted or the file changed upstream and was not kept; try again"
-            )
+            raise DataError(f"checksum mismatch for {target.name} from {origin}: expected md5 {md5}, got "
+                            f"{digest.hexdigest()}; the download was corrupted or the file changed upstream and was "
+                            "not kept; try again")
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

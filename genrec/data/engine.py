@@ -49,8 +49,7 @@ def connect(workdir: Path, budget: str | None = None):
 
 def load_frame(con, interactions: pd.DataFrame, has_timestamps: bool) -> None:
     """A reader's interactions table (``RawData.interactions``) as the engine's ``raw`` table."""
-    n = len(interactions)
-    zeros = np.zeros(n, np.int64)
+    zeros = np.zeros(len(interactions), np.int64)
     table = pa.table({
         "u": pa.array(interactions["user"].to_numpy(object), pa.string()),
         "i": pa.array(interactions["item"].to_numpy(object), pa.string()),

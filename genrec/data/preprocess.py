@@ -90,10 +90,8 @@ class SequenceData:
         return self.items[self.offsets[user] : self.offsets[user + 1]]
 
 
-def build_sequences(
-    raw: RawData | Source, min_user_interactions: int = 0, min_item_interactions: int = 0, fingerprint: str = "",
-    memory_limit: str | None = None,
-) -> SequenceData:
+def build_sequences(raw: RawData | Source, min_user_interactions: int = 0, min_item_interactions: int = 0,
+                    fingerprint: str = "", memory_limit: str | None = None) -> SequenceData:
     """``raw`` (tables, or a source) preprocessed into a temporary folder, mapped, and the folder removed."""
     tmp = Path(tempfile.mkdtemp(prefix="genrec-sequences-"))
     try:
@@ -315,16 +313,9 @@ def _read(folder: Path) -> SequenceData:
     item_text = None
     if (folder / "item_text.parquet").is_file():
         item_text = pq.read_table(folder / "item_text.parquet").to_pandas()
-    return SequenceData(
-        name=meta["name"],
-        **arrays,
-        user_ids=_deferred_strings(folder / "user_ids.parquet", "user_id"),
-        item_ids=_strings(folder / "item_ids.parquet", "item_id"),
-        item_text=item_text,
-        has_timestamps=meta["has_timestamps"],
-        counts=meta["counts"],
-        fingerprint=meta["fingerprint"],
-    )
+    return SequenceData(meta["name"], **arrays, user_ids=_deferred_strings(folder / "user_ids.parquet", "user_id"),
+                        item_ids=_strings(folder / "item_ids.parquet", "item_id"), item_text=item_text,
+                        has_timestamps=meta["has_timestamps"], counts=meta["counts"], fingerprint=meta["fingerprint"])
 
 
 def _memmap(array: np.ndarray) -> np.memmap | None:

@@ -57,10 +57,8 @@ class EvalShardSampler(DistributedSampler):
         check_shards(shards)
         num_replicas, rank = replicas(num_replicas, rank)
         if len(dataset) < num_replicas:
-            raise ValueError(
-                f"{len(dataset)} evaluation users cannot be shared by {num_replicas} processes without leaving "
-                "one of them idle: run evaluation with fewer devices (e.g. --trainer.devices 1)"
-            )
+            raise ValueError(f"{len(dataset)} evaluation users cannot be shared by {num_replicas} processes without "
+                             "leaving one of them idle: run evaluation with fewer devices (e.g. --trainer.devices 1)")
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self.total_size = len(dataset)
         if shards == "interleaved":
@@ -92,10 +90,8 @@ class ShardedTrainSampler(DistributedSampler):
         check_shards(shards)
         num_replicas, rank = replicas(num_replicas, rank)
         if len(dataset) < num_replicas:
-            raise ValueError(
-                f"{len(dataset)} training sequences cannot be split into {num_replicas} non-empty shards: "
-                "use fewer processes or more data"
-            )
+            raise ValueError(f"{len(dataset)} training sequences cannot be split into {num_replicas} non-empty "
+                             "shards: use fewer processes or more data")
         seed = default_seed() if seed is None else seed
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
         self.shards = shards
@@ -178,10 +174,9 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sampler: ShardedTrainSampler = self.sampler  # type: ignore[assignment]
         if state["dataset_len"] != len(self.dataset):
-            raise ValueError(
-                f"the checkpoint's training data had {state['dataset_len']} sequences, this run has "
-                f"{len(self.dataset)}: resume with the data settings the run was started with (its config.yaml)"
-            )
+            raise ValueError(f"the checkpoint's training data had {state['dataset_len']} sequences, this run has "
+                             f"{len(self.dataset)}: resume with the data settings the run was started with "
+                             "(its config.yaml)")
         sampler.set_epoch(state["epoch"])
         sampler.seed = state["seed"]
         saved_used = state.get("used", state["dataset_len"] - state["dataset_len"] % state["num_replicas"])
@@ -190,15 +185,13 @@ class ResumableDataLoader(DataLoader):
             return
         saved_shards = state.get("shards", "interleaved")
         if saved_shards != sampler.shards:
-            raise ValueError(
-                f"the checkpoint was saved mid-epoch with data.loader.shards={saved_shards}; this run has "
-                f"{sampler.shards}: resume it with the same setting, or from a checkpoint written at the end of an epoch"
-            )
+            raise ValueError(f"the checkpoint was saved mid-epoch with data.loader.shards={saved_shards}; this run has "
+                             f"{sampler.shards}: resume it with the same setting, or from a checkpoint written at the "
+                             "end of an epoch")
         same = (state["num_replicas"], state["batch_size"]) == (sampler.num_replicas, self.batch_size)
         if not same:
-            raise ValueError(
-                f"the checkpoint was saved mid-epoch by {state['num_replicas']} process(es) with data.loader.batch_size="
-                f"{state['batch_size']}; this run has {sampler.num_replicas} and {self.batch_size}: resume it with "
-                "the same number of processes and batch size, or from a checkpoint written at the end of an epoch"
-            )
+            raise ValueError(f"the checkpoint was saved mid-epoch by {state['num_replicas']} process(es) with "
+                             f"data.loader.batch_size={state['batch_size']}; this run has {sampler.num_replicas} and "
+                             f"{self.batch_size}: resume it with the same number of processes and batch size, or from a "
+                             "checkpoint written at the end of an epoch")
         sampler.start = state["consumed"]

@@ -481,14 +481,8 @@ def count_changes(changes: dict[str, int], key: str, counts: dict[str, int]) -> 
             counts[f"{key}_{change}"] = counts.get(f"{key}_{change}", 0) + count
 
 
-def read_fields(
-    path: Path,
-    sep: str,
-    names: list[str],
-    numeric: tuple[str, ...] = (),
-    encoding: str = "utf-8",
-    may_be_empty: list[str] | None = None,
-) -> pd.DataFrame:
+def read_fields(path: Path, sep: str, names: list[str], numeric: tuple[str, ...] = (), encoding: str = "utf-8",
+                may_be_empty: list[str] | None = None) -> pd.DataFrame:
     """A header-less file of ``names`` fields a line (quotes are ordinary characters), each non-empty except
     ``may_be_empty`` (filled with ""); fields not ``numeric`` stay strings."""
     layout = sep.replace("\t", "<tab>").join(names)
@@ -548,10 +542,8 @@ def check_not_cut(path: Path, data: bytes) -> None:
     """A published file ends with a line break; without one its last line (which may still parse) was cut short."""
     if data and not data.endswith((b"\n", b"\r")):
         last = data.count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {last}, the last, has no line break, so the file looks cut short (an "
-            "interrupted download or copy); fetch it again, or add the line break if that line is complete"
-        )
+        raise DataError(f"{path}: line {last}, the last, has no line break, so the file looks cut short (an "
+                        "interrupted download or copy); fetch it again, or add the line break if that line is complete")
 
 
 def warn_if_cut(path: Path) -> None:
@@ -917,10 +909,8 @@ def report_unknown_items(unknown: list[str], path: Path, policy: str, counts: di
     """Item text for ids nobody interacted with: an error, or (``ignore``) dropped and counted."""
     if unknown and policy == "error":
         examples = ", ".join(repr(item) for item in unknown[:5])
-        raise DataError(
-            f"{path}: {len(unknown)} item id(s) have text but no interactions (e.g. {examples}); fix the file or "
-            "pass unknown_item_text='ignore' to drop them"
-        )
+        raise DataError(f"{path}: {len(unknown)} item id(s) have text but no interactions (e.g. {examples}); fix the "
+                        "file or pass unknown_item_text='ignore' to drop them")
     counts["item_text_unknown_ids"] = len(unknown)
 
 

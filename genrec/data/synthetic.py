@@ -166,11 +166,9 @@ def _catalogue(rng: np.random.Generator, opts: SyntheticOptions) -> Catalogue:
     weights = [within[members] for members in segments[:-1]] + [popularity]
     # Dividing by the last cumulative weight ends every segment's edges exactly at segment + 1.
     edges = [j + np.cumsum(w) / np.cumsum(w)[-1] for j, w in enumerate(weights)]
-    return Catalogue(
-        interest=interest, popularity=popularity, within=within, successors=successors,
-        draw_items=np.concatenate(segments), draw_edges=np.concatenate(edges),
-        segment_last=np.cumsum([len(members) for members in segments]) - 1,
-    )
+    return Catalogue(interest=interest, popularity=popularity, within=within, successors=successors,
+                     draw_items=np.concatenate(segments), draw_edges=np.concatenate(edges),
+                     segment_last=np.cumsum([len(members) for members in segments]) - 1)
 
 
 def _interactions(rng: np.random.Generator, opts: SyntheticOptions, catalogue: Catalogue) -> pd.DataFrame:
