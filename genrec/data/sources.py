@@ -158,14 +158,12 @@ class FileSource(Source):
             try:
                 fetch(self.downloads(), folder)
             except OSError as err:
-                raise DataError(
-                    f"{self.name}: download failed ({err}); put {expected} into {folder} yourself "
-                    f"({self.where_to_get()}), or pass root= a folder that holds them"
-                ) from err
+                raise DataError(f"{self.name}: download failed ({err}); put {expected} into {folder} yourself "
+                                f"({self.where_to_get()}), or pass root= a folder that holds them") from err
         missing = self._missing(folder)
         if missing:
-            lacks = ", ".join(missing)
-            raise DataError(f"{self.name}: {folder} lacks {lacks} (expected: {expected}); {self.where_to_get()}")
+            raise DataError(f"{self.name}: {folder} lacks {', '.join(missing)} (expected: {expected}); "
+                            f"{self.where_to_get()}")
         return folder
 
     def where_to_get(self) -> str:
