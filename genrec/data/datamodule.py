@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,8 +23,6 @@ from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import Source, get_source
 from genrec.data.samplers import EvalShardSampler, ResumableDataLoader, ShardedTrainSampler, Shards, check_shards
-
-log = logging.getLogger(__name__)
 
 Exclude = Literal["history", "window", "none"]
 PredictOn = Literal["test", "val", "all"]

@@ -139,14 +139,12 @@ def _distinct_offsets(rng: np.random.Generator, span: np.ndarray, k: int) -> np.
 def _catalogue(rng: np.random.Generator, opts: SyntheticOptions) -> Catalogue:
     n, k = opts.num_items, opts.num_interests
     interest = rng.permutation(np.arange(n) % k)
-    # A random popularity rank, so item ids say nothing about popularity. Weights stay in log
-    # space until normalised against the largest, so steep exponents cannot underflow to nothing.
+    # a random popularity rank (ids say nothing of it), in log space so steep exponents cannot underflow
     log_popularity = -opts.popularity_exponent * np.log1p(rng.permutation(n))
     popularity = np.exp(log_popularity - log_popularity.max())
     popularity /= popularity.sum()
 
-    # Successors are a popularity-weighted draw without replacement (Gumbel top-k) from the
-    # item's interest, so popular items are also popular successors and the head stays heavy.
+    # successors: a popularity-weighted draw without replacement (Gumbel top-k) within the item's interest
     successors = np.empty((n, SUCCESSORS), dtype=np.int64)
     within = np.empty(n)
     segments = [np.flatnonzero(interest == j) for j in range(k)] + [np.arange(n)]
