@@ -597,11 +597,16 @@ def header_names(frame: pd.DataFrame, path: Path, source: Path | IO[bytes], enco
         data = source.getvalue() if isinstance(source, io.BytesIO) else read_bytes(path)
         names = next(csv.reader(io.StringIO(decode(data, path, encoding))))
     names = [name.strip() for name in names]
+    check_unique(names, f"{path}: line 1, the header,")
+    return names
+
+
+def check_unique(names: list[str], where: str) -> None:
+    """A column named twice is an error naming ``where``: only one of those columns could be read."""
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise DataError(f"{path}: line 1, the header, names the column(s) {repeated} more than once, and only one of "
-                        "them could be read; rename or remove the others")
-    return names
+        raise DataError(f"{where} names the column(s) {repeated} more than once, and only one of them could be read; "
+                        "rename or remove the others")
 
 
 def read_bytes(path: Path) -> bytes:
@@ -854,11 +859,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
-        names = pq.read_schema(path).names
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise DataError(f"{path} names the column(s) {repeated} more than once, and only one of them could be "
-                            "read; rename or remove the others")
+        check_unique(pq.read_schema(path).names, str(path))
         return pd.read_parquet(path)
     except DataError:
         raise

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genrec.data import engine, preprocess
+from genrec.data import engine, preprocess, sources
 from genrec.data.raw import DataError
 
 if TYPE_CHECKING:
@@ -111,10 +111,7 @@ def _read(spark: SparkSession, source: str, input_format: str | None) -> tuple[D
     except AnalysisException as err:
         raise DataError(f"{source}: cannot be read as {input_format} ({_first_line(err)}); point --input at "
                         f"a {input_format} file or folder of them, or set --format") from None
-    repeated = sorted({c for c in frame.columns if frame.columns.count(c) > 1})
-    if repeated:
-        raise DataError(f"{source} names the column(s) {repeated} more than once, and only one of them could be read; "
-                        "rename or remove the others")
+    sources.check_unique(frame.columns, source)
     for column in ID_COLUMNS:
         if column not in frame.columns:
             raise DataError(f"{source} has no column {column!r} (columns: {frame.columns}); the log needs user_id, "
@@ -208,10 +205,8 @@ def _canonical_id(frame: DataFrame, column: str, source: str) -> tuple[Column, d
 
 
 def _float_id(value: float | None) -> str | None:
-    """A floating-point id as ``sources.canonical_id`` writes it; an infinite one is missing (an error)."""
-    if value is None or value != value or value in (float("inf"), float("-inf")):
-        return None
-    return str(int(value)) if value == int(value) else repr(value)
+    """``sources.canonical_id`` of a floating-point id; an infinite one is missing (an error)."""
+    return None if value is None or value != value or abs(value) == float("inf") else sources.canonical_id(value)[0]
 
 
 def _seconds(frame: DataFrame, source: str) -> tuple[Column, Column, Column]:
