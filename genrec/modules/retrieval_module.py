@@ -1,11 +1,7 @@
 """ID-based generative retrieval: next-item prediction over the whole catalogue.
 
-The module owns the item embedding table (shared by inputs and outputs, as in SASRec and HSTU),
-the loss and the evaluation; the net only turns embedded sequences into user states.
-Training: sampled softmax with uniform random negatives (a negative equal to the positive is
-masked out) or full softmax, on cosine similarities (or dot products) divided by a temperature.
-Evaluation: the state at each user's last position is ranked against every catalogue item with
-streaming top-k counting (``genrec.evaluation``); metrics are logged as ``val/hr@10`` etc.
+The module owns the item embedding table (shared by inputs and outputs), the loss (``negatives``) and
+the evaluation; the net only turns embedded sequences into user states.
 """
 from __future__ import annotations
 
@@ -30,22 +26,11 @@ from genrec.recommender import VectorRecommender
 RETRIEVAL_OPTIM = OptimConfig(weight_decay=0.0, betas=(0.9, 0.98))
 
 class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
-    """Train and evaluate a sequence encoder for next-item retrieval.
+    """Train and evaluate a sequence encoder (``net``, from ``genrec.models``) for next-item retrieval.
 
-    Args:
-        net: a sequence encoder from ``genrec.models`` (its ``dim`` sets the embedding width).
-        num_items: catalogue size N (linked from the data module; ids 1..N, 0 = padding).
-        loss: the loss and its negatives (``genrec.modules.negatives.LossConfig``).
-        similarity: ``cosine`` (paper): the user state (unit-norm from the nets) against unit-norm
-            item vectors; ``dot``: against the raw item embeddings, so every item's norm is learned
-            and scales its score for all users, as in the original SASRec's dot product (an item
-            pushed by poisoning can then rise in every user's list at once; ``genrec.robust``).
-        optim: AdamW and its learning-rate schedule (``OptimConfig``; no weight decay and
-            betas (0.9, 0.98) unless set).
-        hr_ks, ndcg_ks: cut-offs of the logged metrics.
-        eval_chunk_size: items scored at a time during evaluation (bounds memory).
-        dataset_fingerprint: identifies the training catalogue; linked from the data module and
-            checked before evaluating on another dataset.
+    ``num_items`` and ``dataset_fingerprint`` are linked from the data module. ``similarity``: ``cosine``
+    against unit-norm item vectors, or ``dot`` against the raw embeddings (as the original SASRec).
+    ``eval_chunk_size``: items scored at a time during evaluation.
     """
 
     def __init__(
@@ -77,15 +62,13 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
             self.item_emb.weight[0].zero_()
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks)
-        # Per-user loss weights (e.g. from the fraudster-reweighting callback); None = all ones.
-        self.user_weights: Tensor | None = None
+        self.user_weights: Tensor | None = None  # per user index (set_user_weights)
 
     @classmethod
     def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
         return {**hp, "net": build_net(ckpt.get("genrec", {}).get("net", {}), source)}
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        # The net's class and arguments, so the checkpoint alone rebuilds the model.
         return {"net": {"class_path": class_path(self.net), "init_args": dict(getattr(self.net, "init_args", {}))}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -111,7 +94,7 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
     # -- model -----------------------------------------------------------------------------------
 
     def item_vectors(self) -> Tensor:
-        """All item vectors in the scoring space (L2-normalised unless ``similarity: dot``), row 0 = padding. (N+1, D)"""
+        """Item vectors in the scoring space, row 0 = padding. (N+1, D)"""
         if self.hparams.similarity == "dot":
             return self.item_emb.weight
         return F.normalize(self.item_emb.weight, dim=-1, eps=1e-6)
@@ -126,9 +109,8 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
                         query_time=batch.get("query_time"))
 
     def encode_packed(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """States of the valid positions only, for a net that takes packed sequences (``net.packed``,
-        e.g. HSTU with ``attention: jagged``): items are embedded and encoded without padding.
-        ((T, D), and their (T,) indices into the flattened (B, L) batch)"""
+        """States (T, D) of the valid positions of a net that takes packed sequences (``net.packed``),
+        and their (T,) indices into the flattened (B, L) batch."""
         items, lengths = batch["items"], batch["lengths"]
         at, offsets = pack(lengths, items.shape[1])
         states = self.net.forward_packed(self.item_emb(items.reshape(-1)[at]), batch["timestamps"].reshape(-1)[at],
@@ -161,6 +143,8 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         """Cross-entropy of each valid position (``negatives.position_losses``). (M,)"""
         return negatives.position_losses(self.loss_config, self.item_vectors(), states, targets, valid)
 
+
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         targets = batch["targets"]
         if getattr(self.net, "packed", False):  # the loss of the valid positions, never padded
@@ -185,12 +169,10 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         return self.hparams.eval_chunk_size
 
     def ranking_items(self) -> Tensor:
-        """``item_vectors()``, computed again only once the embeddings changed (a training step,
-        loaded weights, another device): their storage and version counter say so."""
+        """``item_vectors()``, computed again only once the embeddings' storage or version changed."""
         weight = self.item_emb.weight
         version = (weight.data_ptr(), weight._version)
         if getattr(self, "_ranking_items", (None,))[0] != version:
-            # detached: under similarity: dot item_vectors() is the embedding Parameter itself, which
-            # assigned to an attribute would register as a second parameter of the module
+            # detached: a Parameter (similarity: dot) assigned to an attribute would register twice
             self._ranking_items = (version, self.item_vectors().detach())
         return self._ranking_items[1]

@@ -1,10 +1,6 @@
-"""Training the item tokenizer as an autoencoder of item text embeddings.
+"""Training the item tokenizer as an autoencoder of item text embeddings (squared L2 reconstruction loss).
 
-Loss: squared L2 distance between each embedding and its reconstruction from the quantized tokens
-(FSQ's straight-through rounding carries the gradient). Logged: ``train/loss``, ``val/loss``,
-``val/cosine`` (reconstruction cosine) and ``val/collision_rate`` (share of all items whose T
-tokens an earlier item already has, before resolution). The checkpoint holds the tokenizer's
-arguments under ``checkpoint["genrec"]["tokenizer"]``; ``load_tokenizer`` rebuilds it.
+Logs ``val/cosine`` (reconstruction) and ``val/collision_rate`` (items whose tokens an earlier item has).
 """
 from __future__ import annotations
 
@@ -23,15 +19,8 @@ from genrec.tokenizers.item_tokenizer import ItemTokenizer
 
 
 class TokenizerAutoencoder(GenrecModule):
-    """Fits an ``ItemTokenizer``; the embedding width, encoder and template come from the data module.
-
-    Args:
-        num_tokens: tokens per item (T).
-        levels: FSQ levels per channel (codebook size = their product).
-        hidden_dim: width of each chunk's encoder/decoder MLP.
-        optim: AdamW (``OptimConfig``; no weight decay unless set).
-        num_items, dataset_fingerprint: linked from the data module (logged, not used).
-    """
+    """Fits an ``ItemTokenizer`` (``ItemTokenizer``'s arguments); the embedding width, encoder and template
+    come from the data module, as ``num_items`` and ``dataset_fingerprint`` (logged) do."""
 
     def __init__(self, num_tokens: int = 4, levels: Sequence[int] = DEFAULT_LEVELS, hidden_dim: int = 256,
                  optim: OptimConfig = OptimConfig(weight_decay=0.0), num_items: int = 0, dataset_fingerprint: str = ""):
