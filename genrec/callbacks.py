@@ -1,7 +1,5 @@
-"""Callbacks that keep training safe and exactly resumable, on one process or many (``genrec.cli`` adds them).
-
-Whatever a callback decides that changes training is computed identically on every rank, or reduced
-across ranks before it is acted on.
+"""Callbacks that keep training safe and exactly resumable (``genrec.cli`` adds them): whatever one decides
+that changes training is computed identically on every rank, or reduced across ranks before it is acted on.
 """
 from __future__ import annotations
 
@@ -23,8 +21,10 @@ class NonFiniteLossError(RuntimeError):
 class NonFiniteLossGuard(L.Callback):
     """Never let a non-finite loss or gradient reach the optimizer (under fp16, the GradScaler checks gradients).
 
-    ``action``: ``stop`` raises ``NonFiniteLossError`` naming the epoch, batch, step and users; ``skip``
-    drops that optimizer step and warns, until ``max_skips`` steps were skipped in the run.
+    Args:
+        action: ``stop`` raises ``NonFiniteLossError`` naming the epoch, batch, step and users; ``skip``
+            drops that optimizer step and warns.
+        max_skips: with ``skip``, stop anyway after this many skipped steps in one run.
     """
 
     def __init__(self, action: Literal["stop", "skip"] = "stop", max_skips: int = 10):
@@ -113,7 +113,7 @@ class RankStepSeed(L.Callback):
 
 
 class WandbRunId(L.Callback):
-    """Keeps the W&B run id in every checkpoint (``wandb_run_id``), so a resumed run continues it (``genrec.resume``)."""
+    """Keeps the W&B run id in every checkpoint (``wandb_run_id``), so a resumed run continues it."""
 
     KEY = "wandb_run_id"
 

@@ -1,6 +1,5 @@
-"""XXH3-128 content digests, so that a cache knows what it was built from and can prove what it holds.
-
-``Verified`` skips re-hashing a file whose stat stamp is unchanged since its last full hash (docs/reliability.md).
+"""XXH3-128 content digests, so that a cache knows what it was built from and can prove what it holds;
+``Verified`` skips re-hashing a file whose stat stamp is unchanged (docs/reliability.md).
 """
 from __future__ import annotations
 

@@ -1,16 +1,10 @@
 """Full-catalogue ranking evaluation that streams over item chunks and keeps only running sums.
 
-Protocol (leave-one-out, full ranking, no sampled negatives):
-
-* each user contributes one held-out target item ``t`` in ``1..N``; id 0 is padding and never a candidate;
-* ``t`` is ranked against every catalogue item ``1..N``;
-* when the caller passes ``exclude`` (typically the user's training history), those items leave the
-  candidate set, except ``t`` itself, which is always ranked even when it also appears in ``exclude``;
-* ties are broken by id so the result is deterministic and a constant scorer gets no free hits:
-  item ``j`` is ahead of ``t`` iff ``s_j > s_t`` or (``s_j == s_t`` and ``j < t``); the 0-based rank of
-  ``t`` is the number of candidates ahead of it;
-* HR@k = 1[rank < k], NDCG@k = 1 / log2(rank + 2) if rank < k else 0 (one relevant item),
-  MRR = 1 / (rank + 1).
+Protocol (leave-one-out, full ranking, no sampled negatives): each user's held-out target ``t`` in
+``1..N`` (0 is padding) is ranked against every item ``1..N`` but those in ``exclude`` (``t`` itself
+always ranked). Item ``j`` is ahead of ``t`` iff ``s_j > s_t`` or (``s_j == s_t`` and ``j < t``), so
+a constant scorer gets no free hits; the 0-based rank is the number ahead. HR@k = 1[rank < k],
+NDCG@k = 1 / log2(rank + 2) if rank < k else 0, MRR = 1 / (rank + 1).
 
 Scores are float32 dot products of user and item vectors, computed one chunk of items at a time.
 Ranked lists (generative decoding) go through ``ranks_from_topk`` and ``RankingMetrics(max_rank=K)``.
@@ -157,8 +151,7 @@ def popularity_vectors(train_counts: Tensor) -> Tensor:
 class RankingMetrics(Metric):
     """HR@k, NDCG@k and MRR from 0-based target ranks, as sums that reduce across processes.
 
-    ``max_rank`` says the ranks come from top-K lists (rank K = not in the list): metrics with k > K
-    cannot be known and are refused, and MRR counts only ranks below K (a lower bound of the full MRR).
+    ``max_rank``: the ranks come from top-K lists (rank K = not in the list); MRR then counts ranks below K.
     """
 
     is_differentiable = False
@@ -254,7 +247,7 @@ _KEYS: tuple[Any, int | None, Tensor, Tensor, Tensor] | None = None  # (weakref 
 
 
 def _row_keys(items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact integer hashes of the bits of rows 1..N, the same sorted, and their order; cached for the last ``items``."""
+    """Exact integer hashes of the bits of rows 1..N, sorted, and their order; cached for the last ``items``."""
     global _KEYS
     # inference tensors track no version, so an in-place edit could not be seen: never reuse theirs
     version = None if items.is_inference() else items._version
@@ -299,7 +292,7 @@ def _scored_chunks(
     fill: float,
     clamp_min: float | None = None,
 ) -> Iterator[tuple[int, int, Tensor]]:
-    """Yields (lo, hi, s): s (B, hi - lo), one reused buffer, holds the scores of items lo..hi-1, drop ids set to fill."""
+    """Yields (lo, hi, s): s (B, hi - lo), one reused buffer, holds the scores of items lo..hi-1, drop ids at fill."""
     n = items.shape[0] - 1
     buf = q.new_empty(q.shape[0], min(chunk_size, n))  # (B, C)
     empty = torch.empty(0, dtype=torch.long, device=q.device)

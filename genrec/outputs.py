@@ -1,7 +1,5 @@
-"""Result files and the rule that keeps them from replacing anything they should not (docs/evaluation.md).
-
-A command names an *owner* for its files (command, run or inputs, protocol). An existing file is
-replaced only when genrec wrote it for the same owner, unchanged since (recorded in ``genrec_outputs.json``).
+"""Result files: an existing file is replaced only when genrec wrote it, unchanged since, for the same owner
+(command, run or inputs, protocol), as recorded in ``genrec_outputs.json`` (docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -51,7 +49,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 def check_outputs(paths: Iterable[Path], owner: dict[str, Any], overwrite: bool = False) -> None:
-    """Refuse to replace an existing file among ``paths`` that genrec did not write for ``owner``, unless ``overwrite``."""
+    """Refuse to replace a file among ``paths`` that genrec did not write for ``owner``, unless ``overwrite``."""
     if overwrite:
         return
     owner, paths = _normal(owner), [Path(p) for p in paths]

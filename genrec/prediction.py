@@ -1,7 +1,6 @@
 """Top-K recommendations written to a file, one row per (user, position) (docs/evaluation.md).
 
     python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all --out recs.parquet
-    python evaluate.py recommend --ckpt model.ckpt --users users.txt --out recs.csv
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ other settings is refused, and the W&B run id it holds is passed back to the W&B
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import warnings
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from genrec.callbacks import WandbRunId
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, import_path, load_checkpoint
 
 # Values of ckpt_path that Lightning resolves itself.
 _SYMBOLIC = {"best", "hpc", "registry"}
@@ -82,8 +81,7 @@ def _plain(value: Any) -> Any:
 def _canonical(class_path: Any) -> Any:
     """``genrec.models.SASRec`` and ``genrec.models.sasrec.SASRec`` name one class."""
     try:
-        module, name = str(class_path).rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_path(str(class_path))
         return f"{cls.__module__}.{cls.__qualname__}"
     except (ValueError, ImportError, AttributeError):
         return class_path

@@ -1,20 +1,18 @@
 """A trained run as every evaluation command sees it: its checkpoint read once, its module and data module rebuilt."""
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genrec.data.datamodule import rebuild_options
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, module_class_path, resolve_checkpoint
+from genrec.modules.checkpoints import (CheckpointMismatchError, import_path, load_checkpoint, module_class_path,
+                                        resolve_checkpoint)
 from genrec.modules.generative_module import GenerativeModule
 from genrec.recommender import Recommender
 
 
-def import_path(path: str) -> Any:
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
+
 
 
 @dataclass

@@ -1,7 +1,5 @@
-"""Decoder-only transformer over item tokens with hybrid attention, after RecGPT (2025).
-
-A history of L items of T FSQ tokens each is one stream of L*T tokens, attending bidirectionally within
-an item and causally across items; the design is described in docs/generative.md.
+"""Decoder-only transformer over item tokens after RecGPT (2025): L items of T FSQ tokens are one stream,
+attending bidirectionally within an item and causally across items (docs/generative.md).
 """
 from __future__ import annotations
 
@@ -39,11 +37,18 @@ class HybridBlock(nn.Module):
 
 @dataclass
 class DecoderConfig:
-    """The generative model's decoder (``GenerativeDecoder``); ``ffn_dim`` defaults to ``4 * dim``.
+    """The generative model's decoder (``GenerativeDecoder``).
 
-    ``text_input`` adds a projection of each history item's text embedding to its tokens. ``codes``:
-    ``value+text`` embeds a code by its FSQ values, digits and text chunk; ``text`` by the text chunk
-    alone; ``text-rotated`` also rotates the text space randomly in training (docs/generative.md).
+    Args:
+        dim: model width.
+        num_layers: transformer blocks.
+        num_heads: attention heads (must divide ``dim``).
+        ffn_dim: feed-forward width (default ``4 * dim``).
+        dropout: dropout rate.
+        max_seq_len: longest history in items (must cover the data module's ``max_seq_len``).
+        text_input: add a projection of each history item's text embedding to its tokens.
+        codes: ``value+text`` embeds a code by its FSQ values, digits and text chunk; ``text`` by the
+            text chunk alone; ``text-rotated`` also rotates the text space in training (docs/generative.md).
     """
 
     dim: int = 128

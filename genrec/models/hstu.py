@@ -140,10 +140,13 @@ class HSTULayer(nn.Module):
 
 @dataclass(frozen=True)
 class TimeBias:
-    """HSTU's bucketed relative-time attention bias (``enabled`` needs timestamps).
+    """HSTU's bucketed relative-time attention bias.
 
-    ``query_time``: ``target`` takes the last position's query time from the batch's ``query_time``
-    (else the last item's time); ``last`` always uses the last item's own time.
+    Args:
+        enabled: add the bias (needs timestamps).
+        num_buckets: buckets of the log time difference (``time_buckets``).
+        query_time: ``target``: the last position's query time is the batch's ``query_time`` (else the
+            last item's own time); ``last``: always the last item's own time.
     """
 
     enabled: bool = True
@@ -157,11 +160,20 @@ class TimeBias:
 
 
 class HSTU(nn.Module):
-    """HSTU encoder; ``attn_dim`` and ``linear_dim`` (per head) default to ``dim // num_heads``.
+    """HSTU encoder.
 
-    ``attention``: ``dense``, ``compiled`` (the same through ``torch.compile``), ``blocked``
-    (``attention_block`` queries at a time, memory linear in L) or ``jagged`` (sequences packed without
-    padding, ``forward_packed``); docs/performance.md says which is faster where.
+    Args:
+        dim: item embedding width d.
+        num_blocks: depth.
+        num_heads: attention heads.
+        attn_dim: per-head width of Q/K (default d / heads).
+        linear_dim: per-head width of U/V (default d / heads).
+        dropout: on inputs and on each layer's output projection.
+        max_seq_len: longest input; also the attention normaliser n.
+        time_bias: the relative-time bias (``TimeBias``).
+        attention: ``dense``, ``compiled`` (through ``torch.compile``), ``blocked`` (query blocks, memory
+            linear in L) or ``jagged`` (sequences packed without padding); docs/performance.md.
+        attention_block: queries per block of ``attention: blocked`` and ``jagged``.
     """
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,

@@ -1,8 +1,5 @@
-"""HSTU's attention over jagged batches: sequences packed back to back in one row, no padding.
-
-Query blocks of ``block`` positions read only their own sequences' earlier keys; consecutive blocks are
-batched in chunks whose scores fit a fixed budget, and the backward pass rebuilds each chunk's scores
-(docs/performance.md).
+"""HSTU's attention over jagged batches (sequences packed back to back, no padding) in query blocks that
+read only their own sequences' earlier keys, batched in chunks of bounded size (docs/performance.md).
 """
 from __future__ import annotations
 

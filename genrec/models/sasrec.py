@@ -1,7 +1,6 @@
-"""SASRec (Kang & McAuley, 2018) as the HSTU paper's baseline computes it.
-
-``norm="pre"`` is the original block (only the query layer-normed), ``"post"`` the classic post-norm
-one. ``positions="from_end"`` counts positions back from the last item, as the original left-padded code did.
+"""SASRec (Kang & McAuley, 2018) as the HSTU paper's baseline computes it: ``norm="pre"`` layer-norms only
+the query (the original block), ``"post"`` is the classic block; ``positions="from_end"`` counts back from
+the last item, as the original left-padded code did.
 """
 from __future__ import annotations
 

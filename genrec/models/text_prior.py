@@ -1,8 +1,8 @@
 """Text similarity: the text baseline's scorer and the generative model's prior on item scores.
 
-A user is the unit, recency-weighted mean (``decay ** age``) of the history's unit text embeddings;
-an item scores ``λ (cos(u, e_i) - γ h_i) + β log(1 + count_i)``, ``h_i`` its hubness (mean cosine to
-its ``k`` nearest neighbours, as in CSLS) and ``λ, γ, β`` learned.
+A user is the unit, recency-weighted mean (``decay ** age``) of the history's unit text embeddings; an item
+scores ``λ (cos(u, e_i) - γ h_i) + β log(1 + count_i)``, ``h_i`` its hubness (mean cosine to its ``k``
+nearest neighbours, as in CSLS), ``λ, γ, β`` learned.
 """
 from __future__ import annotations
 
@@ -19,8 +19,18 @@ from genrec.recommender import VectorRecommender
 
 @dataclass
 class TextPriorConfig:
-    """The generative model's text prior: ``scale`` and ``popularity_scale`` are the initial ``λ`` and
-    ``β``; ``center`` and ``whiten`` as in ``evaluate.py baseline``. A catalogue without counts gets 0 popularity."""
+    """The generative model's text prior.
+
+    Args:
+        decay: recency weight per step back in the user vector, in (0, 1].
+        scale: initial ``λ`` (learned), the sharpness of the cosine.
+        popularity: add ``β log(1 + count_i)`` (0 for a catalogue without counts).
+        popularity_scale: initial ``β`` (learned).
+        hubness: subtract ``γ h_i`` from the cosine, ``γ`` learned from 0.
+        hubness_k: neighbours in ``h_i``.
+        center: score in each catalogue's centred space, as ``evaluate.py baseline --center``.
+        whiten: also whiten that space (0: off), as ``evaluate.py baseline --whiten``.
+    """
 
     decay: float = 0.3
     scale: float = 20.0

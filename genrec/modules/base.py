@@ -23,7 +23,7 @@ class GenrecModule(L.LightningModule):
     optim_config: OptimConfig
 
     def save_config_hyperparameters(self, *groups: str) -> None:
-        """``save_hyperparameters`` with the dataclass arguments ``groups`` stored as dicts and kept as ``self.<group>_config``."""
+        """``save_hyperparameters`` with the dataclass arguments ``groups`` as dicts (``self.<group>_config``)."""
         frame = inspect.currentframe().f_back
         args = frame.f_locals
         self.save_hyperparameters(ignore=[*groups, "net"], frame=frame)

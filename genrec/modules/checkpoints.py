@@ -70,11 +70,16 @@ def with_configs(cls: type, args: dict[str, Any]) -> dict[str, Any]:
     return {name: configs[name](**value) if configs.get(name) else value for name, value in args.items()}
 
 
+def import_path(path: str) -> Any:
+    """The object a dotted path ``pkg.mod.Name`` names."""
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
 def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
     """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}``."""
     try:
-        module_name, cls_name = net_config["class_path"].rsplit(".", 1)
-        cls = getattr(importlib.import_module(module_name), cls_name)
+        cls = import_path(net_config["class_path"])
     except (KeyError, ValueError, ImportError, AttributeError) as err:
         raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
     return cls(**with_configs(cls, net_config.get("init_args", {})))

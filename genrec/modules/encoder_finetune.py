@@ -66,8 +66,14 @@ def uniformity_loss(unit: Tensor, t: float = 2.0) -> Tensor:
 
 @dataclass(frozen=True)
 class ContrastiveConfig:
-    """The contrastive loss (``symmetric`` or ``forward``), its temperature (learned from its start with
-    ``learn_temperature``) and the weight of the uniformity term."""
+    """What the encoder is trained to do.
+
+    Args:
+        loss: ``symmetric`` (query→item and item→query) or ``forward`` (query→item).
+        temperature: the softmax temperature (its start with ``learn_temperature``).
+        learn_temperature: learn the scale ``1 / temperature``, as CLIP does (capped at ``MAX_SCALE``).
+        uniformity: weight of Wang & Isola's uniformity term (0: off).
+    """
 
     loss: Literal["symmetric", "forward"] = "symmetric"
     temperature: float = 0.05
@@ -83,7 +89,15 @@ class ContrastiveConfig:
 
 @dataclass(frozen=True)
 class FormulaConfig:
-    """The training-free text formula that validation scores with (``TextScorer``'s settings)."""
+    """The training-free text formula that validation scores with (``TextScorer``'s settings).
+
+    Args:
+        decay: recency weight per step back in the user vector, in (0, 1].
+        hubness: weight of the hubness correction (0: off).
+        hubness_k: neighbours in an item's hubness.
+        center: centre each catalogue on its mean item vector before scoring.
+        whiten: also whiten it by its shrunk item covariance (0: off).
+    """
 
     decay: float = 0.3
     hubness: float = 0.5
@@ -101,8 +115,16 @@ class FormulaConfig:
 class EncoderFinetune(DomainEvalLoop, GenrecModule):
     """A ``SentenceTransformer`` trained contrastively on ``PairDataModule`` pairs.
 
-    ``train_layers``: ``all``, or how many top transformer layers train; ``max_seq_length``: encoder
-    tokens per item text; ``num_items`` and ``dataset_fingerprint`` are linked from the data module (logged).
+    Args:
+        encoder: sentence-transformers name or folder to start from.
+        train_layers: ``all``, or how many top transformer layers train (with the modules after them).
+        objective: the contrastive loss (``ContrastiveConfig``).
+        scorer: the text formula validation scores with (``FormulaConfig``).
+        max_seq_length: encoder tokens per item text (saved with the encoder).
+        optim: AdamW (``OptimConfig``; the learned temperature gets no weight decay).
+        encode_batch_size: texts per batch when encoding catalogues for validation.
+        num_items: linked from the data module (logged).
+        dataset_fingerprint: linked from the data module (logged).
     """
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, train_layers: int | Literal["all"] = "all",
@@ -239,7 +261,7 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
     # -- saving ------------------------------------------------------------------------------------
 
     def save_encoder(self, name: str, val: dict[str, Tensor | float]) -> Path:
-        """Write the encoder to ``<run>/<name>`` (atomically) with its step, metrics and settings in ``genrec_finetune.json``."""
+        """Write the encoder to ``<run>/<name>`` atomically, with ``genrec_finetune.json`` (step, metrics, settings)."""
         trainer = self.trainer
         folder = Path(trainer.log_dir or trainer.default_root_dir) / name
         if trainer.is_global_zero:

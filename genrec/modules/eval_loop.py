@@ -1,8 +1,5 @@
-"""The validation/test loop shared by the genrec modules, over one domain or several.
-
-A module supplies ``rank_targets(batch, metrics, domain)``, ranking each target within ``domain``
-(``(first_id, last_id)``, None: the whole catalogue). With several domains (the data module's
-``eval_domains``) each is logged as ``val/<name>/hr@10`` etc.; ``val/hr@10`` pools all users.
+"""The validation/test loop shared by the genrec modules: ``rank_targets(batch, metrics, domain)`` over one
+domain, or over each of the data module's ``eval_domains`` (logged as ``val/<name>/hr@10``; ``val/hr@10`` pools).
 """
 from __future__ import annotations
 

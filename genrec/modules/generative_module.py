@@ -34,10 +34,18 @@ log = logging.getLogger(__name__)
 class GenerativeModule(DomainEvalLoop, GenrecModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
-    ``tokenizer``: a ``TokenizerAutoencoder`` checkpoint, or the ``ItemTokenizer``'s arguments (as saved).
-    ``prior``: the text baseline as a prior on every token's logits (null: none). The decoded list is as
-    long as the largest cut-off. ``init_from``: a ``GenerativeModule`` checkpoint or run folder to start
-    from, its weights, tokenizer and, unless given, its ``decoder`` and ``prior`` settings.
+    Args:
+        tokenizer: a ``TokenizerAutoencoder`` checkpoint, or the ``ItemTokenizer``'s arguments (as saved).
+        decoder: the decoder's shape and how it embeds codes (``DecoderConfig``).
+        prior: the text baseline as a prior on every token's logits (``TextPriorConfig``); null: none.
+        optim: AdamW and its learning-rate schedule (``OptimConfig``).
+        beam_width: beams kept while decoding (at least the largest cut-off is used).
+        hr_ks: logged HR cut-offs; the decoded list is as long as the largest cut-off.
+        ndcg_ks: logged NDCG cut-offs.
+        init_from: a ``GenerativeModule`` checkpoint or run folder to start from: its weights, tokenizer
+            and, unless given, its ``decoder`` and ``prior`` settings.
+        num_items: linked from the data module.
+        dataset_fingerprint: linked from the data module.
     """
 
     def __init__(self, tokenizer: str | dict[str, Any] = "",
@@ -99,7 +107,7 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
 
     def set_catalogue(self, item_text: pd.DataFrame | None, key: str = "", source: str = "item text",
                       counts: Tensor | None = None, domains: Sequence[tuple[int, int]] | None = None) -> None:
-        """Tokenize a catalogue from its text table (row i = item i); ``counts`` and ``domains`` as ``TextPrior.set_items``."""
+        """Tokenize a catalogue from its text table (row i = item i); ``counts``, ``domains``: see ``TextPrior``."""
         tok = self.tokenizer
         texts = render_texts(item_text, tok.text_template, source)
         embeddings = embed_catalogue(texts, tok.text_encoder, sorted(domains) if domains else None)

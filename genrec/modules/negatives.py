@@ -15,11 +15,15 @@ from genrec.models.jagged_attention import unpack
 
 @dataclass(frozen=True)
 class LossConfig:
-    """How the retrieval loss contrasts a position's next item with other items.
+    """How the retrieval loss contrasts a position's next item with other items (costs: docs/performance.md).
 
-    ``negatives``: ``position`` draws fresh negatives at every position, ``sequence`` one draw per
-    sequence, ``interleaved`` ``negative_groups`` draws per sequence, position l using draw l mod G
-    (their cost: docs/performance.md).
+    Args:
+        kind: ``sampled_softmax`` (paper setting) or ``full_softmax`` (every catalogue item).
+        num_negatives: uniform negatives per position for the sampled softmax.
+        negatives: ``position`` (fresh draws at every position), ``sequence`` (one draw per sequence) or
+            ``interleaved`` (``negative_groups`` draws per sequence, position l using draw l mod G).
+        negative_groups: draws per sequence of ``negatives: interleaved``.
+        temperature: softmax temperature on the scores.
     """
 
     kind: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax"

@@ -13,8 +13,16 @@ from genrec.errors import check_range
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW and its learning-rate schedule: ``constant``, or ``cosine`` (after ``warmup_steps`` of linear
-    warm-up, a half cosine to ``min_lr_ratio * lr`` at the last training step)."""
+    """AdamW and its learning-rate schedule.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's moment decay rates.
+        lr_schedule: ``constant`` or ``cosine`` (a half cosine to ``min_lr_ratio * lr`` at the last step).
+        warmup_steps: linear warm-up steps.
+        min_lr_ratio: the cosine's final learning rate as a share of ``lr``.
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.01

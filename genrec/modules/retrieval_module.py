@@ -1,8 +1,5 @@
-"""ID-based generative retrieval: next-item prediction over the whole catalogue.
-
-The module owns the item embedding table (shared by inputs and outputs), the loss (``negatives``) and
-the evaluation; the net only turns embedded sequences into user states.
-"""
+"""ID-based generative retrieval: the item embedding table, the loss (``negatives``) and the evaluation
+around a net that turns embedded sequences into user states."""
 from __future__ import annotations
 
 from typing import Any, Literal, Sequence
@@ -26,25 +23,24 @@ from genrec.recommender import VectorRecommender
 RETRIEVAL_OPTIM = OptimConfig(weight_decay=0.0, betas=(0.9, 0.98))
 
 class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
-    """Train and evaluate a sequence encoder (``net``, from ``genrec.models``) for next-item retrieval.
+    """Train and evaluate a sequence encoder for next-item retrieval.
 
-    ``num_items`` and ``dataset_fingerprint`` are linked from the data module. ``similarity``: ``cosine``
-    against unit-norm item vectors, or ``dot`` against the raw embeddings (as the original SASRec).
-    ``eval_chunk_size``: items scored at a time during evaluation.
+    Args:
+        net: a sequence encoder from ``genrec.models`` (its ``dim`` sets the embedding width).
+        num_items: catalogue size N (linked from the data module; ids 1..N, 0 = padding).
+        loss: the loss and its negatives (``LossConfig``).
+        similarity: ``cosine`` against unit-norm item vectors; ``dot`` against the raw item embeddings.
+        optim: AdamW and its learning-rate schedule (no weight decay, betas (0.9, 0.98) unless set).
+        hr_ks: cut-offs of the logged HR.
+        ndcg_ks: cut-offs of the logged NDCG.
+        eval_chunk_size: items scored at a time during evaluation (bounds memory).
+        dataset_fingerprint: the training catalogue (linked from the data module).
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        num_items: int = 0,
-        loss: LossConfig = LossConfig(),
-        similarity: Literal["cosine", "dot"] = "cosine",
-        optim: OptimConfig = RETRIEVAL_OPTIM,
-        hr_ks: Sequence[int] = (1, 10, 50, 200),
-        ndcg_ks: Sequence[int] = (10, 50, 200),
-        eval_chunk_size: int = 65536,
-        dataset_fingerprint: str = "",
-    ):
+    def __init__(self, net: nn.Module, num_items: int = 0, loss: LossConfig = LossConfig(),
+                 similarity: Literal["cosine", "dot"] = "cosine", optim: OptimConfig = RETRIEVAL_OPTIM,
+                 hr_ks: Sequence[int] = (1, 10, 50, 200), ndcg_ks: Sequence[int] = (10, 50, 200),
+                 eval_chunk_size: int = 65536, dataset_fingerprint: str = ""):
         super().__init__()
         if num_items < 1:
             raise ValueError("model.num_items must be positive: it is linked from the data module (data.num_items)")
@@ -63,6 +59,7 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks)
         self.user_weights: Tensor | None = None  # per user index (set_user_weights)
+
 
     @classmethod
     def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
@@ -130,6 +127,8 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         return states[torch.arange(len(states), device=states.device), last]
 
     # -- loss ------------------------------------------------------------------------------------
+
+
 
     def set_user_weights(self, weights: Tensor | None) -> None:
         """Loss weight per user index (the data module's user order); None restores equal weights."""

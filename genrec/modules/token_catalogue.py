@@ -1,7 +1,6 @@
-"""The catalogue a generative model ranks: every item's tokens, its text embedding and the trie of its tokens.
+"""The catalogue a generative model ranks (not saved): every item's tokens, text embedding and token trie.
 
-The tables are not saved, so one checkpoint ranks any catalogue. The trie is over local indices: a code's
-position among the sorted codes the catalogue uses at that token position (``slot_vocab``).
+The trie is over local indices: a code's position among the sorted codes used at its position (``slot_vocab``).
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Training the item tokenizer as an autoencoder of item text embeddings (squared L2 reconstruction loss).
-
-Logs ``val/cosine`` (reconstruction) and ``val/collision_rate`` (items whose tokens an earlier item has).
-"""
+"""Training the item tokenizer as an autoencoder of item text embeddings (squared L2 reconstruction loss),
+logging ``val/cosine`` and ``val/collision_rate`` (items whose tokens an earlier item has)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -19,8 +17,16 @@ from genrec.tokenizers.item_tokenizer import ItemTokenizer
 
 
 class TokenizerAutoencoder(GenrecModule):
-    """Fits an ``ItemTokenizer`` (``ItemTokenizer``'s arguments); the embedding width, encoder and template
-    come from the data module, as ``num_items`` and ``dataset_fingerprint`` (logged) do."""
+    """Fits an ``ItemTokenizer``; the embedding width, encoder and template come from the data module.
+
+    Args:
+        num_tokens: tokens per item (T).
+        levels: FSQ levels per channel (codebook size = their product).
+        hidden_dim: width of each chunk's encoder/decoder MLP.
+        optim: AdamW (``OptimConfig``; no weight decay unless set).
+        num_items: linked from the data module (logged).
+        dataset_fingerprint: linked from the data module (logged).
+    """
 
     def __init__(self, num_tokens: int = 4, levels: Sequence[int] = DEFAULT_LEVELS, hidden_dim: int = 256,
                  optim: OptimConfig = OptimConfig(weight_decay=0.0), num_items: int = 0, dataset_fingerprint: str = ""):

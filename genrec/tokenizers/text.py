@@ -1,7 +1,5 @@
-"""Item text → L2-normalised sentence embeddings, cached under ``$GENREC_CACHE/text_embeddings``.
-
-The cache is keyed by the encoder (its files' digests included) and every rendered text, and each file
-carries a digest of its bytes, checked on load.
+"""Item text → unit sentence embeddings, cached under ``$GENREC_CACHE/text_embeddings`` by encoder (its
+files' digests included) and texts, each file with a digest of its bytes checked on load.
 """
 from __future__ import annotations
 
