@@ -29,14 +29,10 @@ DEFAULT_CALLBACKS = [
     {"class_path": "genrec.timing.EpochTimer"},
 ]
 
-# Added to every run unless trainer.callbacks already has one; when it has several, the last wins.
-REQUIRED_CALLBACKS = [
-    "genrec.callbacks.NonFiniteLossGuard",
-    "genrec.callbacks.RankStepSeed",
-    "genrec.callbacks.WandbRunId",
-    # final.ckpt also when a config replaces the default callbacks (e.g. configs/robust/defence.yaml)
-    "genrec.callbacks.FinalCheckpoint",
-]
+# Added to every run unless trainer.callbacks already has one (also when a config replaces the default
+# callbacks, e.g. configs/robust/defence.yaml); when it has several, the last wins.
+REQUIRED_CALLBACKS = ["genrec.callbacks.NonFiniteLossGuard", "genrec.callbacks.RankStepSeed",
+                      "genrec.callbacks.WandbRunId", "genrec.callbacks.FinalCheckpoint"]
 
 
 def default_loggers(save_dir: str = "runs", name: str = "genrec") -> list[dict]:

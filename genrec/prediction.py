@@ -18,6 +18,7 @@ from genrec.errors import DataError
 from genrec.evaluation.recommendations import recommendation_table
 from genrec.evaluation.text_baseline import add_text_arguments, baseline_recommender
 from genrec.evaluation.runner import add_data_options, data_overrides
+from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.outputs import check_outputs, format_of, record_outputs
 
 Format = Literal["parquet", "csv", "jsonl"]
@@ -164,16 +165,15 @@ def add_arguments(parser: Any) -> None:
     add_data_options(parser, "those the checkpoint was trained with")
 
 
-class BaselineModule(L.LightningModule):
+class BaselineModule(DomainEvalLoop, L.LightningModule):
     """A training-free ``Recommender`` with the trained modules' ``predict_step``."""
 
     def __init__(self, recommender: Any, k: int = 10):
         super().__init__()
         self.recommender, self.predict_k = recommender, k
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        items, scores = self.recommender.recommend(batch, self.predict_k, batch.get("exclude"))
-        return {"user": batch["user"], "items": items, "scores": scores}
+    def recommend(self, batch: dict[str, torch.Tensor], k: int, exclude: torch.Tensor | None = None):
+        return self.recommender.recommend(batch, k, exclude)
 
 
 def _baseline(args: Any) -> tuple[L.LightningModule, Any, dict[str, Any], Path]:

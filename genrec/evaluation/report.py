@@ -133,15 +133,10 @@ def log_to_wandb(report: dict, folder: Path, name: str, examples: pd.DataFrame) 
 def markdown(report: dict) -> str:
     rows = report["metrics"]
     keys = list(next(iter(rows.values())))
-    lines = [
-        f"# {report['split']} evaluation: {report['dataset']}",
-        "",
-        f"Checkpoint `{report['checkpoint']}`; {report['users']:,} users ranked against all "
-        f"{report['items']:,} items (leave-one-out; excluded from candidates: {report['exclude']}).",
-        "",
-        "| scorer | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
+    lines = [f"# {report['split']} evaluation: {report['dataset']}", "",
+             f"Checkpoint `{report['checkpoint']}`; {report['users']:,} users ranked against all "
+             f"{report['items']:,} items (leave-one-out; excluded from candidates: {report['exclude']}).", "",
+             "| scorer | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     ci = report.get("ci", {})
     for name, values in rows.items():
         bounds = ci.get(name, {})

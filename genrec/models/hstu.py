@@ -203,11 +203,10 @@ class HSTU(nn.Module):
         self.pos_emb = nn.Embedding(max_seq_len, dim)
         nn.init.normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = Dropout(dropout)
-        self.layers = nn.ModuleList(
-            HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, time_bias.num_buckets,
-                      time_bias.enabled, attention == "compiled", attention_block if attention in ("blocked", "jagged") else 0)
-            for _ in range(num_blocks)
-        )
+        block = attention_block if attention in ("blocked", "jagged") else 0
+        self.layers = nn.ModuleList(HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len,
+                                              time_bias.num_buckets, time_bias.enabled, attention == "compiled", block)
+                                    for _ in range(num_blocks))
         self._mask_cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
 
     def _masks(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -73,20 +73,18 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         theirs = checkpoint.get("hyper_parameters", {}).get("dataset_fingerprint", "")
         ours = self.hparams.dataset_fingerprint
         if theirs and ours and theirs != ours:
-            raise CheckpointMismatchError(
-                f"the checkpoint was trained on catalogue {theirs!r} but the data module gives {ours!r}: "
-                "evaluate it on the dataset it was trained on (same data.dataset, data.root and filtering)"
-            )
+            raise CheckpointMismatchError(f"the checkpoint was trained on catalogue {theirs!r} but the data module "
+                                          f"gives {ours!r}: evaluate it on the dataset it was trained on (same "
+                                          "data.dataset, data.root and filtering)")
         own = self.state_dict()
         theirs_sd = checkpoint["state_dict"]
         problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                     for k, v in theirs_sd.items() if k in own and own[k].shape != v.shape]
         problems += [f"{k}: missing in checkpoint" for k in own if k not in theirs_sd]
         if problems:
-            raise CheckpointMismatchError(
-                "the checkpoint does not fit this model (" + "; ".join(problems[:5]) + "): "
-                "use the model config it was trained with (its config.yaml beside the checkpoints)"
-            )
+            raise CheckpointMismatchError("the checkpoint does not fit this model (" + "; ".join(problems[:5])
+                                          + "): use the model config it was trained with (its config.yaml beside "
+                                          "the checkpoints)")
 
     # -- model -----------------------------------------------------------------------------------
 
