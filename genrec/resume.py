@@ -63,9 +63,6 @@ def last_checkpoints(trainer: Any) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
-
-
-
 def find_last(trainer: Any) -> Path | None:
     """The most recently written ``last*.ckpt`` of the experiment (or SLURM requeue checkpoint), or None."""
     return next(iter(last_checkpoints(trainer)), None)

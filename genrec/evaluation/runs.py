@@ -12,9 +12,6 @@ from genrec.modules.generative_module import GenerativeModule
 from genrec.recommender import Recommender
 
 
-
-
-
 @dataclass
 class Run:
     """``path``: the checkpoint file; ``ckpt``: its contents; ``model``: the module rebuilt from it, in eval mode."""

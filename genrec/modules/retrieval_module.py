@@ -60,7 +60,6 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks)
         self.user_weights: Tensor | None = None  # per user index (set_user_weights)
 
-
     @classmethod
     def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
         return {**hp, "net": build_net(ckpt.get("genrec", {}).get("net", {}), source)}
@@ -126,8 +125,6 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
 
     # -- loss ------------------------------------------------------------------------------------
 
-
-
     def set_user_weights(self, weights: Tensor | None) -> None:
         """Loss weight per user index (the data module's user order); None restores equal weights."""
         self.user_weights = weights
@@ -139,8 +136,6 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
     def _position_losses(self, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
         """Cross-entropy of each valid position (``negatives.position_losses``). (M,)"""
         return negatives.position_losses(self.loss_config, self.item_vectors(), states, targets, valid)
-
-
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         targets = batch["targets"]
