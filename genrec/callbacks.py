@@ -1,11 +1,5 @@
-"""Callbacks that keep training safe and exactly resumable, on one process or many.
-
-Rank-safety rule for every genrec callback: whatever a callback computes that changes training
-(weights, seeds, decisions to stop or skip) is either computed identically on every rank from
-shared inputs, or reduced across ranks before it is acted on, so ranks never diverge or deadlock.
-
-``genrec.cli`` adds ``NonFiniteLossGuard``, ``RankStepSeed``, ``WandbRunId`` and ``FinalCheckpoint`` to
-every run (``REQUIRED_CALLBACKS``); each class says what it does.
+"""Callbacks that keep training safe and exactly resumable (``genrec.cli`` adds them): whatever one decides
+that changes training is computed identically on every rank, or reduced across ranks before it is acted on.
 """
 from __future__ import annotations
 
@@ -25,18 +19,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 class NonFiniteLossGuard(L.Callback):
-    """Never let a non-finite loss or gradient reach the optimizer.
+    """Never let a non-finite loss or gradient reach the optimizer (under fp16, the GradScaler checks gradients).
 
     Args:
-        action: ``stop`` raises ``NonFiniteLossError`` naming the epoch, batch, global step and users;
-            ``skip`` drops that optimizer step (no parameter or optimizer-state update) and warns.
-        max_skips: with ``skip``, stop anyway after this many skipped steps in one run (the run
-            is diverging rather than hitting a rare bad batch).
-
-    The check runs just before each optimizer step, on the losses of the batches accumulated for it
-    and on the gradients. Under DDP one rank's verdict is all-reduced, so every rank stops or skips
-    together. With fp16 mixed precision, infinite gradients are the GradScaler's business (it skips
-    those steps itself), so only the loss is checked then.
+        action: ``stop`` raises ``NonFiniteLossError`` naming the epoch, batch, step and users; ``skip``
+            drops that optimizer step and warns.
+        max_skips: with ``skip``, stop anyway after this many skipped steps in one run.
     """
 
     def __init__(self, action: Literal["stop", "skip"] = "stop", max_skips: int = 10):
@@ -65,9 +53,7 @@ class NonFiniteLossGuard(L.Callback):
         self._bad.clear()
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if params and scaler is None:
-            # A NaN or inf entry makes its tensor's sum non-finite (finite gradients would have to
-            # add up beyond 3e38 to be mistaken); far cheaper than isfinite().all() per tensor on CPU
-            # (benchmarks/cpu_choices.py).
+            # a NaN or inf makes its tensor's sum non-finite: cheaper than isfinite().all() per tensor on CPU
             sums = torch.stack([p.grad.detach().sum(dtype=torch.float32) for p in params])
             if not torch.isfinite(sums).all():
                 local.append(f"non-finite gradient after {self._where}")
@@ -102,13 +88,8 @@ class NonFiniteLossGuard(L.Callback):
 
 
 class RankStepSeed(L.Callback):
-    """Seed torch before each training batch from ``(seed, global rank, epoch, batch index)``.
-
-    Lightning's ``seed_everything`` gives every rank the same seed, so DDP ranks would draw the same
-    negatives and dropout masks; and Lightning does not store RNG states in checkpoints, so a
-    resumed run would draw different ones. Deriving each batch's seed from where it is in training
-    fixes both. ``seed`` defaults to the run's ``seed_everything`` value and is kept in checkpoints.
-    """
+    """Seed torch before each training batch from ``(seed, global rank, epoch, batch index)``, so DDP ranks
+    draw differently and a resumed run draws as the uninterrupted one; ``seed`` defaults to ``seed_everything``'s."""
 
     def __init__(self, seed: int | None = None):
         self.seed = seed
@@ -132,12 +113,7 @@ class RankStepSeed(L.Callback):
 
 
 class WandbRunId(L.Callback):
-    """Keeps the W&B run id in every checkpoint (top-level key ``wandb_run_id``).
-
-    ``genrec.resume`` reads it back when a run resumes and passes it to the W&B logger, which then
-    continues the same W&B run instead of opening a new one. Only rank 0 has a W&B run, and only
-    rank 0 writes checkpoints.
-    """
+    """Keeps the W&B run id in every checkpoint (``wandb_run_id``), so a resumed run continues it."""
 
     KEY = "wandb_run_id"
 
@@ -159,17 +135,8 @@ def run_id(trainer: L.Trainer) -> str | None:
 
 
 class FinalCheckpoint(L.Callback):
-    """Saves ``final.ckpt`` beside the run's other checkpoints when training ends, and
-    ``last-sigterm.ckpt`` when a SIGTERM stops it.
-
-    Lightning writes ``last.ckpt`` only when some checkpoint is written (an improvement, or the
-    mid-epoch saver's step), so the state at the end of the last epoch can be missing from a run;
-    a refit for a fixed number of epochs (``data.fit_on_validation``) needs exactly that state.
-    On SIGTERM (preemption, ``kill``, Kubernetes, ``timeout``) Lightning finishes the current batch
-    and stops with ``SIGTERMException``; the state then is saved under a ``last*`` name, so
-    ``--ckpt_path last`` resumes from it, and ``genrec.cli.main`` exits with status 143.
-    Every rank calls ``save_checkpoint`` (it is collective under DDP); rank 0 writes.
-    """
+    """Saves ``final.ckpt`` when training ends, and ``last-sigterm.ckpt`` (which ``--ckpt_path last``
+    resumes from) when a SIGTERM stops it."""
 
     SIGTERM_NAME = "last-sigterm.ckpt"
 

@@ -19,35 +19,20 @@ from genrec.modules.checkpoints import load_checkpoint
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=PossibleUserWarning)
 
 DEFAULT_CALLBACKS = [
-    {
-        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "init_args": {
-            "monitor": "val/ndcg@10",
-            "mode": "max",
-            "save_last": True,
-            "filename": "epoch{epoch:03d}-ndcg10_{val/ndcg@10:.4f}",
-            "auto_insert_metric_name": False,
-        },
-    },
+    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+     "init_args": {"monitor": "val/ndcg@10", "mode": "max", "save_last": True,
+                   "filename": "epoch{epoch:03d}-ndcg10_{val/ndcg@10:.4f}", "auto_insert_metric_name": False}},
     # last.ckpt also mid-epoch, so a killed run loses at most this many steps (--ckpt_path last).
-    {
-        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "init_args": {"save_top_k": 0, "save_last": True, "every_n_train_steps": 200},
-    },
+    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+     "init_args": {"save_top_k": 0, "save_last": True, "every_n_train_steps": 200}},
     {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
     {"class_path": "genrec.timing.EpochTimer"},
 ]
 
-# Added to every run unless trainer.callbacks already has one; when it has several, the last wins
-# (so ``--trainer.callbacks+=genrec.callbacks.NonFiniteLossGuard --trainer.callbacks.action skip``
-# replaces the default guard).
-REQUIRED_CALLBACKS = [
-    "genrec.callbacks.NonFiniteLossGuard",
-    "genrec.callbacks.RankStepSeed",
-    "genrec.callbacks.WandbRunId",
-    # final.ckpt also when a config replaces the default callbacks (e.g. configs/robust/defence.yaml)
-    "genrec.callbacks.FinalCheckpoint",
-]
+# Added to every run unless trainer.callbacks already has one (also when a config replaces the default
+# callbacks, e.g. configs/robust/defence.yaml); when it has several, the last wins.
+REQUIRED_CALLBACKS = ["genrec.callbacks.NonFiniteLossGuard", "genrec.callbacks.RankStepSeed",
+                      "genrec.callbacks.WandbRunId", "genrec.callbacks.FinalCheckpoint"]
 
 
 def default_loggers(save_dir: str = "runs", name: str = "genrec") -> list[dict]:
@@ -79,8 +64,7 @@ class GenRecCLI(LightningCLI):
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
-        # Before LightningCLI reads the checkpoint's hyper-parameters: resolve "last" across run
-        # folders and turn a damaged checkpoint into a clear error instead of a torch stack trace.
+        # before LightningCLI reads the checkpoint's hyper-parameters: resolve "last", refuse a damaged checkpoint
         subcommand = self.config.get("subcommand")
         if subcommand:
             resume.prepare(self.config[subcommand], subcommand)
@@ -117,16 +101,8 @@ def main(args: list[str] | None = None) -> GenRecCLI:
     import lightning as L
 
     try:
-        return GenRecCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-        )
+        return GenRecCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                         args=args, save_config_kwargs={"overwrite": True})
     except SIGTERMException:
-        # Lightning's SIGTERMException is a SystemExit with status 0, so schedulers took a
-        # preempted run for a finished one; 128 + 15 is what a shell reports for a SIGTERM death.
-        # FinalCheckpoint has saved the state (last-sigterm.ckpt) for --ckpt_path last.
+        # Lightning's SIGTERMException exits with status 0, as if finished: report a SIGTERM death instead
         raise SystemExit(128 + signal.SIGTERM) from None

@@ -1,16 +1,5 @@
-"""Content digests, so that a cache knows what it was built from and can prove what it holds.
-
-A file's size and modification time say nothing about its bytes: a file rewritten with the same
-size and time, or a cache changed in place (a bad disk, a stray write), keeps both. Every cache
-therefore keys on a digest of its inputs' bytes and stores a digest of its own bytes, checked on
-each load. XXH3-128 (from ``xxhash``, which ``datasets`` already requires) hashes faster than
-files can be read from the page cache, so a check costs about what reading its files does.
-
-On a large cache that reading is most of a load; ``Verified`` lets a check skip a file whose full
-digest was computed before and whose stat stamp (device, inode, size, modification and change
-times) has not changed since. The change time (ctime) is set by the kernel on every write and
-cannot be set back (``os.utime`` sets it to now), so a rewrite with the same size and modification
-time still changes the stamp; see docs/reliability.md for what a stamp does not catch.
+"""XXH3-128 content digests, so that a cache knows what it was built from and can prove what it holds;
+``Verified`` skips re-hashing a file whose stat stamp is unchanged (docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -46,9 +35,7 @@ def file_digest(path: Path) -> str:
 
 
 def file_digests(paths: list[Path], verified: Verified | None = None) -> list[str]:
-    """``file_digest`` of each of ``paths``, hashed concurrently: reads and XXH3 both release the
-    GIL, so a cache's large files are verified side by side on a machine with a core to spare.
-    With ``verified``, a file whose stamp is unchanged since its last full hash is not read again."""
+    """``file_digest`` of each of ``paths``, hashed in threads; with ``verified``, unchanged files are not read."""
     if verified is not None:
         return verified.digests(paths)
     if len(paths) < 2:
@@ -64,14 +51,12 @@ def folder_digests(folder: Path) -> dict[str, str]:
 
 
 def folder_identity(folder: Path) -> str:
-    """One line per file under ``folder``: its path and digest. For cache keys of a model folder:
-    a model saved again into it (even to the same sizes and times) gets a new key."""
+    """One line per file under ``folder``: its path and digest (a cache key of a model folder)."""
     return "".join(f"\n{name}:{digest}" for name, digest in folder_digests(folder).items())
 
 
 def first_mismatch(folder: Path, recorded: dict[str, str], verified: Verified | None = None) -> tuple[Path, str] | None:
-    """The first file of ``recorded`` that is missing under ``folder`` or whose bytes changed, and how
-    (with ``verified``: changed since its last full hash, or unchanged stamp but another digest)."""
+    """The first file of ``recorded`` that is missing under ``folder`` or whose bytes changed, and how."""
     paths = [folder / name for name in recorded]
     for path in paths:
         if not path.is_file():
@@ -88,21 +73,11 @@ def stamp(st: os.stat_result) -> list[int]:
 
 
 class Verified:
-    """A record, in the JSON file ``record``, of files whose full digest was computed: each file's
-    stamp then (``stamp``) and its digest. ``digests`` trusts a recorded digest while the file's
-    stamp is unchanged and hashes every other file in full, recording it again.
+    """A record, in the JSON file ``record``, of each fully hashed file's ``stamp`` and digest; ``digests``
+    trusts a recorded digest while the stamp is unchanged and hashes every other file in full.
 
-    A stamp is recorded only when it can tell every later write apart (as git's index does for
-    "racy" entries): the file's stamp is the same before and after it was hashed, and its
-    modification and change times are older than the moment the hashing began, read on the file
-    system's own clock (the times of a file created in the record's folder just then). A file
-    written within the same clock tick as it was hashed could be written again within that tick
-    without changing its stamp; it is hashed again on every load until its times are in the past.
-
-    The record is rewritten whole, atomically; carries its own digest (a damaged record is ignored,
-    so everything is hashed again); and drops entries of files that no longer exist. Two processes
-    recording at once may each lose the other's new entries, which costs a full hash next time,
-    never a wrong answer. Failing to write it (a read-only folder) only costs the same.
+    A stamp is recorded only when its times are older than the hashing's start on the file system's
+    clock (as git's index treats "racy" entries). The record is rewritten whole, atomically, with its own digest.
     """
 
     def __init__(self, record: Path):
@@ -188,9 +163,8 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 
 def load_array(path: Path, what: str, log: logging.Logger, rows: int | None = None) -> np.ndarray | None:
-    """The array cached at ``path``, or None when there is none; also None, with a warning naming
-    the file, when it is damaged, was written without a digest, or has other than ``rows`` rows:
-    the caller then rebuilds it."""
+    """The array cached at ``path``; None when there is none, or with a warning when it is damaged,
+    has no digest or other than ``rows`` rows (the caller then rebuilds it)."""
     try:
         with open(path, "rb") as f:
             array, problem = _read_checked(f, rows)

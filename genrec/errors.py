@@ -11,11 +11,7 @@ class DataError(ValueError):
 
 def check_range(key: str, value: float, *, at_least: float | None = None, above: float | None = None,
                 below: float | None = None, at_most: float | None = None) -> None:
-    """Refuse a numeric option outside its range when it is set, naming its config key.
-
-    A value out of range rarely fails by itself: ``num_negatives: 0`` trains a whole run with loss
-    0 and frozen weights. NaN fails every bound.
-    """
+    """Refuse a numeric option outside its range, naming its config key; NaN fails every bound."""
     bounds = [(at_least, ">=", lambda v, b: v >= b), (above, ">", lambda v, b: v > b),
               (below, "<", lambda v, b: v < b), (at_most, "<=", lambda v, b: v <= b)]
     given = [(bound, sign, holds) for bound, sign, holds in bounds if bound is not None]
@@ -30,8 +26,8 @@ def cache_write_error(what: str, folder: Path, err: OSError, fix: str) -> DataEr
 
 
 def check_writable(folder: Path, what: str, fix: str, probe: Path | None = None) -> None:
-    """Fail before slow work whose result would go to ``folder``, not after it: create ``probe``
-    (default ``folder``) and write a temporary file there, or raise ``cache_write_error``."""
+    """Fail before slow work whose result would go to ``folder``: create ``probe`` (default ``folder``)
+    and write a temporary file there, or raise ``cache_write_error``."""
     probe = folder if probe is None else probe
     try:
         probe.mkdir(parents=True, exist_ok=True)

@@ -34,11 +34,8 @@ def _guard(method):
 
 
 class SafeWandbLogger(WandbLogger):
-    """``WandbLogger`` that is offline unless asked otherwise and degrades to a warning on failure.
-
-    Offline is the default (``WANDB_MODE`` or ``offline=False`` turns it online). On any error
-    from W&B the logger warns once and goes quiet; the CSV logger beside it keeps the record.
-    """
+    """``WandbLogger`` that is offline unless ``WANDB_MODE`` or ``offline=False`` say otherwise, and on any
+    W&B error warns once and goes quiet."""
 
     def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any):
         if offline is None:
@@ -80,13 +77,8 @@ VERSION_FOLDER = re.compile(r"version_(\d+)")
 
 
 def claim_run_folder(root: str | Path) -> int:
-    """The number N of a ``<root>/version_N`` folder this process has just created, so owns.
-
-    Lightning's loggers pick ``max(existing N) + 1`` and create the folder later, when they first
-    write: two runs started together in one working directory both picked ``version_0`` and wrote
-    into each other's metrics and checkpoints. ``mkdir`` either creates the folder or fails, so
-    two processes can never both get the same N.
-    """
+    """The number N of a ``<root>/version_N`` folder this process has just created (``mkdir`` is atomic),
+    so two runs started together never share one."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     taken = [int(m[1]) for d in root.iterdir() if (m := VERSION_FOLDER.fullmatch(d.name))]
@@ -100,11 +92,8 @@ def claim_run_folder(root: str | Path) -> int:
 
 
 def claim_run_folders(loggers: list[Logger]) -> None:
-    """Give every logger that numbers its runs itself (CSV, TensorBoard) a run folder claimed atomically.
-
-    Only global rank 0 claims: the other ranks of a DDP run never write there, and Lightning
-    broadcasts rank 0's folder for checkpoints. A logger given an explicit ``version`` keeps it.
-    """
+    """On global rank 0, give every logger that numbers its runs itself (CSV, TensorBoard) and has no
+    explicit ``version`` a run folder claimed atomically."""
     if rank_zero_only.rank != 0:
         return
     for logger in loggers:

@@ -1,21 +1,13 @@
 """Full-catalogue ranking evaluation that streams over item chunks and keeps only running sums.
 
-Protocol (leave-one-out, full ranking, no sampled negatives):
+Protocol (leave-one-out, full ranking, no sampled negatives): each user's held-out target ``t`` in
+``1..N`` (0 is padding) is ranked against every item ``1..N`` but those in ``exclude`` (``t`` itself
+always ranked). Item ``j`` is ahead of ``t`` iff ``s_j > s_t`` or (``s_j == s_t`` and ``j < t``), so
+a constant scorer gets no free hits; the 0-based rank is the number ahead. HR@k = 1[rank < k],
+NDCG@k = 1 / log2(rank + 2) if rank < k else 0, MRR = 1 / (rank + 1).
 
-* each user contributes one held-out target item ``t`` in ``1..N``; id 0 is padding and never a candidate;
-* ``t`` is ranked against every catalogue item ``1..N``;
-* when the caller passes ``exclude`` (typically the user's training history), those items leave the
-  candidate set, except ``t`` itself, which is always ranked even when it also appears in ``exclude``;
-* ties are broken by id so the result is deterministic and a constant scorer gets no free hits:
-  item ``j`` is ahead of ``t`` iff ``s_j > s_t`` or (``s_j == s_t`` and ``j < t``); the 0-based rank of
-  ``t`` is the number of candidates ahead of it;
-* HR@k = 1[rank < k], NDCG@k = 1 / log2(rank + 2) if rank < k else 0 (one relevant item),
-  MRR = 1 / (rank + 1).
-
-Scores are dot products of a user vector and an item vector, computed in float32 one chunk of items at
-a time, so memory is O(B * chunk_size) and never O(B * N). A popularity baseline is the D=1 case
-(``popularity_vectors``). Models that emit ranked lists instead of vectors (generative decoding) go
-through ``ranks_from_topk`` and ``RankingMetrics(max_rank=K)``.
+Scores are float32 dot products of user and item vectors, computed one chunk of items at a time.
+Ranked lists (generative decoding) go through ``ranks_from_topk`` and ``RankingMetrics(max_rank=K)``.
 """
 from __future__ import annotations
 
@@ -40,18 +32,10 @@ def target_ranks(
     exclude: Tensor | None = None,
     chunk_size: int = 65536,
 ) -> Tensor:
-    """0-based full-catalogue rank of each target, under the protocol in the module docstring.
+    """(B,) 0-based full-catalogue rank of each target (B,), under the protocol in the module docstring.
 
-    Args:
-        query: (B, D) user vectors.
-        items: (N+1, D) item vectors; row 0 (padding) is never scored.
-        targets: (B,) long item ids in 1..N.
-        exclude: (B, H) long item ids to drop from the candidates, 0 = pad; ids outside 1..N are ignored.
-        chunk_size: items scored per matmul; memory is about B * chunk_size * 5 bytes. On CPU,
-            B * chunk_size near 4M (a cache-sized chunk) is fastest; on a GPU, larger chunks are.
-
-    Returns:
-        (B,) long ranks.
+    ``query`` (B, D), ``items`` (N+1, D) (row 0 never scored), ``exclude`` (B, H) ids to drop (0 = pad);
+    ``chunk_size``: items scored per matmul (memory about B * chunk_size * 5 bytes).
     """
     n = _check_inputs(query, items, chunk_size)
     batch = query.shape[0]
@@ -98,15 +82,10 @@ def topk_items(
     chunk_size: int = 65536,
     pad: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """The k best items per user, merged chunk by chunk; equal scores put the lower id first.
+    """(B, k) best scores, descending, and item ids per user; equal scores put the lower id first.
 
-    Args as in ``target_ranks``. Id 0 and excluded ids are never returned, so k may not exceed the
-    number of candidates left to any user, unless ``pad``: then a user's slots beyond their
-    candidates hold id 0 with score -inf (as constrained beam search fills them). Scores of -inf are
-    raised to the lowest float32 so that real items always rank above dropped ones.
-
-    Returns:
-        (B, k) float32 scores, descending, and (B, k) long item ids.
+    Args as in ``target_ranks``. k may not exceed any user's candidates unless ``pad``: then slots beyond
+    them hold id 0 with score -inf (real scores are clamped above it).
     """
     n = _check_inputs(query, items, chunk_size)
     batch = query.shape[0]
@@ -136,11 +115,7 @@ def topk_items(
 
 def restrict_to_domain(items: Tensor, target: Tensor, exclude: Tensor | None, first: int, last: int
                        ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Re-index a ranking problem to the catalogue ids ``first..last`` only (as ``1..last-first+1``).
-
-    ``items`` (N+1, D) keeps its padding row 0; targets must lie in the range; excluded ids outside
-    it are dropped (they cannot be ranked anyway).
-    """
+    """Re-index a ranking problem to the catalogue ids ``first..last`` only (as ``1..last-first+1``)."""
     shift = first - 1
     sliced = torch.cat([items[:1], items[first : last + 1]])
     if exclude is not None:
@@ -160,26 +135,14 @@ def batch_ranks(users: Tensor, items: Tensor, batch: dict[str, Tensor], chunk_si
 
 
 def ranks_from_topk(topk_ids: Tensor, targets: Tensor) -> Tensor:
-    """Rank of each target in a ranked list: its first position, or K (the list length) when absent.
-
-    Args:
-        topk_ids: (B, K) item ids, best first.
-        targets: (B,) item ids.
-
-    Returns:
-        (B,) long ranks in 0..K; feed them to ``RankingMetrics(max_rank=K)``.
-    """
+    """(B,) rank of each target (B,) in ``topk_ids`` (B, K), best first: its position, or K when absent."""
     hit = topk_ids == targets[:, None]  # (B, K)
     first = hit.int().argmax(1)  # (B,)
     return torch.where(hit.any(1), first, topk_ids.shape[1]).long()
 
 
 def popularity_vectors(train_counts: Tensor) -> Tensor:
-    """(N+1, 1) item vectors scoring each item by its training count; pair with a query of ones.
-
-    ``train_counts`` is (N+1,), indexed by item id. Row 0 is -inf so that a scorer that does look at
-    padding never ranks it first; equal counts fall back to the id rule, so the baseline is deterministic.
-    """
+    """(N+1, 1) item vectors scoring each item by its training count (N+1,), row 0 -inf; pair with a query of ones."""
     vectors = train_counts.float().clone()
     vectors[0] = -torch.inf
     return vectors[:, None]
@@ -188,8 +151,7 @@ def popularity_vectors(train_counts: Tensor) -> Tensor:
 class RankingMetrics(Metric):
     """HR@k, NDCG@k and MRR from 0-based target ranks, as sums that reduce across processes.
 
-    ``max_rank`` says the ranks come from top-K lists (rank K = not in the list): metrics with k > K
-    cannot be known and are refused, and MRR counts only ranks below K (a lower bound of the full MRR).
+    ``max_rank``: the ranks come from top-K lists (rank K = not in the list); MRR then counts ranks below K.
     """
 
     is_differentiable = False
@@ -285,9 +247,7 @@ _KEYS: tuple[Any, int | None, Tensor, Tensor, Tensor] | None = None  # (weakref 
 
 
 def _row_keys(items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Hashes of the bits of rows 1..N (bitwise-equal rows hash equal; integer arithmetic, so exact),
-    the same sorted, and their order; kept for the last ``items`` tensor seen (evaluation passes the
-    same one every batch)."""
+    """Exact integer hashes of the bits of rows 1..N, sorted, and their order; cached for the last ``items``."""
     global _KEYS
     # inference tensors track no version, so an in-place edit could not be seen: never reuse theirs
     version = None if items.is_inference() else items._version
@@ -302,8 +262,7 @@ def _row_keys(items: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _target_copies(items: Tensor, targets: Tensor) -> Tensor | None:
-    """(B, K) ids of the other items whose vector equals the target's bit for bit, 0 = none; None when
-    no target has a copy (the usual case, found by one hash lookup per target)."""
+    """(B, K) ids of the other items whose vector equals the target's bit for bit, 0 = none; None without any."""
     by_id, keys, order = _row_keys(items)
     mine = by_id[targets - 1]  # (B,) each target's key
     first = torch.searchsorted(keys, mine)
@@ -317,12 +276,7 @@ def _target_copies(items: Tensor, targets: Tensor) -> Tensor | None:
 
 
 def _target_scores(q: Tensor, items: Tensor, targets: Tensor) -> Tensor:
-    """(B,) scores of the targets, computed by a matmul as the chunk scores are.
-
-    An elementwise dot product sums in another order and can differ in the last bit
-    (``benchmarks/cpu_choices.py``), which would break ties between the target and items with
-    identical vectors.
-    """
+    """(B,) scores of the targets, computed by a matmul as the chunk scores are (to the last bit)."""
     parts = []
     for i in range(0, q.shape[0], _TARGET_BLOCK):
         block = items[targets[i : i + _TARGET_BLOCK]].float()  # (R, D)
@@ -338,11 +292,7 @@ def _scored_chunks(
     fill: float,
     clamp_min: float | None = None,
 ) -> Iterator[tuple[int, int, Tensor]]:
-    """Yields (lo, hi, s): s (B, hi - lo) holds the scores of items lo..hi-1, with drop ids set to fill.
-
-    s is one buffer reused by every chunk, so it is only valid until the next step. Dropped ids are
-    bucketed by chunk once, so masking costs O(B * H) per call rather than per chunk.
-    """
+    """Yields (lo, hi, s): s (B, hi - lo), one reused buffer, holds the scores of items lo..hi-1, drop ids at fill."""
     n = items.shape[0] - 1
     buf = q.new_empty(q.shape[0], min(chunk_size, n))  # (B, C)
     empty = torch.empty(0, dtype=torch.long, device=q.device)
@@ -377,9 +327,7 @@ def _padded(width: int) -> int:
 def _count_greater(s: Tensor, threshold: Tensor, flags: Tensor) -> Tensor:
     """(B,) number of entries of each row of s (B, C) above its threshold (B,); flags is a (B, >= C) bool buffer.
 
-    On CPU, summing a bool tensor costs a multiple of the comparison that made it
-    (``benchmarks/cpu_choices.py``), and this runs on every (user, item) pair. Viewing the flags as int64 adds 8 of them per add; with at most 128 words
-    per group no byte lane overflows, so each group sum can be read back as bytes.
+    The flags are summed as int64 words, 8 per add, cheaper on CPU than a bool sum (benchmarks/cpu_choices.py).
     """
     rows, width = s.shape
     n_groups = _padded(width) // _PACK

@@ -1,19 +1,5 @@
-"""Result files and the rule that keeps them from replacing anything they should not.
-
-Every command that writes results (reports, per-user tables, plots, recommendation lists,
-comparisons) names an *owner* for them: the command, the run or inputs it read and the protocol it
-used, as a JSON-able dict. Before it writes, ``check_outputs`` looks at each path:
-
-* a path that does not exist is free;
-* an existing file genrec wrote for the same owner, unchanged since, is replaced: a rerun of one
-  command on one run with one protocol updates its own report (it does not keep versions);
-* anything else (a file genrec did not write, one changed since, one another run, command or
-  protocol wrote) is refused with ``OutputExistsError`` naming the file, who wrote it and what
-  differs, unless ``overwrite`` is set (the commands' ``--overwrite``).
-
-What genrec wrote is recorded by ``record_outputs`` in ``genrec_outputs.json`` beside the files
-(file name -> owner, size and modification time). Two processes recording in one folder at once
-can lose an entry; the only effect is that a later rerun asks for ``--overwrite``.
+"""Result files: an existing file is replaced only when genrec wrote it, unchanged since, for the same owner
+(command, run or inputs, protocol), as recorded in ``genrec_outputs.json`` (docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -63,8 +49,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 def check_outputs(paths: Iterable[Path], owner: dict[str, Any], overwrite: bool = False) -> None:
-    """Refuse, before anything is written, to replace an existing file among ``paths`` that genrec
-    did not write for ``owner`` (see the module docstring); nothing is refused with ``overwrite``."""
+    """Refuse to replace a file among ``paths`` that genrec did not write for ``owner``, unless ``overwrite``."""
     if overwrite:
         return
     owner, paths = _normal(owner), [Path(p) for p in paths]
@@ -109,8 +94,7 @@ def record_outputs(paths: Iterable[Path], owner: dict[str, Any]) -> None:
 
 def format_of(path: Path, fmt: str | None, formats: dict[str, str], option: str = "") -> str:
     """The file format of ``path``: its suffix's (``formats`` maps suffix -> format), which ``fmt``,
-    when given, must equal; an unknown suffix needs ``fmt``. Bytes of one format under another's
-    suffix are what this refuses."""
+    when given, must equal; an unknown suffix needs ``fmt``."""
     by_suffix = formats.get(path.suffix.lower())
     if fmt is None:
         if by_suffix is None:

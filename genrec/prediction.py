@@ -1,21 +1,6 @@
-"""Top-K recommendations written to a file (``evaluate.py recommend``).
-
-The module's ``predict_step`` (``recommend`` on each request batch) gives every requested user's top
-K item ids and scores; ``RecommendationWriter``, a Lightning ``BasePredictionWriter``, collects them
-per process, and under DDP each rank writes its shard and rank 0 merges the shards into one table:
-one row per (user, position) with the user's raw id, the item's internal and raw id, its score and,
-where the catalogue has them, its title. Rows are sorted by user index, then position (1 = best).
-The format follows the file's suffix (``.parquet``, ``.csv``, ``.jsonl``); a ``--format`` that
-contradicts it is an error. An existing file is replaced only when genrec wrote it for the same
-checkpoint and request (``genrec.outputs``); anything else needs ``--overwrite``.
+"""Top-K recommendations written to a file, one row per (user, position) (docs/evaluation.md).
 
     python evaluate.py recommend --ckpt runs/genrec/version_0 --k 100 --on all --out recs.parquet
-    python evaluate.py recommend --ckpt model.ckpt --users users.txt --out recs.csv
-    python evaluate.py recommend --baseline text --encoder runs/encoder-multidomain/version_0/encoder --hubness 0.5 \
-        --data.dataset plain --data.root ../shared/data/amazon-office --out recs.parquet   # a training-free recommender
-    python train.py predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \
-        --trainer.callbacks+=genrec.prediction.RecommendationWriter --trainer.callbacks.path recs.parquet \
-        --trainer.callbacks.k 100            # the same through LightningCLI (test users' histories)
 """
 from __future__ import annotations
 
@@ -33,6 +18,7 @@ from genrec.errors import DataError
 from genrec.evaluation.recommendations import recommendation_table
 from genrec.evaluation.text_baseline import add_text_arguments, baseline_recommender
 from genrec.evaluation.runner import add_data_options, data_overrides
+from genrec.modules.eval_loop import DomainEvalLoop
 from genrec.outputs import check_outputs, format_of, record_outputs
 
 Format = Literal["parquet", "csv", "jsonl"]
@@ -51,14 +37,9 @@ def write_table(table: pd.DataFrame, path: Path, fmt: Format) -> None:
 
 
 class RecommendationWriter(BasePredictionWriter):
-    """Writes ``predict_step`` outputs to ``path`` as ``format`` (parquet, csv or jsonl; default: the
-    one ``path``'s suffix names, which a given ``format`` must agree with); ``k`` sets the module's
-    list length (``predict_k``) when given. An existing ``path`` is refused, before any prediction,
-    unless genrec wrote it for the same ``owner`` (default: the checkpoint and ``k``) or ``overwrite``.
-
-    Each rank keeps its users' lists; at the end of prediction it saves them as
-    ``<path>.rank<r>.npz``, all ranks meet at a barrier, and rank 0 merges the shards into ``path``
-    (the catalogue's raw ids and titles from the data module) and removes them.
+    """Writes ``predict_step`` outputs to ``path`` as ``format`` (default: the suffix's); ``k`` sets the
+    module's ``predict_k``. An existing ``path`` is refused unless genrec wrote it for the same ``owner``
+    (default: the checkpoint and ``k``) or ``overwrite``. Under DDP, rank 0 merges every rank's shard.
     """
 
     def __init__(self, path: str, format: Format | None = None, k: int | None = None, overwrite: bool = False,
@@ -120,8 +101,8 @@ class RecommendationWriter(BasePredictionWriter):
 
 
 def read_user_ids(path: str) -> list[str]:
-    """The raw user ids in ``path`` (one per line, or a CSV/Parquet with ``user_id``) in file order,
-    each once, in the dataset readers' canonical form (docs/datasets.md); what that changed is printed."""
+    """The raw user ids in ``path`` (one per line, or a CSV/Parquet with ``user_id``) in file order, each
+    once, in canonical form (docs/datasets.md); what that changed is printed."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"--users {path}: no such file (one raw user id per line, or a CSV/Parquet with a user_id column)")
@@ -184,17 +165,15 @@ def add_arguments(parser: Any) -> None:
     add_data_options(parser, "those the checkpoint was trained with")
 
 
-class BaselineModule(L.LightningModule):
-    """A training-free ``Recommender`` (``genrec.evaluation.baselines``, ``TextScorer``) as Lightning
-    predicts with: ``predict_step`` as the trained modules' (``genrec.modules.eval_loop``)."""
+class BaselineModule(DomainEvalLoop, L.LightningModule):
+    """A training-free ``Recommender`` with the trained modules' ``predict_step``."""
 
     def __init__(self, recommender: Any, k: int = 10):
         super().__init__()
         self.recommender, self.predict_k = recommender, k
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        items, scores = self.recommender.recommend(batch, self.predict_k, batch.get("exclude"))
-        return {"user": batch["user"], "items": items, "scores": scores}
+    def recommend(self, batch: dict[str, torch.Tensor], k: int, exclude: torch.Tensor | None = None):
+        return self.recommender.recommend(batch, k, exclude)
 
 
 def _baseline(args: Any) -> tuple[L.LightningModule, Any, dict[str, Any], Path]:

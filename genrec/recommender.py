@@ -1,9 +1,6 @@
-"""What every model and baseline is to evaluation: a ``Recommender``, which ranks each user's held-out
-target (``rank_targets``, under the protocol of ``genrec.metrics``) and lists a user's top k
-(``recommend``). The retrieval and generative modules and the training-free baselines are ones; the
-in-training loop (``genrec.modules.eval_loop``), ``evaluate.py`` (``genrec.evaluation.runner``) and
-``recommend`` call nothing else. Dot-product scorers get both from ``VectorRecommender``, which
-streams the catalogue chunk by chunk, keeping ranks or the top k, never all scores.
+"""What every model and baseline is to evaluation: a ``Recommender`` ranks each user's held-out target
+(``rank_targets``, under the protocol of ``genrec.metrics``) and lists a user's top k (``recommend``).
+``VectorRecommender`` gives both to dot-product scorers, streaming the catalogue chunk by chunk.
 """
 from __future__ import annotations
 
@@ -45,8 +42,7 @@ class VectorRecommender:
         raise NotImplementedError
 
     def ranking_items(self) -> Tensor:
-        """The item vectors ranked against; one tensor for every batch of an evaluation, as the exact
-        ranking caches per-items work by identity (``genrec.metrics``)."""
+        """The item vectors ranked against: one tensor for every batch (``genrec.metrics`` caches by identity)."""
         return self.item_vectors()
 
     @torch.no_grad()

@@ -1,28 +1,11 @@
-"""What ``--ckpt_path`` means for train.py, settled before Lightning builds anything.
+"""What ``--ckpt_path`` means for train.py, settled before Lightning builds anything (docs/distributed.md).
 
-* ``last`` finds the newest ``last*.ckpt`` of this experiment, across all its run folders
-  (``<save_dir>/<name>/version_*/checkpoints``) and any explicit ``ModelCheckpoint(dirpath=...)``,
-  or a newer SLURM requeue checkpoint (``<default_root_dir>/hpc_ckpt_*.ckpt``), among those of
-  the same run: the same model and data settings as this command (``run_differences``). Another
-  run's checkpoint (say an older run with another ``lr`` under the same experiment name) is skipped
-  with a warning naming the keys that differ; Lightning would otherwise continue it and replace this
-  command's settings with the checkpoint's, silently.
-  When there is none yet (the first submission of a job that always passes ``--ckpt_path last``),
-  ``last`` is left to Lightning, which warns and trains from the start.
-* A run folder (``runs/genrec/version_3``) means its newest ``last*.ckpt``.
-* On ``fit``, an explicit or found checkpoint whose model or data settings or ``seed_everything``
-  differ from this command's is refused, naming the keys. Settings of how and where a run goes on (``trainer.*``
-  such as ``max_epochs``, ``data.root``, ``data.loader.num_workers``, ...) may change.
-* An explicit or found checkpoint is opened (memory-mapped, so cheaply) and refused with a clear
-  error when it is missing, damaged or not a genrec checkpoint.
-* The W&B run id stored by ``genrec.callbacks.WandbRunId`` is passed back to the W&B logger, so
-  the resumed run continues the same W&B run.
-
-Every rank does the same on the same files, so ranks agree on the checkpoint they resume.
+``last``: the newest ``last*.ckpt`` (or SLURM ``hpc_ckpt_*.ckpt``) of the experiment's run with this
+command's model and data settings; a run folder: its newest ``last*.ckpt``. On ``fit`` a checkpoint of
+other settings is refused, and the W&B run id it holds is passed back to the W&B logger.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import warnings
@@ -30,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from genrec.callbacks import WandbRunId
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint
+from genrec.modules.checkpoints import CheckpointMismatchError, import_path, load_checkpoint
 
 # Values of ckpt_path that Lightning resolves itself.
 _SYMBOLIC = {"best", "hpc", "registry"}
@@ -74,11 +57,7 @@ def checkpoint_dirs(trainer: Any) -> list[Path]:
 
 
 def last_checkpoints(trainer: Any) -> list[Path]:
-    """Every ``last*.ckpt`` of the experiment and SLURM requeue checkpoint, the most recently written first.
-
-    Lightning's SLURM auto-requeue saves ``hpc_ckpt_<n>.ckpt`` in ``default_root_dir`` when the job
-    is signalled; it is usually the freshest state, so it competes too.
-    """
+    """Every ``last*.ckpt`` of the experiment and SLURM requeue checkpoint, the most recently written first."""
     found = [p for d in checkpoint_dirs(trainer) if d.is_dir() for p in d.glob("last*.ckpt") if p.is_file()]
     found += [p for p in Path(_get(trainer, "default_root_dir", os.getcwd())).glob("hpc_ckpt_*.ckpt") if p.is_file()]
     return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
@@ -86,8 +65,7 @@ def last_checkpoints(trainer: Any) -> list[Path]:
 
 def find_last(trainer: Any) -> Path | None:
     """The most recently written ``last*.ckpt`` of the experiment (or SLURM requeue checkpoint), or None."""
-    found = last_checkpoints(trainer)
-    return found[0] if found else None
+    return next(iter(last_checkpoints(trainer)), None)
 
 
 def _plain(value: Any) -> Any:
@@ -100,8 +78,7 @@ def _plain(value: Any) -> Any:
 def _canonical(class_path: Any) -> Any:
     """``genrec.models.SASRec`` and ``genrec.models.sasrec.SASRec`` name one class."""
     try:
-        module, name = str(class_path).rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_path(str(class_path))
         return f"{cls.__module__}.{cls.__qualname__}"
     except (ValueError, ImportError, AttributeError):
         return class_path
@@ -137,13 +114,10 @@ def _checkpoint_settings(ckpt: dict) -> dict[str, Any]:
 
 def run_differences(config: Any, ckpt: dict) -> list[str]:
     """The model and data settings in which this command and the checkpoint's run differ, as
-    ``"model.optim.lr: 0.002 in the checkpoint, 0.01 here"``; keys only one side has are left out (an
-    option added or removed since the checkpoint was written)."""
+    ``"model.optim.lr: 0.002 in the checkpoint, 0.01 here"``; keys only one side has are left out."""
     ours = {**_settings(_get(config, "model"), "model"), **_settings(_get(config, "data"), "data")}
     theirs = _checkpoint_settings(ckpt)
-    # The seed of the batches' draws (RankStepSeed's state) and of the data order goes on from the
-    # checkpoint, so another seed_everything would be dropped: it makes another run. A random seed
-    # (seed_everything: true) cannot be repeated and is not compared.
+    # the checkpoint's seed goes on (RankStepSeed), so another one makes another run; a random one is not compared
     seed = _get(config, "seed_everything")
     saved = ckpt.get("callbacks", {}).get("RankStepSeed", {}).get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and saved is not None:
@@ -184,6 +158,7 @@ def prepare(config: Any, subcommand: str | None) -> None:
     ckpt_path = _get(config, "ckpt_path")
     if not ckpt_path or ckpt_path in _SYMBOLIC or "://" in str(ckpt_path):
         return
+    ckpt = None
     if ckpt_path == "last":
         found, ckpt = _last_of_this_run(config) if subcommand == "fit" else (find_last(config.trainer), None)
         if found is None:
@@ -191,9 +166,6 @@ def prepare(config: Any, subcommand: str | None) -> None:
         config.ckpt_path = ckpt_path = str(found)
     elif Path(ckpt_path).is_dir():
         config.ckpt_path = ckpt_path = str(_newest_of_folder(Path(ckpt_path)))
-        ckpt = None
-    else:
-        ckpt = None
     ckpt = ckpt if ckpt is not None else load_checkpoint(ckpt_path, mmap=True)
     if subcommand != "fit":
         return

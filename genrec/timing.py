@@ -7,13 +7,8 @@ import lightning as L
 
 
 class EpochTimer(L.Callback):
-    """Logs ``time/train_epoch_s`` (validation excluded) and ``time/val_s``.
-
-    Validation runs inside Lightning's training epoch, so its duration is subtracted. A run resumed
-    mid-epoch (or from a checkpoint written at a validation end) enters that epoch without
-    ``on_train_epoch_start``; it logs no ``time/train_epoch_s`` for the part of the epoch it saw,
-    which would read as a whole epoch's time.
-    """
+    """Logs ``time/train_epoch_s`` (validation excluded) and ``time/val_s``; no epoch time for an epoch
+    entered by a resume mid-epoch."""
 
     def __init__(self) -> None:
         self._train_start: float | None = None

@@ -1,13 +1,7 @@
 """Batched beam search over item tokens, constrained to a catalogue trie or not.
 
-``step_fn(t, prefix)`` gets the beams' tokens so far, ``prefix`` (B, W, t), and returns log-probs
-(B, W, V) of token ``t``. A sequence's score is the sum of its tokens' log-probs. With
-``normalize=True`` the step's scores are logits instead, normalised over each beam's valid
-children only (a model whose every token distribution lives on the trie), and ``child_bias(t,
-next)`` may add a score per child that depends on the child's trie node rather than its token.
-Constrained search expands each beam only along trie edges, so every finished sequence is a
-catalogue item; the beams are distinct trie nodes at every step, so no item appears twice in a
-list. Excluded items (e.g. the user's history) are removed at the last step, before the final top-k.
+``step_fn(t, prefix)`` maps the beams' tokens so far (B, W, t) to log-probs (B, W, V) of token ``t``.
+Constrained search expands beams only along trie edges, so every result is a distinct catalogue item.
 """
 from __future__ import annotations
 
@@ -36,16 +30,9 @@ def _select(scores: Tensor, width: int) -> tuple[Tensor, Tensor]:
 def constrained_beam_search(step_fn: StepFn, trie: CodeTrie, batch_size: int, beam_width: int, k: int,
                             exclude: Tensor | None = None, child_bias: ChildBias | None = None,
                             normalize: bool = False) -> tuple[Tensor, Tensor]:
-    """The k best catalogue items per row: ((B, k) item ids, (B, k) scores), best first.
-
-    Intermediate steps keep ``max(beam_width, k)`` beams. Slots that no valid item can fill (a
-    catalogue, after exclusion, smaller than k) hold item 0 with score -inf.
-
-    Args:
-        exclude: (B, H) item ids that may not be returned, 0 = padding.
-        child_bias: ``(t, next)`` → scores added to each child's, ``next`` (B, W, K) the children's
-            trie nodes at level ``t + 1`` (item ids at the last level; at the root K = V).
-        normalize: log-softmax each beam's (biased) scores over its valid children.
+    """The k best catalogue items per row: ((B, k) item ids, (B, k) scores), best first; unfillable slots
+    hold item 0 with score -inf. ``exclude`` (B, H) ids are never returned; ``child_bias(t, next)`` adds a
+    score per child node (B, W, K); ``normalize`` log-softmaxes each beam's scores over its valid children.
     """
     dev, B, width = trie.device, batch_size, max(beam_width, k)
     nodes = torch.zeros(B, 1, dtype=torch.long, device=dev)

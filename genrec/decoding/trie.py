@@ -1,14 +1,8 @@
 """The catalogue's token tuples as a trie stored in CSR transition tables, one per token position.
 
-Level ``t`` has one node per distinct prefix of length ``t`` (level 0: the root). For node ``n`` at
-level ``t``, its children are entries ``indptr[t][n] : indptr[t][n+1]`` of ``codes[t]`` (the token)
-and ``next[t]`` (the child's node id at level ``t+1``, or, at the last level, the item id). A beam
-step gathers a fixed-width ``(…, K_t)`` block per node (``K_t`` = the widest node of the level),
-so decoding is a few gathers on the model's device, with no Python per beam (as in STATIC).
-``paths`` gives every item's node at each level (``paths[:, t]``: the node of its first ``t+1``
-tokens; the last column is the item id), so per-node sums over items are one scatter per level.
-The root, the one node whose width grows with the catalogue (up to the codebook), is also kept as
-a dense code → child table, so the first step is a mask over the logits whatever the catalogue size.
+Node ``n`` at level ``t`` has children ``indptr[t][n] : indptr[t][n+1]`` of ``codes[t]`` (tokens) and
+``next[t]`` (child nodes; item ids at the last level), so a beam step is a few gathers (as in STATIC).
+``paths[:, t]`` is every item's node at level t; the root is also a dense code → child table.
 """
 from __future__ import annotations
 
@@ -85,10 +79,7 @@ class CodeTrie:
         return table.clamp(min=0), table >= 0
 
     def children(self, level: int, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Tokens, next nodes (item ids at the last level) and validity of each node's children.
-
-        ``nodes`` (…) → three (…, K) tensors; invalid slots hold token 0 and next node 0.
-        """
+        """Tokens, next nodes (item ids at the last level) and validity (…, K) of the children of ``nodes`` (…)."""
         indptr = self.indptr[level]
         start = indptr[nodes]  # (…)
         count = indptr[nodes + 1] - start

@@ -1,13 +1,5 @@
-"""Metrics by user group, read from the per-user results: history length and target popularity.
-
-* history buckets: the number of the user's items before the target (the whole history, not the
-  model's window), in fixed ranges 1-4, 5-9, 10-19, 20-49, 50-99, 100-199, 200+;
-* popularity quintiles: the target item's training interaction count, cut at the 20/40/60/80%
-  quantiles of the evaluated targets' counts (equal counts fall in the same quintile, so quintiles
-  can hold unequal numbers of users; an empty one is left out).
-
-Every group's metric comes with a bootstrap interval over that group's users
-(``genrec.evaluation.uncertainty``), so a small group shows how little it says.
+"""Metrics by user group, with bootstrap intervals: history length (1-4, 5-9, ..., 200+ items before the
+target) and target popularity (quintiles of the evaluated targets' training counts; an empty one is left out).
 """
 from __future__ import annotations
 

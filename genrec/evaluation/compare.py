@@ -1,13 +1,7 @@
 """Paired comparison of two evaluated runs on the same users (``evaluate.py compare REPORT_A REPORT_B``).
 
-Each run is a report folder (or its ``<split>_metrics.json``) written by ``evaluate.py``, with the
-per-user Parquet beside it. The runs must share every field of the protocol their reports record
-(``genrec.evaluation.runner.protocol``: split, catalogue, exclusion, filters, cut-offs, and the
-text template where both have one) and rank the same users with the same targets; otherwise the
-comparison is refused, naming the field. The difference A - B of each metric is then the mean of
-per-user differences, with a paired bootstrap interval and p-value (``genrec.evaluation.uncertainty``).
-``--out`` writes the comparison as JSON (``.json``) or Markdown (``.md``), as its suffix says; an
-existing file of other inputs needs ``--overwrite``.
+The runs must share every protocol field and rank the same users with the same targets; the difference
+A - B of each metric gets a paired bootstrap interval and p-value (``genrec.evaluation.uncertainty``).
 """
 from __future__ import annotations
 
@@ -73,17 +67,12 @@ def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, p
 
 def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot: Bootstrap = Bootstrap(),
                  pairs: list[tuple[str, str]] | None = None) -> dict:
-    """Per model scorer both runs report (``model``, or ``model [domain]``; when they share none,
-    per scorer of one name both report but popularity, e.g. two text-baseline reports), or per ``(scorer of A,
-    scorer of B)`` in ``pairs`` (e.g. ``("model", "text")`` against a text-baseline report, or
-    ``("model", "popularity")`` with one run twice): each metric's value in A and B and the paired
-    difference A - B with its interval and p-value."""
+    """Each metric's value in A and B and the paired difference A - B, per ``(scorer of A, scorer of B)``
+    in ``pairs`` (default: the model scorers both report, else every shared scorer but popularity)."""
     a, b = load_report(run_a, split), load_report(run_b, split)
     _check_same_protocol(a, b)
     if pairs is None:
         shared = [s for s in a[1]["metrics"] if s in b[1]["metrics"] and s != "popularity"]
-        # two model reports pair their models; two baseline reports (a fine-tuned encoder's text
-        # against the training-free text) their scorers of one name
         pairs = [(s, s) for s in shared if s.startswith("model")] or [(s, s) for s in shared]
         if not pairs:
             raise RunMismatchError(f"{a[0]} and {b[0]} share no scorer but popularity ({sorted(a[1]['metrics'])} vs "

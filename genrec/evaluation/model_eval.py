@@ -5,17 +5,8 @@
     python evaluate.py model --ckpt model.ckpt --data.root ../shared/data/ml-1m --split val
     python evaluate.py model --ckpt generative.ckpt --data.root ../shared/data/amazon-office   # zero-shot
 
-The model and the popularity baseline (and, for a generative model, the training-free text
-baseline with the model's own encoder and template) go through the one evaluation path
-(``genrec.evaluation.runner``) on the data the checkpoint was trained with plus any ``--data.KEY``
-overrides, into ``<out>/<split>_metrics.json``, ``_report.md`` and ``_per_user.parquet``, each metric
-with a bootstrap 95% confidence interval over users. A retrieval model ranks only the catalogue it
-was trained on. A generative model ranks any catalogue from its items' text: on data other than its
-training catalogue the evaluation is zero-shot (the items tokenized by the checkpoint's tokenizer,
-decoding constrained to them, nothing trained on them) and the report is named
-``<split>_zero_shot_<data folder>``. A report already there is replaced only by a rerun of the same
-checkpoint with the same protocol (split, exclusion, filters, cut-offs); anything else needs
-``--overwrite`` (``genrec.outputs``).
+The model and the baselines go through ``genrec.evaluation.runner``; a generative model on another
+catalogue than its training one is evaluated zero-shot, into ``<split>_zero_shot_<data folder>``.
 """
 from __future__ import annotations
 

@@ -9,9 +9,8 @@ import torch
 
 
 def recommendation_table(data: Any, users: np.ndarray, items: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """Long table of lists ``items``/``scores`` (U, K) of internal ``users`` (U,) over ``data``
-    (a ``SequenceData``): raw ids and titles joined, sorted by user then position. Empty slots
-    (item 0: the user has fewer than K candidates left) are left out."""
+    """Long table of lists ``items``/``scores`` (U, K) of ``users`` (U,) with raw ids and titles, sorted
+    by user then position; empty slots (item 0) are left out."""
     order = np.argsort(users, kind="stable")
     users, items, scores = users[order], items[order], scores[order]
     k = items.shape[1]
@@ -33,9 +32,7 @@ def recommendation_table(data: Any, users: np.ndarray, items: np.ndarray, scores
 
 @torch.no_grad()
 def example_recommendations(model: Any, loader: Any, data: Any, users: int = 5, k: int = 10) -> pd.DataFrame:
-    """The first ``users`` users of ``loader``'s first batch: their top ``k`` from ``model.recommend``
-    (with the batch's exclusion) as a ``recommendation_table``, plus ``is_target``: the item is the
-    user's held-out target."""
+    """The top ``k`` of the first ``users`` users of ``loader`` as a ``recommendation_table``, with ``is_target``."""
     batch = {key: value[:users] for key, value in next(iter(loader)).items()}
     items, scores = model.recommend(batch, k, batch.get("exclude"))
     table = recommendation_table(data, batch["user"].numpy(), items.cpu().numpy(), scores.cpu().numpy())

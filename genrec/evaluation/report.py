@@ -1,11 +1,6 @@
-"""The report writer of every evaluation (model, baselines, zero-shot, robustness): metrics as JSON plus a Markdown report.
+"""The report writer of every evaluation: metrics JSON, Markdown, per-user Parquet and breakdown plot.
 
-Beside ``<split>_metrics.json`` an evaluation writes ``<split>_per_user.parquet``: one row per
-(scorer, evaluated user) with the target's rank and the user's metrics (``genrec.evaluation.uncertainty``),
-from which every reported metric gets a bootstrap confidence interval and two runs can be compared
-user by user (``evaluate.py compare``). Each report records the command, checkpoint and
-protocol it was made with (``owner``): a rerun with all three the same replaces its files, anything
-else that exists is refused without ``--overwrite`` (``genrec.outputs``).
+Per-user ranks give every metric a bootstrap interval and let two runs be compared user by user.
 """
 from __future__ import annotations
 
@@ -25,9 +20,7 @@ from genrec.outputs import check_outputs, record_outputs
 
 
 class UserRanks:
-    """Each evaluated user's target rank, kept batch by batch beside the streamed sums (for per-user
-    results and bootstrap intervals in one process; training-time evaluation keeps sums only).
-    ``metrics`` gives the cut-offs and list length the ranks are read with."""
+    """Each evaluated user's target rank, kept batch by batch; ``metrics`` gives the cut-offs."""
 
     def __init__(self, metrics: RankingMetrics):
         self.hr_ks, self.ndcg_ks, self.mrr, self.max_rank = metrics.hr_ks, metrics.ndcg_ks, metrics.mrr, metrics.max_rank
@@ -44,9 +37,8 @@ class UserRanks:
 
 
 def per_user_frame(records: dict[str, UserRanks], dm: Any, split: str) -> pd.DataFrame:
-    """One row per (scorer, evaluated user): internal and raw ids of user and target, the number of
-    items before the target (``history``), the target's training count, its 0-based rank and the
-    user's metrics (NaN where a scorer does not report that metric)."""
+    """One row per (scorer, evaluated user): user and target ids, ``history`` length, the target's training
+    count, its 0-based rank and the user's metrics."""
     data = dm.data
     positions = dm.test_pos if split == "test" else dm.val_pos  # aligned with dm.eval_users (sorted)
     counts = dm.train_item_counts().numpy()
@@ -92,11 +84,8 @@ def report_paths(folder: Path, name: str) -> list[Path]:
 def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boot: Bootstrap | None,
                  note: str = "", examples: pd.DataFrame | None = None, overwrite: bool = False,
                  owned_by: dict | None = None) -> None:
-    """Add bootstrap intervals and breakdowns to ``report`` and write ``report_paths(folder, name)``:
-    ``<name>_metrics.json``, ``<name>_report.md`` (with ``note`` appended), ``<name>_per_user.parquet``
-    and the breakdown plot ``<name>_breakdown.png``; with ``examples`` (a few users'
-    recommendations) also log all of it to W&B (``log_to_wandb``). Existing files of another owner
-    (``owned_by``, default ``owner(report)``) are refused unless ``overwrite``."""
+    """Add bootstrap intervals and breakdowns to ``report`` and write ``report_paths(folder, name)``
+    (``note`` ends the Markdown); with ``examples``, log it to W&B. Files of another owner need ``overwrite``."""
     paths, owned_by = report_paths(folder, name), owned_by or owner(report)
     check_outputs(paths, owned_by, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,10 +115,7 @@ def write_report(report: dict, frame: pd.DataFrame, folder: Path, name: str, boo
 
 
 def log_to_wandb(report: dict, folder: Path, name: str, examples: pd.DataFrame) -> None:
-    """The metrics table (with intervals), breakdown tables and plot, and example recommendations, as
-    one W&B run ``eval-<name>`` under ``folder`` through ``SafeWandbLogger``: offline unless
-    ``WANDB_MODE`` says otherwise, nothing at all with ``WANDB_MODE=disabled``, and a warning instead
-    of an error when W&B fails."""
+    """The metrics, breakdowns and example recommendations as the W&B run ``eval-<name>`` (``SafeWandbLogger``)."""
     from genrec.loggers import SafeWandbLogger
 
     logger = SafeWandbLogger(save_dir=str(folder), project="genrec", name=f"eval-{name}", job_type="evaluation")
@@ -147,15 +133,10 @@ def log_to_wandb(report: dict, folder: Path, name: str, examples: pd.DataFrame) 
 def markdown(report: dict) -> str:
     rows = report["metrics"]
     keys = list(next(iter(rows.values())))
-    lines = [
-        f"# {report['split']} evaluation: {report['dataset']}",
-        "",
-        f"Checkpoint `{report['checkpoint']}`; {report['users']:,} users ranked against all "
-        f"{report['items']:,} items (leave-one-out; excluded from candidates: {report['exclude']}).",
-        "",
-        "| scorer | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
+    lines = [f"# {report['split']} evaluation: {report['dataset']}", "",
+             f"Checkpoint `{report['checkpoint']}`; {report['users']:,} users ranked against all "
+             f"{report['items']:,} items (leave-one-out; excluded from candidates: {report['exclude']}).", "",
+             "| scorer | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     ci = report.get("ci", {})
     for name, values in rows.items():
         bounds = ci.get(name, {})

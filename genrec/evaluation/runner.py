@@ -1,14 +1,8 @@
 """The one evaluation path of ``evaluate.py``: any ``Recommender``s on one split of any data module, into one report.
 
-Protocol (``genrec.metrics``; its fields: ``protocol``): leave-one-out, each evaluated user's
-held-out item of the split (validation: the second-to-last interaction, test: the last) ranked by
-every recommender's ``rank_targets`` against the full catalogue (a generative model: within its
-decoded top-K list), the user's earlier items excluded as the data module's ``exclude`` option
-says, the target never excluded. Ranks stream batch by batch; no full score matrix is ever kept. A
-multi-domain data module is ranked per domain, within that domain's catalogue (``eval_parts``).
-Models and baselines go through the same code into the same report (``report.write_report``:
-metrics with bootstrap intervals, per-user ranks, breakdowns, the protocol and who wrote it), which
-``evaluate.py compare`` and W&B read.
+Protocol (``genrec.metrics``, docs/evaluation.md): leave-one-out, each user's held-out item of the split
+ranked against the full catalogue (a generative model: within its top-K list), earlier items excluded as
+the data module's ``exclude`` says, the target never; a multi-domain data module is ranked per domain.
 """
 from __future__ import annotations
 
@@ -39,10 +33,8 @@ SCORER_FIELDS = ("template",)
 
 
 def protocol(dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int], template: str | None = None) -> dict[str, Any]:
-    """Everything besides the scorer that decides a report's numbers: the split, the catalogue, what
-    is excluded from the candidates, the data filters, the metric cut-offs and (for text scorers) the
-    item text template. Two reports are compared user by user only when all of it matches; the
-    users and their targets are checked on the per-user rows themselves."""
+    """Everything besides the scorer that decides a report's numbers: split, catalogue, exclusion, data
+    filters, cut-offs and (for text scorers) the item text template."""
     hp = dm.hparams
     out: dict[str, Any] = {
         "split": split,
@@ -73,9 +65,7 @@ def evaluate_recommender(recommender: Recommender, batches: Iterable[dict[str, T
 
 
 def eval_parts(dm: Any, split: str) -> list[tuple[str, Any, tuple[int, int] | None]]:
-    """``(label, loader, domain)`` per evaluated domain: one unlabelled part for a single dataset,
-    and for a multi-domain data module one part per domain, labelled `` [name]`` and ranked within
-    that domain's id range."""
+    """``(label, loader, domain)`` per evaluated domain: one unlabelled part, or `` [name]`` per domain."""
     loaders = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     domains = getattr(dm, "eval_domains", None)
     if not domains:
@@ -90,9 +80,8 @@ def data_name(dm: Any) -> str:
 
 def report_header(command: str, checkpoint: str, dm: Any, split: str, hr_ks: Sequence[int], ndcg_ks: Sequence[int],
                   template: str | None = None) -> dict[str, Any]:
-    """What every report starts with: who wrote it (``report.owner``: ``command``, ``checkpoint`` or
-    the scorer's description, the protocol) and the data it ranks; with the item text ``template``
-    of a text scorer, how many items it leaves without text."""
+    """What every report starts with: who wrote it, the protocol and the data it ranks (and a text
+    scorer's ``template`` coverage)."""
     report = {"command": command, "checkpoint": checkpoint, "protocol": protocol(dm, split, hr_ks, ndcg_ks, template),
               "split": split, "dataset": dm.data.name, "fingerprint": dm.fingerprint, "data_root": dm.hparams.get("root"),
               "users": len(dm.eval_users), "items": dm.num_items, "exclude": dm.hparams.exclude}
@@ -102,9 +91,8 @@ def report_header(command: str, checkpoint: str, dm: Any, split: str, hr_ks: Seq
 
 
 def score(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, mrr: bool = True) -> dict[str, UserRanks]:
-    """Rank ``dm``'s split (``report["split"]``) by every recommender, at the cut-offs of the report's
-    protocol (MRR too if ``mrr``); add the metrics and seconds taken to ``report`` and return each
-    scorer's per-user ranks."""
+    """Rank ``dm``'s split by every recommender at the report's cut-offs; add the metrics and seconds
+    to ``report`` and return each scorer's per-user ranks."""
     ks = report["protocol"]["k"]
     results, records, seconds = {}, {}, {}
     for label, loader, domain in eval_parts(dm, report["split"]):
@@ -121,8 +109,7 @@ def score(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any,
 def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm: Any, folder: Path, name: str,
                mrr: bool = True, boot: Bootstrap | None = Bootstrap(), note: str = "", wandb: bool = False,
                overwrite: bool = False) -> dict[str, Any]:
-    """``score`` and write the report as ``name`` into ``folder`` (``write_report``; ``note`` ends its
-    Markdown). With ``wandb``, a few users' lists of the first recommender go to W&B beside it."""
+    """``score`` and write the report as ``name`` into ``folder``; with ``wandb``, example lists too."""
     records = score(report, recommenders, dm, mrr)
     examples = example_recommendations(next(iter(recommenders.values())), eval_parts(dm, report["split"])[0][1],
                                        dm.data) if wandb else None
@@ -131,9 +118,8 @@ def run_report(report: dict[str, Any], recommenders: dict[str, Recommender], dm:
 
 
 def add_report_arguments(parser: Any, out: str, data: str) -> None:
-    """The options of a command writing a report (to a jsonargparse ``parser``): ``--split``,
-    ``--out`` (``out``: its default), ``--overwrite``, the bootstrap's and ``--data.KEY VALUE``
-    (``data``: what unset ones are)."""
+    """The options of a command writing a report: ``--split``, ``--out`` (default ``out``), ``--overwrite``,
+    the bootstrap's and ``--data.KEY VALUE`` (``data``: what unset ones are)."""
     parser.add_argument("--split", type=Literal["test", "val"], default="test", help="the evaluated split")
     parser.add_argument("--out", type=Optional[str], default=None, help=f"report folder (unset: {out})")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report files even when another "
@@ -143,10 +129,8 @@ def add_report_arguments(parser: Any, out: str, data: str) -> None:
 
 
 def add_data_options(parser: Any, defaults: str) -> None:
-    """``--data.KEY VALUE`` for every option of ``DATA_MODULES`` (their signatures give each one's
-    type and help, as train.py's LightningCLI reads them; a grouped one by its dotted key,
-    ``--data.loader.eval_batch_size``) and ``--data.class_path``. Only those given reach the parsed
-    arguments (``data_overrides``); ``defaults`` says what the others are."""
+    """``--data.KEY VALUE`` for every option of ``DATA_MODULES`` (typed from their signatures) and
+    ``--data.class_path``; only those given are parsed (``data_overrides``)."""
     parser.add_argument("--data.class_path", type=Optional[str],
                         help=f"another data module, e.g. one domain of a multi-domain run; unset --data options: {defaults}")
     added: set[str] = set()

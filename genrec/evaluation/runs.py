@@ -1,24 +1,15 @@
-"""A trained run as every evaluation command sees it: its checkpoint loaded once, its module and data module rebuilt from it.
-
-Every command reads the module class, data settings, identity and weights from ``Run.ckpt``: the
-file is read once (``from_checkpoint`` takes its contents).
-"""
+"""A trained run as every evaluation command sees it: its checkpoint read once, its module and data module rebuilt."""
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genrec.data.datamodule import rebuild_options
-from genrec.modules.checkpoints import CheckpointMismatchError, load_checkpoint, module_class_path, resolve_checkpoint
+from genrec.modules.checkpoints import (CheckpointMismatchError, import_path, load_checkpoint, module_class_path,
+                                        resolve_checkpoint)
 from genrec.modules.generative_module import GenerativeModule
 from genrec.recommender import Recommender
-
-
-def import_path(path: str) -> Any:
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
 
 
 @dataclass
@@ -35,8 +26,7 @@ class Run:
         return self.path.resolve().parent.parent
 
     def check_catalogue(self, dm: Any) -> None:
-        """Refuse ``dm`` unless the model was trained on its catalogue; a generative model ranks any
-        catalogue from its items' text (zero-shot), so it is never refused."""
+        """Refuse ``dm`` unless the model was trained on its catalogue (a generative model ranks any)."""
         trained_on = self.model.hparams.get("dataset_fingerprint", "")
         if trained_on and trained_on != dm.fingerprint and not isinstance(self.model, GenerativeModule):
             raise CheckpointMismatchError(f"{self.path} was trained on catalogue {trained_on!r}, but these data give "
@@ -48,8 +38,7 @@ class Run:
         if hp is None:
             raise CheckpointMismatchError(f"{self.path} holds no data module settings; pass a checkpoint written by train.py")
         overrides = dict(overrides or {})
-        # --data.class_path picks another data module (e.g. one domain of a multi-domain run); the
-        # settings it shares with the training data module still default to the trained ones.
+        # --data.class_path picks another data module; the settings it shares default to the trained ones
         cls = import_path(overrides.pop("class_path", None) or self.ckpt.get("genrec", {}).get("datamodule")
                           or "genrec.data.SequenceDataModule")
         return cls(**rebuild_options(cls, dict(hp), overrides))

@@ -2,11 +2,6 @@
 
     python evaluate.py baseline --data.dataset plain --data.root ../shared/data/amazon-office
     python evaluate.py baseline --hubness 0.5 --data.dataset plain --data.root ../shared/data/amazon-office
-
-The items' text (``--template``) is embedded by ``--encoder`` and both baselines go through the one
-evaluation path (``genrec.evaluation.runner``) into ``<out>/<split>_<data folder>_metrics.json``,
-``_report.md`` and ``_per_user.parquet``, with bootstrap intervals. A report there from another
-encoder, template, decay, hubness or protocol is refused without ``--overwrite`` (``genrec.outputs``).
 """
 from __future__ import annotations
 
@@ -31,8 +26,7 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
                       template: str | None = None, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
                       center: bool = False, whiten: float = 0.0, boot: Bootstrap | None = Bootstrap(),
                       overwrite: bool = False) -> dict:
-    """The report of the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``,
-    with bootstrap intervals unless ``boot`` is None."""
+    """The report of the text baseline (and popularity) on a ``SequenceDataModule`` built from ``data``."""
     check_text_options(hubness, hubness_k, whiten)  # option errors come before any file check
     dm = SequenceDataModule(**rebuild_options(SequenceDataModule, {}, data))
     dm.setup("test")
@@ -56,8 +50,7 @@ def run_text_baseline(data: dict, split: str = "test", out: str | None = None, e
 def baseline_recommender(name: str, dm: SequenceDataModule, encoder: str | None = None, template: str | None = None,
                          decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50, center: bool = False,
                          whiten: float = 0.0):
-    """The training-free recommender ``name`` (``text`` or ``popularity``) on ``dm``'s catalogue, as
-    ``evaluate.py baseline`` scores it, for ``evaluate.py recommend``."""
+    """The training-free recommender ``name`` (``text`` or ``popularity``) on ``dm``'s catalogue."""
     if name == "popularity":
         return PopularityScorer(dm.train_item_counts())
     if name != "text":

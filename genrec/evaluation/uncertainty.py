@@ -1,19 +1,7 @@
-"""Per-user metrics and bootstrap uncertainty over users.
+"""Per-user metrics and bootstrap uncertainty over users (docs/evaluation.md).
 
-Every ranking metric is a mean over evaluated users of a per-user value (HR@k: 1[rank < k], NDCG@k:
-1 / log2(rank + 2) if rank < k, MRR: 1 / (rank + 1)), so its sampling uncertainty comes from which
-users happened to be evaluated. The bootstrap redraws the users with replacement:
-
-* percentile interval: resample the U users ``resamples`` times (seeded), take each resample's mean,
-  report the (1 - level) / 2 and (1 + level) / 2 quantiles of those means (numpy's linear rule);
-* paired comparison of two runs on the same users: the same resampling of the per-user differences;
-  the interval is their percentile interval, the two-sided p-value
-  ``min(1, 2 * min(1 + #(d* <= 0), 1 + #(d* >= 0)) / (resamples + 1))``, i.e. how far zero lies
-  in the tail of the resampled mean differences.
-
-One resample is a row of user counts (how often each user was drawn); the resampled means of all
-metrics at once are then one (R, U) @ (U, M) product, so 1,000 resamples of 6,040 users take
-milliseconds (benchmarks/eval_uncertainty.py).
+Percentile intervals resample the users ``resamples`` times (seeded); a paired comparison resamples the
+per-user differences, with the two-sided p-value ``min(1, 2 * min(1 + #(d* <= 0), 1 + #(d* >= 0)) / (R + 1))``.
 """
 from __future__ import annotations
 
@@ -49,9 +37,7 @@ class Bootstrap:
 
 def per_user_metrics(ranks: np.ndarray, hr_ks: Sequence[int], ndcg_ks: Sequence[int], mrr: bool = True,
                      max_rank: int | None = None) -> dict[str, np.ndarray]:
-    """Each user's HR@k, NDCG@k (and MRR) from 0-based target ranks (U,), as ``RankingMetrics`` sums
-    them (their means are its values); keys in its order. ``max_rank``: ranks come from top-K lists,
-    rank K = not in the list (MRR counts only ranks below K)."""
+    """Each user's HR@k, NDCG@k (and MRR) from 0-based target ranks (U,), as ``RankingMetrics`` sums them."""
     r = np.asarray(ranks, dtype=np.float64)
     gain = 1.0 / np.log2(r + 2.0)
     out = {f"hr@{k}": (r < k).astype(np.float64) for k in sorted(set(hr_ks))}
@@ -62,11 +48,7 @@ def per_user_metrics(ranks: np.ndarray, hr_ks: Sequence[int], ndcg_ks: Sequence[
 
 
 def resampled_means(values: np.ndarray, boot: Bootstrap) -> np.ndarray:
-    """(R, M) means of ``values`` (U, M) over ``boot.resamples`` resamples of its rows.
-
-    Resample r draws ``rng.integers(0, U, U)`` from ``default_rng(seed)``, in order, so a loop drawing
-    one resample at a time from the same generator sees the same users.
-    """
+    """(R, M) means of ``values`` (U, M) over ``boot.resamples`` resamples of its rows, each one row of counts."""
     values = np.asarray(values, dtype=np.float64)
     users = values.shape[0]
     if users < 1:
@@ -97,8 +79,7 @@ def bootstrap_ci(metrics: dict[str, np.ndarray], boot: Bootstrap = Bootstrap()) 
 
 def paired_bootstrap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], boot: Bootstrap = Bootstrap()
                      ) -> dict[str, dict[str, float]]:
-    """Difference ``a - b`` of each metric over the same users (row i of both is one user): the mean
-    difference, its paired percentile interval and two-sided bootstrap p-value."""
+    """Mean difference ``a - b`` of each metric over the same users, its paired interval and p-value."""
     names = [n for n in a if n in b]
     if not names:
         raise ValueError(f"the runs share no metric (one has {sorted(a)}, the other {sorted(b)})")

@@ -1,16 +1,6 @@
 """HSTU's attention in query blocks: peak memory O(B·H·L·block) instead of O(B·H·L²).
 
-The dense path (``genrec.models.hstu``) builds the (B, L, L) relative bias once per batch and the
-(B, H, L, L) scores per layer, and autograd keeps them for the backward pass. Here the queries are
-taken ``block`` at a time; a block of queries ``[i0, i1)`` only sees keys ``[0, i1)`` (causal), and
-its relative-position and relative-time bias is built for that block alone, from the positions and
-the (B, L) query and key times. Nothing of size L² is kept: the backward pass rebuilds each block's
-bias and scores from q, k, v and the times (recomputation, as FlashAttention does), so its cost is
-one more forward pass over the blocks. Gradients of the bias tables are one weighted ``bincount``
-per block, as the dense path's ``_BucketBias`` does.
-
-Jagged batches (sequences packed into one row) have their own version in
-``genrec.models.jagged_attention``.
+Each block's bias and scores are built from the positions and times, and rebuilt in the backward pass.
 """
 from __future__ import annotations
 
@@ -23,9 +13,7 @@ MASKED = -1e9
 
 
 def buckets_(dt: Tensor, num_buckets: int, divisor: float = 0.301) -> Tensor:
-    """HSTU's time bucket ``clamp(floor(ln(max(|dt|, 1)) / divisor), 0, num_buckets)`` of a float64
-    tensor, overwriting it in place (one allocation less on an L² map); exact for integer times
-    below 2**53. int32 out."""
+    """int32 ``clamp(floor(ln(max(|dt|, 1)) / divisor), 0, num_buckets)`` of a float64 ``dt``, computed in place."""
     dt.abs_().clamp_(min=1).log_().div_(divisor).floor_().clamp_(0, num_buckets)
     return dt.to(torch.int32)
 

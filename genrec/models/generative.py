@@ -1,21 +1,5 @@
-"""Decoder-only transformer over item tokens with hybrid attention, after RecGPT (2025).
-
-A history of L items, each T FSQ tokens, is one stream of L*T tokens. Attention is hybrid:
-bidirectional among the T tokens of one item, causal across items (a token sees every token of
-its own item and of earlier items, never a later item's). With right padding that mask alone keeps
-padding out of every real position. Each input token is the sum of its code embedding, a slot
-embedding (which of the T tokens), an item-position embedding and, optionally, a projection of
-the item's continuous text embedding (RecGPT's input).
-
-Codes are embedded from their FSQ values and digits (an MLP of the values plus one embedding per
-channel digit), not from a free table, so codes never seen in training (a new catalogue) still
-get meaningful vectors; optionally (``feature_dim``) also from fixed per-position code features,
-the tokenizer decoder's reconstruction of the text-embedding chunk a code stands for, which gives
-every code the geometry of the text space. With ``code_identity=False`` those features are a code's
-only embedding: nothing is learned per code value, so what the model learns about codes is a
-function of the text they stand for (what a catalogue never trained on shares with the one that was). The output layer is tied to the same token embeddings. The next item's T
-tokens are predicted from the last history item's T states, token t also conditioned on the next
-item's tokens before t (teacher-forced in training, the beam's prefix in decoding).
+"""Decoder-only transformer over item tokens after RecGPT (2025): L items of T FSQ tokens are one stream,
+attending bidirectionally within an item and causally across items (docs/generative.md).
 """
 from __future__ import annotations
 
@@ -53,7 +37,7 @@ class HybridBlock(nn.Module):
 
 @dataclass
 class DecoderConfig:
-    """The generative model's decoder (``GenerativeDecoder``), as configured by a user.
+    """The generative model's decoder (``GenerativeDecoder``).
 
     Args:
         dim: model width.
@@ -63,13 +47,8 @@ class DecoderConfig:
         dropout: dropout rate.
         max_seq_len: longest history in items (must cover the data module's ``max_seq_len``).
         text_input: add a projection of each history item's text embedding to its tokens.
-        codes: how a code is embedded. ``value+text``: an MLP of its FSQ values, digit embeddings and
-            the tokenizer decoder's (fixed) text chunk for it. ``text``: by that text chunk alone, so
-            nothing is learned per code value that a new catalogue reuses for other texts.
-            ``text-rotated``: as ``text``, and in training every text chunk the decoder sees (history
-            inputs and code features alike) is rotated by a fresh random orthogonal matrix each step
-            (decoding uses none), so the decoder can learn how a history's texts relate to a
-            candidate's but not where the training catalogue lies in the text space.
+        codes: ``value+text`` embeds a code by its FSQ values, digits and text chunk; ``text`` by the
+            text chunk alone; ``text-rotated`` also rotates the text space in training (docs/generative.md).
     """
 
     dim: int = 128
@@ -165,11 +144,7 @@ class GenerativeDecoder(nn.Module):
         return e
 
     def set_rotation(self, rotation: Tensor | None) -> None:
-        """Rotate the text space seen by the decoder: chunk t of every text input and every code
-        feature at position t is multiplied by the orthogonal ``rotation[t]`` (T, F, F); None = none.
-        Training under random rotations (``random_rotations``) leaves the decoder only what does
-        not depend on where a catalogue lies in the text space: how the history's and a
-        candidate's texts relate (inner products within each chunk), not which texts they are."""
+        """Multiply chunk t of every text input and code feature by the orthogonal ``rotation[t]`` (T, F, F)."""
         if rotation is not None:
             if self.code_identity:
                 raise ValueError("rotating the text space needs code_identity=False: code values are not rotated")
@@ -218,10 +193,7 @@ class GenerativeDecoder(nn.Module):
         return torch.einsum("...td,tde->...te", q, self.heads[slots]) / self.dim ** 0.5
 
     def next_queries(self, state: Tensor, target: Tensor) -> Tensor:
-        """Teacher-forced queries for all T tokens of the next item: state (M, T, D), target (M, T) → (M, T, D).
-
-        Token t's logits are ``queries[:, t] @ code_table(codes, t).T`` over whichever codes compete.
-        """
+        """Teacher-forced queries for the next item's T tokens: state (M, T, D), target (M, T) → (M, T, D)."""
         e = self.token_embed(target)  # (M, T, D)
         before = e.cumsum(1) - e  # sum over the tokens before each slot
         return self._queries(state, before, slice(None))

@@ -1,21 +1,11 @@
-"""HSTU: Hierarchical Sequential Transduction Unit.
-
-Follows "Actions Speak Louder than Words" (Zhai et al., ICML 2024) as its public research code
-computes it (meta-recsys/generative-recommenders, ``research/modeling/sequential/hstu.py``):
+"""HSTU (Zhai et al., ICML 2024) as meta-recsys/generative-recommenders' research code computes it:
 
     x̂ = LayerNorm(x)
     U, V, Q, K = split(SiLU(Linear(x̂)))
     A = SiLU(Q Kᵀ + rab) / n ⊙ causal_mask          (no softmax; n = max_seq_len)
     y = x + Linear(Dropout(U ⊙ LayerNorm(A V)))
 
-``rab`` is a learned relative-position bias plus a learned relative-time bias over buckets
-``clamp(floor(ln(max(|Δt|, 1)) / 0.301), 0, 128)``, where Δt is the query's time minus the key's.
-As in the public code a query's time is that of the next interaction (the one it predicts), in
-training and in evaluation: the last position's query time is the batch's ``query_time`` (the
-time of the held-out interaction, i.e. of the request; the public code writes the target's
-timestamp after the history). ``TimeBias(query_time="last")`` uses the last input item's own time instead,
-for when the request time is unknown.
-Inputs are scaled by √d and given an absolute position embedding; outputs are L2-normalised.
+``rab``: learned relative-position and bucketed relative-time biases (query time: docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -39,12 +29,7 @@ def time_buckets(dt: Tensor, num_buckets: int = 128, divisor: float = 0.301) -> 
 
 
 class _BucketBias(torch.autograd.Function):
-    """``w[idx] + base`` for an int32 index map and a base that broadcasts to it; the backward of
-    the gather is one weighted ``bincount``.
-
-    On CPU an int32 ``index_select`` is faster than int64 advanced indexing, and ``bincount``
-    faster than ``scatter_add_`` (and deterministic); see docs/performance.md.
-    """
+    """``w[idx] + base`` for an int32 index map; the backward is one weighted ``bincount`` (docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, w: Tensor, idx: Tensor, base: Tensor) -> Tensor:
@@ -97,12 +82,7 @@ _compiled_attention = None
 
 
 def silu_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, compiled: bool = False) -> Tensor:
-    """The attention core ``SiLU(Q Kᵀ + bias) V``, (B, H, L, d) in and out; bias (B or 1, 1, L, L).
-
-    The causal mask lives in ``bias`` (``MASKED`` on future keys) and the 1/n normaliser in ``v``,
-    so eager PyTorch makes two passes over the (B, H, L, L) map forward (``baddbmm``, SiLU) instead
-    of five. Compiled, the add and SiLU fuse into the matmuls' neighbours.
-    """
+    """``SiLU(Q Kᵀ + bias) V``, (B, H, L, d) in and out; bias (B or 1, 1, L, L) holds the causal mask."""
     global _compiled_attention
     if not compiled:
         return _silu_attention_eager(q, k, v, bias)
@@ -112,9 +92,7 @@ def silu_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, compiled: bool
 
 
 class Positions(NamedTuple):
-    """What every layer's relative bias is built from, once per batch. Dense: the (L, L) causal mask
-    bias and position index and the (B, L, L) time buckets; blocked: the (B, L) query and key times
-    (float64), each block's bias built from them."""
+    """What every layer's relative bias is built from, once per batch (dense, blocked or jagged)."""
 
     mask_bias: Tensor | None = None
     rel: Tensor | None = None
@@ -167,9 +145,8 @@ class TimeBias:
     Args:
         enabled: add the bias (needs timestamps).
         num_buckets: buckets of the log time difference (``time_buckets``).
-        query_time: ``target``: the last position's query time is the batch's ``query_time``
-            (the time of the interaction it predicts; the paper's protocol), falling back to the
-            last item's own time when the batch has none; ``last``: always the last item's own time.
+        query_time: ``target``: the last position's query time is the batch's ``query_time`` (else the
+            last item's own time); ``last``: always the last item's own time.
     """
 
     enabled: bool = True
@@ -187,20 +164,16 @@ class HSTU(nn.Module):
 
     Args:
         dim: item embedding width d.
-        num_blocks, num_heads: depth and heads (paper ML-1M: 2/1; HSTU-large: 8/2).
-        attn_dim, linear_dim: per-head widths of Q/K and of U/V (default d / heads).
+        num_blocks: depth.
+        num_heads: attention heads.
+        attn_dim: per-head width of Q/K (default d / heads).
+        linear_dim: per-head width of U/V (default d / heads).
         dropout: on inputs and on each layer's output projection.
         max_seq_len: longest input; also the attention normaliser n.
         time_bias: the relative-time bias (``TimeBias``).
-        attention: ``dense`` builds the (B, L, L) bias and (B, H, L, L) scores and keeps them for
-            the backward pass; ``compiled``: the same through ``torch.compile``; ``blocked``:
-            ``attention_block`` queries at a time, each block rebuilt in the backward pass, so
-            peak memory grows linearly in L (``genrec.models.blocked_attention``); ``jagged``: the
-            batch's sequences packed into one row without padding (``genrec.models.jagged_attention``,
-            ``forward_packed``). docs/performance.md: which is faster where.
-        attention_block: queries per block of ``attention: blocked`` and ``jagged`` (a jagged
-            block reads up to ``attention_block + longest sequence`` keys: short histories want
-            small blocks).
+        attention: ``dense``, ``compiled`` (through ``torch.compile``), ``blocked`` (query blocks, memory
+            linear in L) or ``jagged`` (sequences packed without padding); docs/performance.md.
+        attention_block: queries per block of ``attention: blocked`` and ``jagged``.
     """
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, attn_dim: int | None = None,
@@ -230,16 +203,14 @@ class HSTU(nn.Module):
         self.pos_emb = nn.Embedding(max_seq_len, dim)
         nn.init.normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = Dropout(dropout)
-        self.layers = nn.ModuleList(
-            HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len, time_bias.num_buckets,
-                      time_bias.enabled, attention == "compiled", attention_block if attention in ("blocked", "jagged") else 0)
-            for _ in range(num_blocks)
-        )
+        block = attention_block if attention in ("blocked", "jagged") else 0
+        self.layers = nn.ModuleList(HSTULayer(dim, num_heads, attn_dim, linear_dim, dropout, max_seq_len,
+                                              time_bias.num_buckets, time_bias.enabled, attention == "compiled", block)
+                                    for _ in range(num_blocks))
         self._mask_cache: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
 
     def _masks(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        """Causal mask as an additive bias (0 or ``MASKED``) and the relative-position index,
-        built once per (length, device)."""
+        """Causal mask as an additive bias and the relative-position index, cached per (length, device)."""
         key = (L, device)
         if key not in self._mask_cache:
             idx = torch.arange(L, device=device)
@@ -261,8 +232,7 @@ class HSTU(nn.Module):
         return torch.where(last, last_t.expand(B, L), nxt).to(torch.float64)
 
     def _time_buckets(self, timestamps: Tensor, lengths: Tensor, query_time: Tensor | None = None) -> Tensor:
-        """int32 (B, L, L) buckets of query time minus key time (in float64, bucketed in place);
-        the same values as ``time_buckets``."""
+        """int32 (B, L, L) buckets of query time minus key time (as ``time_buckets``)."""
         q, k = self._query_times(timestamps, lengths, query_time), timestamps.to(torch.float64)
         return buckets_(q[:, :, None] - k[:, None, :], self.num_time_buckets, 0.301)
 
@@ -299,9 +269,7 @@ class HSTU(nn.Module):
         return unpack(h, at, B, L)
 
     def forward_packed(self, x: Tensor, timestamps: Tensor, offsets: Tensor, query_time: Tensor | None = None) -> Tensor:
-        """User states of sequences packed back to back: (T, D) embedded items and (T,) timestamps,
-        sequence b at ``[offsets[b], offsets[b + 1])``; (T, D) out. Each sequence's last query time
-        is ``query_time[b]`` (as ``forward``'s)."""
+        """(T, D) user states of sequences packed back to back, sequence b at ``[offsets[b], offsets[b + 1])``."""
         T, D = x.shape
         lengths = offsets[1:] - offsets[:-1]
         if len(lengths) and int(lengths.max()) > self.max_seq_len:

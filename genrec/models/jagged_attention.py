@@ -1,17 +1,5 @@
-"""HSTU's attention over jagged batches: sequences packed back to back in one row, no padding.
-
-The T packed positions are cut into query blocks of ``block`` positions. A block whose first query
-belongs to a sequence starting at ``lo`` only needs keys ``[lo, i1)`` (its queries see earlier keys
-of their own sequence), so its window is at most ``block + longest sequence - 1`` keys wide, and the
-work is about T · (block + n) instead of B · L² for the padded batch. Consecutive blocks are taken
-together in chunks whose scores fit a fixed budget, each chunk one batched matmul over gathered key
-windows: short sequences (ML-1M) make one chunk per batch with no Python loop over blocks, long
-ones (8,192) a few blocks per chunk, so peak memory stays O(T · block) as in
-``genrec.models.blocked_attention``. The backward pass rebuilds each chunk's scores (recomputation);
-the indices of the relative-position and relative-time bias are built once per batch
-(``JaggedLayout``) and shared by every layer, or rebuilt per chunk when they would not fit the
-budget. Relative positions are differences of packed indices, which within a sequence are those
-of positions.
+"""HSTU's attention over jagged batches (sequences packed back to back, no padding) in query blocks that
+read only their own sequences' earlier keys, batched in chunks of bounded size (docs/performance.md).
 """
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
-"""SASRec (Kang & McAuley, 2018) as the HSTU paper's baseline computes it.
-
-``norm="pre"`` is the original (and HSTU-code) block: the query is layer-normed, keys/values are
-the raw stream, then LayerNorm → point-wise FFN with residual; a final LayerNorm closes the stack.
-``norm="post"`` is the classic post-norm transformer block. Attention is causal softmax attention
-through ``scaled_dot_product_attention``; sequences are right-padded, so the causal mask alone
-keeps padding out of every valid position. Outputs are L2-normalised.
-
-Positions: the original code left-pads every window to the maximum length, so its absolute
-position embeddings count back from the window's most recent item. ``positions="from_end"``
-reproduces that on right-padded batches (index = steps before the last item); ``"from_start"``
-(default) counts from the window's first item, which the committed configs use.
+"""SASRec (Kang & McAuley, 2018) as the HSTU paper's baseline computes it: ``norm="pre"`` layer-norms only
+the query (the original block), ``"post"`` is the classic block; ``positions="from_end"`` counts back from
+the last item, as the original left-padded code did.
 """
 from __future__ import annotations
 
@@ -55,12 +46,7 @@ class SASRecBlock(nn.Module):
 
 
 class SASRec(nn.Module):
-    """SASRec encoder (paper ML-1M: d 50, 2 blocks, 1 head, FFN 50, dropout 0.2).
-
-    ``attn_dropout`` (default: ``dropout``) is the dropout on attention weights; any non-zero value
-    sends ``scaled_dot_product_attention`` on CPU to its unfused, slower path (measured in
-    docs/performance.md with ``benchmarks/train_speed.py``).
-    """
+    """SASRec encoder; ``attn_dropout`` (default ``dropout``) is on attention weights (docs/performance.md)."""
 
     def __init__(self, dim: int = 50, num_blocks: int = 2, num_heads: int = 1, ffn_dim: int | None = None,
                  dropout: float = 0.2, max_seq_len: int = 200, norm: Literal["pre", "post"] = "pre",
@@ -81,8 +67,7 @@ class SASRec(nn.Module):
             raise ValueError(f"SASRec positions must be 'from_end' or 'from_start', got {positions!r}")
         self.dim, self.max_seq_len, self.norm, self.positions = dim, max_seq_len, norm, positions
         self.pos_emb = nn.Embedding(max_seq_len, dim)
-        # As the HSTU code initialises positions for both its models: std sqrt(1/d), the scale of the
-        # sqrt(d)-scaled item embeddings (std 0.02 * sqrt(d)); nn.Embedding's N(0, 1) would drown them.
+        # as the HSTU code: the scale of the sqrt(d)-scaled item embeddings
         nn.init.trunc_normal_(self.pos_emb.weight, std=math.sqrt(1.0 / dim))
         self.input_dropout = nn.Dropout(dropout)
         attn_dropout = dropout if attn_dropout is None else attn_dropout

@@ -1,13 +1,8 @@
-"""Text similarity as a model part: the recency-weighted user vector of the text baseline and the
-item scores the generative model's prior adds to its token logits.
+"""Text similarity: the text baseline's scorer and the generative model's prior on item scores.
 
-A user is the unit, recency-weighted mean (``decay ** age``, age 0 = the most recent item) of the
-history's unit text embeddings; an item's score is ``λ (cos(u, e_i) - γ h_i) + β log(1 + count_i)``,
-``h_i`` the item's hubness (its mean cosine to its ``k`` nearest catalogue neighbours, as CSLS does
-for cross-lingual retrieval, Conneau et al. 2018) and ``count_i`` its training interactions.
-Everything but the learned ``λ, γ, β`` is computed from a catalogue's text, so the prior applies to
-a catalogue never trained on. The training-free text baseline
-(``TextScorer``, below) uses the same user vector and hubness.
+A user is the unit, recency-weighted mean (``decay ** age``) of the history's unit text embeddings; an item
+scores ``λ (cos(u, e_i) - γ h_i) + β log(1 + count_i)``, ``h_i`` its hubness (mean cosine to its ``k``
+nearest neighbours, as in CSLS), ``λ, γ, β`` learned.
 """
 from __future__ import annotations
 
@@ -29,15 +24,12 @@ class TextPriorConfig:
     Args:
         decay: recency weight per step back in the user vector, in (0, 1].
         scale: initial ``λ`` (learned), the sharpness of the cosine.
-        popularity: add ``β log(1 + count_i)``, ``count_i`` the item's interactions in the catalogue
-            trained on; a catalogue without counts (zero-shot) gets 0 for every item.
+        popularity: add ``β log(1 + count_i)`` (0 for a catalogue without counts).
         popularity_scale: initial ``β`` (learned).
         hubness: subtract ``γ h_i`` from the cosine, ``γ`` learned from 0.
         hubness_k: neighbours in ``h_i``.
-        center: score in each catalogue's centred space (``center_catalogue``), user vectors and
-            hubness included, as ``evaluate.py baseline --center`` does.
-        whiten: also whiten that space by the shrunk covariance (``center_catalogue``; 0: off, implies
-            ``center``), as ``evaluate.py baseline --whiten`` does.
+        center: score in each catalogue's centred space, as ``evaluate.py baseline --center``.
+        whiten: also whiten that space (0: off), as ``evaluate.py baseline --whiten``.
     """
 
     decay: float = 0.3
@@ -59,9 +51,8 @@ class TextPriorConfig:
 
 
 def recency_user_vectors(unit_items: Tensor, items: Tensor, decay: float, lengths: Tensor | None = None) -> Tensor:
-    """Unit recency-weighted mean of the history's item vectors ``unit_items`` (N+1, E; row 0 = padding)
-    at every position of ``items`` (B, L) → (B, L, E), or after each row's last item with ``lengths``
-    (B,) → (B, E)."""
+    """Unit recency-weighted mean of ``unit_items`` (N+1, E) over ``items`` (B, L): (B, L, E), or (B, E)
+    after each row's last item with ``lengths``."""
     L = items.shape[1]
     age = torch.arange(L, device=items.device)
     age = age[:, None] - age[None]  # (L, L): steps from item j back to position l
@@ -76,12 +67,9 @@ def recency_user_vectors(unit_items: Tensor, items: Tensor, decay: float, length
 @torch.no_grad()
 def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None = None, max_reference: int = 50_000,
                  chunk: int = 2048) -> Tensor:
-    """Mean cosine of every item to its ``k`` nearest other items (N+1,), row 0 (padding) 0.
+    """(N+1,) mean cosine of every item of ``unit`` to its ``k`` nearest others within its domain (0 outside).
 
-    ``unit`` (N+1, E) unit text embeddings. With ``domains`` (``(first_id, last_id)`` each), an
-    item's neighbours come from its own domain; ids outside every domain get 0. A domain larger than
-    ``max_reference`` items is compared with a fixed random sample of that size, ``k`` scaled down
-    by the same ratio (at least 1), to keep the cost O(N · max_reference).
+    A domain over ``max_reference`` items is compared with a fixed sample of that size, ``k`` scaled down alike.
     """
     if k < 1:
         raise ValueError(f"hubness k must be at least 1, got {k}")
@@ -108,17 +96,10 @@ def text_hubness(unit: Tensor, k: int, domains: Sequence[tuple[int, int]] | None
 
 
 def center_catalogue(unit: Tensor, domains: Sequence[tuple[int, int]] | None = None, whiten: float = 0.0) -> Tensor:
-    """``unit`` (N+1, E) with each domain's mean item vector subtracted, optionally whitened, and the
-    rows renormalised.
+    """``unit`` (N+1, E) with each domain's mean subtracted, rows renormalised; zero rows stay zero.
 
-    A fine-tuned encoder tends to crowd a catalogue into a narrow cone (random items' cosine rises
-    towards 1); cosines after centring measure where items sit relative to their own catalogue.
     ``whiten`` in [0, 1] also maps the centred rows through ``S^(-1/2)``, ``S = whiten * C + (1 -
-    whiten) * tr(C) / E * I`` the domain's item covariance ``C`` shrunk towards its mean variance
-    (0: centring alone; 1: full whitening, every direction of the catalogue equally spread), so a
-    few dominant directions shared by most items stop deciding every cosine. Zero rows (the
-    padding, items without text) stay zero and enter neither mean nor covariance; ids outside every
-    domain are left as they are.
+    whiten) * tr(C) / E * I`` (``C`` the domain's item covariance).
     """
     if not 0 <= whiten <= 1:
         raise ValueError(f"whiten must be in [0, 1] (0: centring only, 1: full whitening), got {whiten}")
@@ -136,9 +117,7 @@ def center_catalogue(unit: Tensor, domains: Sequence[tuple[int, int]] | None = N
 
 
 def shrunk_inverse_sqrt(centred: Tensor, whiten: float, floor: float = 1e-6) -> Tensor:
-    """``S^(-1/2)`` (E, E) of ``center_catalogue``'s shrunk covariance of the ``centred`` rows (n, E),
-    in float64; eigenvalues below ``floor`` times the largest (directions no item spreads along,
-    e.g. fewer items than dimensions at ``whiten`` 1) are raised to it."""
+    """float64 ``S^(-1/2)`` (E, E) of ``center_catalogue``; eigenvalues are floored at ``floor`` times the largest."""
     x = centred.double()
     cov = x.T @ x / len(x)
     dim = cov.shape[0]
@@ -151,10 +130,7 @@ def shrunk_inverse_sqrt(centred: Tensor, whiten: float, floor: float = 1e-6) -> 
 @torch.no_grad()
 def mean_pair_cosine(unit: Tensor, domains: Sequence[tuple[int, int]] | None = None, pairs: int = 10_000,
                      seed: int = 0) -> list[float]:
-    """Mean cosine between random pairs of distinct items of each domain (one value per domain): how
-    far a catalogue has collapsed (near 1: every item looks alike to the encoder). Items without
-    text are left out; a domain with fewer than two items gives nan. The pairs are a fixed sample
-    (``seed``), so values before and after a fine-tune compare the same pairs."""
+    """Per domain, the mean cosine of a fixed sample of pairs of distinct items with text (nan under two items)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for lo, hi in domains or [(1, len(unit) - 1)]:
@@ -170,9 +146,8 @@ def mean_pair_cosine(unit: Tensor, domains: Sequence[tuple[int, int]] | None = N
 
 
 class TextPrior(nn.Module):
-    """Learned scalars ``λ`` (``scale``), ``γ`` (``hubness_scale``), ``β`` (``popularity_scale``) over a
-    catalogue's text, set by ``set_items``; the catalogue tables are not saved (they belong to
-    whichever catalogue is being ranked)."""
+    """Learned ``λ`` (``scale``), ``γ`` (``hubness_scale``), ``β`` (``popularity_scale``) over the text of the
+    catalogue given to ``set_items`` (not saved)."""
 
     def __init__(self, config: TextPriorConfig, embed_dim: int):
         super().__init__()
@@ -186,8 +161,7 @@ class TextPrior(nn.Module):
 
     def set_items(self, embeddings: Tensor, counts: Tensor | None = None,
                   domains: Sequence[tuple[int, int]] | None = None) -> None:
-        """A catalogue's text embeddings (N+1, E), its training counts (N+1,) or None (unknown: 0), and
-        the ``(first_id, last_id)`` of each domain within which hubness finds neighbours."""
+        """A catalogue's text embeddings (N+1, E), training counts (N+1,) or None, and domains ``(first, last)``."""
         device = self.scale.device
         self.unit = F.normalize(embeddings.float(), dim=-1).to(device)
         if self.config.center or self.config.whiten:
@@ -201,8 +175,7 @@ class TextPrior(nn.Module):
         return recency_user_vectors(self.unit, items, self.config.decay, lengths)
 
     def item_scores(self, users: Tensor, span: tuple[int, int] | None = None) -> Tensor:
-        """Every catalogue item's score for user vectors (R, E) → (R, N+1), column 0 = padding; with
-        ``span = (first, last)`` only those items' (R, last - first + 2): column j is item first + j - 1."""
+        """(R, N+1) scores of every item for users (R, E), column 0 = padding; or of ``span = (first, last)`` only."""
         lo, hi = span or (1, len(self.unit) - 1)
         rows = torch.arange(lo - 1, hi + 1, device=self.unit.device)
         rows[0] = 0  # padding
@@ -216,14 +189,7 @@ class TextPrior(nn.Module):
 
 
 class TextScorer(VectorRecommender):
-    """Scorer over item text embeddings (N+1, E), row 0 = padding.
-
-    ``center``: subtract each catalogue's mean item vector and renormalise before anything else
-    (``center_catalogue``), so user vectors, cosines and hubness all see the centred space;
-    ``whiten`` (in [0, 1], implies ``center``) also whitens it by the shrunk covariance.
-    ``domains`` (``(first_id, last_id)`` each) are the catalogues of a multi-domain id space: each
-    is centred on its own mean and finds hubness neighbours within itself.
-    """
+    """Scorer over item text embeddings (N+1, E); ``center``, ``whiten`` and ``domains`` as in ``center_catalogue``."""
 
     def __init__(self, item_embeddings: Tensor, decay: float = 0.3, hubness: float = 0.0, hubness_k: int = 50,
                  center: bool = False, domains: Sequence[tuple[int, int]] | None = None, whiten: float = 0.0):
@@ -247,13 +213,8 @@ class TextScorer(VectorRecommender):
 
 
 def trie_priors(item_scores: Tensor, trie: CodeTrie, exclude: Tensor | None = None, first: int = 1) -> list[Tensor]:
-    """The prior of every trie node from its items' scores (R, 1 + n) (``TextPrior.item_scores``;
-    column j is item ``first + j - 1``, column 0 padding): per level t, ``log Σ exp(score_i)`` over
-    the items below each node of level t+1 (R, nodes); the last level is indexed by column
-    (``prior_at``).
-
-    exclude (R, H) item ids left out of the sums (0 = padding; ids outside the span are ignored).
-    """
+    """Per trie level, ``log Σ exp(score_i)`` over the items below each node (R, nodes), from
+    ``TextPrior.item_scores`` (R, 1 + n); the last level is the scores; ``exclude`` ids are left out."""
     scores = item_scores.clone()
     scores[:, 0] = float("-inf")
     if exclude is not None:

@@ -16,17 +16,14 @@ from genrec.modules.optim import OptimConfig, adamw
 class GenrecModule(L.LightningModule):
     """A Lightning module with ``from_checkpoint`` and ``configure_optimizers`` from ``self.optim_config``.
 
-    Config groups (dataclass arguments) are saved as plain dicts in the checkpoint and hparams.yaml
-    (``save_config_hyperparameters``); ``from_checkpoint`` turns them back into their dataclasses.
-    Subclasses adapt a checkpoint's arguments in ``init_args``, choose what trains in
-    ``optimizer_params`` and add to ``checkpoint["genrec"]`` with ``checkpoint_extras``.
+    Subclasses adapt a checkpoint's arguments in ``init_args``, choose what trains in ``optimizer_params``
+    and add to ``checkpoint["genrec"]`` with ``checkpoint_extras``.
     """
 
     optim_config: OptimConfig
 
     def save_config_hyperparameters(self, *groups: str) -> None:
-        """``save_hyperparameters`` with the config groups ``groups`` (arguments of the subclass's
-        ``__init__``) stored as dicts, and kept as ``self.<group>_config``."""
+        """``save_hyperparameters`` with the dataclass arguments ``groups`` as dicts (``self.<group>_config``)."""
         frame = inspect.currentframe().f_back
         args = frame.f_locals
         self.save_hyperparameters(ignore=[*groups, "net"], frame=frame)

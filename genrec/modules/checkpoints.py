@@ -40,12 +40,7 @@ _verified: set[tuple[str, int, int]] = set()
 
 
 def verify_integrity(path: Path) -> None:
-    """Check the CRC-32 of every member of the zip archive that ``torch.save`` writes.
-
-    ``torch.load`` does not: a checkpoint with changed tensor bytes (a bad disk, an interrupted
-    copy over an old file) loads and gives other numbers. Reading the file once costs far less
-    than a training or evaluation; files not in the zip format (torch's legacy one) carry no CRCs.
-    """
+    """Check the CRC-32 of every member of the zip archive that ``torch.save`` writes (``torch.load`` does not)."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _verified or not zipfile.is_zipfile(path):
@@ -69,31 +64,29 @@ def config_class(hint: Any) -> type | None:
 
 
 def with_configs(cls: type, args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` of ``cls.__init__`` with the dicts a checkpoint holds for its config groups turned
-    back into their dataclasses."""
+    """``args`` of ``cls.__init__`` with the dicts of its dataclass arguments turned back into dataclasses."""
     hints = typing.get_type_hints(cls.__init__)
     configs = {name: config_class(hints.get(name)) for name, value in args.items() if isinstance(value, dict)}
     return {name: configs[name](**value) if configs.get(name) else value for name, value in args.items()}
 
 
+def import_path(path: str) -> Any:
+    """The object a dotted path ``pkg.mod.Name`` names."""
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
 def build_net(net_config: dict, source: str | Path = "checkpoint") -> nn.Module:
     """Instantiate ``{"class_path": "pkg.mod.Class", "init_args": {...}}``."""
     try:
-        module_name, cls_name = net_config["class_path"].rsplit(".", 1)
-        cls = getattr(importlib.import_module(module_name), cls_name)
+        cls = import_path(net_config["class_path"])
     except (KeyError, ValueError, ImportError, AttributeError) as err:
         raise CheckpointMismatchError(f"{source}: cannot rebuild the net from {net_config!r} ({err})") from None
     return cls(**with_configs(cls, net_config.get("init_args", {})))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or for a run folder the best checkpoint on the monitored validation metric.
-
-    The best path is what the monitoring ``ModelCheckpoint`` recorded in the newest (highest
-    global step) of the folder's ``last*.ckpt`` files: a run writes several (the mid-epoch one
-    may predate the last validation, so its record can be stale). The path is looked up beside
-    the run folder when the run was started from another working directory.
-    """
+    """A checkpoint file, or for a run folder the best checkpoint its newest ``last*.ckpt`` records."""
     path = Path(path)
     if not path.is_dir():
         return path
@@ -130,13 +123,8 @@ def checkpoint_identity(module: Any) -> dict[str, Any]:
     return {"module": class_path(module), "datamodule": class_path(dm) if dm else None}
 
 
-# -- old formats ---------------------------------------------------------------------------------
-# Every checkpoint genrec writes records its format as ``checkpoint["genrec_checkpoint_version"]``
-# (``VERSION``); one without it is version 0. ``migrate`` runs the steps from the checkpoint's
-# version on (``STEPS[v]`` turns version v into v + 1), so every format genrec has written loads
-# through one path: ``load_checkpoint`` and the modules' ``on_load_checkpoint`` call it. Version 0
-# covers every checkpoint written before versions were recorded, so each step rewrites only the old
-# spelling it finds. A step's defaults are those of its time, frozen here.
+# -- old formats: ``STEPS[v]`` turns version v into v + 1; version 0 (no version recorded) covers every
+# checkpoint before versions, so each step rewrites only the old spelling it finds.
 
 VERSION_KEY = "genrec_checkpoint_version"
 
@@ -164,9 +152,8 @@ LOADER_FLAT = ("train_windows", "stochastic_length", "bucket_by_length", "batch_
 
 
 def options_grouped(ckpt: dict) -> None:
-    """The retrieval module's flat loss and optimiser options became ``loss`` and ``optim`` (the
-    retrieval optimiser's defaults of the time filling in what is missing), the data module's flat
-    loader options ``loader``."""
+    """The retrieval module's flat loss and optimiser options became ``loss`` and ``optim``, the data
+    module's flat loader options ``loader``."""
     hp = ckpt["hyper_parameters"]
     if (ckpt.get("genrec") or {}).get("module", "").endswith(".RetrievalModule") and not isinstance(hp.get("optim"), dict):
         groups = {"loss": {}, "optim": dict(RETRIEVAL_OPTIM)}
@@ -209,11 +196,8 @@ def narrower_constructors(ckpt: dict) -> None:
 
 
 def lambda_schedule_replaced(ckpt: dict) -> None:
-    """genrec's hand-written ``LambdaLR`` became torch's schedulers (``optim.schedule``), which give
-    the same rate at every step: an old scheduler's state becomes the new scheduler's progress at the
-    same step, so a resumed run goes on with the uninterrupted run's rates. The new scheduler is
-    replayed to that step; only its progress is kept, its settings (the cosine's length among them)
-    come from the scheduler the resumed run builds, as the ``LambdaLR``'s did."""
+    """genrec's hand-written ``LambdaLR`` became torch's schedulers (``optim.schedule``): an old state
+    becomes the new scheduler's progress at the same step, replayed to it."""
     states = ckpt.get("lr_schedulers") or []
     if not any("lr_lambdas" in state for state in states):
         return

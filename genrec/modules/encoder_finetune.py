@@ -1,21 +1,7 @@
-"""Fine-tuning a sentence-transformers encoder on which items follow which, across several domains.
+"""Fine-tuning a sentence-transformers encoder contrastively on which items follow which (docs/generative.md).
 
-Each step encodes the texts of a batch of ``PairDataModule`` pairs with the encoder being trained;
-a query is the recency-weighted unit mean (``recency_user_vectors``, the text formula's own user
-vector) of its items, so an ``item`` query (one item) is that item's vector. The loss is
-sentence-transformers' ``MultipleNegativesSymmetricRankingLoss`` (or the one-directional
-``MultipleNegativesRankingLoss``) over the batch's queries and positives, the other pairs' positives
-being the negatives, at ``scale = 1 / temperature`` (learned, as CLIP does, with
-``learn_temperature``); ``uniformity`` adds Wang & Isola's (2020) uniformity term over the batch's
-items, which pushes back against the collapse of a catalogue into a narrow cone.
-
-Validation is the training-free text recommender scored with the encoder as it is now
-(``TextScorer``: recency decay, hubness, optionally per-catalogue centring), on each validation
-domain's own catalogue, logged as ``val/<domain>/ndcg@10`` and pooled as ``val/ndcg@10``, so the
-checkpoint callback picks the encoder the formula ranks best with; ``val/<domain>/mean_cosine`` is
-the catalogue's mean cosine between random items (the collapse). The encoder of the best
-validation so far is saved as a sentence-transformers folder ``<run>/encoder``, the final one as
-``<run>/encoder-last``: pass either as ``text_encoder`` or ``evaluate.py baseline --encoder``.
+Validation scores the text formula (``TextScorer``) with the encoder as it is now; the best encoder is
+saved as ``<run>/encoder``, the last as ``<run>/encoder-last``.
 """
 from __future__ import annotations
 
@@ -32,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from genrec.errors import check_range
-from genrec.metrics import RankingMetrics, batch_ranks
+from genrec.metrics import RankingMetrics
 from genrec.models.text_prior import TextScorer, mean_pair_cosine, recency_user_vectors
 from genrec.modules.base import GenrecModule
 from genrec.modules.eval_loop import DomainEvalLoop
@@ -84,10 +70,9 @@ class ContrastiveConfig:
 
     Args:
         loss: ``symmetric`` (query→item and item→query) or ``forward`` (query→item).
-        temperature: the softmax temperature, ``scale = 1 / temperature``; its start with
-            ``learn_temperature`` (capped at a scale of ``MAX_SCALE``).
-        learn_temperature: learn the scale, as CLIP does.
-        uniformity: weight of the uniformity term (0: off).
+        temperature: the softmax temperature (its start with ``learn_temperature``).
+        learn_temperature: learn the scale ``1 / temperature``, as CLIP does (capped at ``MAX_SCALE``).
+        uniformity: weight of Wang & Isola's uniformity term (0: off).
     """
 
     loss: Literal["symmetric", "forward"] = "symmetric"
@@ -111,7 +96,7 @@ class FormulaConfig:
         hubness: weight of the hubness correction (0: off).
         hubness_k: neighbours in an item's hubness.
         center: centre each catalogue on its mean item vector before scoring.
-        whiten: also whiten it by its shrunk item covariance (``center_catalogue``; 0: off).
+        whiten: also whiten it by its shrunk item covariance (0: off).
     """
 
     decay: float = 0.3
@@ -132,15 +117,14 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
 
     Args:
         encoder: sentence-transformers name or folder to start from.
-        train_layers: ``all``, or how many top transformer layers train (with the modules after
-            the transformer); the rest stay frozen.
-        objective: the contrastive loss, its temperature and the uniformity term (``ContrastiveConfig``).
+        train_layers: ``all``, or how many top transformer layers train (with the modules after them).
+        objective: the contrastive loss (``ContrastiveConfig``).
         scorer: the text formula validation scores with (``FormulaConfig``).
-        max_seq_length: encoder tokens per item text; saved with the encoder, so scoring reads
-            texts as training did.
+        max_seq_length: encoder tokens per item text (saved with the encoder).
         optim: AdamW (``OptimConfig``; the learned temperature gets no weight decay).
         encode_batch_size: texts per batch when encoding catalogues for validation.
-        num_items, dataset_fingerprint: linked from the data module (logged, not used).
+        num_items: linked from the data module (logged).
+        dataset_fingerprint: linked from the data module (logged).
     """
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, train_layers: int | Literal["all"] = "all",
@@ -156,8 +140,7 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
         trained, total = freeze_below(self.encoder, train_layers)
         rank_zero_info(f"genrec: fine-tuning {trained} of {encoder}'s {total} transformer layers and the modules after them "
                        f"({sum(p.numel() for p in self.encoder.parameters() if p.requires_grad):,} parameters)")
-        # the query embeddings come from this module's own forward (a mean over the history), so the
-        # loss only ever sees embeddings and needs no model
+        # the loss only ever sees embeddings, so it needs no model
         self.loss_fn = LOSSES[objective.loss](None, scale=1 / objective.temperature)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / objective.temperature))) if objective.learn_temperature else None
         self.val_metrics = RankingMetrics((1, 5, 10), (5, 10), mrr=False)
@@ -189,8 +172,7 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
         return out
 
     def queries_and_positives(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Query vectors (B, E): the formula's user vector of each query's items; positives (B, E);
-        and the batch's distinct item vectors (U, E), each text encoded once."""
+        """Query vectors (B, E), positives (B, E) and the batch's distinct item vectors (U, E)."""
         query, positive = batch["query"], batch["positive"]
         zero = torch.zeros(1, dtype=query.dtype, device=query.device)
         ids, local = torch.unique(torch.cat([zero, query.flatten(), positive]), return_inverse=True)  # ids[0] = 0: padding
@@ -227,8 +209,7 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
 
     @torch.no_grad()
     def catalogue_scorer(self) -> tuple[TextScorer, list[float]]:
-        """The text formula over every evaluated domain's catalogue, encoded now, and each
-        catalogue's mean cosine between random items (before any centring)."""
+        """The text formula over every evaluated catalogue, encoded now, and each one's mean pair cosine."""
         domains = [(lo, hi) for _, lo, hi in self.trainer.datamodule.eval_domains]
         texts = self.texts
         unit = torch.zeros(len(texts), embedding_dim(self.encoder))
@@ -240,9 +221,7 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
 
     def rank_targets(self, batch: dict[str, Tensor], metrics: RankingMetrics,
                      domain: tuple[int, int] | None = None) -> Tensor:
-        ranks = batch_ranks(self._scorer.user_vectors(batch), self._scorer.item_vectors(), batch, domain=domain)
-        metrics.update(ranks)
-        return ranks
+        return self._scorer.rank_targets(batch, metrics, domain)
 
     def _start_eval(self, split: str) -> None:
         self._scorer, cosines = self.catalogue_scorer()
@@ -282,9 +261,7 @@ class EncoderFinetune(DomainEvalLoop, GenrecModule):
     # -- saving ------------------------------------------------------------------------------------
 
     def save_encoder(self, name: str, val: dict[str, Tensor | float]) -> Path:
-        """Write the encoder as a sentence-transformers folder ``<run>/<name>`` (replacing it whole,
-        so a crash mid-write leaves the previous folder), with ``genrec_finetune.json`` saying what
-        it is: the step, the validation metrics ``val`` and the settings."""
+        """Write the encoder to ``<run>/<name>`` atomically, with ``genrec_finetune.json`` (step, metrics, settings)."""
         trainer = self.trainer
         folder = Path(trainer.log_dir or trainer.default_root_dir) / name
         if trainer.is_global_zero:

@@ -1,14 +1,5 @@
-"""The validation/test loop shared by the genrec modules, over one domain or several.
-
-A module supplies ``rank_targets(batch, metrics, domain)``, which ranks each user's target within
-``domain`` (``(first_id, last_id)`` of that domain's catalogue, or None for the whole catalogue)
-and updates ``metrics``. With a multi-domain data module (``eval_domains`` lists one
-``(name, first_id, last_id)`` per evaluation loader) every domain is ranked within its own catalogue
-and logged as ``val/<name>/hr@10`` etc.; ``val/hr@10`` pools all evaluated users.
-
-``predict_step`` answers a request batch (evaluation batches, or full histories from the data
-module's ``predict_dataloader``) with the module's ``recommend``: the top ``predict_k`` items per
-user, the batch's ``exclude`` ids left out as evaluation leaves them out.
+"""The validation/test loop shared by the genrec modules: ``rank_targets(batch, metrics, domain)`` over one
+domain, or over each of the data module's ``eval_domains`` (logged as ``val/<name>/hr@10``; ``val/hr@10`` pools).
 """
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
 """Text-tokenized generative recommender (after RecGPT): next-item T-token cross-entropy, beam decoding.
 
-The module holds a frozen ``ItemTokenizer`` (trained by ``genrec.modules.tokenizer_ae``), a
-``GenerativeDecoder`` and the catalogue it recommends from (``TokenCatalogue``), set from item text
-(``set_catalogue``), so the same checkpoint can rank a catalogue it never saw (zero-shot). Training:
-cross-entropy of each of the next item's T tokens over the tokens the catalogue trie allows there
-(with several domains, the trie of the batch's domain, the catalogue its users are evaluated in);
-decoding normalises over the same sets, so the model is a distribution over catalogue items only.
-Evaluation: constrained beam search to the top-K items (history excluded when the batch says so,
-the target never), HR/NDCG from the item's rank in that list (``RankingMetrics(max_rank=K)``).
-The text prior (``prior``: ``genrec.models.text_prior``) with its popularity and hubness terms:
-docs/generative.md.
+A frozen ``ItemTokenizer`` tokenizes whichever catalogue is set (zero-shot included); training and
+decoding normalise over the tokens the catalogue trie allows, and evaluation ranks the target in the
+constrained beam search's top-K list (docs/generative.md).
 """
 from __future__ import annotations
 
@@ -42,20 +35,17 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
     """Train and evaluate a hybrid-attention decoder over FSQ item tokens.
 
     Args:
-        tokenizer: checkpoint of a trained ``TokenizerAutoencoder`` (configs/tokenizer/*.yaml), or the
-            ``ItemTokenizer``'s arguments, which the hyper-parameters hold after construction (the
-            tokenizer's weights are in this module's state).
+        tokenizer: a ``TokenizerAutoencoder`` checkpoint, or the ``ItemTokenizer``'s arguments (as saved).
         decoder: the decoder's shape and how it embeds codes (``DecoderConfig``).
-        prior: the text baseline as a prior on every token's logits (module docstring,
-            ``TextPriorConfig``); null: none. The history (target aside) is left out of the prior's
-            sums, as evaluation leaves it out of the list.
+        prior: the text baseline as a prior on every token's logits (``TextPriorConfig``); null: none.
         optim: AdamW and its learning-rate schedule (``OptimConfig``).
         beam_width: beams kept while decoding (at least the largest cut-off is used).
-        hr_ks, ndcg_ks: logged cut-offs; the decoded list is as long as the largest.
-        init_from: a trained ``GenerativeModule``'s checkpoint file or run folder (its best
-            checkpoint) to start from (fine-tuning, e.g. few-shot on a new domain): its weights,
-            tokenizer and, unless given, its ``decoder`` and ``prior`` settings.
-        num_items, dataset_fingerprint: linked from the data module.
+        hr_ks: logged HR cut-offs; the decoded list is as long as the largest cut-off.
+        ndcg_ks: logged NDCG cut-offs.
+        init_from: a ``GenerativeModule`` checkpoint or run folder to start from: its weights, tokenizer
+            and, unless given, its ``decoder`` and ``prior`` settings.
+        num_items: linked from the data module.
+        dataset_fingerprint: linked from the data module.
     """
 
     def __init__(self, tokenizer: str | dict[str, Any] = "",
@@ -117,18 +107,14 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
 
     def set_catalogue(self, item_text: pd.DataFrame | None, key: str = "", source: str = "item text",
                       counts: Tensor | None = None, domains: Sequence[tuple[int, int]] | None = None) -> None:
-        """Tokenize a catalogue from its text table (row i = item i, row 0 = padding); ``counts`` (N+1,)
-        are its items' training interactions, used by ``prior_popularity`` (None: unknown, all 0);
-        ``domains`` the ``(first_id, last_id)`` of each domain's items, within which ``prior_hubness``
-        finds neighbours (None: one catalogue)."""
+        """Tokenize a catalogue from its text table (row i = item i); ``counts``, ``domains``: see ``TextPrior``."""
         tok = self.tokenizer
         texts = render_texts(item_text, tok.text_template, source)
         embeddings = embed_catalogue(texts, tok.text_encoder, sorted(domains) if domains else None)
         self.set_catalogue_embeddings(torch.from_numpy(embeddings), key, counts, domains)
 
     def set_catalogue_from(self, dm: Any) -> None:
-        """The catalogue of a data module. ``prior_popularity`` gets its training counts only when it is
-        the dataset trained on: zero-shot, a catalogue's interactions are unknown (all counts 0)."""
+        """The catalogue of a data module, with its training counts only when it is the dataset trained on."""
         trained_on = self.hparams.dataset_fingerprint
         in_domain = not trained_on or trained_on == dm.fingerprint
         counts = dm.train_item_counts() if self.prior is not None and self.prior.popularity_scale is not None and in_domain else None
@@ -196,7 +182,7 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         target = self.catalogue.codes[target_ids]  # (M, T)
         queries = self.net.next_queries(states[valid], target)  # (M, T, D)
         domain = self.catalogue.batch_domain(target_ids)
-        trie, first = self.catalogue.domain_trie(domain) or self.catalogue.trie, domain[0] if domain else 1
+        trie, first = self.catalogue.domain_trie(domain)
         priors = None
         if self.prior is not None:
             L = items.shape[1]
@@ -222,9 +208,8 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
 
     def child_logits(self, queries: Tensor, t: int, parents: Tensor | None,
                      trie: CodeTrie | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Learned logits of token t over the children of each row's node at level t of ``trie`` (default
-        the catalogue's; the root when ``t == 0``): queries (M, D), parents (M,) → logits, child
-        nodes, validity, each (M, K)."""
+        """Logits of token t over the children of each row's node at level t of ``trie`` (default the
+        catalogue's): queries (M, D), parents (M,) → logits, child nodes, validity, each (M, K)."""
         trie = self.catalogue.trie if trie is None else trie
         table = self.net.code_table(self.catalogue.slot_vocab[t], t)  # (V_t, D)
         if t == 0:  # the root's children: the codes used at the first position, as a dense table
@@ -239,14 +224,13 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
     @torch.no_grad()
     def recommend(self, batch: dict[str, Tensor], k: int, exclude: Tensor | None = None,
                   domain: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
-        """Top-k catalogue items (of ids ``domain = (first, last)``, default the whole catalogue) and
-        their log-probs. ((B, k), (B, k))"""
+        """Top-k catalogue items (within ids ``domain = (first, last)``) and their log-probs. ((B, k), (B, k))"""
         codes, text = self._inputs(batch["items"])
         lengths = batch["lengths"]
         states = self.net(codes, text, lengths)
         last = states[torch.arange(len(states), device=states.device), (lengths - 1).clamp(min=0)]  # (B, T, D)
         tables = [self.net.code_table(v, t) for t, v in enumerate(self.catalogue.slot_vocab)]
-        trie, first = self.catalogue.domain_trie(domain) or self.catalogue.trie, domain[0] if domain else 1
+        trie, first = self.catalogue.domain_trie(domain)
         bias = None
         if self.prior is not None:
             scores = self.prior.item_scores(self.prior.users(batch["items"], lengths), domain)
@@ -285,6 +269,5 @@ class GenerativeModule(DomainEvalLoop, GenrecModule):
         return self.catalogue.collision_rate
 
     def collision_rates(self, ranges: dict[str, tuple[int, int]]) -> dict[str, float]:
-        """Share of each domain's items (``name -> (first_id, last_id)``) whose tokens collided with an
-        earlier item's (of any domain) and were changed by resolution."""
+        """Share of each domain's items (``name -> (first_id, last_id)``) changed by collision resolution."""
         return self.catalogue.collision_rates(ranges)

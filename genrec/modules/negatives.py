@@ -1,11 +1,5 @@
-"""The retrieval loss: sampled softmax over uniform random negatives, or full softmax.
-
-A negative equal to the positive is masked out. Scores are similarities (from
-``RetrievalModule.item_vectors``) divided by a temperature. Three ways to draw the negatives trade
-quality against cost (docs/performance.md): ``position`` (fresh ones at every position),
-``sequence`` (one draw shared by a sequence's positions) and ``interleaved`` (``negative_groups``
-draws per sequence, position l using draw l mod G).
-"""
+"""The retrieval loss: sampled softmax over uniform random negatives, or full softmax, on similarities
+divided by a temperature; a negative equal to the positive is masked out."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,17 +15,15 @@ from genrec.models.jagged_attention import unpack
 
 @dataclass(frozen=True)
 class LossConfig:
-    """How the retrieval loss contrasts a position's next item with other items.
+    """How the retrieval loss contrasts a position's next item with other items (costs: docs/performance.md).
 
     Args:
         kind: ``sampled_softmax`` (paper setting) or ``full_softmax`` (every catalogue item).
         num_negatives: uniform negatives per position for the sampled softmax.
-        negatives: ``position`` draws fresh negatives for every position (paper); ``sequence``
-            shares one draw across a sequence's positions (far cheaper on CPU); ``interleaved``:
-            ``negative_groups`` draws per sequence, position l using draw l mod G (most of a
-            per-position draw's quality at about a per-sequence draw's cost).
+        negatives: ``position`` (fresh draws at every position), ``sequence`` (one draw per sequence) or
+            ``interleaved`` (``negative_groups`` draws per sequence, position l using draw l mod G).
         negative_groups: draws per sequence of ``negatives: interleaved``.
-        temperature: softmax temperature on the scores (paper: 0.05).
+        temperature: softmax temperature on the scores.
     """
 
     kind: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax"
@@ -51,16 +43,14 @@ class LossConfig:
 
 
 def rows(table: Tensor, ids: Tensor) -> Tensor:
-    """``table[ids]`` through ``index_select``, whose backward (``index_add_``) is several times
-    faster on CPU than the accumulating ``index_put_`` behind advanced indexing."""
+    """``table[ids]`` through ``index_select``, whose backward is faster on CPU than advanced indexing's."""
     return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[-1])
 
 
 def logits(cfg: LossConfig, items: Tensor, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
-    """Logits of the valid positions, positive first: (M, 1+K), or (M, N+1) for full softmax.
+    """Logits of the ``valid`` positions, positive first: (M, 1+K), or (M, N+1) for full softmax.
 
-    ``items`` (N+1, D) are the item vectors (row 0 = padding), ``states`` (B, L, D) the user states
-    and ``targets`` (B, L) the next items, ``valid`` (B, L) the positions that have one.
+    ``items`` (N+1, D), ``states`` (B, L, D), ``targets`` and ``valid`` (B, L).
     """
     num_items = len(items) - 1
     if cfg.kind == "full_softmax":
@@ -94,10 +84,7 @@ def logits(cfg: LossConfig, items: Tensor, states: Tensor, targets: Tensor, vali
 def position_losses(cfg: LossConfig, items: Tensor, states: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
     """Cross-entropy of each valid position (row-major order), positive against negatives. (M,)
 
-    Equal to cross-entropy over ``logits``; the interleaved draws take a dense path instead:
-    positions stay in their (B, G, L/G) group layout, accidental hits are masked by a broadcast
-    compare, and the loss is logaddexp(positive, logsumexp(negatives)) - positive, so no
-    (M, 1 + K) logits are gathered, concatenated or transposed.
+    Equal to cross-entropy over ``logits``; interleaved draws stay in their (B, G, L/G) layout.
     """
     if cfg.kind == "full_softmax" or cfg.negatives != "interleaved":
         out = logits(cfg, items, states, targets, valid)
@@ -118,12 +105,8 @@ def position_losses(cfg: LossConfig, items: Tensor, states: Tensor, targets: Ten
 
 def packed_position_losses(cfg: LossConfig, items: Tensor, states: Tensor, targets: Tensor, at: Tensor,
                            shape: tuple[int, int]) -> Tensor:
-    """``position_losses`` of packed sequences: ``states`` (T, D) and next items ``targets`` (T,) of
-    the valid positions, ``at`` their indices into the flattened (B, L) batch of ``shape``. Draws per
-    position and the full softmax read the packed rows as they are; draws shared by a sequence's
-    positions (``sequence``, ``interleaved``) group them by sequence, which the (B, L) layout does,
-    so the states are scattered into it (zeros at the padding, which no loss reads). The same values
-    and draws as ``position_losses`` on the padded batch. (T,)"""
+    """``position_losses`` of packed ``states`` (T, D) and ``targets`` (T,), ``at`` their indices into
+    the flattened (B, L) batch of ``shape``: the same values and draws as on the padded batch. (T,)"""
     if cfg.kind == "full_softmax" or cfg.negatives == "position":
         return position_losses(cfg, items, states[None], targets[None], torch.ones_like(targets[None], dtype=torch.bool))
     B, L = shape

@@ -1,10 +1,4 @@
-"""AdamW with an optional learning-rate schedule, shared by the genrec modules (``GenrecModule``).
-
-``constant`` keeps the learning rate fixed (the HSTU paper's setting). ``cosine`` warms up
-linearly for ``warmup_steps`` and then decays along a half cosine to ``min_lr_ratio * lr`` at the
-last training step (``trainer.estimated_stepping_batches``), so a shorter run still ends annealed.
-Both are torch schedulers: ``LinearLR`` for the warm-up, then ``CosineAnnealingLR``.
-"""
+"""AdamW with an optional learning-rate schedule (torch's ``LinearLR`` warm-up, ``CosineAnnealingLR``)."""
 from __future__ import annotations
 
 import math
@@ -25,7 +19,7 @@ class OptimConfig:
         lr: peak learning rate.
         weight_decay: AdamW's decoupled weight decay.
         betas: AdamW's moment decay rates.
-        lr_schedule: ``constant`` or ``cosine`` (warm-up, then a half cosine to ``min_lr_ratio * lr``).
+        lr_schedule: ``constant`` or ``cosine`` (a half cosine to ``min_lr_ratio * lr`` at the last step).
         warmup_steps: linear warm-up steps.
         min_lr_ratio: the cosine's final learning rate as a share of ``lr``.
     """
@@ -62,12 +56,8 @@ def schedule(opt: torch.optim.Optimizer, config: OptimConfig, total_steps: int) 
     return lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[w]) if warmup else cosine
 
 def adamw(params: Iterable[Any], config: OptimConfig, total_steps: Callable[[], float]):
-    """The optimizer, or the Lightning ``{"optimizer", "lr_scheduler"}`` dict when scheduled.
-
-    ``params``: parameters or parameter groups. ``total_steps`` is asked only for the cosine
-    schedule (a module used outside a Trainer, e.g. by a surrogate attack's plain loop, then needs no
-    trainer for the constant one).
-    """
+    """The optimizer, or the Lightning ``{"optimizer", "lr_scheduler"}`` dict when scheduled;
+    ``total_steps`` is asked only for the cosine schedule."""
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
     if config.lr_schedule == "constant" and config.warmup_steps <= 1:
         return opt

@@ -1,12 +1,5 @@
-"""ID-based generative retrieval: next-item prediction over the whole catalogue.
-
-The module owns the item embedding table (shared by inputs and outputs, as in SASRec and HSTU),
-the loss and the evaluation; the net only turns embedded sequences into user states.
-Training: sampled softmax with uniform random negatives (a negative equal to the positive is
-masked out) or full softmax, on cosine similarities (or dot products) divided by a temperature.
-Evaluation: the state at each user's last position is ranked against every catalogue item with
-streaming top-k counting (``genrec.evaluation``); metrics are logged as ``val/hr@10`` etc.
-"""
+"""ID-based generative retrieval: the item embedding table, the loss (``negatives``) and the evaluation
+around a net that turns embedded sequences into user states."""
 from __future__ import annotations
 
 from typing import Any, Literal, Sequence
@@ -35,31 +28,19 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
     Args:
         net: a sequence encoder from ``genrec.models`` (its ``dim`` sets the embedding width).
         num_items: catalogue size N (linked from the data module; ids 1..N, 0 = padding).
-        loss: the loss and its negatives (``genrec.modules.negatives.LossConfig``).
-        similarity: ``cosine`` (paper): the user state (unit-norm from the nets) against unit-norm
-            item vectors; ``dot``: against the raw item embeddings, so every item's norm is learned
-            and scales its score for all users, as in the original SASRec's dot product (an item
-            pushed by poisoning can then rise in every user's list at once; ``genrec.robust``).
-        optim: AdamW and its learning-rate schedule (``OptimConfig``; no weight decay and
-            betas (0.9, 0.98) unless set).
-        hr_ks, ndcg_ks: cut-offs of the logged metrics.
+        loss: the loss and its negatives (``LossConfig``).
+        similarity: ``cosine`` against unit-norm item vectors; ``dot`` against the raw item embeddings.
+        optim: AdamW and its learning-rate schedule (no weight decay, betas (0.9, 0.98) unless set).
+        hr_ks: cut-offs of the logged HR.
+        ndcg_ks: cut-offs of the logged NDCG.
         eval_chunk_size: items scored at a time during evaluation (bounds memory).
-        dataset_fingerprint: identifies the training catalogue; linked from the data module and
-            checked before evaluating on another dataset.
+        dataset_fingerprint: the training catalogue (linked from the data module).
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        num_items: int = 0,
-        loss: LossConfig = LossConfig(),
-        similarity: Literal["cosine", "dot"] = "cosine",
-        optim: OptimConfig = RETRIEVAL_OPTIM,
-        hr_ks: Sequence[int] = (1, 10, 50, 200),
-        ndcg_ks: Sequence[int] = (10, 50, 200),
-        eval_chunk_size: int = 65536,
-        dataset_fingerprint: str = "",
-    ):
+    def __init__(self, net: nn.Module, num_items: int = 0, loss: LossConfig = LossConfig(),
+                 similarity: Literal["cosine", "dot"] = "cosine", optim: OptimConfig = RETRIEVAL_OPTIM,
+                 hr_ks: Sequence[int] = (1, 10, 50, 200), ndcg_ks: Sequence[int] = (10, 50, 200),
+                 eval_chunk_size: int = 65536, dataset_fingerprint: str = ""):
         super().__init__()
         if num_items < 1:
             raise ValueError("model.num_items must be positive: it is linked from the data module (data.num_items)")
@@ -77,15 +58,13 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
             self.item_emb.weight[0].zero_()
         self.val_metrics = RankingMetrics(hr_ks, ndcg_ks)
         self.test_metrics = RankingMetrics(hr_ks, ndcg_ks)
-        # Per-user loss weights (e.g. from the fraudster-reweighting callback); None = all ones.
-        self.user_weights: Tensor | None = None
+        self.user_weights: Tensor | None = None  # per user index (set_user_weights)
 
     @classmethod
     def init_args(cls, hp: dict[str, Any], ckpt: dict, source: str) -> dict[str, Any]:
         return {**hp, "net": build_net(ckpt.get("genrec", {}).get("net", {}), source)}
 
     def checkpoint_extras(self) -> dict[str, Any]:
-        # The net's class and arguments, so the checkpoint alone rebuilds the model.
         return {"net": {"class_path": class_path(self.net), "init_args": dict(getattr(self.net, "init_args", {}))}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -93,25 +72,23 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         theirs = checkpoint.get("hyper_parameters", {}).get("dataset_fingerprint", "")
         ours = self.hparams.dataset_fingerprint
         if theirs and ours and theirs != ours:
-            raise CheckpointMismatchError(
-                f"the checkpoint was trained on catalogue {theirs!r} but the data module gives {ours!r}: "
-                "evaluate it on the dataset it was trained on (same data.dataset, data.root and filtering)"
-            )
+            raise CheckpointMismatchError(f"the checkpoint was trained on catalogue {theirs!r} but the data module "
+                                          f"gives {ours!r}: evaluate it on the dataset it was trained on (same "
+                                          "data.dataset, data.root and filtering)")
         own = self.state_dict()
         theirs_sd = checkpoint["state_dict"]
         problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                     for k, v in theirs_sd.items() if k in own and own[k].shape != v.shape]
         problems += [f"{k}: missing in checkpoint" for k in own if k not in theirs_sd]
         if problems:
-            raise CheckpointMismatchError(
-                "the checkpoint does not fit this model (" + "; ".join(problems[:5]) + "): "
-                "use the model config it was trained with (its config.yaml beside the checkpoints)"
-            )
+            raise CheckpointMismatchError("the checkpoint does not fit this model (" + "; ".join(problems[:5])
+                                          + "): use the model config it was trained with (its config.yaml beside "
+                                          "the checkpoints)")
 
     # -- model -----------------------------------------------------------------------------------
 
     def item_vectors(self) -> Tensor:
-        """All item vectors in the scoring space (L2-normalised unless ``similarity: dot``), row 0 = padding. (N+1, D)"""
+        """Item vectors in the scoring space, row 0 = padding. (N+1, D)"""
         if self.hparams.similarity == "dot":
             return self.item_emb.weight
         return F.normalize(self.item_emb.weight, dim=-1, eps=1e-6)
@@ -126,9 +103,8 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
                         query_time=batch.get("query_time"))
 
     def encode_packed(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """States of the valid positions only, for a net that takes packed sequences (``net.packed``,
-        e.g. HSTU with ``attention: jagged``): items are embedded and encoded without padding.
-        ((T, D), and their (T,) indices into the flattened (B, L) batch)"""
+        """States (T, D) of the valid positions of a net that takes packed sequences (``net.packed``),
+        and their (T,) indices into the flattened (B, L) batch."""
         items, lengths = batch["items"], batch["lengths"]
         at, offsets = pack(lengths, items.shape[1])
         states = self.net.forward_packed(self.item_emb(items.reshape(-1)[at]), batch["timestamps"].reshape(-1)[at],
@@ -185,12 +161,10 @@ class RetrievalModule(DomainEvalLoop, VectorRecommender, GenrecModule):
         return self.hparams.eval_chunk_size
 
     def ranking_items(self) -> Tensor:
-        """``item_vectors()``, computed again only once the embeddings changed (a training step,
-        loaded weights, another device): their storage and version counter say so."""
+        """``item_vectors()``, computed again only once the embeddings' storage or version changed."""
         weight = self.item_emb.weight
         version = (weight.data_ptr(), weight._version)
         if getattr(self, "_ranking_items", (None,))[0] != version:
-            # detached: under similarity: dot item_vectors() is the embedding Parameter itself, which
-            # assigned to an attribute would register as a second parameter of the module
+            # detached: a Parameter (similarity: dot) assigned to an attribute would register twice
             self._ranking_items = (version, self.item_vectors().detach())
         return self._ranking_items[1]

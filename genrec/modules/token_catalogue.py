@@ -1,10 +1,6 @@
-"""The catalogue a generative model ranks: every item's tokens, its text embedding and the trie of its tokens.
+"""The catalogue a generative model ranks (not saved): every item's tokens, text embedding and token trie.
 
-Built from the items' text embeddings by the frozen item tokenizer (collisions resolved). The tables
-are buffers that are not saved: they belong to whichever catalogue is being ranked, so one
-checkpoint ranks any catalogue (zero-shot). ``codes`` are global FSQ code ids; the trie is over local
-indices, a code's position among the sorted codes the catalogue uses at that token position
-(``slot_vocab``), so the decoder scores only those.
+The trie is over local indices: a code's position among the sorted codes used at its position (``slot_vocab``).
 """
 from __future__ import annotations
 
@@ -49,26 +45,24 @@ class TokenCatalogue(nn.Module):
         self.key, self.collision_rate, self.collided = key, cat.collision_rate, cat.collided
         return cat
 
-    def domain_trie(self, domain: tuple[int, int] | None) -> CodeTrie | None:
-        """The trie of one domain's items (global ids), built once per catalogue and domain."""
+    def domain_trie(self, domain: tuple[int, int] | None) -> tuple[CodeTrie, int]:
+        """The trie of one domain's items (the whole catalogue's for None) and its first item id."""
         if domain is None:
-            return None
+            return self.trie, 1
         if domain not in self.domain_tries:
             lo, hi = domain
             self.domain_tries[domain] = CodeTrie(self.local[lo : hi + 1].cpu(), torch.arange(lo, hi + 1)).to(self.text.device)
-        return self.domain_tries[domain]
+        return self.domain_tries[domain], domain[0]
 
     def batch_domain(self, target_ids: Tensor) -> tuple[int, int] | None:
-        """The ``(first_id, last_id)`` of the one domain all targets belong to; None with one domain
-        (or targets of several, which a ``MultiDomainDataModule`` never batches together)."""
+        """The ``(first_id, last_id)`` of the one domain all targets belong to; None with one domain or several."""
         if len(self.domains) < 2 or not len(target_ids):
             return None
         lo, hi = int(target_ids.min()), int(target_ids.max())
         return next(((a, b) for a, b in self.domains if a <= lo and hi <= b), None)
 
     def collision_rates(self, ranges: dict[str, tuple[int, int]]) -> dict[str, float]:
-        """Share of each domain's items (``name -> (first_id, last_id)``) whose tokens collided with an
-        earlier item's (of any domain) and were changed by resolution."""
+        """Share of each domain's items (``name -> (first_id, last_id)``) changed by collision resolution."""
         if self.collided is None:
             raise RuntimeError("no catalogue: call set_catalogue(...) first")
         return {name: float(self.collided[lo : hi + 1].float().mean()) for name, (lo, hi) in ranges.items()}

