@@ -32,23 +32,16 @@ class FakeProfiles:
         return len(self.sequences)
 
     def state(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "targets": self.targets.tolist(),
-            "sequences": [s.tolist() for s in self.sequences],
-            "timestamps": [t.tolist() for t in self.timestamps],
-            **({"donors": self.donors.tolist()} if self.donors is not None else {}),
-        }
+        state = {"config": self.config.to_dict(), "targets": self.targets.tolist(),
+                 "sequences": [s.tolist() for s in self.sequences], "timestamps": [t.tolist() for t in self.timestamps]}
+        return state if self.donors is None else {**state, "donors": self.donors.tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "FakeProfiles":
-        return cls(
-            sequences=[np.asarray(s, np.int64) for s in state["sequences"]],
-            timestamps=[np.asarray(t, np.int64) for t in state["timestamps"]],
-            targets=np.asarray(state["targets"], np.int64),
-            config=AttackConfig.from_dict(state["config"]),
-            donors=np.asarray(state["donors"], np.int64) if "donors" in state else None,
-        )
+        ints = lambda rows: [np.asarray(r, np.int64) for r in rows]
+        return cls(ints(state["sequences"]), ints(state["timestamps"]), np.asarray(state["targets"], np.int64),
+                   AttackConfig.from_dict(state["config"]),
+                   donors=np.asarray(state["donors"], np.int64) if "donors" in state else None)
 
 
 def train_counts(data: SequenceData, train_end: np.ndarray) -> np.ndarray:
