@@ -1,24 +1,19 @@
-"""The attack configuration, apart from the generators: ``genrec.robust.attacks`` builds fakes from
-it and ``genrec.robust.surrogate`` (which the model-based attack calls) reads it, so neither module
-imports the other back.
-
-A discriminated union on ``kind``: ``AttackConfig`` holds the options every kind reads (and is the
-``random`` attack); each kind with more options is a subclass holding only those (``ATTACKS``).
-Runs, configs and checkpoints spell an attack as its plain options, e.g.
-``{kind: copy, budget: 0.02, seed: 3, splice: anywhere}``; ``AttackConfig.from_dict`` parses them.
+"""The attack configuration, a discriminated union on ``kind``: ``AttackConfig`` holds the options
+every kind reads (and is the ``random`` attack), each subclass in ``ATTACKS`` a kind's own options.
+Kept apart from ``genrec.robust.attacks`` so the surrogate reads it without importing the attacks.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from genrec.errors import DataError
 
 Kind = Literal["random", "bandwagon", "segment", "model", "copy", "augmented"]
-KINDS = ("random", "bandwagon", "segment", "model", "copy", "augmented")
+KINDS = get_args(Kind)
 IMITATIONS = ("copy", "augmented")  # fakes built from real users' histories
 Splice = Literal["recent", "anywhere", "mixed"]
-SPLICES = ("recent", "anywhere", "mixed")
+SPLICES = get_args(Splice)
 
 
 def _at_least_one(config: Any, *keys: str) -> None:
@@ -34,12 +29,7 @@ def _fraction(key: str, value: float) -> None:
 
 @dataclass
 class AttackConfig:
-    """One attack; the whole object is saved with the run, so a run can be repeated exactly.
-
-    ``splice`` says where a fake's targets go: ``recent``, at random positions among its last
-    ``targets_in_last`` items; ``anywhere``, at random positions over the whole profile; ``mixed``,
-    each fake one or the other by a fair coin.
-    """
+    """One attack, saved whole with the run so that it can be repeated exactly (options: docs/robust.md)."""
 
     kind: Kind = "random"
     budget: float = 0.01

@@ -1,49 +1,19 @@
-"""Data-poisoning attacks: fake user profiles that push target items into real users' lists.
-
-Every attack writes fake users into the *training* part only (fake users have no validation or
-test items and are never evaluated). Defaults follow the LoRec setting: a budget of 1% of the real
-users, 5 targets drawn from the least popular half of the items (by training interactions; items
-never seen in training are left out, as their embeddings would stay random), and each fake
-profile copies the length and timestamps of a randomly drawn real user's training sequence, so
-lengths follow the real distribution. All randomness comes from ``AttackConfig.seed``.
-
-- ``random``: uniformly random items plus the targets.
-- ``bandwagon``: items from the most popular ``popular_fraction`` of the catalogue plus the targets
-  (default the popular half: a narrow popular pool puts the targets where real users' own next
-  items crowd them out; docs/history/robust-earlier.md).
-- ``segment``: items sharing all of a target's values of ``segment_field`` (e.g. all its genres;
-  one shared genre such as Drama covers most of ML-1M and would make this attack random), or with
-  ``segment_neighbours: k`` each target's ``k`` nearest items by text embedding (MiniLM).
-- ``model``: a surrogate SASRec trained on the clean training data picks, step by step, among its
-  ``candidates`` most likely next items the one that most raises the targets' scores (in the
-  spirit of the DP and Rev attacks); the profile ends with the targets.
-- ``copy`` (after CopyAttack): a real user's whole training history, cloned, with the targets
-  spliced in; each inserted item borrows the timestamp of the item before it. Every fake on its
-  own is a plausible user: without the targets it *is* a real one.
-- ``augmented`` (after AUSH): a real user's history extended with ``filler_fraction`` × its length
-  of fillers from the popular ``popular_fraction`` of the catalogue at random positions (never
-  the user's own items), then the targets spliced in as for ``copy``.
-Imitations carry all targets, or with ``targets_per_fake`` a random subset of them each (``k``, or
-a size drawn per fake from ``[lo, hi]``).
-
-Where the targets go (``splice``): ``recent`` (default) places them at random positions among a
-profile's last ``targets_in_last`` items (default: the model's input length), so they stay inside
-the window a model trains on; model-based profiles then end with the targets unless
-``targets_in_last`` is set. ``anywhere`` spreads them over the whole profile, and ``mixed`` draws
-one of the two per fake. ``target_repeats`` puts every target that many times into a profile
-(model-based profiles end with them all): one occurrence per profile is too weak to test a defence
-on (docs/history/robust-earlier.md).
+"""Data-poisoning attacks: fake user profiles, written into the training part only, that push
+target items into real users' lists. The kinds and their options: ``genrec.robust.attack_config``
+and docs/robust.md. All randomness comes from ``AttackConfig.seed``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from genrec.data.preprocess import SequenceData
 from genrec.errors import DataError
-from genrec.robust.attack_config import IMITATIONS, KINDS, AttackConfig, Kind  # noqa: F401  (re-exported)
+from genrec.robust.attack_config import IMITATIONS, AttackConfig
+from genrec.robust.encoders import build_encoder
+from genrec.robust.surrogate import model_based_profiles
 
 ANYWHERE = np.iinfo(np.int64).max  # a tail longer than any profile: splice over the whole of it
 
@@ -62,31 +32,22 @@ class FakeProfiles:
         return len(self.sequences)
 
     def state(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "targets": self.targets.tolist(),
-            "sequences": [s.tolist() for s in self.sequences],
-            "timestamps": [t.tolist() for t in self.timestamps],
-            **({"donors": self.donors.tolist()} if self.donors is not None else {}),
-        }
+        state = {"config": self.config.to_dict(), "targets": self.targets.tolist(),
+                 "sequences": [s.tolist() for s in self.sequences], "timestamps": [t.tolist() for t in self.timestamps]}
+        return state if self.donors is None else {**state, "donors": self.donors.tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "FakeProfiles":
-        return cls(
-            sequences=[np.asarray(s, np.int64) for s in state["sequences"]],
-            timestamps=[np.asarray(t, np.int64) for t in state["timestamps"]],
-            targets=np.asarray(state["targets"], np.int64),
-            config=AttackConfig.from_dict(state["config"]),
-            donors=np.asarray(state["donors"], np.int64) if "donors" in state else None,
-        )
+        ints = lambda rows: [np.asarray(r, np.int64) for r in rows]
+        return cls(ints(state["sequences"]), ints(state["timestamps"]), np.asarray(state["targets"], np.int64),
+                   AttackConfig.from_dict(state["config"]),
+                   donors=np.asarray(state["donors"], np.int64) if "donors" in state else None)
 
 
 def train_counts(data: SequenceData, train_end: np.ndarray) -> np.ndarray:
     """Training interactions per item id (index 0 = padding, always 0). (N+1,)"""
-    starts = data.offsets[:-1]
-    lengths = train_end - starts
-    pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    return np.bincount(data.items[pos], minlength=data.num_items + 1)
+    in_train = np.arange(len(data.items)) < np.repeat(train_end, data.lengths)
+    return np.bincount(data.items[in_train], minlength=data.num_items + 1)
 
 
 def sample_targets(counts: np.ndarray, num: int, rng: np.random.Generator, avoid: list[int] | np.ndarray = ()) -> np.ndarray:
@@ -100,14 +61,8 @@ def sample_targets(counts: np.ndarray, num: int, rng: np.random.Generator, avoid
 
 
 def generate(data: SequenceData, train_end: np.ndarray, config: AttackConfig | dict, window: int) -> FakeProfiles:
-    """Fake profiles for ``data`` (real users only) under ``config``.
-
-    Args:
-        data: the clean sequences.
-        train_end: end (exclusive) of each user's training part in ``data.items``.
-        config: the attack.
-        window: the model's input length; the default for ``targets_in_last``.
-    """
+    """Fake profiles for the clean ``data`` under ``config``; ``train_end``: end (exclusive) of each
+    user's training part in ``data.items``; ``window``: the model's input length (default ``targets_in_last``)."""
     config = AttackConfig.from_dict(config)
     rng = np.random.default_rng(config.seed)
     counts = train_counts(data, train_end)
@@ -130,8 +85,6 @@ def generate(data: SequenceData, train_end: np.ndarray, config: AttackConfig | d
         sequences, stamps = _imitations(data, train_end, counts, targets, donors, config, tails, rng)
         return FakeProfiles(sequences, stamps, targets, config, donors=donors)
     if config.kind == "model":
-        from genrec.robust.surrogate import model_based_profiles
-
         sequences = model_based_profiles(data, train_end, counts, targets, lengths, config, rng, planted)
         if config.targets_in_last or config.splice != "recent":  # the targets among the fillers instead of after them
             sequences = [_with_targets(s[: -len(planted)], planted, t, rng) for s, t in zip(sequences, tails)]
@@ -160,12 +113,16 @@ def _filler_pool(data: SequenceData, counts: np.ndarray, targets: np.ndarray, co
     if config.kind == "random":
         pool = items
     elif config.kind == "bandwagon":
-        size = max(1, int(np.ceil(config.popular_fraction * data.num_items)))
-        pool = np.argsort(-counts[1:], kind="stable")[:size] + 1
+        pool = _popular(counts, config.popular_fraction)
     else:
         pool = (text_neighbours(data, targets, config.segment_neighbours) if config.segment_neighbours
                 else segment_items(data, targets, config.segment_field))
     return np.setdiff1d(pool, targets)
+
+
+def _popular(counts: np.ndarray, fraction: float) -> np.ndarray:
+    """The ``fraction`` most popular items by training count (at least one)."""
+    return np.argsort(-counts[1:], kind="stable")[: max(1, int(np.ceil(fraction * (len(counts) - 1))))] + 1
 
 
 def segment_items(data: SequenceData, targets: np.ndarray, field_name: str) -> np.ndarray:
@@ -189,8 +146,6 @@ def segment_items(data: SequenceData, targets: np.ndarray, field_name: str) -> n
 def text_neighbours(data: SequenceData, targets: np.ndarray, k: int, encoder: dict | None = None) -> np.ndarray:
     """The union of each target's ``k`` nearest items by the cosine of their text embeddings (every
     item text column joined by ". "; default encoder: the offline MiniLM)."""
-    from genrec.robust.encoders import build_encoder
-
     if data.item_text is None or data.item_text.empty:
         raise DataError(f"attack.segment_neighbours needs item text, and dataset {data.name!r} has none: use segment_field or another attack kind")
     texts = data.item_text.astype(str).agg(". ".join, axis=1).tolist()  # row 0 = padding
@@ -210,14 +165,6 @@ def _draw(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(parts)[:n] if parts else np.zeros(0, np.int64)
 
 
-def _slots(n: int, k: int, tail: int, rng: np.random.Generator) -> np.ndarray:
-    """A mask of k random positions among the last ``max(tail, k)`` of n."""
-    last = int(min(n, max(tail, k)))
-    mask = np.zeros(n, bool)
-    mask[rng.choice(np.arange(n - last, n), k, replace=False)] = True
-    return mask
-
-
 def _with_targets(filler: np.ndarray, targets: np.ndarray, tail: int, rng: np.random.Generator) -> np.ndarray:
     return _splice(filler, np.zeros(len(filler), np.int64), targets, tail, rng)[0]
 
@@ -227,7 +174,9 @@ def _splice(base: np.ndarray, stamps: np.ndarray, inserted: np.ndarray, tail: in
     """``base`` (in order) with ``inserted`` (shuffled) at random positions among the last ``tail``;
     an inserted item takes the timestamp of the base item before it (the first one's if none)."""
     n = len(base) + len(inserted)
-    mask = _slots(n, len(inserted), tail, rng)
+    last = int(min(n, max(tail, len(inserted))))  # at least room for every inserted item
+    mask = np.zeros(n, bool)
+    mask[rng.choice(np.arange(n - last, n), len(inserted), replace=False)] = True
     out = np.zeros(n, np.int64)
     out[mask] = rng.permutation(inserted)
     out[~mask] = base
@@ -244,8 +193,7 @@ def _imitations(data: SequenceData, train_end: np.ndarray, counts: np.ndarray, t
                 rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``copy`` and ``augmented`` profiles: each donor's training history with the targets spliced in."""
     augmented = config.kind == "augmented" and config.filler_fraction > 0
-    if augmented:
-        popular = np.argsort(-counts[1:], kind="stable")[: max(1, int(np.ceil(config.popular_fraction * data.num_items)))] + 1
+    popular = _popular(counts, config.popular_fraction) if augmented else None
     sizes = config.subset_sizes()
     sequences, stamps = [], []
     for d, tail in zip(donors, tails):
@@ -254,38 +202,25 @@ def _imitations(data: SequenceData, train_end: np.ndarray, counts: np.ndarray, t
             pool = np.setdiff1d(popular, np.concatenate([targets, items]))
             fillers = _draw(pool, int(round(config.filler_fraction * len(items))), rng)
             items, times = _splice(items, times, fillers, len(items) + len(fillers), rng)
-        carried = targets if sizes is None else rng.choice(targets, _subset_size(sizes, rng), replace=False)
+        carried = targets
+        if sizes is not None:  # a fixed size draws nothing, as it always has
+            size = sizes[0] if sizes[0] == sizes[1] else int(rng.integers(sizes[0], sizes[1] + 1))
+            carried = rng.choice(targets, size, replace=False)
         items, times = _splice(items, times, np.tile(carried, config.target_repeats), tail, rng)
         sequences.append(items)
         stamps.append(times)
     return sequences, stamps
 
 
-def _subset_size(sizes: tuple[int, int], rng: np.random.Generator) -> int:
-    lo, hi = sizes
-    return lo if lo == hi else int(rng.integers(lo, hi + 1))  # a fixed size draws nothing, as it always has
-
-
 def inject(data: SequenceData, train_end: np.ndarray, fakes: FakeProfiles,
            prefix: str = "fake") -> tuple[SequenceData, np.ndarray]:
-    """``data`` with the fake users appended after the real ones, and the extended ``train_end``.
-
-    Real users keep their indices and item positions, so validation and test positions computed
-    on the clean data stay valid; every fake item is training data.
-    """
+    """``data`` with the fake users appended after the real ones (which keep their indices and item
+    positions), and the extended ``train_end``: every fake item is training data."""
     lengths = np.array([len(s) for s in fakes.sequences], np.int64)
     offsets = np.concatenate([data.offsets, data.offsets[-1] + np.cumsum(lengths)])
     fake_ids = np.array([f"{prefix}_{i}" for i in range(len(fakes))], dtype=object)
-    poisoned = SequenceData(
-        name=data.name,
-        offsets=offsets,
-        items=np.concatenate([data.items, *fakes.sequences]).astype(np.int64),
-        timestamps=np.concatenate([data.timestamps, *fakes.timestamps]).astype(np.int64),
-        user_ids=np.concatenate([data.user_ids, fake_ids]),
-        item_ids=data.item_ids,
-        item_text=data.item_text,
-        has_timestamps=data.has_timestamps,
-        counts={**data.counts, f"{prefix}_users": len(fakes)},
-        fingerprint=data.fingerprint,
-    )
+    poisoned = replace(data, offsets=offsets, items=np.concatenate([data.items, *fakes.sequences]).astype(np.int64),
+                       timestamps=np.concatenate([data.timestamps, *fakes.timestamps]).astype(np.int64),
+                       user_ids=np.concatenate([data.user_ids, fake_ids]),
+                       counts={**data.counts, f"{prefix}_users": len(fakes)})
     return poisoned, np.concatenate([train_end, offsets[-len(fakes) - 1 : -1] + lengths])

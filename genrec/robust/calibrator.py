@@ -1,14 +1,6 @@
-"""LoRec-style calibrator: a small transformer over the recommender's own view of each user.
-
-Tokens are the recommender's per-position states of a user's training window together with how
-well each state predicted the item that came next (its cosine score): profiles written to push
-targets read differently to the recommender than real histories. The pooled sequence vector is
-(1) aligned to the user's LM embedding through a projection head (cosine loss), which carries the
-language model's knowledge into the sequence representation, and (2) classified, together with
-the projected LM embedding, into fraudster or not. Trained with the known attack's fakes as
-positives against the training users.
-
-Untrained signals that rank users beside it (the anomaly score) are in ``genrec.robust.signals``.
+"""LoRec-style calibrator: a small transformer over the recommender's per-position states of a
+user's training window and how well each predicted the next item. Its pooled vector is aligned
+(cosine) to the user's LM embedding and classified, with that embedding, into fraudster or not.
 """
 from __future__ import annotations
 
@@ -22,18 +14,15 @@ from torch import Tensor, nn
 
 @dataclass
 class CalibratorConfig:
+    """``warm_epochs``: epochs of an update that starts from the previous update's calibrator (None:
+    ``epochs``); ``negatives_per_epoch``: real users drawn afresh for each epoch, every fake kept (None: all)."""
+
     dim: int = 64
     heads: int = 2
     layers: int = 1
     dropout: float = 0.1
     epochs: int = 20
-    # Epochs of an update that starts from the previous update's calibrator (None: ``epochs``). A
-    # warm start needs only to follow the recommender's drift since then, and training is most of
-    # an update's cost (benchmarks/robust_cost.py).
     warm_epochs: int | None = None
-    # Negatives (label 0: the training users) drawn afresh for each epoch, every positive kept (None:
-    # all): an epoch's cost follows the rows it reads, and ~100 times more real users than fakes
-    # say little more to a classifier than a few thousand of them do.
     negatives_per_epoch: int | None = None
     batch_size: int = 256
     lr: float = 1e-3
@@ -152,19 +141,13 @@ def sequence_features(module, histories: list[np.ndarray], stamps: list[np.ndarr
     module.eval()
     items = module.item_vectors()
     device = items.device
+    pad = lambda rows: torch.stack([F.pad(torch.as_tensor(r, dtype=torch.long), (0, max_len - len(r))) for r in rows])
     states, fits, lengths = [], [], []
     for start in range(0, len(histories), batch_size):
         spans = [h[-max_len - 1 :] for h in histories[start : start + batch_size]]
         times = [t[-max_len - 1 :] for t in stamps[start : start + batch_size]]
         n = torch.as_tensor([max(1, len(w) - 1) for w in spans])
-        inp = torch.zeros(len(spans), max_len, dtype=torch.long)
-        tgt = torch.zeros_like(inp)
-        ts = torch.zeros_like(inp)
-        for r, (w, t) in enumerate(zip(spans, times)):
-            n_in = max(0, len(w) - 1)
-            inp[r, :n_in] = torch.as_tensor(w[:-1])
-            tgt[r, :n_in] = torch.as_tensor(w[1:])
-            ts[r, :n_in] = torch.as_tensor(t[:-1])
+        inp, tgt, ts = pad([w[:-1] for w in spans]), pad([w[1:] for w in spans]), pad([t[:-1] for t in times])  # (B, L)
         batch = {"items": inp.to(device), "timestamps": ts.to(device), "lengths": n.to(device)}
         s = module.encode(batch)  # (B, L, D)
         valid = (tgt > 0).to(device)

@@ -1,33 +1,9 @@
 """``FraudsterReweighting``: LoRec's iterative, LLM-calibrated down-weighting of likely fake users.
 
-At fit start (global rank 0, then broadcast) the callback
-1. simulates a *known* attack (default: random, with its own targets, never the data module's
-   attack targets when those are known) on the training data;
-2. embeds every training user and every simulated fake with a language model
-   (``genrec.robust.encoders``; cached across runs under ``$GENREC_CACHE/lm_embeddings``, keyed by
-   the model files' and the texts' contents) and, with ``detector.enabled``, trains the LM detector
-   (``Detector``) on them; its scores are logged and reported, never part of the weights.
-On every scheduled epoch (``update.start_epoch``, then every ``update.every``) it reads the
-recommender's own states of each user's training window, trains the calibrator (``Calibrator``) on
-the same labels, scores every user, and updates the weights (``WeightUpdate``):
-``w ← w − lr · (s − mean(s))`` (users above the mean score lose, the others gain),
-``weight = σ(w) / σ(w₀)`` rescaled so the weights sum to the number of users. With ``signals`` (and
-``update.scores="rank"``) a user's score is the largest of its calibrated and its untrained signals'
-percentiles (``genrec.robust.signals``, e.g. ``AnomalySignal``), so fakes of an attack that lie on
-the other side of real users than the known attack's are still ranked high. The module multiplies each user's loss terms by its weight
-(``set_user_weights``). When the data module labels its fakes (``is_fake``), the callback logs
-detection precision/recall/AUC and the mean weight of fake and real users. Its state (weights,
-scores, calibrator) is saved in checkpoints, so a resumed run continues with the same weights.
-The detector and each update's calibrator draw from their own seeded streams and leave torch's
-global one as they found it: a calibrator is the same whatever the training drew before it, and
-the recommender's draws do not depend on whether it is defended.
-
-With ``train_known`` the simulated fakes are also *trained on*: they are appended to the training
-data as labelled decoys (training-only users after the data module's own) and weighted like every
-other user. Without it the calibrator learns from fakes the recommender has never fitted, while the
-injected fakes it must find have been fitted every epoch; training on the decoys shows it positives
-as the recommender sees real poison. The decoys push their own targets (never the injected
-attack's), so they are down-weighted by the same updates.
+At fit start (global rank 0, then broadcast) it simulates a known attack and embeds every training
+user and simulated fake with a language model; on every scheduled epoch it trains the calibrator
+on the recommender's states of those users, scores every user and updates the per-user loss
+weights (``WeightUpdate``). The schedule, formula and logged metrics: docs/robust.md.
 """
 from __future__ import annotations
 
@@ -55,31 +31,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WeightUpdate:
-    """When and how the per-user weights move.
+    """When and how the per-user weights move: ``w ← w − lr · (s − mean(s))``, weight = σ(w) / σ(w0).
 
     Args:
-        start_epoch: first epoch whose training uses updated weights (the recommender needs a few
-            epochs before its states say anything).
+        start_epoch: first epoch whose training uses updated weights.
         every: epochs between weight updates.
-        lr: step size of ``w ← w − lr · (s − mean(s))``.
-        w0: initial logit of every user (weights start at σ(w0)/σ(w0) = 1).
-        scores: what the update subtracts: ``"raw"`` calibrated probabilities (LoRec's), or
-            ``"rank"``, each user's score percentile in [0, 1]. Raw probabilities from a calibrator
-            trained on ~1% positives are tiny for most users and near 1 for a few: the mean is set
-            by those few, so fakes that outrank almost every real user can still sit below it, and
-            the few false positives take the whole loss (docs/history/robust-earlier.md, the
-            defence on bandwagon).
-            Percentiles move every user by where it ranks, so any AUC above .5 lowers fakes' weights.
-        flag_fraction: with ``scores="rank"``, the top fraction of users that count as flagged:
-            the update subtracts ``clip((p - (1 - f)) / f, 0, 1)`` of percentile ``p`` (``f = 1``:
-            the percentile itself). Every user above the median losing weight at every update
-            pushes many real users towards 0 too, at a cost in clean quality
-            (docs/history/robust-earlier.md); a small ``f`` (about twice the expected share of
-            fakes) concentrates the loss on the top.
-        flagged_weight: the weight a user flagged with confidence (a signal's ``flag_above``) is
-            held at, at most, from the update that flags it on; a flag stays. Signals that read
-            histories only flag before the first training epoch, so a fake is down-weighted
-            before the model has learned its targets.
+        lr: step size.
+        w0: initial logit of every user.
+        scores: ``s`` is the calibrated probability (``"raw"``, LoRec's) or its percentile (``"rank"``).
+        flag_fraction: with ``"rank"``, the top fraction of users that count as flagged: ``s`` is
+            ``clip((p - (1 - f)) / f, 0, 1)`` of percentile ``p``.
+        flagged_weight: the weight at most of a user flagged with confidence (a signal's
+            ``flag_above``), from the update that flags it on.
     """
 
     start_epoch: int = 2
@@ -114,22 +77,14 @@ class FraudsterReweighting(L.Callback):
         encoder: ``genrec.robust.encoders.build_encoder`` options (default: MiniLM, item mode).
         known_attack: ``AttackConfig`` options of the simulated attack the detectors learn from.
         update: when and how the weights move (``WeightUpdate``).
-        signals: untrained per-user signals (``genrec.robust.signals``), each a typed config told
-            apart by ``kind`` (``{kind: anomaly, windows: [10, 50]}``); with ``update.scores="rank"``,
-            a user's percentile is the largest of its calibrated score's and each signal's times the
-            signal's ``weight``; a signal's ``flag_above`` flags users with confidence
-            (``WeightUpdate.flagged_weight``). The calibrator learns on which side of real users the known attack's fakes
-            lie; fakes of another attack can lie on the other (model-based fakes are predicted
-            *better* than real users) and are then ranked below them.
-        detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options. ``detector.enabled``
-            trains the LM detector (LLM4Dec's MLP on the LM user embeddings) at fit start. Its
-            scores are logged (``robust/lm_*``) and reported beside the others but never enter the
-            update, so ``enabled: false`` saves its training and changes no weight.
+        signals: untrained per-user signals (``genrec.robust.signals``); with ``update.scores="rank"``
+            a user's percentile is the largest of its calibrated one and each signal's times its ``weight``.
+        detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options; the LM detector's
+            scores are logged and reported, never part of the weights.
         threshold: score above which a user counts as flagged in precision/recall.
-        cache_dir: where LM embeddings are cached (default: ``$GENREC_CACHE/lm_embeddings``, shared
-            by every run, so only the first run on a catalogue embeds it).
+        cache_dir: where LM embeddings are cached (default: ``$GENREC_CACHE/lm_embeddings``).
         seed: seeds the known attack and the detectors.
-        train_known: also train on the simulated fakes, as labelled decoys (see the module docs).
+        train_known: also train on the simulated fakes, as labelled decoys after the data module's users.
     """
 
     def __init__(self, encoder: dict[str, Any] | None = None, known_attack: dict[str, Any] | None = None,
@@ -157,14 +112,10 @@ class FraudsterReweighting(L.Callback):
         self.flagged: torch.Tensor | None = None  # (U,) bool: flagged with confidence (sticky)
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
-        # LM embeddings of the users and of the simulated fakes, rebuilt (from the cache) at fit start.
-        self._known: dict[str, Any] | None = None
-        # The simulated known-attack fakes (FakeProfiles), generated in setup on every rank.
-        self._known_profiles = None
+        self._known: dict[str, Any] | None = None  # LM embeddings of users and simulated fakes, from fit start
+        self._known_profiles = None  # the simulated known-attack fakes, generated in setup on every rank
         self.num_own_users: int | None = None  # the data module's users; decoys (train_known) follow them
         self.timings: dict[str, list[float]] = defaultdict(list)  # seconds per part, per call (benchmarks/robust_cost.py)
-
-    # -- weights ---------------------------------------------------------------------------------
 
     @property
     def weights(self) -> torch.Tensor:
@@ -197,8 +148,6 @@ class FraudsterReweighting(L.Callback):
         w[~pinned] = free + (lo + hi) / 2
         self.w = w
         return self.weights
-
-    # -- Lightning hooks -------------------------------------------------------------------------
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
@@ -267,8 +216,6 @@ class FraudsterReweighting(L.Callback):
         self.history = state["history"]
         self.flagged = state.get("flagged")  # checkpoints before confident flags: a fresh pass at fit start
 
-    # -- work (global rank 0) --------------------------------------------------------------------
-
     @contextmanager
     def _timed(self, part: str):
         start = time.perf_counter()
@@ -285,7 +232,7 @@ class FraudsterReweighting(L.Callback):
         data, known = dm.data, self._known_profiles
         cache = self.cache_dir or str(default_cache_dir() / "lm_embeddings")
         encoder = build_encoder({"cache_dir": cache, **self.encoder_options})
-        histories, stamps = self._histories(dm)
+        histories, _ = self._histories(dm)
         with self._timed("setup: LM embedding"):
             lm_users = encoder.users(histories, data.item_text)
             lm_fakes = encoder.users(known.sequences, data.item_text)
@@ -328,7 +275,8 @@ class FraudsterReweighting(L.Callback):
         signal_scores = {}
         flagged = self.flagged
         if self.signals:  # relative to the data module's users; decoys are scored against them too
-            view = self._view(dm, users, fakes, histories, stamps)
+            fit = torch.cat([users.mean_fit, fakes.mean_fit]) if self.train_known else users.mean_fit
+            view = self._view(dm, histories, stamps, fit)
             for s in self.signals:
                 with self._timed(f"update: {s.name} signal"):
                     signal_scores[s.name] = np.asarray(s.score(view), np.float32)
@@ -384,10 +332,7 @@ class FraudsterReweighting(L.Callback):
         if not early:
             return self.w, flagged
         start = time.perf_counter()
-        histories, stamps = self._histories(dm)
-        if self.train_known:
-            histories, stamps = histories + list(self._known_profiles.sequences), stamps + list(self._known_profiles.timestamps)
-        view = UserView(histories, stamps, torch.zeros(len(histories)), train_counts(dm.data, dm.train_end), self.num_own_users)
+        view = self._view(dm, *self._histories(dm))
         with self._timed("setup: flags before training"):
             flagged = self.flags({s.name: np.asarray(s.score(view)) for s in early}, flagged)
         self.update_weights(None, flagged)
@@ -406,15 +351,17 @@ class FraudsterReweighting(L.Callback):
             out.update({"confident_fakes": float(flagged[fake].sum()), "confident_real": float(flagged[~fake].sum())})
         return out
 
-    def _view(self, dm, users: SequenceFeatures, fakes: SequenceFeatures, histories: list[np.ndarray],
-              stamps: list[np.ndarray]) -> UserView:
-        """The data module's users, then the decoys when they are trained on (``train_known``)."""
-        counts = train_counts(dm.data, dm.train_end)  # what the recommender trains on, fakes included
-        known = self._known_profiles
+    def _view(self, dm, histories: list[np.ndarray], stamps: list[np.ndarray],
+              mean_fit: torch.Tensor | None = None) -> UserView:
+        """The data module's users, then the decoys when they are trained on (``train_known``); ``mean_fit``
+        None: zeros (before training)."""
+        own = len(histories)
         if self.train_known:
-            return UserView(histories + list(known.sequences), stamps + list(known.timestamps),
-                            torch.cat([users.mean_fit, fakes.mean_fit]), counts, len(histories))
-        return UserView(histories, stamps, users.mean_fit, counts, len(histories))
+            known = self._known_profiles
+            histories, stamps = histories + list(known.sequences), stamps + list(known.timestamps)
+        fit = torch.zeros(len(histories)) if mean_fit is None else mean_fit
+        # train_counts: what the recommender trains on, fakes included
+        return UserView(histories, stamps, fit, train_counts(dm.data, dm.train_end), own)
 
     @staticmethod
     def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:

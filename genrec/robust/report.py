@@ -4,27 +4,9 @@
         --runs runs/robust/*/version_0/checkpoints/last.ckpt [--split test] [--out DIR]
 
 Every checkpoint's model is one scorer of the report every evaluation writes
-(``genrec.evaluation.runner``), named ``clean``, ``<attack> undefended``, ``<attack> defended`` or
-``no attack (defended)``: ranked on the *clean* split of its dataset (real users only), HR@10 /
-NDCG@10 with bootstrap intervals, per-user ranks and breakdowns in ``robust_metrics.json``,
-``robust_report.md`` and ``robust_per_user.parquet`` (so ``evaluate.py compare`` pairs any two). Its
-robustness section adds T-HR@50 / T-NDCG@50 of the attack's targets over real users who never
-interacted with them (``genrec.robust.metrics``). The attack (kind, seed,
-targets, fake profiles) is read from the checkpoint's data-module state; a run counts as defended
-when its checkpoint holds ``FraudsterReweighting`` state, whose final calibrated scores and LM
-detector scores give the detection metrics against the true fake-user labels. The clean model is
-scored on every attack's targets, as the reference for the attack's lift.
-
-Every input's attack state is checked: the clean checkpoint must hold neither an attack nor a
-defence, every run must share the clean run's data settings (``datamodule.PROTOCOL``), and the undefended
-and defended runs of one attack must hold the same attack (every ``AttackConfig`` field); a mismatch
-is an error naming the checkpoint and the field. The report files are replaced only by a rerun on
-the same checkpoints; anything else in ``--out`` needs ``--overwrite`` (``genrec.outputs``).
-
-Two plots go beside the report and into its Markdown: ``robust_weights.png``, per defended run the
-mean loss weight of fake and of real users after every reweighting update and the final weights'
-distributions; ``robust_targets.png``, T-HR@50 of each target item for the clean, undefended and
-defended models.
+(``genrec.evaluation.runner``), ranked on the clean split; the robustness section adds the targets'
+T-HR@50 / T-NDCG@50 (``genrec.robust.metrics``) and the defence's detection metrics. What it
+checks, writes and plots: docs/robust.md.
 """
 from __future__ import annotations
 
@@ -65,17 +47,11 @@ def describe(path: str) -> dict[str, Any]:
     run = load_run(path)
     ckpt = run.ckpt
     fakes = (saved_state(ckpt, "AttackedDataModule") or {}).get("fakes")
-    defence = saved_state(ckpt, "FraudsterReweighting")
-    return {
-        "path": str(path),
-        "run": run,
-        "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
-        "attack": None if fakes is None else AttackConfig.from_dict(fakes["config"]).label(),
-        "attack_config": None if fakes is None else AttackConfig.from_dict(fakes["config"]).to_dict(),
-        "targets": None if fakes is None else fakes["targets"],
-        "num_fakes": 0 if fakes is None else len(fakes["sequences"]),
-        "defence": defence,
-    }
+    attack = None if fakes is None else AttackConfig.from_dict(fakes["config"])
+    return {"path": str(path), "run": run, "data": dict(ckpt.get("datamodule_hyper_parameters") or {}),
+            "attack": attack and attack.label(), "attack_config": attack and attack.to_dict(),
+            "targets": fakes and fakes["targets"], "num_fakes": len(fakes["sequences"]) if fakes else 0,
+            "defence": saved_state(ckpt, "FraudsterReweighting")}
 
 
 def clean_datamodule(data_hp: dict[str, Any]) -> SequenceDataModule:
@@ -96,15 +72,12 @@ def target_sets_metrics(run: Run, dm: SequenceDataModule, split: str, target_set
 
 
 def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]]:
+    """Detection metrics of a defended attacked run's saved scores against the true fake-user labels."""
     state = info["defence"]
-    out = {}
-    for name, key in (("lm", "lm_scores"), ("calibrated", "scores")):
-        scores = state.get(key) if state else None
-        if scores is not None and info["num_fakes"]:
-            scores = np.asarray(scores)
-            out[name] = detection_metrics(scores, np.arange(len(scores)) >= num_real)
-    signals = saved_signal_scores(state) if state else {}
-    if signals and info["num_fakes"]:  # flagged: the top flag_fraction, as the update counts them
+    out = {name: detection_metrics(np.asarray(state[key]), np.arange(len(state[key])) >= num_real)
+           for name, key in (("lm", "lm_scores"), ("calibrated", "scores")) if state.get(key) is not None}
+    signals = saved_signal_scores(state)
+    if signals:  # flagged: the top flag_fraction, as the update counts them
         num = len(next(iter(signals.values())))
         labels, top = np.arange(num) >= num_real, 1 - state["flag_fraction"]
         for name, scores in signals.items():
@@ -142,9 +115,8 @@ def check_inputs(clean: dict[str, Any], infos: list[dict[str, Any]]) -> None:
 
 def build_report(clean: str, runs: list[str], split: str = "test", root: str | None = None
                  ) -> tuple[dict[str, Any], dict[str, UserRanks], SequenceDataModule]:
-    """The report, every scorer's per-user ranks and the clean data module. ``root``: the data
-    folder, instead of the one the clean checkpoint names (a checkpoint stores the folder as it was
-    given, so a relative one breaks from another working directory)."""
+    """The report, every scorer's per-user ranks and the clean data module; ``root``: the data folder,
+    instead of the one the clean checkpoint names."""
     clean_info = describe(clean)
     infos = [describe(r) for r in runs]
     check_inputs(clean_info, infos)
@@ -178,8 +150,13 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
     clean_metrics = target_sets_metrics(clean_info["run"], dm, split, per_target_sets(target_sets))
     report |= {"k": K, "clean": clean, "attacks": {}, "clean_metrics": {
         **report["metrics"]["clean"], **{k: v for k, v in clean_metrics.items() if " / " not in k}}}
+    num_real = dm.data.num_users
     for name, info in names.items():
-        if not info["attack"]:
+        if not info["attack"]:  # the price of the defence when nobody attacks: how it treats real users
+            if info["defence"]:
+                price = {"checkpoint": info["path"], **report["metrics"][name],
+                         "real_weights": real_weights(info, num_real)}
+                report.setdefault("defended_without_attack", []).append(price)
             continue
         entry = report["attacks"].setdefault(info["attack"], {"targets": info["targets"], "fakes": info["num_fakes"]})
         entry.setdefault("per_target", {"clean": [clean_metrics[f"{info['attack']} / {t}"]["t_hr@50"] for t in info["targets"]]})
@@ -189,16 +166,11 @@ def build_report(clean: str, runs: list[str], split: str = "test", root: str | N
                        **{k: v for k, v in metrics[info["attack"]].items() if k != "pairs"}}
         entry["per_target"][side] = [metrics[f"{info['attack']} / {t}"]["t_hr@50"] for t in info["targets"]]
         if info["defence"]:
-            entry["detection"] = detection(info, dm.data.num_users)
-            entry["weights"] = final_weights(info, dm.data.num_users)
-            entry["real_weights"] = real_weights(info, dm.data.num_users)
+            entry["detection"] = detection(info, num_real)
+            entry["weights"] = final_weights(info, num_real)
+            entry["real_weights"] = real_weights(info, num_real)
             entry["weights_over_updates"] = [{k: h[k] for k in ("epoch", "weight_fake", "weight_real") if k in h}
                                              for h in info["defence"].get("history", [])]
-    # The price of the defence when nobody attacks: how it treats real users on clean data.
-    for name, info in names.items():
-        if not info["attack"] and info["defence"]:
-            report.setdefault("defended_without_attack", []).append(
-                {"checkpoint": info["path"], **report["metrics"][name], "real_weights": real_weights(info, dm.data.num_users)})
     return report, records, dm
 
 

@@ -1,10 +1,6 @@
-"""The model-based attack: a surrogate SASRec, trained on the clean training data, writes profiles.
-
-Greedy, in the spirit of the DP (Huang et al., 2021) and Rev (Tang et al., 2020) attacks: at each
-step the surrogate proposes its ``candidates`` most likely next items for the fake's prefix, and
-the one whose appended state scores the targets highest (mean cosine) is kept. Only the last
-``model_steps`` filler items are chosen this way (a model sees only its input window); earlier
-ones are drawn by popularity. The profile ends with the targets.
+"""The model-based attack (after DP, Huang et al. 2021, and Rev, Tang et al. 2020): a surrogate
+SASRec trained on the clean training data picks, per step, among its ``candidates`` likeliest next
+items the one whose appended state scores the targets highest.
 """
 from __future__ import annotations
 
@@ -17,6 +13,9 @@ import torch.nn.functional as F
 from genrec.data.datamodule import Collator, TrainWindows
 from genrec.data.preprocess import SequenceData
 from genrec.models import SASRec
+from genrec.modules import RetrievalModule
+from genrec.modules.negatives import LossConfig
+from genrec.modules.retrieval_module import RETRIEVAL_OPTIM
 from genrec.robust.attack_config import ModelAttack
 
 SURROGATE_LEN = 50
@@ -25,10 +24,6 @@ BATCH = 128
 
 @torch.enable_grad()
 def train_surrogate(data: SequenceData, train_end: np.ndarray, config: ModelAttack, seed: int):
-    from genrec.modules import RetrievalModule
-    from genrec.modules.negatives import LossConfig
-    from genrec.modules.retrieval_module import RETRIEVAL_OPTIM
-
     torch.manual_seed(seed)
     net = SASRec(dim=config.surrogate_dim, num_blocks=2, num_heads=1, dropout=0.2, max_seq_len=SURROGATE_LEN)
     module = RetrievalModule(net, num_items=data.num_items, loss=LossConfig(negatives="sequence"),
@@ -51,17 +46,11 @@ def train_surrogate(data: SequenceData, train_end: np.ndarray, config: ModelAtta
 
 
 @torch.no_grad()
-def model_based_profiles(
-    data: SequenceData,
-    train_end: np.ndarray,
-    counts: np.ndarray,
-    targets: np.ndarray,
-    lengths: np.ndarray,
-    config: ModelAttack,
-    rng: np.random.Generator,
-    planted: np.ndarray | None = None,
-) -> list[np.ndarray]:
-    """Fake profiles of ``lengths``: greedy filler, then ``planted`` (default: each target once)."""
+def model_based_profiles(data: SequenceData, train_end: np.ndarray, counts: np.ndarray, targets: np.ndarray,
+                         lengths: np.ndarray, config: ModelAttack, rng: np.random.Generator,
+                         planted: np.ndarray | None = None) -> list[np.ndarray]:
+    """Fake profiles of ``lengths``: fillers drawn by popularity, then the last ``model_steps`` chosen
+    greedily, then ``planted`` (default: each target once)."""
     planted = targets if planted is None else planted
     module = train_surrogate(data, train_end, config, int(rng.integers(2**31)))
     items = module.item_vectors()  # (N+1, D)
@@ -102,11 +91,8 @@ def model_based_profiles(
 
 
 def _batch(prefixes: list[list[int]]) -> dict[str, torch.Tensor]:
-    windows = [p[-SURROGATE_LEN:] for p in prefixes]
-    width = max(len(w) for w in windows)
-    items = torch.zeros(len(windows), width, dtype=torch.long)
-    for i, w in enumerate(windows):
-        items[i, : len(w)] = torch.as_tensor(w)
+    windows = [torch.as_tensor(p[-SURROGATE_LEN:]) for p in prefixes]
+    items = torch.nn.utils.rnn.pad_sequence(windows, batch_first=True)
     lengths = torch.as_tensor([len(w) for w in windows])
     return {"items": items, "timestamps": torch.zeros_like(items), "lengths": lengths}
 
