@@ -50,6 +50,7 @@ SPLICES = {"last 20": {"targets_in_last": 20}, "anywhere": {"splice": "anywhere"
 TUNING = {f"copy, {b:g}%, {sub}, {place}": {"kind": "copy", "budget": b / 100, **SUBSETS[sub], **SPLICES[place]}
           for i, (b, sub) in enumerate((b, sub) for b in (0.5, 1, 2, 3) for sub in SUBSETS)
           for place in [list(SPLICES)[i % 3]]}
+TUNING_LOW = {k: v for k, v in TUNING.items() if v["budget"] == 0.005}
 REPORTED = {"copy, 2%, 3 of 5 targets, last 20": ATTACKS["copy, 2%, 3 of 5 targets, last 20"],
             "copy, 1%, all targets, anywhere": ATTACKS["copy, 1%, all targets, anywhere"]}
 
@@ -95,7 +96,7 @@ def flags(args) -> None:
         return
     print("| attack | lockstep AUC (median) | fakes flagged (median; per seed) | real users flagged (median; max) |")
     print("|---|---|---|---|")
-    for label, attack in {"project": ATTACKS, "tuning": TUNING, "reported": REPORTED}[args.grid].items():
+    for label, attack in {"project": ATTACKS, "tuning": TUNING, "tuning-0.5": TUNING_LOW, "reported": REPORTED}[args.grid].items():
         aucs, fakes_flagged, real_flagged = [], [], []
         for _, fake, view in poisoned_views(data, end, attack, args):
             scores = signal.score(view)
@@ -148,7 +149,7 @@ def main() -> None:
     p.add_argument("--flags", action="store_true", help="the confident flags of the defence config's dense block instead")
     p.add_argument("--defence", default="configs/robust/defence.yaml", help="--flags: the config whose dense block is read")
     p.add_argument("--options", default="{}", help="--flags: JSON overriding the config's dense-block options")
-    p.add_argument("--grid", choices=["project", "tuning", "reported"], default="project",
+    p.add_argument("--grid", choices=["project", "tuning", "tuning-0.5", "reported"], default="project",
                    help="--flags: the project's attacks, the tuning grid (use seeds 11-20) or the two reported rows")
     p.add_argument("--clean-only", action="store_true", help="--flags: the clean data's flags only")
     p.add_argument("--data", default="{}", help="JSON of further SequenceDataModule options (text domains: "

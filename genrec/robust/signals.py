@@ -196,6 +196,8 @@ class DenseBlockSignal(UserSignal):
             smaller than that is not an attack worth the name).
         max_items: per user, how many of its candidate items (the rarest first) count towards
             co-occurrence; every item still counts when the user is scored.
+        min_holders: the fewest users that must hold a pair whatever the data's size (on a small log a
+            fraction is a handful of users, whose pairs' lift and coherence are noise).
         chunk: items per co-occurrence block (memory: ``chunk × candidates`` counts at most).
         max_coherence: keep only *lockstep* pairs, whose holders share at most this much besides
             the pair (``holder_coherence``), a user then scoring the pairs it holds within a group of
@@ -206,6 +208,7 @@ class DenseBlockSignal(UserSignal):
     min_lift: float = 20.0
     min_support: float = 0.0025
     max_items: int = 200
+    min_holders: int = 2
     chunk: int = 2048
     max_coherence: float | None = None
     needs_model: ClassVar[bool] = False
@@ -216,8 +219,9 @@ class DenseBlockSignal(UserSignal):
             raise ValueError(f"DenseBlockSignal: min_lift must be above 1 (independent items have lift 1), got {self.min_lift}")
         if not 0 < self.min_support < 1:
             raise ValueError(f"DenseBlockSignal: min_support is a fraction of the users, in (0, 1); got {self.min_support}")
-        if self.max_items < 2 or self.chunk < 1:
-            raise ValueError(f"DenseBlockSignal: max_items must be >= 2 and chunk >= 1, got {self.max_items}, {self.chunk}")
+        if self.max_items < 2 or self.chunk < 1 or self.min_holders < 2:
+            raise ValueError(f"DenseBlockSignal: max_items and min_holders must be >= 2 and chunk >= 1, got "
+                             f"{self.max_items}, {self.min_holders}, {self.chunk}")
         if self.max_coherence is not None and not self.max_coherence > 0:
             raise ValueError(f"DenseBlockSignal: max_coherence must be positive or null, got {self.max_coherence}")
 
@@ -226,7 +230,7 @@ class DenseBlockSignal(UserSignal):
         users = interaction_matrix(histories, num_items)
         num_users = users.shape[0]
         deg = np.asarray(users.sum(0)).ravel()
-        support = max(2, int(np.ceil(self.min_support * num_users)))
+        support = max(self.min_holders, int(np.ceil(self.min_support * num_users)))
         candidates = np.flatnonzero((deg >= support) & (deg * self.min_lift <= num_users))
         empty = sp.csr_matrix((num_items + 1, num_items + 1))
         if len(candidates) < 2:

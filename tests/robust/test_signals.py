@@ -310,3 +310,17 @@ def test_lockstep_groups_leave_a_series_of_one_taste_unflagged():
     signal = DenseBlockSignal(min_lift=5.0, min_support=0.02, max_coherence=0.1, flag_above=2.0)
     assert signal.strong_pairs(histories, 204).nnz == 2 * 6  # the series' six pairs are strong
     assert (signal.score(_view(histories, np.zeros(205))) == 0).all()
+
+
+def test_min_holders_sets_a_floor_under_the_support_fraction():
+    """On a small log the support fraction is a handful of users: ``min_holders`` keeps a pair held
+    by fewer users out, however high its lift."""
+    rng = np.random.default_rng(3)
+    histories = [rng.choice(np.arange(1, 41), 8, replace=False) for _ in range(200)]
+    for h in histories[:6]:
+        h[-2:] = [41, 42]  # 6 users, 3% of them: above a 1% support fraction, below 8 holders
+    loose = DenseBlockSignal(min_lift=5.0, min_support=0.01).strong_pairs(histories, 42)
+    floored = DenseBlockSignal(min_lift=5.0, min_support=0.01, min_holders=8).strong_pairs(histories, 42)
+    assert loose[41, 42] > 0 and floored[41, 42] == 0
+    with pytest.raises(ValueError, match="min_holders"):
+        DenseBlockSignal(min_holders=1)
