@@ -4,18 +4,21 @@ and how fast it is.
     python benchmarks/robust_dense_block.py --dataset ml-1m --root ../shared/data/ml-1m --seeds 1 2 3
     python benchmarks/robust_dense_block.py --scale     # timing on ML-20M-sized synthetic histories
     python benchmarks/robust_dense_block.py --flags --seeds 1 2 3   # the defence's confident flags
+    python benchmarks/robust_dense_block.py --flags --grid tuning --seeds 11 12 13 14 15 16 17 18 19 20
 
 Each attack (5 targets, the given seeds) is injected into the training data as
 ``AttackedDataModule`` does; ``genrec.robust.DenseBlockSignal`` (defaults) and, beside it,
 ``CoordinationSignal`` score every training user from the histories alone (no model, no targets),
 and ROC-AUC is measured against the true fake labels. On the clean data: how many strong item pairs
 the signal finds and the share of real users holding one (what it sets apart when nobody attacks).
-``--scale`` times one ``score`` call on 138,000 users with 20 million interactions over 27,000
-items (power-law popularity, ML-20M's sizes) with ``--attack-budget`` of them replaced by copy
-fakes carrying 5 targets anywhere, and reports their AUC too. ``--flags``: the dense block as
-configs/robust/defence.yaml lists it (lockstep pairs, ``max_coherence``; ``flag_above``): per
-attack, its AUC and how many fakes and real users it flags with confidence (median over the
-seeds), and how many real users it flags on the clean data. Prints Markdown tables.
+``--scale`` times one ``score`` call of the dense block as configs/robust/defence.yaml lists it on
+138,000 users with 20 million interactions over 27,000 items (power-law popularity, ML-20M's
+sizes) with ``--attack-budget`` of them replaced by copy fakes carrying 5 targets anywhere, and
+reports their AUC too. ``--flags``: that dense block (lockstep groups, ``flag_above``): per attack,
+its AUC and how many fakes (of how many) and real users it flags with confidence (median over
+the seeds), and how many real users it flags on the clean data. ``--grid tuning`` is the grid the
+defence's options are chosen on (seeds 11-20 only), ``--grid reported`` the seeds protocol's rows.
+Prints Markdown tables.
 """
 from __future__ import annotations
 
@@ -73,18 +76,24 @@ def detection(args) -> None:
     print("|---|---|---|---|")
     auc_rows(data, end, ATTACKS, signal, coordination, args)
 
-def flags(args) -> None:
+def defence_signal(args):
+    """The dense block as ``args.defence`` lists it, with ``args.options`` over its options."""
     import yaml
 
-    from genrec.data import SequenceDataModule
-    from genrec.robust.attacks import train_counts
-    from genrec.robust.detector import roc_auc
     from genrec.robust.signals import DenseBlockSignal
 
     config = yaml.safe_load(open(args.defence))["trainer"]["callbacks"]
     (options,) = [s for c in config if c["class_path"].endswith("FraudsterReweighting")
                   for s in c["init_args"]["signals"] if s["kind"] == "dense_block"]
-    signal = DenseBlockSignal(**{**{k: v for k, v in options.items() if k != "kind"}, **json.loads(args.options)})
+    return DenseBlockSignal(**{**{k: v for k, v in options.items() if k != "kind"}, **json.loads(args.options)})
+
+
+def flags(args) -> None:
+    from genrec.data import SequenceDataModule
+    from genrec.robust.attacks import train_counts
+    from genrec.robust.detector import roc_auc
+
+    signal = defence_signal(args)
     dm = SequenceDataModule(dataset=args.dataset, root=args.root, max_seq_len=args.max_seq_len, **json.loads(args.data))
     dm.setup("fit")
     data, end = dm.data, dm.train_end
@@ -111,7 +120,6 @@ def flags(args) -> None:
 
 def scale(args) -> None:
     from genrec.robust.detector import roc_auc
-    from genrec.robust.signals import DenseBlockSignal
 
     rng = np.random.default_rng(0)
     histories, items = ml20m_like_histories(rng)
@@ -127,13 +135,14 @@ def scale(args) -> None:
         histories[f] = np.insert(h, np.sort(rng.integers(0, len(h) + 1, 5)), rng.permutation(targets))
     fake = np.arange(users) >= users - num_fakes
     view = view_of(histories, counts)
+    signal = defence_signal(args)
     total = sum(len(h) for h in histories)
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        scores = DenseBlockSignal().score(view)
+        scores = signal.score(view)
         times.append(time.perf_counter() - start)
-    print(f"\n| users | interactions | items | fakes | AUC | s / score (median of {args.repeats}) |\n|---|---|---|---|---|---|\n"
+    print(f"\n{signal}\n\n| users | interactions | items | fakes | AUC | s / score (median of {args.repeats}) |\n|---|---|---|---|---|---|\n"
           f"| {users:,} | {total:,} | {items:,} | {num_fakes:,} | {roc_auc(scores, fake):.3f} | {statistics.median(times):.1f} |")
 
 
