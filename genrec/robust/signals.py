@@ -34,8 +34,9 @@ together by many users (``support``), far more often than their popularity predi
 ``cooccurrence · U / (deg_i · deg_j)``, popularity-discounted by construction). Item pairs with at
 least ``min_support`` users and a lift of at least ``min_lift`` are *strong*, weighted
 ``1 + log(lift / min_lift)``; a user scores the summed weight of the strong pairs inside its
-history. Organic pairs that pass (sequels, series) are few and scattered over the real users,
-while every fake holds the whole clique its targets form. Only items with ``min_support`` to
+history. With ``max_coherence`` only lockstep pairs count, and they link items into groups
+(connected components): a user scores the pairs of one group's items it holds, so a fake carrying 3
+of 5 targets scores 3 even where some of its pairs alone missed a bar. Only items with ``min_support`` to
 ``U / min_lift`` users can be in a strong pair (a more popular item cannot reach the lift), so the
 co-occurrence is counted over those items only, in chunks (``scipy.sparse``), each user's
 ``max_items`` rarest of them (long histories would otherwise dominate the cost).
@@ -52,6 +53,7 @@ from typing import ClassVar, Literal, Union
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 import torch
 from torch import Tensor
 
@@ -194,16 +196,19 @@ class DenseBlockSignal(UserSignal):
             smaller than that is not an attack worth the name).
         max_items: per user, how many of its candidate items (the rarest first) count towards
             co-occurrence; every item still counts when the user is scored.
+        min_holders: the fewest users that must hold a pair whatever the data's size (on a small log a
+            fraction is a handful of users, whose pairs' lift and coherence are noise).
         chunk: items per co-occurrence block (memory: ``chunk × candidates`` counts at most).
         max_coherence: keep only *lockstep* pairs, whose holders share at most this much besides
-            the pair (``holder_coherence``; null: every strong pair). Organic pairs (sequels) are
-            held by users of one taste; a planted pair by whoever the attacker copied.
+            the pair (``holder_coherence``), a user then scoring the pairs it holds within a group of
+            linked lockstep pairs (null: the summed weight of every strong pair held).
     """
 
     kind: Literal["dense_block"] = "dense_block"
     min_lift: float = 20.0
     min_support: float = 0.0025
     max_items: int = 200
+    min_holders: int = 2
     chunk: int = 2048
     max_coherence: float | None = None
     needs_model: ClassVar[bool] = False
@@ -214,8 +219,9 @@ class DenseBlockSignal(UserSignal):
             raise ValueError(f"DenseBlockSignal: min_lift must be above 1 (independent items have lift 1), got {self.min_lift}")
         if not 0 < self.min_support < 1:
             raise ValueError(f"DenseBlockSignal: min_support is a fraction of the users, in (0, 1); got {self.min_support}")
-        if self.max_items < 2 or self.chunk < 1:
-            raise ValueError(f"DenseBlockSignal: max_items must be >= 2 and chunk >= 1, got {self.max_items}, {self.chunk}")
+        if self.max_items < 2 or self.chunk < 1 or self.min_holders < 2:
+            raise ValueError(f"DenseBlockSignal: max_items and min_holders must be >= 2 and chunk >= 1, got "
+                             f"{self.max_items}, {self.min_holders}, {self.chunk}")
         if self.max_coherence is not None and not self.max_coherence > 0:
             raise ValueError(f"DenseBlockSignal: max_coherence must be positive or null, got {self.max_coherence}")
 
@@ -224,7 +230,7 @@ class DenseBlockSignal(UserSignal):
         users = interaction_matrix(histories, num_items)
         num_users = users.shape[0]
         deg = np.asarray(users.sum(0)).ravel()
-        support = max(2, int(np.ceil(self.min_support * num_users)))
+        support = max(self.min_holders, int(np.ceil(self.min_support * num_users)))
         candidates = np.flatnonzero((deg >= support) & (deg * self.min_lift <= num_users))
         empty = sp.csr_matrix((num_items + 1, num_items + 1))
         if len(candidates) < 2:
@@ -247,12 +253,27 @@ class DenseBlockSignal(UserSignal):
         num_items = max(len(view.counts) - 1, max((int(h.max()) for h in view.histories if len(h)), default=0))
         users = interaction_matrix(view.histories, num_items)
         pairs = self.strong_pairs(view.histories, num_items)
-        if self.max_coherence is not None and pairs.nnz:
-            upper = sp.triu(pairs).tocoo()
-            keep = holder_coherence(users, upper.row, upper.col) <= self.max_coherence
-            r, c, w = upper.row[keep], upper.col[keep], upper.data[keep]
-            pairs = sp.csr_matrix((np.r_[w, w], (np.r_[r, c], np.r_[c, r])), shape=pairs.shape)
-        return np.asarray((users @ pairs).multiply(users).sum(1)).ravel() / 2  # each pair seen from both items
+        if self.max_coherence is None:
+            return np.asarray((users @ pairs).multiply(users).sum(1)).ravel() / 2  # each pair seen from both items
+        return group_pairs_held(users, self.lockstep_groups(users, pairs))
+
+    def lockstep_groups(self, users: sp.csr_matrix, pairs: sp.csr_matrix) -> np.ndarray:
+        """(N+1,) each item's group (-1: none): the connected components of the lockstep pairs."""
+        upper = sp.triu(pairs).tocoo()
+        keep = holder_coherence(users, upper.row, upper.col) <= self.max_coherence if upper.nnz else np.zeros(0, bool)
+        graph = sp.csr_matrix((np.ones(int(keep.sum())), (upper.row[keep], upper.col[keep])), shape=pairs.shape)
+        _, label = connected_components(graph, directed=False)
+        return np.where(np.bincount(label)[label] >= 2, label, -1)
+
+
+def group_pairs_held(users: sp.csr_matrix, group: np.ndarray) -> np.ndarray:
+    """Per user, the item pairs it holds inside one group, ``Σ_g k_g (k_g − 1) / 2`` for ``k_g`` items of
+    group ``g`` held (``group``: (N+1,) each item's group, -1 none). (U,)"""
+    items = np.flatnonzero(group >= 0)
+    member = sp.csr_matrix((np.ones(len(items)), (items, group[items])), shape=(len(group), int(group.max(initial=-1)) + 1))
+    held = (users @ member).tocsr()  # (U, G) items held per group
+    held.data = held.data * (held.data - 1) / 2
+    return np.asarray(held.sum(1)).ravel()
 
 
 def interaction_matrix(histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:

@@ -269,3 +269,58 @@ def test_text_surprisal_is_the_mean_of_the_most_surprising_items_against_the_res
     close = np.tile(unit[1], (5, 1)) + 0.01 * rng.normal(size=(5, 4))
     table = np.vstack([np.zeros(4), close, -unit[1]])
     assert text_surprisal([np.arange(1, 6), np.arange(1, 7)], table, 1)[1] > 1.5
+
+
+def _subset_block(rng, organic_holders=30):
+    """600 users of two tastes; 60 copy fakes (random donors' histories) each carry 3 of the 5 targets
+    201-205, and ``organic_holders`` real users hold target 205 too, so some of its pairs miss the lift bar."""
+    histories = [rng.choice(np.arange(1, 101) if u < 300 else np.arange(101, 201), 40, replace=False) for u in range(600)]
+    for u in rng.choice(600, organic_holders, replace=False):
+        histories[u] = np.r_[histories[u], 205]
+    for d in rng.choice(600, 60):
+        histories.append(rng.permutation(np.r_[histories[d][histories[d] != 205], rng.choice(np.arange(201, 206), 3, replace=False)]))
+    return histories, np.arange(len(histories)) >= 600
+
+
+def test_lockstep_groups_flag_every_fake_carrying_a_subset_of_the_targets():
+    """Lockstep pairs link the targets into one group; a fake holding 3 of its 5 items holds 3 of its
+    pairs, whether or not each pair passed the bars alone (summing the strong pairs held leaves some
+    of these fakes below flag_above)."""
+    histories, fake = _subset_block(np.random.default_rng(0))
+    view = _view(histories, np.zeros(206))
+    signal = DenseBlockSignal(min_lift=5.0, min_support=0.02, max_coherence=0.1, flag_above=2.0)
+    users = interaction_matrix(histories, 205)
+    pairs = signal.strong_pairs(histories, 205)
+    per_pair = np.asarray((users @ pairs).multiply(users).sum(1)).ravel() / 2
+    assert (per_pair[fake] <= signal.flag_above).sum() > 0  # the weak pairs' holders, missed pair by pair
+    groups = signal.lockstep_groups(users, pairs)
+    assert (groups[201:206] == groups[201]).all() and (groups[201] >= 0) and (groups >= 0).sum() == 5
+    scores = signal.score(view)
+    np.testing.assert_array_equal(scores[fake], 3.0)  # three items of the group: three pairs
+    assert (scores[~fake] <= signal.flag_above).all()
+
+
+def test_lockstep_groups_leave_a_series_of_one_taste_unflagged():
+    """Organic co-occurrence: 60 users of the first taste hold a four-film series (201-204), a dense
+    block of strong pairs; its holders share a taste, so no pair is lockstep and nobody scores."""
+    rng = np.random.default_rng(1)
+    histories = [rng.choice(np.arange(1, 101) if u < 300 else np.arange(101, 201), 40, replace=False) for u in range(600)]
+    for u in rng.choice(300, 60, replace=False):
+        histories[u] = np.r_[histories[u], 201, 202, 203, 204]
+    signal = DenseBlockSignal(min_lift=5.0, min_support=0.02, max_coherence=0.1, flag_above=2.0)
+    assert signal.strong_pairs(histories, 204).nnz == 2 * 6  # the series' six pairs are strong
+    assert (signal.score(_view(histories, np.zeros(205))) == 0).all()
+
+
+def test_min_holders_sets_a_floor_under_the_support_fraction():
+    """On a small log the support fraction is a handful of users: ``min_holders`` keeps a pair held
+    by fewer users out, however high its lift."""
+    rng = np.random.default_rng(3)
+    histories = [rng.choice(np.arange(1, 41), 8, replace=False) for _ in range(200)]
+    for h in histories[:6]:
+        h[-2:] = [41, 42]  # 6 users, 3% of them: above a 1% support fraction, below 8 holders
+    loose = DenseBlockSignal(min_lift=5.0, min_support=0.01).strong_pairs(histories, 42)
+    floored = DenseBlockSignal(min_lift=5.0, min_support=0.01, min_holders=8).strong_pairs(histories, 42)
+    assert loose[41, 42] > 0 and floored[41, 42] == 0
+    with pytest.raises(ValueError, match="min_holders"):
+        DenseBlockSignal(min_holders=1)
