@@ -110,6 +110,7 @@ class FraudsterReweighting(L.Callback):
         self.lm_scores: np.ndarray | None = None
         self.signal_scores: dict[str, np.ndarray] = {}  # each signal's scores of the data module's users
         self.flagged: torch.Tensor | None = None  # (U,) bool: flagged with confidence (sticky)
+        self._history_scores: dict[str, np.ndarray] = {}  # signals that read histories only, scored once per fit
         self.calibrator_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         self._known: dict[str, Any] | None = None  # LM embeddings of users and simulated fakes, from fit start
@@ -178,6 +179,7 @@ class FraudsterReweighting(L.Callback):
             prepared = self._prepare(trainer, dm)
         self._known = trainer.strategy.broadcast(prepared, src=0)
         self.lm_scores = self._known["lm_scores"]
+        self._history_scores = {}
         if self.flagged is None:  # a fresh run (a resumed one has its flags)
             state = self._flag_before_training(dm, trainer) if trainer.is_global_zero else None
             self.w, self.flagged = trainer.strategy.broadcast(state, src=0)
@@ -279,7 +281,7 @@ class FraudsterReweighting(L.Callback):
             view = self._view(dm, histories, stamps, fit)
             for s in self.signals:
                 with self._timed(f"update: {s.name} signal"):
-                    signal_scores[s.name] = np.asarray(s.score(view), np.float32)
+                    signal_scores[s.name] = self._score(s, view)
             update_scores = self.combined(update_scores, signal_scores)
             flagged = self.flags(signal_scores, flagged)
             signal_scores = {name: v[: len(scores)] for name, v in signal_scores.items()}
@@ -306,6 +308,15 @@ class FraudsterReweighting(L.Callback):
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
         return {"w": self.w, "scores": scores, "signals": signal_scores, "calibrator": calibrator.state_dict(),
                 "updates": self.updates + 1, "history": self.history + [entry], "flagged": flagged}
+
+    def _score(self, signal: Signal, view: UserView) -> np.ndarray:
+        """A signal's scores of the view's users. The training histories do not change during a fit, so
+        a signal that reads histories only (``needs_model`` False) is scored once and reused."""
+        if signal.needs_model:
+            return np.asarray(signal.score(view), np.float32)
+        if signal.name not in self._history_scores:
+            self._history_scores[signal.name] = np.asarray(signal.score(view), np.float32)
+        return self._history_scores[signal.name]
 
     def combined(self, calibrated: np.ndarray, signal_scores: dict[str, np.ndarray]) -> np.ndarray:
         """Each user's rank: the largest of its calibrated percentile and each signal's percentile
@@ -334,7 +345,7 @@ class FraudsterReweighting(L.Callback):
         start = time.perf_counter()
         view = self._view(dm, *self._histories(dm))
         with self._timed("setup: flags before training"):
-            flagged = self.flags({s.name: np.asarray(s.score(view)) for s in early}, flagged)
+            flagged = self.flags({s.name: self._score(s, view) for s in early}, flagged)
         self.update_weights(None, flagged)
         entry = {"flag_seconds": time.perf_counter() - start,
                  **self._flag_counts(flagged[: self.num_own_users], getattr(dm, "is_fake", None))}

@@ -340,6 +340,23 @@ def test_flags_before_training_drive_planted_fakes_to_near_zero(tmp_path, backbo
     assert weights.sum().item() == pytest.approx(len(weights), rel=1e-4)
 
 
+def test_signals_that_read_histories_only_are_scored_once_per_fit(tmp_path, monkeypatch):
+    """The training histories do not change during a fit: the dense block scores them for the flags
+    before training and every update reuses those scores (the same weights as scoring each time)."""
+    calls = []
+    score = DenseBlockSignal.score
+    monkeypatch.setattr(DenseBlockSignal, "score", lambda self, view: calls.append(len(view.histories)) or score(self, view))
+    extra = ["--data.dataset_options", json.dumps({"num_users": 200, "num_items": 400, "seed": 0}),
+             "--data.attack", json.dumps({"kind": "copy", "budget": 0.05, "seed": 1, "splice": "anywhere"}),
+             "--trainer.callbacks.signals", LOCKSTEP]
+    cli = train_main(tiny_args(tmp_path, epochs=3, attack="copy", update={"scores": "rank", "every": 1}, extra=extra))
+    cb = reweighting(cli)
+    assert cb.updates == 2 and calls == [len(cli.datamodule.is_fake)]
+    fresh = DenseBlockSignal(**{k: v for k, v in json.loads(LOCKSTEP)[0].items() if k != "kind"})
+    view = cb._view(cli.datamodule, *cb._histories(cli.datamodule))
+    np.testing.assert_array_equal(cb.signal_scores["dense_block"], np.asarray(score(fresh, view), np.float32))
+
+
 def test_a_signals_weight_scales_its_percentile_in_the_ranking():
     rng = np.random.default_rng(0)
     calibrated, dense = rng.random(200), rng.random(200)
