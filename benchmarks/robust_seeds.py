@@ -86,7 +86,7 @@ def pair_metrics(report: dict, defended_ckpt: Path) -> dict[str, float]:
     und, dfd = entry["undefended"], entry["defended"]
     num_real = entry["real_weights"]["users"]
     return {"reduction": 1 - dfd["t_hr@50"] / und["t_hr@50"] if und["t_hr@50"] else float("nan"),
-            "update_auc": entry["detection"]["update (max percentile)"]["auc"],
+            "update_auc": (entry["detection"].get("update") or entry["detection"]["update (max percentile)"])["auc"],  # older reports
             "fakes_weight": fakes_mean_weight(defended_ckpt, num_real, entry["fakes"]),
             "real_below_0.5": entry["real_weights"]["below_0.5"],
             "hr@10_change": dfd["hr@10"] / und["hr@10"] - 1,

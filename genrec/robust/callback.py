@@ -43,6 +43,10 @@ class WeightUpdate:
             ``clip((p - (1 - f)) / f, 0, 1)`` of percentile ``p``.
         flagged_weight: the weight at most of a user flagged with confidence (a signal's
             ``flag_above``), from the update that flags it on.
+        combine: how the calibrated percentile and the signals' make one rank: ``"max"``, the
+            largest of them (each times its signal's ``weight``), or ``"fisher"``, Fisher's sum of
+            ``-log`` tail fractions (each times its ``weight``), so that signals agreeing on a user
+            add up and a single extreme one still counts.
     """
 
     start_epoch: int = 2
@@ -52,6 +56,7 @@ class WeightUpdate:
     scores: Literal["raw", "rank"] = "raw"
     flag_fraction: float = 1.0
     flagged_weight: float = 0.01
+    combine: Literal["max", "fisher"] = "max"
 
     def __post_init__(self) -> None:
         if self.start_epoch < 0 or self.every < 1:
@@ -65,6 +70,8 @@ class WeightUpdate:
             raise ValueError(f"FraudsterReweighting update: flagged_weight must be in (0, 1) (got {self.flagged_weight})")
         if self.lr <= 0:
             raise ValueError(f"FraudsterReweighting update: lr must be positive (got {self.lr})")
+        if self.combine not in ("max", "fisher"):
+            raise ValueError(f"FraudsterReweighting update: combine must be 'max' or 'fisher' (got {self.combine!r})")
 
     def due(self, epoch: int) -> bool:
         return epoch >= self.start_epoch and (epoch - self.start_epoch) % self.every == 0
@@ -107,6 +114,7 @@ class FraudsterReweighting(L.Callback):
         self.updates = 0
         self.last_update_epoch = -1
         self.scores: np.ndarray | None = None
+        self.update_scores: np.ndarray | None = None  # the last update's combined rank of each user
         self.lm_scores: np.ndarray | None = None
         self.signal_scores: dict[str, np.ndarray] = {}  # each signal's scores of the data module's users
         self.flagged: torch.Tensor | None = None  # (U,) bool: flagged with confidence (sticky)
@@ -192,6 +200,7 @@ class FraudsterReweighting(L.Callback):
         state = self._update(trainer, pl_module) if trainer.is_global_zero else None
         state = trainer.strategy.broadcast(state, src=0)
         self.w, self.scores, self.calibrator_state = state["w"], state["scores"], state["calibrator"]
+        self.update_scores = state["update_scores"]
         self.signal_scores, self.flagged = state["signals"], state["flagged"]
         self.updates, self.last_update_epoch = state["updates"], epoch
         self.history = state["history"]
@@ -201,7 +210,8 @@ class FraudsterReweighting(L.Callback):
         # Tensors and plain types only: Lightning resumes with torch.load(weights_only=True).
         as_tensor = lambda a: None if a is None else torch.as_tensor(a)
         return {"w": self.w, "w0": self.update.w0, "updates": self.updates, "last_update_epoch": self.last_update_epoch,
-                "scores": as_tensor(self.scores), "lm_scores": as_tensor(self.lm_scores),
+                "scores": as_tensor(self.scores), "update_scores": as_tensor(self.update_scores),
+                "lm_scores": as_tensor(self.lm_scores),
                 "signal_scores": {k: as_tensor(v) for k, v in self.signal_scores.items()},
                 "flag_fraction": self.update.flag_fraction, "calibrator": self.calibrator_state, "history": self.history,
                 "flagged": self.flagged}
@@ -214,6 +224,7 @@ class FraudsterReweighting(L.Callback):
         self.w, self.updates = state["w"], state["updates"]
         self.last_update_epoch, self.scores = state["last_update_epoch"], as_array(state["scores"])
         self.lm_scores, self.calibrator_state = as_array(state["lm_scores"]), state["calibrator"]
+        self.update_scores = as_array(state.get("update_scores"))  # absent before combine options
         self.signal_scores = {k: as_array(v) for k, v in saved_signal_scores(state).items()}
         self.history = state["history"]
         self.flagged = state.get("flagged")  # checkpoints before confident flags: a fresh pass at fit start
@@ -306,7 +317,7 @@ class FraudsterReweighting(L.Callback):
                 entry.update({f"update_{k}": v for k, v in detection_metrics(update_scores[: len(scores)], labels_true, top).items()})
         rank_zero_info(f"genrec: fraudster reweighting, update {self.updates + 1}: {_fmt(entry)}")
         self._log(trainer, {f"robust/{k}": v for k, v in entry.items() if k != "epoch"})
-        return {"w": self.w, "scores": scores, "signals": signal_scores, "calibrator": calibrator.state_dict(),
+        return {"w": self.w, "scores": scores, "update_scores": update_scores[: len(scores)], "signals": signal_scores, "calibrator": calibrator.state_dict(),
                 "updates": self.updates + 1, "history": self.history + [entry], "flagged": flagged}
 
     def _score(self, signal: Signal, view: UserView) -> np.ndarray:
@@ -319,11 +330,17 @@ class FraudsterReweighting(L.Callback):
         return self._history_scores[signal.name]
 
     def combined(self, calibrated: np.ndarray, signal_scores: dict[str, np.ndarray]) -> np.ndarray:
-        """Each user's rank: the largest of its calibrated percentile and each signal's percentile
-        times the signal's ``weight``, as a percentile. (U,)"""
+        """Each user's rank from its calibrated percentile and each signal's, weighted by the signal's
+        ``weight``, as ``update.combine`` says (the largest, or Fisher's sum), as a percentile. (U,)"""
         ranked = [percentiles(torch.as_tensor(calibrated))]
-        ranked += [s.weight * percentiles(torch.as_tensor(signal_scores[s.name])) for s in self.signals if s.weight > 0]
-        return percentiles(torch.stack(ranked).max(0).values).numpy()
+        ranked += [percentiles(torch.as_tensor(signal_scores[s.name])) for s in self.signals if s.weight > 0]
+        weight = torch.tensor([1.0] + [s.weight for s in self.signals if s.weight > 0])[:, None]
+        p = torch.stack(ranked)
+        if self.update.combine == "max":
+            return percentiles((weight * p).max(0).values).numpy()
+        n = p.shape[1]
+        tail = (1 - p) * (n - 1) / n + 1 / n  # the fraction of users ranked at or above, in [1/n, 1]
+        return percentiles((weight * -torch.log(tail)).sum(0)).numpy()
 
     def flags(self, signal_scores: dict[str, np.ndarray], before: torch.Tensor | None) -> torch.Tensor | None:
         """Users flagged with confidence: above some signal's ``flag_above`` now or at an earlier update."""

@@ -82,7 +82,10 @@ def detection(info: dict[str, Any], num_real: int) -> dict[str, dict[str, float]
         labels, top = np.arange(num) >= num_real, 1 - state["flag_fraction"]
         for name, scores in signals.items():
             out[name] = detection_metrics(percentiles(torch.as_tensor(np.asarray(scores))).numpy(), labels, top)
-        out["update (max percentile)"] = detection_metrics(max_percentiles(state["scores"], *signals.values()), labels, top)
+        # The update's own ranking (checkpoints before ``update.combine`` saved none: the largest percentile).
+        ranked = state.get("update_scores")
+        ranked = np.asarray(ranked) if ranked is not None else max_percentiles(state["scores"], *signals.values())
+        out["update"] = detection_metrics(ranked, labels, top)
     return out
 
 

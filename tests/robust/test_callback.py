@@ -178,8 +178,8 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
     state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
     rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
-    assert set(rows) == {"lm", "calibrated", "anomaly", "update (max percentile)"}
-    assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
+    assert set(rows) == {"lm", "calibrated", "anomaly", "update"}
+    assert rows["update"]["auc"] == pytest.approx(last["update_auc"])
     # checkpoints written before signals were a list held the anomaly scores under their own key
     legacy = {k: v for k, v in state.items() if k != "signal_scores"} | {"anomaly_scores": state["signal_scores"]["anomaly"]}
     assert detection({"defence": legacy, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum())) == rows
@@ -247,9 +247,9 @@ def test_coordination_signal_logs_and_reports_beside_the_anomaly_one(tmp_path):
     ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
     state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
     rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
-    assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "update (max percentile)"]
+    assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "update"]
     assert rows["coordination"]["auc"] == pytest.approx(last["coordination_auc"])
-    assert rows["update (max percentile)"]["auc"] == pytest.approx(last["update_auc"])
+    assert rows["update"]["auc"] == pytest.approx(last["update_auc"])
 
 
 DENSE_BLOCK = json.dumps([*json.loads(COORDINATION), {"kind": "dense_block", "min_lift": 1.5, "min_support": 0.02}])
@@ -257,8 +257,10 @@ DENSE_BLOCK = json.dumps([*json.loads(COORDINATION), {"kind": "dense_block", "mi
 
 def test_dense_block_signal_joins_the_defence_from_the_config(tmp_path):
     """A ``signals:`` entry naming genrec.robust.DenseBlockSignal: a defended run scores, logs and
-    reports it beside the other signals, and the update ranks by the largest percentile of all."""
-    cli = train_main(tiny_args(tmp_path, epochs=3, attack="copy", update={"scores": "rank", "flag_fraction": 0.1}, extra=(
+    reports it beside the other signals; with ``update.combine: fisher`` the update ranks by Fisher's
+    sum, and the report reads the update's own ranking back from the checkpoint."""
+    update = {"scores": "rank", "flag_fraction": 0.1, "combine": "fisher"}
+    cli = train_main(tiny_args(tmp_path, epochs=3, attack="copy", update=update, extra=(
         "--data.attack", json.dumps({"kind": "copy", "budget": 0.05, "seed": 1, "splice": "anywhere"}),
         "--trainer.callbacks.signals", DENSE_BLOCK)))
     cb, dm = reweighting(cli), cli.datamodule
@@ -268,16 +270,17 @@ def test_dense_block_signal_joins_the_defence_from_the_config(tmp_path):
     assert len(dense) == len(dm.is_fake) and dense.max() > 0  # 80 items: no pair is rare, a low bar passes some
     last = cb.history[-1]
     assert last["dense_block_auc"] == pytest.approx(roc_auc(dense, dm.is_fake))
-    assert last["update_auc"] == pytest.approx(roc_auc(max_percentiles(
-        cb.scores, cb.signal_scores["anomaly"], cb.signal_scores["coordination"], dense), dm.is_fake))
+    assert last["update_auc"] == pytest.approx(roc_auc(cb.combined(cb.scores, cb.signal_scores), dm.is_fake))
+    assert last["update_auc"] != pytest.approx(roc_auc(max_percentiles(cb.scores, *cb.signal_scores.values()), dm.is_fake))
     assert len(cb.timings["update: dense_block signal"]) == 2
     logged = (tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()[0].split(",")
     assert "robust/dense_block_auc" in logged
     ckpt = next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
     state = next(v for k, v in torch.load(ckpt, weights_only=False)["callbacks"].items() if "FraudsterReweighting" in k)
     rows = detection({"defence": state, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum()))
-    assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "dense_block", "update (max percentile)"]
+    assert list(rows) == ["lm", "calibrated", "anomaly", "coordination", "dense_block", "update"]
     assert rows["dense_block"]["auc"] == pytest.approx(last["dense_block_auc"])
+    assert rows["update"]["auc"] == pytest.approx(last["update_auc"])
 
 
 def test_confident_flags_hold_weights_near_zero_whatever_the_ranking_says():
@@ -423,3 +426,23 @@ def test_lm_embeddings_are_cached_once_for_every_run(tmp_path, monkeypatch):
     second = reweighting(train_main(tiny_args(tmp_path / "second", epochs=2)))
     assert calls == []
     np.testing.assert_array_equal(second._known["lm_users"], first._known["lm_users"])
+
+
+def test_fisher_combination_adds_agreeing_signals_where_the_largest_percentile_does_not():
+    """Bandwagon fakes sit in the top few percent of the calibrator and the anomaly score at once but
+    at the very top of neither; under "max" the very top of each signal (real users) outranks them."""
+    rng = np.random.default_rng(1)
+    n = 1000
+    calibrated, anomaly = rng.random(n), rng.random(n)
+    calibrated[0], anomaly[0] = 0.985 * calibrated.max(), 0.985 * anomaly.max()  # agreeing, top 1-2% of both
+    calibrated[1] = 2 * calibrated.max()  # the very top of one signal only
+    anomaly[1] = np.median(anomaly)
+    make = lambda combine: FraudsterReweighting(update=WeightUpdate(scores="rank", combine=combine),
+                                                signals=[AnomalySignal()])
+    by_max = make("max").combined(calibrated, {"anomaly": anomaly})
+    by_fisher = make("fisher").combined(calibrated, {"anomaly": anomaly})
+    assert by_max[1] > by_max[0] and by_fisher[0] > by_fisher[1]
+    tails = [(1 - percentiles(torch.as_tensor(s)).numpy()) * (n - 1) / n + 1 / n for s in (calibrated, anomaly)]
+    np.testing.assert_allclose(by_fisher, percentiles(torch.as_tensor(-np.log(tails[0]) - np.log(tails[1]))).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="combine"):
+        WeightUpdate(combine="mean")

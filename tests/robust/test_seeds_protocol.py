@@ -30,7 +30,7 @@ def test_a_pair_reads_reduction_auc_weights_and_price(tmp_path):
     report = {"attacks": {"copy": {"fakes": 2, "real_weights": {"users": 3, "below_0.5": 1},
                                    "undefended": {"t_hr@50": 0.02, "hr@10": 0.25},
                                    "defended": {"t_hr@50": 0.005, "hr@10": 0.2475},
-                                   "detection": {"update (max percentile)": {"auc": 0.97}}}}}
+                                   "detection": {"update": {"auc": 0.97}}}}}
     row = pair_metrics(report, ckpt)
     assert abs(row["reduction"] - 0.75) < 1e-9 and row["update_auc"] == 0.97
     assert abs(row["fakes_weight"] - 0.06) < 1e-5  # (0.1 + 0.02) / 2, weights σ(w) / σ(0)
