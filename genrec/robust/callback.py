@@ -85,7 +85,7 @@ class FraudsterReweighting(L.Callback):
         known_attack: ``AttackConfig`` options of the simulated attack the detectors learn from.
         update: when and how the weights move (``WeightUpdate``).
         signals: untrained per-user signals (``genrec.robust.signals``); with ``update.scores="rank"``
-            a user's percentile is the largest of its calibrated one and each signal's times its ``weight``.
+            a user's rank combines its calibrated percentile and each signal's (``update.combine``).
         detector, calibrator: ``DetectorConfig`` / ``CalibratorConfig`` options; the LM detector's
             scores are logged and reported, never part of the weights.
         threshold: score above which a user counts as flagged in precision/recall.

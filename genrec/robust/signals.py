@@ -5,8 +5,8 @@ on, and attacks lie on different sides. A recommender that has fitted them predi
 bandwagon and segment fakes *worse* than real users and model-based fakes *better* (their fillers
 were chosen for being predictable; docs/results/robust.md measures it), so "low fit = fake" learned
 from random fakes ranks model-based fakes below real users. A signal is untrained instead: it scores every user from what the callback reads at an update
-(``UserView``), larger meaning more suspect, and the update ranks each user by the largest of its
-percentiles under the calibrator and every signal (``genrec.robust.detector.max_percentiles``).
+(``UserView``), larger meaning more suspect, and the update ranks each user by its percentiles
+under the calibrator and every signal, combined as ``WeightUpdate.combine`` says (Fisher's sum or the largest).
 
 ``AnomalySignal``: the sum over per-user statistics of their distance from the users' median in
 units of the median absolute deviation, large on either side. The statistics: the user's mean fit,
