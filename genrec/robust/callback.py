@@ -332,10 +332,9 @@ class FraudsterReweighting(L.Callback):
     def combined(self, calibrated: np.ndarray, signal_scores: dict[str, np.ndarray]) -> np.ndarray:
         """Each user's rank from its calibrated percentile and each signal's, weighted by the signal's
         ``weight``, as ``update.combine`` says (the largest, or Fisher's sum), as a percentile. (U,)"""
-        ranked = [percentiles(torch.as_tensor(calibrated))]
-        ranked += [percentiles(torch.as_tensor(signal_scores[s.name])) for s in self.signals if s.weight > 0]
-        weight = torch.tensor([1.0] + [s.weight for s in self.signals if s.weight > 0])[:, None]
-        p = torch.stack(ranked)
+        counted = [s for s in self.signals if s.weight > 0]
+        p = torch.stack([percentiles(torch.as_tensor(v)) for v in [calibrated, *(signal_scores[s.name] for s in counted)]])
+        weight = torch.tensor([1.0] + [s.weight for s in counted])[:, None]
         if self.update.combine == "max":
             return percentiles((weight * p).max(0).values).numpy()
         n = p.shape[1]

@@ -183,6 +183,9 @@ def test_anomaly_ranks_users_by_the_larger_percentile(tmp_path):
     # checkpoints written before signals were a list held the anomaly scores under their own key
     legacy = {k: v for k, v in state.items() if k != "signal_scores"} | {"anomaly_scores": state["signal_scores"]["anomaly"]}
     assert detection({"defence": legacy, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum())) == rows
+    # checkpoints written before update.combine saved no ranking: the largest percentile, this run's own
+    unranked = {k: v for k, v in state.items() if k != "update_scores"}
+    assert detection({"defence": unranked, "num_fakes": int(dm.is_fake.sum())}, int((~dm.is_fake).sum())) == rows
     with pytest.raises(ValueError, match="w0"):  # a resume must continue the same update
         FraudsterReweighting(update=WeightUpdate(w0=1.0)).load_state_dict(state)
 
