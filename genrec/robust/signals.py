@@ -202,6 +202,9 @@ class DenseBlockSignal(UserSignal):
         max_coherence: keep only *lockstep* pairs, whose holders share at most this much besides
             the pair (``holder_coherence``), a user then scoring the pairs it holds within a group of
             linked lockstep pairs (null: the summed weight of every strong pair held).
+        min_group: the fewest items a lockstep group must link to count (with ``max_coherence``).
+            Organic lockstep pairs stand alone (two-item groups); fakes carrying subsets of one
+            set of targets link three or more.
     """
 
     kind: Literal["dense_block"] = "dense_block"
@@ -211,6 +214,7 @@ class DenseBlockSignal(UserSignal):
     min_holders: int = 2
     chunk: int = 2048
     max_coherence: float | None = None
+    min_group: int = 2
     needs_model: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
@@ -219,9 +223,9 @@ class DenseBlockSignal(UserSignal):
             raise ValueError(f"DenseBlockSignal: min_lift must be above 1 (independent items have lift 1), got {self.min_lift}")
         if not 0 < self.min_support < 1:
             raise ValueError(f"DenseBlockSignal: min_support is a fraction of the users, in (0, 1); got {self.min_support}")
-        if self.max_items < 2 or self.chunk < 1 or self.min_holders < 2:
-            raise ValueError(f"DenseBlockSignal: max_items and min_holders must be >= 2 and chunk >= 1, got "
-                             f"{self.max_items}, {self.min_holders}, {self.chunk}")
+        if self.max_items < 2 or self.chunk < 1 or self.min_holders < 2 or self.min_group < 2:
+            raise ValueError(f"DenseBlockSignal: max_items, min_holders and min_group must be >= 2 and chunk >= 1, got "
+                             f"{self.max_items}, {self.min_holders}, {self.min_group}, {self.chunk}")
         if self.max_coherence is not None and not self.max_coherence > 0:
             raise ValueError(f"DenseBlockSignal: max_coherence must be positive or null, got {self.max_coherence}")
 
@@ -258,12 +262,13 @@ class DenseBlockSignal(UserSignal):
         return group_pairs_held(users, self.lockstep_groups(users, pairs))
 
     def lockstep_groups(self, users: sp.csr_matrix, pairs: sp.csr_matrix) -> np.ndarray:
-        """(N+1,) each item's group (-1: none): the connected components of the lockstep pairs."""
+        """(N+1,) each item's group (-1: none): the connected components of the lockstep pairs that
+        link at least ``min_group`` items."""
         upper = sp.triu(pairs).tocoo()
         keep = holder_coherence(users, upper.row, upper.col) <= self.max_coherence if upper.nnz else np.zeros(0, bool)
         graph = sp.csr_matrix((np.ones(int(keep.sum())), (upper.row[keep], upper.col[keep])), shape=pairs.shape)
         _, label = connected_components(graph, directed=False)
-        return np.where(np.bincount(label)[label] >= 2, label, -1)
+        return np.where(np.bincount(label)[label] >= self.min_group, label, -1)
 
 
 def group_pairs_held(users: sp.csr_matrix, group: np.ndarray) -> np.ndarray:

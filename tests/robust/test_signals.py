@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -310,6 +312,31 @@ def test_lockstep_groups_leave_a_series_of_one_taste_unflagged():
     signal = DenseBlockSignal(min_lift=5.0, min_support=0.02, max_coherence=0.1, flag_above=2.0)
     assert signal.strong_pairs(histories, 204).nnz == 2 * 6  # the series' six pairs are strong
     assert (signal.score(_view(histories, np.zeros(205))) == 0).all()
+
+
+def test_min_group_flags_two_target_fakes_and_leaves_a_lone_lockstep_pair():
+    """100 fakes carrying 2 of 5 targets each hold one pair of a five-item lockstep group; 30 real users
+    of both tastes who hold one more pair (206, 207) hold a lockstep pair that stands alone. Counting
+    only groups of three items or more flags every fake at one pair and nobody else; with two-item
+    groups counting, that pair's holders are flagged too."""
+    rng = np.random.default_rng(4)
+    histories = [rng.choice(np.arange(1, 101) if u < 600 else np.arange(101, 201), 40, replace=False) for u in range(1200)]
+    lone = rng.choice(1200, 30, replace=False)
+    for u in lone:
+        histories[u] = np.r_[histories[u], 206, 207]
+    for d in rng.choice(1200, 100):
+        histories.append(rng.permutation(np.r_[np.setdiff1d(histories[d], [206, 207]), rng.choice(np.arange(201, 206), 2, replace=False)]))
+    fake = np.arange(len(histories)) >= 1200
+    view = _view(histories, np.zeros(208))
+    signal = DenseBlockSignal(min_lift=5.0, min_support=0.005, max_coherence=0.1, flag_above=0.5)
+    groups = signal.lockstep_groups(interaction_matrix(histories, 207), signal.strong_pairs(histories, 207))
+    assert (groups[201:206] == groups[201]).all() and groups[201] >= 0 and groups[206] == groups[207] >= 0 != groups[201]
+    scores = dataclasses.replace(signal, min_group=3).score(view)
+    assert (scores[fake] > signal.flag_above).all() and (scores[~fake] == 0).all()
+    pairs_too = signal.score(view)
+    assert (pairs_too[lone] > signal.flag_above).all() and (pairs_too[fake] > signal.flag_above).all()
+    with pytest.raises(ValueError, match="min_group"):
+        DenseBlockSignal(min_group=1)
 
 
 def test_min_holders_sets_a_floor_under_the_support_fraction():
