@@ -228,6 +228,8 @@ class DenseBlockSignal(UserSignal):
                              f"{self.max_items}, {self.min_holders}, {self.min_group}, {self.chunk}")
         if self.max_coherence is not None and not self.max_coherence > 0:
             raise ValueError(f"DenseBlockSignal: max_coherence must be positive or null, got {self.max_coherence}")
+        if self.min_group != 2 and self.max_coherence is None:
+            raise ValueError(f"DenseBlockSignal: min_group ({self.min_group}) counts lockstep groups, which need max_coherence; set it or drop min_group")
 
     def strong_pairs(self, histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:
         """(N+1, N+1) symmetric: each strong pair's weight ``1 + log(lift / min_lift)``, else 0."""

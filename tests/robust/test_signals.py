@@ -330,13 +330,16 @@ def test_min_group_flags_two_target_fakes_and_leaves_a_lone_lockstep_pair():
     view = _view(histories, np.zeros(208))
     signal = DenseBlockSignal(min_lift=5.0, min_support=0.005, max_coherence=0.1, flag_above=0.5)
     groups = signal.lockstep_groups(interaction_matrix(histories, 207), signal.strong_pairs(histories, 207))
-    assert (groups[201:206] == groups[201]).all() and groups[201] >= 0 and groups[206] == groups[207] >= 0 != groups[201]
+    assert (groups[201:206] == groups[201]).all() and groups[201] >= 0
+    assert groups[206] == groups[207] >= 0 and groups[206] != groups[201]
     scores = dataclasses.replace(signal, min_group=3).score(view)
     assert (scores[fake] > signal.flag_above).all() and (scores[~fake] == 0).all()
     pairs_too = signal.score(view)
     assert (pairs_too[lone] > signal.flag_above).all() and (pairs_too[fake] > signal.flag_above).all()
     with pytest.raises(ValueError, match="min_group"):
         DenseBlockSignal(min_group=1)
+    with pytest.raises(ValueError, match="max_coherence"):
+        DenseBlockSignal(min_group=3)  # without lockstep groups min_group would be ignored
 
 
 def test_min_holders_sets_a_floor_under_the_support_fraction():
