@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from genrec.data import SequenceDataModule
 from genrec.evaluation.runner import evaluate_recommender
 from genrec.metrics import RankingMetrics
-from genrec.models.text_prior import TextScorer
+from genrec.models.text_prior import TextScorer, recency_user_vectors
 from genrec.tokenizers.text import DEFAULT_ENCODER, DEFAULT_TEMPLATE, embed_texts, render_texts
 
 ROOT = "../shared/data/"
@@ -57,9 +57,9 @@ def training_pairs(dm: SequenceDataModule) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def user_vectors(v: torch.Tensor, history: torch.Tensor, decay: float = 0.3) -> torch.Tensor:
-    """The formula's query over left-padded ``history`` (B, WINDOW): newest item last."""
-    w = decay ** torch.arange(WINDOW - 1, -1, -1).float()
-    return F.normalize(torch.einsum("l,ble->be", w, v[history] * (history > 0)[..., None]), dim=-1)
+    """The formula's query over left-padded ``history`` (B, WINDOW): newest item last (``recency_user_vectors``
+    at the last position; the padding weighs nothing)."""
+    return recency_user_vectors(v, history, decay, torch.full((len(history),), WINDOW))
 
 
 def main() -> None:
