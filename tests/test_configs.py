@@ -18,6 +18,7 @@ LAYERED = {  # config: the one it is layered on
     "encoder/lodo-beauty.yaml": "encoder/multidomain.yaml",
     "encoder/lodo-yelp.yaml": "encoder/multidomain.yaml",
     "encoder/scientific.yaml": "encoder/multidomain.yaml",
+    "encoder/office-fewshot.yaml": "encoder/multidomain.yaml",
 }
 
 

@@ -57,6 +57,11 @@ class TrainWindows(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
+    def keep_users(self, chosen: np.ndarray) -> None:
+        """Keep only the windows of the users where ``chosen`` (a mask over all users) is true."""
+        keep = chosen[self.users]
+        self.starts, self.ends, self.users = self.starts[keep], self.ends[keep], self.users[keep]
+
     def __getitem__(self, i: int) -> tuple[int, int, int]:
         return int(self.users[i]), int(self.starts[i]), int(self.ends[i])
 

@@ -10,6 +10,22 @@ from genrec.data.datamodule import SequenceDataModule
 from genrec.data.raw import DataError
 
 
+def check_user_fraction(where: str, fraction: float, seed: int) -> None:
+    """Refuse a share outside (0, 1] or a negative seed, naming ``<where>.train_user_fraction`` / ``.fraction_seed``."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"{where}.train_user_fraction must be in (0, 1], got {fraction}")
+    if seed < 0:
+        raise DataError(f"{where}.fraction_seed must be >= 0, got {seed}")
+
+
+def drawn_users(num_users: int, fraction: float, seed: int) -> np.ndarray:
+    """A mask over ``num_users`` users marking ``round(num_users * fraction)`` of them (at least one), drawn
+    with ``seed``: the same users for the same data and seed, whichever module draws them."""
+    chosen = np.zeros(num_users, bool)
+    chosen[np.random.default_rng(seed).choice(num_users, max(1, round(num_users * fraction)), replace=False)] = True
+    return chosen
+
+
 class FewShotDataModule(SequenceDataModule):
     """``SequenceDataModule`` whose training windows come from ``train_user_fraction`` of the users.
 
@@ -20,21 +36,13 @@ class FewShotDataModule(SequenceDataModule):
     """
 
     def __init__(self, train_user_fraction: float = 0.1, fraction_seed: int = 0, **data_options: Any):
-        if not 0 < train_user_fraction <= 1:
-            raise DataError(f"data.train_user_fraction must be in (0, 1], got {train_user_fraction}")
-        if fraction_seed < 0:
-            raise DataError(f"data.fraction_seed must be >= 0, got {fraction_seed}")
+        check_user_fraction("data", train_user_fraction, fraction_seed)
         super().__init__(**data_options)
         self.save_data_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         hp = self.hparams
-        rng = np.random.default_rng(hp.fraction_seed)
-        num_users = self.data.num_users
-        chosen = np.zeros(num_users, bool)
-        chosen[rng.choice(num_users, max(1, round(num_users * hp.train_user_fraction)), replace=False)] = True
-        keep = chosen[self.train_set.users]
-        ts = self.train_set
-        ts.starts, ts.ends, ts.users = ts.starts[keep], ts.ends[keep], ts.users[keep]
+        chosen = drawn_users(self.data.num_users, hp.train_user_fraction, hp.fraction_seed)
+        self.train_set.keep_users(chosen)
         self.train_users = np.flatnonzero(chosen)

@@ -17,11 +17,13 @@ from torch.utils.data import DataLoader
 from genrec.data.batching import DomainBlockSampler
 from genrec.data.datamodule import (EvalTargets, Exclude, LoaderConfig, SequenceDataModule, TrainWindows,
                                     check_loader_options, load_sequences)
+from genrec.data.fewshot import check_user_fraction, drawn_users
 from genrec.data.preprocess import SequenceData
 from genrec.data.raw import DataError
 from genrec.data.registry import Source, get_source
 
-DOMAIN_KEYS = ("name", "dataset", "root", "dataset_options", "min_user_interactions", "min_item_interactions")
+DOMAIN_KEYS = ("name", "dataset", "root", "dataset_options", "min_user_interactions", "min_item_interactions",
+               "train_user_fraction", "fraction_seed")
 
 
 class MultiDomainDataModule(SequenceDataModule):
@@ -30,7 +32,9 @@ class MultiDomainDataModule(SequenceDataModule):
     Args:
         domains: one mapping per domain with ``dataset`` (registered name) and optionally ``name``
             (default: the dataset name; must be unique), ``root``, ``dataset_options``,
-            ``min_user_interactions``, ``min_item_interactions``: as ``SequenceDataModule``'s.
+            ``min_user_interactions``, ``min_item_interactions``: as ``SequenceDataModule``'s;
+            ``train_user_fraction`` and ``fraction_seed``: train on that share of the domain's users only (the
+            same draw as ``FewShotDataModule``'s), validation and test on all of them.
         eval_on: names of the domains that validation and test cover (default: all), in order.
         domain_balance: in [0, 1]; domain d's share of the training steps is ``∝ windows_d ** (1 - domain_balance)``
             (0: as the data come; 1: equal shares).
@@ -54,6 +58,7 @@ class MultiDomainDataModule(SequenceDataModule):
         self.save_data_hyperparameters()
         self.names: list[str] = []
         self.parts: list[tuple[Source, int, int]] = []  # source, k-core settings
+        self.user_fractions: dict[str, tuple[float, int]] = {}  # domains that train on a share of their users
         for i, spec in enumerate(domains):
             if not isinstance(spec, dict) or "dataset" not in spec:
                 raise DataError(f"data.domains[{i}] must be a mapping with at least 'dataset' (got {spec!r})")
@@ -64,6 +69,10 @@ class MultiDomainDataModule(SequenceDataModule):
             if name in self.names:
                 raise DataError(f"data.domains[{i}]: domain name {name!r} is used twice; give each domain a unique 'name'")
             self.names.append(name)
+            fraction, seed = spec.get("train_user_fraction", 1.0), spec.get("fraction_seed", 0)
+            check_user_fraction(f"data.domains[{i}]", fraction, seed)
+            if fraction < 1:
+                self.user_fractions[name] = (fraction, seed)
             self.parts.append((
                 get_source(spec["dataset"], root=spec.get("root"), cache_dir=cache_dir, download=download,
                            **(spec.get("dataset_options") or {})),
@@ -101,6 +110,9 @@ class MultiDomainDataModule(SequenceDataModule):
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         hp = self.hparams
+        self.train_user_mask = self.training_users()
+        if self.train_user_mask is not None:
+            self.train_set.keep_users(self.train_user_mask)
         self.val_sets, self.test_sets = [], []
         for name in self.eval_names:
             lo, hi = self.user_ranges[name]
@@ -114,6 +126,18 @@ class MultiDomainDataModule(SequenceDataModule):
                                "(data.val_users_per_domain); test covers all")
                 users, val_pos = users[keep], val_pos[keep]
             self.val_sets.append(EvalTargets(self.data, users, val_pos, hp.max_seq_len))
+
+    def training_users(self) -> np.ndarray | None:
+        """A mask over the joint users marking those that train (None: all do); reports each domain's share."""
+        if not self.user_fractions:
+            return None
+        chosen = np.ones(self.data.num_users, bool)
+        for name, (fraction, seed) in self.user_fractions.items():
+            lo, hi = self.user_ranges[name]
+            chosen[lo:hi] = drawn_users(hi - lo, fraction, seed)
+            rank_zero_info(f"genrec: domain {name!r}: training on {int(chosen[lo:hi].sum()):,} of its {hi - lo:,} users "
+                           f"(train_user_fraction {fraction:g}, fraction_seed {seed}); validation and test cover all")
+        return chosen
 
     def domain_of(self, users: np.ndarray) -> np.ndarray:
         """The domain index of each user."""

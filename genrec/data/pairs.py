@@ -49,6 +49,12 @@ class TrainPairs(Dataset):
     def __len__(self) -> int:
         return len(self.positive)
 
+    def keep_users(self, chosen: np.ndarray) -> None:
+        """Keep only the pairs of the users where ``chosen`` (a mask over all users) is true."""
+        keep = chosen[self.user]
+        self.user, self.positive, self.length = self.user[keep], self.positive[keep], self.length[keep]
+        self.left_out = np.where(chosen, self.left_out, 0)
+
     def __getitem__(self, i: int) -> int:
         return i
 
@@ -129,6 +135,8 @@ class PairDataModule(MultiDomainDataModule):
         super().setup(stage)
         self.item_texts  # a template error should stop the run before any training
         self.pairs = TrainPairs(self.data, self.train_end, self.query_items)
+        if self.train_user_mask is not None:
+            self.pairs.keep_users(self.train_user_mask)
         self.pair_domain = self.domain_of(self.pairs.user)
         self.pair_collator = PairCollator(self.data, self.pairs, self.pair_domain, self.query_items)
         user_domain = self.domain_of(np.arange(self.data.num_users))

@@ -58,6 +58,8 @@ def test_each_eval_loader_holds_one_domains_users_and_targets():
     ({"domains": [{"root": "x"}]}, r"data.domains\[0\] must be a mapping"),
     ({"domains": [{**A, "colour": 1}]}, r"data.domains\[0\] has unknown key"),
     ({"domains": [A], "eval_on": ["z"]}, "data.eval_on names unknown"),
+    ({"domains": [A, {**B, "train_user_fraction": 0}]}, r"data.domains\[1\].train_user_fraction must be in \(0, 1\], got 0"),
+    ({"domains": [{**A, "fraction_seed": -2}]}, r"data.domains\[0\].fraction_seed must be >= 0, got -2"),
 ])
 def test_bad_domain_configs_are_named(kw, match):
     with pytest.raises(DataError, match=match):
@@ -131,3 +133,23 @@ def test_validation_samples_users_per_domain_but_test_keeps_them_all():
 def test_bad_sampling_options_are_named(kw, match):
     with pytest.raises(DataError, match=match):
         multi(**kw)
+
+
+def test_a_domain_can_train_on_a_share_of_its_users_drawn_as_few_shot_draws_them(caplog):
+    from genrec.data.fewshot import FewShotDataModule
+
+    with caplog.at_level("INFO"):
+        dm = MultiDomainDataModule(domains=[A, {**B, "train_user_fraction": 0.2, "fraction_seed": 3}], max_seq_len=8)
+        dm.setup("fit")
+    full = multi()
+    full.setup("fit")
+    lo, hi = dm.user_ranges["b"]
+    few = FewShotDataModule(train_user_fraction=0.2, fraction_seed=3, dataset="synthetic",
+                            dataset_options=B["dataset_options"], max_seq_len=8)
+    few.setup("fit")
+    trained = dm.train_set.users
+    np.testing.assert_array_equal(np.unique(trained[trained >= lo]) - lo, few.train_users)  # the same 10 users
+    np.testing.assert_array_equal(trained[trained < lo], full.train_set.users[full.train_set.users < lo])  # a: all
+    assert len(few.train_users) == 10 and "domain 'b': training on 10 of its 50 users" in caplog.text
+    assert [len(s) for s in dm.test_sets] == [len(s) for s in full.test_sets]  # evaluation keeps everyone
+    assert [len(s) for s in dm.val_sets] == [len(s) for s in full.val_sets]

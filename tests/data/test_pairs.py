@@ -13,11 +13,11 @@ TWO = {f"v{i}": "pqrst" if i % 2 else "pqrts" for i in range(6)}
 TITLES = {c: f"item {c}" for c in "abcyzpqrst"}
 
 
-def module(tmp_path, batch_size=2, domain_balance=1.0, **pairing):
+def module(tmp_path, batch_size=2, domain_balance=1.0, two_options=None, **pairing):
     one = text_domain(tmp_path / "one", ONE, {k: TITLES[k] for k in "abcyz"})
     two = text_domain(tmp_path / "two", TWO, {k: TITLES[k] for k in "pqrst"})
     dm = PairDataModule([{"name": "one", "dataset": "plain", "root": str(one)},
-                         {"name": "two", "dataset": "plain", "root": str(two)}],
+                         {"name": "two", "dataset": "plain", "root": str(two), **(two_options or {})}],
                         PairConfig(**pairing), domain_balance, loader=LoaderConfig(batch_size=batch_size))
     dm.setup("fit")
     return dm
@@ -64,3 +64,16 @@ def test_domain_batches_hold_one_domain_and_balance_evens_the_domains_out(tmp_pa
     assert unbalanced.tolist() == [3, 6]  # as the data come: 7 : 12
     mixed = module(tmp_path / "m", batches="mixed", batch_size=6)
     assert any(len(set(b["domain"].tolist())) == 2 for b in all_batches(mixed))
+
+
+def test_a_domain_trained_on_a_share_of_its_users_gives_pairs_of_those_users_only(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        dm = module(tmp_path, domain_balance=0.0, two_options={"train_user_fraction": 0.5, "fraction_seed": 1})
+    lo, hi = dm.user_ranges["two"]
+    chosen = np.flatnonzero(dm.train_user_mask[lo:hi]) + lo
+    assert len(chosen) == 3  # 3 of the 6 users of domain two
+    two_users = dm.pairs.user[dm.pair_domain == 1]
+    assert set(two_users.tolist()) == set(chosen.tolist()) and len(two_users) == 3 * 2  # 2 pairs each
+    assert (dm.pair_domain == 0).sum() == 7  # domain one keeps all its pairs
+    assert "one 7 (1 repeats left out), two 6 (0 repeats left out)" in caplog.text
+    assert len(dm.test_sets[1]) == 6  # every user of two is still evaluated
