@@ -43,6 +43,8 @@ def _check_same_protocol(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict
     for key in sorted(set(qa) | set(qb)):
         if key in SCORER_FIELDS and not (key in qa and key in qb):
             continue
+        if key == "k":  # other cutoffs change which metrics a report holds, not their values: the shared ones pair
+            continue
         if qa.get(key) != qb.get(key):
             raise RunMismatchError(
                 f"{pa} and {pb} were evaluated with different {key} ({qa.get(key, 'not recorded')!r} vs "
@@ -67,8 +69,8 @@ def _check_same_users(a: tuple[Path, dict, pd.DataFrame], b: tuple[Path, dict, p
 
 def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot: Bootstrap = Bootstrap(),
                  pairs: list[tuple[str, str]] | None = None) -> dict:
-    """Each metric's value in A and B and the paired difference A - B, per ``(scorer of A, scorer of B)``
-    in ``pairs`` (default: the model scorers both report, else every shared scorer but popularity)."""
+    """Each metric both report (their cutoffs may differ), its value in A and B and the paired difference
+    A - B, per ``(scorer of A, scorer of B)`` in ``pairs`` (default: the model scorers both report, else every shared scorer but popularity)."""
     a, b = load_report(run_a, split), load_report(run_b, split)
     _check_same_protocol(a, b)
     if pairs is None:
@@ -87,6 +89,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", boot
     for scorer, scorer_b in pairs:
         _check_same_users(a, b, scorer, scorer_b)
         ma, mb = scorer_metrics(a[2], scorer), scorer_metrics(b[2], scorer_b)
+        if not set(ma) & set(mb):
+            raise RunMismatchError(f"{a[0]} and {b[0]} share no metric ({sorted(ma)} vs {sorted(mb)}): evaluate both "
+                                   "with a cutoff in common")
         diffs = paired_bootstrap(ma, mb, boot)
         label = scorer if scorer == scorer_b else f"{scorer} (A) vs {scorer_b} (B)"
         out["scorers"][label] = {"users": len(next(iter(ma.values()))), "metrics": {

@@ -100,7 +100,6 @@ def test_compare_pairs_named_scorers_across_and_within_runs(tmp_path):
 @pytest.mark.parametrize("field, a, b", [
     ("exclude", "history", "none"),
     ("filters", {"dataset": "synthetic"}, {"dataset": "synthetic", "min_user_interactions": 5}),
-    ("k", {"hr": [1, 10], "ndcg": [10]}, {"hr": [1, 10], "ndcg": [5]}),
     ("window", None, 50),
     ("template", "{title}", "{title}. {brand}"),
 ])
@@ -111,6 +110,23 @@ def test_compare_refuses_reports_of_another_protocol_naming_the_field(tmp_path, 
     second = write_run(tmp_path / "b", r, **{field: b})
     with pytest.raises(RunMismatchError, match=f"different {field} "):
         compare_runs(first, second)
+
+
+def test_reports_with_other_cutoffs_pair_on_the_metrics_both_hold(tmp_path):
+    """A model report at k 1, 5, 10, 50 and a baseline's at 1, 5, 10: hr@10 is the same number in both."""
+    r = ranks(0, 300)
+    wide = write_run(tmp_path / "a", r, k={"hr": [1, 10, 50], "ndcg": [10]})
+    frame = pd.read_parquet(wide / "test_per_user.parquet").assign(**{"hr@50": (r < 50).astype(float)})
+    frame.to_parquet(wide / "test_per_user.parquet")
+    out = compare_runs(wide, write_run(tmp_path / "b", np.maximum(r - 3, 0)))["scorers"]["model"]["metrics"]
+    assert set(out) == {"hr@1", "hr@10", "ndcg@10", "mrr"}  # hr@50 is only in A
+    assert out["hr@10"]["diff"] < 0 and out["hr@10"]["low"] <= out["hr@10"]["diff"] <= out["hr@10"]["high"]
+    other = write_run(tmp_path / "c", r)
+    narrow = pd.read_parquet(other / "test_per_user.parquet")
+    narrow.drop(columns=["hr@1", "hr@10", "ndcg@10", "mrr"]).assign(**{"hr@5": (r < 5).astype(float)}).to_parquet(
+        other / "test_per_user.parquet")
+    with pytest.raises(RunMismatchError, match="share no metric"):
+        compare_runs(wide, other)
 
 
 def test_a_template_only_one_report_records_is_not_a_mismatch(tmp_path):
