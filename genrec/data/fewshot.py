@@ -12,6 +12,10 @@ from genrec.data.raw import DataError
 
 def check_user_fraction(where: str, fraction: float, seed: int) -> None:
     """Refuse a share outside (0, 1] or a negative seed, naming ``<where>.train_user_fraction`` / ``.fraction_seed``."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise DataError(f"{where}.train_user_fraction must be a number in (0, 1], got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"{where}.fraction_seed must be a whole number >= 0, got {seed!r}")
     if not 0 < fraction <= 1:
         raise DataError(f"{where}.train_user_fraction must be in (0, 1], got {fraction}")
     if seed < 0:

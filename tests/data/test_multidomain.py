@@ -60,6 +60,8 @@ def test_each_eval_loader_holds_one_domains_users_and_targets():
     ({"domains": [A], "eval_on": ["z"]}, "data.eval_on names unknown"),
     ({"domains": [A, {**B, "train_user_fraction": 0}]}, r"data.domains\[1\].train_user_fraction must be in \(0, 1\], got 0"),
     ({"domains": [{**A, "fraction_seed": -2}]}, r"data.domains\[0\].fraction_seed must be >= 0, got -2"),
+    ({"domains": [{**A, "train_user_fraction": "10%"}]}, r"data.domains\[0\].train_user_fraction must be a number in \(0, 1\], got '10%'"),
+    ({"domains": [{**A, "fraction_seed": 1.5}]}, r"data.domains\[0\].fraction_seed must be a whole number >= 0, got 1.5"),
 ])
 def test_bad_domain_configs_are_named(kw, match):
     with pytest.raises(DataError, match=match):
